@@ -1,0 +1,293 @@
+//! CPU kernels for the hot paths: dot products, matrix × vector for every precision, and
+//! matrix × matrix (`Y = X·Wᵀ`) through the `matrixmultiply` GEMM.
+//!
+//! Each kernel body is written once as plain, vectorisable Rust (`#[inline(always)]`). On
+//! x86-64 it is additionally compiled inside a `#[target_feature(enable = "avx2,fma")]`
+//! wrapper chosen at run time, so the same source becomes AVX2 code where the CPU has it;
+//! on wasm32 the portable body is vectorised by `+simd128`.
+
+use half::f16;
+
+use crate::matrix::{Matrix, MatrixData};
+use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};
+
+/// Lanes of independent accumulators: enough to fill two AVX2 registers and hide FMA latency.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..LANES {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ q[i]·x[i] for one int8 group (≤ 32 values).
+#[inline(always)]
+fn dot_i8_body(q: &[i8], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut cq = q.chunks_exact(LANES);
+    let mut cx = x.chunks_exact(LANES);
+    for (qq, xx) in (&mut cq).zip(&mut cx) {
+        for i in 0..LANES {
+            acc[i] = (qq[i] as f32).mul_add(xx[i], acc[i]);
+        }
+    }
+    let mut tail = 0.0;
+    for (qq, xx) in cq.remainder().iter().zip(cx.remainder()) {
+        tail += *qq as f32 * xx;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn matvec_f32_body(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    for (yr, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
+        *yr = dot_body(row, x);
+    }
+}
+
+#[inline(always)]
+fn matvec_q8_body(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    let g = groups_per_row(cols);
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = &q[r * cols..(r + 1) * cols];
+        let scales = &scale[r * g..(r + 1) * g];
+        let mut sum = 0.0;
+        for ((qg, xg), s) in row.chunks(GROUP).zip(x.chunks(GROUP)).zip(scales) {
+            sum += s.to_f32() * dot_i8_body(qg, xg);
+        }
+        *yr = sum;
+    }
+}
+
+/// q4 rows against `x` split into its even and odd elements (`xe`, `xo`), so that the low
+/// nibbles (even columns) and high nibbles (odd columns) each meet a contiguous vector.
+#[inline(always)]
+fn matvec_q4_body(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) {
+    let (g, bpr) = (groups_per_row(cols), q4_bytes_per_row(cols));
+    const HALF: usize = GROUP / 2;
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = &q[r * bpr..(r + 1) * bpr];
+        let scales = &scale[r * g..(r + 1) * g];
+        let mut sum = 0.0;
+        for (gi, s) in scales.iter().enumerate() {
+            let bytes = &row[gi * HALF..((gi + 1) * HALF).min(bpr)];
+            let (e, o) = (&xe[gi * HALF..], &xo[gi * HALF..]);
+            let mut acc = [0.0f32; HALF];
+            if bytes.len() == HALF && o.len() >= HALF {
+                for i in 0..HALF {
+                    let lo = (bytes[i] & 0x0f) as i32 - 8;
+                    let hi = (bytes[i] >> 4) as i32 - 8;
+                    acc[i] = (lo as f32).mul_add(e[i], hi as f32 * o[i]);
+                }
+            } else {
+                // Partial last group: `xo` is one shorter than `xe` when cols is odd, and the
+                // padding nibble is 8 (= 0) so it contributes nothing.
+                for (i, &b) in bytes.iter().enumerate() {
+                    let lo = (b & 0x0f) as f32 - 8.0;
+                    let hi = (b >> 4) as f32 - 8.0;
+                    acc[i] = lo * e[i] + if i < o.len() { hi * o[i] } else { 0.0 };
+                }
+            }
+            sum += s.to_f32() * acc.iter().sum::<f32>();
+        }
+        *yr = sum;
+    }
+}
+
+#[inline(always)]
+fn matvec_f16_body(w: &[f16], cols: usize, x: &[f32], y: &mut [f32], buf: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    for (yr, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
+        row.convert_to_f32_slice(&mut buf[..cols]);
+        *yr = dot_body(&buf[..cols], x);
+    }
+}
+
+/// Generates a public entry point that runs `$body` through the AVX2+FMA copy when the CPU
+/// supports it and through the portable copy otherwise.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features the copy was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+dispatch! {
+    /// Σ a[i]·b[i] over the shorter length.
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_body
+}
+dispatch! {
+    /// `y = W·x` for an f32 (rows, cols) matrix.
+    pub fn matvec_f32(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) => matvec_f32_body
+}
+dispatch! {
+    /// `y = W·x` for a q8 matrix, reading the int8 data and f16 scales directly.
+    pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q8_body
+}
+dispatch! {
+    /// `y = W·x` for a q4 matrix; `xe`/`xo` are the even/odd elements of x.
+    pub fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) => matvec_q4_body
+}
+dispatch! {
+    /// `y = W·x` for an f16 matrix; `buf` holds one converted row.
+    pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32], buf: &mut [f32]) => matvec_f16_body
+}
+
+impl Matrix {
+    /// `y = W·x`: x has `cols` values, y gets `rows`. Reads quantized data as stored.
+    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        assert!(x.len() >= cols && y.len() >= rows, "matvec: x {} / y {} for {rows}x{cols}", x.len(), y.len());
+        let (x, y) = (&x[..cols], &mut y[..rows]);
+        match &self.data {
+            MatrixData::F32(w) => matvec_f32(w, cols, x, y),
+            MatrixData::F16(w) => matvec_f16(w, cols, x, y, &mut vec![0.0; cols]),
+            MatrixData::Q8 { q, scale } => matvec_q8(q, scale, cols, x, y),
+            MatrixData::Q4 { q, scale } => {
+                let xe: Vec<f32> = x.iter().step_by(2).copied().collect();
+                let xo: Vec<f32> = x.iter().skip(1).step_by(2).copied().collect();
+                matvec_q4(q, scale, cols, &xe, &xo, y)
+            }
+        }
+    }
+
+    /// `Y = X·Wᵀ` for X (m, cols) row-major, Y (m, rows). f32 goes straight to GEMM; the other
+    /// precisions dequantize a panel of rows at a time into a small buffer (never the whole
+    /// matrix) and multiply that panel.
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        assert!(x.len() >= m * cols && y.len() >= m * rows, "matmul shapes");
+        if let MatrixData::F32(w) = &self.data {
+            gemm(m, cols, rows, 1.0, x, (cols, 1), w, (1, cols), 0.0, y, (rows, 1));
+            return;
+        }
+        const PANEL: usize = 64;
+        let mut panel = vec![0.0f32; PANEL.min(rows) * cols];
+        for r0 in (0..rows).step_by(PANEL) {
+            let r1 = (r0 + PANEL).min(rows);
+            let n = r1 - r0;
+            self.dequantize_rows(r0, r1, &mut panel[..n * cols]);
+            gemm(m, cols, n, 1.0, x, (cols, 1), &panel[..n * cols], (1, cols), 0.0, &mut y[r0..], (rows, 1));
+        }
+    }
+}
+
+/// `C = alpha·A·B + beta·C` with A (m, k), B (k, n), C (m, n) given by (row, column) strides,
+/// so transposed operands need no copy. Bounds are checked before the unsafe GEMM call.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    (rsc, csc): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |r: usize, c: usize, rs: usize, cs: usize| (r - 1) * rs + (c - 1) * cs;
+    if k > 0 {
+        assert!(last(m, k, rsa, csa) < a.len(), "gemm: A too short");
+        assert!(last(k, n, rsb, csb) < b.len(), "gemm: B too short");
+    }
+    assert!(last(m, n, rsc, csc) < c.len(), "gemm: C too short");
+    // SAFETY: every index the GEMM touches is below the lengths checked above; A and B are
+    // shared borrows and C an exclusive one, so they cannot alias.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::precision::Precision;
+    use crate::rng::Pcg32;
+
+    fn naive_matvec(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+        (0..rows).map(|r| (0..cols).map(|c| w[r * cols + c] as f64 * x[c] as f64).sum::<f64>() as f32).collect()
+    }
+
+    /// Every precision's matvec and matmul equal the f32 product of the dequantized matrix,
+    /// on shapes that are not multiples of the 16-lane or 32-group sizes.
+    #[test]
+    fn quantized_products_match_dequantized_f32() {
+        let mut rng = Pcg32::new(3);
+        for (rows, cols, m) in [(7, 45, 3), (33, 64, 5), (5, 7, 2), (17, 97, 4)] {
+            let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+            let x: Vec<f32> = (0..m * cols).map(|_| rng.normal()).collect();
+            for p in Precision::ALL {
+                let mat = Matrix::from_f32(rows, cols, w.clone()).to_precision(p);
+                let deq = mat.dequantize();
+                let mut y = vec![0.0; m * rows];
+                mat.matmul(&x, m, &mut y);
+                for i in 0..m {
+                    let want = naive_matvec(&deq, rows, cols, &x[i * cols..(i + 1) * cols]);
+                    let mut got = vec![0.0; rows];
+                    mat.matvec(&x[i * cols..(i + 1) * cols], &mut got);
+                    for r in 0..rows {
+                        let tol = 1e-4 + want[r].abs() * 1e-5;
+                        assert!((got[r] - want[r]).abs() < tol, "{p} matvec {rows}x{cols} r{r}: {} vs {}", got[r], want[r]);
+                        let gm = y[i * rows + r];
+                        assert!((gm - want[r]).abs() < tol, "{p} matmul {rows}x{cols} r{r}: {gm} vs {}", want[r]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_handles_transposed_strides() {
+        // A (2,3), Bᵀ given as (3,2) through strides.
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let w = [1.0, 0.0, -1.0, 2.0, 1.0, 0.5]; // (2,3): rows are output columns
+        let mut c = [0.0; 4];
+        gemm(2, 3, 2, 1.0, &a, (3, 1), &w, (1, 3), 0.0, &mut c, (2, 1));
+        assert_eq!(c, [-2.0, 5.5, -2.0, 16.0]);
+    }
+}

@@ -1,0 +1,81 @@
+//! Causal depthwise 1-D convolution over time (SPEC: K−1 zeros of left padding; tap K−1
+//! multiplies the current step): `out[t,c] = b[c] + Σ_j w[c,j]·x[t−(K−1)+j, c]`.
+
+/// Shapes of one convolution call: `batch` sequences of `t` steps with `c` channels read from
+/// rows of stride `x_stride` (x may be a column block of a wider matrix).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvDims {
+    pub batch: usize,
+    pub t: usize,
+    pub c: usize,
+    pub k: usize,
+    pub x_stride: usize,
+}
+
+/// out (B·T, C) from x (B·T rows of stride `x_stride`, first C columns), w (C, K), b (C).
+pub fn conv_forward(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], d: ConvDims) {
+    let ConvDims { batch, t, c, k, x_stride } = d;
+    for bi in 0..batch {
+        for ti in 0..t {
+            let o = &mut out[(bi * t + ti) * c..(bi * t + ti + 1) * c];
+            o.copy_from_slice(&b[..c]);
+            for j in 0..k {
+                // Input step for tap j; taps before the sequence start read the zero padding.
+                let Some(src_t) = (ti + j).checked_sub(k - 1) else { continue };
+                let xr = &x[(bi * t + src_t) * x_stride..][..c];
+                for ch in 0..c {
+                    o[ch] += w[ch * k + j] * xr[ch];
+                }
+            }
+        }
+    }
+}
+
+/// dx (strided like x) += Σ taps; dw (C, K) += Σ_t dout·x; db (C) += Σ_t dout.
+pub fn conv_backward(dx: &mut [f32], dw: &mut [f32], db: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], d: ConvDims) {
+    let ConvDims { batch, t, c, k, x_stride } = d;
+    for bi in 0..batch {
+        for ti in 0..t {
+            let g = &dout[(bi * t + ti) * c..(bi * t + ti + 1) * c];
+            for ch in 0..c {
+                db[ch] += g[ch];
+            }
+            for j in 0..k {
+                let Some(src_t) = (ti + j).checked_sub(k - 1) else { continue };
+                let row = (bi * t + src_t) * x_stride;
+                for ch in 0..c {
+                    dw[ch * k + j] += g[ch] * x[row + ch];
+                    dx[row + ch] += g[ch] * w[ch * k + j];
+                }
+            }
+        }
+    }
+}
+
+/// One decode step: `tail` holds the previous K−1 inputs (oldest first, C each) and is shifted
+/// to include `x_t` afterwards.
+pub fn conv_step(out: &mut [f32], x_t: &[f32], tail: &mut [f32], w: &[f32], b: &[f32], c: usize, k: usize) {
+    for ch in 0..c {
+        let mut acc = b[ch] + w[ch * k + k - 1] * x_t[ch];
+        for j in 0..k - 1 {
+            acc += w[ch * k + j] * tail[j * c + ch];
+        }
+        out[ch] = acc;
+    }
+    if k > 1 {
+        tail.copy_within(c.., 0);
+        tail[(k - 2) * c..].copy_from_slice(&x_t[..c]);
+    }
+}
+
+/// The decode tail after a prefill of sequence `bi`: its last K−1 inputs (zeros before t=0).
+pub fn conv_tail(tail: &mut [f32], x: &[f32], bi: usize, d: ConvDims) {
+    let ConvDims { t, c, k, x_stride, .. } = d;
+    for j in 0..k - 1 {
+        let dst = &mut tail[j * c..(j + 1) * c];
+        match (t + j).checked_sub(k - 1) {
+            Some(src_t) => dst.copy_from_slice(&x[(bi * t + src_t) * x_stride..][..c]),
+            None => dst.fill(0.0),
+        }
+    }
+}

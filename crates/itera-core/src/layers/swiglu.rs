@@ -1,0 +1,57 @@
+//! SwiGLU feed-forward: `out = W2 (silu(W1 x) ⊙ W3 x)`, used for dense layers and as each
+//! MoE expert.
+
+use super::activations::{silu, silu_grad};
+use super::linear::linear_backward;
+use crate::params::SwigluParams;
+use crate::weights::{Grads, Weights};
+
+/// Activations of one SwiGLU over `n` rows.
+#[derive(Clone, Debug, Default)]
+pub struct SwigluCache {
+    pub a: Vec<f32>, // (n, F) W1 x
+    pub b: Vec<f32>, // (n, F) W3 x
+    pub h: Vec<f32>, // (n, F) silu(a) ⊙ b
+}
+
+/// out (n, D) = SwiGLU(x (n, D)).
+pub fn swiglu_forward(out: &mut [f32], x: &[f32], n: usize, w: &Weights, p: &SwigluParams, k: &mut SwigluCache) {
+    let f = w.config.d_ff;
+    for v in [&mut k.a, &mut k.b, &mut k.h] {
+        v.clear();
+        v.resize(n * f, 0.0);
+    }
+    w.matrix(p.w1).matmul(x, n, &mut k.a);
+    w.matrix(p.w3).matmul(x, n, &mut k.b);
+    for ((h, a), b) in k.h.iter_mut().zip(&k.a).zip(&k.b) {
+        *h = silu(*a) * b;
+    }
+    w.matrix(p.w2).matmul(&k.h, n, out);
+}
+
+/// dx (n, D) += ∂L/∂x; weight gradients added into `grads`.
+#[allow(clippy::too_many_arguments)]
+pub fn swiglu_backward(dx: &mut [f32], dout: &[f32], x: &[f32], n: usize, w: &Weights, p: &SwigluParams, k: &SwigluCache, grads: &mut Grads) {
+    let (d, f) = (w.config.d_model, w.config.d_ff);
+    let g = &mut grads.tensors;
+    let mut dh = vec![0.0; n * f];
+    linear_backward(Some(&mut dh), &mut g[p.w2], dout, &k.h, w.f32(p.w2), n, d, f);
+    let mut da = vec![0.0; n * f];
+    let mut db = vec![0.0; n * f];
+    for i in 0..n * f {
+        da[i] = dh[i] * k.b[i] * silu_grad(k.a[i]);
+        db[i] = dh[i] * silu(k.a[i]);
+    }
+    linear_backward(Some(&mut *dx), &mut g[p.w1], &da, x, w.f32(p.w1), n, f, d);
+    linear_backward(Some(dx), &mut g[p.w3], &db, x, w.f32(p.w3), n, f, d);
+}
+
+/// One row: out (D) = SwiGLU(x (D)); `a`, `b` are F-sized scratch.
+pub fn swiglu_step(out: &mut [f32], x: &[f32], w: &Weights, p: &SwigluParams, a: &mut [f32], b: &mut [f32]) {
+    w.matrix(p.w1).matvec(x, a);
+    w.matrix(p.w3).matvec(x, b);
+    for (a, b) in a.iter_mut().zip(b.iter()) {
+        *a = silu(*a) * b;
+    }
+    w.matrix(p.w2).matvec(a, out);
+}

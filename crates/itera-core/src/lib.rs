@@ -1,0 +1,21 @@
+//! itera-core: the Itera-Lite selective-SSM + Mixture-of-Experts language model.
+//!
+//! CPU kernels for every weight precision, forward/backward, the recurrent decoder, weight
+//! files, the tokenizer and the llama2.c teacher. Builds for native targets and wasm32.
+
+pub mod config;
+pub mod error;
+pub mod kernels;
+pub mod layers;
+pub mod matrix;
+pub mod model;
+pub mod params;
+pub mod precision;
+pub mod rng;
+pub mod weights;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use model::{BatchDims, Cache, LossParts, LossWeights, State};
+pub use precision::Precision;
+pub use weights::{Grads, Weights};

@@ -1,0 +1,148 @@
+//! The ONE parameter table: `(name, shape, kind)` for every tensor of a config.
+//!
+//! Weights, gradients, AdamW moments, safetensors names and the quantizer all iterate this
+//! table, so they cannot drift apart. The structured index (`LayerParams`, `FfnParams`) gives
+//! the model code named access to table slots without string lookups.
+
+use crate::config::Config;
+
+/// How a parameter is stored in quantized files (SPEC "Weight files").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A 2-D (out, in) matrix: embed, projections, router, experts. Quantized in q8/q4.
+    Matrix,
+    /// Norm weights, biases, conv taps, A_log, Dskip: always F32 in q8/q4 files.
+    Vector,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub kind: ParamKind,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Table slots of one SwiGLU FFN: `out = W2 (silu(W1 x) ⊙ W3 x)`.
+#[derive(Clone, Debug)]
+pub struct SwigluParams {
+    pub w1: usize, // (F, D)
+    pub w2: usize, // (D, F)
+    pub w3: usize, // (F, D)
+}
+
+#[derive(Clone, Debug)]
+pub enum FfnParams {
+    Dense(SwigluParams),
+    Moe { router: usize /* (E, D) */, experts: Vec<SwigluParams> },
+}
+
+/// Table slots of one layer (shapes in SPEC notation).
+#[derive(Clone, Debug)]
+pub struct LayerParams {
+    pub ssm_norm: usize, // (D)
+    pub in_proj: usize,  // (2Di, D)
+    pub conv_w: usize,   // (Di, K)
+    pub conv_b: usize,   // (Di)
+    pub x_proj: usize,   // (R+2N, Di)
+    pub dt_proj: usize,  // (Di, R)
+    pub dt_b: usize,     // (Di)
+    pub a_log: usize,    // (Di, N)
+    pub d_skip: usize,   // (Di)
+    pub out_proj: usize, // (D, Di)
+    pub ffn_norm: usize, // (D)
+    pub ffn: FfnParams,
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamTable {
+    pub specs: Vec<ParamSpec>,
+    pub embed: usize,      // (V, D), also the tied LM head
+    pub final_norm: usize, // (D)
+    pub layers: Vec<LayerParams>,
+}
+
+impl ParamTable {
+    pub fn new(c: &Config) -> ParamTable {
+        let (d, di, f) = (c.d_model, c.d_inner(), c.d_ff);
+        let mut specs = Vec::new();
+        let mut add = |name: String, shape: Vec<usize>, kind: ParamKind| {
+            specs.push(ParamSpec { name, shape, kind });
+            specs.len() - 1
+        };
+        use ParamKind::{Matrix, Vector};
+        let embed = add("embed".into(), vec![c.vocab_size, d], Matrix);
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let p = |s: &str| format!("layers.{l}.{s}");
+            let ssm_norm = add(p("ssm_norm"), vec![d], Vector);
+            let in_proj = add(p("in_proj"), vec![2 * di, d], Matrix);
+            let conv_w = add(p("conv_w"), vec![di, c.d_conv], Vector);
+            let conv_b = add(p("conv_b"), vec![di], Vector);
+            let x_proj = add(p("x_proj"), vec![c.x_proj_out(), di], Matrix);
+            let dt_proj = add(p("dt_proj"), vec![di, c.dt_rank], Matrix);
+            let dt_b = add(p("dt_b"), vec![di], Vector);
+            let a_log = add(p("A_log"), vec![di, c.d_state], Vector);
+            let d_skip = add(p("Dskip"), vec![di], Vector);
+            let out_proj = add(p("out_proj"), vec![d, di], Matrix);
+            let ffn_norm = add(p("ffn_norm"), vec![d], Vector);
+            let swiglu = |add: &mut dyn FnMut(String, Vec<usize>, ParamKind) -> usize, prefix: String| SwigluParams {
+                w1: add(format!("{prefix}.w1"), vec![f, d], Matrix),
+                w2: add(format!("{prefix}.w2"), vec![d, f], Matrix),
+                w3: add(format!("{prefix}.w3"), vec![f, d], Matrix),
+            };
+            let ffn = if c.is_moe(l) {
+                let router = add(p("router"), vec![c.n_experts, d], Matrix);
+                let experts = (0..c.n_experts).map(|e| swiglu(&mut add, p(&format!("experts.{e}")))).collect();
+                FfnParams::Moe { router, experts }
+            } else {
+                FfnParams::Dense(swiglu(&mut add, p("ffn")))
+            };
+            layers.push(LayerParams {
+                ssm_norm,
+                in_proj,
+                conv_w,
+                conv_b,
+                x_proj,
+                dt_proj,
+                dt_b,
+                a_log,
+                d_skip,
+                out_proj,
+                ffn_norm,
+                ffn,
+            });
+        }
+        let final_norm = add("final_norm".into(), vec![d], Vector);
+        ParamTable { specs, embed, final_norm, layers }
+    }
+
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.specs.iter().position(|s| s.name == name)
+    }
+
+    /// Total number of scalar parameters.
+    pub fn total_params(&self) -> usize {
+        self.specs.iter().map(ParamSpec::numel).sum()
+    }
+
+    /// Parameters touched per token: everything except the experts a token is not routed to.
+    pub fn active_params(&self, c: &Config) -> usize {
+        let idle_experts = c.n_experts - c.top_k;
+        let per_expert = 3 * c.d_ff * c.d_model;
+        self.total_params() - c.n_moe_layers() * idle_experts * per_expert
+    }
+}

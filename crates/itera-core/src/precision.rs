@@ -1,0 +1,62 @@
+//! Weight precisions (SPEC "Weight files"): f32, f16, q8 (Q8_0-style) and q4 (Q4_0-style).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
+
+/// Symmetric quantization block size along the input dimension (same as GGUF Q8_0/Q4_0).
+pub const GROUP: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    F16,
+    Q8,
+    Q4,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 4] = [Precision::F32, Precision::F16, Precision::Q8, Precision::Q4];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Q8 => "q8",
+            Precision::Q4 => "q4",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "f16" | "fp16" => Ok(Precision::F16),
+            "q8" | "int8" => Ok(Precision::Q8),
+            "q4" | "int4" => Ok(Precision::Q4),
+            _ => Err(Error::UnknownPrecision(s.to_string())),
+        }
+    }
+}
+
+/// Number of scale groups in a row of `cols` values. Input widths that are not a multiple of
+/// 32 (e.g. `dt_proj`, whose input is the small dt_rank) get a last, shorter group; for widths
+/// that are multiples of 32 this is exactly SPEC's `in/32`.
+pub fn groups_per_row(cols: usize) -> usize {
+    cols.div_ceil(GROUP)
+}
+
+/// Bytes per row of a q4 matrix: two values per byte, low nibble first; an odd last value
+/// leaves the high nibble at 8 (= 0.0).
+pub fn q4_bytes_per_row(cols: usize) -> usize {
+    cols.div_ceil(2)
+}
