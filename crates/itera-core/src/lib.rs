@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod format;
 pub mod kernels;
 pub mod layers;
 pub mod matrix;
@@ -12,6 +13,7 @@ pub mod model;
 pub mod params;
 pub mod precision;
 pub mod rng;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::Config;

@@ -1,0 +1,187 @@
+//! Weight files: safetensors with `__metadata__` {format = "itera", format_version,
+//! precision, config}, tensor names from the parameter table (SPEC "Weight files").
+//!
+//! Loading validates everything before a model exists: header, metadata, every expected
+//! tensor's presence, dtype and shape, no unexpected tensors, finite values.
+
+use std::collections::{HashMap, HashSet};
+
+use half::f16;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::matrix::{Matrix, MatrixData};
+use crate::params::{ParamKind, ParamSpec, ParamTable};
+use crate::precision::{groups_per_row, q4_bytes_per_row, Precision};
+use crate::weights::{Tensor, Weights};
+
+pub const FORMAT: &str = "itera";
+pub const FORMAT_VERSION: &str = "1";
+
+/// Serialises weights to safetensors bytes.
+pub fn save(w: &Weights) -> Result<Vec<u8>> {
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (spec, t) in w.table.specs.iter().zip(&w.tensors) {
+        match t {
+            Tensor::Vector(v) if w.precision == Precision::F16 => {
+                let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                buffers.push((spec.name.clone(), Dtype::F16, spec.shape.clone(), bytemuck::cast_slice(&h).to_vec()));
+            }
+            Tensor::Vector(v) => buffers.push((spec.name.clone(), Dtype::F32, spec.shape.clone(), bytemuck::cast_slice(v).to_vec())),
+            Tensor::Matrix(m) => {
+                let shape = spec.shape.clone();
+                let scale_shape = vec![m.rows, groups_per_row(m.cols)];
+                let scale_name = format!("{}.scale", spec.name);
+                match &m.data {
+                    MatrixData::F32(v) => buffers.push((spec.name.clone(), Dtype::F32, shape, bytemuck::cast_slice(v).to_vec())),
+                    MatrixData::F16(v) => buffers.push((spec.name.clone(), Dtype::F16, shape, bytemuck::cast_slice(v).to_vec())),
+                    MatrixData::Q8 { q, scale } => {
+                        buffers.push((spec.name.clone(), Dtype::I8, shape, bytemuck::cast_slice(q).to_vec()));
+                        buffers.push((scale_name, Dtype::F16, scale_shape, bytemuck::cast_slice(scale).to_vec()));
+                    }
+                    MatrixData::Q4 { q, scale } => {
+                        buffers.push((spec.name.clone(), Dtype::U8, vec![m.rows, q4_bytes_per_row(m.cols)], q.clone()));
+                        buffers.push((scale_name, Dtype::F16, scale_shape, bytemuck::cast_slice(scale).to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    let config = serde_json::to_string(&w.config).map_err(|e| Error::Metadata(e.to_string()))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        ("precision".to_string(), w.precision.to_string()),
+        ("config".to_string(), config),
+    ]);
+    let views = buffers
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            TensorView::new(*dtype, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Safetensors(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Safetensors(e.to_string()))
+}
+
+/// The metadata of a weights file, read without touching tensor data.
+#[derive(Clone, Debug)]
+pub struct Header {
+    pub precision: Precision,
+    pub config: Config,
+}
+
+/// Parses and checks the metadata block.
+pub fn read_header(bytes: &[u8]) -> Result<Header> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    let info = meta.metadata().as_ref().ok_or_else(|| Error::Metadata("no __metadata__ block".into()))?;
+    let get = |key: &str| info.get(key).ok_or_else(|| Error::Metadata(format!("missing key `{key}`")));
+    let format = get("format")?;
+    if format != FORMAT {
+        return Err(Error::Metadata(format!("format is `{format}`, expected `{FORMAT}`")));
+    }
+    let version = get("format_version")?;
+    if version != FORMAT_VERSION {
+        return Err(Error::Metadata(format!("format_version {version} is not supported (this build reads {FORMAT_VERSION})")));
+    }
+    let precision: Precision = get("precision")?.parse()?;
+    let config = Config::from_json(get("config")?)?;
+    Ok(Header { precision, config })
+}
+
+/// Loads and fully validates a weights file.
+pub fn load(bytes: &[u8]) -> Result<Weights> {
+    let header = read_header(bytes)?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    let table = ParamTable::new(&header.config);
+    let p = header.precision;
+    let mut expected: HashSet<String> = HashSet::new();
+    let mut tensors = Vec::with_capacity(table.len());
+    for spec in &table.specs {
+        expected.insert(spec.name.clone());
+        let quantized = spec.kind == ParamKind::Matrix && matches!(p, Precision::Q8 | Precision::Q4);
+        if quantized {
+            expected.insert(format!("{}.scale", spec.name));
+        }
+        tensors.push(load_tensor(&st, spec, p)?);
+    }
+    if let Some(extra) = st.names().into_iter().find(|n| !expected.contains(*n)) {
+        return Err(Error::UnexpectedTensor { name: extra.to_string() });
+    }
+    Ok(Weights { config: header.config, table, precision: p, tensors })
+}
+
+fn view<'a>(st: &SafeTensors<'a>, name: &str, dtype: Dtype, shape: &[usize]) -> Result<TensorView<'a>> {
+    let v = st.tensor(name).map_err(|_| Error::MissingTensor { name: name.to_string() })?;
+    if v.dtype() != dtype {
+        return Err(Error::DType { name: name.to_string(), expected: format!("{dtype:?}"), found: format!("{:?}", v.dtype()) });
+    }
+    if v.shape() != shape {
+        return Err(Error::Shape { name: name.to_string(), expected: shape.to_vec(), found: v.shape().to_vec() });
+    }
+    Ok(v)
+}
+
+fn finite(name: &str, values: impl Iterator<Item = f32>) -> Result<()> {
+    for (index, value) in values.enumerate() {
+        if !value.is_finite() {
+            return Err(Error::NonFinite { name: name.to_string(), index, value });
+        }
+    }
+    Ok(())
+}
+
+fn f32s(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let v: Vec<f32> = bytemuck::pod_collect_to_vec(view(st, name, Dtype::F32, shape)?.data());
+    finite(name, v.iter().copied())?;
+    Ok(v)
+}
+
+fn f16s(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f16>> {
+    let v: Vec<f16> = bytemuck::pod_collect_to_vec(view(st, name, Dtype::F16, shape)?.data());
+    finite(name, v.iter().map(|x| x.to_f32()))?;
+    Ok(v)
+}
+
+fn load_tensor(st: &SafeTensors, spec: &ParamSpec, p: Precision) -> Result<Tensor> {
+    let name = spec.name.as_str();
+    let shape = spec.shape.as_slice();
+    if spec.kind == ParamKind::Vector {
+        return Ok(Tensor::Vector(match p {
+            Precision::F16 => f16s(st, name, shape)?.iter().map(|x| x.to_f32()).collect(),
+            _ => f32s(st, name, shape)?,
+        }));
+    }
+    let (rows, cols) = (shape[0], shape[1]);
+    let scale_name = format!("{name}.scale");
+    let scale_shape = [rows, groups_per_row(cols)];
+    let data = match p {
+        Precision::F32 => MatrixData::F32(f32s(st, name, shape)?),
+        Precision::F16 => MatrixData::F16(f16s(st, name, shape)?),
+        Precision::Q8 => MatrixData::Q8 {
+            q: bytemuck::pod_collect_to_vec(view(st, name, Dtype::I8, shape)?.data()),
+            scale: f16s(st, &scale_name, &scale_shape)?,
+        },
+        Precision::Q4 => MatrixData::Q4 {
+            q: view(st, name, Dtype::U8, &[rows, q4_bytes_per_row(cols)])?.data().to_vec(),
+            scale: f16s(st, &scale_name, &scale_shape)?,
+        },
+    };
+    Ok(Tensor::Matrix(Matrix { rows, cols, data }))
+}
+
+/// Reads a weights file from disk.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_file(path: &std::path::Path) -> Result<Weights> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+    load(&bytes)
+}
+
+/// Writes a weights file to disk.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save_file(w: &Weights, path: &std::path::Path) -> Result<()> {
+    let bytes = save(w)?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path.display(), e))
+}
