@@ -8,11 +8,13 @@ pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod layers;
+pub mod llama2c;
 pub mod matrix;
 pub mod model;
 pub mod params;
 pub mod precision;
 pub mod rng;
+pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 

@@ -1,0 +1,373 @@
+//! The teacher: a llama2.c checkpoint (Karpathy's `run.c` format) and its `tokenizer.bin`,
+//! with a CPU forward pass using a KV cache. Used to sample the training corpus, as a
+//! baseline in evaluation, and as a golden test of the whole reading/forward/decoding path.
+//!
+//! Checkpoint: 7 little-endian i32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads,
+//! vocab_size — negative when the classifier is not shared —, seq_len), then f32 tensors in
+//! order token_embedding, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final,
+//! [freq_cis_real, freq_cis_imag], [wcls].
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::kernels::matvec_f32;
+use crate::layers::activations::{silu, softmax};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Llama2Config {
+    pub dim: usize,
+    pub hidden_dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub vocab_size: usize,
+    pub seq_len: usize,
+    pub shared_classifier: bool,
+}
+
+impl Llama2Config {
+    pub fn head_size(&self) -> usize {
+        self.dim / self.n_heads
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.dim * self.n_kv_heads / self.n_heads
+    }
+}
+
+/// Weights of a llama2.c model. Matrices are (out, in) row-major, stacked over layers.
+#[derive(Clone, Debug)]
+pub struct Llama2 {
+    pub config: Llama2Config,
+    token_embedding: Vec<f32>, // (V, dim)
+    rms_att: Vec<f32>,         // (L, dim)
+    wq: Vec<f32>,              // (L, dim, dim)
+    wk: Vec<f32>,              // (L, kv_dim, dim)
+    wv: Vec<f32>,              // (L, kv_dim, dim)
+    wo: Vec<f32>,              // (L, dim, dim)
+    rms_ffn: Vec<f32>,         // (L, dim)
+    w1: Vec<f32>,              // (L, hidden, dim)
+    w2: Vec<f32>,              // (L, dim, hidden)
+    w3: Vec<f32>,              // (L, hidden, dim)
+    rms_final: Vec<f32>,       // (dim)
+    wcls: Option<Vec<f32>>,    // (V, dim) when not shared
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Llama2c(msg.into())
+}
+
+impl Llama2 {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Llama2> {
+        let header: Vec<i32> = bytes
+            .get(..28)
+            .ok_or_else(|| bad(format!("file of {} bytes is shorter than the 28-byte header", bytes.len())))?
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let field = |i: usize, name: &str| -> Result<usize> {
+            let v = if i == 5 { header[i].unsigned_abs() as i64 } else { header[i] as i64 };
+            if v <= 0 || v > 1 << 20 {
+                return Err(bad(format!("header field {name} = {} is out of range", header[i])));
+            }
+            Ok(v as usize)
+        };
+        let config = Llama2Config {
+            dim: field(0, "dim")?,
+            hidden_dim: field(1, "hidden_dim")?,
+            n_layers: field(2, "n_layers")?,
+            n_heads: field(3, "n_heads")?,
+            n_kv_heads: field(4, "n_kv_heads")?,
+            vocab_size: field(5, "vocab_size")?,
+            seq_len: field(6, "seq_len")?,
+            shared_classifier: header[5] > 0,
+        };
+        let c = &config;
+        if c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.head_size() % 2 != 0 {
+            return Err(bad(format!("dim {} / heads {} / kv heads {} do not divide evenly", c.dim, c.n_heads, c.n_kv_heads)));
+        }
+        let floats = &bytes[28..];
+        if floats.len() % 4 != 0 {
+            return Err(bad("data is not a whole number of f32 values"));
+        }
+        let (l, d, h, kv, v) = (c.n_layers, c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
+        let sizes = [v * d, l * d, l * d * d, l * kv * d, l * kv * d, l * d * d, l * d, l * h * d, l * d * h, l * h * d, d];
+        let freq = c.seq_len * c.head_size(); // freq_cis_real + freq_cis_imag
+        let need: usize = sizes.iter().sum::<usize>() + freq + if c.shared_classifier { 0 } else { v * d };
+        if floats.len() / 4 != need {
+            return Err(bad(format!("expected {need} f32 values for this header, found {}", floats.len() / 4)));
+        }
+        let mut offset = 0;
+        let mut take = |n: usize| -> Result<Vec<f32>> {
+            let v: Vec<f32> = floats[offset * 4..(offset + n) * 4]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            offset += n;
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(format!("non-finite weight at value {}", offset - n + i)));
+            }
+            Ok(v)
+        };
+        let token_embedding = take(sizes[0])?;
+        let (rms_att, wq, wk, wv, wo) = (take(sizes[1])?, take(sizes[2])?, take(sizes[3])?, take(sizes[4])?, take(sizes[5])?);
+        let (rms_ffn, w1, w2, w3) = (take(sizes[6])?, take(sizes[7])?, take(sizes[8])?, take(sizes[9])?);
+        let rms_final = take(sizes[10])?;
+        let _freq_cis = take(freq)?; // RoPE is recomputed; stored tables are unused (as in run.c)
+        let wcls = if c.shared_classifier { None } else { Some(take(v * d)?) };
+        Ok(Llama2 { config, token_embedding, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final, wcls })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_file(path: &std::path::Path) -> Result<Llama2> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+        Self::from_bytes(&bytes)
+    }
+
+    pub fn param_count(&self) -> usize {
+        [&self.token_embedding, &self.rms_att, &self.wq, &self.wk, &self.wv, &self.wo, &self.rms_ffn, &self.w1, &self.w2, &self.w3, &self.rms_final]
+            .iter()
+            .map(|v| v.len())
+            .sum::<usize>()
+            + self.wcls.as_ref().map_or(0, Vec::len)
+    }
+
+    /// One token at position `st.pos`: appends to the KV cache and returns next-token logits.
+    pub fn forward<'s>(&self, st: &'s mut Llama2State, token: u32) -> Result<&'s [f32]> {
+        let c = &self.config;
+        if token as usize >= c.vocab_size {
+            return Err(Error::TokenOutOfRange { id: token, vocab_size: c.vocab_size });
+        }
+        if st.pos >= c.seq_len {
+            return Err(Error::setting("position", st.pos, "below the checkpoint's seq_len"));
+        }
+        let (d, hd, kv, hs) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_size());
+        let pos = st.pos;
+        let kv_mul = c.n_heads / c.n_kv_heads;
+        st.x.copy_from_slice(&self.token_embedding[token as usize * d..(token as usize + 1) * d]);
+        for l in 0..c.n_layers {
+            rmsnorm(&mut st.xb, &st.x, &self.rms_att[l * d..(l + 1) * d]);
+            let (kc, vc) = (&mut st.key_cache[(l * c.seq_len + pos) * kv..][..kv], &mut st.value_cache[(l * c.seq_len + pos) * kv..][..kv]);
+            matvec_f32(&self.wq[l * d * d..(l + 1) * d * d], d, &st.xb, &mut st.q);
+            matvec_f32(&self.wk[l * kv * d..(l + 1) * kv * d], d, &st.xb, kc);
+            matvec_f32(&self.wv[l * kv * d..(l + 1) * kv * d], d, &st.xb, vc);
+            // RoPE on adjacent pairs: rotate (v[i], v[i+1]) by pos · 10000^(−(i mod hs)/hs).
+            for i in (0..d).step_by(2) {
+                let freq = 1.0 / 10000f32.powf((i % hs) as f32 / hs as f32);
+                let (fci, fcr) = (pos as f32 * freq).sin_cos();
+                let rotate = |v: &mut [f32]| {
+                    let (v0, v1) = (v[i], v[i + 1]);
+                    v[i] = v0 * fcr - v1 * fci;
+                    v[i + 1] = v0 * fci + v1 * fcr;
+                };
+                rotate(&mut st.q);
+                if i < kv {
+                    rotate(kc);
+                }
+            }
+            // Grouped-query attention over positions 0..=pos.
+            for h in 0..c.n_heads {
+                let q = &st.q[h * hs..(h + 1) * hs];
+                let kvh = (h / kv_mul) * hs;
+                let att = &mut st.att[..=pos];
+                for (t, a) in att.iter_mut().enumerate() {
+                    let k = &st.key_cache[(l * c.seq_len + t) * kv + kvh..][..hs];
+                    *a = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (hs as f32).sqrt();
+                }
+                softmax(att);
+                let out = &mut st.xb[h * hs..(h + 1) * hs];
+                out.fill(0.0);
+                for (t, &a) in att.iter().enumerate() {
+                    let v = &st.value_cache[(l * c.seq_len + t) * kv + kvh..][..hs];
+                    out.iter_mut().zip(v).for_each(|(o, v)| *o += a * v);
+                }
+            }
+            matvec_f32(&self.wo[l * d * d..(l + 1) * d * d], d, &st.xb, &mut st.xb2);
+            st.x.iter_mut().zip(&st.xb2).for_each(|(x, y)| *x += y);
+            // SwiGLU FFN
+            rmsnorm(&mut st.xb, &st.x, &self.rms_ffn[l * d..(l + 1) * d]);
+            matvec_f32(&self.w1[l * hd * d..(l + 1) * hd * d], d, &st.xb, &mut st.hb);
+            matvec_f32(&self.w3[l * hd * d..(l + 1) * hd * d], d, &st.xb, &mut st.hb2);
+            st.hb.iter_mut().zip(&st.hb2).for_each(|(a, b)| *a = silu(*a) * b);
+            matvec_f32(&self.w2[l * d * hd..(l + 1) * d * hd], hd, &st.hb, &mut st.xb2);
+            st.x.iter_mut().zip(&st.xb2).for_each(|(x, y)| *x += y);
+        }
+        rmsnorm(&mut st.xb, &st.x, &self.rms_final);
+        let wcls = self.wcls.as_deref().unwrap_or(&self.token_embedding);
+        matvec_f32(wcls, d, &st.xb, &mut st.logits);
+        st.pos += 1;
+        Ok(&st.logits)
+    }
+}
+
+fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32]) {
+    let mut rstd = [0.0];
+    crate::layers::norm::rmsnorm_forward(out, &mut rstd, x, w, x.len());
+}
+
+/// Activations and KV cache of one llama2.c sequence.
+#[derive(Clone, Debug)]
+pub struct Llama2State {
+    pub pos: usize,
+    x: Vec<f32>,
+    xb: Vec<f32>,
+    xb2: Vec<f32>,
+    hb: Vec<f32>,
+    hb2: Vec<f32>,
+    q: Vec<f32>,
+    att: Vec<f32>,
+    logits: Vec<f32>,
+    key_cache: Vec<f32>,   // (L, seq_len, kv_dim)
+    value_cache: Vec<f32>, // (L, seq_len, kv_dim)
+}
+
+impl Llama2State {
+    pub fn new(c: &Llama2Config) -> Llama2State {
+        let cache = c.n_layers * c.seq_len * c.kv_dim();
+        Llama2State {
+            pos: 0,
+            x: vec![0.0; c.dim],
+            xb: vec![0.0; c.dim],
+            xb2: vec![0.0; c.dim],
+            hb: vec![0.0; c.hidden_dim],
+            hb2: vec![0.0; c.hidden_dim],
+            q: vec![0.0; c.dim],
+            att: vec![0.0; c.seq_len],
+            logits: vec![0.0; c.vocab_size],
+            key_cache: vec![0.0; cache],
+            value_cache: vec![0.0; cache],
+        }
+    }
+}
+
+/// llama2.c's `tokenizer.bin`: SentencePiece-style BPE with byte fallback.
+#[derive(Clone, Debug)]
+pub struct Llama2Tokenizer {
+    vocab: Vec<Vec<u8>>,
+    scores: Vec<f32>,
+    lookup: HashMap<Vec<u8>, u32>,
+}
+
+pub const BOS: u32 = 1;
+pub const EOS: u32 = 2;
+
+impl Llama2Tokenizer {
+    /// Parses `tokenizer.bin` for a vocabulary of `vocab_size` (from the checkpoint header).
+    pub fn from_bytes(bytes: &[u8], vocab_size: usize) -> Result<Llama2Tokenizer> {
+        let mut at = 4usize; // skips max_token_length
+        let mut read = |n: usize| -> Result<&[u8]> {
+            let s = bytes.get(at..at + n).ok_or_else(|| bad(format!("tokenizer file truncated at byte {at}")))?;
+            at += n;
+            Ok(s)
+        };
+        let mut vocab = Vec::with_capacity(vocab_size);
+        let mut scores = Vec::with_capacity(vocab_size);
+        for _ in 0..vocab_size {
+            let score = f32::from_le_bytes(read(4)?.try_into().unwrap_or_default());
+            let len = i32::from_le_bytes(read(4)?.try_into().unwrap_or_default());
+            let len = usize::try_from(len).map_err(|_| bad(format!("negative token length {len}")))?;
+            vocab.push(read(len)?.to_vec());
+            scores.push(score);
+        }
+        let lookup = vocab.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect();
+        Ok(Llama2Tokenizer { vocab, scores, lookup })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_file(path: &std::path::Path, vocab_size: usize) -> Result<Llama2Tokenizer> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+        Self::from_bytes(&bytes, vocab_size)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.len()
+    }
+
+    /// Encodes like run.c's `encode(text, bos, eos=0)`: optional BOS, a dummy-prefix space
+    /// for non-empty text, code points looked up whole or as byte-fallback ids (byte + 3),
+    /// then greedy merging of the adjacent pair with the highest score.
+    pub fn encode(&self, text: &str, bos: bool) -> Vec<u32> {
+        let mut ids = Vec::new();
+        if bos {
+            ids.push(BOS);
+        }
+        if !text.is_empty() {
+            if let Some(&space) = self.lookup.get(&b" "[..]) {
+                ids.push(space);
+            }
+        }
+        let mut buf = [0u8; 4];
+        for ch in text.chars() {
+            let bytes = ch.encode_utf8(&mut buf).as_bytes();
+            match self.lookup.get(bytes) {
+                Some(&id) => ids.push(id),
+                None => ids.extend(bytes.iter().map(|&b| b as u32 + 3)),
+            }
+        }
+        let start = bos as usize;
+        loop {
+            let mut best: Option<(f32, usize, u32)> = None;
+            for i in start..ids.len().saturating_sub(1) {
+                let mut merged = self.vocab[ids[i] as usize].clone();
+                merged.extend_from_slice(&self.vocab[ids[i + 1] as usize]);
+                if let Some(&id) = self.lookup.get(&merged) {
+                    if best.is_none_or(|(s, _, _)| self.scores[id as usize] > s) {
+                        best = Some((self.scores[id as usize], i, id));
+                    }
+                }
+            }
+            let Some((_, i, id)) = best else { break };
+            ids[i] = id;
+            ids.remove(i + 1);
+        }
+        ids
+    }
+
+    /// The bytes `token` prints after `prev` (run.c's `decode`): a leading space is dropped
+    /// right after BOS, and `<0xHH>` pieces are raw bytes.
+    pub fn decode_piece(&self, prev: u32, token: u32) -> &[u8] {
+        let Some(piece) = self.vocab.get(token as usize) else { return &[] };
+        let mut piece = piece.as_slice();
+        if prev == BOS && piece.first() == Some(&b' ') {
+            piece = &piece[1..];
+        }
+        if piece.len() == 6 && piece.starts_with(b"<0x") && piece[5] == b'>' {
+            if let Some(b) = std::str::from_utf8(&piece[3..5]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                return &BYTE_TABLE[b as usize..b as usize + 1];
+            }
+        }
+        piece
+    }
+}
+
+static BYTE_TABLE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Generates like run.c: starts from BOS + the prompt, runs `steps` forward passes (each
+/// yields one token after the prompt), stops early if BOS is sampled, returns the text.
+pub fn generate(model: &Llama2, tok: &Llama2Tokenizer, prompt: &str, steps: usize, sampler: &mut crate::sampling::Sampler) -> Result<String> {
+    let prompt_ids = tok.encode(prompt, true);
+    let steps = steps.min(model.config.seq_len);
+    let mut st = Llama2State::new(&model.config);
+    let mut token = prompt_ids[0];
+    let mut bytes = Vec::new();
+    for pos in 0..steps {
+        let logits = model.forward(&mut st, token)?;
+        let next = match prompt_ids.get(pos + 1) {
+            Some(&id) => id,
+            None => sampler.sample(logits),
+        };
+        if next == BOS {
+            break;
+        }
+        bytes.extend_from_slice(tok.decode_piece(token, next));
+        token = next;
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

@@ -1,0 +1,56 @@
+//! The llama2.c teacher reproduces its documented greedy output from BOS, byte for byte:
+//! a check of checkpoint reading, RoPE, grouped-query attention, SwiGLU and the tokenizer.
+
+use std::path::PathBuf;
+
+use itera_core::llama2c::{generate, Llama2, Llama2Tokenizer};
+use itera_core::sampling::{Sampler, SamplingSettings};
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/teacher");
+    if dir.join("stories260K.bin").exists() {
+        Some(dir)
+    } else {
+        println!("SKIPPED: {} is absent (reference data is not part of the repository)", dir.display());
+        None
+    }
+}
+
+#[test]
+fn greedy_from_bos_matches_the_documented_output() {
+    let Some(dir) = data_dir() else { return };
+    let model = Llama2::from_file(&dir.join("stories260K.bin")).unwrap();
+    assert_eq!(model.param_count(), 260_032);
+    let tok = Llama2Tokenizer::from_file(&dir.join("tok512.bin"), model.config.vocab_size).unwrap();
+    let want = std::fs::read_to_string(dir.join("greedy-from-bos.txt")).unwrap();
+    let mut sampler = Sampler::new(SamplingSettings::greedy()).unwrap();
+    // run.c's default: 256 forward passes from BOS; it prints a newline at the end.
+    let got = generate(&model, &tok, "", 256, &mut sampler).unwrap();
+    assert_eq!(format!("{got}\n"), want);
+}
+
+#[test]
+fn tokenizer_matches_run_c_conventions() {
+    let Some(dir) = data_dir() else { return };
+    let tok = Llama2Tokenizer::from_file(&dir.join("tok512.bin"), 512).unwrap();
+    let ids = tok.encode("Once upon a time", true);
+    assert_eq!(ids[0], 1, "BOS first");
+    let text: Vec<u8> = ids.windows(2).flat_map(|w| tok.decode_piece(w[0], w[1]).to_vec()).collect();
+    assert_eq!(String::from_utf8(text).unwrap(), "Once upon a time");
+    // A character outside the vocabulary falls back to its UTF-8 bytes (ids byte + 3).
+    let ids = tok.encode("日", false);
+    assert_eq!(&ids[1..], &[0xe6 + 3, 0x97 + 3, 0xa5 + 3]);
+}
+
+#[test]
+fn malformed_checkpoints_are_rejected() {
+    let Some(dir) = data_dir() else { return };
+    let bytes = std::fs::read(dir.join("stories260K.bin")).unwrap();
+    for (what, data) in [("header only", bytes[..28].to_vec()), ("truncated", bytes[..bytes.len() - 5].to_vec()), ("empty", vec![])] {
+        let err = Llama2::from_bytes(&data).unwrap_err();
+        assert!(matches!(err, itera_core::Error::Llama2c(_)), "{what}: {err}");
+    }
+    let mut zero_dim = bytes.clone();
+    zero_dim[..4].copy_from_slice(&0i32.to_le_bytes());
+    assert!(Llama2::from_bytes(&zero_dim).unwrap_err().to_string().contains("dim"));
+}
