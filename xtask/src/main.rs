@@ -1,1 +1,68 @@
-fn main() {}
+//! `cargo xtask …`: the project's command line — model inspection, benchmarks and the test
+//! suite. Every subcommand is a thin layer over `itera-core`.
+
+mod bench;
+mod inspect;
+mod models;
+mod run;
+mod test;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Itera-Lite Playground tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole test suite (installs what it needs when missing).
+    Test(test::TestArgs),
+    /// Write a randomly initialised model.
+    Init(run::InitArgs),
+    /// Train a byte-level BPE tokenizer on a text file.
+    Tokenizer(run::TokenizerArgs),
+    /// Convert a model to another precision.
+    Convert(run::ConvertArgs),
+    /// Generate text with an itera model or a llama2.c checkpoint.
+    Generate(run::GenerateArgs),
+    /// Cross-entropy, perplexity and bits per byte on a text file.
+    Eval(run::EvalArgs),
+    /// Dump tokens, logits, losses and every parameter's gradient for a text.
+    Inspect(inspect::InspectArgs),
+    /// Decode-speed benchmarks (JSON + table).
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test(a) => test::run(a),
+        Command::Init(a) => run::init(a),
+        Command::Tokenizer(a) => run::tokenizer(a),
+        Command::Convert(a) => run::convert(a),
+        Command::Generate(a) => run::generate(a),
+        Command::Eval(a) => run::eval(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The repository root (xtask lives one level below it).
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// `../shared/data` next to the repository, when present.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = project_root().join("../shared/data");
+    dir.is_dir().then_some(dir)
+}

@@ -5,7 +5,9 @@
 
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod format;
+pub mod generate;
 pub mod kernels;
 pub mod layers;
 pub mod llama2c;

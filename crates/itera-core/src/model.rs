@@ -62,9 +62,13 @@ pub fn check_tokens(tokens: &[u32], bd: BatchDims, vocab_size: usize) -> Result<
     Ok(())
 }
 
-/// Runs the model on `tokens` (B·T, row-major by sequence). `train` keeps the full scan
-/// states needed by `backward`. Logits end up in `cache.logits` (B·T, V).
+/// Runs the model on `tokens` (B·T, row-major by sequence) from the empty context. `train`
+/// keeps the full scan states needed by `backward`. Logits end up in `cache.logits` (B·T, V).
 pub fn forward(w: &Weights, tokens: &[u32], bd: BatchDims, train: bool, cache: &mut Cache) -> Result<()> {
+    forward_impl(w, tokens, bd, train, None, cache)
+}
+
+fn forward_impl(w: &Weights, tokens: &[u32], bd: BatchDims, train: bool, init: Option<&State>, cache: &mut Cache) -> Result<()> {
     let c = &w.config;
     check_tokens(tokens, bd, c.vocab_size)?;
     let (m, d) = (bd.rows(), c.d_model);
@@ -81,8 +85,8 @@ pub fn forward(w: &Weights, tokens: &[u32], bd: BatchDims, train: bool, cache: &
         embed.row_into(tok as usize, row);
     }
     let mut out = vec![0.0f32; m * d];
-    for (p, lc) in w.table.layers.iter().zip(cache.layers.iter_mut()) {
-        ssm_forward(&mut out, &x, w, p, bd, train, &mut lc.ssm);
+    for (l, (p, lc)) in w.table.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+        ssm_forward(&mut out, &x, w, p, bd, train, init.map(|s| &s.layers[l]), &mut lc.ssm);
         add_into(&mut x, &out);
         lc.x_ffn.clear();
         lc.x_ffn.extend_from_slice(&x);
@@ -297,14 +301,14 @@ pub fn decode_step<'s>(w: &Weights, st: &'s mut State, token: u32) -> Result<&'s
     Ok(&st.logits)
 }
 
-/// Runs a whole prompt through the batch forward (GEMMs instead of T matvecs), leaves the
-/// decode state as if each token had been stepped, and returns the last position's logits.
-/// Starts from the empty context (`st` is reset).
-pub fn prefill<'s>(w: &Weights, tokens: &[u32], st: &'s mut State) -> Result<&'s [f32]> {
+/// Runs `tokens` through the batch forward (GEMMs instead of T matvecs), continuing from
+/// `st`, and leaves the state as if each token had been stepped. Returns the last position's
+/// logits; every position's logits stay in `cache.logits`.
+pub fn prefill_with_cache<'s>(w: &Weights, tokens: &[u32], st: &'s mut State, cache: &mut Cache) -> Result<&'s [f32]> {
     let bd = BatchDims { batch: 1, t: tokens.len() };
-    let mut cache = Cache::default();
-    forward(w, tokens, bd, false, &mut cache)?;
+    forward_impl(w, tokens, bd, false, Some(st), cache)?;
     let c = &w.config;
+    let cache = &*cache;
     for (state, lc) in st.layers.iter_mut().zip(&cache.layers) {
         state.from_cache(c, &lc.ssm, bd, 0);
     }
@@ -318,6 +322,11 @@ pub fn prefill<'s>(w: &Weights, tokens: &[u32], st: &'s mut State) -> Result<&'s
     }
     let v = c.vocab_size;
     st.logits.copy_from_slice(&cache.logits[(tokens.len() - 1) * v..]);
-    st.pos = tokens.len();
+    st.pos += tokens.len();
     Ok(&st.logits)
+}
+
+/// `prefill_with_cache` when only the last logits matter.
+pub fn prefill<'s>(w: &Weights, tokens: &[u32], st: &'s mut State) -> Result<&'s [f32]> {
+    prefill_with_cache(w, tokens, st, &mut Cache::default())
 }

@@ -73,3 +73,28 @@ fn short_prompts_shorter_than_the_conv_window_work() {
         assert!(close(*x, *y));
     }
 }
+
+#[test]
+fn chunked_prefill_continues_the_state_exactly() {
+    use itera_core::model::prefill_with_cache;
+    let w = weights("test");
+    let v = w.config.vocab_size;
+    let mut rng = Pcg32::new(9);
+    let tokens: Vec<u32> = (0..23).map(|_| rng.below(v as u32)).collect();
+    let mut stepped = State::new(&w);
+    let want: Vec<Vec<f32>> = tokens.iter().map(|&t| decode_step(&w, &mut stepped, t).unwrap().to_vec()).collect();
+    // Chunks shorter and longer than the conv window (K−1 = 3).
+    let mut st = State::new(&w);
+    let mut cache = Cache::default();
+    let mut at = 0;
+    for len in [5, 1, 2, 15] {
+        prefill_with_cache(&w, &tokens[at..at + len], &mut st, &mut cache).unwrap();
+        for i in 0..len {
+            for (a, b) in cache.logits[i * v..(i + 1) * v].iter().zip(&want[at + i]) {
+                assert!(close(*a, *b), "chunk at {at}, position {i}: {a} vs {b}");
+            }
+        }
+        at += len;
+    }
+    assert_eq!(st.pos, tokens.len());
+}

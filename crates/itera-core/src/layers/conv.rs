@@ -13,16 +13,22 @@ pub struct ConvDims {
 }
 
 /// out (B·T, C) from x (B·T rows of stride `x_stride`, first C columns), w (C, K), b (C).
-pub fn conv_forward(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], d: ConvDims) {
+/// `init`, when given, is each sequence's tail of the K−1 inputs before t = 0 ((B, K−1, C),
+/// oldest first) — a continuation of earlier decoding; otherwise they are zero.
+pub fn conv_forward(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], init: Option<&[f32]>, d: ConvDims) {
     let ConvDims { batch, t, c, k, x_stride } = d;
     for bi in 0..batch {
         for ti in 0..t {
             let o = &mut out[(bi * t + ti) * c..(bi * t + ti + 1) * c];
             o.copy_from_slice(&b[..c]);
             for j in 0..k {
-                // Input step for tap j; taps before the sequence start read the zero padding.
-                let Some(src_t) = (ti + j).checked_sub(k - 1) else { continue };
-                let xr = &x[(bi * t + src_t) * x_stride..][..c];
+                // Input step for tap j; taps before the sequence start read the initial tail
+                // (row ti + j of it) or the zero padding.
+                let xr = match ((ti + j).checked_sub(k - 1), init) {
+                    (Some(src_t), _) => &x[(bi * t + src_t) * x_stride..][..c],
+                    (None, Some(tail)) => &tail[(bi * (k - 1) + ti + j) * c..][..c],
+                    (None, None) => continue,
+                };
                 for ch in 0..c {
                     o[ch] += w[ch * k + j] * xr[ch];
                 }
@@ -68,14 +74,15 @@ pub fn conv_step(out: &mut [f32], x_t: &[f32], tail: &mut [f32], w: &[f32], b: &
     }
 }
 
-/// The decode tail after a prefill of sequence `bi`: its last K−1 inputs (zeros before t=0).
+/// The decode tail after a prefill of sequence `bi`: its last K−1 inputs. When the prefill
+/// was shorter than K−1, the older entries come from the tail it started from (`tail`'s own
+/// content), shifted.
 pub fn conv_tail(tail: &mut [f32], x: &[f32], bi: usize, d: ConvDims) {
     let ConvDims { t, c, k, x_stride, .. } = d;
-    for j in 0..k - 1 {
-        let dst = &mut tail[j * c..(j + 1) * c];
-        match (t + j).checked_sub(k - 1) {
-            Some(src_t) => dst.copy_from_slice(&x[(bi * t + src_t) * x_stride..][..c]),
-            None => dst.fill(0.0),
-        }
+    let keep = (k - 1).saturating_sub(t); // old tail rows that survive
+    tail.copy_within((k - 1 - keep) * c..(k - 1) * c, 0);
+    for j in keep..k - 1 {
+        let src_t = t + j - (k - 1);
+        tail[j * c..(j + 1) * c].copy_from_slice(&x[(bi * t + src_t) * x_stride..][..c]);
     }
 }

@@ -39,7 +39,8 @@ pub fn scan_step(y: &mut [f32], h: &mut [f32], u: &[f32], dt: &[f32], a: &[f32],
 }
 
 /// y (B·T, Di). `h_all` (B·T, Di, N), when given, receives every state for the backward;
-/// `h_last` (B, Di, N) receives each sequence's final state (the decode state after prefill).
+/// `h_last` (B, Di, N) holds each sequence's initial state on entry (zeros for a fresh
+/// sequence) and its final state on return (the decode state after prefill).
 #[allow(clippy::too_many_arguments)]
 pub fn scan_forward(
     y: &mut [f32],
@@ -55,7 +56,6 @@ pub fn scan_forward(
     let ScanDims { batch, t, di, n, bc_stride, b_off, c_off } = d;
     for bi in 0..batch {
         let h = &mut h_last[bi * di * n..(bi + 1) * di * n];
-        h.fill(0.0);
         for ti in 0..t {
             let row = bi * t + ti;
             let bcr = &bc[row * bc_stride..(row + 1) * bc_stride];

@@ -64,7 +64,20 @@ pub fn a_matrix(a_log: &[f32]) -> Vec<f32> {
 }
 
 /// Runs the block on `x` (M, D) and writes its output (before the residual add) to `out`.
-pub fn ssm_forward(out: &mut [f32], x: &[f32], w: &Weights, p: &LayerParams, bd: BatchDims, train: bool, cache: &mut SsmCache) {
+/// `init` continues a single sequence from a decode state (inference only: the backward
+/// assumes a zero initial state).
+#[allow(clippy::too_many_arguments)]
+pub fn ssm_forward(
+    out: &mut [f32],
+    x: &[f32],
+    w: &Weights,
+    p: &LayerParams,
+    bd: BatchDims,
+    train: bool,
+    init: Option<&SsmState>,
+    cache: &mut SsmCache,
+) {
+    assert!(init.is_none() || (!train && bd.batch == 1), "a forward from a state is single-sequence inference");
     let c = &w.config;
     let (m, d, di, n, r) = (bd.rows(), c.d_model, c.d_inner(), c.d_state, c.dt_rank);
     let (conv_dims, scan_dims) = dims(c, bd);
@@ -77,7 +90,7 @@ pub fn ssm_forward(out: &mut [f32], x: &[f32], w: &Weights, p: &LayerParams, bd:
     resize(&mut k.xz, m * 2 * di);
     w.matrix(p.in_proj).matmul(&k.xn, m, &mut k.xz);
     resize(&mut k.conv, m * di);
-    conv_forward(&mut k.conv, &k.xz, w.vector(p.conv_w), w.vector(p.conv_b), conv_dims);
+    conv_forward(&mut k.conv, &k.xz, w.vector(p.conv_w), w.vector(p.conv_b), init.map(|s| &s.conv_tail[..]), conv_dims);
     k.u.clear();
     k.u.extend(k.conv.iter().map(|&v| silu(v)));
     resize(&mut k.bc, m * c.x_proj_out());
@@ -94,6 +107,9 @@ pub fn ssm_forward(out: &mut [f32], x: &[f32], w: &Weights, p: &LayerParams, bd:
     k.a = a_matrix(w.vector(p.a_log));
     resize(&mut k.y, m * di);
     resize(&mut k.h_last, bd.batch * di * n);
+    if let Some(s) = init {
+        k.h_last.copy_from_slice(&s.h);
+    }
     if train {
         resize(&mut k.h_all, m * di * n);
     } else {
@@ -197,7 +213,8 @@ impl SsmState {
         SsmState { h: vec![0.0; c.d_inner() * c.d_state], conv_tail: vec![0.0; (c.d_conv - 1) * c.d_inner()] }
     }
 
-    /// The state of sequence `bi` after a forward over the whole batch.
+    /// The state of sequence `bi` after a forward over the whole batch (which, for a
+    /// continuation, started from this state).
     pub fn from_cache(&mut self, c: &Config, k: &SsmCache, bd: BatchDims, bi: usize) {
         let len = self.h.len();
         self.h.copy_from_slice(&k.h_last[bi * len..(bi + 1) * len]);

@@ -1,0 +1,110 @@
+//! Held-out evaluation in bits per byte (BPB = total CE in bits / UTF-8 bytes of the text),
+//! comparable across tokenizers and architectures.
+//!
+//! A text is split into documents — on `<|endoftext|>` when it has any, otherwise one per
+//! non-empty line (the held-out TinyStories files hold one story per line) — and every
+//! document is scored from a fresh context, so itera models and the llama2.c teacher (whose
+//! context is limited to seq_len) see exactly the same task. Every byte of a document is
+//! predicted: itera models start from `<|endoftext|>`, the teacher from BOS.
+
+use crate::error::{Error, Result};
+use crate::layers::activations::log_sum_exp;
+use crate::llama2c::{Llama2, Llama2State, Llama2Tokenizer, BOS};
+use crate::model::{prefill_with_cache, Cache, State};
+use crate::tokenizer::{Tokenizer, END_OF_TEXT};
+use crate::weights::Weights;
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct EvalReport {
+    pub documents: usize,
+    /// Predicted tokens.
+    pub tokens: usize,
+    pub bytes: usize,
+    /// Σ −ln p(token) over predicted tokens, in nats.
+    pub total_ce: f64,
+}
+
+impl EvalReport {
+    pub fn mean_ce(&self) -> f64 {
+        self.total_ce / self.tokens.max(1) as f64
+    }
+    pub fn perplexity(&self) -> f64 {
+        self.mean_ce().exp()
+    }
+    pub fn bits_per_byte(&self) -> f64 {
+        self.total_ce / std::f64::consts::LN_2 / self.bytes.max(1) as f64
+    }
+}
+
+/// The documents of an evaluation text (see module docs).
+pub fn documents(text: &str) -> Vec<&str> {
+    let docs: Vec<&str> = if text.contains(END_OF_TEXT) { text.split(END_OF_TEXT).collect() } else { text.lines().collect() };
+    docs.into_iter().map(str::trim).filter(|d| !d.is_empty()).collect()
+}
+
+fn check_text(text: &str) -> Result<Vec<&str>> {
+    let docs = documents(text);
+    if docs.is_empty() {
+        return Err(Error::EmptyInput("evaluation text (no non-blank document)"));
+    }
+    Ok(docs)
+}
+
+/// Tokens per forward chunk: bounds logits memory to CHUNK × V floats on long documents.
+const CHUNK: usize = 256;
+
+pub fn eval_itera(w: &Weights, tok: &Tokenizer, text: &str) -> Result<EvalReport> {
+    if tok.vocab_size() != w.config.vocab_size {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer has {} ids but the model's vocabulary is {}: wrong tokenizer for these weights",
+            tok.vocab_size(),
+            w.config.vocab_size
+        )));
+    }
+    let v = w.config.vocab_size;
+    let mut report = EvalReport::default();
+    let mut st = State::new(w);
+    let mut cache = Cache::default();
+    for doc in check_text(text)? {
+        let mut ids: Vec<u32> = tok.end_of_text().into_iter().collect();
+        ids.extend(tok.encode(doc)?);
+        st.reset();
+        for start in (0..ids.len()).step_by(CHUNK) {
+            let chunk = &ids[start..(start + CHUNK).min(ids.len())];
+            prefill_with_cache(w, chunk, &mut st, &mut cache)?;
+            for (i, logits) in cache.logits.chunks_exact(v).enumerate() {
+                if let Some(&target) = ids.get(start + i + 1) {
+                    report.total_ce += (log_sum_exp(logits) - logits[target as usize]) as f64;
+                    report.tokens += 1;
+                }
+            }
+        }
+        report.documents += 1;
+        report.bytes += doc.len();
+    }
+    Ok(report)
+}
+
+/// Evaluates a llama2.c model; documents longer than its context are scored in windows that
+/// each restart from BOS (slightly pessimistic, and rare for TinyStories-length stories).
+pub fn eval_llama2(model: &Llama2, tok: &Llama2Tokenizer, text: &str) -> Result<EvalReport> {
+    let mut report = EvalReport::default();
+    let mut st = Llama2State::new(&model.config);
+    let window = model.config.seq_len - 1;
+    for doc in check_text(text)? {
+        let ids = tok.encode(doc, false);
+        for chunk in ids.chunks(window) {
+            st.pos = 0;
+            let mut prev = BOS;
+            for &target in chunk {
+                let logits = model.forward(&mut st, prev)?;
+                report.total_ce += (log_sum_exp(logits) - logits[target as usize]) as f64;
+                report.tokens += 1;
+                prev = target;
+            }
+        }
+        report.documents += 1;
+        report.bytes += doc.len();
+    }
+    Ok(report)
+}

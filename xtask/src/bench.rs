@@ -1,0 +1,163 @@
+//! `cargo xtask bench`: single-thread decode speed of the `tiny` and `15m` configs in every
+//! precision, at context positions 100 and 4000, plus the llama2.c teacher. Prints a table
+//! and writes JSON records {config, precision, backend, threads, position, tokens_per_s, …}.
+//! Ratios in the table come from the same run, so they survive a noisy shared machine.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use itera_core::llama2c::{Llama2, Llama2State, BOS};
+use itera_core::model::{decode_step, prefill, State};
+use itera_core::rng::Pcg32;
+use itera_core::sampling::argmax;
+use itera_core::{Config, Precision, Weights};
+use serde::Serialize;
+
+use crate::run::Backend;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Also write the records as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A seconds-long smoke run (small config, short contexts) for CI.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: Backend,
+}
+
+#[derive(Serialize)]
+struct Record {
+    kind: &'static str,
+    config: String,
+    precision: String,
+    backend: &'static str,
+    threads: usize,
+    position: usize,
+    tokens_per_s: f64,
+    params: usize,
+    active_params: usize,
+    weight_bytes: usize,
+}
+
+/// Decode tokens/s after a prefill to `position`: best of 3 timed runs of `steps` tokens,
+/// each token fed back greedily as in generation.
+fn decode_speed(w: &Weights, position: usize, steps: usize) -> Result<f64> {
+    let mut rng = Pcg32::new(1);
+    let prompt: Vec<u32> = (0..position).map(|_| rng.below(w.config.vocab_size as u32)).collect();
+    let mut st = State::new(w);
+    let mut token = argmax(prefill(w, &prompt, &mut st)?);
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        for _ in 0..steps {
+            token = argmax(decode_step(w, &mut st, token)?);
+        }
+        best = best.max(steps as f64 / start.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn teacher_speed(model: &Llama2) -> Result<f64> {
+    let steps = 256.min(model.config.seq_len);
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let mut st = Llama2State::new(&model.config);
+        let mut token = BOS;
+        let start = Instant::now();
+        for _ in 0..steps {
+            token = argmax(model.forward(&mut st, token)?);
+        }
+        best = best.max(steps as f64 / start.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.backend == Backend::Gpu {
+        bail!("the GPU backend is not built yet (it arrives with the wgpu runtime); use --backend cpu");
+    }
+    let (configs, positions, steps): (&[&str], [usize; 2], usize) =
+        if a.quick { (&["micro"], [100, 300], 16) } else { (&["tiny", "15m"], [100, 4000], 128) };
+    let mut records = Vec::new();
+    for &name in configs {
+        let config = Config::preset(name)?;
+        let base = Weights::init_random(&config, 0)?;
+        for p in Precision::ALL {
+            let w = base.to_precision(p);
+            for &position in &positions {
+                let tokens_per_s = decode_speed(&w, position, steps)?;
+                eprintln!("  {name:>5} {p} @ {position:>4}: {tokens_per_s:8.1} tokens/s");
+                records.push(Record {
+                    kind: "decode",
+                    config: name.into(),
+                    precision: p.to_string(),
+                    backend: "cpu",
+                    threads: 1,
+                    position,
+                    tokens_per_s,
+                    params: w.table.total_params(),
+                    active_params: w.table.active_params(&w.config),
+                    weight_bytes: w.size_bytes(),
+                });
+            }
+        }
+    }
+    match crate::shared_data().map(|d| d.join("teacher/stories260K.bin")).filter(|p| p.exists()) {
+        Some(path) => {
+            let model = Llama2::from_file(&path)?;
+            let tokens_per_s = teacher_speed(&model)?;
+            records.push(Record {
+                kind: "teacher",
+                config: "stories260K".into(),
+                precision: "f32".into(),
+                backend: "cpu",
+                threads: 1,
+                position: 128,
+                tokens_per_s,
+                params: model.param_count(),
+                active_params: model.param_count(),
+                weight_bytes: model.param_count() * 4,
+            });
+        }
+        None => eprintln!("teacher benchmark skipped: ../shared/data/teacher/stories260K.bin is absent"),
+    }
+    print_table(&records, positions);
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&records)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_table(records: &[Record], [near, far]: [usize; 2]) {
+    let find = |kind: &str, config: &str, precision: &str, position: usize| {
+        records
+            .iter()
+            .find(|r| r.kind == kind && r.config == config && r.precision == precision && r.position == position)
+            .map_or(f64::NAN, |r| r.tokens_per_s)
+    };
+    println!();
+    println!("{:<12} {:<5} {:>9} {:>12} {:>12} {:>9} {:>11}", "config", "prec", "params", "weights MB", "tokens/s", "× f32", format!("@{far}/@{near}"));
+    for r in records.iter().filter(|r| r.kind == "decode" && r.position == near) {
+        let f32_speed = find("decode", &r.config, "f32", near);
+        let far_speed = find("decode", &r.config, &r.precision, far);
+        println!(
+            "{:<12} {:<5} {:>9} {:>12.2} {:>12.1} {:>9.2} {:>11.3}",
+            r.config,
+            r.precision,
+            r.params,
+            r.weight_bytes as f64 / 1e6,
+            r.tokens_per_s,
+            r.tokens_per_s / f32_speed,
+            far_speed / r.tokens_per_s
+        );
+    }
+    for r in records.iter().filter(|r| r.kind == "teacher") {
+        println!("{:<12} {:<5} {:>9} {:>12.2} {:>12.1}   (llama2.c teacher, positions 0..256)", r.config, r.precision, r.params, r.weight_bytes as f64 / 1e6, r.tokens_per_s);
+    }
+    println!("(single thread, CPU; tokens/s at position {near}; last column: speed at {far} ÷ speed at {near})");
+}

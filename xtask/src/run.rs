@@ -1,0 +1,235 @@
+//! Model commands: init, tokenizer, convert, generate, eval.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use itera_core::eval::{eval_itera, eval_llama2, EvalReport};
+use itera_core::generate::{generate as generate_itera, GenerateOptions};
+use itera_core::sampling::{Sampler, SamplingSettings};
+use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
+use itera_core::{format, llama2c, Config, Precision, Weights};
+use serde_json::json;
+
+use crate::models::{self, AnyModel};
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// A preset (test, micro, tiny, 15m) or a config JSON file.
+    #[arg(long)]
+    config: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokenizer the model will use: sets vocab_size and is recorded (and copied next to --out).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+pub fn load_config(spec: &str) -> Result<Config> {
+    if spec.ends_with(".json") {
+        let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read config {spec}"))?;
+        return Ok(Config::from_json(&text)?);
+    }
+    Ok(Config::preset(spec)?)
+}
+
+pub fn init(a: InitArgs) -> Result<()> {
+    let mut config = load_config(&a.config)?;
+    let precision: Precision = a.precision.parse()?;
+    if let Some(tp) = &a.tokenizer {
+        let tok = Tokenizer::from_file(tp)?;
+        config.vocab_size = tok.vocab_size();
+        let name = tp.file_name().context("tokenizer path has no file name")?;
+        let dest = a.out.parent().unwrap_or(std::path::Path::new(".")).join(name);
+        if !dest.exists() {
+            std::fs::copy(tp, &dest).with_context(|| format!("copying tokenizer to {}", dest.display()))?;
+        }
+        config.tokenizer = Some(name.to_string_lossy().into_owned());
+    }
+    let w = Weights::init_random(&config, a.seed)?.to_precision(precision);
+    format::save_file(&w, &a.out)?;
+    eprintln!(
+        "wrote {} ({} parameters, {} active per token, {precision}, {} bytes)",
+        a.out.display(),
+        w.table.total_params(),
+        w.table.active_params(&w.config),
+        std::fs::metadata(&a.out)?.len()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TokenizerArgs {
+    /// Text corpus; documents separated by <|endoftext|>.
+    #[arg(long)]
+    corpus: PathBuf,
+    #[arg(long, default_value_t = 2048)]
+    vocab_size: usize,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
+    let text = std::fs::read(&a.corpus).with_context(|| format!("cannot read corpus {}", a.corpus.display()))?;
+    let text = String::from_utf8(text).with_context(|| format!("corpus {} is not UTF-8", a.corpus.display()))?;
+    if text.trim().is_empty() {
+        bail!("corpus {} is empty", a.corpus.display());
+    }
+    let docs = text.split(END_OF_TEXT).map(|d| format!("{d}{END_OF_TEXT}")).collect::<Vec<_>>();
+    let tok = Tokenizer::train(docs.into_iter(), a.vocab_size)?;
+    std::fs::write(&a.out, tok.to_json()?).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!("wrote {} ({} ids)", a.out.display(), tok.vocab_size());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    precision: String,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn convert(a: ConvertArgs) -> Result<()> {
+    let precision: Precision = a.precision.parse()?;
+    let w = format::load_file(&a.model)?.to_precision(precision);
+    format::save_file(&w, &a.out)?;
+    eprintln!("wrote {} ({precision}, {} bytes)", a.out.display(), std::fs::metadata(&a.out)?.len());
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    prompt: String,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// 0 = no top-k limit.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: Backend,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn generate(a: GenerateArgs) -> Result<()> {
+    if a.backend == Backend::Gpu {
+        bail!("the GPU backend is not built yet (it arrives with the wgpu runtime); use --backend cpu");
+    }
+    let sampling = SamplingSettings { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+    let start = Instant::now();
+    match models::load(&a.model, a.tokenizer.as_deref())? {
+        AnyModel::Itera { weights, tokenizer } => {
+            let opts = GenerateOptions { max_tokens: a.max_tokens, sampling, stop_at_end_of_text: true };
+            let mut stdout = std::io::stdout();
+            if !a.json {
+                print!("{}", a.prompt);
+            }
+            let mut first_token = None;
+            let g = generate_itera(&weights, &tokenizer, &a.prompt, opts, |piece| {
+                first_token.get_or_insert_with(|| start.elapsed());
+                if !a.json {
+                    print!("{piece}");
+                    let _ = stdout.flush();
+                }
+                true
+            })?;
+            let secs = start.elapsed().as_secs_f64();
+            let tps = g.tokens.len() as f64 / secs;
+            if a.json {
+                let out = json!({
+                    "prompt": a.prompt, "text": g.text, "tokens": g.tokens, "prompt_tokens": g.prompt_tokens,
+                    "precision": weights.precision.as_str(), "seconds": secs, "tokens_per_s": tps,
+                    "time_to_first_token_s": first_token.map(|d| d.as_secs_f64()),
+                    "routing": g.routing.iter().map(|layers| layers.iter().map(|r| json!({"experts": r.experts, "weights": r.weights})).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!();
+                eprintln!("[{} tokens in {secs:.2} s, {tps:.1} tokens/s, {}]", g.tokens.len(), weights.precision);
+            }
+        }
+        AnyModel::Llama2 { model, tokenizer } => {
+            let mut sampler = Sampler::new(sampling)?;
+            // P prompt tokens (BOS included) then N new ones take P − 1 + N forward passes.
+            let steps = tokenizer.encode(&a.prompt, true).len() - 1 + a.max_tokens;
+            let text = llama2c::generate(&model, &tokenizer, &a.prompt, steps, &mut sampler)?;
+            let secs = start.elapsed().as_secs_f64();
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&json!({"prompt": a.prompt, "text": text, "seconds": secs}))?);
+            } else {
+                println!("{text}");
+                eprintln!("[{secs:.2} s, llama2.c]");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    text: PathBuf,
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval_model(model: &AnyModel, text: &str) -> Result<EvalReport> {
+    Ok(match model {
+        AnyModel::Itera { weights, tokenizer } => eval_itera(weights, tokenizer, text)?,
+        AnyModel::Llama2 { model, tokenizer } => eval_llama2(model, tokenizer, text)?,
+    })
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let model = models::load(&a.model, a.tokenizer.as_deref())?;
+    let text = std::fs::read(&a.text).with_context(|| format!("cannot read {}", a.text.display()))?;
+    let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8", a.text.display()))?;
+    let r = eval_model(&model, &text)?;
+    if a.json {
+        let out = json!({
+            "model": a.model, "text": a.text, "documents": r.documents, "tokens": r.tokens, "bytes": r.bytes,
+            "mean_ce": r.mean_ce(), "perplexity": r.perplexity(), "bits_per_byte": r.bits_per_byte(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("documents      {}", r.documents);
+        println!("tokens         {}", r.tokens);
+        println!("bytes          {}", r.bytes);
+        println!("mean CE        {:.4} nats/token", r.mean_ce());
+        println!("perplexity     {:.3}", r.perplexity());
+        println!("bits per byte  {:.4}", r.bits_per_byte());
+    }
+    Ok(())
+}
