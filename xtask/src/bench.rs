@@ -27,6 +27,9 @@ pub struct BenchArgs {
     quick: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: Backend,
+    /// Comma-separated presets to measure (default: tiny,15m; with --quick: micro).
+    #[arg(long, value_delimiter = ',')]
+    configs: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -43,22 +46,34 @@ struct Record {
     weight_bytes: usize,
 }
 
-/// Decode tokens/s after a prefill to `position`: best of 3 timed runs of `steps` tokens,
-/// each token fed back greedily as in generation.
-fn decode_speed(w: &Weights, position: usize, steps: usize) -> Result<f64> {
-    let mut rng = Pcg32::new(1);
-    let prompt: Vec<u32> = (0..position).map(|_| rng.below(w.config.vocab_size as u32)).collect();
-    let mut st = State::new(w);
-    let mut token = argmax(prefill(w, &prompt, &mut st)?);
-    let mut best = 0.0f64;
-    for _ in 0..3 {
-        let start = Instant::now();
-        for _ in 0..steps {
-            token = argmax(decode_step(w, &mut st, token)?);
+/// Decode tokens/s of every model in `models` after prefills to each of `positions`
+/// (result `[model][position]`). All (model, position) states are timed in turn, in `ROUNDS`
+/// rounds of `steps` tokens, keeping each state's best round: interleaving makes the ratios
+/// between precisions and positions immune to slow drifts in the load of a shared machine.
+/// Each token is fed back greedily as in generation.
+fn decode_speeds(models: &[Weights], positions: &[usize], steps: usize) -> Result<Vec<Vec<f64>>> {
+    const ROUNDS: usize = 7;
+    let mut runs = Vec::new();
+    for (m, w) in models.iter().enumerate() {
+        for &position in positions {
+            let mut rng = Pcg32::new(1);
+            let prompt: Vec<u32> = (0..position).map(|_| rng.below(w.config.vocab_size as u32)).collect();
+            let mut st = State::new(w);
+            let token = argmax(prefill(w, &prompt, &mut st)?);
+            runs.push((m, st, token, 0.0f64));
         }
-        best = best.max(steps as f64 / start.elapsed().as_secs_f64());
     }
-    Ok(best)
+    for _ in 0..ROUNDS {
+        for (m, st, token, best) in runs.iter_mut() {
+            let w = &models[*m];
+            let start = Instant::now();
+            for _ in 0..steps {
+                *token = argmax(decode_step(w, st, *token)?);
+            }
+            *best = best.max(steps as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(runs.chunks(positions.len()).map(|c| c.iter().map(|r| r.3).collect()).collect())
 }
 
 fn teacher_speed(model: &Llama2) -> Result<f64> {
@@ -80,21 +95,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.backend == Backend::Gpu {
         bail!("the GPU backend is not built yet (it arrives with the wgpu runtime); use --backend cpu");
     }
-    let (configs, positions, steps): (&[&str], [usize; 2], usize) =
-        if a.quick { (&["micro"], [100, 300], 16) } else { (&["tiny", "15m"], [100, 4000], 128) };
+    let (defaults, positions, steps): (&[&str], [usize; 2], usize) =
+        if a.quick { (&["micro"], [100, 300], 4) } else { (&["tiny", "15m"], [100, 4000], 32) };
+    let configs: Vec<String> = if a.configs.is_empty() { defaults.iter().map(|s| s.to_string()).collect() } else { a.configs };
     let mut records = Vec::new();
-    for &name in configs {
+    for name in &configs {
         let config = Config::preset(name)?;
         let base = Weights::init_random(&config, 0)?;
-        for p in Precision::ALL {
-            let w = base.to_precision(p);
-            for &position in &positions {
-                let tokens_per_s = decode_speed(&w, position, steps)?;
-                eprintln!("  {name:>5} {p} @ {position:>4}: {tokens_per_s:8.1} tokens/s");
+        let models: Vec<Weights> = Precision::ALL.iter().map(|&p| base.to_precision(p)).collect();
+        let speeds = decode_speeds(&models, &positions, steps)?;
+        for (w, speeds) in models.iter().zip(speeds) {
+            for (&position, tokens_per_s) in positions.iter().zip(speeds) {
+                eprintln!("  {name:>5} {} @ {position:>4}: {tokens_per_s:8.1} tokens/s", w.precision);
                 records.push(Record {
                     kind: "decode",
-                    config: name.into(),
-                    precision: p.to_string(),
+                    config: name.clone(),
+                    precision: w.precision.to_string(),
                     backend: "cpu",
                     threads: 1,
                     position,

@@ -58,7 +58,11 @@ fn prefill_state_continues_like_stepping() {
         for (x, y) in a.iter().zip(b) {
             assert!(close(*x, *y), "after prefill: {x} vs {y}");
         }
-        assert_eq!(pre.routing, stepped.routing);
+        // Same experts; weights to rounding (GEMM and dot products sum in different orders).
+        for (r1, r2) in pre.routing.iter().zip(&stepped.routing) {
+            assert_eq!(r1.experts, r2.experts);
+            assert!(r1.weights.iter().zip(&r2.weights).all(|(a, b)| close(*a, *b)));
+        }
     }
 }
 

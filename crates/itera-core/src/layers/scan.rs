@@ -5,6 +5,8 @@
 //!
 //! with h (Di, N) per sequence. The backward is the same recurrence run in reverse time.
 
+use super::activations::exp_fast;
+
 /// Shapes of a scan over `batch` sequences of `t` steps: Di channels, N states. `B_t` and
 /// `C_t` are read from rows of `bc` with stride `bc_stride` at column offsets `b_off`/`c_off`
 /// (they live inside the x_proj output).
@@ -31,7 +33,7 @@ pub fn scan_step(y: &mut [f32], h: &mut [f32], u: &[f32], dt: &[f32], a: &[f32],
         let ai = &a[i * n..(i + 1) * n];
         let mut acc = 0.0;
         for s in 0..n {
-            hi[s] = (dti * ai[s]).exp() * hi[s] + dtu * b[s];
+            hi[s] = exp_fast(dti * ai[s]) * hi[s] + dtu * b[s];
             acc += hi[s] * c[s];
         }
         *yi = acc + d_skip[i] * ui;
@@ -119,7 +121,7 @@ pub fn scan_backward(
                     let k = i * n + s;
                     dc[s] += dyi * h[k];
                     let g = dh[k] + dyi * c[s];
-                    let decay = (dti * a[k]).exp();
+                    let decay = exp_fast(dti * a[k]);
                     let hp = h_prev.map_or(0.0, |hp| hp[k]);
                     let g_decay = g * hp * decay; // ∂L/∂(dt·A) through exp
                     ddt_acc += g_decay * a[k] + g * ui * b[s];

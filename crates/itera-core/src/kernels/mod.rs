@@ -4,15 +4,48 @@
 //! Each kernel body is written once as plain, vectorisable Rust (`#[inline(always)]`). On
 //! x86-64 it is additionally compiled inside a `#[target_feature(enable = "avx2,fma")]`
 //! wrapper chosen at run time, so the same source becomes AVX2 code where the CPU has it;
-//! on wasm32 the portable body is vectorised by `+simd128`.
+//! on wasm32 the portable body is vectorised by `+simd128`. The quantized and f16 matvecs,
+//! where the autovectoriser's choices were poor (it vectorised across groups), have explicit
+//! AVX2 kernels in `x86`, tested against these portable bodies.
 
 use half::f16;
 
 use crate::matrix::{Matrix, MatrixData};
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
 use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};
 
 /// Lanes of independent accumulators: enough to fill two AVX2 registers and hide FMA latency.
 const LANES: usize = 16;
+
+/// Sums lanes pairwise (a tree of vector adds). `iter().sum()` would be an ordered chain of
+/// scalar adds with shuffles, which cost as much as the row's multiply-adds on short rows.
+#[inline(always)]
+fn reduce<const N: usize>(mut acc: [f32; N]) -> f32 {
+    let mut width = N / 2;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+/// IEEE half → f32 from the bits, branch-free so that loops over it vectorise (the `half`
+/// crate's scalar conversion checks the CPU on every call). Exact for every value.
+#[inline(always)]
+pub fn f16_to_f32(h: f16) -> f32 {
+    let bits = h.to_bits() as u32;
+    let sign = (bits & 0x8000) << 16;
+    let em = bits & 0x7fff;
+    let normal = f32::from_bits((em << 13) + (112 << 23)); // rebias exponent 15 → 127
+    let subnormal = em as f32 * (1.0 / 16_777_216.0); // mantissa · 2^-24
+    let inf_nan = f32::from_bits((em << 13) | 0x7f80_0000);
+    let v = if em < 0x0400 { subnormal } else if em >= 0x7c00 { inf_nan } else { normal };
+    f32::from_bits(v.to_bits() | sign)
+}
 
 #[inline(always)]
 fn dot_body(a: &[f32], b: &[f32]) -> f32 {
@@ -30,25 +63,7 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
         tail += x * y;
     }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Σ q[i]·x[i] for one int8 group (≤ 32 values).
-#[inline(always)]
-fn dot_i8_body(q: &[i8], x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let mut cq = q.chunks_exact(LANES);
-    let mut cx = x.chunks_exact(LANES);
-    for (qq, xx) in (&mut cq).zip(&mut cx) {
-        for i in 0..LANES {
-            acc[i] = (qq[i] as f32).mul_add(xx[i], acc[i]);
-        }
-    }
-    let mut tail = 0.0;
-    for (qq, xx) in cq.remainder().iter().zip(cx.remainder()) {
-        tail += *qq as f32 * xx;
-    }
-    acc.iter().sum::<f32>() + tail
+    reduce(acc) + tail
 }
 
 #[inline(always)]
@@ -58,15 +73,26 @@ fn matvec_f32_body(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// q8 rows: lanes accumulate `scale · q · x` across every group of the row and are reduced
+/// once per row, so the only per-group work is one scalar scale conversion and broadcast.
 #[inline(always)]
 fn matvec_q8_body(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
     let g = groups_per_row(cols);
+    let full = cols / GROUP;
     for (r, yr) in y.iter_mut().enumerate() {
         let row = &q[r * cols..(r + 1) * cols];
         let scales = &scale[r * g..(r + 1) * g];
-        let mut sum = 0.0;
-        for ((qg, xg), s) in row.chunks(GROUP).zip(x.chunks(GROUP)).zip(scales) {
-            sum += s.to_f32() * dot_i8_body(qg, xg);
+        let mut acc = [0.0f32; GROUP];
+        for gi in 0..full {
+            let (qg, xg, s) = (&row[gi * GROUP..][..GROUP], &x[gi * GROUP..][..GROUP], f16_to_f32(scales[gi]));
+            for i in 0..GROUP {
+                acc[i] = s.mul_add(qg[i] as f32 * xg[i], acc[i]);
+            }
+        }
+        let mut sum = reduce(acc);
+        if full < g {
+            let s = f16_to_f32(scales[full]);
+            sum += s * row[full * GROUP..].iter().zip(&x[full * GROUP..]).map(|(q, x)| *q as f32 * x).sum::<f32>();
         }
         *yr = sum;
     }
@@ -74,46 +100,92 @@ fn matvec_q8_body(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]
 
 /// q4 rows against `x` split into its even and odd elements (`xe`, `xo`), so that the low
 /// nibbles (even columns) and high nibbles (odd columns) each meet a contiguous vector.
+/// Lanes accumulate across groups as in q8.
 #[inline(always)]
 fn matvec_q4_body(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) {
-    let (g, bpr) = (groups_per_row(cols), q4_bytes_per_row(cols));
     const HALF: usize = GROUP / 2;
+    let (g, bpr) = (groups_per_row(cols), q4_bytes_per_row(cols));
+    let full = cols / GROUP;
     for (r, yr) in y.iter_mut().enumerate() {
         let row = &q[r * bpr..(r + 1) * bpr];
         let scales = &scale[r * g..(r + 1) * g];
-        let mut sum = 0.0;
-        for (gi, s) in scales.iter().enumerate() {
-            let bytes = &row[gi * HALF..((gi + 1) * HALF).min(bpr)];
-            let (e, o) = (&xe[gi * HALF..], &xo[gi * HALF..]);
-            let mut acc = [0.0f32; HALF];
-            if bytes.len() == HALF && o.len() >= HALF {
-                for i in 0..HALF {
-                    let lo = (bytes[i] & 0x0f) as i32 - 8;
-                    let hi = (bytes[i] >> 4) as i32 - 8;
-                    acc[i] = (lo as f32).mul_add(e[i], hi as f32 * o[i]);
-                }
-            } else {
-                // Partial last group: `xo` is one shorter than `xe` when cols is odd, and the
-                // padding nibble is 8 (= 0) so it contributes nothing.
-                for (i, &b) in bytes.iter().enumerate() {
-                    let lo = (b & 0x0f) as f32 - 8.0;
-                    let hi = (b >> 4) as f32 - 8.0;
-                    acc[i] = lo * e[i] + if i < o.len() { hi * o[i] } else { 0.0 };
+        let mut acc = [0.0f32; HALF];
+        for gi in 0..full {
+            let (bytes, e, o) = (&row[gi * HALF..][..HALF], &xe[gi * HALF..][..HALF], &xo[gi * HALF..][..HALF]);
+            let s = f16_to_f32(scales[gi]);
+            for i in 0..HALF {
+                let lo = ((bytes[i] & 0x0f) as i32 - 8) as f32;
+                let hi = ((bytes[i] >> 4) as i32 - 8) as f32;
+                acc[i] = s.mul_add(lo.mul_add(e[i], hi * o[i]), acc[i]);
+            }
+        }
+        let mut sum = reduce(acc);
+        if full < g {
+            // Partial last group: `xo` is one shorter than `xe` when cols is odd, and the
+            // padding nibble is 8 (= 0) so it contributes nothing.
+            let mut tail = 0.0;
+            for (i, &b) in row[full * HALF..].iter().enumerate() {
+                let j = full * HALF + i;
+                tail += ((b & 0x0f) as f32 - 8.0) * xe[j];
+                if j < xo.len() {
+                    tail += ((b >> 4) as f32 - 8.0) * xo[j];
                 }
             }
-            sum += s.to_f32() * acc.iter().sum::<f32>();
+            sum += f16_to_f32(scales[full]) * tail;
         }
         *yr = sum;
     }
 }
 
+/// f16 rows, portable: converted and multiplied in one pass (the conversion vectorises).
 #[inline(always)]
-fn matvec_f16_body(w: &[f16], cols: usize, x: &[f32], y: &mut [f32], buf: &mut [f32]) {
-    use half::slice::HalfFloatSliceExt;
+fn matvec_f16_body(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
     for (yr, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
-        row.convert_to_f32_slice(&mut buf[..cols]);
-        *yr = dot_body(&buf[..cols], x);
+        let mut acc = [0.0f32; LANES];
+        let mut cw = row.chunks_exact(LANES);
+        let mut cx = x.chunks_exact(LANES);
+        for (ww, xx) in (&mut cw).zip(&mut cx) {
+            for i in 0..LANES {
+                acc[i] = f16_to_f32(ww[i]).mul_add(xx[i], acc[i]);
+            }
+        }
+        let tail: f32 = cw.remainder().iter().zip(cx.remainder()).map(|(w, x)| f16_to_f32(*w) * x).sum();
+        *yr = reduce(acc) + tail;
     }
+}
+
+/// `y = W·x` for an f16 matrix.
+pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(w.len() >= y.len() * cols && x.len() >= cols, "matvec_f16 shapes");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: the CPU has the features; lengths checked above.
+        return unsafe { x86::matvec_f16(w, cols, x, y) };
+    }
+    matvec_f16_portable(w, cols, x, y)
+}
+
+/// `y = W·x` for a q8 matrix, reading the int8 data and f16 scales directly.
+pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(q.len() >= y.len() * cols && scale.len() >= y.len() * groups_per_row(cols) && x.len() >= cols, "matvec_q8 shapes");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: the CPU has the features; lengths checked above.
+        return unsafe { x86::matvec_q8(q, scale, cols, x, y) };
+    }
+    matvec_q8_portable(q, scale, cols, x, y)
+}
+
+/// `y = W·x` for a q4 matrix; `xe`/`xo` are the even/odd elements of x.
+pub fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) {
+    let ok = q.len() >= y.len() * q4_bytes_per_row(cols) && scale.len() >= y.len() * groups_per_row(cols);
+    assert!(ok && xe.len() == cols.div_ceil(2) && xo.len() == cols / 2, "matvec_q4 shapes");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: the CPU has the features; lengths checked above.
+        return unsafe { x86::matvec_q4(q, scale, cols, xe, xo, y) };
+    }
+    matvec_q4_portable(q, scale, cols, xe, xo, y)
 }
 
 /// Generates a public entry point that runs `$body` through the AVX2+FMA copy when the CPU
@@ -145,16 +217,16 @@ dispatch! {
     pub fn matvec_f32(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) => matvec_f32_body
 }
 dispatch! {
-    /// `y = W·x` for a q8 matrix, reading the int8 data and f16 scales directly.
-    pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q8_body
+    /// q8 `y = W·x` without the x86 kernels (other CPUs, wasm; the reference in tests).
+    pub fn matvec_q8_portable(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q8_body
 }
 dispatch! {
-    /// `y = W·x` for a q4 matrix; `xe`/`xo` are the even/odd elements of x.
-    pub fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) => matvec_q4_body
+    /// q4 `y = W·x` without the x86 kernels.
+    pub fn matvec_q4_portable(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) => matvec_q4_body
 }
 dispatch! {
-    /// `y = W·x` for an f16 matrix; `buf` holds one converted row.
-    pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32], buf: &mut [f32]) => matvec_f16_body
+    /// `y = W·x` for an f16 matrix without F16C (other CPUs, wasm).
+    pub fn matvec_f16_portable(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_f16_body
 }
 
 impl Matrix {
@@ -165,7 +237,7 @@ impl Matrix {
         let (x, y) = (&x[..cols], &mut y[..rows]);
         match &self.data {
             MatrixData::F32(w) => matvec_f32(w, cols, x, y),
-            MatrixData::F16(w) => matvec_f16(w, cols, x, y, &mut vec![0.0; cols]),
+            MatrixData::F16(w) => matvec_f16(w, cols, x, y),
             MatrixData::Q8 { q, scale } => matvec_q8(q, scale, cols, x, y),
             MatrixData::Q4 { q, scale } => {
                 let xe: Vec<f32> = x.iter().step_by(2).copied().collect();
@@ -278,6 +350,61 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_half() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            let (want, got) = (h.to_f32(), f16_to_f32(h));
+            assert!(want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()), "{bits:#06x}: {want} vs {got}");
+        }
+    }
+
+    #[test]
+    fn portable_and_x86_quantized_kernels_agree() {
+        let mut rng = Pcg32::new(9);
+        for (rows, cols) in [(5, 37), (3, 96), (4, 7), (2, 65)] {
+            let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+            let x: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
+            let xe: Vec<f32> = x.iter().step_by(2).copied().collect();
+            let xo: Vec<f32> = x.iter().skip(1).step_by(2).copied().collect();
+            let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+            match crate::matrix::quantize_q8(&w, rows, cols) {
+                MatrixData::Q8 { q, scale } => {
+                    matvec_q8(&q, &scale, cols, &x, &mut a);
+                    matvec_q8_portable(&q, &scale, cols, &x, &mut b);
+                }
+                _ => unreachable!(),
+            }
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "q8 {rows}x{cols}: {a} vs {b}");
+            }
+            match crate::matrix::quantize_q4(&w, rows, cols) {
+                MatrixData::Q4 { q, scale } => {
+                    matvec_q4(&q, &scale, cols, &xe, &xo, &mut a);
+                    matvec_q4_portable(&q, &scale, cols, &xe, &xo, &mut b);
+                }
+                _ => unreachable!(),
+            }
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "q4 {rows}x{cols}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn portable_and_f16c_f16_kernels_agree() {
+        let mut rng = Pcg32::new(8);
+        let (rows, cols) = (5, 37);
+        let w: Vec<f16> = (0..rows * cols).map(|_| f16::from_f32(rng.normal())).collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
+        let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+        matvec_f16(&w, cols, &x, &mut a);
+        matvec_f16_portable(&w, cols, &x, &mut b);
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
 

@@ -1,0 +1,148 @@
+//! Explicit AVX2 + FMA + F16C matrix × vector kernels for the f16, q8 and q4 weight formats.
+//!
+//! Per 32-value group a kernel loads the packed weights once, widens them to f32 in
+//! registers, multiplies with x and adds `scale · (q · x)` into lane accumulators that are
+//! reduced once per row. Two accumulators alternate between groups to hide FMA latency.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::f16_to_f32;
+use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};
+
+/// Whether this CPU can run the kernels below.
+pub fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// 8 signed bytes (the low 8 of `v`) as 8 f32.
+#[inline(always)]
+unsafe fn i8x8_to_f32(v: __m128i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; `w` ≥ rows·cols, `x` ≥ cols, rows = `y.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    let body = cols / 16 * 16;
+    let xp = x.as_ptr();
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = w.as_ptr().add(r * cols) as *const u16;
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i < body {
+            let h0 = _mm_loadu_si128(row.add(i) as *const __m128i);
+            let h1 = _mm_loadu_si128(row.add(i + 8) as *const __m128i);
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(h0), _mm256_loadu_ps(xp.add(i)), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(h1), _mm256_loadu_ps(xp.add(i + 8)), a1);
+            i += 16;
+        }
+        let mut sum = hsum(_mm256_add_ps(a0, a1));
+        for j in body..cols {
+            sum += f16_to_f32(w[r * cols + j]) * x[j];
+        }
+        *yr = sum;
+    }
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; `q` ≥ rows·cols, `scale` ≥ rows·groups, `x` ≥ cols.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    let g = groups_per_row(cols);
+    let full = cols / GROUP;
+    let xp = x.as_ptr();
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = q.as_ptr().add(r * cols);
+        let scales = &scale[r * g..(r + 1) * g];
+        // Two accumulators in registers, one per group parity, hide the FMA latency.
+        // Each 8-byte load feeds the widening instruction directly (no extract/shift shuffles:
+        // the shuffle port is this loop's bottleneck).
+        let q8 = |p: *const i8| i8x8_to_f32(_mm_loadl_epi64(p as *const __m128i));
+        let group = |gi: usize, acc: __m256| {
+            let (qg, xg) = (row.add(gi * GROUP), xp.add(gi * GROUP));
+            let mut t = _mm256_mul_ps(q8(qg), _mm256_loadu_ps(xg));
+            t = _mm256_fmadd_ps(q8(qg.add(8)), _mm256_loadu_ps(xg.add(8)), t);
+            t = _mm256_fmadd_ps(q8(qg.add(16)), _mm256_loadu_ps(xg.add(16)), t);
+            t = _mm256_fmadd_ps(q8(qg.add(24)), _mm256_loadu_ps(xg.add(24)), t);
+            _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(scales[gi])), t, acc)
+        };
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut gi = 0;
+        while gi + 1 < full {
+            a0 = group(gi, a0);
+            a1 = group(gi + 1, a1);
+            gi += 2;
+        }
+        if gi < full {
+            a0 = group(gi, a0);
+        }
+        let mut sum = hsum(_mm256_add_ps(a0, a1));
+        if full < g {
+            let tail: f32 = (full * GROUP..cols).map(|j| q[r * cols + j] as f32 * x[j]).sum();
+            sum += f16_to_f32(scales[full]) * tail;
+        }
+        *yr = sum;
+    }
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; `q` ≥ rows·ceil(cols/2), `scale` ≥ rows·groups,
+/// `xe` = ceil(cols/2) even elements of x, `xo` = floor(cols/2) odd elements.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) {
+    const HALF: usize = GROUP / 2;
+    let (g, bpr) = (groups_per_row(cols), q4_bytes_per_row(cols));
+    let full = cols / GROUP;
+    let (mask, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = &q[r * bpr..(r + 1) * bpr];
+        let scales = &scale[r * g..(r + 1) * g];
+        let group = |gi: usize, acc: __m256| {
+            let b = _mm_loadu_si128(row.as_ptr().add(gi * HALF) as *const __m128i);
+            // value = nibble − 8; low nibbles are the even columns, high nibbles the odd.
+            let lo = _mm_sub_epi8(_mm_and_si128(b, mask), eight);
+            let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), mask), eight);
+            let (e, o) = (xe.as_ptr().add(gi * HALF), xo.as_ptr().add(gi * HALF));
+            let mut t = _mm256_mul_ps(i8x8_to_f32(lo), _mm256_loadu_ps(e));
+            t = _mm256_fmadd_ps(i8x8_to_f32(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(e.add(8)), t);
+            t = _mm256_fmadd_ps(i8x8_to_f32(hi), _mm256_loadu_ps(o), t);
+            t = _mm256_fmadd_ps(i8x8_to_f32(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(o.add(8)), t);
+            _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(scales[gi])), t, acc)
+        };
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut gi = 0;
+        while gi + 1 < full {
+            a0 = group(gi, a0);
+            a1 = group(gi + 1, a1);
+            gi += 2;
+        }
+        if gi < full {
+            a0 = group(gi, a0);
+        }
+        let mut sum = hsum(_mm256_add_ps(a0, a1));
+        if full < g {
+            // Partial last group; an odd last column's high nibble is padding (8 = 0.0).
+            let mut tail = 0.0;
+            for (i, &b) in row[full * HALF..].iter().enumerate() {
+                let j = full * HALF + i;
+                tail += ((b & 0x0f) as f32 - 8.0) * xe[j];
+                if j < xo.len() {
+                    tail += ((b >> 4) as f32 - 8.0) * xo[j];
+                }
+            }
+            sum += f16_to_f32(scales[full]) * tail;
+        }
+        *yr = sum;
+    }
+}
