@@ -57,7 +57,9 @@ fn decode_speeds(models: &[Weights], positions: &[usize], steps: usize) -> Resul
     for (m, w) in models.iter().enumerate() {
         for &position in positions {
             let mut rng = Pcg32::new(1);
-            let prompt: Vec<u32> = (0..position).map(|_| rng.below(w.config.vocab_size as u32)).collect();
+            let prompt: Vec<u32> = (0..position)
+                .map(|_| rng.below(w.config.vocab_size as u32))
+                .collect();
             let mut st = State::new(w);
             let token = argmax(prefill(w, &prompt, &mut st)?);
             runs.push((m, st, token, 0.0f64));
@@ -73,7 +75,10 @@ fn decode_speeds(models: &[Weights], positions: &[usize], steps: usize) -> Resul
             *best = best.max(steps as f64 / start.elapsed().as_secs_f64());
         }
     }
-    Ok(runs.chunks(positions.len()).map(|c| c.iter().map(|r| r.3).collect()).collect())
+    Ok(runs
+        .chunks(positions.len())
+        .map(|c| c.iter().map(|r| r.3).collect())
+        .collect())
 }
 
 fn teacher_speed(model: &Llama2) -> Result<f64> {
@@ -95,18 +100,31 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.backend == Backend::Gpu {
         bail!("the GPU backend is not built yet (it arrives with the wgpu runtime); use --backend cpu");
     }
-    let (defaults, positions, steps): (&[&str], [usize; 2], usize) =
-        if a.quick { (&["micro"], [100, 300], 4) } else { (&["tiny", "15m"], [100, 4000], 32) };
-    let configs: Vec<String> = if a.configs.is_empty() { defaults.iter().map(|s| s.to_string()).collect() } else { a.configs };
+    let (defaults, positions, steps): (&[&str], [usize; 2], usize) = if a.quick {
+        (&["micro"], [100, 300], 4)
+    } else {
+        (&["tiny", "15m"], [100, 4000], 32)
+    };
+    let configs: Vec<String> = if a.configs.is_empty() {
+        defaults.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.configs
+    };
     let mut records = Vec::new();
     for name in &configs {
         let config = Config::preset(name)?;
         let base = Weights::init_random(&config, 0)?;
-        let models: Vec<Weights> = Precision::ALL.iter().map(|&p| base.to_precision(p)).collect();
+        let models: Vec<Weights> = Precision::ALL
+            .iter()
+            .map(|&p| base.to_precision(p))
+            .collect();
         let speeds = decode_speeds(&models, &positions, steps)?;
         for (w, speeds) in models.iter().zip(speeds) {
             for (&position, tokens_per_s) in positions.iter().zip(speeds) {
-                eprintln!("  {name:>5} {} @ {position:>4}: {tokens_per_s:8.1} tokens/s", w.precision);
+                eprintln!(
+                    "  {name:>5} {} @ {position:>4}: {tokens_per_s:8.1} tokens/s",
+                    w.precision
+                );
                 records.push(Record {
                     kind: "decode",
                     config: name.clone(),
@@ -122,7 +140,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
         }
     }
-    match crate::shared_data().map(|d| d.join("teacher/stories260K.bin")).filter(|p| p.exists()) {
+    match crate::shared_data()
+        .map(|d| d.join("teacher/stories260K.bin"))
+        .filter(|p| p.exists())
+    {
         Some(path) => {
             let model = Llama2::from_file(&path)?;
             let tokens_per_s = teacher_speed(&model)?;
@@ -139,7 +160,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 weight_bytes: model.param_count() * 4,
             });
         }
-        None => eprintln!("teacher benchmark skipped: ../shared/data/teacher/stories260K.bin is absent"),
+        None => {
+            eprintln!("teacher benchmark skipped: ../shared/data/teacher/stories260K.bin is absent")
+        }
     }
     print_table(&records, positions);
     if let Some(path) = a.json {
@@ -153,12 +176,29 @@ fn print_table(records: &[Record], [near, far]: [usize; 2]) {
     let find = |kind: &str, config: &str, precision: &str, position: usize| {
         records
             .iter()
-            .find(|r| r.kind == kind && r.config == config && r.precision == precision && r.position == position)
+            .find(|r| {
+                r.kind == kind
+                    && r.config == config
+                    && r.precision == precision
+                    && r.position == position
+            })
             .map_or(f64::NAN, |r| r.tokens_per_s)
     };
     println!();
-    println!("{:<12} {:<5} {:>9} {:>12} {:>12} {:>9} {:>11}", "config", "prec", "params", "weights MB", "tokens/s", "× f32", format!("@{far}/@{near}"));
-    for r in records.iter().filter(|r| r.kind == "decode" && r.position == near) {
+    println!(
+        "{:<12} {:<5} {:>9} {:>12} {:>12} {:>9} {:>11}",
+        "config",
+        "prec",
+        "params",
+        "weights MB",
+        "tokens/s",
+        "× f32",
+        format!("@{far}/@{near}")
+    );
+    for r in records
+        .iter()
+        .filter(|r| r.kind == "decode" && r.position == near)
+    {
         let f32_speed = find("decode", &r.config, "f32", near);
         let far_speed = find("decode", &r.config, &r.precision, far);
         println!(
@@ -173,7 +213,14 @@ fn print_table(records: &[Record], [near, far]: [usize; 2]) {
         );
     }
     for r in records.iter().filter(|r| r.kind == "teacher") {
-        println!("{:<12} {:<5} {:>9} {:>12.2} {:>12.1}   (llama2.c teacher, positions 0..256)", r.config, r.precision, r.params, r.weight_bytes as f64 / 1e6, r.tokens_per_s);
+        println!(
+            "{:<12} {:<5} {:>9} {:>12.2} {:>12.1}   (llama2.c teacher, positions 0..256)",
+            r.config,
+            r.precision,
+            r.params,
+            r.weight_bytes as f64 / 1e6,
+            r.tokens_per_s
+        );
     }
     println!("(single thread, CPU; tokens/s at position {near}; last column: speed at {far} ÷ speed at {near})");
 }

@@ -28,17 +28,27 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let AnyModel::Itera { weights, tokenizer } = models::load(&a.model, a.tokenizer.as_deref())? else {
+    let AnyModel::Itera { weights, tokenizer } = models::load(&a.model, a.tokenizer.as_deref())?
+    else {
         bail!("inspect works on itera models, not llama2.c checkpoints");
     };
     // Gradients are defined on the f32 weights: quantized files are dequantized first.
     let w = weights.to_precision(Precision::F32);
     let tokens = tokenizer.encode(&a.text)?;
     if tokens.len() < 2 {
-        bail!("the text encodes to {} token(s); the loss needs at least 2", tokens.len());
+        bail!(
+            "the text encodes to {} token(s); the loss needs at least 2",
+            tokens.len()
+        );
     }
-    let bd = BatchDims { batch: 1, t: tokens.len() };
-    let lw = LossWeights { aux_alpha: a.alpha, ..LossWeights::default() };
+    let bd = BatchDims {
+        batch: 1,
+        t: tokens.len(),
+    };
+    let lw = LossWeights {
+        aux_alpha: a.alpha,
+        ..LossWeights::default()
+    };
     let mut cache = Cache::default();
     let mut grads = Grads::zeros(&w.table);
     let parts = loss(&w, &tokens, bd, None, lw, &mut cache, Some(&mut grads))?;
@@ -46,14 +56,44 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let tokens_i64: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
     let v = w.config.vocab_size;
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![
-        ("tokens".into(), Dtype::I64, vec![tokens.len()], bytemuck::cast_slice(&tokens_i64).to_vec()),
-        ("logits".into(), Dtype::F32, vec![tokens.len(), v], bytemuck::cast_slice(&cache.logits).to_vec()),
-        ("loss".into(), Dtype::F32, vec![], parts.total.to_le_bytes().to_vec()),
-        ("ce".into(), Dtype::F32, vec![], parts.ce.to_le_bytes().to_vec()),
-        ("aux".into(), Dtype::F32, vec![], parts.aux.to_le_bytes().to_vec()),
+        (
+            "tokens".into(),
+            Dtype::I64,
+            vec![tokens.len()],
+            bytemuck::cast_slice(&tokens_i64).to_vec(),
+        ),
+        (
+            "logits".into(),
+            Dtype::F32,
+            vec![tokens.len(), v],
+            bytemuck::cast_slice(&cache.logits).to_vec(),
+        ),
+        (
+            "loss".into(),
+            Dtype::F32,
+            vec![],
+            parts.total.to_le_bytes().to_vec(),
+        ),
+        (
+            "ce".into(),
+            Dtype::F32,
+            vec![],
+            parts.ce.to_le_bytes().to_vec(),
+        ),
+        (
+            "aux".into(),
+            Dtype::F32,
+            vec![],
+            parts.aux.to_le_bytes().to_vec(),
+        ),
     ];
     for (spec, g) in w.table.specs.iter().zip(&grads.tensors) {
-        tensors.push((format!("grad.{}", spec.name), Dtype::F32, spec.shape.clone(), bytemuck::cast_slice(g).to_vec()));
+        tensors.push((
+            format!("grad.{}", spec.name),
+            Dtype::F32,
+            spec.shape.clone(),
+            bytemuck::cast_slice(g).to_vec(),
+        ));
     }
     let views = tensors
         .iter()
@@ -64,7 +104,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
         ("alpha".to_string(), a.alpha.to_string()),
         ("config".to_string(), serde_json::to_string(&w.config)?),
     ]);
-    safetensors::serialize_to_file(views, Some(meta), &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    safetensors::serialize_to_file(views, Some(meta), &a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
         "wrote {}: {} tokens, loss {:.5} (CE {:.5} + {} × aux {:.5}), {} gradients",
         a.out.display(),

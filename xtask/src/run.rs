@@ -33,7 +33,8 @@ pub struct InitArgs {
 
 pub fn load_config(spec: &str) -> Result<Config> {
     if spec.ends_with(".json") {
-        let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read config {spec}"))?;
+        let text =
+            std::fs::read_to_string(spec).with_context(|| format!("cannot read config {spec}"))?;
         return Ok(Config::from_json(&text)?);
     }
     Ok(Config::preset(spec)?)
@@ -46,9 +47,14 @@ pub fn init(a: InitArgs) -> Result<()> {
         let tok = Tokenizer::from_file(tp)?;
         config.vocab_size = tok.vocab_size();
         let name = tp.file_name().context("tokenizer path has no file name")?;
-        let dest = a.out.parent().unwrap_or(std::path::Path::new(".")).join(name);
+        let dest = a
+            .out
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(name);
         if !dest.exists() {
-            std::fs::copy(tp, &dest).with_context(|| format!("copying tokenizer to {}", dest.display()))?;
+            std::fs::copy(tp, &dest)
+                .with_context(|| format!("copying tokenizer to {}", dest.display()))?;
         }
         config.tokenizer = Some(name.to_string_lossy().into_owned());
     }
@@ -76,14 +82,20 @@ pub struct TokenizerArgs {
 }
 
 pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
-    let text = std::fs::read(&a.corpus).with_context(|| format!("cannot read corpus {}", a.corpus.display()))?;
-    let text = String::from_utf8(text).with_context(|| format!("corpus {} is not UTF-8", a.corpus.display()))?;
+    let text = std::fs::read(&a.corpus)
+        .with_context(|| format!("cannot read corpus {}", a.corpus.display()))?;
+    let text = String::from_utf8(text)
+        .with_context(|| format!("corpus {} is not UTF-8", a.corpus.display()))?;
     if text.trim().is_empty() {
         bail!("corpus {} is empty", a.corpus.display());
     }
-    let docs = text.split(END_OF_TEXT).map(|d| format!("{d}{END_OF_TEXT}")).collect::<Vec<_>>();
+    let docs = text
+        .split(END_OF_TEXT)
+        .map(|d| format!("{d}{END_OF_TEXT}"))
+        .collect::<Vec<_>>();
     let tok = Tokenizer::train(docs.into_iter(), a.vocab_size)?;
-    std::fs::write(&a.out, tok.to_json()?).with_context(|| format!("writing {}", a.out.display()))?;
+    std::fs::write(&a.out, tok.to_json()?)
+        .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("wrote {} ({} ids)", a.out.display(), tok.vocab_size());
     Ok(())
 }
@@ -102,7 +114,11 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     let precision: Precision = a.precision.parse()?;
     let w = format::load_file(&a.model)?.to_precision(precision);
     format::save_file(&w, &a.out)?;
-    eprintln!("wrote {} ({precision}, {} bytes)", a.out.display(), std::fs::metadata(&a.out)?.len());
+    eprintln!(
+        "wrote {} ({precision}, {} bytes)",
+        a.out.display(),
+        std::fs::metadata(&a.out)?.len()
+    );
     Ok(())
 }
 
@@ -143,11 +159,20 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     if a.backend == Backend::Gpu {
         bail!("the GPU backend is not built yet (it arrives with the wgpu runtime); use --backend cpu");
     }
-    let sampling = SamplingSettings { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+    let sampling = SamplingSettings {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    };
     let start = Instant::now();
     match models::load(&a.model, a.tokenizer.as_deref())? {
         AnyModel::Itera { weights, tokenizer } => {
-            let opts = GenerateOptions { max_tokens: a.max_tokens, sampling, stop_at_end_of_text: true };
+            let opts = GenerateOptions {
+                max_tokens: a.max_tokens,
+                sampling,
+                stop_at_end_of_text: true,
+            };
             let mut stdout = std::io::stdout();
             if !a.json {
                 print!("{}", a.prompt);
@@ -173,7 +198,11 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!();
-                eprintln!("[{} tokens in {secs:.2} s, {tps:.1} tokens/s, {}]", g.tokens.len(), weights.precision);
+                eprintln!(
+                    "[{} tokens in {secs:.2} s, {tps:.1} tokens/s, {}]",
+                    g.tokens.len(),
+                    weights.precision
+                );
             }
         }
         AnyModel::Llama2 { model, tokenizer } => {
@@ -183,7 +212,12 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             let text = llama2c::generate(&model, &tokenizer, &a.prompt, steps, &mut sampler)?;
             let secs = start.elapsed().as_secs_f64();
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&json!({"prompt": a.prompt, "text": text, "seconds": secs}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"prompt": a.prompt, "text": text, "seconds": secs})
+                    )?
+                );
             } else {
                 println!("{text}");
                 eprintln!("[{secs:.2} s, llama2.c]");
@@ -214,8 +248,10 @@ pub fn eval_model(model: &AnyModel, text: &str) -> Result<EvalReport> {
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let model = models::load(&a.model, a.tokenizer.as_deref())?;
-    let text = std::fs::read(&a.text).with_context(|| format!("cannot read {}", a.text.display()))?;
-    let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8", a.text.display()))?;
+    let text =
+        std::fs::read(&a.text).with_context(|| format!("cannot read {}", a.text.display()))?;
+    let text =
+        String::from_utf8(text).with_context(|| format!("{} is not UTF-8", a.text.display()))?;
     let r = eval_model(&model, &text)?;
     if a.json {
         let out = json!({

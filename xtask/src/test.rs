@@ -29,8 +29,14 @@ pub fn sh(program: &str, args: &[&str]) -> Result<()> {
 }
 
 fn ensure_wasm_target() -> Result<()> {
-    let out = Command::new("rustup").args(["target", "list", "--installed"]).output().context("rustup is required to add the wasm32 target")?;
-    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is required to add the wasm32 target")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
         return Ok(());
     }
     sh("rustup", &["target", "add", "wasm32-unknown-unknown"])
@@ -45,10 +51,23 @@ pub fn run(a: TestArgs) -> Result<()> {
         steps.push((name, t.elapsed().as_secs_f64()));
         Ok(())
     };
-    step("native unit, parity, gradient and CLI tests", &|| sh("cargo", &["test", "--workspace"]))?;
+    step("native unit, parity, gradient and CLI tests", &|| {
+        sh("cargo", &["test", "--workspace"])
+    })?;
     if !a.fast {
         step("wasm32 target", &ensure_wasm_target)?;
-        step("itera-core builds for wasm32", &|| sh("cargo", &["build", "-p", "itera-core", "--target", "wasm32-unknown-unknown"]))?;
+        step("itera-core builds for wasm32", &|| {
+            sh(
+                "cargo",
+                &[
+                    "build",
+                    "-p",
+                    "itera-core",
+                    "--target",
+                    "wasm32-unknown-unknown",
+                ],
+            )
+        })?;
     }
     eprintln!("\nall steps passed:");
     for (name, secs) in steps {

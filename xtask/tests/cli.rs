@@ -6,8 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn xtask(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("xtask runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .expect("xtask runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn ok(args: &[&str]) -> String {
@@ -35,35 +42,121 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
     let corpus = dir.join("corpus.txt");
     std::fs::write(&corpus, STORY.repeat(30).replace('\n', "<|endoftext|>")).unwrap();
     let tok = dir.join("tokenizer.json");
-    ok(&["tokenizer", "--corpus", s(&corpus), "--vocab-size", "300", "--out", s(&tok)]);
+    ok(&[
+        "tokenizer",
+        "--corpus",
+        s(&corpus),
+        "--vocab-size",
+        "300",
+        "--out",
+        s(&tok),
+    ]);
     let model = dir.join("model.safetensors");
-    ok(&["init", "--config", "micro", "--seed", "1", "--out", s(&model), "--tokenizer", s(&tok)]);
+    ok(&[
+        "init",
+        "--config",
+        "micro",
+        "--seed",
+        "1",
+        "--out",
+        s(&model),
+        "--tokenizer",
+        s(&tok),
+    ]);
 
-    let out = ok(&["generate", "--model", s(&model), "--prompt", "Once", "--max-tokens", "12", "--temperature", "0", "--json"]);
+    let out = ok(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "Once",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--json",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(json["tokens"].as_array().unwrap().len(), 12, "a random model never emits end-of-text greedily here");
+    assert_eq!(
+        json["tokens"].as_array().unwrap().len(),
+        12,
+        "a random model never emits end-of-text greedily here"
+    );
     assert_eq!(json["routing"].as_array().unwrap().len(), 12);
     // Greedy is deterministic, and quantized files generate through the same code.
-    let again: serde_json::Value =
-        serde_json::from_str(&ok(&["generate", "--model", s(&model), "--prompt", "Once", "--max-tokens", "12", "--temperature", "0", "--json"])).unwrap();
-    assert_eq!((&json["tokens"], &json["text"]), (&again["tokens"], &again["text"]));
+    let again: serde_json::Value = serde_json::from_str(&ok(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "Once",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (&json["tokens"], &json["text"]),
+        (&again["tokens"], &again["text"])
+    );
     for p in ["f16", "q8", "q4"] {
         let conv = dir.join(format!("model-{p}.safetensors"));
-        ok(&["convert", "--model", s(&model), "--precision", p, "--out", s(&conv)]);
-        ok(&["generate", "--model", s(&conv), "--tokenizer", s(&tok), "--max-tokens", "5", "--seed", "3"]);
+        ok(&[
+            "convert",
+            "--model",
+            s(&model),
+            "--precision",
+            p,
+            "--out",
+            s(&conv),
+        ]);
+        ok(&[
+            "generate",
+            "--model",
+            s(&conv),
+            "--tokenizer",
+            s(&tok),
+            "--max-tokens",
+            "5",
+            "--seed",
+            "3",
+        ]);
     }
 
     let text = dir.join("heldout.txt");
     std::fs::write(&text, STORY).unwrap();
-    let eval: serde_json::Value = serde_json::from_str(&ok(&["eval", "--model", s(&model), "--text", s(&text), "--json"])).unwrap();
+    let eval: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--text",
+        s(&text),
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(eval["documents"], 2);
-    assert_eq!(eval["bytes"].as_u64().unwrap() as usize, STORY.lines().map(str::len).sum::<usize>());
+    assert_eq!(
+        eval["bytes"].as_u64().unwrap() as usize,
+        STORY.lines().map(str::len).sum::<usize>()
+    );
     // A random model is close to uniform over its 300 ids: CE ≈ ln 300.
     let ce = eval["mean_ce"].as_f64().unwrap();
     assert!((ce - 300f64.ln()).abs() < 0.5, "mean CE {ce}");
 
     let dump = dir.join("dump.safetensors");
-    ok(&["inspect", "--model", s(&model), "--text", "Lily saw a dog.", "--out", s(&dump), "--alpha", "0.5"]);
+    ok(&[
+        "inspect",
+        "--model",
+        s(&model),
+        "--text",
+        "Lily saw a dog.",
+        "--out",
+        s(&dump),
+        "--alpha",
+        "0.5",
+    ]);
     let bytes = std::fs::read(&dump).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let scalar = |n: &str| f32::from_le_bytes(st.tensor(n).unwrap().data().try_into().unwrap());
@@ -75,11 +168,22 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
 
     let bench = dir.join("bench.json");
     ok(&["bench", "--quick", "--json", s(&bench)]);
-    let records: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bench).unwrap()).unwrap();
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&bench).unwrap()).unwrap();
     let records = records.as_array().unwrap();
     assert!(records.len() >= 8);
-    for key in ["config", "precision", "backend", "threads", "position", "tokens_per_s"] {
-        assert!(records.iter().all(|r| r.get(key).is_some()), "bench JSON lacks `{key}`");
+    for key in [
+        "config",
+        "precision",
+        "backend",
+        "threads",
+        "position",
+        "tokens_per_s",
+    ] {
+        assert!(
+            records.iter().all(|r| r.get(key).is_some()),
+            "bench JSON lacks `{key}`"
+        );
     }
 }
 
@@ -89,8 +193,19 @@ fn bad_input_gives_specific_errors() {
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"definitely not a model").unwrap();
     let (success, _, err) = xtask(&["generate", "--model", s(&junk)]);
-    assert!(!success && err.contains("neither an itera safetensors file nor a llama2.c checkpoint"), "{err}");
-    let (success, _, err) = xtask(&["init", "--config", "tiny", "--precision", "q3", "--out", s(&dir.join("x"))]);
+    assert!(
+        !success && err.contains("neither an itera safetensors file nor a llama2.c checkpoint"),
+        "{err}"
+    );
+    let (success, _, err) = xtask(&[
+        "init",
+        "--config",
+        "tiny",
+        "--precision",
+        "q3",
+        "--out",
+        s(&dir.join("x")),
+    ]);
     assert!(!success && err.contains("unknown precision `q3`"), "{err}");
     let (success, _, err) = xtask(&["init", "--config", "huge", "--out", s(&dir.join("x"))]);
     assert!(!success && err.contains("unknown config preset"), "{err}");
@@ -102,18 +217,39 @@ fn bad_input_gives_specific_errors() {
 
 #[test]
 fn teacher_runs_through_generate_and_eval() {
-    let Some(data) = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")).filter(|d| d.is_dir()) else {
+    let Some(data) = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+        .filter(|d| d.is_dir())
+    else {
         println!("SKIPPED: ../shared/data is absent");
         return;
     };
     let model = data.join("teacher/stories260K.bin");
-    let out = ok(&["generate", "--model", s(&model), "--temperature", "0", "--max-tokens", "256", "--json"]);
+    let out = ok(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "256",
+        "--json",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let want = std::fs::read_to_string(data.join("teacher/greedy-from-bos.txt")).unwrap();
     assert_eq!(format!("{}\n", json["text"].as_str().unwrap()), want);
-    let eval: serde_json::Value =
-        serde_json::from_str(&ok(&["eval", "--model", s(&model), "--text", s(&data.join("heldout/tinystories-sample-b.txt")), "--json"])).unwrap();
+    let eval: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--text",
+        s(&data.join("heldout/tinystories-sample-b.txt")),
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(eval["documents"], 5);
     let bpb = eval["bits_per_byte"].as_f64().unwrap();
-    assert!(bpb > 0.5 && bpb < 2.5, "teacher BPB {bpb} is implausible for TinyStories");
+    assert!(
+        bpb > 0.5 && bpb < 2.5,
+        "teacher BPB {bpb} is implausible for TinyStories"
+    );
 }

@@ -54,7 +54,11 @@ impl Config {
         let config = match name {
             // D=12, Di=24, N=5, R=3, E=3, k=2, F=10, V=37: nothing is a multiple of anything,
             // and layer 0 is dense while layer 1 is MoE, so one model covers both FFN kinds.
-            "test" => Config { d_state: 5, dt_rank: 3, ..base(37, 12, 2, 3, 2, 10, 2) },
+            "test" => Config {
+                d_state: 5,
+                dt_rank: 3,
+                ..base(37, 12, 2, 3, 2, 10, 2)
+            },
             "micro" => base(2048, 64, 4, 4, 2, 64, 2),
             "tiny" => base(2048, 128, 4, 4, 2, 128, 2),
             "15m" => base(4096, 288, 6, 4, 2, 512, 1),
@@ -96,7 +100,10 @@ impl Config {
             }
         }
         if self.top_k > self.n_experts {
-            return Err(Error::TopKExceedsExperts { top_k: self.top_k, n_experts: self.n_experts });
+            return Err(Error::TopKExceedsExperts {
+                top_k: self.top_k,
+                n_experts: self.n_experts,
+            });
         }
         // Keeps every tensor far below the sizes where usize products or file offsets matter
         // and a hostile config cannot make us allocate terabytes.
@@ -132,7 +139,7 @@ impl Config {
 
     /// Whether layer `l` uses a MoE FFN (otherwise a dense SwiGLU).
     pub fn is_moe(&self, layer: usize) -> bool {
-        self.moe_every > 0 && (layer + 1) % self.moe_every == 0
+        self.moe_every > 0 && (layer + 1).is_multiple_of(self.moe_every)
     }
 
     /// Number of MoE layers (the aux loss is averaged over them).
@@ -142,6 +149,10 @@ impl Config {
 
     /// Config without the tokenizer/training annotations: what shapes depend on.
     pub fn architecture(&self) -> Config {
-        Config { tokenizer: None, training: None, ..self.clone() }
+        Config {
+            tokenizer: None,
+            training: None,
+            ..self.clone()
+        }
     }
 }

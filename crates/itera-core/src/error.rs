@@ -12,7 +12,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid config: {field} = {value} ({reason})")]
-    InvalidConfig { field: &'static str, value: String, reason: String },
+    InvalidConfig {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
 
     #[error("invalid config: top_k = {top_k} exceeds n_experts = {n_experts}")]
     TopKExceedsExperts { top_k: usize, n_experts: usize },
@@ -30,10 +34,18 @@ pub enum Error {
     Metadata(String),
 
     #[error("tensor `{name}`: expected dtype {expected}, found {found}")]
-    DType { name: String, expected: String, found: String },
+    DType {
+        name: String,
+        expected: String,
+        found: String,
+    },
 
     #[error("tensor `{name}`: expected shape {expected:?}, found {found:?}")]
-    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
 
     #[error("tensor `{name}` is missing from the weights file")]
     MissingTensor { name: String },
@@ -42,7 +54,11 @@ pub enum Error {
     UnexpectedTensor { name: String },
 
     #[error("tensor `{name}` holds a non-finite value ({value}) at flat index {index}")]
-    NonFinite { name: String, index: usize, value: f32 },
+    NonFinite {
+        name: String,
+        index: usize,
+        value: f32,
+    },
 
     #[error("empty input: {0}")]
     EmptyInput(&'static str),
@@ -51,7 +67,11 @@ pub enum Error {
     TokenOutOfRange { id: u32, vocab_size: usize },
 
     #[error("invalid setting {name} = {value}: {expected}")]
-    InvalidSetting { name: &'static str, value: String, expected: &'static str },
+    InvalidSetting {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 
     #[error("shape mismatch in {op}: {detail}")]
     ShapeMismatch { op: &'static str, detail: String },
@@ -63,16 +83,30 @@ pub enum Error {
     Llama2c(String),
 
     #[error("i/o error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
-        Error::Io { path: path.to_string(), source }
+        Error::Io {
+            path: path.to_string(),
+            source,
+        }
     }
 
-    pub(crate) fn setting(name: &'static str, value: impl fmt::Display, expected: &'static str) -> Self {
-        Error::InvalidSetting { name, value: value.to_string(), expected }
+    pub(crate) fn setting(
+        name: &'static str,
+        value: impl fmt::Display,
+        expected: &'static str,
+    ) -> Self {
+        Error::InvalidSetting {
+            name,
+            value: value.to_string(),
+            expected,
+        }
     }
 }

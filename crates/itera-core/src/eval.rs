@@ -38,8 +38,15 @@ impl EvalReport {
 
 /// The documents of an evaluation text (see module docs).
 pub fn documents(text: &str) -> Vec<&str> {
-    let docs: Vec<&str> = if text.contains(END_OF_TEXT) { text.split(END_OF_TEXT).collect() } else { text.lines().collect() };
-    docs.into_iter().map(str::trim).filter(|d| !d.is_empty()).collect()
+    let docs: Vec<&str> = if text.contains(END_OF_TEXT) {
+        text.split(END_OF_TEXT).collect()
+    } else {
+        text.lines().collect()
+    };
+    docs.into_iter()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect()
 }
 
 fn check_text(text: &str) -> Result<Vec<&str>> {

@@ -26,23 +26,63 @@ pub fn save(w: &Weights) -> Result<Vec<u8>> {
         match t {
             Tensor::Vector(v) if w.precision == Precision::F16 => {
                 let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-                buffers.push((spec.name.clone(), Dtype::F16, spec.shape.clone(), bytemuck::cast_slice(&h).to_vec()));
+                buffers.push((
+                    spec.name.clone(),
+                    Dtype::F16,
+                    spec.shape.clone(),
+                    bytemuck::cast_slice(&h).to_vec(),
+                ));
             }
-            Tensor::Vector(v) => buffers.push((spec.name.clone(), Dtype::F32, spec.shape.clone(), bytemuck::cast_slice(v).to_vec())),
+            Tensor::Vector(v) => buffers.push((
+                spec.name.clone(),
+                Dtype::F32,
+                spec.shape.clone(),
+                bytemuck::cast_slice(v).to_vec(),
+            )),
             Tensor::Matrix(m) => {
                 let shape = spec.shape.clone();
                 let scale_shape = vec![m.rows, groups_per_row(m.cols)];
                 let scale_name = format!("{}.scale", spec.name);
                 match &m.data {
-                    MatrixData::F32(v) => buffers.push((spec.name.clone(), Dtype::F32, shape, bytemuck::cast_slice(v).to_vec())),
-                    MatrixData::F16(v) => buffers.push((spec.name.clone(), Dtype::F16, shape, bytemuck::cast_slice(v).to_vec())),
+                    MatrixData::F32(v) => buffers.push((
+                        spec.name.clone(),
+                        Dtype::F32,
+                        shape,
+                        bytemuck::cast_slice(v).to_vec(),
+                    )),
+                    MatrixData::F16(v) => buffers.push((
+                        spec.name.clone(),
+                        Dtype::F16,
+                        shape,
+                        bytemuck::cast_slice(v).to_vec(),
+                    )),
                     MatrixData::Q8 { q, scale } => {
-                        buffers.push((spec.name.clone(), Dtype::I8, shape, bytemuck::cast_slice(q).to_vec()));
-                        buffers.push((scale_name, Dtype::F16, scale_shape, bytemuck::cast_slice(scale).to_vec()));
+                        buffers.push((
+                            spec.name.clone(),
+                            Dtype::I8,
+                            shape,
+                            bytemuck::cast_slice(q).to_vec(),
+                        ));
+                        buffers.push((
+                            scale_name,
+                            Dtype::F16,
+                            scale_shape,
+                            bytemuck::cast_slice(scale).to_vec(),
+                        ));
                     }
                     MatrixData::Q4 { q, scale } => {
-                        buffers.push((spec.name.clone(), Dtype::U8, vec![m.rows, q4_bytes_per_row(m.cols)], q.clone()));
-                        buffers.push((scale_name, Dtype::F16, scale_shape, bytemuck::cast_slice(scale).to_vec()));
+                        buffers.push((
+                            spec.name.clone(),
+                            Dtype::U8,
+                            vec![m.rows, q4_bytes_per_row(m.cols)],
+                            q.clone(),
+                        ));
+                        buffers.push((
+                            scale_name,
+                            Dtype::F16,
+                            scale_shape,
+                            bytemuck::cast_slice(scale).to_vec(),
+                        ));
                     }
                 }
             }
@@ -75,16 +115,27 @@ pub struct Header {
 
 /// Parses and checks the metadata block.
 pub fn read_header(bytes: &[u8]) -> Result<Header> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
-    let info = meta.metadata().as_ref().ok_or_else(|| Error::Metadata("no __metadata__ block".into()))?;
-    let get = |key: &str| info.get(key).ok_or_else(|| Error::Metadata(format!("missing key `{key}`")));
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    let info = meta
+        .metadata()
+        .as_ref()
+        .ok_or_else(|| Error::Metadata("no __metadata__ block".into()))?;
+    let get = |key: &str| {
+        info.get(key)
+            .ok_or_else(|| Error::Metadata(format!("missing key `{key}`")))
+    };
     let format = get("format")?;
     if format != FORMAT {
-        return Err(Error::Metadata(format!("format is `{format}`, expected `{FORMAT}`")));
+        return Err(Error::Metadata(format!(
+            "format is `{format}`, expected `{FORMAT}`"
+        )));
     }
     let version = get("format_version")?;
     if version != FORMAT_VERSION {
-        return Err(Error::Metadata(format!("format_version {version} is not supported (this build reads {FORMAT_VERSION})")));
+        return Err(Error::Metadata(format!(
+            "format_version {version} is not supported (this build reads {FORMAT_VERSION})"
+        )));
     }
     let precision: Precision = get("precision")?.parse()?;
     let config = Config::from_json(get("config")?)?;
@@ -101,25 +152,48 @@ pub fn load(bytes: &[u8]) -> Result<Weights> {
     let mut tensors = Vec::with_capacity(table.len());
     for spec in &table.specs {
         expected.insert(spec.name.clone());
-        let quantized = spec.kind == ParamKind::Matrix && matches!(p, Precision::Q8 | Precision::Q4);
+        let quantized =
+            spec.kind == ParamKind::Matrix && matches!(p, Precision::Q8 | Precision::Q4);
         if quantized {
             expected.insert(format!("{}.scale", spec.name));
         }
         tensors.push(load_tensor(&st, spec, p)?);
     }
     if let Some(extra) = st.names().into_iter().find(|n| !expected.contains(*n)) {
-        return Err(Error::UnexpectedTensor { name: extra.to_string() });
+        return Err(Error::UnexpectedTensor {
+            name: extra.to_string(),
+        });
     }
-    Ok(Weights { config: header.config, table, precision: p, tensors })
+    Ok(Weights {
+        config: header.config,
+        table,
+        precision: p,
+        tensors,
+    })
 }
 
-fn view<'a>(st: &SafeTensors<'a>, name: &str, dtype: Dtype, shape: &[usize]) -> Result<TensorView<'a>> {
-    let v = st.tensor(name).map_err(|_| Error::MissingTensor { name: name.to_string() })?;
+fn view<'a>(
+    st: &SafeTensors<'a>,
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Result<TensorView<'a>> {
+    let v = st.tensor(name).map_err(|_| Error::MissingTensor {
+        name: name.to_string(),
+    })?;
     if v.dtype() != dtype {
-        return Err(Error::DType { name: name.to_string(), expected: format!("{dtype:?}"), found: format!("{:?}", v.dtype()) });
+        return Err(Error::DType {
+            name: name.to_string(),
+            expected: format!("{dtype:?}"),
+            found: format!("{:?}", v.dtype()),
+        });
     }
     if v.shape() != shape {
-        return Err(Error::Shape { name: name.to_string(), expected: shape.to_vec(), found: v.shape().to_vec() });
+        return Err(Error::Shape {
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            found: v.shape().to_vec(),
+        });
     }
     Ok(v)
 }
@@ -127,7 +201,11 @@ fn view<'a>(st: &SafeTensors<'a>, name: &str, dtype: Dtype, shape: &[usize]) -> 
 fn finite(name: &str, values: impl Iterator<Item = f32>) -> Result<()> {
     for (index, value) in values.enumerate() {
         if !value.is_finite() {
-            return Err(Error::NonFinite { name: name.to_string(), index, value });
+            return Err(Error::NonFinite {
+                name: name.to_string(),
+                index,
+                value,
+            });
         }
     }
     Ok(())
@@ -165,7 +243,9 @@ fn load_tensor(st: &SafeTensors, spec: &ParamSpec, p: Precision) -> Result<Tenso
             scale: f16s(st, &scale_name, &scale_shape)?,
         },
         Precision::Q4 => MatrixData::Q4 {
-            q: view(st, name, Dtype::U8, &[rows, q4_bytes_per_row(cols)])?.data().to_vec(),
+            q: view(st, name, Dtype::U8, &[rows, q4_bytes_per_row(cols)])?
+                .data()
+                .to_vec(),
             scale: f16s(st, &scale_name, &scale_shape)?,
         },
     };

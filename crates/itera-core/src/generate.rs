@@ -33,12 +33,26 @@ pub struct Generated {
 /// Generates after `prompt` (which may be empty: the context then starts at end-of-text, the
 /// beginning of a story). `on_text` receives each complete piece of text and returns false
 /// to stop.
-pub fn generate(w: &Weights, tok: &Tokenizer, prompt: &str, opts: GenerateOptions, mut on_text: impl FnMut(&str) -> bool) -> Result<Generated> {
+pub fn generate(
+    w: &Weights,
+    tok: &Tokenizer,
+    prompt: &str,
+    opts: GenerateOptions,
+    mut on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
     if prompt.len() > MAX_PROMPT_BYTES {
-        return Err(Error::setting("prompt length", prompt.len(), "at most 1 MiB"));
+        return Err(Error::setting(
+            "prompt length",
+            prompt.len(),
+            "at most 1 MiB",
+        ));
     }
     if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
-        return Err(Error::setting("max_tokens", opts.max_tokens, "between 1 and 1048576"));
+        return Err(Error::setting(
+            "max_tokens",
+            opts.max_tokens,
+            "between 1 and 1048576",
+        ));
     }
     if tok.vocab_size() != w.config.vocab_size {
         return Err(Error::Tokenizer(format!(
@@ -51,11 +65,16 @@ pub fn generate(w: &Weights, tok: &Tokenizer, prompt: &str, opts: GenerateOption
     let mut prompt_tokens: Vec<u32> = tok.end_of_text().into_iter().collect();
     prompt_tokens.extend(tok.encode(prompt)?);
     if prompt_tokens.is_empty() {
-        return Err(Error::EmptyInput("prompt (and the tokenizer has no end-of-text token to start from)"));
+        return Err(Error::EmptyInput(
+            "prompt (and the tokenizer has no end-of-text token to start from)",
+        ));
     }
     let mut st = State::new(w);
     let mut logits = prefill(w, &prompt_tokens, &mut st)?.to_vec();
-    let mut out = Generated { prompt_tokens, ..Default::default() };
+    let mut out = Generated {
+        prompt_tokens,
+        ..Default::default()
+    };
     let mut decoder = StreamDecoder::default();
     for _ in 0..opts.max_tokens {
         let next = sampler.sample(&logits);

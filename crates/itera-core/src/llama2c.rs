@@ -60,14 +60,26 @@ impl Llama2 {
     pub fn from_bytes(bytes: &[u8]) -> Result<Llama2> {
         let header: Vec<i32> = bytes
             .get(..28)
-            .ok_or_else(|| bad(format!("file of {} bytes is shorter than the 28-byte header", bytes.len())))?
+            .ok_or_else(|| {
+                bad(format!(
+                    "file of {} bytes is shorter than the 28-byte header",
+                    bytes.len()
+                ))
+            })?
             .chunks_exact(4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let field = |i: usize, name: &str| -> Result<usize> {
-            let v = if i == 5 { header[i].unsigned_abs() as i64 } else { header[i] as i64 };
+            let v = if i == 5 {
+                header[i].unsigned_abs() as i64
+            } else {
+                header[i] as i64
+            };
             if v <= 0 || v > 1 << 20 {
-                return Err(bad(format!("header field {name} = {} is out of range", header[i])));
+                return Err(bad(format!(
+                    "header field {name} = {} is out of range",
+                    header[i]
+                )));
             }
             Ok(v as usize)
         };
@@ -82,19 +94,41 @@ impl Llama2 {
             shared_classifier: header[5] > 0,
         };
         let c = &config;
-        if c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.head_size() % 2 != 0 {
-            return Err(bad(format!("dim {} / heads {} / kv heads {} do not divide evenly", c.dim, c.n_heads, c.n_kv_heads)));
+        if !c.dim.is_multiple_of(c.n_heads)
+            || !c.n_heads.is_multiple_of(c.n_kv_heads)
+            || !c.head_size().is_multiple_of(2)
+        {
+            return Err(bad(format!(
+                "dim {} / heads {} / kv heads {} do not divide evenly",
+                c.dim, c.n_heads, c.n_kv_heads
+            )));
         }
         let floats = &bytes[28..];
-        if floats.len() % 4 != 0 {
+        if !floats.len().is_multiple_of(4) {
             return Err(bad("data is not a whole number of f32 values"));
         }
         let (l, d, h, kv, v) = (c.n_layers, c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
-        let sizes = [v * d, l * d, l * d * d, l * kv * d, l * kv * d, l * d * d, l * d, l * h * d, l * d * h, l * h * d, d];
+        let sizes = [
+            v * d,
+            l * d,
+            l * d * d,
+            l * kv * d,
+            l * kv * d,
+            l * d * d,
+            l * d,
+            l * h * d,
+            l * d * h,
+            l * h * d,
+            d,
+        ];
         let freq = c.seq_len * c.head_size(); // freq_cis_real + freq_cis_imag
-        let need: usize = sizes.iter().sum::<usize>() + freq + if c.shared_classifier { 0 } else { v * d };
+        let need: usize =
+            sizes.iter().sum::<usize>() + freq + if c.shared_classifier { 0 } else { v * d };
         if floats.len() / 4 != need {
-            return Err(bad(format!("expected {need} f32 values for this header, found {}", floats.len() / 4)));
+            return Err(bad(format!(
+                "expected {need} f32 values for this header, found {}",
+                floats.len() / 4
+            )));
         }
         let mut offset = 0;
         let mut take = |n: usize| -> Result<Vec<f32>> {
@@ -104,17 +138,49 @@ impl Llama2 {
                 .collect();
             offset += n;
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(bad(format!("non-finite weight at value {}", offset - n + i)));
+                return Err(bad(format!(
+                    "non-finite weight at value {}",
+                    offset - n + i
+                )));
             }
             Ok(v)
         };
         let token_embedding = take(sizes[0])?;
-        let (rms_att, wq, wk, wv, wo) = (take(sizes[1])?, take(sizes[2])?, take(sizes[3])?, take(sizes[4])?, take(sizes[5])?);
-        let (rms_ffn, w1, w2, w3) = (take(sizes[6])?, take(sizes[7])?, take(sizes[8])?, take(sizes[9])?);
+        let (rms_att, wq, wk, wv, wo) = (
+            take(sizes[1])?,
+            take(sizes[2])?,
+            take(sizes[3])?,
+            take(sizes[4])?,
+            take(sizes[5])?,
+        );
+        let (rms_ffn, w1, w2, w3) = (
+            take(sizes[6])?,
+            take(sizes[7])?,
+            take(sizes[8])?,
+            take(sizes[9])?,
+        );
         let rms_final = take(sizes[10])?;
         let _freq_cis = take(freq)?; // RoPE is recomputed; stored tables are unused (as in run.c)
-        let wcls = if c.shared_classifier { None } else { Some(take(v * d)?) };
-        Ok(Llama2 { config, token_embedding, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final, wcls })
+        let wcls = if c.shared_classifier {
+            None
+        } else {
+            Some(take(v * d)?)
+        };
+        Ok(Llama2 {
+            config,
+            token_embedding,
+            rms_att,
+            wq,
+            wk,
+            wv,
+            wo,
+            rms_ffn,
+            w1,
+            w2,
+            w3,
+            rms_final,
+            wcls,
+        })
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -124,10 +190,22 @@ impl Llama2 {
     }
 
     pub fn param_count(&self) -> usize {
-        [&self.token_embedding, &self.rms_att, &self.wq, &self.wk, &self.wv, &self.wo, &self.rms_ffn, &self.w1, &self.w2, &self.w3, &self.rms_final]
-            .iter()
-            .map(|v| v.len())
-            .sum::<usize>()
+        [
+            &self.token_embedding,
+            &self.rms_att,
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.rms_ffn,
+            &self.w1,
+            &self.w2,
+            &self.w3,
+            &self.rms_final,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum::<usize>()
             + self.wcls.as_ref().map_or(0, Vec::len)
     }
 
@@ -135,10 +213,17 @@ impl Llama2 {
     pub fn forward<'s>(&self, st: &'s mut Llama2State, token: u32) -> Result<&'s [f32]> {
         let c = &self.config;
         if token as usize >= c.vocab_size {
-            return Err(Error::TokenOutOfRange { id: token, vocab_size: c.vocab_size });
+            return Err(Error::TokenOutOfRange {
+                id: token,
+                vocab_size: c.vocab_size,
+            });
         }
         if st.pos >= c.seq_len {
-            return Err(Error::setting("position", st.pos, "below the checkpoint's seq_len"));
+            return Err(Error::setting(
+                "position",
+                st.pos,
+                "below the checkpoint's seq_len",
+            ));
         }
         let (d, hd, kv, hs) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_size());
         let pos = st.pos;
@@ -146,7 +231,10 @@ impl Llama2 {
         st.x.copy_from_slice(&self.token_embedding[token as usize * d..(token as usize + 1) * d]);
         for l in 0..c.n_layers {
             rmsnorm(&mut st.xb, &st.x, &self.rms_att[l * d..(l + 1) * d]);
-            let (kc, vc) = (&mut st.key_cache[(l * c.seq_len + pos) * kv..][..kv], &mut st.value_cache[(l * c.seq_len + pos) * kv..][..kv]);
+            let (kc, vc) = (
+                &mut st.key_cache[(l * c.seq_len + pos) * kv..][..kv],
+                &mut st.value_cache[(l * c.seq_len + pos) * kv..][..kv],
+            );
             matvec_f32(&self.wq[l * d * d..(l + 1) * d * d], d, &st.xb, &mut st.q);
             matvec_f32(&self.wk[l * kv * d..(l + 1) * kv * d], d, &st.xb, kc);
             matvec_f32(&self.wv[l * kv * d..(l + 1) * kv * d], d, &st.xb, vc);
@@ -185,10 +273,28 @@ impl Llama2 {
             st.x.iter_mut().zip(&st.xb2).for_each(|(x, y)| *x += y);
             // SwiGLU FFN
             rmsnorm(&mut st.xb, &st.x, &self.rms_ffn[l * d..(l + 1) * d]);
-            matvec_f32(&self.w1[l * hd * d..(l + 1) * hd * d], d, &st.xb, &mut st.hb);
-            matvec_f32(&self.w3[l * hd * d..(l + 1) * hd * d], d, &st.xb, &mut st.hb2);
-            st.hb.iter_mut().zip(&st.hb2).for_each(|(a, b)| *a = silu(*a) * b);
-            matvec_f32(&self.w2[l * d * hd..(l + 1) * d * hd], hd, &st.hb, &mut st.xb2);
+            matvec_f32(
+                &self.w1[l * hd * d..(l + 1) * hd * d],
+                d,
+                &st.xb,
+                &mut st.hb,
+            );
+            matvec_f32(
+                &self.w3[l * hd * d..(l + 1) * hd * d],
+                d,
+                &st.xb,
+                &mut st.hb2,
+            );
+            st.hb
+                .iter_mut()
+                .zip(&st.hb2)
+                .for_each(|(a, b)| *a = silu(*a) * b);
+            matvec_f32(
+                &self.w2[l * d * hd..(l + 1) * d * hd],
+                hd,
+                &st.hb,
+                &mut st.xb2,
+            );
             st.x.iter_mut().zip(&st.xb2).for_each(|(x, y)| *x += y);
         }
         rmsnorm(&mut st.xb, &st.x, &self.rms_final);
@@ -255,7 +361,9 @@ impl Llama2Tokenizer {
     pub fn from_bytes(bytes: &[u8], vocab_size: usize) -> Result<Llama2Tokenizer> {
         let mut at = 4usize; // skips max_token_length
         let mut read = |n: usize| -> Result<&[u8]> {
-            let s = bytes.get(at..at + n).ok_or_else(|| bad(format!("tokenizer file truncated at byte {at}")))?;
+            let s = bytes
+                .get(at..at + n)
+                .ok_or_else(|| bad(format!("tokenizer file truncated at byte {at}")))?;
             at += n;
             Ok(s)
         };
@@ -264,12 +372,21 @@ impl Llama2Tokenizer {
         for _ in 0..vocab_size {
             let score = f32::from_le_bytes(read(4)?.try_into().unwrap_or_default());
             let len = i32::from_le_bytes(read(4)?.try_into().unwrap_or_default());
-            let len = usize::try_from(len).map_err(|_| bad(format!("negative token length {len}")))?;
+            let len =
+                usize::try_from(len).map_err(|_| bad(format!("negative token length {len}")))?;
             vocab.push(read(len)?.to_vec());
             scores.push(score);
         }
-        let lookup = vocab.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect();
-        Ok(Llama2Tokenizer { vocab, scores, lookup })
+        let lookup = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.clone(), i as u32))
+            .collect();
+        Ok(Llama2Tokenizer {
+            vocab,
+            scores,
+            lookup,
+        })
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -325,13 +442,18 @@ impl Llama2Tokenizer {
     /// The bytes `token` prints after `prev` (run.c's `decode`): a leading space is dropped
     /// right after BOS, and `<0xHH>` pieces are raw bytes.
     pub fn decode_piece(&self, prev: u32, token: u32) -> &[u8] {
-        let Some(piece) = self.vocab.get(token as usize) else { return &[] };
+        let Some(piece) = self.vocab.get(token as usize) else {
+            return &[];
+        };
         let mut piece = piece.as_slice();
         if prev == BOS && piece.first() == Some(&b' ') {
             piece = &piece[1..];
         }
         if piece.len() == 6 && piece.starts_with(b"<0x") && piece[5] == b'>' {
-            if let Some(b) = std::str::from_utf8(&piece[3..5]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(b) = std::str::from_utf8(&piece[3..5])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 return &BYTE_TABLE[b as usize..b as usize + 1];
             }
         }
@@ -351,7 +473,13 @@ static BYTE_TABLE: [u8; 256] = {
 
 /// Generates like run.c: starts from BOS + the prompt, runs `steps` forward passes (each
 /// yields one token after the prompt), stops early if BOS is sampled, returns the text.
-pub fn generate(model: &Llama2, tok: &Llama2Tokenizer, prompt: &str, steps: usize, sampler: &mut crate::sampling::Sampler) -> Result<String> {
+pub fn generate(
+    model: &Llama2,
+    tok: &Llama2Tokenizer,
+    prompt: &str,
+    steps: usize,
+    sampler: &mut crate::sampling::Sampler,
+) -> Result<String> {
     let prompt_ids = tok.encode(prompt, true);
     let steps = steps.min(model.config.seq_len);
     let mut st = Llama2State::new(&model.config);

@@ -12,9 +12,15 @@ pub enum MatrixData {
     F32(Vec<f32>),
     F16(Vec<f16>),
     /// `q` (rows, cols) I8; `scale` (rows, groups) — value = q · scale.
-    Q8 { q: Vec<i8>, scale: Vec<f16> },
+    Q8 {
+        q: Vec<i8>,
+        scale: Vec<f16>,
+    },
     /// `q` (rows, ceil(cols/2)) two nibbles per byte, low first — value = (nibble − 8) · scale.
-    Q4 { q: Vec<u8>, scale: Vec<f16> },
+    Q4 {
+        q: Vec<u8>,
+        scale: Vec<f16>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +33,11 @@ pub struct Matrix {
 impl Matrix {
     pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>) -> Matrix {
         assert_eq!(values.len(), rows * cols, "matrix data length");
-        Matrix { rows, cols, data: MatrixData::F32(values) }
+        Matrix {
+            rows,
+            cols,
+            data: MatrixData::F32(values),
+        }
     }
 
     pub fn precision(&self) -> Precision {
@@ -165,7 +175,9 @@ pub fn quantize_q4(values: &[f32], rows: usize, cols: usize) -> MatrixData {
         for gi in 0..g {
             let (c0, c1) = (gi * GROUP, ((gi + 1) * GROUP).min(cols));
             let src = &values[r * cols + c0..r * cols + c1];
-            let extreme = src.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            let extreme = src
+                .iter()
+                .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
             let mut best = (f32::INFINITY, f16::ZERO);
             for shrink in [1.0f32, 0.96, 0.92, 0.88, 0.84, 0.80, 0.76] {
                 let s = f16::from_f32(extreme / -8.0 * shrink);
@@ -182,7 +194,11 @@ pub fn quantize_q4(values: &[f32], rows: usize, cols: usize) -> MatrixData {
             for (j, &code) in codes[..c1 - c0].iter().enumerate() {
                 let col = c0 + j;
                 let byte = &mut q[r * bpr + col / 2];
-                *byte = if col % 2 == 0 { (*byte & 0xf0) | code } else { (*byte & 0x0f) | (code << 4) };
+                *byte = if col % 2 == 0 {
+                    (*byte & 0xf0) | code
+                } else {
+                    (*byte & 0x0f) | (code << 4)
+                };
             }
         }
     }
@@ -197,7 +213,9 @@ fn q4_code(v: f32, s: f32) -> u8 {
 }
 
 fn q4_group_error(src: &[f32], s: f32) -> f32 {
-    src.iter().map(|&v| (v - (q4_code(v, s) as f32 - 8.0) * s).powi(2)).sum()
+    src.iter()
+        .map(|&v| (v - (q4_code(v, s) as f32 - 8.0) * s).powi(2))
+        .sum()
 }
 
 #[cfg(test)]
@@ -233,13 +251,23 @@ mod tests {
                                 Precision::Q4 => amax * 0.25,
                                 Precision::F32 => 0.0,
                             };
-                            assert!(err <= bound, "{p} ({rows}x{cols}) [{i}]: {} vs {} err {err} > {bound}", back[i], v[i]);
+                            assert!(
+                                err <= bound,
+                                "{p} ({rows}x{cols}) [{i}]: {} vs {} err {err} > {bound}",
+                                back[i],
+                                v[i]
+                            );
                         }
                         if p == Precision::Q4 {
-                            let range = r * cols + gi * GROUP..r * cols + ((gi + 1) * GROUP).min(cols);
+                            let range =
+                                r * cols + gi * GROUP..r * cols + ((gi + 1) * GROUP).min(cols);
                             let n = range.len() as f32;
                             let mse = range.map(|i| (back[i] - v[i]).powi(2)).sum::<f32>() / n;
-                            assert!(mse.sqrt() < amax / 10.0, "q4 rms {} vs absmax {amax}", mse.sqrt());
+                            assert!(
+                                mse.sqrt() < amax / 10.0,
+                                "q4 rms {} vs absmax {amax}",
+                                mse.sqrt()
+                            );
                         }
                     }
                 }
@@ -252,7 +280,9 @@ mod tests {
         // Values chosen so the scale is exactly 1: extreme −8 → code 0.
         let v = vec![-8.0, 7.0, 1.0];
         let m = Matrix::from_f32(1, 3, v.clone()).to_precision(Precision::Q4);
-        let MatrixData::Q4 { q, scale } = &m.data else { panic!("not q4") };
+        let MatrixData::Q4 { q, scale } = &m.data else {
+            panic!("not q4")
+        };
         assert_eq!(scale[0].to_f32(), 1.0);
         assert_eq!(q, &vec![0x0f << 4, 0x80 | 9]);
         assert_eq!(m.dequantize(), v);

@@ -13,7 +13,9 @@ use crate::layers::linear::linear_backward;
 use crate::layers::loss::{cross_entropy, distill_kl};
 use crate::layers::moe::{moe_backward, moe_forward, moe_step, MoeCache, MoeScratch};
 use crate::layers::norm::{rmsnorm_backward, rmsnorm_forward};
-use crate::layers::ssm::{a_matrix, ssm_backward, ssm_forward, ssm_step, SsmCache, SsmScratch, SsmState};
+use crate::layers::ssm::{
+    a_matrix, ssm_backward, ssm_forward, ssm_step, SsmCache, SsmScratch, SsmState,
+};
 use crate::layers::swiglu::{swiglu_backward, swiglu_forward, swiglu_step, SwigluCache};
 use crate::params::FfnParams;
 use crate::weights::{Grads, Weights};
@@ -53,7 +55,12 @@ pub fn check_tokens(tokens: &[u32], bd: BatchDims, vocab_size: usize) -> Result<
     if tokens.len() != bd.rows() {
         return Err(Error::ShapeMismatch {
             op: "forward",
-            detail: format!("{} tokens for batch {} × length {}", tokens.len(), bd.batch, bd.t),
+            detail: format!(
+                "{} tokens for batch {} × length {}",
+                tokens.len(),
+                bd.batch,
+                bd.t
+            ),
         });
     }
     if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab_size) {
@@ -64,11 +71,24 @@ pub fn check_tokens(tokens: &[u32], bd: BatchDims, vocab_size: usize) -> Result<
 
 /// Runs the model on `tokens` (B·T, row-major by sequence) from the empty context. `train`
 /// keeps the full scan states needed by `backward`. Logits end up in `cache.logits` (B·T, V).
-pub fn forward(w: &Weights, tokens: &[u32], bd: BatchDims, train: bool, cache: &mut Cache) -> Result<()> {
+pub fn forward(
+    w: &Weights,
+    tokens: &[u32],
+    bd: BatchDims,
+    train: bool,
+    cache: &mut Cache,
+) -> Result<()> {
     forward_impl(w, tokens, bd, train, None, cache)
 }
 
-fn forward_impl(w: &Weights, tokens: &[u32], bd: BatchDims, train: bool, init: Option<&State>, cache: &mut Cache) -> Result<()> {
+fn forward_impl(
+    w: &Weights,
+    tokens: &[u32],
+    bd: BatchDims,
+    train: bool,
+    init: Option<&State>,
+    cache: &mut Cache,
+) -> Result<()> {
     let c = &w.config;
     check_tokens(tokens, bd, c.vocab_size)?;
     let (m, d) = (bd.rows(), c.d_model);
@@ -85,14 +105,35 @@ fn forward_impl(w: &Weights, tokens: &[u32], bd: BatchDims, train: bool, init: O
         embed.row_into(tok as usize, row);
     }
     let mut out = vec![0.0f32; m * d];
-    for (l, (p, lc)) in w.table.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
-        ssm_forward(&mut out, &x, w, p, bd, train, init.map(|s| &s.layers[l]), &mut lc.ssm);
+    for (l, (p, lc)) in w
+        .table
+        .layers
+        .iter()
+        .zip(cache.layers.iter_mut())
+        .enumerate()
+    {
+        ssm_forward(
+            &mut out,
+            &x,
+            w,
+            p,
+            bd,
+            train,
+            init.map(|s| &s.layers[l]),
+            &mut lc.ssm,
+        );
         add_into(&mut x, &out);
         lc.x_ffn.clear();
         lc.x_ffn.extend_from_slice(&x);
         lc.xn_ffn.resize(m * d, 0.0);
         lc.rstd_ffn.resize(m, 0.0);
-        rmsnorm_forward(&mut lc.xn_ffn, &mut lc.rstd_ffn, &x, w.vector(p.ffn_norm), d);
+        rmsnorm_forward(
+            &mut lc.xn_ffn,
+            &mut lc.rstd_ffn,
+            &x,
+            w.vector(p.ffn_norm),
+            d,
+        );
         match &p.ffn {
             FfnParams::Dense(sp) => swiglu_forward(&mut out, &lc.xn_ffn, m, w, sp, &mut lc.dense),
             FfnParams::Moe { router, experts } => {
@@ -104,7 +145,13 @@ fn forward_impl(w: &Weights, tokens: &[u32], bd: BatchDims, train: bool, init: O
     }
     cache.xf.resize(m * d, 0.0);
     cache.rstd_f.resize(m, 0.0);
-    rmsnorm_forward(&mut cache.xf, &mut cache.rstd_f, &x, w.vector(w.table.final_norm), d);
+    rmsnorm_forward(
+        &mut cache.xf,
+        &mut cache.rstd_f,
+        &x,
+        w.vector(w.table.final_norm),
+        d,
+    );
     cache.x_final = x;
     cache.logits.resize(m * c.vocab_size, 0.0);
     embed.matmul(&cache.xf, m, &mut cache.logits);
@@ -127,21 +174,48 @@ pub fn backward(w: &Weights, cache: &Cache, dlogits: &[f32], aux_scale: f32, gra
 
     // logits = xf · embedᵀ (tied head)
     let mut dxf = vec![0.0f32; m * d];
-    linear_backward(Some(&mut dxf), &mut grads.tensors[t.embed], dlogits, &cache.xf, w.f32(t.embed), m, v, d);
+    linear_backward(
+        Some(&mut dxf),
+        &mut grads.tensors[t.embed],
+        dlogits,
+        &cache.xf,
+        w.f32(t.embed),
+        m,
+        v,
+        d,
+    );
     let mut dx = vec![0.0f32; m * d];
-    rmsnorm_backward(&mut dx, &mut grads.tensors[t.final_norm], &dxf, &cache.x_final, w.vector(t.final_norm), &cache.rstd_f, d);
+    rmsnorm_backward(
+        &mut dx,
+        &mut grads.tensors[t.final_norm],
+        &dxf,
+        &cache.x_final,
+        w.vector(t.final_norm),
+        &cache.rstd_f,
+        d,
+    );
 
     let mut dnorm = vec![0.0f32; m * d];
     for (p, lc) in t.layers.iter().zip(&cache.layers).rev() {
         // x ← x + FFN(rmsnorm(x)): the residual passes dx through, the branch adds to it.
         dnorm.fill(0.0);
         match &p.ffn {
-            FfnParams::Dense(sp) => swiglu_backward(&mut dnorm, &dx, &lc.xn_ffn, m, w, sp, &lc.dense, grads),
-            FfnParams::Moe { router, experts } => {
-                moe_backward(&mut dnorm, &dx, &lc.xn_ffn, m, aux_scale, w, *router, experts, &lc.moe, grads)
+            FfnParams::Dense(sp) => {
+                swiglu_backward(&mut dnorm, &dx, &lc.xn_ffn, m, w, sp, &lc.dense, grads)
             }
+            FfnParams::Moe { router, experts } => moe_backward(
+                &mut dnorm, &dx, &lc.xn_ffn, m, aux_scale, w, *router, experts, &lc.moe, grads,
+            ),
         }
-        rmsnorm_backward(&mut dx, &mut grads.tensors[p.ffn_norm], &dnorm, &lc.x_ffn, w.vector(p.ffn_norm), &lc.rstd_ffn, d);
+        rmsnorm_backward(
+            &mut dx,
+            &mut grads.tensors[p.ffn_norm],
+            &dnorm,
+            &lc.x_ffn,
+            w.vector(p.ffn_norm),
+            &lc.rstd_ffn,
+            d,
+        );
         // x ← x + SSM(rmsnorm(x))
         let dout = dx.clone();
         ssm_backward(&mut dx, &dout, w, p, bd, &lc.ssm, grads);
@@ -162,7 +236,11 @@ pub struct LossWeights {
 
 impl Default for LossWeights {
     fn default() -> Self {
-        LossWeights { aux_alpha: 0.01, distill_beta: 0.0, temperature: 1.0 }
+        LossWeights {
+            aux_alpha: 0.01,
+            distill_beta: 0.0,
+            temperature: 1.0,
+        }
     }
 }
 
@@ -188,21 +266,47 @@ pub fn loss(
 ) -> Result<LossParts> {
     let v = w.config.vocab_size;
     if lw.distill_beta > 0.0 && teacher.is_none_or(|t| t.len() != bd.rows() * v) {
-        return Err(Error::ShapeMismatch { op: "distillation", detail: format!("teacher logits must be {} × {v}", bd.rows()) });
+        return Err(Error::ShapeMismatch {
+            op: "distillation",
+            detail: format!("teacher logits must be {} × {v}", bd.rows()),
+        });
     }
     forward(w, tokens, bd, grads.is_some(), cache)?;
     let mut dlogits = grads.is_some().then(|| vec![0.0f32; bd.rows() * v]);
     let beta = lw.distill_beta;
-    let ce = cross_entropy(&cache.logits, tokens, bd, v, dlogits.as_deref_mut(), 1.0 - beta);
+    let ce = cross_entropy(
+        &cache.logits,
+        tokens,
+        bd,
+        v,
+        dlogits.as_deref_mut(),
+        1.0 - beta,
+    );
     let kl = match teacher {
-        Some(t) if beta > 0.0 => distill_kl(&cache.logits, t, bd, v, lw.temperature, dlogits.as_deref_mut(), beta),
+        Some(t) if beta > 0.0 => distill_kl(
+            &cache.logits,
+            t,
+            bd,
+            v,
+            lw.temperature,
+            dlogits.as_deref_mut(),
+            beta,
+        ),
         _ => 0.0,
     };
     let n_moe = cache.aux.len();
-    let aux = if n_moe > 0 { cache.aux.iter().sum::<f32>() / n_moe as f32 } else { 0.0 };
+    let aux = if n_moe > 0 {
+        cache.aux.iter().sum::<f32>() / n_moe as f32
+    } else {
+        0.0
+    };
     let total = (1.0 - beta) * ce + beta * kl + lw.aux_alpha * aux;
     if let (Some(g), Some(dl)) = (grads, dlogits) {
-        let aux_scale = if n_moe > 0 { lw.aux_alpha / n_moe as f32 } else { 0.0 };
+        let aux_scale = if n_moe > 0 {
+            lw.aux_alpha / n_moe as f32
+        } else {
+            0.0
+        };
         backward(w, cache, &dl, aux_scale, g);
     }
     Ok(LossParts { total, ce, aux, kl })
@@ -240,9 +344,22 @@ impl State {
             pos: 0,
             layers: (0..c.n_layers).map(|_| SsmState::new(c)).collect(),
             routing: (0..c.n_layers)
-                .map(|l| if c.is_moe(l) { Route { experts: vec![0; c.top_k], weights: vec![0.0; c.top_k] } } else { Route::default() })
+                .map(|l| {
+                    if c.is_moe(l) {
+                        Route {
+                            experts: vec![0; c.top_k],
+                            weights: vec![0.0; c.top_k],
+                        }
+                    } else {
+                        Route::default()
+                    }
+                })
                 .collect(),
-            a: w.table.layers.iter().map(|p| a_matrix(w.vector(p.a_log))).collect(),
+            a: w.table
+                .layers
+                .iter()
+                .map(|p| a_matrix(w.vector(p.a_log)))
+                .collect(),
             x: vec![0.0; c.d_model],
             xn: vec![0.0; c.d_model],
             out: vec![0.0; c.d_model],
@@ -276,26 +393,54 @@ impl State {
 pub fn decode_step<'s>(w: &Weights, st: &'s mut State, token: u32) -> Result<&'s [f32]> {
     let c = &w.config;
     if token as usize >= c.vocab_size {
-        return Err(Error::TokenOutOfRange { id: token, vocab_size: c.vocab_size });
+        return Err(Error::TokenOutOfRange {
+            id: token,
+            vocab_size: c.vocab_size,
+        });
     }
     let d = c.d_model;
     let embed = w.matrix(w.table.embed);
     embed.row_into(token as usize, &mut st.x);
     let mut rstd = [0.0];
     for (l, p) in w.table.layers.iter().enumerate() {
-        ssm_step(&mut st.out, &st.x, w, p, &st.a[l], &mut st.layers[l], &mut st.ssm);
+        ssm_step(
+            &mut st.out,
+            &st.x,
+            w,
+            p,
+            &st.a[l],
+            &mut st.layers[l],
+            &mut st.ssm,
+        );
         add_into(&mut st.x, &st.out);
         rmsnorm_forward(&mut st.xn, &mut rstd, &st.x, w.vector(p.ffn_norm), d);
         match &p.ffn {
-            FfnParams::Dense(sp) => swiglu_step(&mut st.out, &st.xn, w, sp, &mut st.moe.a, &mut st.moe.b),
+            FfnParams::Dense(sp) => {
+                swiglu_step(&mut st.out, &st.xn, w, sp, &mut st.moe.a, &mut st.moe.b)
+            }
             FfnParams::Moe { router, experts } => {
                 let route = &mut st.routing[l];
-                moe_step(&mut st.out, &st.xn, w, *router, experts, &mut route.experts, &mut route.weights, &mut st.moe)
+                moe_step(
+                    &mut st.out,
+                    &st.xn,
+                    w,
+                    *router,
+                    experts,
+                    &mut route.experts,
+                    &mut route.weights,
+                    &mut st.moe,
+                )
             }
         }
         add_into(&mut st.x, &st.out);
     }
-    rmsnorm_forward(&mut st.xn, &mut rstd, &st.x, w.vector(w.table.final_norm), d);
+    rmsnorm_forward(
+        &mut st.xn,
+        &mut rstd,
+        &st.x,
+        w.vector(w.table.final_norm),
+        d,
+    );
     embed.matvec(&st.xn, &mut st.logits);
     st.pos += 1;
     Ok(&st.logits)
@@ -304,8 +449,16 @@ pub fn decode_step<'s>(w: &Weights, st: &'s mut State, token: u32) -> Result<&'s
 /// Runs `tokens` through the batch forward (GEMMs instead of T matvecs), continuing from
 /// `st`, and leaves the state as if each token had been stepped. Returns the last position's
 /// logits; every position's logits stay in `cache.logits`.
-pub fn prefill_with_cache<'s>(w: &Weights, tokens: &[u32], st: &'s mut State, cache: &mut Cache) -> Result<&'s [f32]> {
-    let bd = BatchDims { batch: 1, t: tokens.len() };
+pub fn prefill_with_cache<'s>(
+    w: &Weights,
+    tokens: &[u32],
+    st: &'s mut State,
+    cache: &mut Cache,
+) -> Result<&'s [f32]> {
+    let bd = BatchDims {
+        batch: 1,
+        t: tokens.len(),
+    };
     forward_impl(w, tokens, bd, false, Some(st), cache)?;
     let c = &w.config;
     let cache = &*cache;
@@ -316,12 +469,17 @@ pub fn prefill_with_cache<'s>(w: &Weights, tokens: &[u32], st: &'s mut State, ca
         if c.is_moe(l) {
             let k = c.top_k;
             let last = (tokens.len() - 1) * k;
-            st.routing[l].experts.copy_from_slice(&lc.moe.experts[last..last + k]);
-            st.routing[l].weights.copy_from_slice(&lc.moe.weights[last..last + k]);
+            st.routing[l]
+                .experts
+                .copy_from_slice(&lc.moe.experts[last..last + k]);
+            st.routing[l]
+                .weights
+                .copy_from_slice(&lc.moe.weights[last..last + k]);
         }
     }
     let v = c.vocab_size;
-    st.logits.copy_from_slice(&cache.logits[(tokens.len() - 1) * v..]);
+    st.logits
+        .copy_from_slice(&cache.logits[(tokens.len() - 1) * v..]);
     st.pos += tokens.len();
     Ok(&st.logits)
 }

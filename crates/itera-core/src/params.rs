@@ -39,7 +39,10 @@ pub struct SwigluParams {
 #[derive(Clone, Debug)]
 pub enum FfnParams {
     Dense(SwigluParams),
-    Moe { router: usize /* (E, D) */, experts: Vec<SwigluParams> },
+    Moe {
+        router: usize, /* (E, D) */
+        experts: Vec<SwigluParams>,
+    },
 }
 
 /// Table slots of one layer (shapes in SPEC notation).
@@ -91,14 +94,17 @@ impl ParamTable {
             let d_skip = add(p("Dskip"), vec![di], Vector);
             let out_proj = add(p("out_proj"), vec![d, di], Matrix);
             let ffn_norm = add(p("ffn_norm"), vec![d], Vector);
-            let swiglu = |add: &mut dyn FnMut(String, Vec<usize>, ParamKind) -> usize, prefix: String| SwigluParams {
+            let swiglu = |add: &mut dyn FnMut(String, Vec<usize>, ParamKind) -> usize,
+                          prefix: String| SwigluParams {
                 w1: add(format!("{prefix}.w1"), vec![f, d], Matrix),
                 w2: add(format!("{prefix}.w2"), vec![d, f], Matrix),
                 w3: add(format!("{prefix}.w3"), vec![f, d], Matrix),
             };
             let ffn = if c.is_moe(l) {
                 let router = add(p("router"), vec![c.n_experts, d], Matrix);
-                let experts = (0..c.n_experts).map(|e| swiglu(&mut add, p(&format!("experts.{e}")))).collect();
+                let experts = (0..c.n_experts)
+                    .map(|e| swiglu(&mut add, p(&format!("experts.{e}"))))
+                    .collect();
                 FfnParams::Moe { router, experts }
             } else {
                 FfnParams::Dense(swiglu(&mut add, p("ffn")))
@@ -119,7 +125,12 @@ impl ParamTable {
             });
         }
         let final_norm = add("final_norm".into(), vec![d], Vector);
-        ParamTable { specs, embed, final_norm, layers }
+        ParamTable {
+            specs,
+            embed,
+            final_norm,
+            layers,
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -18,7 +18,10 @@ impl Pcg32 {
 
     /// Independent streams for the same seed (e.g. one per data-loader worker).
     pub fn with_stream(seed: u64, stream: u64) -> Pcg32 {
-        let mut rng = Pcg32 { state: 0, inc: (stream << 1) | 1 };
+        let mut rng = Pcg32 {
+            state: 0,
+            inc: (stream << 1) | 1,
+        };
         rng.next_u32();
         rng.state = rng.state.wrapping_add(seed);
         rng.next_u32();
@@ -57,10 +60,12 @@ mod tests {
 
     #[test]
     fn streams_are_deterministic_and_distinct() {
-        let a: Vec<u32> = (0..4).map({
-            let mut r = Pcg32::new(7);
-            move |_| r.next_u32()
-        }).collect();
+        let a: Vec<u32> = (0..4)
+            .map({
+                let mut r = Pcg32::new(7);
+                move |_| r.next_u32()
+            })
+            .collect();
         let mut r = Pcg32::new(7);
         assert_eq!(a, (0..4).map(|_| r.next_u32()).collect::<Vec<_>>());
         let mut other = Pcg32::new(8);

@@ -17,18 +17,32 @@ pub struct SamplingSettings {
 
 impl Default for SamplingSettings {
     fn default() -> Self {
-        SamplingSettings { temperature: 0.8, top_k: 0, top_p: 0.9, seed: 0 }
+        SamplingSettings {
+            temperature: 0.8,
+            top_k: 0,
+            top_p: 0.9,
+            seed: 0,
+        }
     }
 }
 
 impl SamplingSettings {
     pub fn greedy() -> Self {
-        SamplingSettings { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+        SamplingSettings {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         if !self.temperature.is_finite() || !(0.0..=100.0).contains(&self.temperature) {
-            return Err(Error::setting("temperature", self.temperature, "a number in [0, 100] (0 = greedy)"));
+            return Err(Error::setting(
+                "temperature",
+                self.temperature,
+                "a number in [0, 100] (0 = greedy)",
+            ));
         }
         if !self.top_p.is_finite() || self.top_p <= 0.0 || self.top_p > 1.0 {
             return Err(Error::setting("top_p", self.top_p, "a number in (0, 1]"));
@@ -48,7 +62,11 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(settings: SamplingSettings) -> Result<Sampler> {
         settings.validate()?;
-        Ok(Sampler { settings, rng: Pcg32::new(settings.seed), candidates: Vec::new() })
+        Ok(Sampler {
+            settings,
+            rng: Pcg32::new(settings.seed),
+            candidates: Vec::new(),
+        })
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
@@ -58,9 +76,15 @@ impl Sampler {
         }
         let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         self.candidates.clear();
-        self.candidates.extend(logits.iter().enumerate().map(|(i, &z)| (((z - max) / s.temperature).exp(), i as u32)));
+        self.candidates.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &z)| (((z - max) / s.temperature).exp(), i as u32)),
+        );
         // Most likely first; equal probabilities keep id order so results are deterministic.
-        self.candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.candidates
+            .sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         if s.top_k > 0 {
             self.candidates.truncate(s.top_k);
         }
@@ -112,10 +136,22 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_seeds_reproduce() {
         let logits = [0.5, 2.0, 1.0, 1.9];
-        let mut s = Sampler::new(SamplingSettings { temperature: 1.0, top_k: 1, top_p: 1.0, seed: 3 }).unwrap();
+        let mut s = Sampler::new(SamplingSettings {
+            temperature: 1.0,
+            top_k: 1,
+            top_p: 1.0,
+            seed: 3,
+        })
+        .unwrap();
         assert!((0..20).all(|_| s.sample(&logits) == 1));
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingSettings { temperature: 1.0, top_k: 0, top_p: 1.0, seed }).unwrap();
+            let mut s = Sampler::new(SamplingSettings {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                seed,
+            })
+            .unwrap();
             (0..32).map(|_| s.sample(&logits)).collect::<Vec<_>>()
         };
         assert_eq!(draw(5), draw(5));
@@ -126,7 +162,13 @@ mod tests {
     fn top_p_excludes_the_tail() {
         // p ≈ [0.64, 0.24, 0.09, 0.03]: top_p 0.8 keeps the first two only.
         let logits = [3.0, 2.0, 1.0, 0.0];
-        let mut s = Sampler::new(SamplingSettings { temperature: 1.0, top_k: 0, top_p: 0.8, seed: 1 }).unwrap();
+        let mut s = Sampler::new(SamplingSettings {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.8,
+            seed: 1,
+        })
+        .unwrap();
         let seen: std::collections::HashSet<u32> = (0..500).map(|_| s.sample(&logits)).collect();
         assert_eq!(seen, [0, 1].into_iter().collect());
     }
@@ -134,12 +176,27 @@ mod tests {
     #[test]
     fn bad_settings_are_rejected() {
         for bad in [
-            SamplingSettings { temperature: -1.0, ..Default::default() },
-            SamplingSettings { temperature: f32::NAN, ..Default::default() },
-            SamplingSettings { top_p: 0.0, ..Default::default() },
-            SamplingSettings { top_p: 1.5, ..Default::default() },
+            SamplingSettings {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplingSettings {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
+            SamplingSettings {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingSettings {
+                top_p: 1.5,
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(Sampler::new(bad), Err(Error::InvalidSetting { .. })), "{bad:?}");
+            assert!(
+                matches!(Sampler::new(bad), Err(Error::InvalidSetting { .. })),
+                "{bad:?}"
+            );
         }
     }
 }

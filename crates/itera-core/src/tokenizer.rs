@@ -24,14 +24,18 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size()).finish()
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .finish()
     }
 }
 
 /// GPT-2's reversible byte ↔ printable-character map used by byte-level BPE: printable
 /// Latin-1 bytes map to themselves, the other 68 bytes to U+0100 onwards, in byte order.
 fn byte_to_char() -> [char; 256] {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut map = ['\0'; 256];
     let mut next = 0u32;
     for b in 0..256u32 {
@@ -54,11 +58,19 @@ impl Tokenizer {
         S: AsRef<str> + Send,
     {
         if vocab_size < 258 {
-            return Err(Error::setting("vocab_size", vocab_size, "at least 258 (256 bytes, 1 merge, end-of-text)"));
+            return Err(Error::setting(
+                "vocab_size",
+                vocab_size,
+                "at least 258 (256 bytes, 1 merge, end-of-text)",
+            ));
         }
         let mut inner = tokenizers::Tokenizer::new(ModelWrapper::BPE(BPE::default()));
-        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))));
-        inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::new(false, true, true))));
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+            false, true, true,
+        ))));
+        inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::new(
+            false, true, true,
+        ))));
         let trainer = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(2)
@@ -67,13 +79,16 @@ impl Tokenizer {
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .build();
         let mut trainer = TrainerWrapper::BpeTrainer(trainer);
-        inner.train(&mut trainer, texts).map_err(|e| Error::Tokenizer(format!("training failed: {e}")))?;
+        inner
+            .train(&mut trainer, texts)
+            .map_err(|e| Error::Tokenizer(format!("training failed: {e}")))?;
         Self::from_inner(inner)
     }
 
     /// Loads a `tokenizer.json`.
     pub fn from_json(json: &[u8]) -> Result<Tokenizer> {
-        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
         Self::from_inner(inner)
     }
 
@@ -84,16 +99,24 @@ impl Tokenizer {
     }
 
     pub fn to_json(&self) -> Result<String> {
-        self.inner.to_string(true).map_err(|e| Error::Tokenizer(e.to_string()))
+        self.inner
+            .to_string(true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     fn from_inner(inner: tokenizers::Tokenizer) -> Result<Tokenizer> {
-        let char_to_byte: HashMap<char, u8> = byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+        let char_to_byte: HashMap<char, u8> = byte_to_char()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
         let n = inner.get_vocab_size(true);
         let mut token_bytes = vec![Vec::new(); n];
         for (token, id) in inner.get_vocab(true) {
             let Some(slot) = token_bytes.get_mut(id as usize) else {
-                return Err(Error::Tokenizer(format!("token id {id} ≥ vocabulary size {n}")));
+                return Err(Error::Tokenizer(format!(
+                    "token id {id} ≥ vocabulary size {n}"
+                )));
             };
             let special = inner.get_added_vocabulary().is_special_token(&token);
             *slot = if special {
@@ -103,11 +126,17 @@ impl Tokenizer {
                     .chars()
                     .map(|c| char_to_byte.get(&c).copied())
                     .collect::<Option<Vec<u8>>>()
-                    .ok_or_else(|| Error::Tokenizer(format!("token `{token}` is not byte-level BPE")))?
+                    .ok_or_else(|| {
+                        Error::Tokenizer(format!("token `{token}` is not byte-level BPE"))
+                    })?
             };
         }
         let end_of_text = inner.token_to_id(END_OF_TEXT);
-        Ok(Tokenizer { inner, token_bytes, end_of_text })
+        Ok(Tokenizer {
+            inner,
+            token_bytes,
+            end_of_text,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -121,7 +150,10 @@ impl Tokenizer {
 
     /// Token ids of `text` (any Unicode; `<|endoftext|>` becomes its special id).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(format!("encode failed: {e}")))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("encode failed: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -130,7 +162,10 @@ impl Tokenizer {
         self.token_bytes
             .get(id as usize)
             .map(Vec::as_slice)
-            .ok_or(Error::TokenOutOfRange { id, vocab_size: self.vocab_size() })
+            .ok_or(Error::TokenOutOfRange {
+                id,
+                vocab_size: self.vocab_size(),
+            })
     }
 
     /// Decodes a whole sequence (invalid UTF-8, possible only from arbitrary ids, becomes U+FFFD).
@@ -201,7 +236,9 @@ mod tests {
             "One day, a big dog came to the park. The dog was happy and wanted to play.",
             "Tom said, \"Let's go to the park!\" His mom smiled and said yes.",
         ];
-        (0..20).flat_map(|i| base.iter().map(move |s| format!("{s} {i}{END_OF_TEXT}"))).collect()
+        (0..20)
+            .flat_map(|i| base.iter().map(move |s| format!("{s} {i}{END_OF_TEXT}")))
+            .collect()
     }
 
     #[test]
@@ -218,7 +255,13 @@ mod tests {
         let tok = Tokenizer::train(corpus().into_iter(), 300).unwrap();
         assert!(tok.vocab_size() <= 300 && tok.vocab_size() > 257);
         let eot = tok.end_of_text().expect("end-of-text token");
-        for text in ["", "Once upon a time", "héllo wörld ✓ 日本語 🦀🦀 \u{0} \t\n", "Lily<|endoftext|>Tom", "ﷺ𝔘𝔫𝔦"] {
+        for text in [
+            "",
+            "Once upon a time",
+            "héllo wörld ✓ 日本語 🦀🦀 \u{0} \t\n",
+            "Lily<|endoftext|>Tom",
+            "ﷺ𝔘𝔫𝔦",
+        ] {
             let ids = tok.encode(text).unwrap();
             assert_eq!(tok.decode(&ids).unwrap(), text, "{ids:?}");
             if text.contains(END_OF_TEXT) {
@@ -261,6 +304,9 @@ mod tests {
         let back = Tokenizer::from_json(json.as_bytes()).unwrap();
         let text = "Lily and Tom played.";
         assert_eq!(tok.encode(text).unwrap(), back.encode(text).unwrap());
-        assert!(matches!(Tokenizer::from_json(b"{not json"), Err(Error::Tokenizer(_))));
+        assert!(matches!(
+            Tokenizer::from_json(b"{not json"),
+            Err(Error::Tokenizer(_))
+        ));
     }
 }

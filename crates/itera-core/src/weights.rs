@@ -60,11 +60,18 @@ impl Weights {
             .iter()
             .zip(values)
             .map(|(spec, v)| match spec.kind {
-                ParamKind::Matrix => Tensor::Matrix(Matrix::from_f32(spec.shape[0], spec.shape[1], v)),
+                ParamKind::Matrix => {
+                    Tensor::Matrix(Matrix::from_f32(spec.shape[0], spec.shape[1], v))
+                }
                 ParamKind::Vector => Tensor::Vector(v),
             })
             .collect();
-        Weights { config, table, precision: Precision::F32, tensors }
+        Weights {
+            config,
+            table,
+            precision: Precision::F32,
+            tensors,
+        }
     }
 
     /// Random initialisation in f32, deterministic for a seed.
@@ -83,9 +90,13 @@ impl Weights {
         for spec in &table.specs {
             let n = spec.numel();
             let leaf = spec.name.rsplit('.').next().unwrap_or(&spec.name);
-            let normal = |rng: &mut Pcg32, std: f32| (0..n).map(|_| rng.normal() * std).collect::<Vec<f32>>();
+            let normal = |rng: &mut Pcg32, std: f32| {
+                (0..n).map(|_| rng.normal() * std).collect::<Vec<f32>>()
+            };
             let uniform = |rng: &mut Pcg32, bound: f32| {
-                (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * bound).collect::<Vec<f32>>()
+                (0..n)
+                    .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
+                    .collect::<Vec<f32>>()
             };
             let fan_in = *spec.shape.last().unwrap_or(&1) as f32;
             let v = match leaf {
@@ -96,11 +107,14 @@ impl Weights {
                 "dt_proj" => uniform(&mut rng, 1.0 / (config.dt_rank as f32).sqrt()),
                 "dt_b" => (0..n)
                     .map(|_| {
-                        let dt = (1e-3f32.ln() + rng.next_f32() * (1e-1f32.ln() - 1e-3f32.ln())).exp();
+                        let dt =
+                            (1e-3f32.ln() + rng.next_f32() * (1e-1f32.ln() - 1e-3f32.ln())).exp();
                         dt + (-(-dt).exp_m1()).ln() // softplus⁻¹(dt) = dt + ln(1 − e^−dt)
                     })
                     .collect(),
-                "A_log" => (0..n).map(|i| ((i % config.d_state) as f32 + 1.0).ln()).collect(),
+                "A_log" => (0..n)
+                    .map(|i| ((i % config.d_state) as f32 + 1.0).ln())
+                    .collect(),
                 "out_proj" | "w2" => normal(&mut rng, residual_scale / fan_in.sqrt()),
                 _ => normal(&mut rng, 1.0 / fan_in.sqrt()),
             };
@@ -123,28 +137,42 @@ impl Weights {
                 Tensor::Vector(v) => Tensor::Vector(v.clone()),
             })
             .collect();
-        Weights { config: self.config.clone(), table: self.table.clone(), precision, tensors }
+        Weights {
+            config: self.config.clone(),
+            table: self.table.clone(),
+            precision,
+            tensors,
+        }
     }
 
     pub fn matrix(&self, slot: usize) -> &Matrix {
         match &self.tensors[slot] {
             Tensor::Matrix(m) => m,
-            Tensor::Vector(_) => panic!("parameter `{}` is not a matrix", self.table.specs[slot].name),
+            Tensor::Vector(_) => panic!(
+                "parameter `{}` is not a matrix",
+                self.table.specs[slot].name
+            ),
         }
     }
 
     pub fn vector(&self, slot: usize) -> &[f32] {
         match &self.tensors[slot] {
             Tensor::Vector(v) => v,
-            Tensor::Matrix(_) => panic!("parameter `{}` is not a vector", self.table.specs[slot].name),
+            Tensor::Matrix(_) => panic!(
+                "parameter `{}` is not a vector",
+                self.table.specs[slot].name
+            ),
         }
     }
 
     /// f32 view of any slot; only valid for f32 weights (training, backward).
     pub fn f32(&self, slot: usize) -> &[f32] {
-        self.tensors[slot]
-            .as_f32()
-            .unwrap_or_else(|| panic!("parameter `{}` is not stored as f32", self.table.specs[slot].name))
+        self.tensors[slot].as_f32().unwrap_or_else(|| {
+            panic!(
+                "parameter `{}` is not stored as f32",
+                self.table.specs[slot].name
+            )
+        })
     }
 
     /// Bytes of parameter data in memory.
@@ -167,7 +195,9 @@ pub struct Grads {
 
 impl Grads {
     pub fn zeros(table: &ParamTable) -> Grads {
-        Grads { tensors: table.specs.iter().map(|s| vec![0.0; s.numel()]).collect() }
+        Grads {
+            tensors: table.specs.iter().map(|s| vec![0.0; s.numel()]).collect(),
+        }
     }
 
     pub fn zero(&mut self) {
@@ -178,6 +208,11 @@ impl Grads {
 
     /// Global L2 norm over every slot (for gradient clipping), accumulated in f64.
     pub fn norm(&self) -> f32 {
-        self.tensors.iter().flatten().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt() as f32
+        self.tensors
+            .iter()
+            .flatten()
+            .map(|&g| g as f64 * g as f64)
+            .sum::<f64>()
+            .sqrt() as f32
     }
 }

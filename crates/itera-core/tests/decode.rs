@@ -15,7 +15,10 @@ fn weights(preset: &str) -> Weights {
     let mut w = Weights::init_random(&c, 42).unwrap();
     let mut rng = Pcg32::new(43);
     for t in &mut w.tensors {
-        t.as_f32_mut().unwrap().iter_mut().for_each(|v| *v += 0.05 * rng.normal());
+        t.as_f32_mut()
+            .unwrap()
+            .iter_mut()
+            .for_each(|v| *v += 0.05 * rng.normal());
     }
     w
 }
@@ -29,13 +32,26 @@ fn decode_steps_reproduce_prefill_logits_for_every_precision() {
     for p in Precision::ALL {
         let w = base.to_precision(p);
         let mut cache = Cache::default();
-        forward(&w, &tokens, BatchDims { batch: 1, t: tokens.len() }, false, &mut cache).unwrap();
+        forward(
+            &w,
+            &tokens,
+            BatchDims {
+                batch: 1,
+                t: tokens.len(),
+            },
+            false,
+            &mut cache,
+        )
+        .unwrap();
         let mut st = State::new(&w);
         for (t, &tok) in tokens.iter().enumerate() {
             let logits = decode_step(&w, &mut st, tok).unwrap();
             let want = &cache.logits[t * v..(t + 1) * v];
             for (i, (a, b)) in logits.iter().zip(want).enumerate() {
-                assert!(close(*a, *b), "{p} position {t} logit {i}: decode {a} vs prefill {b}");
+                assert!(
+                    close(*a, *b),
+                    "{p} position {t} logit {i}: decode {a} vs prefill {b}"
+                );
             }
         }
     }
@@ -61,7 +77,11 @@ fn prefill_state_continues_like_stepping() {
         // Same experts; weights to rounding (GEMM and dot products sum in different orders).
         for (r1, r2) in pre.routing.iter().zip(&stepped.routing) {
             assert_eq!(r1.experts, r2.experts);
-            assert!(r1.weights.iter().zip(&r2.weights).all(|(a, b)| close(*a, *b)));
+            assert!(r1
+                .weights
+                .iter()
+                .zip(&r2.weights)
+                .all(|(a, b)| close(*a, *b)));
         }
     }
 }
@@ -86,7 +106,10 @@ fn chunked_prefill_continues_the_state_exactly() {
     let mut rng = Pcg32::new(9);
     let tokens: Vec<u32> = (0..23).map(|_| rng.below(v as u32)).collect();
     let mut stepped = State::new(&w);
-    let want: Vec<Vec<f32>> = tokens.iter().map(|&t| decode_step(&w, &mut stepped, t).unwrap().to_vec()).collect();
+    let want: Vec<Vec<f32>> = tokens
+        .iter()
+        .map(|&t| decode_step(&w, &mut stepped, t).unwrap().to_vec())
+        .collect();
     // Chunks shorter and longer than the conv window (K−1 = 3).
     let mut st = State::new(&w);
     let mut cache = Cache::default();

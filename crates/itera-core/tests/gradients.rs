@@ -28,10 +28,18 @@ fn model(seed: u64) -> Weights {
     // tolerance: with the init's tiny dt, dropping the decay term's gradient went unseen.
     let mut rng = Pcg32::new(seed + 1);
     for (spec, t) in w.table.specs.clone().iter().zip(w.tensors.iter_mut()) {
-        let scale = if spec.name.ends_with("router") || spec.name == "embed" { 0.6 } else { 0.1 };
+        let scale = if spec.name.ends_with("router") || spec.name == "embed" {
+            0.6
+        } else {
+            0.1
+        };
         let reset = spec.name.ends_with("dt_b");
         for v in t.as_f32_mut().unwrap() {
-            *v = if reset { 0.5 * rng.normal() } else { *v + scale * rng.normal() };
+            *v = if reset {
+                0.5 * rng.normal()
+            } else {
+                *v + scale * rng.normal()
+            };
         }
     }
     w
@@ -41,7 +49,16 @@ fn model(seed: u64) -> Weights {
 /// probability: routing is differentiable only away from these ties.
 fn routing_margin(w: &Weights, tokens: &[u32], bd: BatchDims) -> f32 {
     let mut cache = Cache::default();
-    loss(w, tokens, bd, None, LossWeights::default(), &mut cache, None).unwrap();
+    loss(
+        w,
+        tokens,
+        bd,
+        None,
+        LossWeights::default(),
+        &mut cache,
+        None,
+    )
+    .unwrap();
     let (e, k) = (w.config.n_experts, w.config.top_k);
     let mut margin = f32::INFINITY;
     for l in cache.layers.iter().filter(|l| !l.moe.probs.is_empty()) {
@@ -65,17 +82,27 @@ fn model_and_batch(seed: u64) -> (Weights, Vec<u32>, BatchDims) {
             return (w, tokens, bd);
         }
     }
-    panic!("no seed in {seed}..{} gives routing margins above 0.02", seed + 50);
+    panic!(
+        "no seed in {seed}..{} gives routing margins above 0.02",
+        seed + 50
+    );
 }
 
 fn batch(seed: u64, vocab: usize) -> (Vec<u32>, BatchDims) {
     let bd = BatchDims { batch: 2, t: 9 };
     let mut rng = Pcg32::new(seed);
-    ((0..bd.rows()).map(|_| rng.below(vocab as u32)).collect(), bd)
+    (
+        (0..bd.rows()).map(|_| rng.below(vocab as u32)).collect(),
+        bd,
+    )
 }
 
 fn routing(cache: &Cache) -> Vec<usize> {
-    cache.layers.iter().flat_map(|l| l.moe.experts.clone()).collect()
+    cache
+        .layers
+        .iter()
+        .flat_map(|l| l.moe.experts.clone())
+        .collect()
 }
 
 struct Check<'a> {
@@ -92,7 +119,16 @@ impl Check<'_> {
 
     fn grads(&self, w: &Weights) -> Grads {
         let mut g = Grads::zeros(&w.table);
-        loss(w, self.tokens, self.bd, self.teacher, self.lw, &mut Cache::default(), Some(&mut g)).unwrap();
+        loss(
+            w,
+            self.tokens,
+            self.bd,
+            self.teacher,
+            self.lw,
+            &mut Cache::default(),
+            Some(&mut g),
+        )
+        .unwrap();
         g
     }
 
@@ -116,7 +152,13 @@ impl Check<'_> {
 
 /// Checks, in every slot, the 3 coordinates with the largest analytic gradient and 3 random
 /// ones. `analytic(slot)` gives the gradient of `f(loss)`.
-fn check_all(name: &str, w: &mut Weights, check: &Check, analytic: &Grads, f: &dyn Fn(LossParts) -> f32) {
+fn check_all(
+    name: &str,
+    w: &mut Weights,
+    check: &Check,
+    analytic: &Grads,
+    f: &dyn Fn(LossParts) -> f32,
+) {
     let mut rng = Pcg32::new(99);
     let (mut checked, mut skipped, mut failures) = (0, 0, Vec::new());
     for s in 0..w.table.len() {
@@ -132,23 +174,43 @@ fn check_all(name: &str, w: &mut Weights, check: &Check, analytic: &Grads, f: &d
             };
             checked += 1;
             if (fd - g[i]).abs() > ATOL + RTOL * fd.abs() {
-                failures.push(format!("{}[{i}]: analytic {:.6e} vs finite-difference {:.6e}", w.table.specs[s].name, g[i], fd));
+                failures.push(format!(
+                    "{}[{i}]: analytic {:.6e} vs finite-difference {:.6e}",
+                    w.table.specs[s].name, g[i], fd
+                ));
             }
         }
     }
     println!("{name}: {checked} coordinates checked, {skipped} skipped (routing flip)");
-    assert!(failures.is_empty(), "{name} gradient mismatches:\n{}", failures.join("\n"));
-    assert!(skipped * 20 < checked, "{name}: too many routing flips ({skipped} of {})", checked + skipped);
+    assert!(
+        failures.is_empty(),
+        "{name} gradient mismatches:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        skipped * 20 < checked,
+        "{name}: too many routing flips ({skipped} of {})",
+        checked + skipped
+    );
 }
 
 fn no_aux() -> LossWeights {
-    LossWeights { aux_alpha: 0.0, distill_beta: 0.0, temperature: 1.0 }
+    LossWeights {
+        aux_alpha: 0.0,
+        distill_beta: 0.0,
+        temperature: 1.0,
+    }
 }
 
 #[test]
 fn cross_entropy_gradients_match_finite_differences() {
     let (mut w, tokens, bd) = model_and_batch(1);
-    let check = Check { tokens: &tokens, bd, teacher: None, lw: no_aux() };
+    let check = Check {
+        tokens: &tokens,
+        bd,
+        teacher: None,
+        lw: no_aux(),
+    };
     let g = check.grads(&w);
     check_all("CE", &mut w, &check, &g, &|l| l.ce);
 }
@@ -157,14 +219,28 @@ fn cross_entropy_gradients_match_finite_differences() {
 fn aux_loss_gradients_match_finite_differences() {
     let (mut w, tokens, bd) = model_and_batch(100);
     // ∂aux/∂θ = ∂(CE + aux)/∂θ − ∂CE/∂θ, with α = 1 so the term is not drowned.
-    let with_aux = Check { tokens: &tokens, bd, teacher: None, lw: LossWeights { aux_alpha: 1.0, ..no_aux() } };
-    let ce_only = Check { lw: no_aux(), ..with_aux };
+    let with_aux = Check {
+        tokens: &tokens,
+        bd,
+        teacher: None,
+        lw: LossWeights {
+            aux_alpha: 1.0,
+            ..no_aux()
+        },
+    };
+    let ce_only = Check {
+        lw: no_aux(),
+        ..with_aux
+    };
     let (ga, gc) = (with_aux.grads(&w), ce_only.grads(&w));
     let mut g = ga.clone();
     for (t, c) in g.tensors.iter_mut().zip(&gc.tensors) {
         t.iter_mut().zip(c).for_each(|(a, b)| *a -= b);
     }
-    assert!(g.norm() > 1e-3, "aux gradient is zero: the check would be vacuous");
+    assert!(
+        g.norm() > 1e-3,
+        "aux gradient is zero: the check would be vacuous"
+    );
     check_all("aux", &mut w, &with_aux, &g, &|l| l.aux);
 }
 
@@ -172,10 +248,21 @@ fn aux_loss_gradients_match_finite_differences() {
 fn distillation_kl_gradients_match_finite_differences() {
     let (mut w, tokens, bd) = model_and_batch(200);
     let mut rng = Pcg32::new(7);
-    let teacher: Vec<f32> = (0..bd.rows() * w.config.vocab_size).map(|_| 2.0 * rng.normal()).collect();
+    let teacher: Vec<f32> = (0..bd.rows() * w.config.vocab_size)
+        .map(|_| 2.0 * rng.normal())
+        .collect();
     // β = 1 removes CE; τ = 2 exercises the temperature.
-    let lw = LossWeights { aux_alpha: 0.0, distill_beta: 1.0, temperature: 2.0 };
-    let check = Check { tokens: &tokens, bd, teacher: Some(&teacher), lw };
+    let lw = LossWeights {
+        aux_alpha: 0.0,
+        distill_beta: 1.0,
+        temperature: 2.0,
+    };
+    let check = Check {
+        tokens: &tokens,
+        bd,
+        teacher: Some(&teacher),
+        lw,
+    };
     let g = check.grads(&w);
     check_all("KL", &mut w, &check, &g, &|l| l.kl);
 }
@@ -185,16 +272,39 @@ fn distillation_kl_gradients_match_finite_differences() {
 #[test]
 fn directional_derivative_matches_for_the_total_loss() {
     let (mut w, tokens, bd) = model_and_batch(300);
-    let lw = LossWeights { aux_alpha: 0.5, distill_beta: 0.0, temperature: 1.0 };
-    let check = Check { tokens: &tokens, bd, teacher: None, lw };
+    let lw = LossWeights {
+        aux_alpha: 0.5,
+        distill_beta: 0.0,
+        temperature: 1.0,
+    };
+    let check = Check {
+        tokens: &tokens,
+        bd,
+        teacher: None,
+        lw,
+    };
     let g = check.grads(&w);
     let mut rng = Pcg32::new(13);
-    let dir: Vec<Vec<f32>> = g.tensors.iter().map(|t| t.iter().map(|_| rng.normal()).collect()).collect();
+    let dir: Vec<Vec<f32>> = g
+        .tensors
+        .iter()
+        .map(|t| t.iter().map(|_| rng.normal()).collect())
+        .collect();
     let norm = dir.iter().flatten().map(|v| v * v).sum::<f32>().sqrt();
-    let analytic: f32 = g.tensors.iter().flatten().zip(dir.iter().flatten()).map(|(g, d)| g * d / norm).sum();
+    let analytic: f32 = g
+        .tensors
+        .iter()
+        .flatten()
+        .zip(dir.iter().flatten())
+        .map(|(g, d)| g * d / norm)
+        .sum();
     let shift = |w: &mut Weights, sign: f32| {
         for (t, d) in w.tensors.iter_mut().zip(&dir) {
-            t.as_f32_mut().unwrap().iter_mut().zip(d).for_each(|(v, d)| *v += sign * H * d / norm);
+            t.as_f32_mut()
+                .unwrap()
+                .iter_mut()
+                .zip(d)
+                .for_each(|(v, d)| *v += sign * H * d / norm);
         }
     };
     let mut cache = Cache::default();
@@ -204,5 +314,8 @@ fn directional_derivative_matches_for_the_total_loss() {
     let minus = check.eval(&w, &mut cache).total;
     let fd = (plus - minus) / (2.0 * H);
     println!("directional derivative: analytic {analytic:.6e}, finite difference {fd:.6e}");
-    assert!((fd - analytic).abs() <= ATOL + RTOL * fd.abs(), "analytic {analytic} vs fd {fd}");
+    assert!(
+        (fd - analytic).abs() <= ATOL + RTOL * fd.abs(),
+        "analytic {analytic} vs fd {fd}"
+    );
 }

@@ -13,22 +13,32 @@ use itera_core::{Config, Error, Precision, Weights};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 fn model(p: Precision) -> Weights {
-    Weights::init_random(&Config::preset("test").unwrap(), 1).unwrap().to_precision(p)
+    Weights::init_random(&Config::preset("test").unwrap(), 1)
+        .unwrap()
+        .to_precision(p)
 }
 
 type Entry = (Dtype, Vec<usize>, Vec<u8>);
 
 /// Re-serialises a valid file after `edit` changes its tensors and/or metadata.
-fn rewrite(p: Precision, edit: impl FnOnce(&mut HashMap<String, Entry>, &mut HashMap<String, String>)) -> Vec<u8> {
+fn rewrite(
+    p: Precision,
+    edit: impl FnOnce(&mut HashMap<String, Entry>, &mut HashMap<String, String>),
+) -> Vec<u8> {
     let bytes = save(&model(p)).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let mut info = meta.metadata().clone().unwrap();
-    let mut tensors: HashMap<String, Entry> =
-        st.tensors().into_iter().map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec()))).collect();
+    let mut tensors: HashMap<String, Entry> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
     edit(&mut tensors, &mut info);
-    let views: Vec<(String, TensorView)> =
-        tensors.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
     safetensors::serialize(views, Some(info)).unwrap()
 }
 
@@ -39,7 +49,10 @@ fn err(bytes: &[u8]) -> Error {
 #[test]
 fn truncated_file() {
     let bytes = save(&model(Precision::F32)).unwrap();
-    assert!(matches!(err(&bytes[..bytes.len() - 7]), Error::Safetensors(_)));
+    assert!(matches!(
+        err(&bytes[..bytes.len() - 7]),
+        Error::Safetensors(_)
+    ));
     assert!(matches!(err(&bytes[..5]), Error::Safetensors(_)));
 }
 
@@ -55,8 +68,15 @@ fn wrong_dtype() {
         e.0 = Dtype::I32; // same byte size, wrong type
     });
     match err(&bytes) {
-        Error::DType { name, expected, found } => {
-            assert_eq!((name.as_str(), expected.as_str(), found.as_str()), ("layers.0.in_proj", "F32", "I32"))
+        Error::DType {
+            name,
+            expected,
+            found,
+        } => {
+            assert_eq!(
+                (name.as_str(), expected.as_str(), found.as_str()),
+                ("layers.0.in_proj", "F32", "I32")
+            )
         }
         e => panic!("{e}"),
     }
@@ -69,7 +89,11 @@ fn wrong_shape() {
         e.1 = vec![e.1[1], e.1[0]];
     });
     match err(&bytes) {
-        Error::Shape { name, expected, found } => {
+        Error::Shape {
+            name,
+            expected,
+            found,
+        } => {
             assert_eq!(name, "layers.1.x_proj");
             assert_eq!((expected, found), (vec![13, 24], vec![24, 13]));
         }
@@ -131,7 +155,10 @@ fn unknown_precision_in_file_and_in_text() {
         m.insert("precision".into(), "q3".into());
     });
     assert!(matches!(err(&bytes), Error::UnknownPrecision(p) if p == "q3"));
-    assert!(matches!("bf16".parse::<Precision>(), Err(Error::UnknownPrecision(_))));
+    assert!(matches!(
+        "bf16".parse::<Precision>(),
+        Err(Error::UnknownPrecision(_))
+    ));
 }
 
 #[test]
@@ -151,7 +178,9 @@ fn nan_weights() {
         let e = t.get_mut("layers.1.dt_b").unwrap();
         e.2[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
     });
-    assert!(matches!(err(&bytes), Error::NonFinite { name, index: 2, .. } if name == "layers.1.dt_b"));
+    assert!(
+        matches!(err(&bytes), Error::NonFinite { name, index: 2, .. } if name == "layers.1.dt_b")
+    );
 }
 
 #[test]
@@ -160,33 +189,86 @@ fn infinite_quantization_scale() {
         let e = t.get_mut("layers.0.out_proj.scale").unwrap();
         e.2[0..2].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
     });
-    assert!(matches!(err(&bytes), Error::NonFinite { name, index: 0, .. } if name == "layers.0.out_proj.scale"));
+    assert!(
+        matches!(err(&bytes), Error::NonFinite { name, index: 0, .. } if name == "layers.0.out_proj.scale")
+    );
 }
 
 #[test]
 fn top_k_larger_than_experts() {
-    let c = Config { top_k: 4, ..Config::preset("test").unwrap() };
-    assert!(matches!(c.validate(), Err(Error::TopKExceedsExperts { top_k: 4, n_experts: 3 })));
-    assert!(matches!(Weights::init_random(&c, 0), Err(Error::TopKExceedsExperts { .. })));
+    let c = Config {
+        top_k: 4,
+        ..Config::preset("test").unwrap()
+    };
+    assert!(matches!(
+        c.validate(),
+        Err(Error::TopKExceedsExperts {
+            top_k: 4,
+            n_experts: 3
+        })
+    ));
+    assert!(matches!(
+        Weights::init_random(&c, 0),
+        Err(Error::TopKExceedsExperts { .. })
+    ));
 }
 
 #[test]
 fn zero_sized_and_absurd_configs() {
-    let c = Config { d_state: 0, ..Config::preset("test").unwrap() };
-    assert!(matches!(c.validate(), Err(Error::InvalidConfig { field: "d_state", .. })));
-    let c = Config { d_model: 1 << 30, ..Config::preset("test").unwrap() };
-    assert!(matches!(c.validate(), Err(Error::InvalidConfig { field: "d_model", .. })));
-    assert!(matches!(Config::preset("giant"), Err(Error::UnknownPreset(_))));
+    let c = Config {
+        d_state: 0,
+        ..Config::preset("test").unwrap()
+    };
+    assert!(matches!(
+        c.validate(),
+        Err(Error::InvalidConfig {
+            field: "d_state",
+            ..
+        })
+    ));
+    let c = Config {
+        d_model: 1 << 30,
+        ..Config::preset("test").unwrap()
+    };
+    assert!(matches!(
+        c.validate(),
+        Err(Error::InvalidConfig {
+            field: "d_model",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Config::preset("giant"),
+        Err(Error::UnknownPreset(_))
+    ));
 }
 
 #[test]
 fn out_of_range_and_empty_tokens() {
     let w = model(Precision::Q8);
     let mut st = State::new(&w);
-    assert!(matches!(decode_step(&w, &mut st, 37), Err(Error::TokenOutOfRange { id: 37, vocab_size: 37 })));
+    assert!(matches!(
+        decode_step(&w, &mut st, 37),
+        Err(Error::TokenOutOfRange {
+            id: 37,
+            vocab_size: 37
+        })
+    ));
     let mut cache = Cache::default();
-    assert!(matches!(forward(&w, &[], BatchDims { batch: 1, t: 0 }, false, &mut cache), Err(Error::EmptyInput(_))));
-    assert!(matches!(forward(&w, &[1, 2, 3], BatchDims { batch: 2, t: 2 }, false, &mut cache), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        forward(&w, &[], BatchDims { batch: 1, t: 0 }, false, &mut cache),
+        Err(Error::EmptyInput(_))
+    ));
+    assert!(matches!(
+        forward(
+            &w,
+            &[1, 2, 3],
+            BatchDims { batch: 2, t: 2 },
+            false,
+            &mut cache
+        ),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 fn tokenizer(vocab: usize) -> Tokenizer {
@@ -198,34 +280,93 @@ fn tokenizer(vocab: usize) -> Tokenizer {
 fn zero_length_evaluation_text() {
     let w = model(Precision::F32);
     let tok = tokenizer(280);
-    let w = Weights::init_random(&Config { vocab_size: tok.vocab_size(), ..w.config }, 0).unwrap();
-    assert!(matches!(eval_itera(&w, &tok, ""), Err(Error::EmptyInput(_))));
-    assert!(matches!(eval_itera(&w, &tok, " \n<|endoftext|>\n "), Err(Error::EmptyInput(_))));
+    let w = Weights::init_random(
+        &Config {
+            vocab_size: tok.vocab_size(),
+            ..w.config
+        },
+        0,
+    )
+    .unwrap();
+    assert!(matches!(
+        eval_itera(&w, &tok, ""),
+        Err(Error::EmptyInput(_))
+    ));
+    assert!(matches!(
+        eval_itera(&w, &tok, " \n<|endoftext|>\n "),
+        Err(Error::EmptyInput(_))
+    ));
 }
 
 #[test]
 fn wrong_tokenizer_for_the_model() {
     let w = model(Precision::F32); // vocabulary 37
     let tok = tokenizer(280);
-    assert!(matches!(eval_itera(&w, &tok, "a cat"), Err(Error::Tokenizer(msg)) if msg.contains("wrong tokenizer")));
-    assert!(matches!(Tokenizer::from_json(b"{\"model\": 3}"), Err(Error::Tokenizer(_))));
+    assert!(
+        matches!(eval_itera(&w, &tok, "a cat"), Err(Error::Tokenizer(msg)) if msg.contains("wrong tokenizer"))
+    );
+    assert!(matches!(
+        Tokenizer::from_json(b"{\"model\": 3}"),
+        Err(Error::Tokenizer(_))
+    ));
 }
 
 #[test]
 fn out_of_range_generation_settings() {
     let tok = tokenizer(280);
-    let w = Weights::init_random(&Config { vocab_size: tok.vocab_size(), ..Config::preset("test").unwrap() }, 0).unwrap();
-    let opts = |max_tokens, sampling| GenerateOptions { max_tokens, sampling, stop_at_end_of_text: true };
+    let w = Weights::init_random(
+        &Config {
+            vocab_size: tok.vocab_size(),
+            ..Config::preset("test").unwrap()
+        },
+        0,
+    )
+    .unwrap();
+    let opts = |max_tokens, sampling| GenerateOptions {
+        max_tokens,
+        sampling,
+        stop_at_end_of_text: true,
+    };
     let greedy = SamplingSettings::greedy();
     let cases = [
         opts(0, greedy),
-        opts(10, SamplingSettings { temperature: -0.5, ..greedy }),
-        opts(10, SamplingSettings { temperature: f32::INFINITY, ..greedy }),
-        opts(10, SamplingSettings { top_p: 0.0, ..SamplingSettings::default() }),
+        opts(
+            10,
+            SamplingSettings {
+                temperature: -0.5,
+                ..greedy
+            },
+        ),
+        opts(
+            10,
+            SamplingSettings {
+                temperature: f32::INFINITY,
+                ..greedy
+            },
+        ),
+        opts(
+            10,
+            SamplingSettings {
+                top_p: 0.0,
+                ..SamplingSettings::default()
+            },
+        ),
     ];
     for o in cases {
-        assert!(matches!(generate(&w, &tok, "a cat", o, |_| true), Err(Error::InvalidSetting { .. })), "{o:?}");
+        assert!(
+            matches!(
+                generate(&w, &tok, "a cat", o, |_| true),
+                Err(Error::InvalidSetting { .. })
+            ),
+            "{o:?}"
+        );
     }
     let huge = "a".repeat(itera_core::generate::MAX_PROMPT_BYTES + 1);
-    assert!(matches!(generate(&w, &tok, &huge, opts(1, greedy), |_| true), Err(Error::InvalidSetting { name: "prompt length", .. })));
+    assert!(matches!(
+        generate(&w, &tok, &huge, opts(1, greedy), |_| true),
+        Err(Error::InvalidSetting {
+            name: "prompt length",
+            ..
+        })
+    ));
 }

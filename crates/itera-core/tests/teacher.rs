@@ -11,7 +11,10 @@ fn data_dir() -> Option<PathBuf> {
     if dir.join("stories260K.bin").exists() {
         Some(dir)
     } else {
-        println!("SKIPPED: {} is absent (reference data is not part of the repository)", dir.display());
+        println!(
+            "SKIPPED: {} is absent (reference data is not part of the repository)",
+            dir.display()
+        );
         None
     }
 }
@@ -35,7 +38,10 @@ fn tokenizer_matches_run_c_conventions() {
     let tok = Llama2Tokenizer::from_file(&dir.join("tok512.bin"), 512).unwrap();
     let ids = tok.encode("Once upon a time", true);
     assert_eq!(ids[0], 1, "BOS first");
-    let text: Vec<u8> = ids.windows(2).flat_map(|w| tok.decode_piece(w[0], w[1]).to_vec()).collect();
+    let text: Vec<u8> = ids
+        .windows(2)
+        .flat_map(|w| tok.decode_piece(w[0], w[1]).to_vec())
+        .collect();
     assert_eq!(String::from_utf8(text).unwrap(), "Once upon a time");
     // A character outside the vocabulary falls back to its UTF-8 bytes (ids byte + 3).
     let ids = tok.encode("日", false);
@@ -46,11 +52,21 @@ fn tokenizer_matches_run_c_conventions() {
 fn malformed_checkpoints_are_rejected() {
     let Some(dir) = data_dir() else { return };
     let bytes = std::fs::read(dir.join("stories260K.bin")).unwrap();
-    for (what, data) in [("header only", bytes[..28].to_vec()), ("truncated", bytes[..bytes.len() - 5].to_vec()), ("empty", vec![])] {
+    for (what, data) in [
+        ("header only", bytes[..28].to_vec()),
+        ("truncated", bytes[..bytes.len() - 5].to_vec()),
+        ("empty", vec![]),
+    ] {
         let err = Llama2::from_bytes(&data).unwrap_err();
-        assert!(matches!(err, itera_core::Error::Llama2c(_)), "{what}: {err}");
+        assert!(
+            matches!(err, itera_core::Error::Llama2c(_)),
+            "{what}: {err}"
+        );
     }
     let mut zero_dim = bytes.clone();
     zero_dim[..4].copy_from_slice(&0i32.to_le_bytes());
-    assert!(Llama2::from_bytes(&zero_dim).unwrap_err().to_string().contains("dim"));
+    assert!(Llama2::from_bytes(&zero_dim)
+        .unwrap_err()
+        .to_string()
+        .contains("dim"));
 }

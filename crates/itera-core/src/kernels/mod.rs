@@ -43,7 +43,13 @@ pub fn f16_to_f32(h: f16) -> f32 {
     let normal = f32::from_bits((em << 13) + (112 << 23)); // rebias exponent 15 → 127
     let subnormal = em as f32 * (1.0 / 16_777_216.0); // mantissa · 2^-24
     let inf_nan = f32::from_bits((em << 13) | 0x7f80_0000);
-    let v = if em < 0x0400 { subnormal } else if em >= 0x7c00 { inf_nan } else { normal };
+    let v = if em < 0x0400 {
+        subnormal
+    } else if em >= 0x7c00 {
+        inf_nan
+    } else {
+        normal
+    };
     f32::from_bits(v.to_bits() | sign)
 }
 
@@ -84,7 +90,11 @@ fn matvec_q8_body(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]
         let scales = &scale[r * g..(r + 1) * g];
         let mut acc = [0.0f32; GROUP];
         for gi in 0..full {
-            let (qg, xg, s) = (&row[gi * GROUP..][..GROUP], &x[gi * GROUP..][..GROUP], f16_to_f32(scales[gi]));
+            let (qg, xg, s) = (
+                &row[gi * GROUP..][..GROUP],
+                &x[gi * GROUP..][..GROUP],
+                f16_to_f32(scales[gi]),
+            );
             for i in 0..GROUP {
                 acc[i] = s.mul_add(qg[i] as f32 * xg[i], acc[i]);
             }
@@ -92,7 +102,11 @@ fn matvec_q8_body(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]
         let mut sum = reduce(acc);
         if full < g {
             let s = f16_to_f32(scales[full]);
-            sum += s * row[full * GROUP..].iter().zip(&x[full * GROUP..]).map(|(q, x)| *q as f32 * x).sum::<f32>();
+            sum += s * row[full * GROUP..]
+                .iter()
+                .zip(&x[full * GROUP..])
+                .map(|(q, x)| *q as f32 * x)
+                .sum::<f32>();
         }
         *yr = sum;
     }
@@ -111,7 +125,11 @@ fn matvec_q4_body(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], 
         let scales = &scale[r * g..(r + 1) * g];
         let mut acc = [0.0f32; HALF];
         for gi in 0..full {
-            let (bytes, e, o) = (&row[gi * HALF..][..HALF], &xe[gi * HALF..][..HALF], &xo[gi * HALF..][..HALF]);
+            let (bytes, e, o) = (
+                &row[gi * HALF..][..HALF],
+                &xe[gi * HALF..][..HALF],
+                &xo[gi * HALF..][..HALF],
+            );
             let s = f16_to_f32(scales[gi]);
             for i in 0..HALF {
                 let lo = ((bytes[i] & 0x0f) as i32 - 8) as f32;
@@ -149,14 +167,22 @@ fn matvec_f16_body(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
                 acc[i] = f16_to_f32(ww[i]).mul_add(xx[i], acc[i]);
             }
         }
-        let tail: f32 = cw.remainder().iter().zip(cx.remainder()).map(|(w, x)| f16_to_f32(*w) * x).sum();
+        let tail: f32 = cw
+            .remainder()
+            .iter()
+            .zip(cx.remainder())
+            .map(|(w, x)| f16_to_f32(*w) * x)
+            .sum();
         *yr = reduce(acc) + tail;
     }
 }
 
 /// `y = W·x` for an f16 matrix.
 pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
-    assert!(w.len() >= y.len() * cols && x.len() >= cols, "matvec_f16 shapes");
+    assert!(
+        w.len() >= y.len() * cols && x.len() >= cols,
+        "matvec_f16 shapes"
+    );
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
         // SAFETY: the CPU has the features; lengths checked above.
@@ -167,7 +193,12 @@ pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
 
 /// `y = W·x` for a q8 matrix, reading the int8 data and f16 scales directly.
 pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
-    assert!(q.len() >= y.len() * cols && scale.len() >= y.len() * groups_per_row(cols) && x.len() >= cols, "matvec_q8 shapes");
+    assert!(
+        q.len() >= y.len() * cols
+            && scale.len() >= y.len() * groups_per_row(cols)
+            && x.len() >= cols,
+        "matvec_q8 shapes"
+    );
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
         // SAFETY: the CPU has the features; lengths checked above.
@@ -178,8 +209,12 @@ pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32])
 
 /// `y = W·x` for a q4 matrix; `xe`/`xo` are the even/odd elements of x.
 pub fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) {
-    let ok = q.len() >= y.len() * q4_bytes_per_row(cols) && scale.len() >= y.len() * groups_per_row(cols);
-    assert!(ok && xe.len() == cols.div_ceil(2) && xo.len() == cols / 2, "matvec_q4 shapes");
+    let ok = q.len() >= y.len() * q4_bytes_per_row(cols)
+        && scale.len() >= y.len() * groups_per_row(cols);
+    assert!(
+        ok && xe.len() == cols.div_ceil(2) && xo.len() == cols / 2,
+        "matvec_q4 shapes"
+    );
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
         // SAFETY: the CPU has the features; lengths checked above.
@@ -233,7 +268,12 @@ impl Matrix {
     /// `y = W·x`: x has `cols` values, y gets `rows`. Reads quantized data as stored.
     pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
         let (rows, cols) = (self.rows, self.cols);
-        assert!(x.len() >= cols && y.len() >= rows, "matvec: x {} / y {} for {rows}x{cols}", x.len(), y.len());
+        assert!(
+            x.len() >= cols && y.len() >= rows,
+            "matvec: x {} / y {} for {rows}x{cols}",
+            x.len(),
+            y.len()
+        );
         let (x, y) = (&x[..cols], &mut y[..rows]);
         match &self.data {
             MatrixData::F32(w) => matvec_f32(w, cols, x, y),
@@ -254,7 +294,19 @@ impl Matrix {
         let (rows, cols) = (self.rows, self.cols);
         assert!(x.len() >= m * cols && y.len() >= m * rows, "matmul shapes");
         if let MatrixData::F32(w) = &self.data {
-            gemm(m, cols, rows, 1.0, x, (cols, 1), w, (1, cols), 0.0, y, (rows, 1));
+            gemm(
+                m,
+                cols,
+                rows,
+                1.0,
+                x,
+                (cols, 1),
+                w,
+                (1, cols),
+                0.0,
+                y,
+                (rows, 1),
+            );
             return;
         }
         const PANEL: usize = 64;
@@ -263,7 +315,19 @@ impl Matrix {
             let r1 = (r0 + PANEL).min(rows);
             let n = r1 - r0;
             self.dequantize_rows(r0, r1, &mut panel[..n * cols]);
-            gemm(m, cols, n, 1.0, x, (cols, 1), &panel[..n * cols], (1, cols), 0.0, &mut y[r0..], (rows, 1));
+            gemm(
+                m,
+                cols,
+                n,
+                1.0,
+                x,
+                (cols, 1),
+                &panel[..n * cols],
+                (1, cols),
+                0.0,
+                &mut y[r0..],
+                (rows, 1),
+            );
         }
     }
 }
@@ -322,7 +386,13 @@ mod tests {
     use crate::rng::Pcg32;
 
     fn naive_matvec(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
-        (0..rows).map(|r| (0..cols).map(|c| w[r * cols + c] as f64 * x[c] as f64).sum::<f64>() as f32).collect()
+        (0..rows)
+            .map(|r| {
+                (0..cols)
+                    .map(|c| w[r * cols + c] as f64 * x[c] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect()
     }
 
     /// Every precision's matvec and matmul equal the f32 product of the dequantized matrix,
@@ -344,9 +414,18 @@ mod tests {
                     mat.matvec(&x[i * cols..(i + 1) * cols], &mut got);
                     for r in 0..rows {
                         let tol = 1e-4 + want[r].abs() * 1e-5;
-                        assert!((got[r] - want[r]).abs() < tol, "{p} matvec {rows}x{cols} r{r}: {} vs {}", got[r], want[r]);
+                        assert!(
+                            (got[r] - want[r]).abs() < tol,
+                            "{p} matvec {rows}x{cols} r{r}: {} vs {}",
+                            got[r],
+                            want[r]
+                        );
                         let gm = y[i * rows + r];
-                        assert!((gm - want[r]).abs() < tol, "{p} matmul {rows}x{cols} r{r}: {gm} vs {}", want[r]);
+                        assert!(
+                            (gm - want[r]).abs() < tol,
+                            "{p} matmul {rows}x{cols} r{r}: {gm} vs {}",
+                            want[r]
+                        );
                     }
                 }
             }
@@ -358,7 +437,10 @@ mod tests {
         for bits in 0..=u16::MAX {
             let h = f16::from_bits(bits);
             let (want, got) = (h.to_f32(), f16_to_f32(h));
-            assert!(want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()), "{bits:#06x}: {want} vs {got}");
+            assert!(
+                want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
+                "{bits:#06x}: {want} vs {got}"
+            );
         }
     }
 
@@ -379,7 +461,10 @@ mod tests {
                 _ => unreachable!(),
             }
             for (a, b) in a.iter().zip(&b) {
-                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "q8 {rows}x{cols}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+                    "q8 {rows}x{cols}: {a} vs {b}"
+                );
             }
             match crate::matrix::quantize_q4(&w, rows, cols) {
                 MatrixData::Q4 { q, scale } => {
@@ -389,7 +474,10 @@ mod tests {
                 _ => unreachable!(),
             }
             for (a, b) in a.iter().zip(&b) {
-                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "q4 {rows}x{cols}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+                    "q4 {rows}x{cols}: {a} vs {b}"
+                );
             }
         }
     }
@@ -398,7 +486,9 @@ mod tests {
     fn portable_and_f16c_f16_kernels_agree() {
         let mut rng = Pcg32::new(8);
         let (rows, cols) = (5, 37);
-        let w: Vec<f16> = (0..rows * cols).map(|_| f16::from_f32(rng.normal())).collect();
+        let w: Vec<f16> = (0..rows * cols)
+            .map(|_| f16::from_f32(rng.normal()))
+            .collect();
         let x: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
         let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
         matvec_f16(&w, cols, &x, &mut a);

@@ -12,7 +12,14 @@ pub fn predicted_positions(bd: BatchDims) -> usize {
 }
 
 /// Mean CE; when `dlogits` is given, adds `scale · ∂CE/∂logits` into it.
-pub fn cross_entropy(logits: &[f32], tokens: &[u32], bd: BatchDims, v: usize, mut dlogits: Option<&mut [f32]>, scale: f32) -> f32 {
+pub fn cross_entropy(
+    logits: &[f32],
+    tokens: &[u32],
+    bd: BatchDims,
+    v: usize,
+    mut dlogits: Option<&mut [f32]>,
+    scale: f32,
+) -> f32 {
     let count = predicted_positions(bd);
     if count == 0 {
         return 0.0;

@@ -54,7 +54,15 @@ pub struct MoeCache {
 }
 
 /// out (M, D) = MoE(xn (M, D)). Returns this layer's aux loss `E · Σ f_e P_e`.
-pub fn moe_forward(out: &mut [f32], xn: &[f32], m: usize, w: &Weights, router: usize, experts: &[SwigluParams], k: &mut MoeCache) -> f32 {
+pub fn moe_forward(
+    out: &mut [f32],
+    xn: &[f32],
+    m: usize,
+    w: &Weights,
+    router: usize,
+    experts: &[SwigluParams],
+    k: &mut MoeCache,
+) -> f32 {
     let (d, e_count, top_k) = (w.config.d_model, w.config.n_experts, w.config.top_k);
     k.probs.clear();
     k.probs.resize(m * e_count, 0.0);
@@ -66,7 +74,11 @@ pub fn moe_forward(out: &mut [f32], xn: &[f32], m: usize, w: &Weights, router: u
     for row in 0..m {
         let probs = &mut k.probs[row * e_count..(row + 1) * e_count];
         softmax(probs);
-        route(probs, &mut k.experts[row * top_k..(row + 1) * top_k], &mut k.weights[row * top_k..(row + 1) * top_k]);
+        route(
+            probs,
+            &mut k.experts[row * top_k..(row + 1) * top_k],
+            &mut k.weights[row * top_k..(row + 1) * top_k],
+        );
     }
     k.batches.resize_with(e_count, ExpertBatch::default);
     for b in &mut k.batches {
@@ -91,7 +103,10 @@ pub fn moe_forward(out: &mut [f32], xn: &[f32], m: usize, w: &Weights, router: u
         swiglu_forward(&mut b.out, &b.x, n, w, &experts[e], &mut b.act);
         for (i, (&row, &slot)) in b.rows.iter().zip(&b.slots).enumerate() {
             let wt = k.weights[row * top_k + slot];
-            for (o, v) in out[row * d..(row + 1) * d].iter_mut().zip(&b.out[i * d..(i + 1) * d]) {
+            for (o, v) in out[row * d..(row + 1) * d]
+                .iter_mut()
+                .zip(&b.out[i * d..(i + 1) * d])
+            {
                 *o += wt * v;
             }
         }
@@ -138,7 +153,11 @@ pub fn moe_backward(
         for (i, (&row, &slot)) in b.rows.iter().zip(&b.slots).enumerate() {
             let go = &dout[row * d..(row + 1) * d];
             let wt = k.weights[row * top_k + slot];
-            dweights[row * top_k + slot] = go.iter().zip(&b.out[i * d..(i + 1) * d]).map(|(g, o)| g * o).sum();
+            dweights[row * top_k + slot] = go
+                .iter()
+                .zip(&b.out[i * d..(i + 1) * d])
+                .map(|(g, o)| g * o)
+                .sum();
             for (dst, g) in dexp[i * d..(i + 1) * d].iter_mut().zip(go) {
                 *dst = wt * g;
             }
@@ -146,7 +165,10 @@ pub fn moe_backward(
         let mut dx = vec![0.0f32; n * d];
         swiglu_backward(&mut dx, &dexp, &b.x, n, w, &experts[e], &b.act, grads);
         for (i, &row) in b.rows.iter().enumerate() {
-            for (dst, v) in dxn[row * d..(row + 1) * d].iter_mut().zip(&dx[i * d..(i + 1) * d]) {
+            for (dst, v) in dxn[row * d..(row + 1) * d]
+                .iter_mut()
+                .zip(&dx[i * d..(i + 1) * d])
+            {
                 *dst += v;
             }
         }
@@ -174,7 +196,16 @@ pub fn moe_backward(
             dlogits[row * e_count + e] = probs[e] * (dp[e] - dot);
         }
     }
-    linear_backward(Some(dxn), &mut grads.tensors[router], &dlogits, xn, w.f32(router), m, e_count, d);
+    linear_backward(
+        Some(dxn),
+        &mut grads.tensors[router],
+        &dlogits,
+        xn,
+        w.f32(router),
+        m,
+        e_count,
+        d,
+    );
 }
 
 /// Per-token scratch for the MoE decode step.

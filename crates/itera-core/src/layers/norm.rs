@@ -5,7 +5,11 @@ pub const EPS: f32 = 1e-5;
 /// Normalises each row of `x` (rows × d) into `out`; `rstd[r]` = 1/sqrt(mean(x²)+eps) is kept
 /// for the backward.
 pub fn rmsnorm_forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], d: usize) {
-    for ((o, xr), r) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(rstd.iter_mut()) {
+    for ((o, xr), r) in out
+        .chunks_exact_mut(d)
+        .zip(x.chunks_exact(d))
+        .zip(rstd.iter_mut())
+    {
         let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
         *r = 1.0 / (ms + EPS).sqrt();
         for ((oi, xi), wi) in o.iter_mut().zip(xr).zip(w) {
@@ -24,7 +28,12 @@ pub fn rmsnorm_backward(
     rstd: &[f32],
     d: usize,
 ) {
-    for (((dxr, dor), xr), &r) in dx.chunks_exact_mut(d).zip(dout.chunks_exact(d)).zip(x.chunks_exact(d)).zip(rstd) {
+    for (((dxr, dor), xr), &r) in dx
+        .chunks_exact_mut(d)
+        .zip(dout.chunks_exact(d))
+        .zip(x.chunks_exact(d))
+        .zip(rstd)
+    {
         let gx: f32 = dor.iter().zip(w).zip(xr).map(|((g, w), x)| g * w * x).sum();
         let c = r * r * r * gx / d as f32;
         for i in 0..d {

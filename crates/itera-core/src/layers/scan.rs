@@ -25,7 +25,17 @@ pub struct ScanDims {
 /// `a` is A = −exp(A_log) (Di, N).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn scan_step(y: &mut [f32], h: &mut [f32], u: &[f32], dt: &[f32], a: &[f32], b: &[f32], c: &[f32], d_skip: &[f32], n: usize) {
+pub fn scan_step(
+    y: &mut [f32],
+    h: &mut [f32],
+    u: &[f32],
+    dt: &[f32],
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    d_skip: &[f32],
+    n: usize,
+) {
     for (i, yi) in y.iter_mut().enumerate() {
         let (dti, ui) = (dt[i], u[i]);
         let dtu = dti * ui;
@@ -55,7 +65,15 @@ pub fn scan_forward(
     d_skip: &[f32],
     d: ScanDims,
 ) {
-    let ScanDims { batch, t, di, n, bc_stride, b_off, c_off } = d;
+    let ScanDims {
+        batch,
+        t,
+        di,
+        n,
+        bc_stride,
+        b_off,
+        c_off,
+    } = d;
     for bi in 0..batch {
         let h = &mut h_last[bi * di * n..(bi + 1) * di * n];
         for ti in 0..t {
@@ -100,7 +118,15 @@ pub fn scan_backward(
     h_all: &[f32],
     d: ScanDims,
 ) {
-    let ScanDims { batch, t, di, n, bc_stride, b_off, c_off } = d;
+    let ScanDims {
+        batch,
+        t,
+        di,
+        n,
+        bc_stride,
+        b_off,
+        c_off,
+    } = d;
     let mut dh = vec![0.0f32; di * n];
     for bi in 0..batch {
         dh.fill(0.0);

@@ -48,8 +48,22 @@ impl BatchDims {
 
 fn dims(c: &Config, bd: BatchDims) -> (ConvDims, ScanDims) {
     let (di, n, r) = (c.d_inner(), c.d_state, c.dt_rank);
-    let conv = ConvDims { batch: bd.batch, t: bd.t, c: di, k: c.d_conv, x_stride: 2 * di };
-    let scan = ScanDims { batch: bd.batch, t: bd.t, di, n, bc_stride: c.x_proj_out(), b_off: r, c_off: r + n };
+    let conv = ConvDims {
+        batch: bd.batch,
+        t: bd.t,
+        c: di,
+        k: c.d_conv,
+        x_stride: 2 * di,
+    };
+    let scan = ScanDims {
+        batch: bd.batch,
+        t: bd.t,
+        di,
+        n,
+        bc_stride: c.x_proj_out(),
+        b_off: r,
+        c_off: r + n,
+    };
     (conv, scan)
 }
 
@@ -77,7 +91,10 @@ pub fn ssm_forward(
     init: Option<&SsmState>,
     cache: &mut SsmCache,
 ) {
-    assert!(init.is_none() || (!train && bd.batch == 1), "a forward from a state is single-sequence inference");
+    assert!(
+        init.is_none() || (!train && bd.batch == 1),
+        "a forward from a state is single-sequence inference"
+    );
     let c = &w.config;
     let (m, d, di, n, r) = (bd.rows(), c.d_model, c.d_inner(), c.d_state, c.dt_rank);
     let (conv_dims, scan_dims) = dims(c, bd);
@@ -90,16 +107,28 @@ pub fn ssm_forward(
     resize(&mut k.xz, m * 2 * di);
     w.matrix(p.in_proj).matmul(&k.xn, m, &mut k.xz);
     resize(&mut k.conv, m * di);
-    conv_forward(&mut k.conv, &k.xz, w.vector(p.conv_w), w.vector(p.conv_b), init.map(|s| &s.conv_tail[..]), conv_dims);
+    conv_forward(
+        &mut k.conv,
+        &k.xz,
+        w.vector(p.conv_w),
+        w.vector(p.conv_b),
+        init.map(|s| &s.conv_tail[..]),
+        conv_dims,
+    );
     k.u.clear();
     k.u.extend(k.conv.iter().map(|&v| silu(v)));
     resize(&mut k.bc, m * c.x_proj_out());
     w.matrix(p.x_proj).matmul(&k.u, m, &mut k.bc);
     k.dtr.clear();
-    k.dtr.extend(k.bc.chunks_exact(c.x_proj_out()).flat_map(|row| &row[..r]));
+    k.dtr
+        .extend(k.bc.chunks_exact(c.x_proj_out()).flat_map(|row| &row[..r]));
     resize(&mut k.dt_pre, m * di);
     w.matrix(p.dt_proj).matmul(&k.dtr, m, &mut k.dt_pre);
-    for (row, bias) in k.dt_pre.chunks_exact_mut(di).zip(std::iter::repeat(w.vector(p.dt_b))) {
+    for (row, bias) in k
+        .dt_pre
+        .chunks_exact_mut(di)
+        .zip(std::iter::repeat(w.vector(p.dt_b)))
+    {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
     k.dt.clear();
@@ -116,9 +145,23 @@ pub fn ssm_forward(
         k.h_all.clear();
     }
     let h_all = train.then_some(&mut k.h_all[..]);
-    scan_forward(&mut k.y, h_all, &mut k.h_last, &k.u, &k.dt, &k.a, &k.bc, w.vector(p.d_skip), scan_dims);
+    scan_forward(
+        &mut k.y,
+        h_all,
+        &mut k.h_last,
+        &k.u,
+        &k.dt,
+        &k.a,
+        &k.bc,
+        w.vector(p.d_skip),
+        scan_dims,
+    );
     resize(&mut k.g, m * di);
-    for ((g, y), xz) in k.g.chunks_exact_mut(di).zip(k.y.chunks_exact(di)).zip(k.xz.chunks_exact(2 * di)) {
+    for ((g, y), xz) in
+        k.g.chunks_exact_mut(di)
+            .zip(k.y.chunks_exact(di))
+            .zip(k.xz.chunks_exact(2 * di))
+    {
         for i in 0..di {
             g[i] = y[i] * silu(xz[di + i]);
         }
@@ -128,7 +171,15 @@ pub fn ssm_forward(
 
 /// Backward of `ssm_forward`: `dx` (M, D) += ∂L/∂x given `dout` (M, D); weight gradients are
 /// added into `grads`. Needs a cache filled with `train = true` and f32 weights.
-pub fn ssm_backward(dx: &mut [f32], dout: &[f32], w: &Weights, p: &LayerParams, bd: BatchDims, k: &SsmCache, grads: &mut Grads) {
+pub fn ssm_backward(
+    dx: &mut [f32],
+    dout: &[f32],
+    w: &Weights,
+    p: &LayerParams,
+    bd: BatchDims,
+    k: &SsmCache,
+    grads: &mut Grads,
+) {
     let c = &w.config;
     let (m, d, di, r, xo) = (bd.rows(), c.d_model, c.d_inner(), c.dt_rank, c.x_proj_out());
     let (conv_dims, scan_dims) = dims(c, bd);
@@ -136,7 +187,16 @@ pub fn ssm_backward(dx: &mut [f32], dout: &[f32], w: &Weights, p: &LayerParams, 
 
     // out = out_proj(g),  g = y ⊙ silu(z)
     let mut dg = vec![0.0; m * di];
-    linear_backward(Some(&mut dg), &mut g[p.out_proj], dout, &k.g, w.f32(p.out_proj), m, d, di);
+    linear_backward(
+        Some(&mut dg),
+        &mut g[p.out_proj],
+        dout,
+        &k.g,
+        w.f32(p.out_proj),
+        m,
+        d,
+        di,
+    );
     let mut dxz = vec![0.0; m * 2 * di];
     let mut dy = vec![0.0; m * di];
     for row in 0..m {
@@ -152,8 +212,19 @@ pub fn ssm_backward(dx: &mut [f32], dout: &[f32], w: &Weights, p: &LayerParams, 
     let (mut du, mut ddt, mut da) = (vec![0.0; m * di], vec![0.0; m * di], vec![0.0; k.a.len()]);
     let mut dbc = vec![0.0; m * xo];
     scan_backward(
-        &mut du, &mut ddt, &mut da, &mut dbc, &mut g[p.d_skip], &dy, &k.u, &k.dt, &k.a, &k.bc,
-        w.vector(p.d_skip), &k.h_all, scan_dims,
+        &mut du,
+        &mut ddt,
+        &mut da,
+        &mut dbc,
+        &mut g[p.d_skip],
+        &dy,
+        &k.u,
+        &k.dt,
+        &k.a,
+        &k.bc,
+        w.vector(p.d_skip),
+        &k.h_all,
+        scan_dims,
     );
     // A = −exp(A_log)  ⇒  ∂A/∂A_log = A
     for ((ga, da), a) in g[p.a_log].iter_mut().zip(&da).zip(&k.a) {
@@ -168,13 +239,31 @@ pub fn ssm_backward(dx: &mut [f32], dout: &[f32], w: &Weights, p: &LayerParams, 
         g[p.dt_b].iter_mut().zip(row).for_each(|(gb, v)| *gb += v);
     }
     let mut ddtr = vec![0.0; m * r];
-    linear_backward(Some(&mut ddtr), &mut g[p.dt_proj], &ddt, &k.dtr, w.f32(p.dt_proj), m, di, r);
+    linear_backward(
+        Some(&mut ddtr),
+        &mut g[p.dt_proj],
+        &ddt,
+        &k.dtr,
+        w.f32(p.dt_proj),
+        m,
+        di,
+        r,
+    );
     for (dst, src) in dbc.chunks_exact_mut(xo).zip(ddtr.chunks_exact(r)) {
         dst[..r].copy_from_slice(src);
     }
 
     // [dt_r, B, C] = x_proj(u)
-    linear_backward(Some(&mut du), &mut g[p.x_proj], &dbc, &k.u, w.f32(p.x_proj), m, xo, di);
+    linear_backward(
+        Some(&mut du),
+        &mut g[p.x_proj],
+        &dbc,
+        &k.u,
+        w.f32(p.x_proj),
+        m,
+        xo,
+        di,
+    );
 
     // u = silu(conv(u_pre))
     for (v, pre) in du.iter_mut().zip(&k.conv) {
@@ -185,8 +274,25 @@ pub fn ssm_backward(dx: &mut [f32], dout: &[f32], w: &Weights, p: &LayerParams, 
 
     // [u_pre, z] = in_proj(xn)
     let mut dxn = vec![0.0; m * d];
-    linear_backward(Some(&mut dxn), &mut g[p.in_proj], &dxz, &k.xn, w.f32(p.in_proj), m, 2 * di, d);
-    rmsnorm_backward(dx, &mut g[p.ssm_norm], &dxn, &k.x, w.vector(p.ssm_norm), &k.rstd, d);
+    linear_backward(
+        Some(&mut dxn),
+        &mut g[p.in_proj],
+        &dxz,
+        &k.xn,
+        w.f32(p.in_proj),
+        m,
+        2 * di,
+        d,
+    );
+    rmsnorm_backward(
+        dx,
+        &mut g[p.ssm_norm],
+        &dxn,
+        &k.x,
+        w.vector(p.ssm_norm),
+        &k.rstd,
+        d,
+    );
 }
 
 /// Two distinct mutable gradient buffers.
@@ -210,7 +316,10 @@ pub struct SsmState {
 
 impl SsmState {
     pub fn new(c: &Config) -> SsmState {
-        SsmState { h: vec![0.0; c.d_inner() * c.d_state], conv_tail: vec![0.0; (c.d_conv - 1) * c.d_inner()] }
+        SsmState {
+            h: vec![0.0; c.d_inner() * c.d_state],
+            conv_tail: vec![0.0; (c.d_conv - 1) * c.d_inner()],
+        }
     }
 
     /// The state of sequence `bi` after a forward over the whole batch (which, for a
@@ -249,14 +358,30 @@ impl SsmScratch {
 
 /// One decode step of the block on the residual `x` (D): writes the block output to `out`.
 /// `a` is A = −exp(A_log) for this layer, precomputed once per state.
-pub fn ssm_step(out: &mut [f32], x: &[f32], w: &Weights, p: &LayerParams, a: &[f32], st: &mut SsmState, s: &mut SsmScratch) {
+pub fn ssm_step(
+    out: &mut [f32],
+    x: &[f32],
+    w: &Weights,
+    p: &LayerParams,
+    a: &[f32],
+    st: &mut SsmState,
+    s: &mut SsmScratch,
+) {
     let c = &w.config;
     let (di, n, r, k) = (c.d_inner(), c.d_state, c.dt_rank, c.d_conv);
     let mut rstd = [0.0];
     rmsnorm_forward(&mut s.xn, &mut rstd, x, w.vector(p.ssm_norm), c.d_model);
     w.matrix(p.in_proj).matvec(&s.xn, &mut s.xz);
     let (u_pre, z) = s.xz.split_at_mut(di);
-    conv_step(&mut s.conv, u_pre, &mut st.conv_tail, w.vector(p.conv_w), w.vector(p.conv_b), di, k);
+    conv_step(
+        &mut s.conv,
+        u_pre,
+        &mut st.conv_tail,
+        w.vector(p.conv_w),
+        w.vector(p.conv_b),
+        di,
+        k,
+    );
     for v in s.conv.iter_mut() {
         *v = silu(*v);
     }
@@ -267,7 +392,17 @@ pub fn ssm_step(out: &mut [f32], x: &[f32], w: &Weights, p: &LayerParams, a: &[f
         *v = softplus(*v + b);
     }
     let (b, cc) = (&s.bc[r..r + n], &s.bc[r + n..r + 2 * n]);
-    scan_step(&mut s.y, &mut st.h, u, &s.dt, a, b, cc, w.vector(p.d_skip), n);
+    scan_step(
+        &mut s.y,
+        &mut st.h,
+        u,
+        &s.dt,
+        a,
+        b,
+        cc,
+        w.vector(p.d_skip),
+        n,
+    );
     for (y, z) in s.y.iter_mut().zip(z.iter()) {
         *y *= silu(*z);
     }
