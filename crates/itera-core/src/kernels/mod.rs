@@ -244,10 +244,6 @@ macro_rules! dispatch {
 }
 
 dispatch! {
-    /// Σ a[i]·b[i] over the shorter length.
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_body
-}
-dispatch! {
     /// `y = W·x` for an f32 (rows, cols) matrix.
     pub fn matvec_f32(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) => matvec_f32_body
 }
