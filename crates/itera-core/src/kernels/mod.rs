@@ -139,20 +139,24 @@ fn matvec_q4_body(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], 
         }
         let mut sum = reduce(acc);
         if full < g {
-            // Partial last group: `xo` is one shorter than `xe` when cols is odd, and the
-            // padding nibble is 8 (= 0) so it contributes nothing.
-            let mut tail = 0.0;
-            for (i, &b) in row[full * HALF..].iter().enumerate() {
-                let j = full * HALF + i;
-                tail += ((b & 0x0f) as f32 - 8.0) * xe[j];
-                if j < xo.len() {
-                    tail += ((b >> 4) as f32 - 8.0) * xo[j];
-                }
-            }
-            sum += f16_to_f32(scales[full]) * tail;
+            sum += f16_to_f32(scales[full]) * q4_partial_group(row, full * HALF, xe, xo);
         }
         *yr = sum;
     }
+}
+
+/// Σ value·x over a q4 row's partial last group, whose bytes start at `start`. `xo` is one
+/// shorter than `xe` when cols is odd; that byte's high nibble is padding (8 = 0.0).
+#[inline(always)]
+fn q4_partial_group(row: &[u8], start: usize, xe: &[f32], xo: &[f32]) -> f32 {
+    let mut tail = 0.0;
+    for (j, &b) in row.iter().enumerate().skip(start) {
+        tail += ((b & 0x0f) as f32 - 8.0) * xe[j];
+        if j < xo.len() {
+            tail += ((b >> 4) as f32 - 8.0) * xo[j];
+        }
+    }
+    tail
 }
 
 /// f16 rows, portable: converted and multiplied in one pass (the conversion vectorises).

@@ -2,13 +2,13 @@
 //!
 //! Per 32-value group a kernel loads the packed weights once, widens them to f32 in
 //! registers, multiplies with x and adds `scale · (q · x)` into lane accumulators that are
-//! reduced once per row. Two accumulators alternate between groups to hide FMA latency.
+//! reduced once per row (`sum_groups`).
 
 use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::f16_to_f32;
+use super::{f16_to_f32, q4_partial_group};
 use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};
 
 /// Whether this CPU can run the kernels below.
@@ -24,6 +24,23 @@ unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
+}
+
+/// Σ over groups 0..n of `group(gi, acc)`, alternating two accumulators (kept in registers,
+/// one per group parity) to hide the FMA latency, reduced to one value.
+#[inline(always)]
+unsafe fn sum_groups(n: usize, group: impl Fn(usize, __m256) -> __m256) -> f32 {
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut gi = 0;
+    while gi + 1 < n {
+        a0 = group(gi, a0);
+        a1 = group(gi + 1, a1);
+        gi += 2;
+    }
+    if gi < n {
+        a0 = group(gi, a0);
+    }
+    hsum(_mm256_add_ps(a0, a1))
 }
 
 /// 8 signed bytes (the low 8 of `v`) as 8 f32.
@@ -67,7 +84,6 @@ pub unsafe fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut
     for (r, yr) in y.iter_mut().enumerate() {
         let row = q.as_ptr().add(r * cols);
         let scales = &scale[r * g..(r + 1) * g];
-        // Two accumulators in registers, one per group parity, hide the FMA latency.
         // Each 8-byte load feeds the widening instruction directly (no extract/shift shuffles:
         // the shuffle port is this loop's bottleneck).
         let q8 = |p: *const i8| i8x8_to_f32(_mm_loadl_epi64(p as *const __m128i));
@@ -79,17 +95,7 @@ pub unsafe fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut
             t = _mm256_fmadd_ps(q8(qg.add(24)), _mm256_loadu_ps(xg.add(24)), t);
             _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(scales[gi])), t, acc)
         };
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut gi = 0;
-        while gi + 1 < full {
-            a0 = group(gi, a0);
-            a1 = group(gi + 1, a1);
-            gi += 2;
-        }
-        if gi < full {
-            a0 = group(gi, a0);
-        }
-        let mut sum = hsum(_mm256_add_ps(a0, a1));
+        let mut sum = sum_groups(full, group);
         if full < g {
             let tail: f32 = (full * GROUP..cols)
                 .map(|j| q[r * cols + j] as f32 * x[j])
@@ -139,28 +145,9 @@ pub unsafe fn matvec_q4(
             );
             _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(scales[gi])), t, acc)
         };
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut gi = 0;
-        while gi + 1 < full {
-            a0 = group(gi, a0);
-            a1 = group(gi + 1, a1);
-            gi += 2;
-        }
-        if gi < full {
-            a0 = group(gi, a0);
-        }
-        let mut sum = hsum(_mm256_add_ps(a0, a1));
+        let mut sum = sum_groups(full, group);
         if full < g {
-            // Partial last group; an odd last column's high nibble is padding (8 = 0.0).
-            let mut tail = 0.0;
-            for (i, &b) in row[full * HALF..].iter().enumerate() {
-                let j = full * HALF + i;
-                tail += ((b & 0x0f) as f32 - 8.0) * xe[j];
-                if j < xo.len() {
-                    tail += ((b >> 4) as f32 - 8.0) * xo[j];
-                }
-            }
-            sum += f16_to_f32(scales[full]) * tail;
+            sum += f16_to_f32(scales[full]) * q4_partial_group(row, full * HALF, xe, xo);
         }
         *yr = sum;
     }
