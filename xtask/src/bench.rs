@@ -57,9 +57,7 @@ fn decode_speeds(models: &[Weights], positions: &[usize], steps: usize) -> Resul
     for (m, w) in models.iter().enumerate() {
         for &position in positions {
             let mut rng = Pcg32::new(1);
-            let prompt: Vec<u32> = (0..position)
-                .map(|_| rng.below(w.config.vocab_size as u32))
-                .collect();
+            let prompt: Vec<u32> = (0..position).map(|_| rng.below(w.config.vocab_size as u32)).collect();
             let mut st = State::new(w);
             let token = argmax(prefill(w, &prompt, &mut st)?);
             runs.push((m, st, token, 0.0f64));
@@ -114,10 +112,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for name in &configs {
         let config = Config::preset(name)?;
         let base = Weights::init_random(&config, 0)?;
-        let models: Vec<Weights> = Precision::ALL
-            .iter()
-            .map(|&p| base.to_precision(p))
-            .collect();
+        let models: Vec<Weights> = Precision::ALL.iter().map(|&p| base.to_precision(p)).collect();
         let speeds = decode_speeds(&models, &positions, steps)?;
         for (w, speeds) in models.iter().zip(speeds) {
             for (&position, tokens_per_s) in positions.iter().zip(speeds) {
@@ -176,12 +171,7 @@ fn print_table(records: &[Record], [near, far]: [usize; 2]) {
     let find = |kind: &str, config: &str, precision: &str, position: usize| {
         records
             .iter()
-            .find(|r| {
-                r.kind == kind
-                    && r.config == config
-                    && r.precision == precision
-                    && r.position == position
-            })
+            .find(|r| r.kind == kind && r.config == config && r.precision == precision && r.position == position)
             .map_or(f64::NAN, |r| r.tokens_per_s)
     };
     println!();
@@ -195,10 +185,7 @@ fn print_table(records: &[Record], [near, far]: [usize; 2]) {
         "× f32",
         format!("@{far}/@{near}")
     );
-    for r in records
-        .iter()
-        .filter(|r| r.kind == "decode" && r.position == near)
-    {
+    for r in records.iter().filter(|r| r.kind == "decode" && r.position == near) {
         let f32_speed = find("decode", &r.config, "f32", near);
         let far_speed = find("decode", &r.config, &r.precision, far);
         println!(

@@ -28,8 +28,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let AnyModel::Itera { weights, tokenizer } = models::load(&a.model, a.tokenizer.as_deref())?
-    else {
+    let AnyModel::Itera { weights, tokenizer } = models::load(&a.model, a.tokenizer.as_deref())? else {
         bail!("inspect works on itera models, not llama2.c checkpoints");
     };
     // Gradients are defined on the f32 weights: quantized files are dequantized first.
@@ -68,24 +67,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
             vec![tokens.len(), v],
             bytemuck::cast_slice(&cache.logits).to_vec(),
         ),
-        (
-            "loss".into(),
-            Dtype::F32,
-            vec![],
-            parts.total.to_le_bytes().to_vec(),
-        ),
-        (
-            "ce".into(),
-            Dtype::F32,
-            vec![],
-            parts.ce.to_le_bytes().to_vec(),
-        ),
-        (
-            "aux".into(),
-            Dtype::F32,
-            vec![],
-            parts.aux.to_le_bytes().to_vec(),
-        ),
+        ("loss".into(), Dtype::F32, vec![], parts.total.to_le_bytes().to_vec()),
+        ("ce".into(), Dtype::F32, vec![], parts.ce.to_le_bytes().to_vec()),
+        ("aux".into(), Dtype::F32, vec![], parts.aux.to_le_bytes().to_vec()),
     ];
     for (spec, g) in w.table.specs.iter().zip(&grads.tensors) {
         tensors.push((

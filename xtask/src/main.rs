@@ -2,6 +2,7 @@
 //! suite. Every subcommand is a thin layer over `itera-core`.
 
 mod bench;
+mod corpus;
 mod inspect;
 mod models;
 mod run;
@@ -24,6 +25,8 @@ enum Command {
     Test(test::TestArgs),
     /// Write a randomly initialised model.
     Init(run::InitArgs),
+    /// Sample a training corpus from a llama2.c teacher.
+    Corpus(corpus::CorpusArgs),
     /// Train a byte-level BPE tokenizer on a text file.
     Tokenizer(run::TokenizerArgs),
     /// Convert a model to another precision.
@@ -43,6 +46,7 @@ fn main() {
     let result = match cli.command {
         Command::Test(a) => test::run(a),
         Command::Init(a) => run::init(a),
+        Command::Corpus(a) => corpus::run(a),
         Command::Tokenizer(a) => run::tokenizer(a),
         Command::Convert(a) => run::convert(a),
         Command::Generate(a) => run::generate(a),

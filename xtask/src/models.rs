@@ -11,14 +11,8 @@ use itera_core::{format, Weights};
 // One per command: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum AnyModel {
-    Itera {
-        weights: Weights,
-        tokenizer: Tokenizer,
-    },
-    Llama2 {
-        model: Llama2,
-        tokenizer: Llama2Tokenizer,
-    },
+    Itera { weights: Weights, tokenizer: Tokenizer },
+    Llama2 { model: Llama2, tokenizer: Llama2Tokenizer },
 }
 
 /// safetensors files start with a little-endian u64 header length followed by `{`.
@@ -29,18 +23,16 @@ fn is_safetensors(bytes: &[u8]) -> bool {
 }
 
 pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<AnyModel> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read model file {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     if is_safetensors(&bytes) {
-        let weights =
-            format::load(&bytes).with_context(|| format!("loading {}", path.display()))?;
+        let weights = format::load(&bytes).with_context(|| format!("loading {}", path.display()))?;
         let tok_path = match tokenizer {
             Some(p) => p.to_path_buf(),
             None => find_itera_tokenizer(dir, weights.config.tokenizer.as_deref())?,
         };
-        let tokenizer = Tokenizer::from_file(&tok_path)
-            .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
+        let tokenizer =
+            Tokenizer::from_file(&tok_path).with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
         return Ok(AnyModel::Itera { weights, tokenizer });
     }
     let model = Llama2::from_bytes(&bytes).with_context(|| {
@@ -63,8 +55,8 @@ pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<AnyModel> {
                 )
             })?,
     };
-    let tokenizer = Llama2Tokenizer::from_file(&tok_path, v)
-        .with_context(|| format!("loading {}", tok_path.display()))?;
+    let tokenizer =
+        Llama2Tokenizer::from_file(&tok_path, v).with_context(|| format!("loading {}", tok_path.display()))?;
     Ok(AnyModel::Llama2 { model, tokenizer })
 }
 

@@ -33,8 +33,7 @@ pub struct InitArgs {
 
 pub fn load_config(spec: &str) -> Result<Config> {
     if spec.ends_with(".json") {
-        let text =
-            std::fs::read_to_string(spec).with_context(|| format!("cannot read config {spec}"))?;
+        let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read config {spec}"))?;
         return Ok(Config::from_json(&text)?);
     }
     Ok(Config::preset(spec)?)
@@ -47,14 +46,9 @@ pub fn init(a: InitArgs) -> Result<()> {
         let tok = Tokenizer::from_file(tp)?;
         config.vocab_size = tok.vocab_size();
         let name = tp.file_name().context("tokenizer path has no file name")?;
-        let dest = a
-            .out
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(name);
+        let dest = a.out.parent().unwrap_or(std::path::Path::new(".")).join(name);
         if !dest.exists() {
-            std::fs::copy(tp, &dest)
-                .with_context(|| format!("copying tokenizer to {}", dest.display()))?;
+            std::fs::copy(tp, &dest).with_context(|| format!("copying tokenizer to {}", dest.display()))?;
         }
         config.tokenizer = Some(name.to_string_lossy().into_owned());
     }
@@ -82,10 +76,8 @@ pub struct TokenizerArgs {
 }
 
 pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
-    let text = std::fs::read(&a.corpus)
-        .with_context(|| format!("cannot read corpus {}", a.corpus.display()))?;
-    let text = String::from_utf8(text)
-        .with_context(|| format!("corpus {} is not UTF-8", a.corpus.display()))?;
+    let text = std::fs::read(&a.corpus).with_context(|| format!("cannot read corpus {}", a.corpus.display()))?;
+    let text = String::from_utf8(text).with_context(|| format!("corpus {} is not UTF-8", a.corpus.display()))?;
     if text.trim().is_empty() {
         bail!("corpus {} is empty", a.corpus.display());
     }
@@ -94,8 +86,7 @@ pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
         .map(|d| format!("{d}{END_OF_TEXT}"))
         .collect::<Vec<_>>();
     let tok = Tokenizer::train(docs.into_iter(), a.vocab_size)?;
-    std::fs::write(&a.out, tok.to_json()?)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    std::fs::write(&a.out, tok.to_json()?).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("wrote {} ({} ids)", a.out.display(), tok.vocab_size());
     Ok(())
 }
@@ -214,9 +205,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             if a.json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"prompt": a.prompt, "text": text, "seconds": secs})
-                    )?
+                    serde_json::to_string_pretty(&json!({"prompt": a.prompt, "text": text, "seconds": secs}))?
                 );
             } else {
                 println!("{text}");
@@ -248,10 +237,8 @@ pub fn eval_model(model: &AnyModel, text: &str) -> Result<EvalReport> {
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let model = models::load(&a.model, a.tokenizer.as_deref())?;
-    let text =
-        std::fs::read(&a.text).with_context(|| format!("cannot read {}", a.text.display()))?;
-    let text =
-        String::from_utf8(text).with_context(|| format!("{} is not UTF-8", a.text.display()))?;
+    let text = std::fs::read(&a.text).with_context(|| format!("cannot read {}", a.text.display()))?;
+    let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8", a.text.display()))?;
     let r = eval_model(&model, &text)?;
     if a.json {
         let out = json!({

@@ -65,6 +65,8 @@ pub fn run(a: TestArgs) -> Result<()> {
                     "itera-core",
                     "--target",
                     "wasm32-unknown-unknown",
+                    "--profile",
+                    "wasm-check",
                 ],
             )
         })?;

@@ -97,21 +97,10 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
         "--json",
     ]))
     .unwrap();
-    assert_eq!(
-        (&json["tokens"], &json["text"]),
-        (&again["tokens"], &again["text"])
-    );
+    assert_eq!((&json["tokens"], &json["text"]), (&again["tokens"], &again["text"]));
     for p in ["f16", "q8", "q4"] {
         let conv = dir.join(format!("model-{p}.safetensors"));
-        ok(&[
-            "convert",
-            "--model",
-            s(&model),
-            "--precision",
-            p,
-            "--out",
-            s(&conv),
-        ]);
+        ok(&["convert", "--model", s(&model), "--precision", p, "--out", s(&conv)]);
         ok(&[
             "generate",
             "--model",
@@ -127,15 +116,8 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
 
     let text = dir.join("heldout.txt");
     std::fs::write(&text, STORY).unwrap();
-    let eval: serde_json::Value = serde_json::from_str(&ok(&[
-        "eval",
-        "--model",
-        s(&model),
-        "--text",
-        s(&text),
-        "--json",
-    ]))
-    .unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--model", s(&model), "--text", s(&text), "--json"])).unwrap();
     assert_eq!(eval["documents"], 2);
     assert_eq!(
         eval["bytes"].as_u64().unwrap() as usize,
@@ -168,22 +150,11 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
 
     let bench = dir.join("bench.json");
     ok(&["bench", "--quick", "--json", s(&bench)]);
-    let records: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&bench).unwrap()).unwrap();
+    let records: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bench).unwrap()).unwrap();
     let records = records.as_array().unwrap();
     assert!(records.len() >= 8);
-    for key in [
-        "config",
-        "precision",
-        "backend",
-        "threads",
-        "position",
-        "tokens_per_s",
-    ] {
-        assert!(
-            records.iter().all(|r| r.get(key).is_some()),
-            "bench JSON lacks `{key}`"
-        );
+    for key in ["config", "precision", "backend", "threads", "position", "tokens_per_s"] {
+        assert!(records.iter().all(|r| r.get(key).is_some()), "bench JSON lacks `{key}`");
     }
 }
 
@@ -217,8 +188,7 @@ fn bad_input_gives_specific_errors() {
 
 #[test]
 fn teacher_runs_through_generate_and_eval() {
-    let Some(data) = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-        .filter(|d| d.is_dir())
+    let Some(data) = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")).filter(|d| d.is_dir())
     else {
         println!("SKIPPED: ../shared/data is absent");
         return;
@@ -252,4 +222,31 @@ fn teacher_runs_through_generate_and_eval() {
         bpb > 0.5 && bpb < 2.5,
         "teacher BPB {bpb} is implausible for TinyStories"
     );
+
+    // The sampled corpus depends on the seed only, not on the number of threads.
+    let dir = temp_dir("cli-corpus");
+    let tok = data.join("teacher/tok512.bin");
+    let corpus = |threads: &str, seed: &str| {
+        let out = dir.join(format!("corpus-{threads}-{seed}.txt"));
+        ok(&[
+            "corpus",
+            "--teacher",
+            s(&model),
+            "--tokenizer",
+            s(&tok),
+            "--tokens",
+            "1500",
+            "--seed",
+            seed,
+            "--threads",
+            threads,
+            "--out",
+            s(&out),
+        ]);
+        std::fs::read_to_string(out).unwrap()
+    };
+    let one = corpus("1", "5");
+    assert_eq!(one, corpus("2", "5"));
+    assert_ne!(one, corpus("2", "6"));
+    assert!(one.matches("<|endoftext|>").count() >= 2 && one.starts_with(|c: char| c.is_alphabetic()));
 }

@@ -20,19 +20,10 @@ fn every_module_has_a_header() {
     let mut files = Vec::new();
     rust_files(&root.join("crates"), &mut files);
     rust_files(&root.join("xtask"), &mut files);
-    assert!(
-        files.len() > 20,
-        "found only {} Rust files: wrong root?",
-        files.len()
-    );
+    assert!(files.len() > 20, "found only {} Rust files: wrong root?", files.len());
     let missing: Vec<_> = files
         .iter()
-        .filter(|p| {
-            !std::fs::read_to_string(p)
-                .unwrap()
-                .trim_start()
-                .starts_with("//!")
-        })
+        .filter(|p| !std::fs::read_to_string(p).unwrap().trim_start().starts_with("//!"))
         .map(|p| p.display().to_string())
         .collect();
     assert!(

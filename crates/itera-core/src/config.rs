@@ -70,8 +70,7 @@ impl Config {
 
     /// Parses a config from JSON and validates it.
     pub fn from_json(text: &str) -> Result<Config> {
-        let config: Config =
-            serde_json::from_str(text).map_err(|e| Error::Metadata(format!("config JSON: {e}")))?;
+        let config: Config = serde_json::from_str(text).map_err(|e| Error::Metadata(format!("config JSON: {e}")))?;
         config.validate()?;
         Ok(config)
     }

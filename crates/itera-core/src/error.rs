@@ -54,11 +54,7 @@ pub enum Error {
     UnexpectedTensor { name: String },
 
     #[error("tensor `{name}` holds a non-finite value ({value}) at flat index {index}")]
-    NonFinite {
-        name: String,
-        index: usize,
-        value: f32,
-    },
+    NonFinite { name: String, index: usize, value: f32 },
 
     #[error("empty input: {0}")]
     EmptyInput(&'static str),
@@ -83,10 +79,7 @@ pub enum Error {
     Llama2c(String),
 
     #[error("i/o error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 impl Error {
@@ -98,11 +91,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn setting(
-        name: &'static str,
-        value: impl fmt::Display,
-        expected: &'static str,
-    ) -> Self {
+    pub(crate) fn setting(name: &'static str, value: impl fmt::Display, expected: &'static str) -> Self {
         Error::InvalidSetting {
             name,
             value: value.to_string(),

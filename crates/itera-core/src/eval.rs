@@ -43,10 +43,7 @@ pub fn documents(text: &str) -> Vec<&str> {
     } else {
         text.lines().collect()
     };
-    docs.into_iter()
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .collect()
+    docs.into_iter().map(str::trim).filter(|d| !d.is_empty()).collect()
 }
 
 fn check_text(text: &str) -> Result<Vec<&str>> {

@@ -44,25 +44,14 @@ pub fn save(w: &Weights) -> Result<Vec<u8>> {
                 let scale_shape = vec![m.rows, groups_per_row(m.cols)];
                 let scale_name = format!("{}.scale", spec.name);
                 match &m.data {
-                    MatrixData::F32(v) => buffers.push((
-                        spec.name.clone(),
-                        Dtype::F32,
-                        shape,
-                        bytemuck::cast_slice(v).to_vec(),
-                    )),
-                    MatrixData::F16(v) => buffers.push((
-                        spec.name.clone(),
-                        Dtype::F16,
-                        shape,
-                        bytemuck::cast_slice(v).to_vec(),
-                    )),
+                    MatrixData::F32(v) => {
+                        buffers.push((spec.name.clone(), Dtype::F32, shape, bytemuck::cast_slice(v).to_vec()))
+                    }
+                    MatrixData::F16(v) => {
+                        buffers.push((spec.name.clone(), Dtype::F16, shape, bytemuck::cast_slice(v).to_vec()))
+                    }
                     MatrixData::Q8 { q, scale } => {
-                        buffers.push((
-                            spec.name.clone(),
-                            Dtype::I8,
-                            shape,
-                            bytemuck::cast_slice(q).to_vec(),
-                        ));
+                        buffers.push((spec.name.clone(), Dtype::I8, shape, bytemuck::cast_slice(q).to_vec()));
                         buffers.push((
                             scale_name,
                             Dtype::F16,
@@ -115,8 +104,7 @@ pub struct Header {
 
 /// Parses and checks the metadata block.
 pub fn read_header(bytes: &[u8]) -> Result<Header> {
-    let (_, meta) =
-        SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
     let info = meta
         .metadata()
         .as_ref()
@@ -127,9 +115,7 @@ pub fn read_header(bytes: &[u8]) -> Result<Header> {
     };
     let format = get("format")?;
     if format != FORMAT {
-        return Err(Error::Metadata(format!(
-            "format is `{format}`, expected `{FORMAT}`"
-        )));
+        return Err(Error::Metadata(format!("format is `{format}`, expected `{FORMAT}`")));
     }
     let version = get("format_version")?;
     if version != FORMAT_VERSION {
@@ -152,8 +138,7 @@ pub fn load(bytes: &[u8]) -> Result<Weights> {
     let mut tensors = Vec::with_capacity(table.len());
     for spec in &table.specs {
         expected.insert(spec.name.clone());
-        let quantized =
-            spec.kind == ParamKind::Matrix && matches!(p, Precision::Q8 | Precision::Q4);
+        let quantized = spec.kind == ParamKind::Matrix && matches!(p, Precision::Q8 | Precision::Q4);
         if quantized {
             expected.insert(format!("{}.scale", spec.name));
         }
@@ -172,15 +157,10 @@ pub fn load(bytes: &[u8]) -> Result<Weights> {
     })
 }
 
-fn view<'a>(
-    st: &SafeTensors<'a>,
-    name: &str,
-    dtype: Dtype,
-    shape: &[usize],
-) -> Result<TensorView<'a>> {
-    let v = st.tensor(name).map_err(|_| Error::MissingTensor {
-        name: name.to_string(),
-    })?;
+fn view<'a>(st: &SafeTensors<'a>, name: &str, dtype: Dtype, shape: &[usize]) -> Result<TensorView<'a>> {
+    let v = st
+        .tensor(name)
+        .map_err(|_| Error::MissingTensor { name: name.to_string() })?;
     if v.dtype() != dtype {
         return Err(Error::DType {
             name: name.to_string(),
@@ -307,21 +287,12 @@ mod tests {
             );
             // dt_proj (Di, R) = (24, 3): one partial group per row.
             assert_eq!(
-                st.tensor("layers.0.dt_proj.scale")
-                    .ok()
-                    .map(|s| s.shape().to_vec()),
+                st.tensor("layers.0.dt_proj.scale").ok().map(|s| s.shape().to_vec()),
                 scale
             );
             // Vectors stay f32 except in f16 files.
             let norm = st.tensor("layers.1.ssm_norm").unwrap().dtype();
-            assert_eq!(
-                norm,
-                if p == Precision::F16 {
-                    Dtype::F16
-                } else {
-                    Dtype::F32
-                }
-            );
+            assert_eq!(norm, if p == Precision::F16 { Dtype::F16 } else { Dtype::F32 });
         }
     }
 }

@@ -41,18 +41,10 @@ pub fn generate(
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generated> {
     if prompt.len() > MAX_PROMPT_BYTES {
-        return Err(Error::setting(
-            "prompt length",
-            prompt.len(),
-            "at most 1 MiB",
-        ));
+        return Err(Error::setting("prompt length", prompt.len(), "at most 1 MiB"));
     }
     if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
-        return Err(Error::setting(
-            "max_tokens",
-            opts.max_tokens,
-            "between 1 and 1048576",
-        ));
+        return Err(Error::setting("max_tokens", opts.max_tokens, "between 1 and 1048576"));
     }
     if tok.vocab_size() != w.config.vocab_size {
         return Err(Error::Tokenizer(format!(

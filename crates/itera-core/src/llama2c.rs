@@ -76,10 +76,7 @@ impl Llama2 {
                 header[i] as i64
             };
             if v <= 0 || v > 1 << 20 {
-                return Err(bad(format!(
-                    "header field {name} = {} is out of range",
-                    header[i]
-                )));
+                return Err(bad(format!("header field {name} = {} is out of range", header[i])));
             }
             Ok(v as usize)
         };
@@ -122,8 +119,7 @@ impl Llama2 {
             d,
         ];
         let freq = c.seq_len * c.head_size(); // freq_cis_real + freq_cis_imag
-        let need: usize =
-            sizes.iter().sum::<usize>() + freq + if c.shared_classifier { 0 } else { v * d };
+        let need: usize = sizes.iter().sum::<usize>() + freq + if c.shared_classifier { 0 } else { v * d };
         if floats.len() / 4 != need {
             return Err(bad(format!(
                 "expected {need} f32 values for this header, found {}",
@@ -138,10 +134,7 @@ impl Llama2 {
                 .collect();
             offset += n;
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(bad(format!(
-                    "non-finite weight at value {}",
-                    offset - n + i
-                )));
+                return Err(bad(format!("non-finite weight at value {}", offset - n + i)));
             }
             Ok(v)
         };
@@ -153,19 +146,10 @@ impl Llama2 {
             take(sizes[4])?,
             take(sizes[5])?,
         );
-        let (rms_ffn, w1, w2, w3) = (
-            take(sizes[6])?,
-            take(sizes[7])?,
-            take(sizes[8])?,
-            take(sizes[9])?,
-        );
+        let (rms_ffn, w1, w2, w3) = (take(sizes[6])?, take(sizes[7])?, take(sizes[8])?, take(sizes[9])?);
         let rms_final = take(sizes[10])?;
         let _freq_cis = take(freq)?; // RoPE is recomputed; stored tables are unused (as in run.c)
-        let wcls = if c.shared_classifier {
-            None
-        } else {
-            Some(take(v * d)?)
-        };
+        let wcls = if c.shared_classifier { None } else { Some(take(v * d)?) };
         Ok(Llama2 {
             config,
             token_embedding,
@@ -219,11 +203,7 @@ impl Llama2 {
             });
         }
         if st.pos >= c.seq_len {
-            return Err(Error::setting(
-                "position",
-                st.pos,
-                "below the checkpoint's seq_len",
-            ));
+            return Err(Error::setting("position", st.pos, "below the checkpoint's seq_len"));
         }
         let (d, hd, kv, hs) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_size());
         let pos = st.pos;
@@ -273,28 +253,10 @@ impl Llama2 {
             st.x.iter_mut().zip(&st.xb2).for_each(|(x, y)| *x += y);
             // SwiGLU FFN
             rmsnorm(&mut st.xb, &st.x, &self.rms_ffn[l * d..(l + 1) * d]);
-            matvec_f32(
-                &self.w1[l * hd * d..(l + 1) * hd * d],
-                d,
-                &st.xb,
-                &mut st.hb,
-            );
-            matvec_f32(
-                &self.w3[l * hd * d..(l + 1) * hd * d],
-                d,
-                &st.xb,
-                &mut st.hb2,
-            );
-            st.hb
-                .iter_mut()
-                .zip(&st.hb2)
-                .for_each(|(a, b)| *a = silu(*a) * b);
-            matvec_f32(
-                &self.w2[l * d * hd..(l + 1) * d * hd],
-                hd,
-                &st.hb,
-                &mut st.xb2,
-            );
+            matvec_f32(&self.w1[l * hd * d..(l + 1) * hd * d], d, &st.xb, &mut st.hb);
+            matvec_f32(&self.w3[l * hd * d..(l + 1) * hd * d], d, &st.xb, &mut st.hb2);
+            st.hb.iter_mut().zip(&st.hb2).for_each(|(a, b)| *a = silu(*a) * b);
+            matvec_f32(&self.w2[l * d * hd..(l + 1) * d * hd], hd, &st.hb, &mut st.xb2);
             st.x.iter_mut().zip(&st.xb2).for_each(|(x, y)| *x += y);
         }
         rmsnorm(&mut st.xb, &st.x, &self.rms_final);
@@ -372,21 +334,12 @@ impl Llama2Tokenizer {
         for _ in 0..vocab_size {
             let score = f32::from_le_bytes(read(4)?.try_into().unwrap_or_default());
             let len = i32::from_le_bytes(read(4)?.try_into().unwrap_or_default());
-            let len =
-                usize::try_from(len).map_err(|_| bad(format!("negative token length {len}")))?;
+            let len = usize::try_from(len).map_err(|_| bad(format!("negative token length {len}")))?;
             vocab.push(read(len)?.to_vec());
             scores.push(score);
         }
-        let lookup = vocab
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.clone(), i as u32))
-            .collect();
-        Ok(Llama2Tokenizer {
-            vocab,
-            scores,
-            lookup,
-        })
+        let lookup = vocab.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect();
+        Ok(Llama2Tokenizer { vocab, scores, lookup })
     }
 
     #[cfg(not(target_arch = "wasm32"))]

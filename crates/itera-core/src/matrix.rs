@@ -175,9 +175,7 @@ pub fn quantize_q4(values: &[f32], rows: usize, cols: usize) -> MatrixData {
         for gi in 0..g {
             let (c0, c1) = (gi * GROUP, ((gi + 1) * GROUP).min(cols));
             let src = &values[r * cols + c0..r * cols + c1];
-            let extreme = src
-                .iter()
-                .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            let extreme = src.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
             let mut best = (f32::INFINITY, f16::ZERO);
             for shrink in [1.0f32, 0.96, 0.92, 0.88, 0.84, 0.80, 0.76] {
                 let s = f16::from_f32(extreme / -8.0 * shrink);
@@ -259,15 +257,10 @@ mod tests {
                             );
                         }
                         if p == Precision::Q4 {
-                            let range =
-                                r * cols + gi * GROUP..r * cols + ((gi + 1) * GROUP).min(cols);
+                            let range = r * cols + gi * GROUP..r * cols + ((gi + 1) * GROUP).min(cols);
                             let n = range.len() as f32;
                             let mse = range.map(|i| (back[i] - v[i]).powi(2)).sum::<f32>() / n;
-                            assert!(
-                                mse.sqrt() < amax / 10.0,
-                                "q4 rms {} vs absmax {amax}",
-                                mse.sqrt()
-                            );
+                            assert!(mse.sqrt() < amax / 10.0, "q4 rms {} vs absmax {amax}", mse.sqrt());
                         }
                     }
                 }

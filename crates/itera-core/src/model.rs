@@ -13,9 +13,7 @@ use crate::layers::linear::linear_backward;
 use crate::layers::loss::{cross_entropy, distill_kl};
 use crate::layers::moe::{moe_backward, moe_forward, moe_step, MoeCache, MoeScratch};
 use crate::layers::norm::{rmsnorm_backward, rmsnorm_forward};
-use crate::layers::ssm::{
-    a_matrix, ssm_backward, ssm_forward, ssm_step, SsmCache, SsmScratch, SsmState,
-};
+use crate::layers::ssm::{a_matrix, ssm_backward, ssm_forward, ssm_step, SsmCache, SsmScratch, SsmState};
 use crate::layers::swiglu::{swiglu_backward, swiglu_forward, swiglu_step, SwigluCache};
 use crate::params::FfnParams;
 use crate::weights::{Grads, Weights};
@@ -55,12 +53,7 @@ pub fn check_tokens(tokens: &[u32], bd: BatchDims, vocab_size: usize) -> Result<
     if tokens.len() != bd.rows() {
         return Err(Error::ShapeMismatch {
             op: "forward",
-            detail: format!(
-                "{} tokens for batch {} × length {}",
-                tokens.len(),
-                bd.batch,
-                bd.t
-            ),
+            detail: format!("{} tokens for batch {} × length {}", tokens.len(), bd.batch, bd.t),
         });
     }
     if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab_size) {
@@ -71,13 +64,7 @@ pub fn check_tokens(tokens: &[u32], bd: BatchDims, vocab_size: usize) -> Result<
 
 /// Runs the model on `tokens` (B·T, row-major by sequence) from the empty context. `train`
 /// keeps the full scan states needed by `backward`. Logits end up in `cache.logits` (B·T, V).
-pub fn forward(
-    w: &Weights,
-    tokens: &[u32],
-    bd: BatchDims,
-    train: bool,
-    cache: &mut Cache,
-) -> Result<()> {
+pub fn forward(w: &Weights, tokens: &[u32], bd: BatchDims, train: bool, cache: &mut Cache) -> Result<()> {
     forward_impl(w, tokens, bd, train, None, cache)
 }
 
@@ -105,35 +92,14 @@ fn forward_impl(
         embed.row_into(tok as usize, row);
     }
     let mut out = vec![0.0f32; m * d];
-    for (l, (p, lc)) in w
-        .table
-        .layers
-        .iter()
-        .zip(cache.layers.iter_mut())
-        .enumerate()
-    {
-        ssm_forward(
-            &mut out,
-            &x,
-            w,
-            p,
-            bd,
-            train,
-            init.map(|s| &s.layers[l]),
-            &mut lc.ssm,
-        );
+    for (l, (p, lc)) in w.table.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+        ssm_forward(&mut out, &x, w, p, bd, train, init.map(|s| &s.layers[l]), &mut lc.ssm);
         add_into(&mut x, &out);
         lc.x_ffn.clear();
         lc.x_ffn.extend_from_slice(&x);
         lc.xn_ffn.resize(m * d, 0.0);
         lc.rstd_ffn.resize(m, 0.0);
-        rmsnorm_forward(
-            &mut lc.xn_ffn,
-            &mut lc.rstd_ffn,
-            &x,
-            w.vector(p.ffn_norm),
-            d,
-        );
+        rmsnorm_forward(&mut lc.xn_ffn, &mut lc.rstd_ffn, &x, w.vector(p.ffn_norm), d);
         match &p.ffn {
             FfnParams::Dense(sp) => swiglu_forward(&mut out, &lc.xn_ffn, m, w, sp, &mut lc.dense),
             FfnParams::Moe { router, experts } => {
@@ -145,13 +111,7 @@ fn forward_impl(
     }
     cache.xf.resize(m * d, 0.0);
     cache.rstd_f.resize(m, 0.0);
-    rmsnorm_forward(
-        &mut cache.xf,
-        &mut cache.rstd_f,
-        &x,
-        w.vector(w.table.final_norm),
-        d,
-    );
+    rmsnorm_forward(&mut cache.xf, &mut cache.rstd_f, &x, w.vector(w.table.final_norm), d);
     cache.x_final = x;
     cache.logits.resize(m * c.vocab_size, 0.0);
     embed.matmul(&cache.xf, m, &mut cache.logits);
@@ -200,9 +160,7 @@ pub fn backward(w: &Weights, cache: &Cache, dlogits: &[f32], aux_scale: f32, gra
         // x ← x + FFN(rmsnorm(x)): the residual passes dx through, the branch adds to it.
         dnorm.fill(0.0);
         match &p.ffn {
-            FfnParams::Dense(sp) => {
-                swiglu_backward(&mut dnorm, &dx, &lc.xn_ffn, m, w, sp, &lc.dense, grads)
-            }
+            FfnParams::Dense(sp) => swiglu_backward(&mut dnorm, &dx, &lc.xn_ffn, m, w, sp, &lc.dense, grads),
             FfnParams::Moe { router, experts } => moe_backward(
                 &mut dnorm, &dx, &lc.xn_ffn, m, aux_scale, w, *router, experts, &lc.moe, grads,
             ),
@@ -274,24 +232,9 @@ pub fn loss(
     forward(w, tokens, bd, grads.is_some(), cache)?;
     let mut dlogits = grads.is_some().then(|| vec![0.0f32; bd.rows() * v]);
     let beta = lw.distill_beta;
-    let ce = cross_entropy(
-        &cache.logits,
-        tokens,
-        bd,
-        v,
-        dlogits.as_deref_mut(),
-        1.0 - beta,
-    );
+    let ce = cross_entropy(&cache.logits, tokens, bd, v, dlogits.as_deref_mut(), 1.0 - beta);
     let kl = match teacher {
-        Some(t) if beta > 0.0 => distill_kl(
-            &cache.logits,
-            t,
-            bd,
-            v,
-            lw.temperature,
-            dlogits.as_deref_mut(),
-            beta,
-        ),
+        Some(t) if beta > 0.0 => distill_kl(&cache.logits, t, bd, v, lw.temperature, dlogits.as_deref_mut(), beta),
         _ => 0.0,
     };
     let n_moe = cache.aux.len();
@@ -302,11 +245,7 @@ pub fn loss(
     };
     let total = (1.0 - beta) * ce + beta * kl + lw.aux_alpha * aux;
     if let (Some(g), Some(dl)) = (grads, dlogits) {
-        let aux_scale = if n_moe > 0 {
-            lw.aux_alpha / n_moe as f32
-        } else {
-            0.0
-        };
+        let aux_scale = if n_moe > 0 { lw.aux_alpha / n_moe as f32 } else { 0.0 };
         backward(w, cache, &dl, aux_scale, g);
     }
     Ok(LossParts { total, ce, aux, kl })
@@ -355,11 +294,7 @@ impl State {
                     }
                 })
                 .collect(),
-            a: w.table
-                .layers
-                .iter()
-                .map(|p| a_matrix(w.vector(p.a_log)))
-                .collect(),
+            a: w.table.layers.iter().map(|p| a_matrix(w.vector(p.a_log))).collect(),
             x: vec![0.0; c.d_model],
             xn: vec![0.0; c.d_model],
             out: vec![0.0; c.d_model],
@@ -403,21 +338,11 @@ pub fn decode_step<'s>(w: &Weights, st: &'s mut State, token: u32) -> Result<&'s
     embed.row_into(token as usize, &mut st.x);
     let mut rstd = [0.0];
     for (l, p) in w.table.layers.iter().enumerate() {
-        ssm_step(
-            &mut st.out,
-            &st.x,
-            w,
-            p,
-            &st.a[l],
-            &mut st.layers[l],
-            &mut st.ssm,
-        );
+        ssm_step(&mut st.out, &st.x, w, p, &st.a[l], &mut st.layers[l], &mut st.ssm);
         add_into(&mut st.x, &st.out);
         rmsnorm_forward(&mut st.xn, &mut rstd, &st.x, w.vector(p.ffn_norm), d);
         match &p.ffn {
-            FfnParams::Dense(sp) => {
-                swiglu_step(&mut st.out, &st.xn, w, sp, &mut st.moe.a, &mut st.moe.b)
-            }
+            FfnParams::Dense(sp) => swiglu_step(&mut st.out, &st.xn, w, sp, &mut st.moe.a, &mut st.moe.b),
             FfnParams::Moe { router, experts } => {
                 let route = &mut st.routing[l];
                 moe_step(
@@ -434,13 +359,7 @@ pub fn decode_step<'s>(w: &Weights, st: &'s mut State, token: u32) -> Result<&'s
         }
         add_into(&mut st.x, &st.out);
     }
-    rmsnorm_forward(
-        &mut st.xn,
-        &mut rstd,
-        &st.x,
-        w.vector(w.table.final_norm),
-        d,
-    );
+    rmsnorm_forward(&mut st.xn, &mut rstd, &st.x, w.vector(w.table.final_norm), d);
     embed.matvec(&st.xn, &mut st.logits);
     st.pos += 1;
     Ok(&st.logits)
@@ -449,12 +368,7 @@ pub fn decode_step<'s>(w: &Weights, st: &'s mut State, token: u32) -> Result<&'s
 /// Runs `tokens` through the batch forward (GEMMs instead of T matvecs), continuing from
 /// `st`, and leaves the state as if each token had been stepped. Returns the last position's
 /// logits; every position's logits stay in `cache.logits`.
-pub fn prefill_with_cache<'s>(
-    w: &Weights,
-    tokens: &[u32],
-    st: &'s mut State,
-    cache: &mut Cache,
-) -> Result<&'s [f32]> {
+pub fn prefill_with_cache<'s>(w: &Weights, tokens: &[u32], st: &'s mut State, cache: &mut Cache) -> Result<&'s [f32]> {
     let bd = BatchDims {
         batch: 1,
         t: tokens.len(),
@@ -469,17 +383,12 @@ pub fn prefill_with_cache<'s>(
         if c.is_moe(l) {
             let k = c.top_k;
             let last = (tokens.len() - 1) * k;
-            st.routing[l]
-                .experts
-                .copy_from_slice(&lc.moe.experts[last..last + k]);
-            st.routing[l]
-                .weights
-                .copy_from_slice(&lc.moe.weights[last..last + k]);
+            st.routing[l].experts.copy_from_slice(&lc.moe.experts[last..last + k]);
+            st.routing[l].weights.copy_from_slice(&lc.moe.weights[last..last + k]);
         }
     }
     let v = c.vocab_size;
-    st.logits
-        .copy_from_slice(&cache.logits[(tokens.len() - 1) * v..]);
+    st.logits.copy_from_slice(&cache.logits[(tokens.len() - 1) * v..]);
     st.pos += tokens.len();
     Ok(&st.logits)
 }

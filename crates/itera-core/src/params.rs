@@ -94,8 +94,7 @@ impl ParamTable {
             let d_skip = add(p("Dskip"), vec![di], Vector);
             let out_proj = add(p("out_proj"), vec![d, di], Matrix);
             let ffn_norm = add(p("ffn_norm"), vec![d], Vector);
-            let swiglu = |add: &mut dyn FnMut(String, Vec<usize>, ParamKind) -> usize,
-                          prefix: String| SwigluParams {
+            let swiglu = |add: &mut dyn FnMut(String, Vec<usize>, ParamKind) -> usize, prefix: String| SwigluParams {
                 w1: add(format!("{prefix}.w1"), vec![f, d], Matrix),
                 w2: add(format!("{prefix}.w2"), vec![d, f], Matrix),
                 w3: add(format!("{prefix}.w3"), vec![f, d], Matrix),

@@ -83,8 +83,7 @@ impl Sampler {
                 .map(|(i, &z)| (((z - max) / s.temperature).exp(), i as u32)),
         );
         // Most likely first; equal probabilities keep id order so results are deterministic.
-        self.candidates
-            .sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         if s.top_k > 0 {
             self.candidates.truncate(s.top_k);
         }

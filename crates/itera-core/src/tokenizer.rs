@@ -33,9 +33,7 @@ impl std::fmt::Debug for Tokenizer {
 /// GPT-2's reversible byte ↔ printable-character map used by byte-level BPE: printable
 /// Latin-1 bytes map to themselves, the other 68 bytes to U+0100 onwards, in byte order.
 fn byte_to_char() -> [char; 256] {
-    let printable = |b: u32| {
-        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
-    };
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
     let mut map = ['\0'; 256];
     let mut next = 0u32;
     for b in 0..256u32 {
@@ -65,9 +63,7 @@ impl Tokenizer {
             ));
         }
         let mut inner = tokenizers::Tokenizer::new(ModelWrapper::BPE(BPE::default()));
-        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
-            false, true, true,
-        ))));
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))));
         inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::new(
             false, true, true,
         ))));
@@ -99,24 +95,16 @@ impl Tokenizer {
     }
 
     pub fn to_json(&self) -> Result<String> {
-        self.inner
-            .to_string(true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+        self.inner.to_string(true).map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     fn from_inner(inner: tokenizers::Tokenizer) -> Result<Tokenizer> {
-        let char_to_byte: HashMap<char, u8> = byte_to_char()
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect();
+        let char_to_byte: HashMap<char, u8> = byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
         let n = inner.get_vocab_size(true);
         let mut token_bytes = vec![Vec::new(); n];
         for (token, id) in inner.get_vocab(true) {
             let Some(slot) = token_bytes.get_mut(id as usize) else {
-                return Err(Error::Tokenizer(format!(
-                    "token id {id} ≥ vocabulary size {n}"
-                )));
+                return Err(Error::Tokenizer(format!("token id {id} ≥ vocabulary size {n}")));
             };
             let special = inner.get_added_vocabulary().is_special_token(&token);
             *slot = if special {
@@ -126,9 +114,7 @@ impl Tokenizer {
                     .chars()
                     .map(|c| char_to_byte.get(&c).copied())
                     .collect::<Option<Vec<u8>>>()
-                    .ok_or_else(|| {
-                        Error::Tokenizer(format!("token `{token}` is not byte-level BPE"))
-                    })?
+                    .ok_or_else(|| Error::Tokenizer(format!("token `{token}` is not byte-level BPE")))?
             };
         }
         let end_of_text = inner.token_to_id(END_OF_TEXT);
@@ -304,9 +290,6 @@ mod tests {
         let back = Tokenizer::from_json(json.as_bytes()).unwrap();
         let text = "Lily and Tom played.";
         assert_eq!(tok.encode(text).unwrap(), back.encode(text).unwrap());
-        assert!(matches!(
-            Tokenizer::from_json(b"{not json"),
-            Err(Error::Tokenizer(_))
-        ));
+        assert!(matches!(Tokenizer::from_json(b"{not json"), Err(Error::Tokenizer(_))));
     }
 }

@@ -60,9 +60,7 @@ impl Weights {
             .iter()
             .zip(values)
             .map(|(spec, v)| match spec.kind {
-                ParamKind::Matrix => {
-                    Tensor::Matrix(Matrix::from_f32(spec.shape[0], spec.shape[1], v))
-                }
+                ParamKind::Matrix => Tensor::Matrix(Matrix::from_f32(spec.shape[0], spec.shape[1], v)),
                 ParamKind::Vector => Tensor::Vector(v),
             })
             .collect();
@@ -90,9 +88,7 @@ impl Weights {
         for spec in &table.specs {
             let n = spec.numel();
             let leaf = spec.name.rsplit('.').next().unwrap_or(&spec.name);
-            let normal = |rng: &mut Pcg32, std: f32| {
-                (0..n).map(|_| rng.normal() * std).collect::<Vec<f32>>()
-            };
+            let normal = |rng: &mut Pcg32, std: f32| (0..n).map(|_| rng.normal() * std).collect::<Vec<f32>>();
             let uniform = |rng: &mut Pcg32, bound: f32| {
                 (0..n)
                     .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
@@ -107,14 +103,11 @@ impl Weights {
                 "dt_proj" => uniform(&mut rng, 1.0 / (config.dt_rank as f32).sqrt()),
                 "dt_b" => (0..n)
                     .map(|_| {
-                        let dt =
-                            (1e-3f32.ln() + rng.next_f32() * (1e-1f32.ln() - 1e-3f32.ln())).exp();
+                        let dt = (1e-3f32.ln() + rng.next_f32() * (1e-1f32.ln() - 1e-3f32.ln())).exp();
                         dt + (-(-dt).exp_m1()).ln() // softplus⁻¹(dt) = dt + ln(1 − e^−dt)
                     })
                     .collect(),
-                "A_log" => (0..n)
-                    .map(|i| ((i % config.d_state) as f32 + 1.0).ln())
-                    .collect(),
+                "A_log" => (0..n).map(|i| ((i % config.d_state) as f32 + 1.0).ln()).collect(),
                 "out_proj" | "w2" => normal(&mut rng, residual_scale / fan_in.sqrt()),
                 _ => normal(&mut rng, 1.0 / fan_in.sqrt()),
             };
@@ -148,31 +141,22 @@ impl Weights {
     pub fn matrix(&self, slot: usize) -> &Matrix {
         match &self.tensors[slot] {
             Tensor::Matrix(m) => m,
-            Tensor::Vector(_) => panic!(
-                "parameter `{}` is not a matrix",
-                self.table.specs[slot].name
-            ),
+            Tensor::Vector(_) => panic!("parameter `{}` is not a matrix", self.table.specs[slot].name),
         }
     }
 
     pub fn vector(&self, slot: usize) -> &[f32] {
         match &self.tensors[slot] {
             Tensor::Vector(v) => v,
-            Tensor::Matrix(_) => panic!(
-                "parameter `{}` is not a vector",
-                self.table.specs[slot].name
-            ),
+            Tensor::Matrix(_) => panic!("parameter `{}` is not a vector", self.table.specs[slot].name),
         }
     }
 
     /// f32 view of any slot; only valid for f32 weights (training, backward).
     pub fn f32(&self, slot: usize) -> &[f32] {
-        self.tensors[slot].as_f32().unwrap_or_else(|| {
-            panic!(
-                "parameter `{}` is not stored as f32",
-                self.table.specs[slot].name
-            )
-        })
+        self.tensors[slot]
+            .as_f32()
+            .unwrap_or_else(|| panic!("parameter `{}` is not stored as f32", self.table.specs[slot].name))
     }
 
     /// Bytes of parameter data in memory.

@@ -48,10 +48,7 @@ fn decode_steps_reproduce_prefill_logits_for_every_precision() {
             let logits = decode_step(&w, &mut st, tok).unwrap();
             let want = &cache.logits[t * v..(t + 1) * v];
             for (i, (a, b)) in logits.iter().zip(want).enumerate() {
-                assert!(
-                    close(*a, *b),
-                    "{p} position {t} logit {i}: decode {a} vs prefill {b}"
-                );
+                assert!(close(*a, *b), "{p} position {t} logit {i}: decode {a} vs prefill {b}");
             }
         }
     }
@@ -77,11 +74,7 @@ fn prefill_state_continues_like_stepping() {
         // Same experts; weights to rounding (GEMM and dot products sum in different orders).
         for (r1, r2) in pre.routing.iter().zip(&stepped.routing) {
             assert_eq!(r1.experts, r2.experts);
-            assert!(r1
-                .weights
-                .iter()
-                .zip(&r2.weights)
-                .all(|(a, b)| close(*a, *b)));
+            assert!(r1.weights.iter().zip(&r2.weights).all(|(a, b)| close(*a, *b)));
         }
     }
 }

@@ -49,16 +49,7 @@ fn model(seed: u64) -> Weights {
 /// probability: routing is differentiable only away from these ties.
 fn routing_margin(w: &Weights, tokens: &[u32], bd: BatchDims) -> f32 {
     let mut cache = Cache::default();
-    loss(
-        w,
-        tokens,
-        bd,
-        None,
-        LossWeights::default(),
-        &mut cache,
-        None,
-    )
-    .unwrap();
+    loss(w, tokens, bd, None, LossWeights::default(), &mut cache, None).unwrap();
     let (e, k) = (w.config.n_experts, w.config.top_k);
     let mut margin = f32::INFINITY;
     for l in cache.layers.iter().filter(|l| !l.moe.probs.is_empty()) {
@@ -82,27 +73,17 @@ fn model_and_batch(seed: u64) -> (Weights, Vec<u32>, BatchDims) {
             return (w, tokens, bd);
         }
     }
-    panic!(
-        "no seed in {seed}..{} gives routing margins above 0.02",
-        seed + 50
-    );
+    panic!("no seed in {seed}..{} gives routing margins above 0.02", seed + 50);
 }
 
 fn batch(seed: u64, vocab: usize) -> (Vec<u32>, BatchDims) {
     let bd = BatchDims { batch: 2, t: 9 };
     let mut rng = Pcg32::new(seed);
-    (
-        (0..bd.rows()).map(|_| rng.below(vocab as u32)).collect(),
-        bd,
-    )
+    ((0..bd.rows()).map(|_| rng.below(vocab as u32)).collect(), bd)
 }
 
 fn routing(cache: &Cache) -> Vec<usize> {
-    cache
-        .layers
-        .iter()
-        .flat_map(|l| l.moe.experts.clone())
-        .collect()
+    cache.layers.iter().flat_map(|l| l.moe.experts.clone()).collect()
 }
 
 struct Check<'a> {
@@ -152,13 +133,7 @@ impl Check<'_> {
 
 /// Checks, in every slot, the 3 coordinates with the largest analytic gradient and 3 random
 /// ones. `analytic(slot)` gives the gradient of `f(loss)`.
-fn check_all(
-    name: &str,
-    w: &mut Weights,
-    check: &Check,
-    analytic: &Grads,
-    f: &dyn Fn(LossParts) -> f32,
-) {
+fn check_all(name: &str, w: &mut Weights, check: &Check, analytic: &Grads, f: &dyn Fn(LossParts) -> f32) {
     let mut rng = Pcg32::new(99);
     let (mut checked, mut skipped, mut failures) = (0, 0, Vec::new());
     for s in 0..w.table.len() {
@@ -237,10 +212,7 @@ fn aux_loss_gradients_match_finite_differences() {
     for (t, c) in g.tensors.iter_mut().zip(&gc.tensors) {
         t.iter_mut().zip(c).for_each(|(a, b)| *a -= b);
     }
-    assert!(
-        g.norm() > 1e-3,
-        "aux gradient is zero: the check would be vacuous"
-    );
+    assert!(g.norm() > 1e-3, "aux gradient is zero: the check would be vacuous");
     check_all("aux", &mut w, &with_aux, &g, &|l| l.aux);
 }
 

@@ -21,10 +21,7 @@ fn model(p: Precision) -> Weights {
 type Entry = (Dtype, Vec<usize>, Vec<u8>);
 
 /// Re-serialises a valid file after `edit` changes its tensors and/or metadata.
-fn rewrite(
-    p: Precision,
-    edit: impl FnOnce(&mut HashMap<String, Entry>, &mut HashMap<String, String>),
-) -> Vec<u8> {
+fn rewrite(p: Precision, edit: impl FnOnce(&mut HashMap<String, Entry>, &mut HashMap<String, String>)) -> Vec<u8> {
     let bytes = save(&model(p)).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
@@ -49,10 +46,7 @@ fn err(bytes: &[u8]) -> Error {
 #[test]
 fn truncated_file() {
     let bytes = save(&model(Precision::F32)).unwrap();
-    assert!(matches!(
-        err(&bytes[..bytes.len() - 7]),
-        Error::Safetensors(_)
-    ));
+    assert!(matches!(err(&bytes[..bytes.len() - 7]), Error::Safetensors(_)));
     assert!(matches!(err(&bytes[..5]), Error::Safetensors(_)));
 }
 
@@ -68,11 +62,7 @@ fn wrong_dtype() {
         e.0 = Dtype::I32; // same byte size, wrong type
     });
     match err(&bytes) {
-        Error::DType {
-            name,
-            expected,
-            found,
-        } => {
+        Error::DType { name, expected, found } => {
             assert_eq!(
                 (name.as_str(), expected.as_str(), found.as_str()),
                 ("layers.0.in_proj", "F32", "I32")
@@ -89,11 +79,7 @@ fn wrong_shape() {
         e.1 = vec![e.1[1], e.1[0]];
     });
     match err(&bytes) {
-        Error::Shape {
-            name,
-            expected,
-            found,
-        } => {
+        Error::Shape { name, expected, found } => {
             assert_eq!(name, "layers.1.x_proj");
             assert_eq!((expected, found), (vec![13, 24], vec![24, 13]));
         }
@@ -155,10 +141,7 @@ fn unknown_precision_in_file_and_in_text() {
         m.insert("precision".into(), "q3".into());
     });
     assert!(matches!(err(&bytes), Error::UnknownPrecision(p) if p == "q3"));
-    assert!(matches!(
-        "bf16".parse::<Precision>(),
-        Err(Error::UnknownPrecision(_))
-    ));
+    assert!(matches!("bf16".parse::<Precision>(), Err(Error::UnknownPrecision(_))));
 }
 
 #[test]
@@ -178,9 +161,7 @@ fn nan_weights() {
         let e = t.get_mut("layers.1.dt_b").unwrap();
         e.2[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
     });
-    assert!(
-        matches!(err(&bytes), Error::NonFinite { name, index: 2, .. } if name == "layers.1.dt_b")
-    );
+    assert!(matches!(err(&bytes), Error::NonFinite { name, index: 2, .. } if name == "layers.1.dt_b"));
 }
 
 #[test]
@@ -189,9 +170,7 @@ fn infinite_quantization_scale() {
         let e = t.get_mut("layers.0.out_proj.scale").unwrap();
         e.2[0..2].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
     });
-    assert!(
-        matches!(err(&bytes), Error::NonFinite { name, index: 0, .. } if name == "layers.0.out_proj.scale")
-    );
+    assert!(matches!(err(&bytes), Error::NonFinite { name, index: 0, .. } if name == "layers.0.out_proj.scale"));
 }
 
 #[test]
@@ -202,10 +181,7 @@ fn top_k_larger_than_experts() {
     };
     assert!(matches!(
         c.validate(),
-        Err(Error::TopKExceedsExperts {
-            top_k: 4,
-            n_experts: 3
-        })
+        Err(Error::TopKExceedsExperts { top_k: 4, n_experts: 3 })
     ));
     assert!(matches!(
         Weights::init_random(&c, 0),
@@ -221,10 +197,7 @@ fn zero_sized_and_absurd_configs() {
     };
     assert!(matches!(
         c.validate(),
-        Err(Error::InvalidConfig {
-            field: "d_state",
-            ..
-        })
+        Err(Error::InvalidConfig { field: "d_state", .. })
     ));
     let c = Config {
         d_model: 1 << 30,
@@ -232,15 +205,9 @@ fn zero_sized_and_absurd_configs() {
     };
     assert!(matches!(
         c.validate(),
-        Err(Error::InvalidConfig {
-            field: "d_model",
-            ..
-        })
+        Err(Error::InvalidConfig { field: "d_model", .. })
     ));
-    assert!(matches!(
-        Config::preset("giant"),
-        Err(Error::UnknownPreset(_))
-    ));
+    assert!(matches!(Config::preset("giant"), Err(Error::UnknownPreset(_))));
 }
 
 #[test]
@@ -249,10 +216,7 @@ fn out_of_range_and_empty_tokens() {
     let mut st = State::new(&w);
     assert!(matches!(
         decode_step(&w, &mut st, 37),
-        Err(Error::TokenOutOfRange {
-            id: 37,
-            vocab_size: 37
-        })
+        Err(Error::TokenOutOfRange { id: 37, vocab_size: 37 })
     ));
     let mut cache = Cache::default();
     assert!(matches!(
@@ -260,13 +224,7 @@ fn out_of_range_and_empty_tokens() {
         Err(Error::EmptyInput(_))
     ));
     assert!(matches!(
-        forward(
-            &w,
-            &[1, 2, 3],
-            BatchDims { batch: 2, t: 2 },
-            false,
-            &mut cache
-        ),
+        forward(&w, &[1, 2, 3], BatchDims { batch: 2, t: 2 }, false, &mut cache),
         Err(Error::ShapeMismatch { .. })
     ));
 }
@@ -288,10 +246,7 @@ fn zero_length_evaluation_text() {
         0,
     )
     .unwrap();
-    assert!(matches!(
-        eval_itera(&w, &tok, ""),
-        Err(Error::EmptyInput(_))
-    ));
+    assert!(matches!(eval_itera(&w, &tok, ""), Err(Error::EmptyInput(_))));
     assert!(matches!(
         eval_itera(&w, &tok, " \n<|endoftext|>\n "),
         Err(Error::EmptyInput(_))
@@ -302,9 +257,7 @@ fn zero_length_evaluation_text() {
 fn wrong_tokenizer_for_the_model() {
     let w = model(Precision::F32); // vocabulary 37
     let tok = tokenizer(280);
-    assert!(
-        matches!(eval_itera(&w, &tok, "a cat"), Err(Error::Tokenizer(msg)) if msg.contains("wrong tokenizer"))
-    );
+    assert!(matches!(eval_itera(&w, &tok, "a cat"), Err(Error::Tokenizer(msg)) if msg.contains("wrong tokenizer")));
     assert!(matches!(
         Tokenizer::from_json(b"{\"model\": 3}"),
         Err(Error::Tokenizer(_))

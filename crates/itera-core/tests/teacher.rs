@@ -58,15 +58,9 @@ fn malformed_checkpoints_are_rejected() {
         ("empty", vec![]),
     ] {
         let err = Llama2::from_bytes(&data).unwrap_err();
-        assert!(
-            matches!(err, itera_core::Error::Llama2c(_)),
-            "{what}: {err}"
-        );
+        assert!(matches!(err, itera_core::Error::Llama2c(_)), "{what}: {err}");
     }
     let mut zero_dim = bytes.clone();
     zero_dim[..4].copy_from_slice(&0i32.to_le_bytes());
-    assert!(Llama2::from_bytes(&zero_dim)
-        .unwrap_err()
-        .to_string()
-        .contains("dim"));
+    assert!(Llama2::from_bytes(&zero_dim).unwrap_err().to_string().contains("dim"));
 }

@@ -183,10 +183,7 @@ fn matvec_f16_body(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
 
 /// `y = W·x` for an f16 matrix.
 pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
-    assert!(
-        w.len() >= y.len() * cols && x.len() >= cols,
-        "matvec_f16 shapes"
-    );
+    assert!(w.len() >= y.len() * cols && x.len() >= cols, "matvec_f16 shapes");
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
         // SAFETY: the CPU has the features; lengths checked above.
@@ -198,9 +195,7 @@ pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
 /// `y = W·x` for a q8 matrix, reading the int8 data and f16 scales directly.
 pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
     assert!(
-        q.len() >= y.len() * cols
-            && scale.len() >= y.len() * groups_per_row(cols)
-            && x.len() >= cols,
+        q.len() >= y.len() * cols && scale.len() >= y.len() * groups_per_row(cols) && x.len() >= cols,
         "matvec_q8 shapes"
     );
     #[cfg(target_arch = "x86_64")]
@@ -213,8 +208,7 @@ pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32])
 
 /// `y = W·x` for a q4 matrix; `xe`/`xo` are the even/odd elements of x.
 pub fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) {
-    let ok = q.len() >= y.len() * q4_bytes_per_row(cols)
-        && scale.len() >= y.len() * groups_per_row(cols);
+    let ok = q.len() >= y.len() * q4_bytes_per_row(cols) && scale.len() >= y.len() * groups_per_row(cols);
     assert!(
         ok && xe.len() == cols.div_ceil(2) && xo.len() == cols / 2,
         "matvec_q4 shapes"
@@ -294,19 +288,7 @@ impl Matrix {
         let (rows, cols) = (self.rows, self.cols);
         assert!(x.len() >= m * cols && y.len() >= m * rows, "matmul shapes");
         if let MatrixData::F32(w) = &self.data {
-            gemm(
-                m,
-                cols,
-                rows,
-                1.0,
-                x,
-                (cols, 1),
-                w,
-                (1, cols),
-                0.0,
-                y,
-                (rows, 1),
-            );
+            gemm(m, cols, rows, 1.0, x, (cols, 1), w, (1, cols), 0.0, y, (rows, 1));
             return;
         }
         const PANEL: usize = 64;
@@ -387,11 +369,7 @@ mod tests {
 
     fn naive_matvec(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
         (0..rows)
-            .map(|r| {
-                (0..cols)
-                    .map(|c| w[r * cols + c] as f64 * x[c] as f64)
-                    .sum::<f64>() as f32
-            })
+            .map(|r| (0..cols).map(|c| w[r * cols + c] as f64 * x[c] as f64).sum::<f64>() as f32)
             .collect()
     }
 
@@ -461,10 +439,7 @@ mod tests {
                 _ => unreachable!(),
             }
             for (a, b) in a.iter().zip(&b) {
-                assert!(
-                    (a - b).abs() < 1e-5 * (1.0 + b.abs()),
-                    "q8 {rows}x{cols}: {a} vs {b}"
-                );
+                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "q8 {rows}x{cols}: {a} vs {b}");
             }
             match crate::matrix::quantize_q4(&w, rows, cols) {
                 MatrixData::Q4 { q, scale } => {
@@ -474,10 +449,7 @@ mod tests {
                 _ => unreachable!(),
             }
             for (a, b) in a.iter().zip(&b) {
-                assert!(
-                    (a - b).abs() < 1e-5 * (1.0 + b.abs()),
-                    "q4 {rows}x{cols}: {a} vs {b}"
-                );
+                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "q4 {rows}x{cols}: {a} vs {b}");
             }
         }
     }
@@ -486,9 +458,7 @@ mod tests {
     fn portable_and_f16c_f16_kernels_agree() {
         let mut rng = Pcg32::new(8);
         let (rows, cols) = (5, 37);
-        let w: Vec<f16> = (0..rows * cols)
-            .map(|_| f16::from_f32(rng.normal()))
-            .collect();
+        let w: Vec<f16> = (0..rows * cols).map(|_| f16::from_f32(rng.normal())).collect();
         let x: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
         let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
         matvec_f16(&w, cols, &x, &mut a);

@@ -13,9 +13,7 @@ use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};
 
 /// Whether this CPU can run the kernels below.
 pub fn available() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
 #[inline(always)]
@@ -97,9 +95,7 @@ pub unsafe fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut
         };
         let mut sum = sum_groups(full, group);
         if full < g {
-            let tail: f32 = (full * GROUP..cols)
-                .map(|j| q[r * cols + j] as f32 * x[j])
-                .sum();
+            let tail: f32 = (full * GROUP..cols).map(|j| q[r * cols + j] as f32 * x[j]).sum();
             sum += f16_to_f32(scales[full]) * tail;
         }
         *yr = sum;
@@ -110,14 +106,7 @@ pub unsafe fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut
 /// AVX2, FMA and F16C available; `q` ≥ rows·ceil(cols/2), `scale` ≥ rows·groups,
 /// `xe` = ceil(cols/2) even elements of x, `xo` = floor(cols/2) odd elements.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn matvec_q4(
-    q: &[u8],
-    scale: &[f16],
-    cols: usize,
-    xe: &[f32],
-    xo: &[f32],
-    y: &mut [f32],
-) {
+pub unsafe fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) {
     const HALF: usize = GROUP / 2;
     let (g, bpr) = (groups_per_row(cols), q4_bytes_per_row(cols));
     let full = cols / GROUP;
@@ -132,17 +121,9 @@ pub unsafe fn matvec_q4(
             let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), mask), eight);
             let (e, o) = (xe.as_ptr().add(gi * HALF), xo.as_ptr().add(gi * HALF));
             let mut t = _mm256_mul_ps(i8x8_to_f32(lo), _mm256_loadu_ps(e));
-            t = _mm256_fmadd_ps(
-                i8x8_to_f32(_mm_srli_si128(lo, 8)),
-                _mm256_loadu_ps(e.add(8)),
-                t,
-            );
+            t = _mm256_fmadd_ps(i8x8_to_f32(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(e.add(8)), t);
             t = _mm256_fmadd_ps(i8x8_to_f32(hi), _mm256_loadu_ps(o), t);
-            t = _mm256_fmadd_ps(
-                i8x8_to_f32(_mm_srli_si128(hi, 8)),
-                _mm256_loadu_ps(o.add(8)),
-                t,
-            );
+            t = _mm256_fmadd_ps(i8x8_to_f32(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(o.add(8)), t);
             _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(scales[gi])), t, acc)
         };
         let mut sum = sum_groups(full, group);

@@ -15,14 +15,7 @@ pub struct ConvDims {
 /// out (B·T, C) from x (B·T rows of stride `x_stride`, first C columns), w (C, K), b (C).
 /// `init`, when given, is each sequence's tail of the K−1 inputs before t = 0 ((B, K−1, C),
 /// oldest first) — a continuation of earlier decoding; otherwise they are zero.
-pub fn conv_forward(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    init: Option<&[f32]>,
-    d: ConvDims,
-) {
+pub fn conv_forward(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], init: Option<&[f32]>, d: ConvDims) {
     let ConvDims {
         batch,
         t,
@@ -51,15 +44,7 @@ pub fn conv_forward(
 }
 
 /// dx (strided like x) += Σ taps; dw (C, K) += Σ_t dout·x; db (C) += Σ_t dout.
-pub fn conv_backward(
-    dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    dout: &[f32],
-    x: &[f32],
-    w: &[f32],
-    d: ConvDims,
-) {
+pub fn conv_backward(dx: &mut [f32], dw: &mut [f32], db: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], d: ConvDims) {
     let ConvDims {
         batch,
         t,
@@ -89,15 +74,7 @@ pub fn conv_backward(
 
 /// One decode step: `tail` holds the previous K−1 inputs (oldest first, C each) and is shifted
 /// to include `x_t` afterwards.
-pub fn conv_step(
-    out: &mut [f32],
-    x_t: &[f32],
-    tail: &mut [f32],
-    w: &[f32],
-    b: &[f32],
-    c: usize,
-    k: usize,
-) {
+pub fn conv_step(out: &mut [f32], x_t: &[f32], tail: &mut [f32], w: &[f32], b: &[f32], c: usize, k: usize) {
     for ch in 0..c {
         let mut acc = b[ch] + w[ch * k + k - 1] * x_t[ch];
         for j in 0..k - 1 {
@@ -115,9 +92,7 @@ pub fn conv_step(
 /// was shorter than K−1, the older entries come from the tail it started from (`tail`'s own
 /// content), shifted.
 pub fn conv_tail(tail: &mut [f32], x: &[f32], bi: usize, d: ConvDims) {
-    let ConvDims {
-        t, c, k, x_stride, ..
-    } = d;
+    let ConvDims { t, c, k, x_stride, .. } = d;
     let keep = (k - 1).saturating_sub(t); // old tail rows that survive
     tail.copy_within((k - 1 - keep) * c..(k - 1) * c, 0);
     for j in keep..k - 1 {

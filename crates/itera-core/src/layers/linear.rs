@@ -17,31 +17,7 @@ pub fn linear_backward(
     n_in: usize,
 ) {
     if let Some(dx) = dx {
-        gemm(
-            m,
-            n_out,
-            n_in,
-            1.0,
-            dy,
-            (n_out, 1),
-            w,
-            (n_in, 1),
-            1.0,
-            dx,
-            (n_in, 1),
-        );
+        gemm(m, n_out, n_in, 1.0, dy, (n_out, 1), w, (n_in, 1), 1.0, dx, (n_in, 1));
     }
-    gemm(
-        n_out,
-        m,
-        n_in,
-        1.0,
-        dy,
-        (1, n_out),
-        x,
-        (n_in, 1),
-        1.0,
-        dw,
-        (n_in, 1),
-    );
+    gemm(n_out, m, n_in, 1.0, dy, (1, n_out), x, (n_in, 1), 1.0, dw, (n_in, 1));
 }

@@ -103,10 +103,7 @@ pub fn moe_forward(
         swiglu_forward(&mut b.out, &b.x, n, w, &experts[e], &mut b.act);
         for (i, (&row, &slot)) in b.rows.iter().zip(&b.slots).enumerate() {
             let wt = k.weights[row * top_k + slot];
-            for (o, v) in out[row * d..(row + 1) * d]
-                .iter_mut()
-                .zip(&b.out[i * d..(i + 1) * d])
-            {
+            for (o, v) in out[row * d..(row + 1) * d].iter_mut().zip(&b.out[i * d..(i + 1) * d]) {
                 *o += wt * v;
             }
         }
@@ -153,11 +150,7 @@ pub fn moe_backward(
         for (i, (&row, &slot)) in b.rows.iter().zip(&b.slots).enumerate() {
             let go = &dout[row * d..(row + 1) * d];
             let wt = k.weights[row * top_k + slot];
-            dweights[row * top_k + slot] = go
-                .iter()
-                .zip(&b.out[i * d..(i + 1) * d])
-                .map(|(g, o)| g * o)
-                .sum();
+            dweights[row * top_k + slot] = go.iter().zip(&b.out[i * d..(i + 1) * d]).map(|(g, o)| g * o).sum();
             for (dst, g) in dexp[i * d..(i + 1) * d].iter_mut().zip(go) {
                 *dst = wt * g;
             }
@@ -165,10 +158,7 @@ pub fn moe_backward(
         let mut dx = vec![0.0f32; n * d];
         swiglu_backward(&mut dx, &dexp, &b.x, n, w, &experts[e], &b.act, grads);
         for (i, &row) in b.rows.iter().enumerate() {
-            for (dst, v) in dxn[row * d..(row + 1) * d]
-                .iter_mut()
-                .zip(&dx[i * d..(i + 1) * d])
-            {
+            for (dst, v) in dxn[row * d..(row + 1) * d].iter_mut().zip(&dx[i * d..(i + 1) * d]) {
                 *dst += v;
             }
         }

@@ -124,11 +124,7 @@ pub fn ssm_forward(
         .extend(k.bc.chunks_exact(c.x_proj_out()).flat_map(|row| &row[..r]));
     resize(&mut k.dt_pre, m * di);
     w.matrix(p.dt_proj).matmul(&k.dtr, m, &mut k.dt_pre);
-    for (row, bias) in k
-        .dt_pre
-        .chunks_exact_mut(di)
-        .zip(std::iter::repeat(w.vector(p.dt_b)))
-    {
+    for (row, bias) in k.dt_pre.chunks_exact_mut(di).zip(std::iter::repeat(w.vector(p.dt_b))) {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
     k.dt.clear();
@@ -254,16 +250,7 @@ pub fn ssm_backward(
     }
 
     // [dt_r, B, C] = x_proj(u)
-    linear_backward(
-        Some(&mut du),
-        &mut g[p.x_proj],
-        &dbc,
-        &k.u,
-        w.f32(p.x_proj),
-        m,
-        xo,
-        di,
-    );
+    linear_backward(Some(&mut du), &mut g[p.x_proj], &dbc, &k.u, w.f32(p.x_proj), m, xo, di);
 
     // u = silu(conv(u_pre))
     for (v, pre) in du.iter_mut().zip(&k.conv) {
@@ -284,15 +271,7 @@ pub fn ssm_backward(
         2 * di,
         d,
     );
-    rmsnorm_backward(
-        dx,
-        &mut g[p.ssm_norm],
-        &dxn,
-        &k.x,
-        w.vector(p.ssm_norm),
-        &k.rstd,
-        d,
-    );
+    rmsnorm_backward(dx, &mut g[p.ssm_norm], &dxn, &k.x, w.vector(p.ssm_norm), &k.rstd, d);
 }
 
 /// Two distinct mutable gradient buffers.
@@ -392,17 +371,7 @@ pub fn ssm_step(
         *v = softplus(*v + b);
     }
     let (b, cc) = (&s.bc[r..r + n], &s.bc[r + n..r + 2 * n]);
-    scan_step(
-        &mut s.y,
-        &mut st.h,
-        u,
-        &s.dt,
-        a,
-        b,
-        cc,
-        w.vector(p.d_skip),
-        n,
-    );
+    scan_step(&mut s.y, &mut st.h, u, &s.dt, a, b, cc, w.vector(p.d_skip), n);
     for (y, z) in s.y.iter_mut().zip(z.iter()) {
         *y *= silu(*z);
     }

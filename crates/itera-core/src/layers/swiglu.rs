@@ -15,14 +15,7 @@ pub struct SwigluCache {
 }
 
 /// out (n, D) = SwiGLU(x (n, D)).
-pub fn swiglu_forward(
-    out: &mut [f32],
-    x: &[f32],
-    n: usize,
-    w: &Weights,
-    p: &SwigluParams,
-    k: &mut SwigluCache,
-) {
+pub fn swiglu_forward(out: &mut [f32], x: &[f32], n: usize, w: &Weights, p: &SwigluParams, k: &mut SwigluCache) {
     let f = w.config.d_ff;
     for v in [&mut k.a, &mut k.b, &mut k.h] {
         v.clear();
@@ -51,16 +44,7 @@ pub fn swiglu_backward(
     let (d, f) = (w.config.d_model, w.config.d_ff);
     let g = &mut grads.tensors;
     let mut dh = vec![0.0; n * f];
-    linear_backward(
-        Some(&mut dh),
-        &mut g[p.w2],
-        dout,
-        &k.h,
-        w.f32(p.w2),
-        n,
-        d,
-        f,
-    );
+    linear_backward(Some(&mut dh), &mut g[p.w2], dout, &k.h, w.f32(p.w2), n, d, f);
     let mut da = vec![0.0; n * f];
     let mut db = vec![0.0; n * f];
     for i in 0..n * f {
@@ -72,14 +56,7 @@ pub fn swiglu_backward(
 }
 
 /// One row: out (D) = SwiGLU(x (D)); `a`, `b` are F-sized scratch.
-pub fn swiglu_step(
-    out: &mut [f32],
-    x: &[f32],
-    w: &Weights,
-    p: &SwigluParams,
-    a: &mut [f32],
-    b: &mut [f32],
-) {
+pub fn swiglu_step(out: &mut [f32], x: &[f32], w: &Weights, p: &SwigluParams, a: &mut [f32], b: &mut [f32]) {
     w.matrix(p.w1).matvec(x, a);
     w.matrix(p.w3).matvec(x, b);
     for (a, b) in a.iter_mut().zip(b.iter()) {
