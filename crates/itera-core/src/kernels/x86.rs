@@ -41,6 +41,20 @@ unsafe fn sum_groups(n: usize, group: impl Fn(usize, __m256) -> __m256) -> f32 {
     hsum(_mm256_add_ps(a0, a1))
 }
 
+/// A row's f16 scales as f32, eight per `vcvtph2ps`: groups then broadcast their scale
+/// straight from memory (a load, not a shuffle-port instruction like a register broadcast).
+#[inline(always)]
+unsafe fn load_scales(src: &[f16], dst: &mut [f32]) {
+    let body = src.len() / 8 * 8;
+    for i in (0..body).step_by(8) {
+        let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+    }
+    for i in body..src.len() {
+        dst[i] = f16_to_f32(src[i]);
+    }
+}
+
 /// 8 signed bytes (the low 8 of `v`) as 8 f32.
 #[inline(always)]
 unsafe fn i8x8_to_f32(v: __m128i) -> __m256 {
@@ -79,9 +93,11 @@ pub unsafe fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut
     let g = groups_per_row(cols);
     let full = cols / GROUP;
     let xp = x.as_ptr();
+    let mut scales = vec![0.0f32; g];
     for (r, yr) in y.iter_mut().enumerate() {
         let row = q.as_ptr().add(r * cols);
-        let scales = &scale[r * g..(r + 1) * g];
+        load_scales(&scale[r * g..(r + 1) * g], &mut scales);
+        let sp = scales.as_ptr();
         // Each 8-byte load feeds the widening instruction directly (no extract/shift shuffles:
         // the shuffle port is this loop's bottleneck).
         let q8 = |p: *const i8| i8x8_to_f32(_mm_loadl_epi64(p as *const __m128i));
@@ -91,12 +107,12 @@ pub unsafe fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut
             t = _mm256_fmadd_ps(q8(qg.add(8)), _mm256_loadu_ps(xg.add(8)), t);
             t = _mm256_fmadd_ps(q8(qg.add(16)), _mm256_loadu_ps(xg.add(16)), t);
             t = _mm256_fmadd_ps(q8(qg.add(24)), _mm256_loadu_ps(xg.add(24)), t);
-            _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(scales[gi])), t, acc)
+            _mm256_fmadd_ps(_mm256_broadcast_ss(&*sp.add(gi)), t, acc)
         };
         let mut sum = sum_groups(full, group);
         if full < g {
             let tail: f32 = (full * GROUP..cols).map(|j| q[r * cols + j] as f32 * x[j]).sum();
-            sum += f16_to_f32(scales[full]) * tail;
+            sum += scales[full] * tail;
         }
         *yr = sum;
     }
@@ -111,9 +127,11 @@ pub unsafe fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[
     let (g, bpr) = (groups_per_row(cols), q4_bytes_per_row(cols));
     let full = cols / GROUP;
     let (mask, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
+    let mut scales = vec![0.0f32; g];
     for (r, yr) in y.iter_mut().enumerate() {
         let row = &q[r * bpr..(r + 1) * bpr];
-        let scales = &scale[r * g..(r + 1) * g];
+        load_scales(&scale[r * g..(r + 1) * g], &mut scales);
+        let sp = scales.as_ptr();
         let group = |gi: usize, acc: __m256| {
             let b = _mm_loadu_si128(row.as_ptr().add(gi * HALF) as *const __m128i);
             // value = nibble − 8; low nibbles are the even columns, high nibbles the odd.
@@ -124,11 +142,11 @@ pub unsafe fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[
             t = _mm256_fmadd_ps(i8x8_to_f32(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(e.add(8)), t);
             t = _mm256_fmadd_ps(i8x8_to_f32(hi), _mm256_loadu_ps(o), t);
             t = _mm256_fmadd_ps(i8x8_to_f32(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(o.add(8)), t);
-            _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(scales[gi])), t, acc)
+            _mm256_fmadd_ps(_mm256_broadcast_ss(&*sp.add(gi)), t, acc)
         };
         let mut sum = sum_groups(full, group);
         if full < g {
-            sum += f16_to_f32(scales[full]) * q4_partial_group(row, full * HALF, xe, xo);
+            sum += scales[full] * q4_partial_group(row, full * HALF, xe, xo);
         }
         *yr = sum;
     }
