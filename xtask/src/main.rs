@@ -7,6 +7,7 @@ mod inspect;
 mod models;
 mod run;
 mod test;
+mod train;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,8 @@ enum Command {
     Init(run::InitArgs),
     /// Sample a training corpus from a llama2.c teacher.
     Corpus(corpus::CorpusArgs),
+    /// Train a model (and its tokenizer) on a text corpus.
+    Train(train::TrainArgs),
     /// Train a byte-level BPE tokenizer on a text file.
     Tokenizer(run::TokenizerArgs),
     /// Convert a model to another precision.
@@ -47,6 +50,7 @@ fn main() {
         Command::Test(a) => test::run(a),
         Command::Init(a) => run::init(a),
         Command::Corpus(a) => corpus::run(a),
+        Command::Train(a) => train::run(a),
         Command::Tokenizer(a) => run::tokenizer(a),
         Command::Convert(a) => run::convert(a),
         Command::Generate(a) => run::generate(a),

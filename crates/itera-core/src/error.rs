@@ -75,6 +75,9 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    #[error("training diverged at step {step}: {what} is not finite; the weights were not updated")]
+    Diverged { step: usize, what: &'static str },
+
     #[error("llama2.c checkpoint: {0}")]
     Llama2c(String),
 

@@ -18,6 +18,7 @@ pub mod precision;
 pub mod rng;
 pub mod sampling;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use config::Config;

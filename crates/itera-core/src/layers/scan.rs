@@ -24,7 +24,7 @@ pub struct ScanDims {
 /// One time step for one sequence: updates `h` (Di·N) in place and writes `y` (Di).
 /// `a` is A = −exp(A_log) (Di, N).
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn scan_step(
     y: &mut [f32],
     h: &mut [f32],
@@ -50,11 +50,46 @@ pub fn scan_step(
     }
 }
 
-/// y (B·T, Di). `h_all` (B·T, Di, N), when given, receives every state for the backward;
-/// `h_last` (B, Di, N) holds each sequence's initial state on entry (zeros for a fresh
-/// sequence) and its final state on return (the decode state after prefill).
+crate::kernels::dispatch! {
+    /// y (B·T, Di). `h_all` (B·T, Di, N), when given, receives every state for the backward;
+    /// `h_last` (B, Di, N) holds each sequence's initial state on entry (zeros for a fresh
+    /// sequence) and its final state on return (the decode state after prefill).
+    pub fn scan_forward(
+        y: &mut [f32],
+        h_all: Option<&mut [f32]>,
+        h_last: &mut [f32],
+        u: &[f32],
+        dt: &[f32],
+        a: &[f32],
+        bc: &[f32],
+        d_skip: &[f32],
+        d: ScanDims
+    ) => scan_forward_body
+}
+
+crate::kernels::dispatch! {
+    /// Gradients of the scan, accumulated (+=): du, ddt (B·T, Di); da (Di, N) w.r.t. A;
+    /// dbc (same layout as bc: only the B and C columns are written); dd_skip (Di).
+    pub fn scan_backward(
+        du: &mut [f32],
+        ddt: &mut [f32],
+        da: &mut [f32],
+        dbc: &mut [f32],
+        dd_skip: &mut [f32],
+        dy: &[f32],
+        u: &[f32],
+        dt: &[f32],
+        a: &[f32],
+        bc: &[f32],
+        d_skip: &[f32],
+        h_all: &[f32],
+        d: ScanDims
+    ) => scan_backward_body
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn scan_forward(
+#[inline(always)]
+fn scan_forward_body(
     y: &mut [f32],
     mut h_all: Option<&mut [f32]>,
     h_last: &mut [f32],
@@ -97,13 +132,11 @@ pub fn scan_forward(
     }
 }
 
-/// Gradients of the scan, accumulated (+=): du, ddt (B·T, Di); da (Di, N) w.r.t. A;
-/// dbc (same layout as bc: only the B and C columns are written); dd_skip (Di).
-///
 /// Reverse recurrence: with g_t = ∂L/∂h_t (from y_t and from h_{t+1}),
 /// ∂h_t/∂h_{t−1} = exp(dt·A), so g_{t−1} = dy_{t−1} C_{t−1} + g_t ⊙ exp(dt_t A).
 #[allow(clippy::too_many_arguments)]
-pub fn scan_backward(
+#[inline(always)]
+fn scan_backward_body(
     du: &mut [f32],
     ddt: &mut [f32],
     da: &mut [f32],
@@ -128,6 +161,7 @@ pub fn scan_backward(
         c_off,
     } = d;
     let mut dh = vec![0.0f32; di * n];
+    let (mut db, mut dc) = (vec![0.0f32; n], vec![0.0f32; n]);
     for bi in 0..batch {
         dh.fill(0.0);
         for ti in (0..t).rev() {
@@ -136,8 +170,8 @@ pub fn scan_backward(
             let (b, c) = (&bcr[b_off..b_off + n], &bcr[c_off..c_off + n]);
             let h = &h_all[row * di * n..(row + 1) * di * n];
             let h_prev = (ti > 0).then(|| &h_all[(row - 1) * di * n..row * di * n]);
-            let mut db = vec![0.0f32; n];
-            let mut dc = vec![0.0f32; n];
+            db.fill(0.0);
+            dc.fill(0.0);
             for i in 0..di {
                 let (dyi, dti, ui) = (dy[row * di + i], dt[row * di + i], u[row * di + i]);
                 dd_skip[i] += dyi * ui;
