@@ -52,10 +52,11 @@ impl Config {
             training: None,
         };
         let config = match name {
-            // D=12, Di=24, N=5, R=3, E=3, k=2, F=10, V=37: nothing is a multiple of anything,
-            // and layer 0 is dense while layer 1 is MoE, so one model covers both FFN kinds.
+            // D=12, Di=24, N=11, R=3, E=3, k=2, F=10, V=37: nothing is a multiple of anything;
+            // N = 11 runs both the 8-lane chunk and the scalar tail of the scan; layer 0 is
+            // dense while layer 1 is MoE, so one model covers both FFN kinds.
             "test" => Config {
-                d_state: 5,
+                d_state: 11,
                 dt_rank: 3,
                 ..base(37, 12, 2, 3, 2, 10, 2)
             },

@@ -1,6 +1,6 @@
 //! Finite-difference checks of every backward pass: each parameter slot (which covers the
 //! input path through the embedding) under each loss term, on the `test` config whose sizes
-//! are all odd (D=12, Di=24, N=5, R=3, E=3, k=2, F=10, V=37) with B=2, T=9.
+//! are all odd (D=12, Di=24, N=11, R=3, E=3, k=2, F=10, V=37) with B=2, T=9.
 //!
 //! Precision budget (the model is f32): central differences with h = 1e-2 have a truncation
 //! error O(h²·f''') ≈ 1e-5 here, and the f32 forward is accurate to ≈1e-6 in the loss, which
@@ -113,7 +113,9 @@ impl Check<'_> {
         g
     }
 
-    /// Central difference of `f(loss)` along coordinate `i` of slot `s`; None when routing flips.
+    /// Central difference of `f(loss)` along coordinate `i` of slot `s`. When ±h flips a
+    /// routing decision the function is not differentiable across that step, so h/4 is tried
+    /// (its noise, ≈2e-4, still fits the tolerance); None when that flips too.
     fn fd(&self, w: &mut Weights, s: usize, i: usize, f: &dyn Fn(LossParts) -> f32) -> Option<f32> {
         let mut cache = Cache::default();
         self.eval(w, &mut cache);
@@ -124,10 +126,17 @@ impl Check<'_> {
             let l = self.eval(w, &mut cache);
             (f(l), routing(&cache) == base)
         };
-        let (plus, same_p) = at(orig + H, w);
-        let (minus, same_m) = at(orig - H, w);
+        let mut result = None;
+        for h in [H, H / 4.0] {
+            let (plus, same_p) = at(orig + h, w);
+            let (minus, same_m) = at(orig - h, w);
+            if same_p && same_m {
+                result = Some((plus - minus) / (2.0 * h));
+                break;
+            }
+        }
         w.tensors[s].as_f32_mut().unwrap()[i] = orig;
-        (same_p && same_m).then(|| (plus - minus) / (2.0 * H))
+        result
     }
 }
 

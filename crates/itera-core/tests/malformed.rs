@@ -81,7 +81,7 @@ fn wrong_shape() {
     match err(&bytes) {
         Error::Shape { name, expected, found } => {
             assert_eq!(name, "layers.1.x_proj");
-            assert_eq!((expected, found), (vec![13, 24], vec![24, 13]));
+            assert_eq!((expected, found), (vec![25, 24], vec![24, 25]));
         }
         e => panic!("{e}"),
     }

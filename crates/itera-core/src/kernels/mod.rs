@@ -22,7 +22,7 @@ const LANES: usize = 16;
 /// Sums lanes pairwise (a tree of vector adds). `iter().sum()` would be an ordered chain of
 /// scalar adds with shuffles, which cost as much as the row's multiply-adds on short rows.
 #[inline(always)]
-fn reduce<const N: usize>(mut acc: [f32; N]) -> f32 {
+pub(crate) fn reduce<const N: usize>(mut acc: [f32; N]) -> f32 {
     let mut width = N / 2;
     while width > 0 {
         for i in 0..width {

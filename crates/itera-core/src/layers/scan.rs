@@ -6,6 +6,10 @@
 //! with h (Di, N) per sequence. The backward is the same recurrence run in reverse time.
 
 use super::activations::exp_fast;
+use crate::kernels::reduce;
+
+/// Lanes over the state dimension N (one AVX2 register; N = 16 is two chunks).
+const L: usize = 8;
 
 /// Shapes of a scan over `batch` sequences of `t` steps: Di channels, N states. `B_t` and
 /// `C_t` are read from rows of `bc` with stride `bc_stride` at column offsets `b_off`/`c_off`
@@ -36,17 +40,26 @@ pub fn scan_step(
     d_skip: &[f32],
     n: usize,
 ) {
+    let full = n / L * L;
     for (i, yi) in y.iter_mut().enumerate() {
         let (dti, ui) = (dt[i], u[i]);
         let dtu = dti * ui;
         let hi = &mut h[i * n..(i + 1) * n];
         let ai = &a[i * n..(i + 1) * n];
-        let mut acc = 0.0;
-        for s in 0..n {
-            hi[s] = exp_fast(dti * ai[s]) * hi[s] + dtu * b[s];
-            acc += hi[s] * c[s];
+        // The state runs in chunks of L lanes so the update and the y reduction vectorise.
+        let mut acc = [0.0f32; L];
+        for s0 in (0..full).step_by(L) {
+            for j in 0..L {
+                let s = s0 + j;
+                hi[s] = exp_fast(dti * ai[s]) * hi[s] + dtu * b[s];
+                acc[j] += hi[s] * c[s];
+            }
         }
-        *yi = acc + d_skip[i] * ui;
+        for s in full..n {
+            hi[s] = exp_fast(dti * ai[s]) * hi[s] + dtu * b[s];
+            acc[0] += hi[s] * c[s];
+        }
+        *yi = reduce(acc) + d_skip[i] * ui;
     }
 }
 
@@ -160,7 +173,9 @@ fn scan_backward_body(
         b_off,
         c_off,
     } = d;
+    let full = n / L * L;
     let mut dh = vec![0.0f32; di * n];
+    let zeros = vec![0.0f32; di * n];
     let (mut db, mut dc) = (vec![0.0f32; n], vec![0.0f32; n]);
     for bi in 0..batch {
         dh.fill(0.0);
@@ -169,29 +184,42 @@ fn scan_backward_body(
             let bcr = &bc[row * bc_stride..(row + 1) * bc_stride];
             let (b, c) = (&bcr[b_off..b_off + n], &bcr[c_off..c_off + n]);
             let h = &h_all[row * di * n..(row + 1) * di * n];
-            let h_prev = (ti > 0).then(|| &h_all[(row - 1) * di * n..row * di * n]);
+            let h_prev = if ti > 0 {
+                &h_all[(row - 1) * di * n..row * di * n]
+            } else {
+                &zeros[..]
+            };
             db.fill(0.0);
             dc.fill(0.0);
             for i in 0..di {
                 let (dyi, dti, ui) = (dy[row * di + i], dt[row * di + i], u[row * di + i]);
                 dd_skip[i] += dyi * ui;
-                let mut du_acc = dyi * d_skip[i];
-                let mut ddt_acc = 0.0;
-                for s in 0..n {
-                    let k = i * n + s;
-                    dc[s] += dyi * h[k];
-                    let g = dh[k] + dyi * c[s];
-                    let decay = exp_fast(dti * a[k]);
-                    let hp = h_prev.map_or(0.0, |hp| hp[k]);
-                    let g_decay = g * hp * decay; // ∂L/∂(dt·A) through exp
-                    ddt_acc += g_decay * a[k] + g * ui * b[s];
-                    da[k] += g_decay * dti;
-                    du_acc += g * dti * b[s];
+                let k0 = i * n;
+                let (hk, hpk, ak) = (&h[k0..k0 + n], &h_prev[k0..k0 + n], &a[k0..k0 + n]);
+                let (dhk, dak) = (&mut dh[k0..k0 + n], &mut da[k0..k0 + n]);
+                // One state element s: g = ∂L/∂h_t[s]; the decay's gradient reaches dt and A.
+                let mut lane = |s: usize, ddt: &mut f32, du: &mut f32| {
+                    dc[s] += dyi * hk[s];
+                    let g = dhk[s] + dyi * c[s];
+                    let decay = exp_fast(dti * ak[s]);
+                    let g_decay = g * hpk[s] * decay; // ∂L/∂(dt·A) through exp
+                    *ddt += g_decay * ak[s] + g * ui * b[s];
+                    dak[s] += g_decay * dti;
+                    *du += g * dti * b[s];
                     db[s] += g * dti * ui;
-                    dh[k] = g * decay;
+                    dhk[s] = g * decay;
+                };
+                let (mut ddt_acc, mut du_acc) = ([0.0f32; L], [0.0f32; L]);
+                for s0 in (0..full).step_by(L) {
+                    for j in 0..L {
+                        lane(s0 + j, &mut ddt_acc[j], &mut du_acc[j]);
+                    }
                 }
-                du[row * di + i] += du_acc;
-                ddt[row * di + i] += ddt_acc;
+                for s in full..n {
+                    lane(s, &mut ddt_acc[0], &mut du_acc[0]);
+                }
+                du[row * di + i] += dyi * d_skip[i] + reduce(du_acc);
+                ddt[row * di + i] += reduce(ddt_acc);
             }
             let dbcr = &mut dbc[row * bc_stride..(row + 1) * bc_stride];
             for s in 0..n {
