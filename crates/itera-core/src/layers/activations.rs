@@ -40,11 +40,15 @@ pub fn exp_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75; // ln 2 split so n·LN2_HI is exact
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let x = x.max(-87.0).min(88.0);
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
+    // t's low mantissa bits hold n itself: no float → int conversion (whose saturating
+    // semantics would need branches and stop the loop from vectorising).
+    let n_int = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    f32::from_bits(((n_int + 127) as u32) << 23) * p
 }
 
 /// In-place numerically stable softmax.

@@ -197,26 +197,24 @@ fn scan_backward_body(
                 let k0 = i * n;
                 let (hk, hpk, ak) = (&h[k0..k0 + n], &h_prev[k0..k0 + n], &a[k0..k0 + n]);
                 let (dhk, dak) = (&mut dh[k0..k0 + n], &mut da[k0..k0 + n]);
-                // One state element s: g = ∂L/∂h_t[s]; the decay's gradient reaches dt and A.
-                let mut lane = |s: usize, ddt: &mut f32, du: &mut f32| {
-                    dc[s] += dyi * hk[s];
-                    let g = dhk[s] + dyi * c[s];
-                    let decay = exp_fast(dti * ak[s]);
-                    let g_decay = g * hpk[s] * decay; // ∂L/∂(dt·A) through exp
-                    *ddt += g_decay * ak[s] + g * ui * b[s];
-                    dak[s] += g_decay * dti;
-                    *du += g * dti * b[s];
-                    db[s] += g * dti * ui;
-                    dhk[s] = g * decay;
+                let x = Lane {
+                    h: hk,
+                    h_prev: hpk,
+                    a: ak,
+                    b,
+                    c,
+                    dy: dyi,
+                    dt: dti,
+                    u: ui,
                 };
                 let (mut ddt_acc, mut du_acc) = ([0.0f32; L], [0.0f32; L]);
                 for s0 in (0..full).step_by(L) {
                     for j in 0..L {
-                        lane(s0 + j, &mut ddt_acc[j], &mut du_acc[j]);
+                        lane_backward(&x, s0 + j, dhk, dak, &mut db, &mut dc, &mut ddt_acc[j], &mut du_acc[j]);
                     }
                 }
                 for s in full..n {
-                    lane(s, &mut ddt_acc[0], &mut du_acc[0]);
+                    lane_backward(&x, s, dhk, dak, &mut db, &mut dc, &mut ddt_acc[0], &mut du_acc[0]);
                 }
                 du[row * di + i] += dyi * d_skip[i] + reduce(du_acc);
                 ddt[row * di + i] += reduce(ddt_acc);
@@ -228,4 +226,42 @@ fn scan_backward_body(
             }
         }
     }
+}
+
+/// What the backward of one (time step, channel) reads, for `lane_backward`.
+struct Lane<'a> {
+    h: &'a [f32],      // (N) h_t
+    h_prev: &'a [f32], // (N) h_{t−1}
+    a: &'a [f32],      // (N) A row
+    b: &'a [f32],      // (N) B_t
+    c: &'a [f32],      // (N) C_t
+    dy: f32,
+    dt: f32,
+    u: f32,
+}
+
+/// One state element s: g = ∂L/∂h_t[s] (from y_t and the carried ∂L/∂h_{t+1}); the decay's
+/// gradient reaches dt and A, the input's reaches dt, u and B. `dh` is updated to the carry
+/// for h_{t−1}. A plain function (not a closure) so that it inlines into the AVX2 copy.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn lane_backward(
+    x: &Lane,
+    s: usize,
+    dh: &mut [f32],
+    da: &mut [f32],
+    db: &mut [f32],
+    dc: &mut [f32],
+    ddt: &mut f32,
+    du: &mut f32,
+) {
+    dc[s] += x.dy * x.h[s];
+    let g = dh[s] + x.dy * x.c[s];
+    let decay = exp_fast(x.dt * x.a[s]);
+    let g_decay = g * x.h_prev[s] * decay; // ∂L/∂(dt·A) through exp
+    *ddt += g_decay * x.a[s] + g * x.u * x.b[s];
+    da[s] += g_decay * x.dt;
+    *du += g * x.dt * x.b[s];
+    db[s] += g * x.dt * x.u;
+    dh[s] = g * decay;
 }
