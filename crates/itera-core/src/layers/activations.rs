@@ -40,7 +40,7 @@ pub fn exp_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75; // ln 2 split so n·LN2_HI is exact
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³
-    let x = x.max(-87.0).min(88.0);
+    let x = x.clamp(-87.0, 88.0);
     let t = x * LOG2_E + ROUND;
     let n = t - ROUND;
     // t's low mantissa bits hold n itself: no float → int conversion (whose saturating

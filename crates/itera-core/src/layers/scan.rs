@@ -48,11 +48,15 @@ pub fn scan_step(
         let ai = &a[i * n..(i + 1) * n];
         // The state runs in chunks of L lanes so the update and the y reduction vectorise.
         let mut acc = [0.0f32; L];
-        for s0 in (0..full).step_by(L) {
+        let chunks = hi[..full]
+            .chunks_exact_mut(L)
+            .zip(ai.chunks_exact(L))
+            .zip(b.chunks_exact(L))
+            .zip(c.chunks_exact(L));
+        for (((hh, aa), bb), cc) in chunks {
             for j in 0..L {
-                let s = s0 + j;
-                hi[s] = exp_fast(dti * ai[s]) * hi[s] + dtu * b[s];
-                acc[j] += hi[s] * c[s];
+                hh[j] = exp_fast(dti * aa[j]) * hh[j] + dtu * bb[j];
+                acc[j] += hh[j] * cc[j];
             }
         }
         for s in full..n {
@@ -209,12 +213,13 @@ fn scan_backward_body(
                 };
                 let (mut ddt_acc, mut du_acc) = ([0.0f32; L], [0.0f32; L]);
                 for s0 in (0..full).step_by(L) {
-                    for j in 0..L {
-                        lane_backward(&x, s0 + j, dhk, dak, &mut db, &mut dc, &mut ddt_acc[j], &mut du_acc[j]);
-                    }
+                    lanes_backward::<L>(&x, s0, dhk, dak, &mut db, &mut dc, &mut ddt_acc, &mut du_acc);
                 }
                 for s in full..n {
-                    lane_backward(&x, s, dhk, dak, &mut db, &mut dc, &mut ddt_acc[0], &mut du_acc[0]);
+                    let (mut ddt1, mut du1) = ([0.0f32; 1], [0.0f32; 1]);
+                    lanes_backward::<1>(&x, s, dhk, dak, &mut db, &mut dc, &mut ddt1, &mut du1);
+                    ddt_acc[0] += ddt1[0];
+                    du_acc[0] += du1[0];
                 }
                 du[row * di + i] += dyi * d_skip[i] + reduce(du_acc);
                 ddt[row * di + i] += reduce(ddt_acc);
@@ -240,28 +245,41 @@ struct Lane<'a> {
     u: f32,
 }
 
-/// One state element s: g = ∂L/∂h_t[s] (from y_t and the carried ∂L/∂h_{t+1}); the decay's
-/// gradient reaches dt and A, the input's reaches dt, u and B. `dh` is updated to the carry
-/// for h_{t−1}. A plain function (not a closure) so that it inlines into the AVX2 copy.
+/// State elements s0..s0+W: g = ∂L/∂h_t[s] (from y_t and the carried ∂L/∂h_{t+1}); the
+/// decay's gradient reaches dt and A, the input's reaches dt, u and B; `dh` becomes the carry
+/// for h_{t−1}. Every slice is viewed as a [f32; W] so the W lanes need no bounds checks and
+/// vectorise; a plain function (not a closure) so that it inlines into the AVX2 copy.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn lane_backward(
+fn lanes_backward<const W: usize>(
     x: &Lane,
-    s: usize,
+    s0: usize,
     dh: &mut [f32],
     da: &mut [f32],
     db: &mut [f32],
     dc: &mut [f32],
-    ddt: &mut f32,
-    du: &mut f32,
+    ddt: &mut [f32; W],
+    du: &mut [f32; W],
 ) {
-    dc[s] += x.dy * x.h[s];
-    let g = dh[s] + x.dy * x.c[s];
-    let decay = exp_fast(x.dt * x.a[s]);
-    let g_decay = g * x.h_prev[s] * decay; // ∂L/∂(dt·A) through exp
-    *ddt += g_decay * x.a[s] + g * x.u * x.b[s];
-    da[s] += g_decay * x.dt;
-    *du += g * x.dt * x.b[s];
-    db[s] += g * x.dt * x.u;
-    dh[s] = g * decay;
+    fn view<const W: usize>(v: &[f32], s0: usize) -> &[f32; W] {
+        v[s0..s0 + W].try_into().expect("W-wide window")
+    }
+    fn view_mut<const W: usize>(v: &mut [f32], s0: usize) -> &mut [f32; W] {
+        (&mut v[s0..s0 + W]).try_into().expect("W-wide window")
+    }
+    let (h, hp, a) = (view::<W>(x.h, s0), view::<W>(x.h_prev, s0), view::<W>(x.a, s0));
+    let (b, c) = (view::<W>(x.b, s0), view::<W>(x.c, s0));
+    let (dh, da) = (view_mut::<W>(dh, s0), view_mut::<W>(da, s0));
+    let (db, dc) = (view_mut::<W>(db, s0), view_mut::<W>(dc, s0));
+    for j in 0..W {
+        dc[j] += x.dy * h[j];
+        let g = dh[j] + x.dy * c[j];
+        let decay = exp_fast(x.dt * a[j]);
+        let g_decay = g * hp[j] * decay; // ∂L/∂(dt·A) through exp
+        ddt[j] += g_decay * a[j] + g * x.u * b[j];
+        da[j] += g_decay * x.dt;
+        du[j] += g * x.dt * b[j];
+        db[j] += g * x.dt * x.u;
+        dh[j] = g * decay;
+    }
 }
