@@ -94,7 +94,9 @@ pub fn eval_itera(w: &Weights, tok: &Tokenizer, text: &str) -> Result<EvalReport
 pub fn eval_llama2(model: &Llama2, tok: &Llama2Tokenizer, text: &str) -> Result<EvalReport> {
     let mut report = EvalReport::default();
     let mut st = Llama2State::new(&model.config);
-    let window = model.config.seq_len - 1;
+    // At least one token per window: a checkpoint with seq_len 1 then fails in `forward`
+    // with a clear error instead of a zero-sized chunk.
+    let window = model.config.seq_len.saturating_sub(1).max(1);
     for doc in check_text(text)? {
         let ids = tok.encode(doc, false);
         for chunk in ids.chunks(window) {
