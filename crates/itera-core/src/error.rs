@@ -94,6 +94,14 @@ impl Error {
         }
     }
 
+    /// `Ok` when `id` is a valid token of a vocabulary of `vocab_size`.
+    pub(crate) fn check_token(id: u32, vocab_size: usize) -> Result<()> {
+        if id as usize >= vocab_size {
+            return Err(Error::TokenOutOfRange { id, vocab_size });
+        }
+        Ok(())
+    }
+
     pub(crate) fn setting(name: &'static str, value: impl fmt::Display, expected: &'static str) -> Self {
         Error::InvalidSetting {
             name,

@@ -196,12 +196,7 @@ impl Llama2 {
     /// One token at position `st.pos`: appends to the KV cache and returns next-token logits.
     pub fn forward<'s>(&self, st: &'s mut Llama2State, token: u32) -> Result<&'s [f32]> {
         let c = &self.config;
-        if token as usize >= c.vocab_size {
-            return Err(Error::TokenOutOfRange {
-                id: token,
-                vocab_size: c.vocab_size,
-            });
-        }
+        Error::check_token(token, c.vocab_size)?;
         if st.pos >= c.seq_len {
             return Err(Error::setting("position", st.pos, "below the checkpoint's seq_len"));
         }

@@ -56,10 +56,7 @@ pub fn check_tokens(tokens: &[u32], bd: BatchDims, vocab_size: usize) -> Result<
             detail: format!("{} tokens for batch {} × length {}", tokens.len(), bd.batch, bd.t),
         });
     }
-    if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab_size) {
-        return Err(Error::TokenOutOfRange { id, vocab_size });
-    }
-    Ok(())
+    tokens.iter().try_for_each(|&id| Error::check_token(id, vocab_size))
 }
 
 /// Runs the model on `tokens` (B·T, row-major by sequence) from the empty context. `train`
@@ -327,12 +324,7 @@ impl State {
 /// Consumes one token and returns the logits for the next.
 pub fn decode_step<'s>(w: &Weights, st: &'s mut State, token: u32) -> Result<&'s [f32]> {
     let c = &w.config;
-    if token as usize >= c.vocab_size {
-        return Err(Error::TokenOutOfRange {
-            id: token,
-            vocab_size: c.vocab_size,
-        });
-    }
+    Error::check_token(token, c.vocab_size)?;
     let d = c.d_model;
     let embed = w.matrix(w.table.embed);
     embed.row_into(token as usize, &mut st.x);
