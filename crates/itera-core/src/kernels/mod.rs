@@ -13,7 +13,7 @@ use half::f16;
 use crate::matrix::{Matrix, MatrixData};
 
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};
 
 /// Lanes of independent accumulators: enough to fill two AVX2 registers and hide FMA latency.

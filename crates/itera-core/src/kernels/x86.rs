@@ -151,3 +151,56 @@ pub unsafe fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[
         *yr = sum;
     }
 }
+
+/// `exp_fast` on 8 lanes, the same operations in the same order (no FMA contraction), so
+/// it is bit-identical to the scalar function the forward scan uses.
+#[inline(always)]
+unsafe fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
+    let round = _mm256_set1_ps(12_582_912.0);
+    let t = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)), round);
+    let n = _mm256_sub_ps(t, round);
+    let n_int = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(round));
+    let r = _mm256_sub_ps(
+        _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693_145_75))),
+        _mm256_mul_ps(n, _mm256_set1_ps(1.428_606_8e-6)),
+    );
+    let mut p = _mm256_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_add_ps(_mm256_set1_ps(c), _mm256_mul_ps(r, p));
+    }
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n_int, _mm256_set1_epi32(127)), 23));
+    _mm256_mul_ps(scale, p)
+}
+
+/// The scan backward for 8 state elements of one (time step, channel): the same arithmetic,
+/// in the same order, as `lanes_backward` in layers/scan.rs.
+///
+/// # Safety
+/// AVX2 available; every pointer valid for 8 f32 (`dh`, `da`, `db`, `dc`, `ddt`, `du` writable).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scan_lanes8(
+    ins: [*const f32; 5], // h, h_prev, a, b, c
+    [dy, dt, u]: [f32; 3],
+    dh: *mut f32,
+    da: *mut f32,
+    db: *mut f32,
+    dc: *mut f32,
+    ddt: *mut f32,
+    du: *mut f32,
+) {
+    let [h, hp, a, b, c] = ins.map(|p| _mm256_loadu_ps(p));
+    let (dyv, dtv, uv) = (_mm256_set1_ps(dy), _mm256_set1_ps(dt), _mm256_set1_ps(u));
+    _mm256_storeu_ps(dc, _mm256_add_ps(_mm256_loadu_ps(dc), _mm256_mul_ps(dyv, h)));
+    let g = _mm256_add_ps(_mm256_loadu_ps(dh), _mm256_mul_ps(dyv, c));
+    let decay = exp8(_mm256_mul_ps(dtv, a));
+    let g_decay = _mm256_mul_ps(_mm256_mul_ps(g, hp), decay);
+    let t = _mm256_add_ps(_mm256_mul_ps(g_decay, a), _mm256_mul_ps(_mm256_mul_ps(g, uv), b));
+    _mm256_storeu_ps(ddt, _mm256_add_ps(_mm256_loadu_ps(ddt), t));
+    _mm256_storeu_ps(da, _mm256_add_ps(_mm256_loadu_ps(da), _mm256_mul_ps(g_decay, dtv)));
+    let gdt = _mm256_mul_ps(g, dtv);
+    _mm256_storeu_ps(du, _mm256_add_ps(_mm256_loadu_ps(du), _mm256_mul_ps(gdt, b)));
+    _mm256_storeu_ps(db, _mm256_add_ps(_mm256_loadu_ps(db), _mm256_mul_ps(gdt, uv)));
+    _mm256_storeu_ps(dh, _mm256_mul_ps(g, decay));
+}
