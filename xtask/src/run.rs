@@ -1,7 +1,7 @@
 //! Model commands: init, tokenizer, convert, generate, eval.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +29,12 @@ pub struct InitArgs {
     /// Tokenizer the model will use: sets vocab_size and is recorded (and copied next to --out).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+}
+
+/// A text file that must be UTF-8 (corpora, evaluation texts).
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 pub fn load_config(spec: &str) -> Result<Config> {
@@ -76,8 +82,7 @@ pub struct TokenizerArgs {
 }
 
 pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
-    let text = std::fs::read(&a.corpus).with_context(|| format!("cannot read corpus {}", a.corpus.display()))?;
-    let text = String::from_utf8(text).with_context(|| format!("corpus {} is not UTF-8", a.corpus.display()))?;
+    let text = read_text(&a.corpus)?;
     if text.trim().is_empty() {
         bail!("corpus {} is empty", a.corpus.display());
     }
@@ -237,8 +242,7 @@ pub fn eval_model(model: &AnyModel, text: &str) -> Result<EvalReport> {
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let model = models::load(&a.model, a.tokenizer.as_deref())?;
-    let text = std::fs::read(&a.text).with_context(|| format!("cannot read {}", a.text.display()))?;
-    let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8", a.text.display()))?;
+    let text = read_text(&a.text)?;
     let r = eval_model(&model, &text)?;
     if a.json {
         let out = json!({

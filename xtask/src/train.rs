@@ -23,6 +23,8 @@ use itera_core::{format, Weights};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::json;
 
+use crate::run::read_text;
+
 #[derive(Args)]
 pub struct TrainArgs {
     /// Text corpus, documents separated by <|endoftext|>.
@@ -76,11 +78,6 @@ pub struct TrainArgs {
     /// long run in pieces; continue it with --resume.
     #[arg(long)]
     stop_at: Option<usize>,
-}
-
-fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a file.
