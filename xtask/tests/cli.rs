@@ -64,7 +64,7 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
         s(&tok),
     ]);
 
-    let out = ok(&[
+    let greedy = [
         "generate",
         "--model",
         s(&model),
@@ -75,7 +75,8 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
         "--temperature",
         "0",
         "--json",
-    ]);
+    ];
+    let out = ok(&greedy);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         json["tokens"].as_array().unwrap().len(),
@@ -84,19 +85,7 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
     );
     assert_eq!(json["routing"].as_array().unwrap().len(), 12);
     // Greedy is deterministic, and quantized files generate through the same code.
-    let again: serde_json::Value = serde_json::from_str(&ok(&[
-        "generate",
-        "--model",
-        s(&model),
-        "--prompt",
-        "Once",
-        "--max-tokens",
-        "12",
-        "--temperature",
-        "0",
-        "--json",
-    ]))
-    .unwrap();
+    let again: serde_json::Value = serde_json::from_str(&ok(&greedy)).unwrap();
     assert_eq!((&json["tokens"], &json["text"]), (&again["tokens"], &again["text"]));
     for p in ["f16", "q8", "q4"] {
         let conv = dir.join(format!("model-{p}.safetensors"));

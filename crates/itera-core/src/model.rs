@@ -367,16 +367,13 @@ pub fn prefill_with_cache<'s>(w: &Weights, tokens: &[u32], st: &'s mut State, ca
     };
     forward_impl(w, tokens, bd, false, Some(st), cache)?;
     let c = &w.config;
-    let cache = &*cache;
-    for (state, lc) in st.layers.iter_mut().zip(&cache.layers) {
-        state.from_cache(c, &lc.ssm, bd, 0);
-    }
+    let last = (tokens.len() - 1) * c.top_k;
     for (l, lc) in cache.layers.iter().enumerate() {
+        st.layers[l].from_cache(c, &lc.ssm, bd, 0);
         if c.is_moe(l) {
-            let k = c.top_k;
-            let last = (tokens.len() - 1) * k;
-            st.routing[l].experts.copy_from_slice(&lc.moe.experts[last..last + k]);
-            st.routing[l].weights.copy_from_slice(&lc.moe.weights[last..last + k]);
+            let route = &mut st.routing[l];
+            route.experts.copy_from_slice(&lc.moe.experts[last..last + c.top_k]);
+            route.weights.copy_from_slice(&lc.moe.weights[last..last + c.top_k]);
         }
     }
     let v = c.vocab_size;
