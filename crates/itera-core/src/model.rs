@@ -255,8 +255,9 @@ pub struct Route {
     pub weights: Vec<f32>,
 }
 
-/// Recurrent decode state: per layer the SSM state and conv tail, plus preallocated scratch so
-/// a step allocates nothing.
+/// Recurrent decode state: per layer the SSM state and conv tail, plus preallocated scratch
+/// for every activation of a step. (The q4 and x86 q8 matvecs still allocate a few hundred
+/// bytes per call: x split into even/odd halves, one row of scales.)
 #[derive(Clone, Debug)]
 pub struct State {
     /// Number of tokens consumed so far.
