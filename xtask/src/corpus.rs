@@ -60,6 +60,27 @@ fn sample_story(model: &Llama2, tok: &Llama2Tokenizer, settings: SamplingSetting
     Ok((String::from_utf8_lossy(&bytes).trim().to_string(), count))
 }
 
+/// Stories by index, and how far from index 0 they are complete without a gap.
+#[derive(Default)]
+struct Finished {
+    stories: Vec<Option<(String, usize)>>,
+    prefix_len: usize,
+    prefix_tokens: usize,
+}
+
+impl Finished {
+    fn insert(&mut self, i: usize, story: (String, usize)) {
+        if self.stories.len() <= i {
+            self.stories.resize(i + 1, None);
+        }
+        self.stories[i] = Some(story);
+        while let Some(Some((_, n))) = self.stories.get(self.prefix_len) {
+            self.prefix_tokens += n;
+            self.prefix_len += 1;
+        }
+    }
+}
+
 pub fn run(a: CorpusArgs) -> Result<()> {
     if a.tokens == 0 {
         bail!("--tokens must be at least 1");
@@ -84,41 +105,23 @@ pub fn run(a: CorpusArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
-    // Stories are handed out by index; a worker stops once the stories finished so far
-    // (in index order, gaps excluded) already hold enough tokens.
+    // Stories are handed out by index; a worker stops once the stories finished so far in
+    // index order (up to the first gap) already hold enough tokens.
     let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<Option<(String, usize)>>> = Mutex::new(Vec::new());
-    let enough = |done: &Vec<Option<(String, usize)>>| {
-        let mut total = 0;
-        for s in done {
-            match s {
-                Some((_, n)) => total += n,
-                None => return false,
-            }
-            if total >= a.tokens {
-                return true;
-            }
-        }
-        false
-    };
+    let done = Mutex::new(Finished::default());
     std::thread::scope(|scope| -> Result<()> {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| -> Result<()> {
-                    loop {
-                        if enough(&*done.lock().map_err(|_| anyhow::anyhow!("worker panicked"))?) {
-                            return Ok(());
-                        }
+                    let lock = || done.lock().map_err(|_| anyhow::anyhow!("a sampling thread panicked"));
+                    while lock()?.prefix_tokens < a.tokens {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let seed = a.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64);
                         let story = sample_story(&model, &tok, SamplingSettings { seed, ..base })?;
                         bar.inc(story.1 as u64);
-                        let mut d = done.lock().map_err(|_| anyhow::anyhow!("worker panicked"))?;
-                        if d.len() <= i {
-                            d.resize(i + 1, None);
-                        }
-                        d[i] = Some(story);
+                        lock()?.insert(i, story);
                     }
+                    Ok(())
                 })
             })
             .collect();
@@ -129,7 +132,10 @@ pub fn run(a: CorpusArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
 
-    let done = done.into_inner().map_err(|_| anyhow::anyhow!("worker panicked"))?;
+    let done = done
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a sampling thread panicked"))?
+        .stories;
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?,
     );

@@ -3,6 +3,7 @@
 
 mod bench;
 mod corpus;
+mod export;
 mod inspect;
 mod models;
 mod run;
@@ -30,6 +31,10 @@ enum Command {
     Corpus(corpus::CorpusArgs),
     /// Train a model (and its tokenizer) on a text corpus.
     Train(train::TrainArgs),
+    /// Distil an itera teacher into a smaller student (β·T²·KL + (1−β)·CE).
+    Distill(train::DistillArgs),
+    /// Export a checkpoint in every precision with a model card (markdown + JSON).
+    Export(export::ExportArgs),
     /// Train a byte-level BPE tokenizer on a text file.
     Tokenizer(run::TokenizerArgs),
     /// Convert a model to another precision.
@@ -51,6 +56,8 @@ fn main() {
         Command::Init(a) => run::init(a),
         Command::Corpus(a) => corpus::run(a),
         Command::Train(a) => train::run(a),
+        Command::Distill(a) => train::distill(a),
+        Command::Export(a) => export::run(a),
         Command::Tokenizer(a) => run::tokenizer(a),
         Command::Convert(a) => run::convert(a),
         Command::Generate(a) => run::generate(a),
@@ -76,4 +83,16 @@ pub fn project_root() -> PathBuf {
 pub fn shared_data() -> Option<PathBuf> {
     let dir = project_root().join("../shared/data");
     dir.is_dir().then_some(dir)
+}
+
+/// The real TinyStories held-out files every model is judged on, when `../shared/data` exists.
+pub fn default_heldout() -> Vec<PathBuf> {
+    shared_data()
+        .map(|d| {
+            ["tinystories-valid-a.txt", "tinystories-sample-b.txt"]
+                .iter()
+                .map(|n| d.join("heldout").join(n))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -60,7 +60,7 @@ pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<AnyModel> {
     Ok(AnyModel::Llama2 { model, tokenizer })
 }
 
-fn find_itera_tokenizer(dir: &Path, named: Option<&str>) -> Result<PathBuf> {
+pub fn find_itera_tokenizer(dir: &Path, named: Option<&str>) -> Result<PathBuf> {
     let candidates: Vec<PathBuf> = named
         .into_iter()
         .map(|n| dir.join(n))

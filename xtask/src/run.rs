@@ -225,8 +225,9 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
 pub struct EvalArgs {
     #[arg(long)]
     model: PathBuf,
-    #[arg(long)]
-    text: PathBuf,
+    /// One or more texts; with several, each is scored on its own and the total is their sum.
+    #[arg(long, num_args = 1.., required = true)]
+    text: Vec<PathBuf>,
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     #[arg(long)]
@@ -240,23 +241,63 @@ pub fn eval_model(model: &AnyModel, text: &str) -> Result<EvalReport> {
     })
 }
 
+/// Scores `model` on each file and on all of them together (the sum of their counts).
+pub fn eval_files(model: &AnyModel, files: &[PathBuf]) -> Result<(EvalReport, Vec<EvalReport>)> {
+    let mut total = EvalReport::default();
+    let mut each = Vec::new();
+    for path in files {
+        let r = eval_model(model, &read_text(path)?).with_context(|| format!("evaluating on {}", path.display()))?;
+        total.merge(&r);
+        each.push(r);
+    }
+    Ok((total, each))
+}
+
+fn report_json(r: &EvalReport) -> serde_json::Value {
+    json!({
+        "documents": r.documents, "tokens": r.tokens, "bytes": r.bytes,
+        "mean_ce": r.mean_ce(), "perplexity": r.perplexity(), "bits_per_byte": r.bits_per_byte(),
+    })
+}
+
 pub fn eval(a: EvalArgs) -> Result<()> {
     let model = models::load(&a.model, a.tokenizer.as_deref())?;
-    let text = read_text(&a.text)?;
-    let r = eval_model(&model, &text)?;
+    let (total, each) = eval_files(&model, &a.text)?;
     if a.json {
-        let out = json!({
-            "model": a.model, "text": a.text, "documents": r.documents, "tokens": r.tokens, "bytes": r.bytes,
-            "mean_ce": r.mean_ce(), "perplexity": r.perplexity(), "bits_per_byte": r.bits_per_byte(),
-        });
+        let mut out = report_json(&total);
+        out["model"] = json!(a.model);
+        out["text"] = json!(a.text);
+        if a.text.len() > 1 {
+            out["files"] = a
+                .text
+                .iter()
+                .zip(&each)
+                .map(|(p, r)| {
+                    let mut j = report_json(r);
+                    j["text"] = json!(p);
+                    j
+                })
+                .collect();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("documents      {}", r.documents);
-        println!("tokens         {}", r.tokens);
-        println!("bytes          {}", r.bytes);
-        println!("mean CE        {:.4} nats/token", r.mean_ce());
-        println!("perplexity     {:.3}", r.perplexity());
-        println!("bits per byte  {:.4}", r.bits_per_byte());
+        return Ok(());
     }
+    if a.text.len() > 1 {
+        for (p, r) in a.text.iter().zip(&each) {
+            println!(
+                "{:<40} {:>8} bytes  {:.4} bits/byte",
+                p.display(),
+                r.bytes,
+                r.bits_per_byte()
+            );
+        }
+        println!("all {} files:", a.text.len());
+    }
+    println!("documents      {}", total.documents);
+    println!("tokens         {}", total.tokens);
+    println!("bytes          {}", total.bytes);
+    println!("mean CE        {:.4} nats/token", total.mean_ce());
+    println!("perplexity     {:.3}", total.perplexity());
+    println!("bits per byte  {:.4}", total.bits_per_byte());
     Ok(())
 }

@@ -134,7 +134,7 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
     assert!((scalar("loss") - (scalar("ce") + 0.5 * scalar("aux"))).abs() < 1e-5);
     let t = st.tensor("tokens").unwrap().shape()[0];
     assert_eq!(st.tensor("logits").unwrap().shape(), &[t, 300]);
-    assert_eq!(st.tensor("grad.embed").unwrap().shape(), &[300, 64]);
+    assert_eq!(st.tensor("grad.embed").unwrap().shape(), &[300, 32]); // micro: D = 32
     assert!(st.tensor("grad.layers.1.experts.3.w2").is_ok());
 
     let bench = dir.join("bench.json");
@@ -173,6 +173,20 @@ fn bad_input_gives_specific_errors() {
     ok(&["init", "--config", "test", "--out", s(&model)]);
     let (success, _, err) = xtask(&["generate", "--model", s(&model)]);
     assert!(!success && err.contains("pass --tokenizer"), "{err}");
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, STORY).unwrap();
+    let out = dir.join("d");
+    let distill = |teacher: &Path, beta: &str| {
+        #[rustfmt::skip]
+        let args = ["distill", "--teacher", s(teacher), "--beta", beta, "--corpus", s(&corpus), "--out-dir", s(&out)];
+        xtask(&args)
+    };
+    let (success, _, err) = distill(&model, "1.5");
+    assert!(!success && err.contains("--beta must lie in [0, 1]"), "{err}");
+    let (success, _, err) = distill(&model, "0.5");
+    assert!(!success && err.contains("no tokenizer found"), "{err}");
+    let (success, _, err) = xtask(&["export", "--checkpoint", s(&junk), "--name", "x"]);
+    assert!(!success && err.contains("neither an itera safetensors file"), "{err}");
 }
 
 #[test]
@@ -301,5 +315,87 @@ fn train_resumes_exactly_where_it_stopped() {
         "8",
         "--seed",
         "1",
+    ]);
+}
+
+/// The whole shipping pipeline on a toy scale: corpus (from the llama2.c teacher when the
+/// shared data is present) → tokenizer + training → distillation → export in every precision
+/// with a model card → the exported q4 file loads and generates.
+#[test]
+fn pipeline_from_corpus_to_exported_model_card() {
+    let dir = temp_dir("cli-pipeline");
+    let corpus = dir.join("corpus.txt");
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    if data.is_dir() {
+        #[rustfmt::skip]
+        ok(&[
+            "corpus", "--teacher", s(&data.join("teacher/stories260K.bin")), "--tokenizer",
+            s(&data.join("teacher/tok512.bin")), "--tokens", "4000", "--seed", "3", "--out", s(&corpus),
+        ]);
+    } else {
+        println!("../shared/data is absent: the pipeline runs on a built-in corpus instead of teacher samples");
+        std::fs::write(&corpus, STORY.repeat(40).replace('\n', "<|endoftext|>")).unwrap();
+    }
+    let heldout = dir.join("heldout.txt");
+    std::fs::write(&heldout, STORY).unwrap();
+    let common = |out: &Path| -> Vec<String> {
+        #[rustfmt::skip]
+        let args = [
+            "--corpus", s(&corpus), "--out-dir", s(out), "--steps", "6", "--batch", "4", "--seq-len", "32",
+            "--warmup", "2", "--eval-every", "6", "--heldout", s(&heldout), "--config", "test",
+        ];
+        args.iter().map(|a| a.to_string()).collect()
+    };
+    let (teacher, student) = (dir.join("teacher"), dir.join("student"));
+    let mut train = vec!["train".to_string(), "--vocab-size".into(), "300".into()];
+    train.extend(common(&teacher));
+    ok(&train.iter().map(String::as_str).collect::<Vec<_>>());
+    let teacher_model = teacher.join("model.safetensors");
+    let mut distill = vec!["distill".to_string(), "--teacher".into(), s(&teacher_model).into()];
+    distill.extend(common(&student));
+    ok(&distill.iter().map(String::as_str).collect::<Vec<_>>());
+    let log = std::fs::read_to_string(student.join("log.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert!(
+        first["kl"].as_f64().unwrap() > 0.0,
+        "distillation reports its KL term: {first}"
+    );
+
+    let weights = dir.join("weights");
+    #[rustfmt::skip]
+    ok(&[
+        "export", "--checkpoint", s(&student.join("model.safetensors")), "--name", "toy", "--out-dir", s(&weights),
+        "--heldout", s(&heldout), "--samples", "1", "--bench-tokens", "8",
+    ]);
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(weights.join("toy.json")).unwrap()).unwrap();
+    let precisions = card["precisions"].as_array().unwrap();
+    assert_eq!(precisions.len(), 4);
+    for p in precisions {
+        let file = weights.join(p["file"].as_str().unwrap());
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), p["bytes"].as_u64().unwrap());
+        assert!(p["bits_per_byte"].as_f64().unwrap() > 0.0 && p["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+    // The distillation teacher is compared on the same text; so is the llama2.c teacher.
+    let refs: Vec<&str> = card["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["model"].as_str().unwrap())
+        .collect();
+    assert!(refs.contains(&"teacher/model.safetensors"), "{refs:?}");
+    assert_eq!(refs.contains(&"teacher/stories260K.bin"), data.is_dir());
+    assert_eq!(card["training"]["distilled_from"]["beta"], 0.7);
+    assert_eq!(card["samples"].as_array().unwrap().len(), 1);
+    let md = std::fs::read_to_string(weights.join("toy.md")).unwrap();
+    assert!(md.contains("| q4 | `toy-q4.safetensors` |") && md.contains("distilled from `teacher/model.safetensors`"));
+    ok(&[
+        "generate",
+        "--model",
+        s(&weights.join("toy-q4.safetensors")),
+        "--max-tokens",
+        "8",
+        "--seed",
+        "2",
     ]);
 }

@@ -33,8 +33,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// A named preset: `test` (odd sizes for gradient checks), `micro` (~250K), `tiny` (~1M),
-    /// `15m` (~15M, the benchmark size).
+    /// A named preset: `test` (odd sizes for gradient checks), `micro` (~260K), `tiny` (~1.5M),
+    /// `15m` (~15M, the benchmark size). micro and tiny are the shipped models; their 4096-id
+    /// vocabulary won the tokenizer study (weights/README.md) and makes the embedding half of
+    /// micro, which is why micro is narrow (D = 32) rather than shallow.
     pub fn preset(name: &str) -> Result<Config> {
         let base = |vocab_size, d_model, n_layers, n_experts, top_k, d_ff, moe_every| Config {
             vocab_size,
@@ -60,8 +62,8 @@ impl Config {
                 dt_rank: 3,
                 ..base(37, 12, 2, 3, 2, 10, 2)
             },
-            "micro" => base(2048, 64, 4, 4, 2, 64, 2),
-            "tiny" => base(2048, 128, 4, 4, 2, 128, 2),
+            "micro" => base(4096, 32, 4, 4, 2, 96, 2),
+            "tiny" => base(4096, 128, 4, 4, 2, 128, 2),
             "15m" => base(4096, 288, 6, 4, 2, 512, 1),
             other => return Err(Error::UnknownPreset(other.to_string())),
         };

@@ -34,6 +34,13 @@ impl EvalReport {
     pub fn bits_per_byte(&self) -> f64 {
         self.total_ce / std::f64::consts::LN_2 / self.bytes.max(1) as f64
     }
+    /// Adds another text's counts: the sum of several files' reports is their joint report.
+    pub fn merge(&mut self, other: &EvalReport) {
+        self.documents += other.documents;
+        self.tokens += other.tokens;
+        self.bytes += other.bytes;
+        self.total_ce += other.total_ce;
+    }
 }
 
 /// The documents of an evaluation text (see module docs).

@@ -24,7 +24,7 @@ pub fn save(w: &Weights) -> Result<Vec<u8>> {
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (spec, t) in w.table.specs.iter().zip(&w.tensors) {
         match t {
-            Tensor::Vector(v) if w.precision == Precision::F16 => {
+            Tensor::Vector(v) if w.precision.vectors_in_f16() => {
                 let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
                 buffers.push((
                     spec.name.clone(),
@@ -207,9 +207,10 @@ fn load_tensor(st: &SafeTensors, spec: &ParamSpec, p: Precision) -> Result<Tenso
     let name = spec.name.as_str();
     let shape = spec.shape.as_slice();
     if spec.kind == ParamKind::Vector {
-        return Ok(Tensor::Vector(match p {
-            Precision::F16 => f16s(st, name, shape)?.iter().map(|x| x.to_f32()).collect(),
-            _ => f32s(st, name, shape)?,
+        return Ok(Tensor::Vector(if p.vectors_in_f16() {
+            f16s(st, name, shape)?.iter().map(|x| x.to_f32()).collect()
+        } else {
+            f32s(st, name, shape)?
         }));
     }
     let (rows, cols) = (shape[0], shape[1]);
@@ -290,9 +291,9 @@ mod tests {
                 st.tensor("layers.0.dt_proj.scale").ok().map(|s| s.shape().to_vec()),
                 scale
             );
-            // Vectors stay f32 except in f16 files.
+            // Vectors are f16 in every file but f32 (`Precision::vectors_in_f16`).
             let norm = st.tensor("layers.1.ssm_norm").unwrap().dtype();
-            assert_eq!(norm, if p == Precision::F16 { Dtype::F16 } else { Dtype::F32 });
+            assert_eq!(norm, if p == Precision::F32 { Dtype::F32 } else { Dtype::F16 });
         }
     }
 }

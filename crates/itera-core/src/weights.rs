@@ -117,14 +117,14 @@ impl Weights {
     }
 
     /// The same model in another precision (matrices quantized; vectors rounded through f16
-    /// for f16 and kept f32 otherwise, as the file formats store them).
+    /// except in f32, as the file formats store them — see `Precision::vectors_in_f16`).
     pub fn to_precision(&self, precision: Precision) -> Weights {
         let tensors = self
             .tensors
             .iter()
             .map(|t| match t {
                 Tensor::Matrix(m) => Tensor::Matrix(m.to_precision(precision)),
-                Tensor::Vector(v) if precision == Precision::F16 => {
+                Tensor::Vector(v) if precision.vectors_in_f16() => {
                     Tensor::Vector(v.iter().map(|&x| f16::from_f32(x).to_f32()).collect())
                 }
                 Tensor::Vector(v) => Tensor::Vector(v.clone()),

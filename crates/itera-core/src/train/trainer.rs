@@ -6,7 +6,7 @@
 
 use super::optim::{AdamW, LrSchedule};
 use crate::error::{Error, Result};
-use crate::model::{loss, BatchDims, Cache, LossParts, LossWeights};
+use crate::model::{forward, loss, BatchDims, Cache, LossParts, LossWeights};
 use crate::precision::Precision;
 use crate::rng::Pcg32;
 use crate::weights::{Grads, Weights};
@@ -36,6 +36,8 @@ pub struct StepReport {
 struct Worker {
     cache: Cache,
     grads: Grads,
+    /// The teacher's activations when distilling.
+    teacher_cache: Cache,
 }
 
 pub struct Trainer {
@@ -91,6 +93,7 @@ impl Trainer {
             .map(|_| Worker {
                 cache: Cache::default(),
                 grads: Grads::zeros(&w.table),
+                teacher_cache: Cache::default(),
             })
             .collect();
         Ok(Trainer {
@@ -106,8 +109,10 @@ impl Trainer {
         (0..n).map(|i| b / n + usize::from(i < b % n)).collect()
     }
 
-    /// One optimisation step on `tokens` (batch × seq_len); `teacher` logits for distillation.
-    pub fn step(&mut self, w: &mut Weights, tokens: &[u32], teacher: Option<&[f32]>) -> Result<StepReport> {
+    /// One optimisation step on `tokens` (batch × seq_len). With a `teacher` (any precision,
+    /// same vocabulary) each worker also runs the teacher on its share and the loss gains the
+    /// distillation term weighted by `config.loss.distill_beta`.
+    pub fn step(&mut self, w: &mut Weights, tokens: &[u32], teacher: Option<&Weights>) -> Result<StepReport> {
         let TrainerConfig {
             batch,
             seq_len: t,
@@ -121,13 +126,27 @@ impl Trainer {
             });
         }
         let v = w.config.vocab_size;
+        if let Some(tw) = teacher {
+            if tw.config.vocab_size != v {
+                return Err(Error::ShapeMismatch {
+                    op: "distillation",
+                    detail: format!("teacher vocabulary {} vs student {v}", tw.config.vocab_size),
+                });
+            }
+        }
         let shares = self.shares();
         let weights: &Weights = w;
         let run = |(i, worker): (usize, &mut Worker)| -> Result<LossParts> {
             let first: usize = shares[..i].iter().sum();
             let bd = BatchDims { batch: shares[i], t };
             let rows = first * t..(first + shares[i]) * t;
-            let teach = teacher.map(|l| &l[rows.start * v..rows.end * v]);
+            let teach = match teacher {
+                Some(tw) => {
+                    forward(tw, &tokens[rows.clone()], bd, false, &mut worker.teacher_cache)?;
+                    Some(worker.teacher_cache.logits.as_slice())
+                }
+                None => None,
+            };
             worker.grads.zero();
             loss(
                 weights,
@@ -265,6 +284,51 @@ mod tests {
         for (x, y) in a.iter().zip(&b).take(10) {
             assert!((x - y).abs() < 2e-3 * x.abs().max(1.0), "{x} vs {y}");
         }
+    }
+
+    #[test]
+    fn distillation_pulls_the_student_towards_the_teacher() {
+        let (_, teacher) = run(1);
+        let (mut w, mut t, stream) = setup(2);
+        t.config.loss = LossWeights {
+            aux_alpha: 0.01,
+            distill_beta: 1.0,
+            temperature: 2.0,
+        };
+        let mut rng = Pcg32::new(4);
+        let kl: Vec<f32> = (0..40)
+            .map(|_| {
+                let b = sample_batch(&stream, 4, 16, &mut rng).unwrap();
+                let r = t.step(&mut w, &b, Some(&teacher)).unwrap();
+                assert!(r.loss.ce.is_finite() && r.loss.ce > 0.0);
+                r.loss.kl
+            })
+            .collect();
+        assert!(kl[0] > 0.0);
+        assert!(
+            kl[35..].iter().all(|&k| k < 0.3 * kl[0]),
+            "KL went from {} to {:?}",
+            kl[0],
+            &kl[35..]
+        );
+        // β = 1 without a teacher is an error, not a silent CE run.
+        let b = sample_batch(&stream, 4, 16, &mut rng).unwrap();
+        assert!(matches!(t.step(&mut w, &b, None), Err(Error::ShapeMismatch { .. })));
+    }
+
+    #[test]
+    fn a_teacher_with_another_vocabulary_is_refused() {
+        let (mut w, mut t, stream) = setup(1);
+        let mut c = Config::preset("test").unwrap();
+        c.vocab_size = 40;
+        let teacher = Weights::init_random(&c, 1).unwrap();
+        let b = sample_batch(&stream, 4, 16, &mut Pcg32::new(0)).unwrap();
+        let before = w.tensors.clone();
+        assert!(matches!(
+            t.step(&mut w, &b, Some(&teacher)),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        assert_eq!(format!("{:?}", w.tensors), format!("{before:?}"));
     }
 
     #[test]
