@@ -1,0 +1,79 @@
+//! The shipped models in weights/ are what their cards say: every file loads with the shared
+//! tokenizer, has the recorded size, generates, and (with the reference data present) the
+//! default q8 model scores the card's held-out bits per byte.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn weights_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../weights")
+}
+
+fn xtask(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .expect("xtask runs");
+    assert!(
+        out.status.success(),
+        "xtask {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn shipped_files_match_their_cards() {
+    for name in ["itera-tiny", "itera-micro"] {
+        let card: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(weights_dir().join(format!("{name}.json"))).unwrap())
+                .unwrap();
+        let variants = card["precisions"].as_array().unwrap();
+        assert_eq!(variants.len(), 4, "{name}: f32, f16, q8, q4");
+        for v in variants {
+            let path = weights_dir().join(v["file"].as_str().unwrap());
+            let bytes = std::fs::metadata(&path).unwrap().len();
+            assert_eq!(bytes, v["bytes"].as_u64().unwrap(), "{}", path.display());
+            assert!(bytes < 10_000_000, "{} is over 10 MB", path.display());
+            let out = xtask(&[
+                "generate",
+                "--model",
+                path.to_str().unwrap(),
+                "--max-tokens",
+                "12",
+                "--seed",
+                "1",
+                "--json",
+            ]);
+            let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert!(!json["text"].as_str().unwrap().trim().is_empty(), "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn default_model_scores_the_cards_heldout_bpb() {
+    let heldout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/heldout");
+    if !heldout.is_dir() {
+        println!("SKIPPED: ../shared/data is absent, so the held-out text is too");
+        return;
+    }
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(weights_dir().join("itera-tiny.json")).unwrap()).unwrap();
+    let q8 = card["precisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["precision"] == "q8")
+        .unwrap();
+    #[rustfmt::skip]
+    let out = xtask(&[
+        "eval", "--model", weights_dir().join("itera-tiny-q8.safetensors").to_str().unwrap(), "--json", "--text",
+        heldout.join("tinystories-valid-a.txt").to_str().unwrap(), heldout.join("tinystories-sample-b.txt").to_str().unwrap(),
+    ]);
+    let got = serde_json::from_str::<serde_json::Value>(&out).unwrap()["bits_per_byte"]
+        .as_f64()
+        .unwrap();
+    let want = q8["bits_per_byte"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-6 * want, "card says {want}, measured {got}");
+}
