@@ -116,7 +116,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
             tokenizer: t,
         } = &model
         else {
-            unreachable!("an itera file loads as an itera model")
+            bail!("{} did not load back as an itera model", path.display());
         };
         let bpb = if heldout.is_empty() {
             None
