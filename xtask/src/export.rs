@@ -96,11 +96,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     }
     std::fs::write(&tok_path, &tok_json)?;
 
-    let heldout = if a.heldout.is_empty() {
-        crate::default_heldout()
-    } else {
-        a.heldout.clone()
-    };
+    let heldout = crate::heldout_or_default(&a.heldout);
     let mut base = weights.clone();
     base.config.tokenizer = Some("tokenizer.json".into());
 

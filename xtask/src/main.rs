@@ -85,8 +85,12 @@ pub fn shared_data() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// The real TinyStories held-out files every model is judged on, when `../shared/data` exists.
-pub fn default_heldout() -> Vec<PathBuf> {
+/// The held-out files to judge a model on: `given` when any, else the real TinyStories
+/// held-out files in `../shared/data` when it exists (else none).
+pub fn heldout_or_default(given: &[PathBuf]) -> Vec<PathBuf> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
     shared_data()
         .map(|d| {
             ["tinystories-valid-a.txt", "tinystories-sample-b.txt"]

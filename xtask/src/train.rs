@@ -227,11 +227,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
         corpus.len() as f64 / stream.len() as f64
     );
 
-    let heldout_files = if a.heldout.is_empty() {
-        crate::default_heldout()
-    } else {
-        a.heldout.clone()
-    };
+    let heldout_files = crate::heldout_or_default(&a.heldout);
     let heldout: Vec<String> = heldout_files.iter().map(|p| read_text(p)).collect::<Result<_>>()?;
 
     let model_path = a.out_dir.join("model.safetensors");
