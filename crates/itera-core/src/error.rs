@@ -102,7 +102,8 @@ impl Error {
         Ok(())
     }
 
-    pub(crate) fn setting(name: &'static str, value: impl fmt::Display, expected: &'static str) -> Self {
+    /// An out-of-range user setting: its name, the value given and what is accepted.
+    pub fn setting(name: &'static str, value: impl fmt::Display, expected: &'static str) -> Self {
         Error::InvalidSetting {
             name,
             value: value.to_string(),

@@ -1,0 +1,321 @@
+//! The playground's model engine in plain Rust (no JS types, so it is tested natively):
+//! a loaded model with its tokenizer, a resumable generation that hands out a few tokens per
+//! call (the worker streams them and can stop between calls), precision comparison on a
+//! shared token sequence, and evaluation on a text.
+
+use itera_core::eval::eval_itera;
+use itera_core::layers::activations::log_sum_exp;
+use itera_core::model::{decode_step, prefill, prefill_with_cache, Cache, Route, State};
+use itera_core::sampling::{argmax, Sampler, SamplingSettings};
+use itera_core::tokenizer::{StreamDecoder, Tokenizer};
+use itera_core::{format, Error, Result, Weights};
+use serde::{Deserialize, Serialize};
+
+/// Longest prompt the page accepts, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+/// Most tokens one generation may produce.
+pub const MAX_NEW_TOKENS: usize = 4096;
+
+/// What the page asks for; field names are the JSON the worker sends.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    #[serde(default)]
+    pub prompt: String,
+    pub max_tokens: usize,
+    #[serde(default)]
+    pub temperature: f32,
+    #[serde(default)]
+    pub top_k: usize,
+    #[serde(default = "one")]
+    pub top_p: f32,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "yes")]
+    pub stop_at_end_of_text: bool,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A model's description for the page.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    pub precision: &'static str,
+    pub params: usize,
+    pub active_params: usize,
+    pub weight_bytes: usize,
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_experts: usize,
+    pub top_k: usize,
+    /// Which layers route through experts (the heatmap's rows).
+    pub moe_layers: Vec<usize>,
+}
+
+/// Tokens produced by one `Engine::step`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepOutput {
+    /// Complete UTF-8 text made by these tokens (a split character waits for the next call).
+    pub text: String,
+    pub tokens: Vec<u32>,
+    /// Natural-log probability of each token under the model (temperature 1).
+    pub logprobs: Vec<f32>,
+    /// Per token, per MoE layer: the chosen experts and their weights.
+    pub routing: Vec<Vec<RouteOut>>,
+    /// True when the generation has ended (length reached or end of story).
+    pub done: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RouteOut {
+    pub layer: usize,
+    pub experts: Vec<usize>,
+    pub weights: Vec<f32>,
+}
+
+/// How a variant's next-token distributions differ from a reference's on the same tokens.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Comparison {
+    /// KL(reference ‖ variant) in nats at each scored position.
+    pub kl: Vec<f32>,
+    pub mean_kl: f64,
+    /// Fraction of positions whose most likely next token is the same.
+    pub top1_agreement: f64,
+    /// Fraction of (position, MoE layer) pairs that route to the same set of experts.
+    pub routing_agreement: f64,
+    pub positions: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalOutput {
+    pub documents: usize,
+    pub tokens: usize,
+    pub bytes: usize,
+    pub mean_ce: f64,
+    pub perplexity: f64,
+    pub bits_per_byte: f64,
+}
+
+struct Run {
+    state: State,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    logits: Vec<f32>,
+    /// Prompt followed by every generated token.
+    sequence: Vec<u32>,
+    prompt_len: usize,
+    max_tokens: usize,
+    stop_at_end_of_text: bool,
+    done: bool,
+}
+
+/// A loaded model, its tokenizer and at most one generation in progress.
+pub struct Engine {
+    pub weights: Weights,
+    pub tokenizer: Tokenizer,
+    run: Option<Run>,
+}
+
+impl Engine {
+    /// Parses a weight file and a `tokenizer.json`, and checks that they belong together.
+    pub fn load(model: &[u8], tokenizer_json: &[u8]) -> Result<Engine> {
+        let weights = format::load(model)?;
+        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
+        if tokenizer.vocab_size() != weights.config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {} ids but the model's vocabulary is {}: this tokenizer does not belong to these weights",
+                tokenizer.vocab_size(),
+                weights.config.vocab_size
+            )));
+        }
+        Ok(Engine {
+            weights,
+            tokenizer,
+            run: None,
+        })
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        let c = &self.weights.config;
+        ModelInfo {
+            precision: self.weights.precision.as_str(),
+            params: self.weights.table.total_params(),
+            active_params: self.weights.table.active_params(c),
+            weight_bytes: self.weights.size_bytes(),
+            vocab_size: c.vocab_size,
+            d_model: c.d_model,
+            n_layers: c.n_layers,
+            n_experts: c.n_experts,
+            top_k: c.top_k,
+            moe_layers: (0..c.n_layers).filter(|&l| c.is_moe(l)).collect(),
+        }
+    }
+
+    /// Validates the request, encodes the prompt after `<|endoftext|>` (the start of a story)
+    /// and runs it through the model. Returns the number of prompt tokens. Replaces any
+    /// generation in progress; on error the engine is left without one.
+    pub fn start(&mut self, req: &GenerateRequest) -> Result<usize> {
+        self.run = None;
+        if req.prompt.len() > MAX_PROMPT_BYTES {
+            return Err(Error::setting("prompt length", req.prompt.len(), "at most 64 KiB"));
+        }
+        if req.max_tokens == 0 || req.max_tokens > MAX_NEW_TOKENS {
+            return Err(Error::setting("max_tokens", req.max_tokens, "between 1 and 4096"));
+        }
+        let sampler = Sampler::new(SamplingSettings {
+            temperature: req.temperature,
+            top_k: req.top_k,
+            top_p: req.top_p,
+            seed: req.seed,
+        })?;
+        let mut sequence: Vec<u32> = self.tokenizer.end_of_text().into_iter().collect();
+        sequence.extend(self.tokenizer.encode(&req.prompt)?);
+        if sequence.is_empty() {
+            return Err(Error::EmptyInput("prompt (and the tokenizer has no end-of-text token)"));
+        }
+        let mut state = State::new(&self.weights);
+        let logits = prefill(&self.weights, &sequence, &mut state)?.to_vec();
+        let prompt_len = sequence.len();
+        self.run = Some(Run {
+            state,
+            sampler,
+            decoder: StreamDecoder::default(),
+            logits,
+            sequence,
+            prompt_len,
+            max_tokens: req.max_tokens,
+            stop_at_end_of_text: req.stop_at_end_of_text,
+            done: false,
+        });
+        Ok(prompt_len)
+    }
+
+    /// Generates up to `n` more tokens of the current generation.
+    pub fn step(&mut self, n: usize) -> Result<StepOutput> {
+        let Some(run) = self.run.as_mut() else {
+            return Err(Error::EmptyInput("generation (call start first)"));
+        };
+        let (w, tok) = (&self.weights, &self.tokenizer);
+        let mut out = StepOutput::default();
+        for _ in 0..n {
+            if run.done {
+                break;
+            }
+            let next = run.sampler.sample(&run.logits);
+            if run.stop_at_end_of_text && Some(next) == tok.end_of_text() {
+                run.done = true;
+                break;
+            }
+            out.text.push_str(&run.decoder.push(tok.token_bytes(next)?));
+            out.tokens.push(next);
+            out.logprobs.push(run.logits[next as usize] - log_sum_exp(&run.logits));
+            run.logits.copy_from_slice(decode_step(w, &mut run.state, next)?);
+            out.routing.push(routes(&run.state.routing));
+            run.sequence.push(next);
+            run.done = run.sequence.len() - run.prompt_len >= run.max_tokens;
+        }
+        if run.done {
+            out.text.push_str(&run.decoder.finish());
+        }
+        out.done = run.done;
+        Ok(out)
+    }
+
+    /// Prompt + generated tokens of the current generation, and where the generated part starts.
+    pub fn sequence(&self) -> (&[u32], usize) {
+        self.run
+            .as_ref()
+            .map_or((&[][..], 0), |r| (&r.sequence[..], r.prompt_len))
+    }
+
+    pub fn eval(&self, text: &str) -> Result<EvalOutput> {
+        let r = eval_itera(&self.weights, &self.tokenizer, text)?;
+        Ok(EvalOutput {
+            documents: r.documents,
+            tokens: r.tokens,
+            bytes: r.bytes,
+            mean_ce: r.mean_ce(),
+            perplexity: r.perplexity(),
+            bits_per_byte: r.bits_per_byte(),
+        })
+    }
+}
+
+fn routes(routing: &[Route]) -> Vec<RouteOut> {
+    routing
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.experts.is_empty())
+        .map(|(layer, r)| RouteOut {
+            layer,
+            experts: r.experts.clone(),
+            weights: r.weights.clone(),
+        })
+        .collect()
+}
+
+/// Runs both models over `tokens` and compares their predictions for every position from
+/// `from - 1` on (the predictions of the tokens at `from..`): KL(reference ‖ other), top-1
+/// agreement and routing agreement. The two models must share a tokenizer and architecture.
+pub fn compare(reference: &Engine, other: &Engine, tokens: &[u32], from: usize) -> Result<Comparison> {
+    let (a, b) = (&reference.weights, &other.weights);
+    if a.config.architecture() != b.config.architecture() {
+        return Err(Error::ShapeMismatch {
+            op: "compare",
+            detail: "the two models have different architectures; compare precisions of one model".into(),
+        });
+    }
+    if tokens.len() < 2 || from == 0 || from >= tokens.len() {
+        return Err(Error::EmptyInput("comparison sequence (generate at least one token first)"));
+    }
+    let forward = |w: &Weights| -> Result<Cache> {
+        let mut cache = Cache::default();
+        prefill_with_cache(w, tokens, &mut State::new(w), &mut cache)?;
+        Ok(cache)
+    };
+    let (ca, cb) = (forward(a)?, forward(b)?);
+    let c = &a.config;
+    let v = c.vocab_size;
+    let mut out = Comparison::default();
+    let (mut agree, mut routed, mut same_route) = (0usize, 0usize, 0usize);
+    for pos in from - 1..tokens.len() - 1 {
+        let (la, lb) = (&ca.logits[pos * v..][..v], &cb.logits[pos * v..][..v]);
+        out.kl.push(kl_divergence(la, lb));
+        agree += usize::from(argmax(la) == argmax(lb));
+        for l in (0..c.n_layers).filter(|&l| c.is_moe(l)) {
+            let k = c.top_k;
+            let mut ea = ca.layers[l].moe.experts[pos * k..][..k].to_vec();
+            let mut eb = cb.layers[l].moe.experts[pos * k..][..k].to_vec();
+            ea.sort_unstable();
+            eb.sort_unstable();
+            routed += 1;
+            same_route += usize::from(ea == eb);
+        }
+    }
+    out.positions = out.kl.len();
+    out.mean_kl = out.kl.iter().map(|&x| x as f64).sum::<f64>() / out.positions as f64;
+    out.top1_agreement = agree as f64 / out.positions as f64;
+    out.routing_agreement = if routed == 0 { 1.0 } else { same_route as f64 / routed as f64 };
+    Ok(out)
+}
+
+/// KL(softmax(p) ‖ softmax(q)) in nats.
+fn kl_divergence(p: &[f32], q: &[f32]) -> f32 {
+    let (lp, lq) = (log_sum_exp(p), log_sum_exp(q));
+    let kl: f64 = p
+        .iter()
+        .zip(q)
+        .map(|(&zp, &zq)| {
+            let log_p = (zp - lp) as f64;
+            log_p.exp() * (log_p - (zq - lq) as f64)
+        })
+        .sum();
+    kl.max(0.0) as f32
+}

@@ -1,0 +1,88 @@
+//! The wasm API inside headless Chromium (wasm-bindgen-test; run by `cargo xtask test`):
+//! every shipped model loads from bytes and its greedy tokens equal native CPU's (the golden
+//! fixture that tests/native.rs checks natively), streaming and comparison work through the
+//! JS-facing types, and malformed input is a `JsError` with a clear message, never a trap.
+#![cfg(target_arch = "wasm32")]
+
+use itera_web::{compare, Model};
+use serde_json::Value;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const TOKENIZER: &[u8] = include_bytes!("../../../weights/tokenizer.json");
+const GOLDEN: &str = include_str!("../../../tests/golden/greedy-tokens.json");
+
+macro_rules! shipped {
+    ($($name:literal),*) => {
+        [$(($name, include_bytes!(concat!("../../../weights/", $name, ".safetensors")) as &[u8])),*]
+    };
+}
+
+const MODELS: [(&str, &[u8]); 8] = shipped!(
+    "itera-tiny-f32", "itera-tiny-f16", "itera-tiny-q8", "itera-tiny-q4",
+    "itera-micro-f32", "itera-micro-f16", "itera-micro-q8", "itera-micro-q4"
+);
+
+fn message(e: wasm_bindgen::JsError) -> String {
+    js_sys::Error::from(JsValue::from(e)).message().into()
+}
+
+fn greedy(m: &mut Model, prompt: &str, n: u64) -> Vec<u64> {
+    let req = serde_json::json!({ "prompt": prompt, "max_tokens": n, "stop_at_end_of_text": false });
+    m.start(&req.to_string()).map_err(message).unwrap();
+    let mut tokens = Vec::new();
+    loop {
+        let out: Value = serde_json::from_str(&m.step(5).map_err(message).unwrap()).unwrap();
+        tokens.extend(out["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()));
+        if out["done"].as_bool().unwrap() {
+            return tokens;
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn greedy_tokens_equal_native_cpu_for_every_shipped_model() {
+    let golden: Value = serde_json::from_str(GOLDEN).unwrap();
+    let prompt = golden["prompt"].as_str().unwrap();
+    let n = golden["tokens"].as_u64().unwrap();
+    for (name, bytes) in MODELS {
+        let mut m = Model::new(bytes, TOKENIZER).map_err(message).unwrap();
+        let want: Vec<u64> = serde_json::from_value(golden["models"][name].clone()).unwrap();
+        assert_eq!(greedy(&mut m, prompt, n), want, "{name}");
+    }
+}
+
+#[wasm_bindgen_test]
+fn comparison_and_evaluation_run_in_the_browser() {
+    let mut reference = Model::new(MODELS[0].1, TOKENIZER).map_err(message).unwrap();
+    let q8 = Model::new(MODELS[2].1, TOKENIZER).map_err(message).unwrap();
+    greedy(&mut reference, "The cat", 20);
+    let c: Value = serde_json::from_str(
+        &compare(&reference, &q8, &reference.sequence(), reference.prompt_len()).map_err(message).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["positions"], 20);
+    assert!(c["top1_agreement"].as_f64().unwrap() > 0.8, "{c}");
+    let e: Value = serde_json::from_str(&q8.eval("One day a dog ran to the park.").map_err(message).unwrap()).unwrap();
+    assert!(e["bits_per_byte"].as_f64().unwrap() > 0.5, "{e}");
+}
+
+#[wasm_bindgen_test]
+fn malformed_input_is_a_js_error_with_a_clear_message() {
+    let model = MODELS[6].1;
+    let err = message(Model::new(b"definitely not safetensors", TOKENIZER).err().unwrap());
+    assert!(err.contains("safetensors"), "{err}");
+    let err = message(Model::new(&model[..model.len() - 100], TOKENIZER).err().unwrap());
+    assert!(err.contains("safetensors"), "{err}");
+    let err = message(Model::new(model, b"[1, 2]").err().unwrap());
+    assert!(err.contains("tokenizer"), "{err}");
+    let mut m = Model::new(model, TOKENIZER).map_err(message).unwrap();
+    let err = message(m.start(r#"{"max_tokens": 5, "colour": "red"}"#).err().unwrap());
+    assert!(err.contains("colour"), "{err}");
+    let err = message(m.start(r#"{"max_tokens": 5, "top_p": 2}"#).err().unwrap());
+    assert!(err.contains("top_p"), "{err}");
+    let err = message(m.step(1).err().unwrap());
+    assert!(err.contains("start"), "{err}");
+}

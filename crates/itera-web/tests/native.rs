@@ -1,0 +1,174 @@
+//! The page's engine, natively: greedy tokens match the committed golden fixture that the
+//! browser suite (tests/browser.rs) also checks, streaming in small steps gives the same
+//! text as the core generator, comparison and evaluation behave, and bad input is refused
+//! with a specific message. `ITERA_UPDATE_GOLDEN=1` rewrites the fixture.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::path::PathBuf;
+
+use itera_core::generate::{generate, GenerateOptions};
+use itera_core::sampling::SamplingSettings;
+use itera_web::engine::{compare, Engine, GenerateRequest};
+use serde_json::{json, Value};
+
+const PROMPT: &str = "Once upon a time, there was a";
+const GREEDY_TOKENS: usize = 40;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn engine(name: &str) -> Engine {
+    let w = std::fs::read(root().join("weights").join(format!("{name}.safetensors"))).unwrap();
+    let t = std::fs::read(root().join("weights/tokenizer.json")).unwrap();
+    Engine::load(&w, &t).unwrap()
+}
+
+fn request(max_tokens: usize, temperature: f32) -> GenerateRequest {
+    serde_json::from_value(json!({
+        "prompt": PROMPT,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": 0.9,
+        "seed": 7,
+        "stop_at_end_of_text": false,
+    }))
+    .unwrap()
+}
+
+fn greedy(e: &mut Engine) -> Vec<u32> {
+    e.start(&request(GREEDY_TOKENS, 0.0)).unwrap();
+    let mut tokens = Vec::new();
+    loop {
+        let out = e.step(7).unwrap();
+        tokens.extend(out.tokens);
+        if out.done {
+            return tokens;
+        }
+    }
+}
+
+#[test]
+fn greedy_tokens_match_the_golden_fixture_for_every_shipped_model() {
+    let path = root().join("tests/golden/greedy-tokens.json");
+    let mut models = serde_json::Map::new();
+    for model in ["itera-tiny", "itera-micro"] {
+        for precision in ["f32", "f16", "q8", "q4"] {
+            let name = format!("{model}-{precision}");
+            models.insert(name.clone(), json!(greedy(&mut engine(&name))));
+        }
+    }
+    let fresh = json!({ "prompt": PROMPT, "tokens": GREEDY_TOKENS, "models": models });
+    if std::env::var_os("ITERA_UPDATE_GOLDEN").is_some() {
+        // One line per model keeps diffs readable.
+        let lines: Vec<String> = models.iter().map(|(k, v)| format!("    {k:?}: {v}")).collect();
+        let text = format!(
+            "{{\n  \"prompt\": {PROMPT:?},\n  \"tokens\": {GREEDY_TOKENS},\n  \"models\": {{\n{}\n  }}\n}}\n",
+            lines.join(",\n")
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+    let golden: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(golden, fresh, "run with ITERA_UPDATE_GOLDEN=1 after retraining the shipped models");
+}
+
+#[test]
+fn streaming_in_steps_equals_the_core_generator() {
+    let mut e = engine("itera-micro-q8");
+    let req = request(60, 0.8);
+    e.start(&req).unwrap();
+    let mut text = String::new();
+    let mut steps = 0;
+    loop {
+        let out = e.step(3).unwrap();
+        assert_eq!(out.tokens.len(), out.logprobs.len());
+        assert_eq!(out.tokens.len(), out.routing.len());
+        assert!(out.logprobs.iter().all(|&p| p <= 0.0 && p.is_finite()));
+        text.push_str(&out.text);
+        steps += 1;
+        if out.done {
+            break;
+        }
+    }
+    assert_eq!(steps, 20);
+    let opts = GenerateOptions {
+        max_tokens: 60,
+        sampling: SamplingSettings {
+            temperature: 0.8,
+            top_k: 0,
+            top_p: 0.9,
+            seed: 7,
+        },
+        stop_at_end_of_text: false,
+    };
+    let core = generate(&e.weights, &e.tokenizer, PROMPT, opts, |_| true).unwrap();
+    assert_eq!(text, core.text);
+    let (sequence, from) = e.sequence();
+    assert_eq!(&sequence[from..], &core.tokens[..]);
+}
+
+#[test]
+fn routing_names_each_moe_layer_with_top_k_experts() {
+    let mut e = engine("itera-tiny-q8");
+    let info = e.info();
+    e.start(&request(5, 0.0)).unwrap();
+    let out = e.step(5).unwrap();
+    for per_token in &out.routing {
+        let layers: Vec<usize> = per_token.iter().map(|r| r.layer).collect();
+        assert_eq!(layers, info.moe_layers);
+        for r in per_token {
+            assert_eq!(r.experts.len(), info.top_k);
+            assert!(r.experts.iter().all(|&x| x < info.n_experts));
+            assert!((r.weights.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn comparison_of_a_model_with_itself_is_exact_and_quantization_is_close() {
+    let mut f32_model = engine("itera-tiny-f32");
+    greedy(&mut f32_model);
+    let (tokens, from) = f32_model.sequence();
+    let tokens = tokens.to_vec();
+    let same = compare(&f32_model, &f32_model, &tokens, from).unwrap();
+    assert_eq!(same.positions, GREEDY_TOKENS);
+    assert!(same.mean_kl < 1e-6, "{}", same.mean_kl);
+    assert_eq!((same.top1_agreement, same.routing_agreement), (1.0, 1.0));
+    let q4 = compare(&f32_model, &engine("itera-tiny-q4"), &tokens, from).unwrap();
+    assert!(q4.mean_kl > 1e-5 && q4.mean_kl < 0.2, "q4 mean KL {}", q4.mean_kl);
+    assert!(q4.top1_agreement > 0.7, "{}", q4.top1_agreement);
+    let micro = compare(&f32_model, &engine("itera-micro-f32"), &tokens, from).unwrap_err();
+    assert!(micro.to_string().contains("different architectures"), "{micro}");
+    assert!(compare(&f32_model, &f32_model, &tokens, 0).is_err());
+}
+
+#[test]
+fn evaluation_gives_bits_per_byte() {
+    let e = engine("itera-micro-q8");
+    let r = e.eval("Once upon a time there was a cat.<|endoftext|>The dog ran to the park.").unwrap();
+    assert_eq!(r.documents, 2);
+    assert!(r.bits_per_byte > 0.5 && r.bits_per_byte < 5.0, "{}", r.bits_per_byte);
+    assert!(e.eval("  \n").unwrap_err().to_string().contains("evaluation text"));
+}
+
+#[test]
+fn bad_input_is_refused_with_a_specific_message() {
+    let tok = std::fs::read(root().join("weights/tokenizer.json")).unwrap();
+    let model = std::fs::read(root().join("weights/itera-micro-q8.safetensors")).unwrap();
+    let msg = |r: Result<Engine, itera_core::Error>| r.err().expect("must fail").to_string();
+    assert!(msg(Engine::load(b"not a model", &tok)).contains("safetensors"));
+    assert!(msg(Engine::load(&model[..model.len() / 2], &tok)).contains("safetensors"));
+    assert!(msg(Engine::load(&model, b"{}")).contains("tokenizer"));
+    let mut e = Engine::load(&model, &tok).unwrap();
+    assert!(e.step(1).unwrap_err().to_string().contains("start"));
+    for (field, value) in [("max_tokens", json!(0)), ("temperature", json!(-1.0)), ("top_p", json!(0.0))] {
+        let mut req = json!({ "prompt": "Hi", "max_tokens": 5 });
+        req[field] = value;
+        let req: GenerateRequest = serde_json::from_value(req).unwrap();
+        let err = e.start(&req).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+        assert!(e.step(1).is_err(), "a refused request leaves no generation behind");
+    }
+    let huge: GenerateRequest = serde_json::from_value(json!({ "prompt": "a".repeat(70_000), "max_tokens": 1 })).unwrap();
+    assert!(e.start(&huge).unwrap_err().to_string().contains("prompt"));
+}
