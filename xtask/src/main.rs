@@ -1,5 +1,5 @@
-//! `cargo xtask …`: the project's command line — model inspection, benchmarks and the test
-//! suite. Every subcommand is a thin layer over `itera-core`.
+//! `cargo xtask …`: the project's command line — training, export, inspection, benchmarks,
+//! the playground's build and server, and the test suite. Every subcommand is a thin layer over `itera-core`.
 
 mod bench;
 mod corpus;
@@ -8,7 +8,9 @@ mod inspect;
 mod models;
 mod run;
 mod test;
+mod tools;
 mod train;
+mod web;
 
 use std::path::PathBuf;
 
@@ -47,6 +49,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Decode-speed benchmarks (JSON + table).
     Bench(bench::BenchArgs),
+    /// Build the playground (wasm, JS glue, chart library) into target/web.
+    BuildWeb,
+    /// Build and serve the playground on 127.0.0.1 (prints the URL).
+    Serve(web::ServeArgs),
 }
 
 fn main() {
@@ -64,6 +70,8 @@ fn main() {
         Command::Eval(a) => run::eval(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BuildWeb => web::build(),
+        Command::Serve(a) => web::serve(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

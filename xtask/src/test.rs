@@ -1,45 +1,18 @@
 //! `cargo xtask test`: the whole suite. Installs what it needs when missing (the wasm32
 //! target), runs every native test, and checks that the core builds for the browser.
 
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
+
+use crate::tools::{ensure_wasm_target, sh};
 
 #[derive(Args)]
 pub struct TestArgs {
     /// Skip the wasm32 build check (for a quick local loop).
     #[arg(long)]
     fast: bool,
-}
-
-/// Runs a command in the project root, echoing it, and fails with its exit status.
-pub fn sh(program: &str, args: &[&str]) -> Result<()> {
-    eprintln!("$ {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(crate::project_root())
-        .status()
-        .with_context(|| format!("cannot start `{program}` — is it installed?"))?;
-    if !status.success() {
-        bail!("`{program} {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-fn ensure_wasm_target() -> Result<()> {
-    let out = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .context("rustup is required to add the wasm32 target")?;
-    if String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.trim() == "wasm32-unknown-unknown")
-    {
-        return Ok(());
-    }
-    sh("rustup", &["target", "add", "wasm32-unknown-unknown"])
 }
 
 pub fn run(a: TestArgs) -> Result<()> {

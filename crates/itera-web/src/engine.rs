@@ -16,6 +16,9 @@ pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 /// Most tokens one generation may produce.
 pub const MAX_NEW_TOKENS: usize = 4096;
 
+/// Prompts up to this many tokens run through recurrent steps instead of the batch prefill.
+const SHORT_PROMPT_TOKENS: usize = 48;
+
 /// What the page asks for; field names are the JSON the worker sends.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +68,8 @@ pub struct StepOutput {
     /// Complete UTF-8 text made by these tokens (a split character waits for the next call).
     pub text: String,
     pub tokens: Vec<u32>,
+    /// Each token's own bytes as text (lossy: a token may hold part of a character).
+    pub pieces: Vec<String>,
     /// Natural-log probability of each token under the model (temperature 1).
     pub logprobs: Vec<f32>,
     /// Per token, per MoE layer: the chosen experts and their weights.
@@ -181,7 +186,17 @@ impl Engine {
             return Err(Error::EmptyInput("prompt (and the tokenizer has no end-of-text token)"));
         }
         let mut state = State::new(&self.weights);
-        let logits = prefill(&self.weights, &sequence, &mut state)?.to_vec();
+        // A short prompt is cheaper token by token: the batch path dequantizes every matrix
+        // for its GEMMs, which costs more than a few matvecs.
+        let logits = if sequence.len() <= SHORT_PROMPT_TOKENS {
+            let mut logits = Vec::new();
+            for &t in &sequence {
+                logits = decode_step(&self.weights, &mut state, t)?.to_vec();
+            }
+            logits
+        } else {
+            prefill(&self.weights, &sequence, &mut state)?.to_vec()
+        };
         let prompt_len = sequence.len();
         self.run = Some(Run {
             state,
@@ -213,7 +228,9 @@ impl Engine {
                 run.done = true;
                 break;
             }
-            out.text.push_str(&run.decoder.push(tok.token_bytes(next)?));
+            let bytes = tok.token_bytes(next)?;
+            out.text.push_str(&run.decoder.push(bytes));
+            out.pieces.push(String::from_utf8_lossy(bytes).into_owned());
             out.tokens.push(next);
             out.logprobs.push(run.logits[next as usize] - log_sum_exp(&run.logits));
             run.logits.copy_from_slice(decode_step(w, &mut run.state, next)?);

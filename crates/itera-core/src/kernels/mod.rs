@@ -53,6 +53,17 @@ pub fn f16_to_f32(h: f16) -> f32 {
     f32::from_bits(v.to_bits() | sign)
 }
 
+/// a·b + c, fused where the hardware has an FMA instruction. wasm32 has none, and there
+/// `mul_add` is a software routine ~20× slower than the whole matvec around it, so the wasm
+/// build multiplies and adds separately (results differ from native in the last bit).
+#[inline(always)]
+fn madd(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_arch = "wasm32")]
+    return a * b + c;
+    #[cfg(not(target_arch = "wasm32"))]
+    return a.mul_add(b, c);
+}
+
 #[inline(always)]
 fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -62,7 +73,7 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     let mut cb = b.chunks_exact(LANES);
     for (x, y) in (&mut ca).zip(&mut cb) {
         for i in 0..LANES {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
+            acc[i] = madd(x[i], y[i], acc[i]);
         }
     }
     let mut tail = 0.0;
@@ -96,7 +107,7 @@ fn matvec_q8_body(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]
                 f16_to_f32(scales[gi]),
             );
             for i in 0..GROUP {
-                acc[i] = s.mul_add(qg[i] as f32 * xg[i], acc[i]);
+                acc[i] = madd(s, qg[i] as f32 * xg[i], acc[i]);
             }
         }
         let mut sum = reduce(acc);
@@ -134,7 +145,7 @@ fn matvec_q4_body(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], 
             for i in 0..HALF {
                 let lo = ((bytes[i] & 0x0f) as i32 - 8) as f32;
                 let hi = ((bytes[i] >> 4) as i32 - 8) as f32;
-                acc[i] = s.mul_add(lo.mul_add(e[i], hi * o[i]), acc[i]);
+                acc[i] = madd(s, madd(lo, e[i], hi * o[i]), acc[i]);
             }
         }
         let mut sum = reduce(acc);
@@ -168,7 +179,7 @@ fn matvec_f16_body(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
         let mut cx = x.chunks_exact(LANES);
         for (ww, xx) in (&mut cw).zip(&mut cx) {
             for i in 0..LANES {
-                acc[i] = f16_to_f32(ww[i]).mul_add(xx[i], acc[i]);
+                acc[i] = madd(f16_to_f32(ww[i]), xx[i], acc[i]);
             }
         }
         let tail: f32 = cw

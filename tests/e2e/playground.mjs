@@ -1,0 +1,148 @@
+// End-to-end test of the playground as a person uses it, in headless Chromium via
+// playwright-core: open the page served by `cargo xtask serve`, watch the first story stream
+// in, reload (warm cache), compare f32 with q8, run the benchmark, check the charts and the
+// routing heatmap draw, and check the CPU fallback note with WebGPU unavailable.
+// Usage: node tests/e2e/playground.mjs URL OUT_DIR   (screenshots + results.json in OUT_DIR)
+
+import { chromium } from 'playwright-core';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+
+const [url, outDir] = process.argv.slice(2);
+if (!url || !outDir) throw new Error('usage: playground.mjs URL OUT_DIR');
+mkdirSync(outDir, { recursive: true });
+
+const BASE_FLAGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run', '--disable-quic'];
+const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
+  '--use-webgpu-adapter=swiftshader', '--use-angle=swiftshader'];
+const results = {};
+const step = (msg) => console.log(`  · ${msg}`);
+
+async function open(args, name) {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args, headless: true });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
+  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+  console.log(`[${name}]`);
+  return { browser, page, problems };
+}
+
+// Loads the page and waits for the automatic first story; returns page load → first token (ms).
+async function firstStory(page) {
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.dataset.firstTokenMs, null, { timeout: 90_000 });
+  const ms = Number(await page.evaluate(() => document.body.dataset.firstTokenMs));
+  const text = await page.textContent('#output .generated');
+  assert.ok(text.trim().length > 20, `a story appears (got ${JSON.stringify(text)})`);
+  const tps = Number(await page.textContent('#stat-tps'));
+  assert.ok(tps > 0, `tokens/s is shown (got ${tps})`);
+  assert.equal(await page.isVisible('#error-note'), false, 'no error notice');
+  return { ms, tps, text, fromCache: await page.evaluate(() => document.body.dataset.modelFromCache === 'true') };
+}
+
+async function inkedPixels(page, selector) {
+  return page.$eval(selector, (c) => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+    return n;
+  });
+}
+
+{
+  const { browser, page, problems } = await open([...BASE_FLAGS, ...WEBGPU_FLAGS], 'WebGPU available');
+  const cold = await firstStory(page);
+  step(`cold start: page load → first token ${cold.ms.toFixed(0)} ms, ${cold.tps} tokens/s`);
+  assert.equal(cold.fromCache, false);
+  await page.waitForSelector('#backend-note:not([hidden])');
+  const note = await page.textContent('#backend-note');
+  assert.match(note, /WebGPU adapter found/, note);
+  assert.ok((await inkedPixels(page, '#routing-heatmap')) > 500, 'the routing heatmap is drawn');
+  assert.ok((await page.$$('#tps-chart canvas')).length > 0, 'the tokens/s chart is drawn');
+  assert.ok((await page.$$('#load-breakdown .stack div')).length >= 3, 'the load-time breakdown is drawn');
+  await page.hover('#routing-heatmap', { position: { x: 62, y: 10 } });
+  assert.match(await page.textContent('#routing-caption'), /layer \d+ → expert/);
+  await page.screenshot({ path: `${outDir}/generate.png`, fullPage: true });
+
+  const warm = await firstStory(page);
+  step(`warm start: page load → first token ${warm.ms.toFixed(0)} ms (weights from the Cache API: ${warm.fromCache})`);
+  assert.equal(warm.fromCache, true);
+
+  // A person's own story: type a prompt, generate, then stop a long one midway.
+  await page.fill('#prompt', 'Tom and his dog went to the beach');
+  await page.fill('#temperature', '0');
+  await page.click('#generate');
+  await page.waitForFunction(() => !document.getElementById('generate').disabled, null, { timeout: 60_000 });
+  assert.ok((await page.textContent('#output .generated')).length > 10);
+  await page.fill('#max-tokens', '4096');
+  await page.fill('#temperature', '0.8');
+  await page.uncheck('#stop-at-end');
+  await page.click('#generate');
+  await page.waitForFunction(() => Number(document.getElementById('stat-count').textContent) > 5);
+  await page.click('#stop');
+  await page.waitForFunction(() => !document.getElementById('generate').disabled, null, { timeout: 30_000 });
+  const stoppedAt = Number(await page.textContent('#stat-count'));
+  assert.ok(stoppedAt < 4096, `stop ends the generation early (${stoppedAt} tokens)`);
+  step(`stop button ended a 4096-token generation after ${stoppedAt} tokens`);
+
+  // Compare f32 with q8.
+  await page.check('#stop-at-end');
+  await page.click('#tab-compare');
+  await page.check('input[name=variant][value=f32]');
+  await page.check('input[name=variant][value=q8]');
+  await page.click('#compare');
+  await page.waitForFunction(() => document.querySelectorAll('#compare-columns tbody tr').length >= 12, null, { timeout: 120_000 });
+  const columns = await page.$$eval('#compare-columns .column', (cols) => cols.map((c) => ({
+    precision: c.dataset.precision,
+    text: c.querySelector('.text span').textContent,
+    metrics: Object.fromEntries([...c.querySelectorAll('tr')].map((r) => [r.cells[0].textContent, r.cells[1].textContent])),
+  })));
+  for (const c of columns) {
+    assert.ok(c.text.trim().length > 20, `${c.precision} column has text`);
+    assert.match(c.metrics['eval bits/byte'], /^\d\.\d{4}$/);
+  }
+  const q8 = columns.find((c) => c.precision === 'q8');
+  assert.match(q8.metrics['top-1 agreement'], /%$/);
+  assert.ok((await page.$$('#kl-chart canvas')).length > 0, 'the KL chart is drawn');
+  await page.screenshot({ path: `${outDir}/compare.png`, fullPage: true });
+  step(`compare: q8 vs f32 ${JSON.stringify(q8.metrics)}`);
+
+  // Benchmarks.
+  await page.click('#tab-bench');
+  await page.click('#bench');
+  await page.waitForFunction(() => document.querySelectorAll('#bench-table tbody tr').length >= 2, null, { timeout: 60_000 });
+  const benchTps = Number(await page.$eval('#bench-table tbody tr td:nth-child(3)', (td) => td.textContent));
+  assert.ok(benchTps > 0);
+  await page.screenshot({ path: `${outDir}/bench.png`, fullPage: true });
+  step(`benchmark: ${benchTps} tokens/s (greedy, 128 tokens, CPU wasm)`);
+
+  // Phone width.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.click('#tab-generate');
+  await page.screenshot({ path: `${outDir}/phone.png`, fullPage: true });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `no horizontal scrolling at phone width (overflow ${overflow}px)`);
+
+  assert.deepEqual(problems, [], 'no page errors, console errors or failed requests');
+  const timings = await page.evaluate(() => document.body.dataset.loadParts);
+  Object.assign(results, { warmLoadParts: JSON.parse(timings ?? 'null'), coldFirstTokenMs: cold.ms, warmFirstTokenMs: warm.ms, firstStoryTokensPerSecond: cold.tps, benchTokensPerSecond: benchTps, compare: columns.map((c) => ({ precision: c.precision, ...c.metrics })) });
+  await browser.close();
+}
+
+{
+  const { browser, page, problems } = await open([...BASE_FLAGS, '--disable-gpu', '--disable-features=WebGPU'], 'WebGPU unavailable');
+  const story = await firstStory(page);
+  const note = await page.textContent('#backend-note');
+  assert.match(note, /WebGPU is not available.*CPU/, note);
+  await page.screenshot({ path: `${outDir}/cpu-fallback.png`, fullPage: true });
+  step(`CPU fallback note shown; first token ${story.ms.toFixed(0)} ms`);
+  assert.deepEqual(problems, []);
+  results.noWebGpuFirstTokenMs = story.ms;
+  await browser.close();
+}
+
+writeFileSync(`${outDir}/results.json`, JSON.stringify(results, null, 2));
+console.log(`e2e passed; screenshots and results.json in ${outDir}`);

@@ -1,0 +1,389 @@
+// The playground page: model picker, generation, precision comparison, benchmarks.
+// All model work happens in worker.js; this module only drives the UI.
+
+import { lineChart, loadBreakdown, RoutingHeatmap } from '/charts.js';
+import { detectWebGpu, deviceInfo } from '/device.js';
+
+const $ = (id) => document.getElementById(id);
+const MODELS = ['itera-tiny', 'itera-micro'];
+const PRECISIONS = ['f32', 'f16', 'q8', 'q4'];
+const DEFAULT_MODEL = 'itera-tiny-q8';
+const TOKENIZER_URL = '/weights/tokenizer.json';
+
+// ---- worker RPC -------------------------------------------------------------------------
+const worker = new Worker('/worker.js', { type: 'module' });
+let nextId = 1;
+const pending = new Map();
+worker.onmessage = ({ data }) => {
+  const p = pending.get(data.id);
+  if (!p) return;
+  if (data.type === 'result') { pending.delete(data.id); p.resolve(data.result); }
+  else if (data.type === 'error') { pending.delete(data.id); p.reject(new Error(data.message)); }
+  else p.onEvent?.(data);
+};
+function call(op, args = {}, onEvent = null, transfer = []) {
+  const id = nextId++;
+  const promise = new Promise((resolve, reject) => pending.set(id, { resolve, reject, onEvent }));
+  worker.postMessage({ id, op, ...args }, transfer);
+  return { id, promise };
+}
+const rpc = (op, args, onEvent) => call(op, args, onEvent).promise;
+
+// ---- state ------------------------------------------------------------------------------
+const state = {
+  cards: {},
+  current: DEFAULT_MODEL,
+  loaded: new Map(), // key → load info
+  backend: { chosen: 'cpu', webgpu: null },
+  runs: [],
+  busy: false,
+  generation: null,
+  timings: { wasmMs: 0 },
+};
+
+function showError(e) {
+  const note = $('error-note');
+  note.textContent = e ? `⚠ ${e.message ?? e}` : '';
+  note.hidden = !e;
+}
+
+function setBusy(busy) {
+  state.busy = busy;
+  for (const id of ['generate', 'compare', 'bench', 'model-select', 'model-file']) $(id).disabled = busy;
+  $('stop').disabled = !busy || !state.generation;
+}
+
+const fmtBytes = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(0)} KB`);
+const fmtMs = (ms) => (ms == null ? '–' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+
+// ---- model picker -----------------------------------------------------------------------
+function fillPicker() {
+  const select = $('model-select');
+  select.replaceChildren();
+  for (const m of MODELS) {
+    const group = document.createElement('optgroup');
+    group.label = m;
+    for (const p of PRECISIONS) {
+      const card = state.cards[m]?.precisions?.find((v) => v.precision === p);
+      const o = new Option(`${m} · ${p}${card ? ` · ${fmtBytes(card.bytes)}` : ''}`, `${m}-${p}`);
+      group.append(o);
+    }
+    select.append(group);
+  }
+  for (const key of state.loaded.keys()) {
+    if (key.startsWith('local:')) select.append(new Option(`${key.slice(6)} (local)`, key));
+  }
+  select.value = state.current;
+}
+
+const urlOf = (key) => `/weights/${key}.safetensors`;
+const familyOf = (key) => key.replace(/-(f32|f16|q8|q4)$/, '');
+
+async function loadModel(key, bytes = null) {
+  if (state.loaded.has(key)) return state.loaded.get(key);
+  const bar = $('download-progress');
+  bar.style.width = '0%';
+  const args = bytes ? { key, bytes, tokenizerUrl: TOKENIZER_URL } : { key, url: urlOf(key), tokenizerUrl: TOKENIZER_URL };
+  const info = await call('load', args, (ev) => {
+    if (ev.type === 'progress' && ev.total) bar.style.width = `${(100 * ev.received) / ev.total}%`;
+  }, bytes ? [bytes] : []).promise;
+  bar.style.width = '100%';
+  state.loaded.set(key, info);
+  return info;
+}
+
+function describeModel(key, l) {
+  const i = l.info;
+  const family = familyOf(key);
+  const card = state.cards[family]?.precisions?.find((v) => v.precision === i.precision);
+  const bpb = card ? ` · held-out ${card.bits_per_byte.toFixed(3)} bits/byte` : '';
+  $('model-meta').textContent = `${key}: ${(i.params / 1e6).toFixed(2)}M parameters (${(i.active_params / 1e6).toFixed(2)}M active per token), `
+    + `${i.n_layers} layers, ${i.n_experts} experts (top-${i.top_k}) on layers ${i.moe_layers.join(', ')}, `
+    + `${fmtBytes(l.bytes)} ${l.fromCache ? '(from cache)' : 'downloaded'}${bpb}`;
+}
+
+async function selectModel(key, bytes = null) {
+  showError(null);
+  setBusy(true);
+  try {
+    const l = await loadModel(key, bytes);
+    state.current = key;
+    fillPicker();
+    describeModel(key, l);
+    return l;
+  } catch (e) {
+    showError(e);
+    $('model-select').value = state.current;
+    throw e;
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ---- generation -------------------------------------------------------------------------
+function settings() {
+  const num = (id) => Number($(id).value);
+  return {
+    prompt: $('prompt').value,
+    temperature: num('temperature'),
+    top_k: num('top-k'),
+    top_p: num('top-p'),
+    max_tokens: num('max-tokens'),
+    seed: num('seed'),
+    stop_at_end_of_text: $('stop-at-end').checked,
+  };
+}
+
+const tpsChart = lineChart($('tps-chart'), { xLabel: 'seconds', yLabel: 'tokens/s', series: ['tokens/s'] });
+const heatmap = new RoutingHeatmap($('routing-heatmap'), $('routing-caption'));
+
+async function generate({ onStart } = {}) {
+  if (state.busy) return null;
+  showError(null);
+  setBusy(true);
+  const key = state.current;
+  const info = state.loaded.get(key).info;
+  const out = $('output');
+  out.querySelector('.prompt-echo').textContent = $('prompt').value;
+  const generated = out.querySelector('.generated');
+  generated.textContent = '';
+  heatmap.reset(info.moe_layers, info.n_experts);
+  const xs = [];
+  const ys = [];
+  tpsChart.set([xs, ys]);
+  let last = null; // the first token's arrival starts the rate measurement
+  const handle = call('generate', { key, request: settings() }, (ev) => {
+    if (ev.produced > 0) state.firstTokenAt ??= performance.now();
+    generated.textContent += ev.text;
+    heatmap.push(ev.tokens.map((_, i) => ({ text: ev.pieces[i], routing: ev.routing[i] })));
+    $('stat-count').textContent = ev.produced;
+    last ??= { t: ev.elapsedMs, n: ev.produced };
+    const dt = (ev.elapsedMs - last.t) / 1000;
+    if (dt > 0.05) {
+      xs.push(ev.elapsedMs / 1000);
+      ys.push((ev.produced - last.n) / dt);
+      tpsChart.set([xs, ys]);
+      $('stat-tps').textContent = ys[ys.length - 1].toFixed(0);
+      last = { t: ev.elapsedMs, n: ev.produced };
+    }
+  });
+  state.generation = handle.id;
+  setBusy(true);
+  onStart?.();
+  try {
+    const r = await handle.promise;
+    $('stat-tps').textContent = r.tokensPerSecond ? r.tokensPerSecond.toFixed(0) : '–';
+    $('stat-ttft').textContent = fmtMs(r.firstTokenMs);
+    $('routing-caption').textContent = `${r.produced} tokens × ${info.moe_layers.length} MoE layers. Hover a cell for the token and its experts.`;
+    state.runs.push({ kind: 'generate', model: key, backend: state.backend.chosen, ...pick(r, ['produced', 'firstTokenMs', 'totalMs', 'tokensPerSecond', 'stopped']) });
+    return r;
+  } catch (e) {
+    showError(e);
+    return null;
+  } finally {
+    state.generation = null;
+    setBusy(false);
+  }
+}
+
+const pick = (o, keys) => Object.fromEntries(keys.map((k) => [k, o[k]]));
+
+// ---- compare ----------------------------------------------------------------------------
+let evalText = null;
+const klChart = { el: $('kl-chart'), chart: null };
+
+async function runCompare() {
+  showError(null);
+  const family = familyOf(state.current).replace(/^local:.*/, 'itera-tiny');
+  const variants = [...document.querySelectorAll('input[name=variant]:checked')].map((c) => c.value);
+  if (variants.length < 2) { showError(new Error('pick at least two precisions to compare')); return; }
+  setBusy(true);
+  const columns = $('compare-columns');
+  columns.replaceChildren();
+  const cols = {};
+  for (const p of variants) {
+    const col = document.createElement('article');
+    col.className = 'card column';
+    col.dataset.precision = p;
+    col.innerHTML = `<h3>${family} · ${p}</h3><p class="text" aria-live="polite"><b class="prompt-echo"></b><span></span></p><table class="metrics"><tbody></tbody></table>`;
+    col.querySelector('.prompt-echo').textContent = $('prompt').value;
+    columns.append(col);
+    cols[p] = col;
+  }
+  try {
+    evalText ??= await (await fetch('/eval-stories.txt')).text();
+    const request = settings();
+    const results = {};
+    const needed = variants.includes('f32') ? variants : ['f32', ...variants];
+    for (const p of needed) {
+      const key = `${family}-${p}`;
+      const l = await loadModel(key);
+      const col = cols[p];
+      const text = col?.querySelector('.text span');
+      const gen = await call('generate', { key, request }, (ev) => { if (text) text.textContent += ev.text; }).promise;
+      const ev = await rpc('eval', { key, text: evalText });
+      results[p] = { key, l, gen, ev };
+    }
+    const ref = results.f32;
+    const klSeries = [];
+    for (const p of variants) {
+      const r = results[p];
+      const c = await rpc('compare', { reference: ref.key, other: r.key, sequence: ref.gen.sequence, from: ref.gen.promptLen });
+      r.cmp = c;
+      if (p !== 'f32') klSeries.push([p, c.kl]);
+      const rows = [
+        ['file size', fmtBytes(r.l.bytes)],
+        ['tokens/s', r.gen.tokensPerSecond ? r.gen.tokensPerSecond.toFixed(0) : '–'],
+        ['eval bits/byte', r.ev.bits_per_byte.toFixed(4)],
+        ['mean KL vs f32', c.mean_kl.toExponential(2)],
+        ['top-1 agreement', `${(100 * c.top1_agreement).toFixed(1)}%`],
+        ['routing agreement', `${(100 * c.routing_agreement).toFixed(1)}%`],
+      ];
+      const tbody = cols[p].querySelector('tbody');
+      for (const [k, v] of rows) tbody.insertAdjacentHTML('beforeend', `<tr><th>${k}</th><td>${v}</td></tr>`);
+      state.runs.push({ kind: 'compare', model: r.key, bytes: r.l.bytes, tokensPerSecond: r.gen.tokensPerSecond, bitsPerByte: r.ev.bits_per_byte, meanKl: c.mean_kl, top1: c.top1_agreement, routing: c.routing_agreement });
+    }
+    if (klChart.chart) { klChart.chart.plot.destroy(); klChart.el.replaceChildren(); }
+    klChart.chart = lineChart(klChart.el, { xLabel: 'generated token', yLabel: 'KL (nats)', series: klSeries.map(([p]) => p), yFormat: (v) => (v === 0 ? '0' : v.toExponential(0)) });
+    const n = Math.max(0, ...klSeries.map(([, kl]) => kl.length));
+    klChart.chart.set([Array.from({ length: n }, (_, i) => i + 1), ...klSeries.map(([, kl]) => kl)]);
+  } catch (e) {
+    showError(e);
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ---- benchmarks -------------------------------------------------------------------------
+const benchChart = lineChart($('bench-chart'), { xLabel: 'run', yLabel: 'tokens/s', series: ['CPU (wasm)', 'WebGPU'], bars: true });
+const benchRows = [];
+
+async function runBench() {
+  showError(null);
+  setBusy(true);
+  try {
+    const key = state.current;
+    const r = await call('generate', { key, request: { prompt: 'Once upon a time', max_tokens: 128, temperature: 0, stop_at_end_of_text: false } }).promise;
+    benchRows.push({ model: key, backend: 'CPU (wasm SIMD)', tokensPerSecond: r.tokensPerSecond, firstTokenMs: r.firstTokenMs });
+    state.runs.push({ kind: 'bench', model: key, backend: 'cpu', tokensPerSecond: r.tokensPerSecond, firstTokenMs: r.firstTokenMs });
+    const tbody = $('bench-table').querySelector('tbody');
+    tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>CPU (wasm SIMD)</td><td>${r.tokensPerSecond.toFixed(0)}</td><td>${fmtMs(r.firstTokenMs)}</td></tr>`);
+    if (!state.backend.gpuRowShown) {
+      tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>WebGPU</td><td colspan="2">${state.backend.webgpu ? 'adapter present; GPU kernels not in this build' : 'not available in this browser'}</td></tr>`);
+      state.backend.gpuRowShown = true;
+    }
+    const xs = benchRows.map((_, i) => i + 1);
+    benchChart.set([xs, benchRows.map((b) => b.tokensPerSecond), benchRows.map(() => null)]);
+  } catch (e) {
+    showError(e);
+  } finally {
+    setBusy(false);
+  }
+}
+
+async function exportBench() {
+  const report = { generatedAt: new Date().toISOString(), device: await deviceInfo(), backend: state.backend.chosen, loads: Object.fromEntries(state.loaded), timings: state.timings, runs: state.runs };
+  const blob = new Blob([JSON.stringify(report, null, 2)], { type: 'application/json' });
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = 'itera-benchmark.json';
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+
+// ---- backend ----------------------------------------------------------------------------
+function backendNote() {
+  const gpu = state.backend.webgpu;
+  const note = $('backend-note');
+  const wanted = $('backend-select').value;
+  let text;
+  if (!gpu) {
+    text = 'WebGPU is not available in this browser: the model runs on the CPU (wasm SIMD).';
+  } else if (wanted === 'webgpu') {
+    text = `WebGPU adapter found (${gpu.vendor || 'unknown vendor'} ${gpu.architecture || ''}), but this build has no GPU kernels yet: falling back to the CPU (wasm SIMD).`;
+  } else {
+    text = `WebGPU adapter found (${gpu.vendor || 'unknown vendor'} ${gpu.architecture || ''}); this build runs on the CPU (wasm SIMD) — the only backend it has, so Auto picks it.`;
+  }
+  note.textContent = text;
+  note.hidden = false;
+  state.backend.chosen = 'cpu';
+}
+
+// ---- tabs -------------------------------------------------------------------------------
+function setupTabs() {
+  const tabs = [...document.querySelectorAll('[role=tab]')];
+  const activate = (tab) => {
+    for (const t of tabs) {
+      const on = t === tab;
+      t.setAttribute('aria-selected', String(on));
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute('aria-controls')).hidden = !on;
+    }
+    tab.focus();
+    window.dispatchEvent(new Event('resize'));
+  };
+  tabs.forEach((t, i) => {
+    t.addEventListener('click', () => activate(t));
+    t.addEventListener('keydown', (e) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
+      if (step) activate(tabs[(i + step + tabs.length) % tabs.length]);
+      if (e.key === 'Home') activate(tabs[0]);
+      if (e.key === 'End') activate(tabs[tabs.length - 1]);
+    });
+  });
+}
+
+// ---- start ------------------------------------------------------------------------------
+async function main() {
+  setupTabs();
+  fillPicker();
+  $('generate-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
+  $('stop').addEventListener('click', () => { if (state.generation) call('cancel', { target: state.generation }); });
+  $('compare-form').addEventListener('submit', (e) => { e.preventDefault(); runCompare(); });
+  $('bench').addEventListener('click', runBench);
+  $('export-bench').addEventListener('click', exportBench);
+  $('backend-select').addEventListener('change', backendNote);
+  $('model-select').addEventListener('change', (e) => selectModel(e.target.value).catch(() => {}));
+  $('model-file').addEventListener('change', async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    await selectModel(`local:${file.name}`, await file.arrayBuffer()).catch(() => {});
+    e.target.value = '';
+  });
+  $('prompt').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
+  });
+
+  detectWebGpu().then((g) => { state.backend.webgpu = g; backendNote(); });
+  for (const m of MODELS) {
+    fetch(`/weights/${m}.json`).then((r) => r.json()).then((card) => { state.cards[m] = card; fillPicker(); }).catch(() => {});
+  }
+  deviceInfo().then((info) => {
+    const dl = $('device-info');
+    for (const [k, v] of Object.entries(info)) dl.insertAdjacentHTML('beforeend', `<dt>${k}</dt><dd></dd>`), dl.lastElementChild.textContent = typeof v === 'object' ? JSON.stringify(v) : String(v);
+  });
+
+  const tStart = performance.now();
+  const init = rpc('init');
+  const l = await selectModel(DEFAULT_MODEL); // downloads while the wasm compiles
+  state.timings.wasmMs = (await init).wasmMs;
+  const tModel = performance.now();
+  state.firstTokenAt = null;
+  await generate();
+  // Page load (navigation start) → first token on screen, and the parts it is made of.
+  const firstTokenAt = state.firstTokenAt ?? performance.now();
+  const parts = [
+    { name: 'page + scripts', ms: tStart },
+    { name: 'wasm compile', ms: state.timings.wasmMs },
+    { name: 'download (during compile)', ms: l.downloadMs },
+    { name: 'parse weights + tokenizer', ms: l.parseMs },
+    { name: 'prompt + first token', ms: firstTokenAt - tModel },
+  ];
+  state.timings = { ...state.timings, parts, pageToFirstTokenMs: firstTokenAt, fromCache: l.fromCache };
+  loadBreakdown($('load-breakdown'), Object.assign(parts.filter((p) => p.ms > 0.5), { end: firstTokenAt }));
+  document.body.dataset.firstTokenMs = firstTokenAt.toFixed(1);
+  document.body.dataset.modelFromCache = String(l.fromCache);
+  document.body.dataset.loadParts = JSON.stringify(parts);
+}
+
+main().catch(showError);

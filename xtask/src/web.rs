@@ -1,0 +1,290 @@
+//! `cargo xtask build-web` and `cargo xtask serve`: build the playground's wasm (installing
+//! the wasm target, wasm-bindgen-cli and the npm packages when missing) and serve it on
+//! 127.0.0.1 only, with correct MIME types, a Content-Security-Policy and no way out of the
+//! served folders.
+//!
+//! URL layout: `/` and everything else → `web/`; `/pkg/` → the wasm-bindgen output;
+//! `/vendor/` → the chart library; `/weights/` → the shipped models.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use percent_encoding::percent_decode_str;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::tools::{ensure_npm_packages, ensure_wasm_bindgen, ensure_wasm_target, sh};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Port on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Serve what is already built instead of building first.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// Where the page's build output goes (under the ignored target folder).
+pub fn build_dir() -> PathBuf {
+    crate::project_root().join("target/web")
+}
+
+/// Files copied from node_modules to `/vendor/`.
+const VENDOR_FILES: [&str; 2] = ["uplot/dist/uPlot.esm.js", "uplot/dist/uPlot.min.css"];
+
+pub fn build() -> Result<()> {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen()?;
+    ensure_npm_packages()?;
+    sh(
+        "cargo",
+        &["build", "-p", "itera-web", "--lib", "--target", "wasm32-unknown-unknown", "--profile", "web"],
+    )?;
+    let out = build_dir();
+    let wasm = crate::project_root().join("target/wasm32-unknown-unknown/web/itera_web.wasm");
+    let pkg = out.join("pkg");
+    sh(
+        "wasm-bindgen",
+        &[
+            "--target",
+            "web",
+            "--no-typescript",
+            "--remove-name-section",
+            "--out-dir",
+            path_str(&pkg)?,
+            path_str(&wasm)?,
+        ],
+    )?;
+    let vendor = out.join("vendor");
+    std::fs::create_dir_all(&vendor)?;
+    for file in VENDOR_FILES {
+        let from = crate::project_root().join("node_modules").join(file);
+        let name = from.file_name().context("vendor file name")?;
+        std::fs::copy(&from, vendor.join(name)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    let size = std::fs::metadata(pkg.join("itera_web_bg.wasm"))?.len();
+    eprintln!("built {} ({:.0} KB of wasm)", out.display(), size as f64 / 1e3);
+    Ok(())
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", p.display()))
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    if !a.no_build {
+        build()?;
+    }
+    let server = Server::http(("127.0.0.1", a.port)).map_err(|e| anyhow!("cannot listen on 127.0.0.1:{}: {e}", a.port))?;
+    let addr = server.server_addr().to_ip().context("server address")?;
+    println!("Itera-Lite Playground: http://{addr}/");
+    std::io::stdout().flush()?;
+    let server = Arc::new(server);
+    let mounts = Arc::new(Mounts::new(&crate::project_root()));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, mounts) = (server.clone(), mounts.clone());
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    respond(&mounts, request);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| anyhow!("a server thread panicked"))?;
+    }
+    Ok(())
+}
+
+/// The served folders.
+pub struct Mounts {
+    web: PathBuf,
+    pkg: PathBuf,
+    vendor: PathBuf,
+    weights: PathBuf,
+}
+
+/// Why a request gets no file.
+#[derive(Debug, PartialEq)]
+pub enum Refusal {
+    /// Malformed path (bad escapes, backslashes, NUL): 400.
+    BadRequest,
+    /// A `..` or hidden segment, or a path that resolves outside its folder: 403.
+    Forbidden,
+    NotFound,
+}
+
+impl Mounts {
+    pub fn new(root: &Path) -> Mounts {
+        let build = root.join("target/web");
+        Mounts {
+            web: root.join("web"),
+            pkg: build.join("pkg"),
+            vendor: build.join("vendor"),
+            weights: root.join("weights"),
+        }
+    }
+
+    /// Maps a request target (path and optional query) to a file inside one of the folders.
+    pub fn resolve(&self, target: &str) -> Result<PathBuf, Refusal> {
+        let path = target.split(['?', '#']).next().unwrap_or_default();
+        let decoded = percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| Refusal::BadRequest)?;
+        if decoded.contains(['\\', '\0']) || !decoded.starts_with('/') {
+            return Err(Refusal::BadRequest);
+        }
+        let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.iter().any(|s| s.starts_with('.')) {
+            return Err(Refusal::Forbidden);
+        }
+        let (base, rest) = match segments.split_first() {
+            None => (&self.web, &["index.html"][..]),
+            Some((&"pkg", rest)) => (&self.pkg, rest),
+            Some((&"vendor", rest)) => (&self.vendor, rest),
+            Some((&"weights", rest)) => (&self.weights, rest),
+            Some(_) => (&self.web, &segments[..]),
+        };
+        let file = rest.iter().fold(base.clone(), |p, s| p.join(s));
+        // Symlinks must not lead out of the folder either.
+        let (real, real_base) = (
+            file.canonicalize().map_err(|_| Refusal::NotFound)?,
+            base.canonicalize().map_err(|_| Refusal::NotFound)?,
+        );
+        if !real.starts_with(&real_base) {
+            return Err(Refusal::Forbidden);
+        }
+        if !real.is_file() {
+            return Err(Refusal::NotFound);
+        }
+        Ok(real)
+    }
+}
+
+pub fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or_default() {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "wasm" => "application/wasm",
+        "json" => "application/json",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Scripts and workers only from this origin (plus compiling our own wasm), no inline code.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+worker-src 'self'; connect-src 'self'; img-src 'self' data: blob:; style-src 'self'; \
+object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
+}
+
+/// A validator from the file's size and modification time.
+fn entity_tag(file: &std::fs::File) -> Option<String> {
+    let meta = file.metadata().ok()?;
+    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos()))
+}
+
+fn respond(mounts: &Mounts, request: Request) {
+    let common = [
+        header("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        header("X-Content-Type-Options", "nosniff"),
+        header("Cache-Control", "no-cache"),
+    ];
+    let method = request.method().clone();
+    let outcome = if matches!(method, Method::Get | Method::Head) {
+        mounts.resolve(request.url())
+    } else {
+        Err(Refusal::BadRequest)
+    };
+    let result = match outcome.map(|p| (std::fs::File::open(&p), p)) {
+        Ok((Ok(file), path)) => {
+            // Revalidation by ETag lets the browser reuse its HTTP cache, and with it V8's
+            // compiled-wasm cache, on a warm start while edits are still seen at once.
+            let tag = entity_tag(&file);
+            let unchanged = tag.as_deref().is_some_and(|tag| {
+                request
+                    .headers()
+                    .iter()
+                    .any(|h| h.field.equiv("If-None-Match") && h.value.as_str() == tag)
+            });
+            let mut r = if unchanged {
+                Response::new_empty(tiny_http::StatusCode(304)).boxed()
+            } else {
+                Response::from_file(file).boxed()
+            };
+            r.add_header(header("Content-Type", content_type(&path)));
+            if let Some(tag) = &tag {
+                r.add_header(header("ETag", tag));
+            }
+            for h in common {
+                r.add_header(h);
+            }
+            request.respond(r)
+        }
+        refused => {
+            let (code, text) = match refused {
+                Err(Refusal::BadRequest) => (400, "bad request"),
+                Err(Refusal::Forbidden) => (403, "forbidden"),
+                _ => (404, "not found"),
+            };
+            let mut r = Response::from_string(text)
+                .with_status_code(code)
+                .with_header(header("Content-Type", "text/plain; charset=utf-8"));
+            for h in common {
+                r.add_header(h);
+            }
+            request.respond(r)
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("response failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_inside_their_folders_only() {
+        let root = crate::project_root();
+        let m = Mounts::new(&root);
+        let index = m.resolve("/").unwrap();
+        assert!(index.ends_with("web/index.html"), "{}", index.display());
+        assert!(m.resolve("/weights/tokenizer.json?v=1").unwrap().ends_with("weights/tokenizer.json"));
+        for bad in [
+            "/../Cargo.toml",
+            "/%2e%2e/Cargo.toml",
+            "/%2E%2E%2FCargo.toml",
+            "/weights/..%2f..%2fCargo.toml",
+            "/weights/%2e%2e/Cargo.toml",
+            "/.git/config",
+        ] {
+            assert_eq!(m.resolve(bad), Err(Refusal::Forbidden), "{bad}");
+        }
+        for bad in ["/..%5cCargo.toml", "/%00", "/%ff%fe", "Cargo.toml"] {
+            assert_eq!(m.resolve(bad), Err(Refusal::BadRequest), "{bad}");
+        }
+        assert_eq!(m.resolve("/Cargo.toml"), Err(Refusal::NotFound));
+        assert_eq!(m.resolve("/weights"), Err(Refusal::NotFound));
+    }
+
+    #[test]
+    fn wasm_is_served_as_application_wasm() {
+        assert_eq!(content_type(Path::new("a/itera_web_bg.wasm")), "application/wasm");
+        assert_eq!(content_type(Path::new("main.js")), "text/javascript; charset=utf-8");
+        assert_eq!(content_type(Path::new("x.safetensors")), "application/octet-stream");
+    }
+}
