@@ -27,6 +27,9 @@ pub struct BenchArgs {
     quick: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: Backend,
+    /// Instead: the playground's wasm (in Node's V8) vs native CPU on the shipped models.
+    #[arg(long)]
+    wasm: bool,
     /// Comma-separated presets to measure (default: tiny,15m; with --quick: micro).
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
@@ -97,6 +100,14 @@ fn teacher_speed(model: &Llama2) -> Result<f64> {
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.backend == Backend::Gpu {
         bail!("the GPU backend is not built yet (it arrives with the wgpu runtime); use --backend cpu");
+    }
+    if a.wasm {
+        let records = crate::bench_wasm::run()?;
+        if let Some(path) = a.json {
+            std::fs::write(&path, serde_json::to_string_pretty(&records)?)?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
     }
     let (defaults, positions, steps): (&[&str], [usize; 2], usize) = if a.quick {
         (&["micro"], [100, 300], 4)

@@ -1,16 +1,20 @@
 //! `cargo xtask test`: the whole suite. Installs what it needs when missing (the wasm32
-//! target), runs every native test, and checks that the core builds for the browser.
+//! target, wasm-bindgen-cli, Chromium + chromedriver, the npm packages), runs every native
+//! test, the wasm-bindgen-test suites in headless Chromium, and the page's end-to-end test
+//! against a real `cargo xtask serve`.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::tools::{ensure_wasm_target, sh};
+use crate::tools::{ensure_chromium, ensure_npm_packages, ensure_wasm_bindgen, ensure_wasm_target, sh, sh_env};
 
 #[derive(Args)]
 pub struct TestArgs {
-    /// Skip the wasm32 build check (for a quick local loop).
+    /// Only the native tests (for a quick local loop).
     #[arg(long)]
     fast: bool,
 }
@@ -24,11 +28,19 @@ pub fn run(a: TestArgs) -> Result<()> {
         steps.push((name, t.elapsed().as_secs_f64()));
         Ok(())
     };
-    step("native unit, parity, gradient and CLI tests", &|| {
+    step("native unit, parity, gradient, server and CLI tests", &|| {
         sh("cargo", &["test", "--workspace"])
     })?;
     if !a.fast {
-        step("wasm32 target", &ensure_wasm_target)?;
+        step(
+            "tools: wasm32 target, wasm-bindgen-cli, Chromium, npm packages",
+            &|| {
+                ensure_wasm_target()?;
+                ensure_wasm_bindgen()?;
+                ensure_chromium()?;
+                ensure_npm_packages()
+            },
+        )?;
         step("itera-core builds for wasm32", &|| {
             sh(
                 "cargo",
@@ -43,10 +55,57 @@ pub fn run(a: TestArgs) -> Result<()> {
                 ],
             )
         })?;
+        step("wasm-bindgen-test in headless Chromium", &|| {
+            sh_env(
+                "cargo",
+                &["test", "-p", "itera-web", "--target", "wasm32-unknown-unknown"],
+                &[
+                    ("CHROMEDRIVER", "/usr/bin/chromedriver"),
+                    ("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner"),
+                ],
+            )
+        })?;
+        step("playground build", &crate::web::build)?;
+        step("playground end-to-end (Playwright + Chromium)", &page_end_to_end)?;
     }
     eprintln!("\nall steps passed:");
     for (name, secs) in steps {
         eprintln!("  {secs:7.1} s  {name}");
     }
+    Ok(())
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts this binary's `serve` on a free port and runs tests/e2e/playground.mjs against it.
+fn page_end_to_end() -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--no-build", "--port", "0"])
+        .current_dir(crate::project_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting `xtask serve`")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let server = Server(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
+        bail!("`xtask serve` did not print its URL (printed {line:?})");
+    };
+    let out = crate::project_root().join("target/e2e");
+    sh(
+        "node",
+        &["tests/e2e/playground.mjs", url, out.to_str().context("UTF-8 path")?],
+    )?;
+    drop(server);
     Ok(())
 }

@@ -12,9 +12,15 @@ pub const WASM_BINDGEN_VERSION: &str = "0.2.130";
 
 /// Runs a command in the project root, echoing it, and fails with its exit status.
 pub fn sh(program: &str, args: &[&str]) -> Result<()> {
+    sh_env(program, args, &[])
+}
+
+/// `sh` with extra environment variables.
+pub fn sh_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(crate::project_root())
         .status()
         .with_context(|| format!("cannot start `{program}` — is it installed?"))?;
@@ -33,8 +39,8 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 pub fn ensure_wasm_target() -> Result<()> {
-    let installed = output("rustup", &["target", "list", "--installed"])
-        .context("rustup is required to add the wasm32 target")?;
+    let installed =
+        output("rustup", &["target", "list", "--installed"]).context("rustup is required to add the wasm32 target")?;
     if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
         return Ok(());
     }
@@ -51,7 +57,12 @@ pub fn ensure_wasm_bindgen() -> Result<()> {
     eprintln!("installing wasm-bindgen-cli {WASM_BINDGEN_VERSION} (about 5 minutes on 2 cores)");
     sh(
         "cargo",
-        &["install", "wasm-bindgen-cli", "--version", &format!("={WASM_BINDGEN_VERSION}")],
+        &[
+            "install",
+            "wasm-bindgen-cli",
+            "--version",
+            &format!("={WASM_BINDGEN_VERSION}"),
+        ],
     )
 }
 

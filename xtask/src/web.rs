@@ -41,7 +41,16 @@ pub fn build() -> Result<()> {
     ensure_npm_packages()?;
     sh(
         "cargo",
-        &["build", "-p", "itera-web", "--lib", "--target", "wasm32-unknown-unknown", "--profile", "web"],
+        &[
+            "build",
+            "-p",
+            "itera-web",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--profile",
+            "web",
+        ],
     )?;
     let out = build_dir();
     let wasm = crate::project_root().join("target/wasm32-unknown-unknown/web/itera_web.wasm");
@@ -78,7 +87,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if !a.no_build {
         build()?;
     }
-    let server = Server::http(("127.0.0.1", a.port)).map_err(|e| anyhow!("cannot listen on 127.0.0.1:{}: {e}", a.port))?;
+    let server =
+        Server::http(("127.0.0.1", a.port)).map_err(|e| anyhow!("cannot listen on 127.0.0.1:{}: {e}", a.port))?;
     let addr = server.server_addr().to_ip().context("server address")?;
     println!("Itera-Lite Playground: http://{addr}/");
     std::io::stdout().flush()?;
@@ -263,7 +273,10 @@ mod tests {
         let m = Mounts::new(&root);
         let index = m.resolve("/").unwrap();
         assert!(index.ends_with("web/index.html"), "{}", index.display());
-        assert!(m.resolve("/weights/tokenizer.json?v=1").unwrap().ends_with("weights/tokenizer.json"));
+        assert!(m
+            .resolve("/weights/tokenizer.json?v=1")
+            .unwrap()
+            .ends_with("weights/tokenizer.json"));
         for bad in [
             "/../Cargo.toml",
             "/%2e%2e/Cargo.toml",

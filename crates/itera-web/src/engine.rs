@@ -290,7 +290,9 @@ pub fn compare(reference: &Engine, other: &Engine, tokens: &[u32], from: usize) 
         });
     }
     if tokens.len() < 2 || from == 0 || from >= tokens.len() {
-        return Err(Error::EmptyInput("comparison sequence (generate at least one token first)"));
+        return Err(Error::EmptyInput(
+            "comparison sequence (generate at least one token first)",
+        ));
     }
     let forward = |w: &Weights| -> Result<Cache> {
         let mut cache = Cache::default();
@@ -319,7 +321,11 @@ pub fn compare(reference: &Engine, other: &Engine, tokens: &[u32], from: usize) 
     out.positions = out.kl.len();
     out.mean_kl = out.kl.iter().map(|&x| x as f64).sum::<f64>() / out.positions as f64;
     out.top1_agreement = agree as f64 / out.positions as f64;
-    out.routing_agreement = if routed == 0 { 1.0 } else { same_route as f64 / routed as f64 };
+    out.routing_agreement = if routed == 0 {
+        1.0
+    } else {
+        same_route as f64 / routed as f64
+    };
     Ok(out)
 }
 

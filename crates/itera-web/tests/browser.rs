@@ -21,8 +21,14 @@ macro_rules! shipped {
 }
 
 const MODELS: [(&str, &[u8]); 8] = shipped!(
-    "itera-tiny-f32", "itera-tiny-f16", "itera-tiny-q8", "itera-tiny-q4",
-    "itera-micro-f32", "itera-micro-f16", "itera-micro-q8", "itera-micro-q4"
+    "itera-tiny-f32",
+    "itera-tiny-f16",
+    "itera-tiny-q8",
+    "itera-tiny-q4",
+    "itera-micro-f32",
+    "itera-micro-f16",
+    "itera-micro-q8",
+    "itera-micro-q4"
 );
 
 fn message(e: wasm_bindgen::JsError) -> String {
@@ -60,7 +66,9 @@ fn comparison_and_evaluation_run_in_the_browser() {
     let q8 = Model::new(MODELS[2].1, TOKENIZER).map_err(message).unwrap();
     greedy(&mut reference, "The cat", 20);
     let c: Value = serde_json::from_str(
-        &compare(&reference, &q8, &reference.sequence(), reference.prompt_len()).map_err(message).unwrap(),
+        &compare(&reference, &q8, &reference.sequence(), reference.prompt_len())
+            .map_err(message)
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(c["positions"], 20);

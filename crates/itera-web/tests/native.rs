@@ -69,7 +69,10 @@ fn greedy_tokens_match_the_golden_fixture_for_every_shipped_model() {
         std::fs::write(&path, text).unwrap();
     }
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(golden, fresh, "run with ITERA_UPDATE_GOLDEN=1 after retraining the shipped models");
+    assert_eq!(
+        golden, fresh,
+        "run with ITERA_UPDATE_GOLDEN=1 after retraining the shipped models"
+    );
 }
 
 #[test]
@@ -145,7 +148,9 @@ fn comparison_of_a_model_with_itself_is_exact_and_quantization_is_close() {
 #[test]
 fn evaluation_gives_bits_per_byte() {
     let e = engine("itera-micro-q8");
-    let r = e.eval("Once upon a time there was a cat.<|endoftext|>The dog ran to the park.").unwrap();
+    let r = e
+        .eval("Once upon a time there was a cat.<|endoftext|>The dog ran to the park.")
+        .unwrap();
     assert_eq!(r.documents, 2);
     assert!(r.bits_per_byte > 0.5 && r.bits_per_byte < 5.0, "{}", r.bits_per_byte);
     assert!(e.eval("  \n").unwrap_err().to_string().contains("evaluation text"));
@@ -161,7 +166,11 @@ fn bad_input_is_refused_with_a_specific_message() {
     assert!(msg(Engine::load(&model, b"{}")).contains("tokenizer"));
     let mut e = Engine::load(&model, &tok).unwrap();
     assert!(e.step(1).unwrap_err().to_string().contains("start"));
-    for (field, value) in [("max_tokens", json!(0)), ("temperature", json!(-1.0)), ("top_p", json!(0.0))] {
+    for (field, value) in [
+        ("max_tokens", json!(0)),
+        ("temperature", json!(-1.0)),
+        ("top_p", json!(0.0)),
+    ] {
         let mut req = json!({ "prompt": "Hi", "max_tokens": 5 });
         req[field] = value;
         let req: GenerateRequest = serde_json::from_value(req).unwrap();
@@ -169,6 +178,7 @@ fn bad_input_is_refused_with_a_specific_message() {
         assert!(err.contains(field), "{field}: {err}");
         assert!(e.step(1).is_err(), "a refused request leaves no generation behind");
     }
-    let huge: GenerateRequest = serde_json::from_value(json!({ "prompt": "a".repeat(70_000), "max_tokens": 1 })).unwrap();
+    let huge: GenerateRequest =
+        serde_json::from_value(json!({ "prompt": "a".repeat(70_000), "max_tokens": 1 })).unwrap();
     assert!(e.start(&huge).unwrap_err().to_string().contains("prompt"));
 }

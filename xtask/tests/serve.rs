@@ -1,0 +1,108 @@
+//! `cargo xtask serve` as a browser sees it: only 127.0.0.1, the page with its
+//! Content-Security-Policy, correct MIME types, ETag revalidation, and no way out of the
+//! served folders however the path is spelled.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start() -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["serve", "--no-build", "--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .trim_start_matches("Itera-Lite Playground: http://")
+        .trim_end_matches('/');
+    assert!(addr.starts_with("127.0.0.1:"), "listens on loopback only: {line}");
+    Server(child, addr.to_string())
+}
+
+/// Sends one raw request (paths exactly as written: no client-side normalisation).
+fn get(server: &Server, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(&server.1).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}Connection: close\r\n\r\n",
+        server.1
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    })
+}
+
+#[test]
+fn path_traversal_is_refused_in_every_spelling() {
+    let server = start();
+    for path in [
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/%2E%2E/Cargo.toml",
+        "/..%2fCargo.toml",
+        "/%2e%2e%2fCargo.toml",
+        "/weights/../../Cargo.toml",
+        "/weights/..%2f..%2fCargo.toml",
+        "/pkg/%2e%2e/%2e%2e/Cargo.toml",
+        "/..%5cCargo.toml",
+        "/%252e%252e/Cargo.toml",
+        "/.git/config",
+        "/Cargo.toml",
+    ] {
+        let (status, _, body) = get(&server, path, "");
+        assert!((400..=404).contains(&status), "{path} → {status}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("[workspace]"),
+            "{path} leaked Cargo.toml"
+        );
+    }
+}
+
+#[test]
+fn the_page_comes_with_its_policy_and_types() {
+    let server = start();
+    let (status, head, body) = get(&server, "/", "");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("Itera-Lite Playground"));
+    assert_eq!(header(&head, "Content-Type"), Some("text/html; charset=utf-8"));
+    let csp = header(&head, "Content-Security-Policy").expect("a CSP");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("'wasm-unsafe-eval'"),
+        "{csp}"
+    );
+    assert_eq!(header(&head, "X-Content-Type-Options"), Some("nosniff"));
+    let (status, head, _) = get(&server, "/weights/tokenizer.json", "");
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "Content-Type"), Some("application/json"));
+    let (_, head, _) = get(&server, "/worker.js", "");
+    assert_eq!(header(&head, "Content-Type"), Some("text/javascript; charset=utf-8"));
+    let tag = header(&head, "ETag").expect("an ETag").to_string();
+    let (status, _, body) = get(&server, "/worker.js", &format!("If-None-Match: {tag}\r\n"));
+    assert_eq!((status, body.len()), (304, 0));
+}
