@@ -152,7 +152,10 @@ async function generate({ onStart } = {}) {
   const ys = [];
   tpsChart.set([xs, ys]);
   let last = null; // the first token's arrival starts the rate measurement
-  const handle = call('generate', { key, request: settings() }, (ev) => {
+  // A shared stop flag where the page is cross-origin isolated, else a `cancel` message.
+  const stopFlag = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
+  state.stop = () => (stopFlag ? Atomics.store(stopFlag, 0, 1) : call('cancel', { target: handle.id }));
+  const handle = call('generate', { key, request: settings(), stopFlag }, (ev) => {
     if (ev.produced > 0) state.firstTokenAt ??= performance.now();
     generated.textContent += ev.text;
     heatmap.push(ev.tokens.map((_, i) => ({ text: ev.pieces[i], routing: ev.routing[i] })));
@@ -338,7 +341,7 @@ async function main() {
   setupTabs();
   fillPicker();
   $('generate-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
-  $('stop').addEventListener('click', () => { if (state.generation) call('cancel', { target: state.generation }); });
+  $('stop').addEventListener('click', () => { if (state.generation) state.stop(); });
   $('compare-form').addEventListener('submit', (e) => { e.preventDefault(); runCompare(); });
   $('bench').addEventListener('click', runBench);
   $('export-bench').addEventListener('click', exportBench);

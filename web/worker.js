@@ -11,12 +11,11 @@ const models = new Map(); // key → { model, info }
 const cancelled = new Set();
 let ready = null;
 
-// A zero-delay yield (setTimeout is clamped to ≥4 ms when nested) so cancel messages get
-// processed between generation steps.
-const channel = new MessageChannel();
-const waiting = [];
-channel.port1.onmessage = () => waiting.shift()?.();
-const yieldToEvents = () => new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(0); });
+// Stop requests. With cross-origin isolation (the server sends COOP/COEP) the page flips a
+// shared flag that the loop reads between steps; otherwise a `cancel` message is the only
+// way in, and the loop must leave the event loop idle now and then for it to be delivered
+// (a MessageChannel ping alone can starve the worker's own message queue).
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function initWasm() {
   const t0 = performance.now();
@@ -35,7 +34,8 @@ async function fetchCached(url, onProgress) {
   }
   const response = await fetch(url);
   if (!response.ok) throw new Error(`download of ${url} failed: HTTP ${response.status}`);
-  const total = Number(response.headers.get('Content-Length')) || 0;
+  // With gzip, Content-Length is the compressed size; the server also sends the decoded one.
+  const total = Number(response.headers.get('X-Decoded-Length') ?? response.headers.get('Content-Length')) || 0;
   const reader = response.body.getReader();
   const chunks = [];
   let received = 0;
@@ -92,14 +92,16 @@ const ops = {
   },
 
   // Streams tokens; steps are sized to ~20 ms so the stream stays smooth and cancel is quick.
-  async generate({ key, request }, emit, id) {
+  async generate({ key, request, stopFlag }, emit, id) {
+    const stopped = () => cancelled.has(id) || (stopFlag && Atomics.load(stopFlag, 0) !== 0);
     const { model } = entry(key);
     const t0 = performance.now();
     const promptTokens = model.start(JSON.stringify(request));
     let firstTokenMs = null;
     let produced = 0;
     let perToken = 5;
-    while (!cancelled.has(id)) {
+    let lastIdle = performance.now();
+    while (!stopped()) {
       const n = Math.max(1, Math.min(64, Math.round(20 / perToken)));
       const s0 = performance.now();
       const out = JSON.parse(model.step(n));
@@ -109,15 +111,19 @@ const ops = {
       produced += out.tokens.length;
       emit({ type: 'tokens', ...out, elapsedMs: now - t0, produced });
       if (out.done) break;
-      await yieldToEvents();
+      if (!stopFlag && now - lastIdle > 100) {
+        await sleep(0);
+        lastIdle = performance.now();
+      }
     }
     const totalMs = performance.now() - t0;
-    const stopped = cancelled.delete(id);
+    const wasStopped = stopped();
+    cancelled.delete(id);
     const decodeMs = totalMs - (firstTokenMs ?? totalMs);
     return {
       promptTokens,
       produced,
-      stopped,
+      stopped: wasStopped,
       firstTokenMs,
       totalMs,
       tokensPerSecond: produced > 1 && decodeMs > 0 ? (produced - 1) / (decodeMs / 1000) : null,

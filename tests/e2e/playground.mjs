@@ -57,6 +57,7 @@ async function inkedPixels(page, selector) {
   const cold = await firstStory(page);
   step(`cold start: page load → first token ${cold.ms.toFixed(0)} ms, ${cold.tps} tokens/s`);
   assert.equal(cold.fromCache, false);
+  assert.equal(await page.evaluate(() => self.crossOriginIsolated), true, 'COOP/COEP make the page cross-origin isolated');
   await page.waitForSelector('#backend-note:not([hidden])');
   const note = await page.textContent('#backend-note');
   assert.match(note, /WebGPU adapter found/, note);
@@ -118,6 +119,28 @@ async function inkedPixels(page, selector) {
   assert.ok(benchTps > 0);
   await page.screenshot({ path: `${outDir}/bench.png`, fullPage: true });
   step(`benchmark: ${benchTps} tokens/s (greedy, 128 tokens, CPU wasm)`);
+
+  const download = page.waitForEvent('download');
+  await page.click('#export-bench');
+  const report = JSON.parse(await (await (await download).createReadStream()).toArray().then((c) => Buffer.concat(c).toString()));
+  assert.ok(report.device.userAgent && report.runs.some((r) => r.kind === 'bench'), 'benchmark JSON has device info and runs');
+  step(`exported benchmark JSON: ${report.runs.length} runs, device ${report.device.webgpu?.architecture ?? 'without WebGPU'}`);
+
+  // "Open local…": a file that is not a model gives a visible error and keeps the current
+  // model; a real one loads and generates.
+  await page.click('#tab-generate');
+  await page.setInputFiles('#model-file', { name: 'notes.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from('not a model at all') });
+  await page.waitForSelector('#error-note:not([hidden])');
+  assert.match(await page.textContent('#error-note'), /safetensors/);
+  assert.equal(await page.inputValue('#model-select'), 'itera-tiny-q8');
+  problems.length = 0; // the refused file is reported on purpose
+  await page.setInputFiles('#model-file', new URL('../../weights/itera-micro-q4.safetensors', import.meta.url).pathname);
+  await page.waitForFunction(() => document.getElementById('model-select').value === 'local:itera-micro-q4.safetensors');
+  assert.equal(await page.isVisible('#error-note'), false);
+  await page.fill('#max-tokens', '40');
+  await page.click('#generate');
+  await page.waitForFunction(() => !document.getElementById('generate').disabled && Number(document.getElementById('stat-count').textContent) > 0);
+  step('a local .safetensors file loads and generates; a bad one shows a clear error');
 
   // Phone width.
   await page.setViewportSize({ width: 390, height: 844 });

@@ -1,17 +1,20 @@
 //! `cargo xtask build-web` and `cargo xtask serve`: build the playground's wasm (installing
 //! the wasm target, wasm-bindgen-cli and the npm packages when missing) and serve it on
-//! 127.0.0.1 only, with correct MIME types, a Content-Security-Policy and no way out of the
-//! served folders.
+//! 127.0.0.1 only, with correct MIME types, a Content-Security-Policy, gzip, ETags and no way
+//! out of the served folders.
 //!
 //! URL layout: `/` and everything else → `web/`; `/pkg/` → the wasm-bindgen output;
 //! `/vendor/` → the chart library; `/weights/` → the shipped models.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use percent_encoding::percent_decode_str;
 use tiny_http::{Header, Method, Request, Response, Server};
 
@@ -94,12 +97,31 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     std::io::stdout().flush()?;
     let server = Arc::new(server);
     let mounts = Arc::new(Mounts::new(&crate::project_root()));
+    let gzip_cache = Arc::new(GzipCache::default());
+    // Compress the first visit's big files now, not while a visitor waits for them.
+    {
+        let (mounts, gzip_cache) = (mounts.clone(), gzip_cache.clone());
+        std::thread::spawn(move || {
+            for url in [
+                "/pkg/itera_web_bg.wasm",
+                "/weights/itera-tiny-q8.safetensors",
+                "/weights/tokenizer.json",
+            ] {
+                if let Ok(path) = mounts.resolve(url) {
+                    let tag = std::fs::File::open(&path).ok().and_then(|f| entity_tag(&f));
+                    if let Some(tag) = tag {
+                        gzipped(&gzip_cache, &path, &format!("{tag}-gz"));
+                    }
+                }
+            }
+        });
+    }
     let workers: Vec<_> = (0..4)
         .map(|_| {
-            let (server, mounts) = (server.clone(), mounts.clone());
+            let (server, mounts, gzip_cache) = (server.clone(), mounts.clone(), gzip_cache.clone());
             std::thread::spawn(move || {
                 for request in server.incoming_requests() {
-                    respond(&mounts, request);
+                    respond(&mounts, &gzip_cache, request);
                 }
             })
         })
@@ -199,6 +221,34 @@ fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
+/// Compressed bodies by (file, ETag) with their decoded length: each file is gzipped once.
+type GzipCache = Mutex<HashMap<(PathBuf, String), (Arc<Vec<u8>>, usize)>>;
+
+fn accepts_gzip(request: &Request) -> bool {
+    request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Accept-Encoding") && h.value.as_str().contains("gzip"))
+}
+
+/// Everything but already-compressed images (the wasm shrinks 2.9×, the tokenizer 6×).
+fn compressible(path: &Path) -> bool {
+    !matches!(path.extension().and_then(|e| e.to_str()), Some("png" | "ico"))
+}
+
+fn gzipped(cache: &GzipCache, path: &Path, tag: &str) -> Option<(Arc<Vec<u8>>, usize)> {
+    let key = (path.to_path_buf(), tag.to_string());
+    if let Some(hit) = cache.lock().ok()?.get(&key) {
+        return Some(hit.clone());
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(&bytes).ok()?;
+    let entry = (Arc::new(encoder.finish().ok()?), bytes.len());
+    cache.lock().ok()?.insert(key, entry.clone());
+    Some(entry)
+}
+
 /// A validator from the file's size and modification time.
 fn entity_tag(file: &std::fs::File) -> Option<String> {
     let meta = file.metadata().ok()?;
@@ -206,11 +256,14 @@ fn entity_tag(file: &std::fs::File) -> Option<String> {
     Some(format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos()))
 }
 
-fn respond(mounts: &Mounts, request: Request) {
+fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: Request) {
     let common = [
         header("Content-Security-Policy", CONTENT_SECURITY_POLICY),
         header("X-Content-Type-Options", "nosniff"),
         header("Cache-Control", "no-cache"),
+        // Cross-origin isolation: SharedArrayBuffer for the worker's stop flag.
+        header("Cross-Origin-Opener-Policy", "same-origin"),
+        header("Cross-Origin-Embedder-Policy", "require-corp"),
     ];
     let method = request.method().clone();
     let outcome = if matches!(method, Method::Get | Method::Head) {
@@ -222,18 +275,30 @@ fn respond(mounts: &Mounts, request: Request) {
         Ok((Ok(file), path)) => {
             // Revalidation by ETag lets the browser reuse its HTTP cache, and with it V8's
             // compiled-wasm cache, on a warm start while edits are still seen at once.
-            let tag = entity_tag(&file);
+            let gzip = accepts_gzip(&request) && compressible(&path);
+            let tag = entity_tag(&file).map(|t| if gzip { format!("{t}-gz") } else { t });
             let unchanged = tag.as_deref().is_some_and(|tag| {
                 request
                     .headers()
                     .iter()
                     .any(|h| h.field.equiv("If-None-Match") && h.value.as_str() == tag)
             });
+            let body = match (unchanged, gzip, &tag) {
+                (false, true, Some(tag)) => gzipped(gzip_cache, &path, tag),
+                _ => None,
+            };
             let mut r = if unchanged {
                 Response::new_empty(tiny_http::StatusCode(304)).boxed()
+            } else if let Some((gz, decoded_len)) = body {
+                let mut r = Response::from_data(gz.as_slice().to_vec());
+                r.add_header(header("Content-Encoding", "gzip"));
+                // The page's download progress counts decoded bytes.
+                r.add_header(header("X-Decoded-Length", &decoded_len.to_string()));
+                r.boxed()
             } else {
                 Response::from_file(file).boxed()
             };
+            r.add_header(header("Vary", "Accept-Encoding"));
             r.add_header(header("Content-Type", content_type(&path)));
             if let Some(tag) = &tag {
                 r.add_header(header("ETag", tag));

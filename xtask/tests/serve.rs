@@ -1,5 +1,5 @@
 //! `cargo xtask serve` as a browser sees it: only 127.0.0.1, the page with its
-//! Content-Security-Policy, correct MIME types, ETag revalidation, and no way out of the
+//! Content-Security-Policy, correct MIME types, gzip, ETag revalidation, and no way out of the
 //! served folders however the path is spelled.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,9 +36,10 @@ fn start() -> Server {
 /// Sends one raw request (paths exactly as written: no client-side normalisation).
 fn get(server: &Server, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(&server.1).unwrap();
+    // HTTP/1.0: whole bodies, no chunked encoding to undo.
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}Connection: close\r\n\r\n",
+        "GET {path} HTTP/1.0\r\nHost: {}\r\n{extra}Connection: close\r\n\r\n",
         server.1
     )
     .unwrap();
@@ -105,4 +106,18 @@ fn the_page_comes_with_its_policy_and_types() {
     let tag = header(&head, "ETag").expect("an ETag").to_string();
     let (status, _, body) = get(&server, "/worker.js", &format!("If-None-Match: {tag}\r\n"));
     assert_eq!((status, body.len()), (304, 0));
+    let plain = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../weights/tokenizer.json")).unwrap();
+    let (status, head, body) = get(&server, "/weights/tokenizer.json", "Accept-Encoding: gzip, br\r\n");
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "Content-Encoding"), Some("gzip"));
+    assert_eq!(
+        header(&head, "X-Decoded-Length"),
+        Some(plain.len().to_string().as_str())
+    );
+    assert!(body.len() * 3 < plain.len(), "{} gzipped bytes", body.len());
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain);
 }
