@@ -11,8 +11,9 @@ export function lineChart(el, { xLabel, yLabel, series, bars = false, yFormat = 
     width: el.clientWidth || 320,
     height: 200,
     legend: { show: series.length > 1 },
-    scales: { x: { time: false } },
-    axes: [{ label: xLabel }, { label: yLabel, size: yFormat ? 70 : 50, values: yFormat ? (u, vals) => vals.map(yFormat) : undefined }],
+    // Bars sit on whole-number runs, half a run of room either side.
+    scales: { x: bars ? { time: false, range: (u, min, max) => [Math.min(min, 1) - 0.5, Math.max(max, 1) + 0.5] } : { time: false } },
+    axes: [bars ? { label: xLabel, incrs: [1], values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : '')) } : { label: xLabel }, { label: yLabel, size: yFormat ? 70 : 50, values: yFormat ? (u, vals) => vals.map(yFormat) : undefined }],
     series: [{ label: xLabel }, ...series.map((label, i) => ({
       label,
       stroke: PALETTE[i % PALETTE.length],

@@ -10,8 +10,6 @@ use anyhow::{Context, Result};
 use itera_web::engine::{Engine, GenerateRequest};
 use serde::Serialize;
 
-use crate::tools::{ensure_wasm_bindgen, ensure_wasm_target, sh};
-
 const MODELS: [&str; 8] = [
     "itera-tiny-f32",
     "itera-tiny-f16",
@@ -56,35 +54,10 @@ fn native_speeds(engines: &mut [Engine], best: &mut [f64]) -> Result<()> {
 }
 
 pub fn run() -> Result<Vec<WasmRecord>> {
-    ensure_wasm_target()?;
-    ensure_wasm_bindgen()?;
     let root = crate::project_root();
-    sh(
-        "cargo",
-        &[
-            "build",
-            "-p",
-            "itera-web",
-            "--lib",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--profile",
-            "web",
-        ],
-    )?;
-    let pkg = root.join("target/web/node");
+    let pkg = crate::web::build_dir().join("node");
+    crate::web::build_wasm("nodejs", &pkg)?;
     let pkg_str = pkg.to_str().context("UTF-8 path")?;
-    sh(
-        "wasm-bindgen",
-        &[
-            "--target",
-            "nodejs",
-            "--no-typescript",
-            "--out-dir",
-            pkg_str,
-            "target/wasm32-unknown-unknown/web/itera_web.wasm",
-        ],
-    )?;
     let weights = root.join("weights");
     let tokenizer = std::fs::read(weights.join("tokenizer.json"))?;
     let mut engines = MODELS

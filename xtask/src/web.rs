@@ -38,10 +38,11 @@ pub fn build_dir() -> PathBuf {
 /// Files copied from node_modules to `/vendor/`.
 const VENDOR_FILES: [&str; 2] = ["uplot/dist/uPlot.esm.js", "uplot/dist/uPlot.min.css"];
 
-pub fn build() -> Result<()> {
+/// Builds `itera-web` for the browser (profile `web`) and runs wasm-bindgen on it for a
+/// `target` (`web` for the page, `nodejs` for the wasm benchmark) into `out_dir`.
+pub fn build_wasm(target: &str, out_dir: &Path) -> Result<()> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen()?;
-    ensure_npm_packages()?;
     sh(
         "cargo",
         &[
@@ -55,21 +56,26 @@ pub fn build() -> Result<()> {
             "web",
         ],
     )?;
-    let out = build_dir();
     let wasm = crate::project_root().join("target/wasm32-unknown-unknown/web/itera_web.wasm");
-    let pkg = out.join("pkg");
     sh(
         "wasm-bindgen",
         &[
             "--target",
-            "web",
+            target,
             "--no-typescript",
             "--remove-name-section",
             "--out-dir",
-            path_str(&pkg)?,
+            path_str(out_dir)?,
             path_str(&wasm)?,
         ],
-    )?;
+    )
+}
+
+pub fn build() -> Result<()> {
+    ensure_npm_packages()?;
+    let out = build_dir();
+    let pkg = out.join("pkg");
+    build_wasm("web", &pkg)?;
     let vendor = out.join("vendor");
     std::fs::create_dir_all(&vendor)?;
     for file in VENDOR_FILES {

@@ -4,7 +4,7 @@
 //! shared token sequence, and evaluation on a text.
 
 use itera_core::eval::eval_itera;
-use itera_core::layers::activations::log_sum_exp;
+use itera_core::layers::activations::{exp_fast, log_sum_exp};
 use itera_core::model::{decode_step, prefill, prefill_with_cache, Cache, Route, State};
 use itera_core::sampling::{argmax, Sampler, SamplingSettings};
 use itera_core::tokenizer::{StreamDecoder, Tokenizer};
@@ -232,7 +232,7 @@ impl Engine {
             out.text.push_str(&run.decoder.push(bytes));
             out.pieces.push(String::from_utf8_lossy(bytes).into_owned());
             out.tokens.push(next);
-            out.logprobs.push(run.logits[next as usize] - log_sum_exp(&run.logits));
+            out.logprobs.push(run.logits[next as usize] - log_sum_exp_fast(&run.logits));
             run.logits.copy_from_slice(decode_step(w, &mut run.state, next)?);
             out.routing.push(routes(&run.state.routing));
             run.sequence.push(next);
@@ -263,6 +263,13 @@ impl Engine {
             bits_per_byte: r.bits_per_byte(),
         })
     }
+}
+
+/// ln Σ exp(v) with the vectorisable `exp_fast`: per token over the whole vocabulary, where
+/// wasm's software `expf` would cost a tenth of the decode step.
+fn log_sum_exp_fast(v: &[f32]) -> f32 {
+    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    max + v.iter().map(|&x| exp_fast(x - max)).sum::<f32>().ln()
 }
 
 fn routes(routing: &[Route]) -> Vec<RouteOut> {
