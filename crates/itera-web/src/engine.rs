@@ -232,7 +232,8 @@ impl Engine {
             out.text.push_str(&run.decoder.push(bytes));
             out.pieces.push(String::from_utf8_lossy(bytes).into_owned());
             out.tokens.push(next);
-            out.logprobs.push(run.logits[next as usize] - log_sum_exp_fast(&run.logits));
+            out.logprobs
+                .push(run.logits[next as usize] - log_sum_exp_fast(&run.logits));
             run.logits.copy_from_slice(decode_step(w, &mut run.state, next)?);
             out.routing.push(routes(&run.state.routing));
             run.sequence.push(next);

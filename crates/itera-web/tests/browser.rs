@@ -77,6 +77,29 @@ fn comparison_and_evaluation_run_in_the_browser() {
     assert!(e["bits_per_byte"].as_f64().unwrap() > 0.5, "{e}");
 }
 
+/// The wasm SIMD128 q8 kernel against the portable loop, on shapes that are not multiples of
+/// the 32-value group or the 4-lane vector.
+#[wasm_bindgen_test]
+fn simd_q8_matvec_matches_the_portable_kernel_on_odd_shapes() {
+    use itera_core::kernels::{matvec_q8, matvec_q8_portable};
+    use itera_core::precision::groups_per_row;
+    use itera_core::rng::Pcg32;
+    let mut rng = Pcg32::new(3);
+    for (rows, cols) in [(1, 1), (3, 31), (7, 33), (13, 77), (5, 128), (2, 4099)] {
+        let q: Vec<i8> = (0..rows * cols).map(|_| rng.below(255) as i8).collect();
+        let scale: Vec<half::f16> = (0..rows * groups_per_row(cols))
+            .map(|_| half::f16::from_f32(rng.next_f32() * 0.02))
+            .collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let (mut simd, mut reference) = (vec![0.0; rows], vec![0.0; rows]);
+        matvec_q8(&q, &scale, cols, &x, &mut simd);
+        matvec_q8_portable(&q, &scale, cols, &x, &mut reference);
+        for (a, b) in simd.iter().zip(&reference) {
+            assert!((a - b).abs() <= 1e-5 + 1e-5 * b.abs(), "{rows}×{cols}: {a} vs {b}");
+        }
+    }
+}
+
 #[wasm_bindgen_test]
 fn malformed_input_is_a_js_error_with_a_clear_message() {
     let model = MODELS[6].1;

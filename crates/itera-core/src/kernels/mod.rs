@@ -12,6 +12,8 @@ use half::f16;
 
 use crate::matrix::{Matrix, MatrixData};
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};
@@ -214,6 +216,9 @@ pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32])
         // SAFETY: the CPU has the features; lengths checked above.
         return unsafe { x86::matvec_q8(q, scale, cols, x, y) };
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return wasm::matvec_q8(q, scale, cols, x, y);
+    #[allow(unreachable_code)]
     matvec_q8_portable(q, scale, cols, x, y)
 }
 
@@ -260,7 +265,7 @@ dispatch! {
     pub fn matvec_f32(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) => matvec_f32_body
 }
 dispatch! {
-    /// q8 `y = W·x` without the x86 kernels (other CPUs, wasm; the reference in tests).
+    /// q8 `y = W·x` without the x86 or wasm SIMD kernels (the reference in tests).
     pub fn matvec_q8_portable(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q8_body
 }
 dispatch! {
