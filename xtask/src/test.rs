@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole suite. Installs what it needs when missing (the wasm32
-//! target, wasm-bindgen-cli, Chromium + chromedriver, the npm packages), runs every native
-//! test, the wasm-bindgen-test suites in headless Chromium, and the page's end-to-end test
-//! against a real `cargo xtask serve`.
+//! target, wasm-bindgen-cli, Chromium + chromedriver, lavapipe, the npm packages), then runs
+//! every native test, the GPU kernels against their CPU twins on lavapipe, the
+//! wasm-bindgen-test suites in headless Chromium, and the page's end-to-end test against a
+//! real `cargo xtask serve`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +11,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::tools::{ensure_chromium, ensure_npm_packages, ensure_wasm_bindgen, ensure_wasm_target, sh, sh_env};
+use crate::tools::{
+    ensure_chromium, ensure_lavapipe, ensure_npm_packages, ensure_wasm_bindgen, ensure_wasm_target, sh, sh_env,
+};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -41,6 +44,14 @@ pub fn run(a: TestArgs) -> Result<()> {
                 ensure_npm_packages()
             },
         )?;
+        step("GPU kernels vs CPU twins on lavapipe (Vulkan on the CPU)", &|| {
+            ensure_lavapipe()?;
+            sh_env(
+                "cargo",
+                &["test", "-p", "itera-core", "--features", "gpu", "--test", "gpu_kernels"],
+                &[("ITERA_REQUIRE_GPU", "1")],
+            )
+        })?;
         step("itera-core builds for wasm32", &|| {
             sh(
                 "cargo",

@@ -1,6 +1,6 @@
 //! The outside tools the build and the test suite need, installed when missing: the wasm32
 //! target, wasm-bindgen-cli (pinned to the crate's version), the npm packages, and the
-//! system packages for the browser tests (Chromium, chromedriver, lavapipe).
+//! system packages for the browser and GPU tests (Chromium, chromedriver, lavapipe).
 
 use std::path::Path;
 use std::process::Command;
@@ -109,4 +109,9 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
 /// Chromium and chromedriver for the browser tests.
 pub fn ensure_chromium() -> Result<()> {
     apt_install(&["chromium", "chromium-driver"])
+}
+
+/// lavapipe: Vulkan on the CPU, so the GPU kernels run (and are tested) without a GPU.
+pub fn ensure_lavapipe() -> Result<()> {
+    apt_install(&["mesa-vulkan-drivers", "libvulkan1"])
 }

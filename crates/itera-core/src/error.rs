@@ -72,6 +72,10 @@ pub enum Error {
     #[error("shape mismatch in {op}: {detail}")]
     ShapeMismatch { op: &'static str, detail: String },
 
+    /// No usable GPU (adapter, device, feature or kernel): callers fall back to the CPU.
+    #[error("GPU: {0}")]
+    Gpu(String),
+
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 

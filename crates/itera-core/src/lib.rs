@@ -8,6 +8,8 @@ pub mod error;
 pub mod eval;
 pub mod format;
 pub mod generate;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod kernels;
 pub mod layers;
 pub mod llama2c;
