@@ -147,6 +147,8 @@ async function generate({ onStart } = {}) {
   out.querySelector('.prompt-echo').textContent = $('prompt').value;
   const generated = out.querySelector('.generated');
   generated.textContent = '';
+  out.setAttribute('aria-busy', 'true');
+  for (const id of ['stat-count', 'stat-tps', 'stat-ttft']) $(id).textContent = id === 'stat-count' ? '0' : '–';
   heatmap.reset(info.moe_layers, info.n_experts);
   const xs = [];
   const ys = [];
@@ -185,6 +187,7 @@ async function generate({ onStart } = {}) {
     return null;
   } finally {
     state.generation = null;
+    out.setAttribute('aria-busy', 'false');
     setBusy(false);
   }
 }

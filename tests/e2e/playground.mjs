@@ -82,7 +82,8 @@ async function inkedPixels(page, selector) {
   await page.fill('#temperature', '0.8');
   await page.uncheck('#stop-at-end');
   await page.click('#generate');
-  await page.waitForFunction(() => Number(document.getElementById('stat-count').textContent) > 5);
+  await page.waitForFunction(() => document.getElementById('output').getAttribute('aria-busy') === 'true'
+    && Number(document.getElementById('stat-count').textContent) > 5);
   await page.click('#stop');
   await page.waitForFunction(() => !document.getElementById('generate').disabled, null, { timeout: 30_000 });
   const stoppedAt = Number(await page.textContent('#stat-count'));
