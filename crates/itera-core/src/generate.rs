@@ -1,8 +1,11 @@
-//! Text generation with an itera model: prompt → prefill → sample/decode loop, streaming
-//! complete UTF-8 text to a callback that can stop it. The routing of every generated token
-//! is recorded. Timing is left to callers (there is no clock on bare wasm32).
+//! Text generation with an itera model: prompt → prefill → sample/decode loop. `Generation`
+//! is the loop one token at a time (the playground streams it in slices and stops between
+//! them); `generate` runs it to the end, streaming complete UTF-8 text to a callback that can
+//! stop it. The routing of every generated token is recorded. Timing is left to callers
+//! (there is no clock on bare wasm32).
 
 use crate::error::{Error, Result};
+use crate::layers::activations::log_sum_exp_fast;
 use crate::model::{decode_step, prefill, Route, State};
 use crate::sampling::{Sampler, SamplingSettings};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -12,6 +15,9 @@ use crate::weights::Weights;
 pub const MAX_PROMPT_BYTES: usize = 1 << 20;
 /// Most tokens one call may generate.
 pub const MAX_NEW_TOKENS: usize = 1 << 20;
+/// Prompts up to this many tokens run through recurrent steps instead of the batch prefill:
+/// the batch path dequantizes every matrix for its GEMMs, which costs more than a few matvecs.
+const SHORT_PROMPT_TOKENS: usize = 48;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GenerateOptions {
@@ -30,8 +36,116 @@ pub struct Generated {
     pub routing: Vec<Vec<Route>>,
 }
 
-/// Generates after `prompt` (which may be empty: the context then starts at end-of-text, the
-/// beginning of a story). `on_text` receives each complete piece of text and returns false
+/// One generated token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token {
+    pub id: u32,
+    /// The text this token completes (empty while a character is split across tokens).
+    pub text: String,
+    /// Natural-log probability of the token under the model (temperature 1).
+    pub logprob: f32,
+}
+
+/// A generation in progress: the prompt has been run; `next` samples a token and feeds it back.
+pub struct Generation {
+    state: State,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    logits: Vec<f32>,
+    /// `<|endoftext|>` + the prompt's tokens, then every generated token.
+    sequence: Vec<u32>,
+    prompt_len: usize,
+    opts: GenerateOptions,
+    done: bool,
+}
+
+impl Generation {
+    /// Validates the settings, encodes `prompt` (which may be empty: the context then starts at
+    /// end-of-text, the beginning of a story) and runs it through the model.
+    pub fn start(w: &Weights, tok: &Tokenizer, prompt: &str, opts: GenerateOptions) -> Result<Generation> {
+        if prompt.len() > MAX_PROMPT_BYTES {
+            return Err(Error::setting("prompt length", prompt.len(), "at most 1 MiB"));
+        }
+        if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
+            return Err(Error::setting("max_tokens", opts.max_tokens, "between 1 and 1048576"));
+        }
+        if tok.vocab_size() != w.config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer has {} ids but the model's vocabulary is {}",
+                tok.vocab_size(),
+                w.config.vocab_size
+            )));
+        }
+        let sampler = Sampler::new(opts.sampling)?;
+        let mut sequence: Vec<u32> = tok.end_of_text().into_iter().collect();
+        sequence.extend(tok.encode(prompt)?);
+        if sequence.is_empty() {
+            return Err(Error::EmptyInput(
+                "prompt (and the tokenizer has no end-of-text token to start from)",
+            ));
+        }
+        let mut state = State::new(w);
+        let logits = if sequence.len() <= SHORT_PROMPT_TOKENS {
+            let mut logits = Vec::new();
+            for &t in &sequence {
+                logits = decode_step(w, &mut state, t)?.to_vec();
+            }
+            logits
+        } else {
+            prefill(w, &sequence, &mut state)?.to_vec()
+        };
+        Ok(Generation {
+            state,
+            sampler,
+            decoder: StreamDecoder::default(),
+            logits,
+            prompt_len: sequence.len(),
+            sequence,
+            opts,
+            done: false,
+        })
+    }
+
+    /// The next token, or None once the generation has ended (length reached, or end of
+    /// story when asked to stop there); then `finish` returns any text still held back.
+    pub fn next(&mut self, w: &Weights, tok: &Tokenizer) -> Result<Option<Token>> {
+        if self.done {
+            return Ok(None);
+        }
+        let id = self.sampler.sample(&self.logits);
+        if self.opts.stop_at_end_of_text && Some(id) == tok.end_of_text() {
+            self.done = true;
+            return Ok(None);
+        }
+        let logprob = self.logits[id as usize] - log_sum_exp_fast(&self.logits);
+        let text = self.decoder.push(tok.token_bytes(id)?);
+        self.logits.copy_from_slice(decode_step(w, &mut self.state, id)?);
+        self.sequence.push(id);
+        self.done = self.sequence.len() - self.prompt_len >= self.opts.max_tokens;
+        Ok(Some(Token { id, text, logprob }))
+    }
+
+    /// Text held back at the end of the stream (an incomplete character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        self.decoder.finish()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Routing of the last token consumed, per layer (empty for dense layers).
+    pub fn routing(&self) -> &[Route] {
+        &self.state.routing
+    }
+
+    /// Prompt + generated tokens, and where the generated part starts.
+    pub fn sequence(&self) -> (&[u32], usize) {
+        (&self.sequence, self.prompt_len)
+    }
+}
+
+/// Generates after `prompt`. `on_text` receives each complete piece of text and returns false
 /// to stop.
 pub fn generate(
     w: &Weights,
@@ -40,49 +154,20 @@ pub fn generate(
     opts: GenerateOptions,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generated> {
-    if prompt.len() > MAX_PROMPT_BYTES {
-        return Err(Error::setting("prompt length", prompt.len(), "at most 1 MiB"));
-    }
-    if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
-        return Err(Error::setting("max_tokens", opts.max_tokens, "between 1 and 1048576"));
-    }
-    if tok.vocab_size() != w.config.vocab_size {
-        return Err(Error::Tokenizer(format!(
-            "tokenizer has {} ids but the model's vocabulary is {}",
-            tok.vocab_size(),
-            w.config.vocab_size
-        )));
-    }
-    let mut sampler = Sampler::new(opts.sampling)?;
-    let mut prompt_tokens: Vec<u32> = tok.end_of_text().into_iter().collect();
-    prompt_tokens.extend(tok.encode(prompt)?);
-    if prompt_tokens.is_empty() {
-        return Err(Error::EmptyInput(
-            "prompt (and the tokenizer has no end-of-text token to start from)",
-        ));
-    }
-    let mut st = State::new(w);
-    let mut logits = prefill(w, &prompt_tokens, &mut st)?.to_vec();
+    let mut g = Generation::start(w, tok, prompt, opts)?;
     let mut out = Generated {
-        prompt_tokens,
+        prompt_tokens: g.sequence().0.to_vec(),
         ..Default::default()
     };
-    let mut decoder = StreamDecoder::default();
-    for _ in 0..opts.max_tokens {
-        let next = sampler.sample(&logits);
-        if opts.stop_at_end_of_text && Some(next) == tok.end_of_text() {
-            break;
-        }
-        out.tokens.push(next);
-        let piece = decoder.push(tok.token_bytes(next)?);
-        out.text.push_str(&piece);
-        logits.copy_from_slice(decode_step(w, &mut st, next)?);
-        out.routing.push(st.routing.clone());
-        if !piece.is_empty() && !on_text(&piece) {
+    while let Some(t) = g.next(w, tok)? {
+        out.tokens.push(t.id);
+        out.text.push_str(&t.text);
+        out.routing.push(g.routing().to_vec());
+        if !t.text.is_empty() && !on_text(&t.text) {
             break;
         }
     }
-    let rest = decoder.finish();
+    let rest = g.finish();
     if !rest.is_empty() {
         on_text(&rest);
         out.text.push_str(&rest);

@@ -1,13 +1,14 @@
 //! The playground's model engine in plain Rust (no JS types, so it is tested natively):
-//! a loaded model with its tokenizer, a resumable generation that hands out a few tokens per
-//! call (the worker streams them and can stop between calls), precision comparison on a
+//! a loaded model with its tokenizer, the core's resumable `Generation` handed out a few tokens
+//! per call (the worker streams them and can stop between calls), precision comparison on a
 //! shared token sequence, and evaluation on a text.
 
 use itera_core::eval::eval_itera;
-use itera_core::layers::activations::{exp_fast, log_sum_exp};
-use itera_core::model::{decode_step, prefill, prefill_with_cache, Cache, Route, State};
-use itera_core::sampling::{argmax, Sampler, SamplingSettings};
-use itera_core::tokenizer::{StreamDecoder, Tokenizer};
+use itera_core::generate::{GenerateOptions, Generation};
+use itera_core::layers::activations::log_sum_exp;
+use itera_core::model::{prefill_with_cache, Cache, Route, State};
+use itera_core::sampling::{argmax, SamplingSettings};
+use itera_core::tokenizer::Tokenizer;
 use itera_core::{format, Error, Result, Weights};
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +16,6 @@ use serde::{Deserialize, Serialize};
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 /// Most tokens one generation may produce.
 pub const MAX_NEW_TOKENS: usize = 4096;
-
-/// Prompts up to this many tokens run through recurrent steps instead of the batch prefill.
-const SHORT_PROMPT_TOKENS: usize = 48;
 
 /// What the page asks for; field names are the JSON the worker sends.
 #[derive(Clone, Debug, Deserialize)]
@@ -108,24 +106,11 @@ pub struct EvalOutput {
     pub bits_per_byte: f64,
 }
 
-struct Run {
-    state: State,
-    sampler: Sampler,
-    decoder: StreamDecoder,
-    logits: Vec<f32>,
-    /// Prompt followed by every generated token.
-    sequence: Vec<u32>,
-    prompt_len: usize,
-    max_tokens: usize,
-    stop_at_end_of_text: bool,
-    done: bool,
-}
-
 /// A loaded model, its tokenizer and at most one generation in progress.
 pub struct Engine {
     pub weights: Weights,
     pub tokenizer: Tokenizer,
-    run: Option<Run>,
+    run: Option<Generation>,
 }
 
 impl Engine {
@@ -174,41 +159,19 @@ impl Engine {
         if req.max_tokens == 0 || req.max_tokens > MAX_NEW_TOKENS {
             return Err(Error::setting("max_tokens", req.max_tokens, "between 1 and 4096"));
         }
-        let sampler = Sampler::new(SamplingSettings {
-            temperature: req.temperature,
-            top_k: req.top_k,
-            top_p: req.top_p,
-            seed: req.seed,
-        })?;
-        let mut sequence: Vec<u32> = self.tokenizer.end_of_text().into_iter().collect();
-        sequence.extend(self.tokenizer.encode(&req.prompt)?);
-        if sequence.is_empty() {
-            return Err(Error::EmptyInput("prompt (and the tokenizer has no end-of-text token)"));
-        }
-        let mut state = State::new(&self.weights);
-        // A short prompt is cheaper token by token: the batch path dequantizes every matrix
-        // for its GEMMs, which costs more than a few matvecs.
-        let logits = if sequence.len() <= SHORT_PROMPT_TOKENS {
-            let mut logits = Vec::new();
-            for &t in &sequence {
-                logits = decode_step(&self.weights, &mut state, t)?.to_vec();
-            }
-            logits
-        } else {
-            prefill(&self.weights, &sequence, &mut state)?.to_vec()
-        };
-        let prompt_len = sequence.len();
-        self.run = Some(Run {
-            state,
-            sampler,
-            decoder: StreamDecoder::default(),
-            logits,
-            sequence,
-            prompt_len,
+        let opts = GenerateOptions {
             max_tokens: req.max_tokens,
+            sampling: SamplingSettings {
+                temperature: req.temperature,
+                top_k: req.top_k,
+                top_p: req.top_p,
+                seed: req.seed,
+            },
             stop_at_end_of_text: req.stop_at_end_of_text,
-            done: false,
-        });
+        };
+        let run = Generation::start(&self.weights, &self.tokenizer, &req.prompt, opts)?;
+        let prompt_len = run.sequence().1;
+        self.run = Some(run);
         Ok(prompt_len)
     }
 
@@ -220,37 +183,24 @@ impl Engine {
         let (w, tok) = (&self.weights, &self.tokenizer);
         let mut out = StepOutput::default();
         for _ in 0..n {
-            if run.done {
-                break;
-            }
-            let next = run.sampler.sample(&run.logits);
-            if run.stop_at_end_of_text && Some(next) == tok.end_of_text() {
-                run.done = true;
-                break;
-            }
-            let bytes = tok.token_bytes(next)?;
-            out.text.push_str(&run.decoder.push(bytes));
-            out.pieces.push(String::from_utf8_lossy(bytes).into_owned());
-            out.tokens.push(next);
-            out.logprobs
-                .push(run.logits[next as usize] - log_sum_exp_fast(&run.logits));
-            run.logits.copy_from_slice(decode_step(w, &mut run.state, next)?);
-            out.routing.push(routes(&run.state.routing));
-            run.sequence.push(next);
-            run.done = run.sequence.len() - run.prompt_len >= run.max_tokens;
+            let Some(t) = run.next(w, tok)? else { break };
+            out.text.push_str(&t.text);
+            out.pieces
+                .push(String::from_utf8_lossy(tok.token_bytes(t.id)?).into_owned());
+            out.tokens.push(t.id);
+            out.logprobs.push(t.logprob);
+            out.routing.push(routes(run.routing()));
         }
-        if run.done {
-            out.text.push_str(&run.decoder.finish());
+        out.done = run.is_done();
+        if out.done {
+            out.text.push_str(&run.finish());
         }
-        out.done = run.done;
         Ok(out)
     }
 
     /// Prompt + generated tokens of the current generation, and where the generated part starts.
     pub fn sequence(&self) -> (&[u32], usize) {
-        self.run
-            .as_ref()
-            .map_or((&[][..], 0), |r| (&r.sequence[..], r.prompt_len))
+        self.run.as_ref().map_or((&[][..], 0), |r| r.sequence())
     }
 
     pub fn eval(&self, text: &str) -> Result<EvalOutput> {
@@ -264,13 +214,6 @@ impl Engine {
             bits_per_byte: r.bits_per_byte(),
         })
     }
-}
-
-/// ln Σ exp(v) with the vectorisable `exp_fast`: per token over the whole vocabulary, where
-/// wasm's software `expf` would cost a tenth of the decode step.
-fn log_sum_exp_fast(v: &[f32]) -> f32 {
-    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    max + v.iter().map(|&x| exp_fast(x - max)).sum::<f32>().ln()
 }
 
 fn routes(routing: &[Route]) -> Vec<RouteOut> {
