@@ -68,6 +68,7 @@ export class RoutingHeatmap {
     this.layers = [];
     this.experts = 1;
     canvas.addEventListener('mousemove', (e) => this.describe(e));
+    this.frame = null;
     new ResizeObserver(() => this.draw()).observe(canvas);
   }
 
@@ -78,9 +79,15 @@ export class RoutingHeatmap {
     this.draw();
   }
 
+  // Streaming pushes many times a second; redraw at most once per frame, or a long story
+  // (every column redrawn per push) would keep the page's main thread busy.
   push(tokens) {
     this.tokens.push(...tokens);
-    this.draw();
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = null;
+      this.draw();
+    });
   }
 
   geometry() {
