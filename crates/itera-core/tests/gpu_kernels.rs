@@ -1,78 +1,446 @@
-//! GPU kernels against their CPU twins (`cargo test -p itera-core --features gpu`; lavapipe in
-//! CI): every shape is odd — not a multiple of the 64-thread workgroup or the 32-value q8
-//! group — and the tolerance is atol + |ref|·rtol. Without an adapter they print SKIPPED and
-//! why; `cargo xtask test` installs lavapipe and sets ITERA_REQUIRE_GPU, so there they must run.
+//! Every WGSL kernel against its CPU twin (`cargo test -p itera-core --features gpu`; lavapipe
+//! in CI), on odd shapes — not multiples of the 64-thread workgroup or the 32-value group —
+//! with tolerance atol + |ref|·rtol, for every weight precision. Without an adapter they print
+//! SKIPPED and why; `cargo xtask test` installs lavapipe and sets ITERA_REQUIRE_GPU, so there
+//! they must run.
 #![cfg(feature = "gpu")]
 
-use itera_core::gpu::matvec::GpuMatrix;
-use itera_core::gpu::Gpu;
+mod gpu_common;
+
+use gpu_common::{assert_close, gpu, random};
+use itera_core::gpu::args::*;
+use itera_core::gpu::kernels::precision_index;
+use itera_core::gpu::linear::GpuMatrix;
+use itera_core::gpu::oneshot::{run_blocking, Inputs};
+use itera_core::gpu::sample::sample_reference;
+use itera_core::layers::activations::{silu, softmax, softplus};
+use itera_core::layers::{conv, moe, norm, scan};
 use itera_core::matrix::Matrix;
 use itera_core::rng::Pcg32;
+use itera_core::sampling::SamplingSettings;
 use itera_core::Precision;
 
-fn gpu() -> Option<Gpu> {
-    match Gpu::new_blocking() {
-        Ok(g) => {
-            eprintln!("GPU: {}", g.describe());
-            Some(g)
-        }
-        Err(e) if std::env::var_os("ITERA_REQUIRE_GPU").is_some() => {
-            panic!("ITERA_REQUIRE_GPU is set but {e} (is mesa-vulkan-drivers installed?)")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: {e} (install mesa-vulkan-drivers for lavapipe)");
-            None
-        }
-    }
-}
-
 const SHAPES: [(usize, usize); 7] = [(1, 1), (3, 31), (7, 33), (65, 77), (130, 129), (5, 1000), (4099, 65)];
+const PRECISIONS: [(Precision, f32); 4] = [
+    (Precision::F32, 1e-5),
+    (Precision::F16, 1e-5),
+    (Precision::Q8, 1e-5),
+    (Precision::Q4, 1e-5),
+];
 
-fn random(rng: &mut Pcg32, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
-}
-
-fn check(gpu: &Gpu, precision: Precision, atol: f32, rtol: f32) {
+#[test]
+fn matvec_matches_the_cpu_for_every_precision_on_odd_shapes() {
+    let Some(g) = gpu() else { return };
     let mut rng = Pcg32::new(7);
-    for (rows, cols) in SHAPES {
-        let m = Matrix::from_f32(rows, cols, random(&mut rng, rows * cols)).to_precision(precision);
-        let x = random(&mut rng, cols);
-        let mut want = vec![0.0; rows];
-        m.matvec(&x, &mut want);
-        let got = GpuMatrix::upload(gpu, &m).unwrap().matvec(gpu, &x).unwrap();
-        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (g - w).abs() <= atol + w.abs() * rtol,
-                "{precision} {rows}×{cols} row {r}: GPU {g} vs CPU {w}"
+    for (precision, tol) in PRECISIONS {
+        for (rows, cols) in SHAPES {
+            let m = Matrix::from_f32(rows, cols, random(&mut rng, rows * cols)).to_precision(precision);
+            let x = random(&mut rng, cols);
+            let y0 = random(&mut rng, rows);
+            let mut want = vec![0.0; rows];
+            m.matvec(&x, &mut want);
+            let w = GpuMatrix::upload(&g, &m);
+            // x after 3 leading values, y after x: offsets are honoured.
+            let mut act = vec![9.0; 3];
+            act.extend_from_slice(&x);
+            act.extend_from_slice(&y0);
+            let (y_off, groups) = (3 + cols, groups_per_row(rows));
+            let args = LinearArgs::matvec(rows, cols, 3, y_off);
+            let inputs = || Inputs {
+                weights: Some(&w),
+                act: &act,
+                ctl: &[0],
+                ..Default::default()
+            };
+            let (out, _) = run_blocking(
+                &g,
+                &g.kernels.matvec[precision_index(precision)],
+                bytemuck::cast_slice(&[args]),
+                inputs(),
+                groups,
+            )
+            .unwrap();
+            assert_close(
+                &out[y_off..],
+                &want,
+                tol,
+                tol,
+                &format!("{precision} matvec {rows}×{cols}"),
+            );
+            assert_eq!(out[..3 + cols], act[..3 + cols], "inputs untouched");
+            let acc = args.accumulating();
+            let (out, _) = run_blocking(
+                &g,
+                &g.kernels.matvec[precision_index(precision)],
+                bytemuck::cast_slice(&[acc]),
+                inputs(),
+                groups,
+            )
+            .unwrap();
+            let summed: Vec<f32> = want.iter().zip(&y0).map(|(a, b)| a + b).collect();
+            assert_close(
+                &out[y_off..],
+                &summed,
+                tol,
+                tol,
+                &format!("{precision} matvec += {rows}×{cols}"),
             );
         }
     }
 }
 
 #[test]
-fn matvec_f32_matches_the_cpu_on_odd_shapes() {
-    if let Some(g) = gpu() {
-        check(&g, Precision::F32, 1e-5, 1e-5);
+fn expert_dispatch_reads_only_the_routed_expert_and_scales_by_its_weight() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(11);
+    let (experts, rows, cols) = (5, 37, 70);
+    for (precision, tol) in PRECISIONS {
+        let mats: Vec<Matrix> = (0..experts)
+            .map(|_| Matrix::from_f32(rows, cols, random(&mut rng, rows * cols)).to_precision(precision))
+            .collect();
+        let w = GpuMatrix::upload_stacked(&g, &mats.iter().collect::<Vec<_>>()).unwrap();
+        let x = random(&mut rng, cols);
+        let mut act = x.clone();
+        act.resize(cols + rows, 0.0);
+        // Step 2 of a trace with stride 6 starting at word 4: slot 1 holds expert 3, weight 0.375.
+        let mut ctl = vec![0u32; 4 + 3 * 6];
+        ctl[0] = 2;
+        ctl[4 + 2 * 6 + 2] = 3;
+        ctl[4 + 2 * 6 + 3] = 0.375f32.to_bits();
+        let args = LinearArgs::matvec(rows, cols, 0, cols).routed(1, 4, 6, true);
+        let inputs = Inputs {
+            weights: Some(&w),
+            act: &act,
+            ctl: &ctl,
+            ..Default::default()
+        };
+        let (out, _) = run_blocking(
+            &g,
+            &g.kernels.matvec[precision_index(precision)],
+            bytemuck::cast_slice(&[args]),
+            inputs,
+            groups_per_row(rows),
+        )
+        .unwrap();
+        let mut want = vec![0.0; rows];
+        mats[3].matvec(&x, &mut want);
+        want.iter_mut().for_each(|v| *v *= 0.375);
+        assert_close(&out[cols..], &want, tol, tol, &format!("{precision} routed matvec"));
     }
 }
 
 #[test]
-fn matvec_q8_matches_the_cpu_on_odd_shapes() {
-    if let Some(g) = gpu() {
-        check(&g, Precision::Q8, 1e-5, 1e-5);
+fn embedding_rows_match_the_cpu_for_every_precision() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(3);
+    let (vocab, d) = (301, 77);
+    for (precision, _) in PRECISIONS {
+        let m = Matrix::from_f32(vocab, d, random(&mut rng, vocab * d)).to_precision(precision);
+        let w = GpuMatrix::upload(&g, &m);
+        for token in [0u32, 150, 300] {
+            // tokens at word 4, step 1 → tokens[1].
+            let ctl = [1, 0, 0, 0, 7, token];
+            let args = LinearArgs {
+                token_base: 4,
+                ..LinearArgs::matvec(vocab, d, 0, 5)
+            };
+            let inputs = Inputs {
+                weights: Some(&w),
+                act: &vec![0.0; 5 + d],
+                ctl: &ctl,
+                ..Default::default()
+            };
+            let (out, _) = run_blocking(
+                &g,
+                &g.kernels.embed_row[precision_index(precision)],
+                bytemuck::cast_slice(&[args]),
+                inputs,
+                groups_for(d),
+            )
+            .unwrap();
+            let mut want = vec![0.0; d];
+            m.row_into(token as usize, &mut want);
+            assert_eq!(out[5..], want[..], "{precision} embedding row {token}");
+        }
     }
 }
 
 #[test]
-fn formats_without_a_kernel_are_a_clear_error() {
-    if let Some(g) = gpu() {
-        let m = Matrix::from_f32(3, 5, vec![0.5; 15]).to_precision(Precision::Q4);
-        let e = GpuMatrix::upload(&g, &m)
-            .err()
-            .expect("q4 has no kernel yet")
-            .to_string();
-        assert!(e.contains("q4") && e.contains("no GPU kernel"), "{e}");
-        let f = GpuMatrix::upload(&g, &Matrix::from_f32(3, 5, vec![0.5; 15])).unwrap();
-        assert!(f.matvec(&g, &[1.0; 4]).is_err());
+fn rmsnorm_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(5);
+    for (rows, d) in [(1, 1), (3, 77), (2, 130), (1, 288)] {
+        let x = random(&mut rng, rows * d);
+        let weight = random(&mut rng, d);
+        let mut params = vec![0.0; 2];
+        params.extend_from_slice(&weight);
+        let mut act = x.clone();
+        act.resize(2 * rows * d, 0.0);
+        let args = NormArgs {
+            d: d as u32,
+            rows: rows as u32,
+            x_off: 0,
+            y_off: (rows * d) as u32,
+            w_off: 2,
+        };
+        let inputs = Inputs {
+            params: &params,
+            act: &act,
+            ..Default::default()
+        };
+        let (out, _) = run_blocking(
+            &g,
+            &g.kernels.rmsnorm,
+            bytemuck::cast_slice(&[args]),
+            inputs,
+            (rows as u32, 1),
+        )
+        .unwrap();
+        let mut want = vec![0.0; rows * d];
+        let mut rstd = vec![0.0; rows];
+        norm::rmsnorm_forward(&mut want, &mut rstd, &x, &weight, d);
+        assert_close(&out[rows * d..], &want, 1e-5, 1e-5, &format!("rmsnorm {rows}×{d}"));
     }
+}
+
+#[test]
+fn conv_step_matches_the_cpu_and_shifts_the_tail() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(9);
+    for (channels, k) in [(1, 4), (77, 4), (130, 3), (65, 1)] {
+        let x = random(&mut rng, channels);
+        let tail = random(&mut rng, (k - 1) * channels);
+        let w = random(&mut rng, channels * k);
+        let b = random(&mut rng, channels);
+        let params = [w.clone(), b.clone()].concat();
+        // act: x, tail, y
+        let act = [x.clone(), tail.clone(), vec![0.0; channels]].concat();
+        let args = ConvArgs {
+            channels: channels as u32,
+            k: k as u32,
+            x_off: 0,
+            tail_off: channels as u32,
+            y_off: (k * channels) as u32,
+            w_off: 0,
+            b_off: (channels * k) as u32,
+        };
+        let inputs = Inputs {
+            params: &params,
+            act: &act,
+            ..Default::default()
+        };
+        let (out, _) = run_blocking(
+            &g,
+            &g.kernels.conv_step,
+            bytemuck::cast_slice(&[args]),
+            inputs,
+            groups_for(channels),
+        )
+        .unwrap();
+        let mut want = vec![0.0; channels];
+        let mut want_tail = tail.clone();
+        conv::conv_step(&mut want, &x, &mut want_tail, &w, &b, channels, k);
+        want.iter_mut().for_each(|v| *v = silu(*v));
+        let what = format!("conv {channels} channels, K {k}");
+        assert_close(&out[k * channels..], &want, 1e-5, 1e-5, &what);
+        assert_eq!(out[channels..k * channels], want_tail[..], "{what}: tail");
+    }
+}
+
+#[test]
+fn scan_step_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(13);
+    for (channels, n) in [(1, 1), (67, 16), (130, 5)] {
+        let u = random(&mut rng, channels);
+        let dt_raw = random(&mut rng, channels);
+        let bc = random(&mut rng, 2 * n);
+        let z = random(&mut rng, channels);
+        let h = random(&mut rng, channels * n);
+        let dt_b = random(&mut rng, channels);
+        let a_log = random(&mut rng, channels * n);
+        let d_skip = random(&mut rng, channels);
+        let params = [dt_b.clone(), a_log.clone(), d_skip.clone()].concat();
+        let act = [
+            u.clone(),
+            dt_raw.clone(),
+            bc.clone(),
+            z.clone(),
+            h.clone(),
+            vec![0.0; channels],
+        ]
+        .concat();
+        let (c, n32) = (channels as u32, n as u32);
+        let args = ScanArgs {
+            channels: c,
+            n: n32,
+            u_off: 0,
+            dt_off: c,
+            b_off: 2 * c,
+            z_off: 2 * c + 2 * n32,
+            h_off: 3 * c + 2 * n32,
+            y_off: 3 * c + 2 * n32 + c * n32,
+            dt_b_off: 0,
+            a_log_off: c,
+            d_skip_off: c + c * n32,
+        };
+        let inputs = Inputs {
+            params: &params,
+            act: &act,
+            ..Default::default()
+        };
+        let (out, _) = run_blocking(
+            &g,
+            &g.kernels.scan_step,
+            bytemuck::cast_slice(&[args]),
+            inputs,
+            groups_for(channels),
+        )
+        .unwrap();
+        let dt: Vec<f32> = dt_raw.iter().zip(&dt_b).map(|(x, b)| softplus(x + b)).collect();
+        let a = itera_core::layers::ssm::a_matrix(&a_log);
+        let (mut y, mut h_want) = (vec![0.0; channels], h.clone());
+        scan::scan_step(&mut y, &mut h_want, &u, &dt, &a, &bc[..n], &bc[n..], &d_skip, n);
+        y.iter_mut().zip(&z).for_each(|(y, z)| *y *= silu(*z));
+        let what = format!("scan {channels}×{n}");
+        let h_at = args.h_off as usize;
+        assert_close(
+            &out[h_at..h_at + channels * n],
+            &h_want,
+            1e-5,
+            1e-5,
+            &format!("{what}: h"),
+        );
+        assert_close(&out[args.y_off as usize..], &y, 1e-5, 1e-5, &format!("{what}: y"));
+    }
+}
+
+#[test]
+fn swiglu_gate_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(17);
+    let n = 77;
+    let act = random(&mut rng, 2 * n);
+    let args = SwigluArgs {
+        n: n as u32,
+        a_off: 0,
+        b_off: n as u32,
+    };
+    let inputs = Inputs {
+        act: &act,
+        ..Default::default()
+    };
+    let (out, _) = run_blocking(
+        &g,
+        &g.kernels.swiglu,
+        bytemuck::cast_slice(&[args]),
+        inputs,
+        groups_for(n),
+    )
+    .unwrap();
+    let want: Vec<f32> = (0..n).map(|i| silu(act[i]) * act[n + i]).collect();
+    assert_close(&out[..n], &want, 1e-6, 1e-5, "swiglu");
+}
+
+#[test]
+fn routing_matches_the_cpu_including_ties() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(19);
+    let cases: Vec<(Vec<f32>, usize)> = vec![
+        (vec![0.3, 0.3, -1.0, 0.3], 2),
+        (vec![1.0; 7], 3),
+        (random(&mut rng, 5), 2),
+        (random(&mut rng, 16), 4),
+        (random(&mut rng, 3), 1),
+    ];
+    for (logits, k) in cases {
+        let e = logits.len();
+        // Step 1, trace at word 4, stride 2k: this layer's slots at 4 + 2k.
+        let mut ctl = vec![0u32; 4 + 4 * k];
+        ctl[0] = 1;
+        let args = RouteArgs {
+            experts: e as u32,
+            k: k as u32,
+            logits_off: 0,
+            route_base: 4,
+            route_stride: 2 * k as u32,
+        };
+        let inputs = Inputs {
+            act: &logits,
+            ctl: &ctl,
+            ..Default::default()
+        };
+        let (_, ctl_out) = run_blocking(&g, &g.kernels.route, bytemuck::cast_slice(&[args]), inputs, (1, 1)).unwrap();
+        let mut probs = logits.clone();
+        softmax(&mut probs);
+        let (mut experts, mut weights) = (vec![0; k], vec![0.0; k]);
+        moe::route(&probs, &mut experts, &mut weights);
+        let slots = &ctl_out[4 + 2 * k..];
+        let got_experts: Vec<usize> = slots.iter().step_by(2).map(|&e| e as usize).collect();
+        let got_weights: Vec<f32> = slots.iter().skip(1).step_by(2).map(|&b| f32::from_bits(b)).collect();
+        assert_eq!(got_experts, experts, "experts for {logits:?}");
+        assert_close(&got_weights, &weights, 1e-6, 1e-5, "routing weights");
+    }
+}
+
+#[test]
+fn sampling_matches_its_cpu_twin_for_every_setting() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(23);
+    let settings = |temperature, top_k, top_p, seed| SamplingSettings {
+        temperature,
+        top_k,
+        top_p,
+        seed,
+    };
+    let mut checked = 0;
+    for vocab in [1, 7, 1001, 4096] {
+        let mut logits: Vec<f32> = random(&mut rng, vocab).iter().map(|v| v * 6.0).collect();
+        if vocab > 7 {
+            logits[vocab / 3] = logits.iter().fold(f32::MIN, |m, &x| m.max(x)); // a tie for the max
+        }
+        for s in [
+            settings(0.0, 0, 1.0, 0),
+            settings(1.0, 0, 1.0, 1),
+            settings(0.8, 40, 1.0, 2),
+            settings(0.8, 0, 0.9, u64::MAX - 5),
+            settings(1.3, 5, 0.5, 1 << 40),
+            settings(0.5, 1, 1.0, 9),
+        ] {
+            for position in [0u32, 1, 17, 1000] {
+                let logprobs_base = 5 + 2;
+                let ctl = [0, 0, position, 0, 0, 0, 0, 0, 0];
+                let args = SampleArgs {
+                    vocab: vocab as u32,
+                    logits_off: 0,
+                    temperature: s.temperature,
+                    top_k: s.top_k as u32,
+                    top_p: s.top_p,
+                    seed_lo: s.seed as u32,
+                    seed_hi: (s.seed >> 32) as u32,
+                    tokens_base: 4,
+                    logprobs_base,
+                };
+                let inputs = Inputs {
+                    act: &logits,
+                    ctl: &ctl,
+                    ..Default::default()
+                };
+                let (_, out) =
+                    run_blocking(&g, &g.kernels.sample, bytemuck::cast_slice(&[args]), inputs, (1, 1)).unwrap();
+                let want = sample_reference(&logits, s, position);
+                assert_eq!(out[5], want, "vocab {vocab} {s:?} position {position}");
+                assert_eq!(out[0], 1, "the step counter advances");
+                let max = logits.iter().fold(f32::MIN, |m, &x| m.max(x));
+                let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+                let logprob = f32::from_bits(out[logprobs_base as usize + 1]);
+                assert!(
+                    (logprob - (logits[want as usize] - lse)).abs() < 1e-4,
+                    "log-prob {logprob}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} sampled tokens identical to the CPU twin");
 }

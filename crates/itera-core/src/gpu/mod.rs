@@ -1,26 +1,69 @@
-//! The wgpu backend (cargo feature `gpu`): one `Gpu` context per device that owns the device,
-//! its queue and every compute pipeline, built once from the plain WGSL files in `shaders/`.
-//! The same code runs natively (Vulkan, Metal, DX12; lavapipe in CI) and in the browser.
+//! The wgpu backend (cargo feature `gpu`): the same code natively (Vulkan, Metal, DX12;
+//! lavapipe in CI) and in the browser (WebGPU).
 //!
-//! This is the backend's foundation: device setup with fallback errors, the pipeline cache,
-//! weight upload and the matrix × vector kernels for f32 and q8, each checked against its CPU
-//! twin (`tests/gpu_kernels.rs`). The rest of the model's kernels build on the same pieces.
+//! - `Gpu`: one device with every compute pipeline, built once from the plain WGSL files in
+//!   `shaders/` (`kernels`), and counters of what was created and submitted;
+//! - `linear`: weight matrices on the GPU in their file precision (f32/f16/q8/q4);
+//! - `plan` + `model`: a model uploaded once, its activation arena and the recorded list of
+//!   dispatches for one decode step; `decode` chains K steps in one submission and reads back
+//!   only the sampled ids and their log-probs;
+//! - `sample`: the CPU twin of the GPU sampler;
+//! - `oneshot`: runs a single kernel on given data, for the parity tests.
 
-pub mod matvec;
+pub mod args;
+pub mod kernels;
+pub mod linear;
+pub mod model;
+pub mod oneshot;
+mod plan;
+mod readback;
+pub mod sample;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
+use kernels::Kernels;
 
 /// A device with the pipelines the model needs, created once.
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
-    pub(crate) pipelines: Pipelines,
+    pub kernels: Kernels,
+    pub(crate) counters: Counters,
 }
 
-pub(crate) struct Pipelines {
-    pub matvec_f32: wgpu::ComputePipeline,
-    pub matvec_q8: wgpu::ComputePipeline,
+/// What the backend has asked of the device so far (the bench's structural counters).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    resources: AtomicU64,
+    submissions: AtomicU64,
+    readbacks: AtomicU64,
+    readback_bytes: AtomicU64,
+}
+
+/// A snapshot of the counters; subtract two to get what happened in between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Buffers and bind groups created.
+    pub resources: u64,
+    pub submissions: u64,
+    pub readbacks: u64,
+    pub readback_bytes: u64,
+}
+
+impl std::ops::Sub for CounterSnapshot {
+    type Output = CounterSnapshot;
+    fn sub(self, rhs: CounterSnapshot) -> CounterSnapshot {
+        CounterSnapshot {
+            resources: self.resources - rhs.resources,
+            submissions: self.submissions - rhs.submissions,
+            readbacks: self.readbacks - rhs.readbacks,
+            readback_bytes: self.readback_bytes - rhs.readback_bytes,
+        }
+    }
 }
 
 impl Gpu {
@@ -29,12 +72,16 @@ impl Gpu {
     pub async fn new() -> Result<Gpu> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions::default())
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
             .await
             .map_err(|e| Error::Gpu(format!("no GPU adapter: {e}")))?;
         let info = adapter.get_info();
-        // The defaults (128 MiB storage bindings) are enough for every shipped model, and
-        // asking for no more than the defaults works on every WebGPU device.
+        // The defaults (128 MiB storage bindings, 8 storage buffers per stage) are enough for
+        // every shipped model and for the 15m benchmark config, and asking for no more than
+        // the defaults works on every WebGPU device.
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("itera"),
@@ -43,19 +90,13 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Gpu(format!("cannot open {} ({:?}): {e}", info.name, info.backend)))?;
-        let pipelines = Pipelines {
-            matvec_f32: pipeline(
-                &device,
-                "matvec_f32",
-                include_str!("../../../../shaders/matvec_f32.wgsl"),
-            ),
-            matvec_q8: pipeline(&device, "matvec_q8", include_str!("../../../../shaders/matvec_q8.wgsl")),
-        };
+        let kernels = Kernels::new(&device);
         Ok(Gpu {
             device,
             queue,
             info,
-            pipelines,
+            kernels,
+            counters: Counters::default(),
         })
     }
 
@@ -69,19 +110,62 @@ impl Gpu {
     pub fn describe(&self) -> String {
         format!("{} on {:?}", self.info.name, self.info.backend)
     }
-}
 
-fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(name),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    })
+    pub fn counters(&self) -> CounterSnapshot {
+        let c = &self.counters;
+        CounterSnapshot {
+            resources: c.resources.load(Ordering::Relaxed),
+            submissions: c.submissions.load(Ordering::Relaxed),
+            readbacks: c.readbacks.load(Ordering::Relaxed),
+            readback_bytes: c.readback_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A buffer holding `bytes` (padded to whole 4-byte words, as storage bindings read them).
+    pub(crate) fn buffer_init(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.counters.resources.fetch_add(1, Ordering::Relaxed);
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &padded,
+            usage,
+        })
+    }
+
+    pub(crate) fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.counters.resources.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.div_ceil(4).max(1) * 4,
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub(crate) fn bind_group(
+        &self,
+        layout: &wgpu::BindGroupLayout,
+        resources: &[wgpu::BindingResource],
+    ) -> wgpu::BindGroup {
+        self.counters.resources.fetch_add(1, Ordering::Relaxed);
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout,
+            entries: &entries,
+        })
+    }
+
+    pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit([encoder.finish()]);
+    }
 }

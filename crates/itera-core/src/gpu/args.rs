@@ -1,0 +1,147 @@
+//! The uniform blocks of the WGSL kernels, field for field (each struct mirrors the one at the
+//! top of its shader file). Offsets are in f32 elements of the activation arena or u32 words
+//! of the control buffer.
+
+use bytemuck::{Pod, Zeroable};
+
+/// `route_slot` of a matvec that is not an expert dispatch.
+pub const NO_ROUTE: u32 = u32::MAX;
+
+/// linear.wgsl `Linear` (matvec and embed_row).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct LinearArgs {
+    pub rows: u32,
+    pub cols: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub accumulate: u32,
+    pub route_slot: u32,
+    pub route_scale: u32,
+    pub route_base: u32,
+    pub route_stride: u32,
+    pub token_base: u32,
+}
+
+impl LinearArgs {
+    /// y = W·x (rows × cols), not routed.
+    pub fn matvec(rows: usize, cols: usize, x_off: usize, y_off: usize) -> LinearArgs {
+        LinearArgs {
+            rows: rows as u32,
+            cols: cols as u32,
+            x_off: x_off as u32,
+            y_off: y_off as u32,
+            accumulate: 0,
+            route_slot: NO_ROUTE,
+            route_scale: 0,
+            route_base: 0,
+            route_stride: 0,
+            token_base: 0,
+        }
+    }
+
+    /// y += W·x.
+    pub fn accumulating(self) -> LinearArgs {
+        LinearArgs { accumulate: 1, ..self }
+    }
+
+    /// Reads only the rows of the expert routed in `slot` (the trace entry at
+    /// `route_base + step · route_stride + 2·slot`); `scale` multiplies by its weight.
+    pub fn routed(self, slot: usize, route_base: usize, route_stride: usize, scale: bool) -> LinearArgs {
+        LinearArgs {
+            route_slot: slot as u32,
+            route_scale: scale as u32,
+            route_base: route_base as u32,
+            route_stride: route_stride as u32,
+            ..self
+        }
+    }
+}
+
+/// norm.wgsl `Norm`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct NormArgs {
+    pub d: u32,
+    pub rows: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub w_off: u32,
+}
+
+/// conv.wgsl `Conv`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ConvArgs {
+    pub channels: u32,
+    pub k: u32,
+    pub x_off: u32,
+    pub tail_off: u32,
+    pub y_off: u32,
+    pub w_off: u32,
+    pub b_off: u32,
+}
+
+/// scan.wgsl `Scan`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ScanArgs {
+    pub channels: u32,
+    pub n: u32,
+    pub u_off: u32,
+    pub dt_off: u32,
+    pub b_off: u32,
+    pub z_off: u32,
+    pub h_off: u32,
+    pub y_off: u32,
+    pub dt_b_off: u32,
+    pub a_log_off: u32,
+    pub d_skip_off: u32,
+}
+
+/// swiglu.wgsl `Swiglu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct SwigluArgs {
+    pub n: u32,
+    pub a_off: u32,
+    pub b_off: u32,
+}
+
+/// moe.wgsl `Route`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct RouteArgs {
+    pub experts: u32,
+    pub k: u32,
+    pub logits_off: u32,
+    pub route_base: u32,
+    pub route_stride: u32,
+}
+
+/// sample.wgsl `Sample`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct SampleArgs {
+    pub vocab: u32,
+    pub logits_off: u32,
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub tokens_base: u32,
+    pub logprobs_base: u32,
+}
+
+/// Workgroups for one thread per item with 64-thread groups.
+pub fn groups_for(items: usize) -> (u32, u32) {
+    ((items as u32).div_ceil(64).max(1), 1)
+}
+
+/// Workgroups for one group per row; rows beyond 65535 continue on the y axis.
+pub fn groups_per_row(rows: usize) -> (u32, u32) {
+    let rows = rows.max(1) as u32;
+    let x = rows.min(65_535);
+    (x, rows.div_ceil(x))
+}

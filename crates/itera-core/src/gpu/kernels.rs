@@ -1,0 +1,148 @@
+//! Every compute pipeline, built once per device from the plain files in `shaders/`, with an
+//! explicit bind-group layout per signature — the "function signature" of a GPU function:
+//! binding 0 is always the kernel's uniform block, then its buffers in declaration order.
+
+use crate::precision::Precision;
+
+/// Which buffers a kernel binds after its uniform block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signature {
+    /// Weight words, their f16 scales, the activation arena, the control words (linear.wgsl).
+    Linear,
+    /// The model's f32 vectors (norm weights, biases, conv taps, A_log, Dskip) and the arena.
+    Params,
+    /// The arena only.
+    Act,
+    /// The arena and the control words (routing, sampling).
+    Control,
+}
+
+impl Signature {
+    /// (read-only?) for each storage binding after the uniform.
+    fn storage(self) -> &'static [bool] {
+        match self {
+            Signature::Linear => &[true, true, false, false],
+            Signature::Params => &[true, false],
+            Signature::Act => &[false],
+            Signature::Control => &[false, false],
+        }
+    }
+}
+
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub signature: Signature,
+}
+
+pub struct Kernels {
+    layouts: [wgpu::BindGroupLayout; 4],
+    /// `matvec` and `embed_row` per precision, indexed by `precision_index`.
+    pub matvec: [Kernel; 4],
+    pub embed_row: [Kernel; 4],
+    pub rmsnorm: Kernel,
+    pub conv_step: Kernel,
+    pub scan_step: Kernel,
+    pub swiglu: Kernel,
+    pub route: Kernel,
+    pub sample: Kernel,
+}
+
+/// The value of linear.wgsl's PRECISION constant.
+pub fn precision_index(p: Precision) -> usize {
+    match p {
+        Precision::F32 => 0,
+        Precision::F16 => 1,
+        Precision::Q8 => 2,
+        Precision::Q4 => 3,
+    }
+}
+
+const SIGNATURES: [Signature; 4] = [Signature::Linear, Signature::Params, Signature::Act, Signature::Control];
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Kernels {
+        let layouts = SIGNATURES.map(|s| layout(device, s));
+        let module = |name: &str, source: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            })
+        };
+        let linear = module("linear", include_str!("../../../../shaders/linear.wgsl"));
+        let norm = module("norm", include_str!("../../../../shaders/norm.wgsl"));
+        let conv = module("conv", include_str!("../../../../shaders/conv.wgsl"));
+        let scan = module("scan", include_str!("../../../../shaders/scan.wgsl"));
+        let swiglu = module("swiglu", include_str!("../../../../shaders/swiglu.wgsl"));
+        let moe = module("moe", include_str!("../../../../shaders/moe.wgsl"));
+        let sample = module("sample", include_str!("../../../../shaders/sample.wgsl"));
+
+        let kernel = |module: &wgpu::ShaderModule, entry: &str, signature: Signature, precision: Option<usize>| {
+            let constants: Vec<(&str, f64)> = precision.map(|p| ("PRECISION", p as f64)).into_iter().collect();
+            let layout_index = SIGNATURES.iter().position(|&s| s == signature).unwrap();
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&layouts[layout_index])],
+                immediate_size: 0,
+            });
+            Kernel {
+                pipeline: device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pipeline_layout),
+                    module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        ..Default::default()
+                    },
+                    cache: None,
+                }),
+                signature,
+            }
+        };
+        Kernels {
+            matvec: [0, 1, 2, 3].map(|p| kernel(&linear, "matvec", Signature::Linear, Some(p))),
+            embed_row: [0, 1, 2, 3].map(|p| kernel(&linear, "embed_row", Signature::Linear, Some(p))),
+            rmsnorm: kernel(&norm, "rmsnorm", Signature::Params, None),
+            conv_step: kernel(&conv, "conv_step", Signature::Params, None),
+            scan_step: kernel(&scan, "scan_step", Signature::Params, None),
+            swiglu: kernel(&swiglu, "swiglu", Signature::Act, None),
+            route: kernel(&moe, "route", Signature::Control, None),
+            sample: kernel(&sample, "sample", Signature::Control, None),
+            layouts,
+        }
+    }
+
+    pub fn layout(&self, signature: Signature) -> &wgpu::BindGroupLayout {
+        &self.layouts[SIGNATURES.iter().position(|&s| s == signature).unwrap()]
+    }
+}
+
+fn layout(device: &wgpu::Device, signature: Signature) -> wgpu::BindGroupLayout {
+    let visibility = wgpu::ShaderStages::COMPUTE;
+    let mut entries = vec![wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }];
+    for (i, &read_only) in signature.storage().iter().enumerate() {
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: i as u32 + 1,
+            visibility,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+    }
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(&format!("{signature:?}")),
+        entries: &entries,
+    })
+}

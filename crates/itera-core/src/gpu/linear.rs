@@ -1,0 +1,75 @@
+//! Weight matrices on the GPU, uploaded once in their file precision (SPEC "Weight files"):
+//! linear.wgsl decodes f32, f16, q8 and q4 words itself, so nothing is dequantized on upload.
+
+use super::kernels::precision_index;
+use super::Gpu;
+use crate::error::{Error, Result};
+use crate::matrix::{Matrix, MatrixData};
+use crate::precision::Precision;
+
+/// A weight matrix resident on the GPU (possibly several stacked by rows: a MoE layer's
+/// experts, which linear.wgsl then addresses by the routed expert index).
+pub struct GpuMatrix {
+    /// Rows of one matrix of the stack.
+    pub rows: usize,
+    pub cols: usize,
+    pub precision: Precision,
+    pub(crate) words: wgpu::Buffer,
+    /// f16 scales for q8/q4; a placeholder word for f32/f16, which have none.
+    pub(crate) scales: wgpu::Buffer,
+}
+
+impl GpuMatrix {
+    pub fn upload(gpu: &Gpu, m: &Matrix) -> GpuMatrix {
+        Self::upload_stacked(gpu, &[m]).expect("one matrix always stacks")
+    }
+
+    /// Uploads matrices of one shape and precision one after the other, as one (n·rows, cols)
+    /// matrix: every format stores rows independently, so concatenation is stacking.
+    pub fn upload_stacked(gpu: &Gpu, stack: &[&Matrix]) -> Result<GpuMatrix> {
+        let first = stack.first().ok_or(Error::EmptyInput("matrix stack"))?;
+        let (rows, cols, precision) = (first.rows, first.cols, first.precision());
+        if let Some(odd) = stack
+            .iter()
+            .find(|m| (m.rows, m.cols, m.precision()) != (rows, cols, precision))
+        {
+            return Err(Error::ShapeMismatch {
+                op: "gpu matrix stack",
+                detail: format!(
+                    "{rows}×{cols} {precision} stacked with {}×{} {}",
+                    odd.rows,
+                    odd.cols,
+                    odd.precision()
+                ),
+            });
+        }
+        let mut words = Vec::new();
+        let mut scales = Vec::new();
+        for m in stack {
+            match &m.data {
+                MatrixData::F32(v) => words.extend_from_slice(bytemuck::cast_slice(v)),
+                MatrixData::F16(v) => words.extend_from_slice(bytemuck::cast_slice(v)),
+                MatrixData::Q8 { q, scale } => {
+                    words.extend_from_slice(bytemuck::cast_slice(q));
+                    scales.extend_from_slice(bytemuck::cast_slice(scale));
+                }
+                MatrixData::Q4 { q, scale } => {
+                    words.extend_from_slice(q);
+                    scales.extend_from_slice(bytemuck::cast_slice(scale));
+                }
+            }
+        }
+        let storage = wgpu::BufferUsages::STORAGE;
+        Ok(GpuMatrix {
+            rows,
+            cols,
+            precision,
+            words: gpu.buffer_init(&format!("weights {precision}"), &words, storage),
+            scales: gpu.buffer_init("scales", &scales, storage),
+        })
+    }
+
+    pub(crate) fn precision_index(&self) -> usize {
+        precision_index(self.precision)
+    }
+}

@@ -1,0 +1,503 @@
+//! A model on the GPU: weights uploaded once in their file precision, the activation arena,
+//! the control words, and one decode step recorded as a list of dispatches whose bind groups
+//! and uniform blocks are all made at load. Decoding records `steps` copies of that list into
+//! ONE command encoder, submits once and reads back only the sampled ids and their log-probs
+//! (plus the routing trace when asked): the next step's embedding reads the id the sampler
+//! wrote on the GPU, so K tokens cost one submission and one read-back.
+
+use super::args::*;
+use super::kernels::Kernel;
+use super::linear::GpuMatrix;
+use super::plan::{ffn_matrices, layer_matrices, Arena, CtlLayout, ParamOffsets};
+use super::{readback, Gpu};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::Route;
+use crate::precision::Precision;
+use crate::sampling::SamplingSettings;
+use crate::weights::{Tensor, Weights};
+
+/// Most decode steps in one submission (prompts longer than this go in several).
+pub const MAX_STEPS: usize = 64;
+
+/// Uniform blocks sit at multiples of WebGPU's minimum uniform offset alignment.
+const UNIFORM_SLOT: u64 = 256;
+
+struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: (u32, u32),
+}
+
+/// What one submission produced: for each step, the token it wrote, that token's log-prob
+/// (temperature 1) and, when asked, the routing of every layer (empty for dense layers).
+#[derive(Clone, Debug, Default)]
+pub struct StepsOutput {
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub routing: Vec<Vec<Route>>,
+}
+
+pub struct GpuModel {
+    pub config: Config,
+    pub precision: Precision,
+    arena: Arena,
+    ctl_layout: CtlLayout,
+    act: wgpu::Buffer,
+    ctl: wgpu::Buffer,
+    uniforms: wgpu::Buffer,
+    ids_read: wgpu::Buffer,
+    logits_read: wgpu::Buffer,
+    step: Vec<Dispatch>,
+    sample_slot: u64,
+    needs_reset: bool,
+    /// Tokens consumed since the last reset (the sampler's random stream position).
+    pub position: usize,
+    // Kept alive for the bind groups that reference them.
+    _weights: Vec<GpuMatrix>,
+    _params: wgpu::Buffer,
+}
+
+/// Builds the dispatch list: uniform blocks first (one buffer), then the bind groups.
+struct Recorder<'g> {
+    gpu: &'g Gpu,
+    uniform_bytes: Vec<u8>,
+    specs: Vec<Spec<'g>>,
+}
+
+/// A dispatch before its bind group exists: kernel, uniform slot, weight matrix, workgroups.
+type Spec<'g> = (&'g Kernel, u64, Option<usize>, (u32, u32));
+
+impl<'g> Recorder<'g> {
+    fn push<A: bytemuck::Pod>(
+        &mut self,
+        kernel: &'g Kernel,
+        args: A,
+        weights: Option<usize>,
+        groups: (u32, u32),
+    ) -> u64 {
+        let slot = self.uniform_bytes.len() as u64;
+        self.uniform_bytes.extend_from_slice(bytemuck::bytes_of(&args));
+        self.uniform_bytes.resize((slot + UNIFORM_SLOT) as usize, 0);
+        self.specs.push((kernel, slot, weights, groups));
+        slot
+    }
+
+    fn linear(&mut self, weights: usize, w: &GpuMatrix, args: LinearArgs, rows_dispatched: usize) {
+        let kernel = &self.gpu.kernels.matvec[w.precision_index()];
+        self.push(kernel, args, Some(weights), groups_per_row(rows_dispatched));
+    }
+}
+
+impl GpuModel {
+    pub fn new(gpu: &Gpu, w: &Weights) -> Result<GpuModel> {
+        let c = w.config.clone();
+        if c.n_experts > 16 {
+            return Err(Error::Gpu(format!(
+                "the GPU router handles up to 16 experts, this model has {}",
+                c.n_experts
+            )));
+        }
+        let arena = Arena::new(&c);
+        let ctl_layout = CtlLayout::new(&c, MAX_STEPS);
+        let vectors = ParamOffsets::new(w);
+        let limit = gpu.device.limits().max_storage_buffer_binding_size;
+        let too_big = |what: &str, bytes: usize| -> Result<()> {
+            if bytes as u64 > limit {
+                return Err(Error::Gpu(format!(
+                    "{what} needs {bytes} bytes in one binding, the device allows {limit}"
+                )));
+            }
+            Ok(())
+        };
+        too_big("the activation arena", arena.len * 4)?;
+        for t in &w.tensors {
+            if let Tensor::Matrix(m) = t {
+                // Experts are stacked: at most n_experts matrices share one binding.
+                too_big("a weight matrix", m.size_bytes() * c.n_experts.max(1))?;
+            }
+        }
+
+        // Upload: embed, then per layer in_proj, x_proj, dt_proj, out_proj, then the FFN:
+        // dense w1, w3, w2, or MoE router + each of w1, w3, w2 stacked over the experts.
+        let mut weights = vec![GpuMatrix::upload(gpu, w.matrix(w.table.embed))];
+        let mut layer_slots = Vec::new();
+        for p in &w.table.layers {
+            let first = weights.len();
+            for slot in layer_matrices(p) {
+                weights.push(GpuMatrix::upload(gpu, w.matrix(slot)));
+            }
+            let (router, ffn) = ffn_matrices(p);
+            if let Some(r) = router {
+                weights.push(GpuMatrix::upload(gpu, w.matrix(r)));
+            }
+            for part in 0..3 {
+                let stack: Vec<_> = ffn.iter().map(|e| w.matrix(e[part])).collect();
+                weights.push(GpuMatrix::upload_stacked(gpu, &stack)?);
+            }
+            layer_slots.push(first);
+        }
+
+        use wgpu::BufferUsages as U;
+        let params = gpu.buffer_init("params", bytemuck::cast_slice(&vectors.values), U::STORAGE);
+        let act = gpu.buffer(
+            "activations",
+            arena.len as u64 * 4,
+            U::STORAGE | U::COPY_SRC | U::COPY_DST,
+        );
+        let ctl = gpu.buffer(
+            "control",
+            ctl_layout.len as u64 * 4,
+            U::STORAGE | U::COPY_SRC | U::COPY_DST,
+        );
+        let ids_read = gpu.buffer(
+            "ids read-back",
+            ((2 * MAX_STEPS) + MAX_STEPS * ctl_layout.trace_stride) as u64 * 4,
+            U::MAP_READ | U::COPY_DST,
+        );
+        let logits_read = gpu.buffer("logits read-back", c.vocab_size as u64 * 4, U::MAP_READ | U::COPY_DST);
+
+        let mut rec = Recorder {
+            gpu,
+            uniform_bytes: Vec::new(),
+            specs: Vec::new(),
+        };
+        let sample_slot = record_step(&mut rec, &c, &arena, &ctl_layout, &vectors, &weights, &layer_slots);
+        let uniforms = gpu.buffer_init("uniform blocks", &rec.uniform_bytes, U::UNIFORM | U::COPY_DST);
+        let step = rec
+            .specs
+            .iter()
+            .map(|&(kernel, slot, wi, groups)| {
+                let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniforms,
+                    offset: slot,
+                    size: wgpu::BufferSize::new(UNIFORM_SLOT),
+                });
+                use super::kernels::Signature as S;
+                let resources = match kernel.signature {
+                    S::Linear => {
+                        let m = &weights[wi.expect("linear kernels bind weights")];
+                        vec![
+                            uniform,
+                            m.words.as_entire_binding(),
+                            m.scales.as_entire_binding(),
+                            act.as_entire_binding(),
+                            ctl.as_entire_binding(),
+                        ]
+                    }
+                    S::Params => vec![uniform, params.as_entire_binding(), act.as_entire_binding()],
+                    S::Act => vec![uniform, act.as_entire_binding()],
+                    S::Control => vec![uniform, act.as_entire_binding(), ctl.as_entire_binding()],
+                };
+                Dispatch {
+                    pipeline: kernel.pipeline.clone(),
+                    bind_group: gpu.bind_group(gpu.kernels.layout(kernel.signature), &resources),
+                    groups,
+                }
+            })
+            .collect();
+        let mut model = GpuModel {
+            precision: w.precision,
+            config: c,
+            arena,
+            ctl_layout,
+            act,
+            ctl,
+            uniforms,
+            ids_read,
+            logits_read,
+            step,
+            sample_slot,
+            needs_reset: true,
+            position: 0,
+            _weights: weights,
+            _params: params,
+        };
+        model.set_sampling(gpu, SamplingSettings::greedy())?;
+        Ok(model)
+    }
+
+    /// Sampling settings for the following steps (a uniform write, nothing created).
+    pub fn set_sampling(&mut self, gpu: &Gpu, s: SamplingSettings) -> Result<()> {
+        s.validate()?;
+        let args = SampleArgs {
+            vocab: self.config.vocab_size as u32,
+            logits_off: self.arena.logits as u32,
+            temperature: s.temperature,
+            top_k: s.top_k.min(u32::MAX as usize) as u32,
+            top_p: s.top_p,
+            seed_lo: s.seed as u32,
+            seed_hi: (s.seed >> 32) as u32,
+            tokens_base: self.ctl_layout.tokens as u32,
+            logprobs_base: self.ctl_layout.logprobs as u32,
+        };
+        gpu.queue
+            .write_buffer(&self.uniforms, self.sample_slot, bytemuck::bytes_of(&args));
+        Ok(())
+    }
+
+    /// Back to the empty context (the state is cleared at the start of the next submission).
+    pub fn reset(&mut self) {
+        self.needs_reset = true;
+        self.position = 0;
+    }
+
+    /// Number of dispatches in one decode step.
+    pub fn dispatches_per_step(&self) -> usize {
+        self.step.len()
+    }
+
+    /// Runs `steps` decode steps in one submission. Step s consumes `forced[s]` while s is
+    /// inside `forced`, otherwise the token sampled by step s − 1. With `read`, returns the
+    /// `steps` tokens written (the last one not yet consumed) and their log-probs; `trace`
+    /// adds the routing of every step.
+    pub async fn run(
+        &mut self,
+        gpu: &Gpu,
+        forced: &[u32],
+        steps: usize,
+        read: bool,
+        trace: bool,
+    ) -> Result<StepsOutput> {
+        let (c, l) = (&self.config, self.ctl_layout);
+        if forced.is_empty() || forced.len() > steps || steps > l.cap {
+            return Err(Error::ShapeMismatch {
+                op: "gpu decode",
+                detail: format!(
+                    "{} forced tokens for {steps} steps (1 ≤ forced ≤ steps ≤ {})",
+                    forced.len(),
+                    l.cap
+                ),
+            });
+        }
+        forced.iter().try_for_each(|&id| Error::check_token(id, c.vocab_size))?;
+        let mut header = vec![0u32, forced.len() as u32, self.position as u32, 0];
+        header.extend_from_slice(forced);
+        gpu.queue.write_buffer(&self.ctl, 0, bytemuck::cast_slice(&header));
+
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        if self.needs_reset {
+            let state = self.arena.state as u64 * 4;
+            encoder.clear_buffer(&self.act, state, Some(self.arena.len as u64 * 4 - state));
+            self.needs_reset = false;
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..steps {
+                for d in &self.step {
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+                }
+            }
+        }
+        let n = steps as u64 * 4;
+        let trace_words = if trace { steps * l.trace_stride } else { 0 } as u64 * 4;
+        if read {
+            encoder.copy_buffer_to_buffer(&self.ctl, (l.tokens as u64 + 1) * 4, &self.ids_read, 0, n);
+            encoder.copy_buffer_to_buffer(&self.ctl, (l.logprobs as u64 + 1) * 4, &self.ids_read, n, n);
+            if trace {
+                encoder.copy_buffer_to_buffer(&self.ctl, l.trace as u64 * 4, &self.ids_read, 2 * n, trace_words);
+            }
+        }
+        gpu.submit(encoder);
+        self.position += steps;
+        if !read {
+            return Ok(StepsOutput::default());
+        }
+        let bytes = readback::read(gpu, &self.ids_read, 2 * n + trace_words).await?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let mut out = StepsOutput {
+            tokens: words[..steps].to_vec(),
+            logprobs: words[steps..2 * steps].iter().map(|&b| f32::from_bits(b)).collect(),
+            routing: Vec::new(),
+        };
+        if trace {
+            let k = c.top_k;
+            for step in words[2 * steps..].chunks_exact(l.trace_stride) {
+                let layers = step.chunks_exact(2 * k).enumerate().map(|(layer, slots)| {
+                    if !c.is_moe(layer) {
+                        return Route::default();
+                    }
+                    Route {
+                        experts: slots.iter().step_by(2).map(|&e| e as usize).collect(),
+                        weights: slots.iter().skip(1).step_by(2).map(|&b| f32::from_bits(b)).collect(),
+                    }
+                });
+                out.routing.push(layers.collect());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Consumes `prompt` (in submissions of up to MAX_STEPS) and returns the first sampled
+    /// token with its log-prob and routing.
+    pub async fn prefill(&mut self, gpu: &Gpu, prompt: &[u32], trace: bool) -> Result<StepsOutput> {
+        if prompt.is_empty() {
+            return Err(Error::EmptyInput("prompt"));
+        }
+        let chunks: Vec<&[u32]> = prompt.chunks(MAX_STEPS).collect();
+        for chunk in &chunks[..chunks.len() - 1] {
+            self.run(gpu, chunk, chunk.len(), false, false).await?;
+        }
+        let last = chunks[chunks.len() - 1];
+        let mut out = self.run(gpu, last, last.len(), true, trace).await?;
+        let keep = out.tokens.len() - 1;
+        out.tokens.drain(..keep);
+        out.logprobs.drain(..keep);
+        out.routing.drain(..keep.min(out.routing.len()));
+        Ok(out)
+    }
+
+    /// Consumes `last` and samples `k` tokens in one submission (k ≤ MAX_STEPS).
+    pub async fn generate(&mut self, gpu: &Gpu, last: u32, k: usize, trace: bool) -> Result<StepsOutput> {
+        self.run(gpu, &[last], k, true, trace).await
+    }
+
+    /// The logits of the last step (a separate read-back: for tests and inspection).
+    pub async fn logits(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let len = self.config.vocab_size as u64 * 4;
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.act, self.arena.logits as u64 * 4, &self.logits_read, 0, len);
+        gpu.submit(encoder);
+        Ok(bytemuck::pod_collect_to_vec(
+            &readback::read(gpu, &self.logits_read, len).await?,
+        ))
+    }
+}
+
+/// Records one decode step; returns the uniform slot of the sampler (rewritten per run).
+fn record_step<'g>(
+    rec: &mut Recorder<'g>,
+    c: &Config,
+    a: &Arena,
+    l: &CtlLayout,
+    v: &ParamOffsets,
+    weights: &[GpuMatrix],
+    layer_slots: &[usize],
+) -> u64 {
+    let gpu = rec.gpu;
+    let k = &gpu.kernels;
+    let (d, di, n, r) = (c.d_model, c.d_inner(), c.d_state, c.dt_rank);
+    let embed = &weights[0];
+    let embed_args = LinearArgs {
+        token_base: l.tokens as u32,
+        ..LinearArgs::matvec(c.vocab_size, d, 0, a.x)
+    };
+    rec.push(
+        &k.embed_row[embed.precision_index()],
+        embed_args,
+        Some(0),
+        groups_for(d),
+    );
+    let norm = |rec: &mut Recorder<'g>, x: usize, y: usize, w_off: usize| {
+        let args = NormArgs {
+            d: d as u32,
+            rows: 1,
+            x_off: x as u32,
+            y_off: y as u32,
+            w_off: w_off as u32,
+        };
+        rec.push(&k.rmsnorm, args, None, (1, 1));
+    };
+    for (layer, &first) in layer_slots.iter().enumerate() {
+        let lv = &v.layers[layer];
+        let [in_proj, x_proj, dt_proj, out_proj] = [first, first + 1, first + 2, first + 3];
+        norm(rec, a.x, a.xn, lv.ssm_norm);
+        rec.linear(
+            in_proj,
+            &weights[in_proj],
+            LinearArgs::matvec(2 * di, d, a.xn, a.xz),
+            2 * di,
+        );
+        let conv = ConvArgs {
+            channels: di as u32,
+            k: c.d_conv as u32,
+            x_off: a.xz as u32,
+            tail_off: a.tail[layer] as u32,
+            y_off: a.u as u32,
+            w_off: lv.conv_w as u32,
+            b_off: lv.conv_b as u32,
+        };
+        rec.push(&k.conv_step, conv, None, groups_for(di));
+        rec.linear(
+            x_proj,
+            &weights[x_proj],
+            LinearArgs::matvec(r + 2 * n, di, a.u, a.bc),
+            r + 2 * n,
+        );
+        rec.linear(dt_proj, &weights[dt_proj], LinearArgs::matvec(di, r, a.bc, a.dt), di);
+        let scan = ScanArgs {
+            channels: di as u32,
+            n: n as u32,
+            u_off: a.u as u32,
+            dt_off: a.dt as u32,
+            b_off: (a.bc + r) as u32,
+            z_off: (a.xz + di) as u32,
+            h_off: a.h[layer] as u32,
+            y_off: a.y as u32,
+            dt_b_off: lv.dt_b as u32,
+            a_log_off: lv.a_log as u32,
+            d_skip_off: lv.d_skip as u32,
+        };
+        rec.push(&k.scan_step, scan, None, groups_for(di));
+        let residual = LinearArgs::matvec(d, di, a.y, a.x).accumulating();
+        rec.linear(out_proj, &weights[out_proj], residual, d);
+
+        norm(rec, a.x, a.xn, lv.ffn_norm);
+        let f = c.d_ff;
+        let swiglu = SwigluArgs {
+            n: f as u32,
+            a_off: a.ffn_a as u32,
+            b_off: a.ffn_b as u32,
+        };
+        let w1 = LinearArgs::matvec(f, d, a.xn, a.ffn_a);
+        let w3 = LinearArgs::matvec(f, d, a.xn, a.ffn_b);
+        let w2 = LinearArgs::matvec(d, f, a.ffn_a, a.x).accumulating();
+        if c.is_moe(layer) {
+            let (router, w1s, w3s, w2s) = (first + 4, first + 5, first + 6, first + 7);
+            let e = c.n_experts;
+            rec.linear(router, &weights[router], LinearArgs::matvec(e, d, a.xn, a.router), e);
+            let (base, stride) = (l.route_base(c, layer), l.trace_stride);
+            let route = RouteArgs {
+                experts: e as u32,
+                k: c.top_k as u32,
+                logits_off: a.router as u32,
+                route_base: base as u32,
+                route_stride: stride as u32,
+            };
+            rec.push(&k.route, route, None, (1, 1));
+            for slot in 0..c.top_k {
+                rec.linear(w1s, &weights[w1s], w1.routed(slot, base, stride, false), f);
+                rec.linear(w3s, &weights[w3s], w3.routed(slot, base, stride, false), f);
+                rec.push(&k.swiglu, swiglu, None, groups_for(f));
+                rec.linear(w2s, &weights[w2s], w2.routed(slot, base, stride, true), d);
+            }
+        } else {
+            let (w1i, w3i, w2i) = (first + 4, first + 5, first + 6);
+            rec.linear(w1i, &weights[w1i], w1, f);
+            rec.linear(w3i, &weights[w3i], w3, f);
+            rec.push(&k.swiglu, swiglu, None, groups_for(f));
+            rec.linear(w2i, &weights[w2i], w2, d);
+        }
+    }
+    norm(rec, a.x, a.xn, v.final_norm);
+    rec.linear(
+        0,
+        embed,
+        LinearArgs::matvec(c.vocab_size, d, a.xn, a.logits),
+        c.vocab_size,
+    );
+    let placeholder = SampleArgs {
+        vocab: 0,
+        logits_off: 0,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed_lo: 0,
+        seed_hi: 0,
+        tokens_base: 0,
+        logprobs_base: 0,
+    };
+    rec.push(&k.sample, placeholder, None, (1, 1))
+}

@@ -1,0 +1,80 @@
+//! One kernel on given data, read back: how the parity tests drive each WGSL kernel against
+//! its CPU twin. It creates its buffers per call, which the model's decode path never does.
+
+use super::kernels::{Kernel, Signature};
+use super::linear::GpuMatrix;
+use super::{readback, Gpu};
+use crate::error::Result;
+
+/// The buffers a kernel may bind; those its signature does not use are ignored.
+#[derive(Default)]
+pub struct Inputs<'a> {
+    pub weights: Option<&'a GpuMatrix>,
+    pub params: &'a [f32],
+    pub act: &'a [f32],
+    pub ctl: &'a [u32],
+}
+
+/// Runs `kernel` once over `groups` workgroups with the uniform block `uniform` and returns
+/// the arena and the control words afterwards.
+pub async fn run(
+    gpu: &Gpu,
+    kernel: &Kernel,
+    uniform: &[u32],
+    inputs: Inputs<'_>,
+    groups: (u32, u32),
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    use wgpu::BufferUsages as U;
+    let uniform = gpu.buffer_init("uniform", bytemuck::cast_slice(uniform), U::UNIFORM);
+    let params = gpu.buffer_init("params", bytemuck::cast_slice(inputs.params), U::STORAGE);
+    let io = U::STORAGE | U::COPY_SRC;
+    let act = gpu.buffer_init("act", bytemuck::cast_slice(inputs.act), io);
+    let ctl = gpu.buffer_init("ctl", bytemuck::cast_slice(inputs.ctl), io);
+    let mut resources = vec![uniform.as_entire_binding()];
+    match kernel.signature {
+        Signature::Linear => {
+            let w = inputs.weights.expect("a linear kernel needs weights");
+            resources.extend([
+                w.words.as_entire_binding(),
+                w.scales.as_entire_binding(),
+                act.as_entire_binding(),
+                ctl.as_entire_binding(),
+            ]);
+        }
+        Signature::Params => resources.extend([params.as_entire_binding(), act.as_entire_binding()]),
+        Signature::Act => resources.push(act.as_entire_binding()),
+        Signature::Control => resources.extend([act.as_entire_binding(), ctl.as_entire_binding()]),
+    }
+    let bind_group = gpu.bind_group(gpu.kernels.layout(kernel.signature), &resources);
+    let (act_len, ctl_len) = (act.size(), ctl.size());
+    let act_read = gpu.buffer("act read-back", act_len, U::MAP_READ | U::COPY_DST);
+    let ctl_read = gpu.buffer("ctl read-back", ctl_len, U::MAP_READ | U::COPY_DST);
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, 1);
+    }
+    encoder.copy_buffer_to_buffer(&act, 0, &act_read, 0, act_len);
+    encoder.copy_buffer_to_buffer(&ctl, 0, &ctl_read, 0, ctl_len);
+    gpu.submit(encoder);
+    let act_out = readback::read(gpu, &act_read, act_len).await?;
+    let ctl_out = readback::read(gpu, &ctl_read, ctl_len).await?;
+    Ok((
+        bytemuck::pod_collect_to_vec(&act_out[..inputs.act.len() * 4]),
+        bytemuck::pod_collect_to_vec(&ctl_out[..inputs.ctl.len() * 4]),
+    ))
+}
+
+/// `run` for native callers.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_blocking(
+    gpu: &Gpu,
+    kernel: &Kernel,
+    uniform: &[u32],
+    inputs: Inputs<'_>,
+    groups: (u32, u32),
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    pollster::block_on(run(gpu, kernel, uniform, inputs, groups))
+}

@@ -1,0 +1,203 @@
+//! The whole model on the GPU against the CPU, for every shipped precision: logits along a
+//! prompt, 128 greedy tokens, the routing trace, seeded sampling against the sampler's CPU
+//! twin, multi-token submissions, and the structural promise of the decode path (one
+//! submission and one read-back of 8 bytes per token, nothing created after warm-up).
+#![cfg(feature = "gpu")]
+
+mod gpu_common;
+
+use gpu_common::{assert_close, gpu};
+use itera_core::gpu::model::{GpuModel, MAX_STEPS};
+use itera_core::gpu::sample::sample_reference;
+use itera_core::gpu::Gpu;
+use itera_core::model::{decode_step, State};
+use itera_core::sampling::{argmax, SamplingSettings};
+use itera_core::{format, Weights};
+use pollster::block_on;
+
+fn shipped(name: &str) -> Weights {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../weights")
+        .join(name);
+    format::load_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const MODELS: [&str; 5] = [
+    "itera-tiny-f32.safetensors",
+    "itera-tiny-f16.safetensors",
+    "itera-tiny-q8.safetensors",
+    "itera-tiny-q4.safetensors",
+    "itera-micro-q8.safetensors",
+];
+
+/// A prompt of ids spread over the vocabulary (no tokenizer needed).
+fn prompt(w: &Weights, len: usize) -> Vec<u32> {
+    (0..len)
+        .map(|i| ((i * 7919 + 13) % w.config.vocab_size) as u32)
+        .collect()
+}
+
+fn cpu_greedy(w: &Weights, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut st = State::new(w);
+    let mut logits = Vec::new();
+    for &t in prompt {
+        logits = decode_step(w, &mut st, t).unwrap().to_vec();
+    }
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let next = argmax(&logits);
+        out.push(next);
+        logits = decode_step(w, &mut st, next).unwrap().to_vec();
+    }
+    out
+}
+
+fn gpu_tokens(g: &Gpu, m: &mut GpuModel, prompt: &[u32], n: usize, k: usize) -> Vec<u32> {
+    m.reset();
+    let mut out = block_on(m.prefill(g, prompt, false)).unwrap().tokens;
+    while out.len() < n {
+        let step = k.min(n - out.len());
+        out.extend(
+            block_on(m.generate(g, *out.last().unwrap(), step, false))
+                .unwrap()
+                .tokens,
+        );
+    }
+    out
+}
+
+#[test]
+fn logits_along_a_prompt_match_the_cpu_for_every_precision() {
+    let Some(g) = gpu() else { return };
+    for name in MODELS {
+        let w = shipped(name);
+        let mut m = GpuModel::new(&g, &w).unwrap();
+        let mut st = State::new(&w);
+        for (i, &t) in prompt(&w, 12).iter().enumerate() {
+            let want = decode_step(&w, &mut st, t).unwrap().to_vec();
+            block_on(m.run(&g, &[t], 1, true, false)).unwrap();
+            let got = block_on(m.logits(&g)).unwrap();
+            assert_close(&got, &want, 2e-4, 2e-4, &format!("{name} logits at position {i}"));
+        }
+    }
+}
+
+#[test]
+fn greedy_decoding_gives_the_cpu_tokens_for_every_precision() {
+    let Some(g) = gpu() else { return };
+    for name in MODELS {
+        let w = shipped(name);
+        let mut m = GpuModel::new(&g, &w).unwrap();
+        let p = prompt(&w, 5);
+        let want = cpu_greedy(&w, &p, 128);
+        assert_eq!(gpu_tokens(&g, &mut m, &p, 128, 1), want, "{name}: single-token mode");
+        assert_eq!(
+            gpu_tokens(&g, &mut m, &p, 128, 16),
+            want,
+            "{name}: 16 tokens per submission"
+        );
+    }
+}
+
+#[test]
+fn prompts_longer_than_one_submission_continue_the_state() {
+    let Some(g) = gpu() else { return };
+    let w = shipped("itera-tiny-q8.safetensors");
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    let p = prompt(&w, MAX_STEPS * 2 + 3);
+    assert_eq!(gpu_tokens(&g, &mut m, &p, 20, 7), cpu_greedy(&w, &p, 20));
+}
+
+#[test]
+fn the_routing_trace_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let w = shipped("itera-tiny-f32.safetensors");
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    let p = prompt(&w, 9);
+    let out = block_on(m.run(&g, &p, p.len(), true, true)).unwrap();
+    let mut st = State::new(&w);
+    for (i, &t) in p.iter().enumerate() {
+        decode_step(&w, &mut st, t).unwrap();
+        for (layer, (got, want)) in out.routing[i].iter().zip(&st.routing).enumerate() {
+            assert_eq!(got.experts, want.experts, "position {i} layer {layer}");
+            assert_close(&got.weights, &want.weights, 1e-4, 1e-4, "routing weights");
+        }
+    }
+    assert!(
+        out.routing[0].iter().any(|r| !r.experts.is_empty()),
+        "tiny has MoE layers"
+    );
+}
+
+#[test]
+fn seeded_sampling_follows_the_cpu_twin_and_reproduces() {
+    let Some(g) = gpu() else { return };
+    let w = shipped("itera-tiny-q8.safetensors");
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    let settings = SamplingSettings {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.9,
+        seed: 42,
+    };
+    m.set_sampling(&g, settings).unwrap();
+    let p = prompt(&w, 3);
+    let first = block_on(m.prefill(&g, &p, false)).unwrap();
+    let mut tokens = first.tokens.clone();
+    for _ in 0..24 {
+        let logits = block_on(m.logits(&g)).unwrap();
+        let want = sample_reference(&logits, settings, m.position as u32 - 1);
+        assert_eq!(
+            *tokens.last().unwrap(),
+            want,
+            "sampled token at position {}",
+            m.position
+        );
+        let next = block_on(m.generate(&g, want, 1, false)).unwrap();
+        tokens.extend(next.tokens);
+    }
+    m.reset();
+    let again = gpu_tokens(&g, &mut m, &p, tokens.len(), 8);
+    assert_eq!(again, tokens, "same seed, same story, whatever the submission size");
+    assert!(
+        tokens.iter().collect::<std::collections::HashSet<_>>().len() > 5,
+        "it samples"
+    );
+}
+
+#[test]
+fn a_decode_step_is_one_submission_and_one_small_read_back_with_nothing_created() {
+    let Some(g) = gpu() else { return };
+    let w = shipped("itera-tiny-q8.safetensors");
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    let p = prompt(&w, 4);
+    let mut last = *block_on(m.prefill(&g, &p, false)).unwrap().tokens.last().unwrap();
+    let before = g.counters();
+    for _ in 0..10 {
+        last = block_on(m.generate(&g, last, 1, false)).unwrap().tokens[0];
+    }
+    let single = g.counters() - before;
+    assert_eq!((single.submissions, single.readbacks, single.resources), (10, 10, 0));
+    assert_eq!(single.readback_bytes, 10 * 8, "token id + log-prob");
+    let before = g.counters();
+    block_on(m.generate(&g, last, 32, false)).unwrap();
+    let multi = g.counters() - before;
+    assert_eq!((multi.submissions, multi.readbacks, multi.resources), (1, 1, 0));
+    assert_eq!(multi.readback_bytes, 32 * 8);
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let Some(g) = gpu() else { return };
+    let w = shipped("itera-micro-q4.safetensors");
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    assert!(block_on(m.prefill(&g, &[], false)).is_err());
+    assert!(block_on(m.run(&g, &[w.config.vocab_size as u32], 1, true, false)).is_err());
+    assert!(block_on(m.run(&g, &[1, 2], 1, true, false)).is_err());
+    assert!(block_on(m.generate(&g, 1, MAX_STEPS + 1, false)).is_err());
+    let bad = SamplingSettings {
+        top_p: 0.0,
+        ..Default::default()
+    };
+    assert!(m.set_sampling(&g, bad).is_err());
+}

@@ -1,0 +1,137 @@
+// Everything that reads a weight matrix W (rows × cols, row-major, out × in): y = W·x and the
+// embedding row gather. One file for all four weight precisions: the pipeline-overridable
+// constant PRECISION selects how `weight()` decodes an element, so each precision gets its own
+// compiled pipeline from the same source (0 f32, 1 f16, 2 q8, 3 q4 — SPEC "Weight files").
+// Weights are bound as u32 words: f16 is read with unpack2x16float (no shader-f16 needed),
+// int8 and int4 with extractBits. Quantized scales are f16, one per 32 values of a row.
+//
+// Activations live in one f32 arena (`act`) addressed by offsets; `ctl` holds the decode
+// control words (step counter, token ids, routing trace; see gpu/plan.rs).
+// CPU twins: Matrix::matvec (kernels::matvec_*) and Matrix::row_into.
+
+override PRECISION: u32 = 0u;
+
+const NO_ROUTE: u32 = 0xffffffffu;
+
+struct Linear {
+    rows: u32,
+    cols: u32,
+    x_off: u32,
+    y_off: u32,
+    // 1: y += W·x (the residual add), 0: y = W·x.
+    accumulate: u32,
+    // MoE expert dispatch: with route_slot = j, W holds every expert stacked by rows and only
+    // the expert chosen in slot j at the current step is read; route_scale multiplies the
+    // result by that expert's routing weight (the combine).
+    route_slot: u32,
+    route_scale: u32,
+    // ctl index of this layer's slot 0 at step 0, and the stride between steps.
+    route_base: u32,
+    route_stride: u32,
+    // embed_row: ctl index of the token list (the token is tokens[step]).
+    token_base: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Linear;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> scales: array<u32>;
+@group(0) @binding(3) var<storage, read_write> act: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ctl: array<u32>;
+
+const WG: u32 = 64u;
+const GROUP: u32 = 32u;
+var<workgroup> partial: array<f32, WG>;
+
+fn half_at(i: u32) -> f32 {
+    let pair = unpack2x16float(scales[i / 2u]);
+    return select(pair.x, pair.y, (i & 1u) == 1u);
+}
+
+fn group_scale(row: u32, col: u32) -> f32 {
+    return half_at(row * ((p.cols + GROUP - 1u) / GROUP) + col / GROUP);
+}
+
+fn byte_at(i: u32) -> u32 {
+    return extractBits(w[i / 4u], (i % 4u) * 8u, 8u);
+}
+
+// Element (row, col) of W as f32.
+fn weight(row: u32, col: u32) -> f32 {
+    switch PRECISION {
+        case 0u: {
+            return bitcast<f32>(w[row * p.cols + col]);
+        }
+        case 1u: {
+            let i = row * p.cols + col;
+            let pair = unpack2x16float(w[i / 2u]);
+            return select(pair.x, pair.y, (i & 1u) == 1u);
+        }
+        case 2u: {
+            let q = extractBits(bitcast<i32>(w[(row * p.cols + col) / 4u]), ((row * p.cols + col) % 4u) * 8u, 8u);
+            return f32(q) * group_scale(row, col);
+        }
+        default: {
+            let byte = byte_at(row * ((p.cols + 1u) / 2u) + col / 2u);
+            let q = i32(extractBits(byte, (col % 2u) * 4u, 4u)) - 8;
+            return f32(q) * group_scale(row, col);
+        }
+    }
+}
+
+// The expert chosen in this dispatch's slot at the current step, and its routing weight.
+fn route_entry() -> vec2<u32> {
+    let i = p.route_base + ctl[0] * p.route_stride + 2u * p.route_slot;
+    return vec2<u32>(ctl[i], ctl[i + 1u]);
+}
+
+// One workgroup per output row: 64 threads stride across the row, then reduce in workgroup
+// memory. Rows beyond 65535 continue on the dispatch's y axis.
+@compute @workgroup_size(64)
+fn matvec(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    let row = wg.x + wg.y * groups.x;
+    var w_row = row;
+    var scale = 1.0;
+    if (p.route_slot != NO_ROUTE) {
+        let entry = route_entry();
+        w_row = entry.x * p.rows + row;
+        if (p.route_scale == 1u) {
+            scale = bitcast<f32>(entry.y);
+        }
+    }
+    var sum = 0.0;
+    if (row < p.rows) {
+        for (var j = tid; j < p.cols; j += WG) {
+            sum += weight(w_row, j) * act[p.x_off + j];
+        }
+    }
+    partial[tid] = sum;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (tid < stride) {
+            partial[tid] += partial[tid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (tid == 0u && row < p.rows) {
+        let y = partial[0] * scale;
+        if (p.accumulate == 1u) {
+            act[p.y_off + row] += y;
+        } else {
+            act[p.y_off + row] = y;
+        }
+    }
+}
+
+// y = W[token] (the embedding lookup), token = tokens[step] from ctl; one thread per column.
+@compute @workgroup_size(64)
+fn embed_row(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x;
+    if (col < p.cols) {
+        let token = ctl[p.token_base + ctl[0]];
+        act[p.y_off + col] = weight(token, col);
+    }
+}
