@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use itera_core::llama2c::{Llama2, Llama2State, BOS};
 use itera_core::model::{decode_step, prefill, State};
@@ -54,7 +54,7 @@ struct Record {
 /// rounds of `steps` tokens, keeping each state's best round: interleaving makes the ratios
 /// between precisions and positions immune to slow drifts in the load of a shared machine.
 /// Each token is fed back greedily as in generation.
-fn decode_speeds(models: &[Weights], positions: &[usize], steps: usize) -> Result<Vec<Vec<f64>>> {
+pub(crate) fn decode_speeds(models: &[Weights], positions: &[usize], steps: usize) -> Result<Vec<Vec<f64>>> {
     const ROUNDS: usize = 7;
     let mut runs = Vec::new();
     for (m, w) in models.iter().enumerate() {
@@ -98,9 +98,6 @@ fn teacher_speed(model: &Llama2) -> Result<f64> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.backend == Backend::Gpu {
-        bail!("the GPU backend is not built yet (it arrives with the wgpu runtime); use --backend cpu");
-    }
     if a.wasm {
         let records = crate::bench_wasm::run()?;
         if let Some(path) = a.json {
@@ -119,6 +116,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     } else {
         a.configs
     };
+    if a.backend == Backend::Gpu {
+        let records = crate::bench_gpu::run(&configs, if a.quick { 8 } else { steps * 2 })?;
+        if let Some(path) = a.json {
+            std::fs::write(&path, serde_json::to_string_pretty(&records)?)?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let mut records = Vec::new();
     for name in &configs {
         let config = Config::preset(name)?;

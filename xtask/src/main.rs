@@ -2,6 +2,7 @@
 //! the playground's build and server, and the test suite. Every subcommand is a thin layer over `itera-core`.
 
 mod bench;
+mod bench_gpu;
 mod bench_wasm;
 mod corpus;
 mod export;

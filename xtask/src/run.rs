@@ -8,6 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use itera_core::eval::{eval_itera, eval_llama2, EvalReport};
 use itera_core::generate::{generate as generate_itera, GenerateOptions};
+use itera_core::gpu::generate::generate as gpu_generate;
+use itera_core::gpu::model::GpuModel;
+use itera_core::gpu::Gpu;
 use itera_core::sampling::{Sampler, SamplingSettings};
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::{format, llama2c, Config, Precision, Weights};
@@ -146,15 +149,15 @@ pub struct GenerateArgs {
     seed: u64,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: Backend,
+    /// GPU backend: tokens sampled per submission (1 = one read-back per token).
+    #[arg(long, default_value_t = 16)]
+    tokens_per_submission: usize,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn generate(a: GenerateArgs) -> Result<()> {
-    if a.backend == Backend::Gpu {
-        bail!("the GPU backend is not built yet (it arrives with the wgpu runtime); use --backend cpu");
-    }
     let sampling = SamplingSettings {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -174,20 +177,40 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
                 print!("{}", a.prompt);
             }
             let mut first_token = None;
-            let g = generate_itera(&weights, &tokenizer, &a.prompt, opts, |piece| {
+            let on_text = |piece: &str| {
                 first_token.get_or_insert_with(|| start.elapsed());
                 if !a.json {
                     print!("{piece}");
                     let _ = stdout.flush();
                 }
                 true
-            })?;
+            };
+            let (g, backend) = match a.backend {
+                Backend::Cpu => (
+                    generate_itera(&weights, &tokenizer, &a.prompt, opts, on_text)?,
+                    "cpu".to_string(),
+                ),
+                Backend::Gpu => {
+                    let gpu = Gpu::new_blocking()?;
+                    let mut model = GpuModel::new(&gpu, &weights)?;
+                    let g = pollster::block_on(gpu_generate(
+                        &gpu,
+                        &mut model,
+                        &tokenizer,
+                        &a.prompt,
+                        opts,
+                        a.tokens_per_submission,
+                        on_text,
+                    ))?;
+                    (g, gpu.describe())
+                }
+            };
             let secs = start.elapsed().as_secs_f64();
             let tps = g.tokens.len() as f64 / secs;
             if a.json {
                 let out = json!({
                     "prompt": a.prompt, "text": g.text, "tokens": g.tokens, "prompt_tokens": g.prompt_tokens,
-                    "precision": weights.precision.as_str(), "seconds": secs, "tokens_per_s": tps,
+                    "precision": weights.precision.as_str(), "backend": backend, "seconds": secs, "tokens_per_s": tps,
                     "time_to_first_token_s": first_token.map(|d| d.as_secs_f64()),
                     "routing": g.routing.iter().map(|layers| layers.iter().map(|r| json!({"experts": r.experts, "weights": r.weights})).collect::<Vec<_>>()).collect::<Vec<_>>(),
                 });
@@ -195,13 +218,16 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             } else {
                 println!();
                 eprintln!(
-                    "[{} tokens in {secs:.2} s, {tps:.1} tokens/s, {}]",
+                    "[{} tokens in {secs:.2} s, {tps:.1} tokens/s, {}, {backend}]",
                     g.tokens.len(),
                     weights.precision
                 );
             }
         }
         AnyModel::Llama2 { model, tokenizer } => {
+            if a.backend == Backend::Gpu {
+                bail!("the llama2.c teacher runs on the CPU only (--backend cpu)");
+            }
             let mut sampler = Sampler::new(sampling)?;
             // P prompt tokens (BOS included) then N new ones take P − 1 + N forward passes.
             let steps = tokenizer.encode(&a.prompt, true).len() - 1 + a.max_tokens;

@@ -4,6 +4,7 @@
 //! stop it. The routing of every generated token is recorded. Timing is left to callers
 //! (there is no clock on bare wasm32).
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layers::activations::log_sum_exp_fast;
 use crate::model::{decode_step, prefill, Route, State};
@@ -63,27 +64,8 @@ impl Generation {
     /// Validates the settings, encodes `prompt` (which may be empty: the context then starts at
     /// end-of-text, the beginning of a story) and runs it through the model.
     pub fn start(w: &Weights, tok: &Tokenizer, prompt: &str, opts: GenerateOptions) -> Result<Generation> {
-        if prompt.len() > MAX_PROMPT_BYTES {
-            return Err(Error::setting("prompt length", prompt.len(), "at most 1 MiB"));
-        }
-        if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
-            return Err(Error::setting("max_tokens", opts.max_tokens, "between 1 and 1048576"));
-        }
-        if tok.vocab_size() != w.config.vocab_size {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer has {} ids but the model's vocabulary is {}",
-                tok.vocab_size(),
-                w.config.vocab_size
-            )));
-        }
         let sampler = Sampler::new(opts.sampling)?;
-        let mut sequence: Vec<u32> = tok.end_of_text().into_iter().collect();
-        sequence.extend(tok.encode(prompt)?);
-        if sequence.is_empty() {
-            return Err(Error::EmptyInput(
-                "prompt (and the tokenizer has no end-of-text token to start from)",
-            ));
-        }
+        let sequence = prompt_sequence(&w.config, tok, prompt, &opts)?;
         let mut state = State::new(w);
         let logits = if sequence.len() <= SHORT_PROMPT_TOKENS {
             let mut logits = Vec::new();
@@ -143,6 +125,33 @@ impl Generation {
     pub fn sequence(&self) -> (&[u32], usize) {
         (&self.sequence, self.prompt_len)
     }
+}
+
+/// Checks a generation request and encodes its prompt after `<|endoftext|>` (the beginning of
+/// a story), as every backend starts from it.
+pub(crate) fn prompt_sequence(c: &Config, tok: &Tokenizer, prompt: &str, opts: &GenerateOptions) -> Result<Vec<u32>> {
+    if prompt.len() > MAX_PROMPT_BYTES {
+        return Err(Error::setting("prompt length", prompt.len(), "at most 1 MiB"));
+    }
+    if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
+        return Err(Error::setting("max_tokens", opts.max_tokens, "between 1 and 1048576"));
+    }
+    if tok.vocab_size() != c.vocab_size {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer has {} ids but the model's vocabulary is {}",
+            tok.vocab_size(),
+            c.vocab_size
+        )));
+    }
+    opts.sampling.validate()?;
+    let mut sequence: Vec<u32> = tok.end_of_text().into_iter().collect();
+    sequence.extend(tok.encode(prompt)?);
+    if sequence.is_empty() {
+        return Err(Error::EmptyInput(
+            "prompt (and the tokenizer has no end-of-text token to start from)",
+        ));
+    }
+    Ok(sequence)
 }
 
 /// Generates after `prompt`. `on_text` receives each complete piece of text and returns false

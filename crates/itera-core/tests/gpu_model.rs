@@ -201,3 +201,47 @@ fn bad_requests_are_errors() {
     };
     assert!(m.set_sampling(&g, bad).is_err());
 }
+
+#[test]
+fn text_generation_matches_the_cpu_text_and_routing() {
+    let Some(g) = gpu() else { return };
+    use itera_core::generate::{generate, GenerateOptions};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../weights");
+    let tok = itera_core::tokenizer::Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let w = shipped("itera-tiny-q8.safetensors");
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    for (prompt, max_tokens, stop) in [
+        ("Once upon a time", 40, true),
+        ("", 300, true),
+        ("Tom had a red ball.", 25, false),
+    ] {
+        let opts = GenerateOptions {
+            max_tokens,
+            sampling: SamplingSettings::greedy(),
+            stop_at_end_of_text: stop,
+        };
+        let want = generate(&w, &tok, prompt, opts, |_| true).unwrap();
+        for chunk in [1, 16] {
+            let got = block_on(itera_core::gpu::generate::generate(
+                &g,
+                &mut m,
+                &tok,
+                prompt,
+                opts,
+                chunk,
+                |_| true,
+            ))
+            .unwrap();
+            let what = format!("{prompt:?}, {chunk} per submission");
+            assert_eq!(got.prompt_tokens, want.prompt_tokens, "{what}");
+            assert_eq!(got.tokens, want.tokens, "{what}");
+            assert_eq!(got.text, want.text, "{what}");
+            let experts = |r: &[Vec<itera_core::model::Route>]| {
+                r.iter()
+                    .map(|l| l.iter().map(|r| r.experts.clone()).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(experts(&got.routing), experts(&want.routing), "{what}: routing");
+        }
+    }
+}

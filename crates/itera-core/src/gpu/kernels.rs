@@ -30,6 +30,8 @@ impl Signature {
 }
 
 pub struct Kernel {
+    /// The entry point's name (with the precision for linear kernels), for profiles.
+    pub label: &'static str,
     pub pipeline: wgpu::ComputePipeline,
     pub signature: Signature,
 }
@@ -76,29 +78,36 @@ impl Kernels {
         let moe = module("moe", include_str!("../../../../shaders/moe.wgsl"));
         let sample = module("sample", include_str!("../../../../shaders/sample.wgsl"));
 
-        let kernel = |module: &wgpu::ShaderModule, entry: &str, signature: Signature, precision: Option<usize>| {
-            let constants: Vec<(&str, f64)> = precision.map(|p| ("PRECISION", p as f64)).into_iter().collect();
-            let layout_index = SIGNATURES.iter().position(|&s| s == signature).unwrap();
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(&layouts[layout_index])],
-                immediate_size: 0,
-            });
-            Kernel {
-                pipeline: device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        let kernel =
+            |module: &wgpu::ShaderModule, entry: &'static str, signature: Signature, precision: Option<usize>| {
+                let constants: Vec<(&str, f64)> = precision.map(|p| ("PRECISION", p as f64)).into_iter().collect();
+                let layout_index = SIGNATURES.iter().position(|&s| s == signature).unwrap();
+                let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                     label: Some(entry),
-                    layout: Some(&pipeline_layout),
-                    module,
-                    entry_point: Some(entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        ..Default::default()
-                    },
-                    cache: None,
-                }),
-                signature,
-            }
-        };
+                    bind_group_layouts: &[Some(&layouts[layout_index])],
+                    immediate_size: 0,
+                });
+                let label = match (entry, precision) {
+                    ("matvec", Some(p)) => ["matvec f32", "matvec f16", "matvec q8", "matvec q4"][p],
+                    ("embed_row", Some(p)) => ["embed_row f32", "embed_row f16", "embed_row q8", "embed_row q4"][p],
+                    _ => entry,
+                };
+                Kernel {
+                    label,
+                    pipeline: device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(entry),
+                        layout: Some(&pipeline_layout),
+                        module,
+                        entry_point: Some(entry),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants: &constants,
+                            ..Default::default()
+                        },
+                        cache: None,
+                    }),
+                    signature,
+                }
+            };
         Kernels {
             matvec: [0, 1, 2, 3].map(|p| kernel(&linear, "matvec", Signature::Linear, Some(p))),
             embed_row: [0, 1, 2, 3].map(|p| kernel(&linear, "embed_row", Signature::Linear, Some(p))),

@@ -11,11 +11,13 @@
 //! - `oneshot`: runs a single kernel on given data, for the parity tests.
 
 pub mod args;
+pub mod generate;
 pub mod kernels;
 pub mod linear;
 pub mod model;
 pub mod oneshot;
 mod plan;
+pub mod profile;
 mod readback;
 pub mod sample;
 
@@ -82,9 +84,12 @@ impl Gpu {
         // The defaults (128 MiB storage bindings, 8 storage buffers per stage) are enough for
         // every shipped model and for the 15m benchmark config, and asking for no more than
         // the defaults works on every WebGPU device.
+        // Timestamp queries (kernel timings in the bench) where the adapter has them.
+        let optional = wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("itera"),
+                required_features: adapter.features() & optional,
                 required_limits: wgpu::Limits::default().using_resolution(adapter.limits()),
                 ..Default::default()
             })

@@ -23,10 +23,11 @@ pub const MAX_STEPS: usize = 64;
 /// Uniform blocks sit at multiples of WebGPU's minimum uniform offset alignment.
 const UNIFORM_SLOT: u64 = 256;
 
-struct Dispatch {
-    pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
-    groups: (u32, u32),
+pub(crate) struct Dispatch {
+    pub label: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: (u32, u32),
 }
 
 /// What one submission produced: for each step, the token it wrote, that token's log-prob
@@ -48,7 +49,7 @@ pub struct GpuModel {
     uniforms: wgpu::Buffer,
     ids_read: wgpu::Buffer,
     logits_read: wgpu::Buffer,
-    step: Vec<Dispatch>,
+    pub(crate) step: Vec<Dispatch>,
     sample_slot: u64,
     needs_reset: bool,
     /// Tokens consumed since the last reset (the sampler's random stream position).
@@ -190,6 +191,7 @@ impl GpuModel {
                     S::Control => vec![uniform, act.as_entire_binding(), ctl.as_entire_binding()],
                 };
                 Dispatch {
+                    label: kernel.label,
                     pipeline: kernel.pipeline.clone(),
                     bind_group: gpu.bind_group(gpu.kernels.layout(kernel.signature), &resources),
                     groups,
@@ -328,6 +330,21 @@ impl GpuModel {
             }
         }
         Ok(out)
+    }
+
+    /// Writes the control header and the forced tokens, and starts an encoder that clears the
+    /// decode state first when a reset is pending.
+    pub(crate) fn begin(&mut self, gpu: &Gpu, forced: &[u32]) -> wgpu::CommandEncoder {
+        let mut header = vec![0u32, forced.len() as u32, self.position as u32, 0];
+        header.extend_from_slice(forced);
+        gpu.queue.write_buffer(&self.ctl, 0, bytemuck::cast_slice(&header));
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        if self.needs_reset {
+            let state = self.arena.state as u64 * 4;
+            encoder.clear_buffer(&self.act, state, Some(self.arena.len as u64 * 4 - state));
+            self.needs_reset = false;
+        }
+        encoder
     }
 
     /// Consumes `prompt` (in submissions of up to MAX_STEPS) and returns the first sampled

@@ -1,0 +1,167 @@
+//! `cargo xtask bench --backend gpu`: decode on the wgpu backend against the CPU in the same
+//! run, per config and precision — tokens/s with one token per submission and with
+//! `MULTI` tokens per submission, the structural counters per token after warm-up
+//! (submissions, read-backs, bytes read back, resources created), and per-kernel GPU time of
+//! one decode step where the adapter has timestamp queries. Runs unchanged on lavapipe and on
+//! a real GPU.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use itera_core::gpu::model::GpuModel;
+use itera_core::gpu::profile::profile_step;
+use itera_core::gpu::{CounterSnapshot, Gpu};
+use itera_core::rng::Pcg32;
+use itera_core::{Config, Precision, Weights};
+use pollster::block_on;
+use serde::Serialize;
+
+/// Tokens per submission in multi-token mode.
+const MULTI: usize = 16;
+/// Context position the decode speed is measured at.
+const POSITION: usize = 100;
+
+#[derive(Serialize)]
+pub struct GpuRecord {
+    kind: &'static str,
+    config: String,
+    precision: String,
+    backend: &'static str,
+    adapter: String,
+    position: usize,
+    tokens_per_s: f64,
+    tokens_per_s_multi: f64,
+    tokens_per_submission_multi: usize,
+    cpu_tokens_per_s: f64,
+    dispatches_per_token: usize,
+    submissions_per_token: f64,
+    readbacks_per_token: f64,
+    readback_bytes_per_token: f64,
+    submissions_per_token_multi: f64,
+    readbacks_per_token_multi: f64,
+    resources_created_after_warmup: u64,
+    kernel_times_us: Option<Vec<(String, f64)>>,
+}
+
+fn per_token(c: CounterSnapshot, tokens: usize) -> (f64, f64, f64) {
+    let n = tokens as f64;
+    (
+        c.submissions as f64 / n,
+        c.readbacks as f64 / n,
+        c.readback_bytes as f64 / n,
+    )
+}
+
+/// Greedy decode of `tokens` tokens, `k` per submission; returns tokens/s and the counters.
+fn timed(gpu: &Gpu, m: &mut GpuModel, last: &mut u32, tokens: usize, k: usize) -> Result<(f64, CounterSnapshot)> {
+    let before = gpu.counters();
+    let start = Instant::now();
+    let mut done = 0;
+    while done < tokens {
+        let out = block_on(m.generate(gpu, *last, k.min(tokens - done), false))?;
+        *last = *out.tokens.last().expect("k ≥ 1 tokens");
+        done += out.tokens.len();
+    }
+    Ok((tokens as f64 / start.elapsed().as_secs_f64(), gpu.counters() - before))
+}
+
+pub fn run(configs: &[String], tokens: usize) -> Result<Vec<GpuRecord>> {
+    let gpu = Gpu::new_blocking()?;
+    let adapter = gpu.describe();
+    eprintln!("GPU: {adapter}");
+    let mut records = Vec::new();
+    for name in configs {
+        let config = Config::preset(name)?;
+        let base = Weights::init_random(&config, 0)?;
+        for precision in Precision::ALL {
+            let w = base.to_precision(precision);
+            let mut rng = Pcg32::new(1);
+            let prompt: Vec<u32> = (0..POSITION).map(|_| rng.below(config.vocab_size as u32)).collect();
+            let mut m = GpuModel::new(&gpu, &w)?;
+            let mut last = block_on(m.prefill(&gpu, &prompt, false))?.tokens[0];
+            // Warm-up: both modes once (pipelines, first binds, driver caches).
+            timed(&gpu, &mut m, &mut last, 2, 1)?;
+            timed(&gpu, &mut m, &mut last, MULTI, MULTI)?;
+            let created_before = gpu.counters().resources;
+            let (single, c1) = timed(&gpu, &mut m, &mut last, tokens, 1)?;
+            let (multi, cm) = timed(&gpu, &mut m, &mut last, tokens.max(MULTI), MULTI)?;
+            let created = gpu.counters().resources - created_before;
+            let kernel_times = block_on(profile_step(&gpu, &mut m, last))?
+                .map(|t| t.into_iter().map(|(k, s)| (k.to_string(), s * 1e6)).collect());
+            let cpu = crate::bench::decode_speeds(std::slice::from_ref(&w), &[POSITION], tokens.min(64))?[0][0];
+            let (s1, r1, b1) = per_token(c1, tokens);
+            let (sm, rm, _) = per_token(cm, tokens.max(MULTI));
+            eprintln!("  {name:>5} {precision}: GPU {single:7.1} tokens/s, ×{MULTI} per submission {multi:7.1}, CPU {cpu:7.1}");
+            records.push(GpuRecord {
+                kind: "decode",
+                config: name.clone(),
+                precision: precision.to_string(),
+                backend: "gpu",
+                adapter: adapter.clone(),
+                position: POSITION,
+                tokens_per_s: single,
+                tokens_per_s_multi: multi,
+                tokens_per_submission_multi: MULTI,
+                cpu_tokens_per_s: cpu,
+                dispatches_per_token: m.dispatches_per_step(),
+                submissions_per_token: s1,
+                readbacks_per_token: r1,
+                readback_bytes_per_token: b1,
+                submissions_per_token_multi: sm,
+                readbacks_per_token_multi: rm,
+                resources_created_after_warmup: created,
+                kernel_times_us: kernel_times,
+            });
+        }
+    }
+    print_table(&records);
+    Ok(records)
+}
+
+fn print_table(records: &[GpuRecord]) {
+    println!();
+    println!(
+        "{:<6} {:<5} {:>10} {:>12} {:>10} {:>8} {:>9} {:>10} {:>9} {:>8}",
+        "config",
+        "prec",
+        "GPU tok/s",
+        format!("×{MULTI} tok/s"),
+        "CPU tok/s",
+        "GPU/CPU",
+        "subm/tok",
+        "reads/tok",
+        "bytes/tok",
+        "created"
+    );
+    for r in records {
+        println!(
+            "{:<6} {:<5} {:>10.1} {:>12.1} {:>10.1} {:>8.2} {:>9.3} {:>10.3} {:>9.1} {:>8}",
+            r.config,
+            r.precision,
+            r.tokens_per_s,
+            r.tokens_per_s_multi,
+            r.cpu_tokens_per_s,
+            r.tokens_per_s_multi / r.cpu_tokens_per_s,
+            r.submissions_per_token,
+            r.readbacks_per_token,
+            r.readback_bytes_per_token,
+            r.resources_created_after_warmup
+        );
+    }
+    if let Some(r) = records.iter().find(|r| r.kernel_times_us.is_some()) {
+        println!(
+            "\nGPU time per kernel in one decode step ({} {}, timestamp queries):",
+            r.config, r.precision
+        );
+        for (kernel, us) in r.kernel_times_us.as_deref().unwrap_or_default() {
+            println!("  {kernel:<16} {us:9.1} µs");
+        }
+    } else {
+        println!("\n(no per-kernel times: this adapter has no timestamp queries)");
+    }
+    println!(
+        "(greedy decode at position {POSITION}; GPU/CPU uses the ×{MULTI} mode against one CPU thread; \
+         reads/tok and bytes/tok are for one token per submission; created = buffers and bind groups \
+         made after warm-up)"
+    );
+}
