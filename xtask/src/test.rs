@@ -72,6 +72,8 @@ pub fn run(a: TestArgs) -> Result<()> {
                 &[
                     ("CHROMEDRIVER", "/usr/bin/chromedriver"),
                     ("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner"),
+                    // The WebGPU suite runs on SwiftShader (the CPU): minutes, not the default 20 s.
+                    ("WASM_BINDGEN_TEST_TIMEOUT", "600"),
                 ],
             )
         })?;

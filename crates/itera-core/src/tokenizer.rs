@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
 /// Byte-level BPE tokenizer plus each id's raw bytes (for streaming decode).
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     token_bytes: Vec<Vec<u8>>,

@@ -36,6 +36,28 @@ pub struct GenerateRequest {
     pub stop_at_end_of_text: bool,
 }
 
+impl GenerateRequest {
+    /// The core's options, after the page's own limits on prompt length and token count.
+    pub fn options(&self) -> Result<GenerateOptions> {
+        if self.prompt.len() > MAX_PROMPT_BYTES {
+            return Err(Error::setting("prompt length", self.prompt.len(), "at most 64 KiB"));
+        }
+        if self.max_tokens == 0 || self.max_tokens > MAX_NEW_TOKENS {
+            return Err(Error::setting("max_tokens", self.max_tokens, "between 1 and 4096"));
+        }
+        Ok(GenerateOptions {
+            max_tokens: self.max_tokens,
+            sampling: SamplingSettings {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            stop_at_end_of_text: self.stop_at_end_of_text,
+        })
+    }
+}
+
 fn one() -> f32 {
     1.0
 }
@@ -153,22 +175,7 @@ impl Engine {
     /// generation in progress; on error the engine is left without one.
     pub fn start(&mut self, req: &GenerateRequest) -> Result<usize> {
         self.run = None;
-        if req.prompt.len() > MAX_PROMPT_BYTES {
-            return Err(Error::setting("prompt length", req.prompt.len(), "at most 64 KiB"));
-        }
-        if req.max_tokens == 0 || req.max_tokens > MAX_NEW_TOKENS {
-            return Err(Error::setting("max_tokens", req.max_tokens, "between 1 and 4096"));
-        }
-        let opts = GenerateOptions {
-            max_tokens: req.max_tokens,
-            sampling: SamplingSettings {
-                temperature: req.temperature,
-                top_k: req.top_k,
-                top_p: req.top_p,
-                seed: req.seed,
-            },
-            stop_at_end_of_text: req.stop_at_end_of_text,
-        };
+        let opts = req.options()?;
         let run = Generation::start(&self.weights, &self.tokenizer, &req.prompt, opts)?;
         let prompt_len = run.sequence().1;
         self.run = Some(run);
@@ -216,7 +223,7 @@ impl Engine {
     }
 }
 
-fn routes(routing: &[Route]) -> Vec<RouteOut> {
+pub(crate) fn routes(routing: &[Route]) -> Vec<RouteOut> {
     routing
         .iter()
         .enumerate()

@@ -4,9 +4,10 @@
 //! JS-facing types, and malformed input is a `JsError` with a clear message, never a trap.
 #![cfg(target_arch = "wasm32")]
 
-use itera_web::{compare, Model};
+use itera_web::{compare, gpu_init, Model};
 use serde_json::Value;
 use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -58,6 +59,80 @@ fn greedy_tokens_equal_native_cpu_for_every_shipped_model() {
         let want: Vec<u64> = serde_json::from_value(golden["models"][name].clone()).unwrap();
         assert_eq!(greedy(&mut m, prompt, n), want, "{name}");
     }
+}
+
+fn js_message(e: JsValue) -> String {
+    js_sys::Error::from(e).message().into()
+}
+
+async fn greedy_on_webgpu(m: &Model, prompt: &str, n: u64) -> Vec<u64> {
+    let req = serde_json::json!({ "prompt": prompt, "max_tokens": n, "stop_at_end_of_text": false });
+    JsFuture::from(m.start_gpu(&req.to_string()))
+        .await
+        .map_err(js_message)
+        .unwrap();
+    let mut tokens = Vec::new();
+    loop {
+        let out = JsFuture::from(m.step_gpu(7)).await.map_err(js_message).unwrap();
+        let out: Value = serde_json::from_str(&out.as_string().unwrap()).unwrap();
+        let step_tokens = out["tokens"].as_array().unwrap();
+        assert_eq!(
+            out["routing"].as_array().unwrap().len(),
+            step_tokens.len(),
+            "routing per token"
+        );
+        tokens.extend(step_tokens.iter().map(|t| t.as_u64().unwrap()));
+        if out["done"].as_bool().unwrap() {
+            return tokens;
+        }
+    }
+}
+
+/// The same golden tokens with every matrix multiply, the routing and the sampling on WebGPU
+/// (SwiftShader in CI: no shader-f16, so f16 runs through unpack2x16float). Every precision
+/// (itera-micro's four) plus the page's default, itera-tiny q8: SwiftShader runs each dispatch
+/// on the CPU, and the other three tiny files add minutes while covering no new kernel (all
+/// eight run on lavapipe in tests/gpu_native.rs).
+#[wasm_bindgen_test]
+async fn greedy_tokens_on_webgpu_equal_native_cpu_for_every_shipped_model() {
+    let adapter = JsFuture::from(gpu_init())
+        .await
+        .map_err(js_message)
+        .expect("WebGPU must be available (Chromium flags in webdriver.json)");
+    web_sys_log(&format!("WebGPU adapter: {}", adapter.as_string().unwrap_or_default()));
+    let golden: Value = serde_json::from_str(GOLDEN).unwrap();
+    let prompt = golden["prompt"].as_str().unwrap();
+    let n = golden["tokens"].as_u64().unwrap();
+    for (name, bytes) in MODELS
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("itera-micro") || *n == "itera-tiny-q8")
+    {
+        let m = Model::new(bytes, TOKENIZER).map_err(message).unwrap();
+        m.enable_gpu().map_err(message).unwrap();
+        let want: Vec<u64> = serde_json::from_value(golden["models"][name].clone()).unwrap();
+        assert_eq!(greedy_on_webgpu(&m, prompt, n).await, want, "{name} on WebGPU");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_calls_refuse_overlap_and_bad_requests_with_messages() {
+    JsFuture::from(gpu_init()).await.map_err(js_message).unwrap();
+    let m = Model::new(MODELS[6].1, TOKENIZER).map_err(message).unwrap();
+    let not_enabled = JsFuture::from(m.step_gpu(1)).await.unwrap_err();
+    assert!(js_message(not_enabled).contains("enable_gpu"));
+    m.enable_gpu().map_err(message).unwrap();
+    let bad = JsFuture::from(m.start_gpu("{\"max_tokens\": 0}")).await.unwrap_err();
+    assert!(js_message(bad).contains("max_tokens"));
+    let req = serde_json::json!({ "prompt": "A cat", "max_tokens": 40 }).to_string();
+    JsFuture::from(m.start_gpu(&req)).await.map_err(js_message).unwrap();
+    let (first, second) = (m.step_gpu(8), m.step_gpu(8));
+    JsFuture::from(first).await.map_err(js_message).unwrap();
+    let busy = JsFuture::from(second).await.unwrap_err();
+    assert!(js_message(busy).contains("busy"), "overlapping calls are refused");
+}
+
+fn web_sys_log(s: &str) {
+    wasm_bindgen_test::console_log!("{s}");
 }
 
 #[wasm_bindgen_test]

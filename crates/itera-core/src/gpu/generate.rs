@@ -23,6 +23,8 @@ pub struct GpuGeneration {
     /// The last token sampled (not yet consumed on the GPU when `pending` is empty).
     last: u32,
     generated: usize,
+    /// Routing entries already taken by `take_routing`.
+    routing_taken: usize,
     sequence: Vec<u32>,
     prompt_len: usize,
     done: bool,
@@ -50,6 +52,7 @@ impl GpuGeneration {
             trace,
             last: 0,
             generated: 0,
+            routing_taken: 0,
             prompt_len: sequence.len(),
             sequence,
             done: false,
@@ -85,7 +88,7 @@ impl GpuGeneration {
             self.done = self.generated >= self.opts.max_tokens;
             out.push(Token { id, text, logprob });
         }
-        if self.done && self.trace && self.routing.len() < self.generated {
+        if self.done && self.trace && self.routing_taken + self.routing.len() < self.generated {
             // The last token handed out was never consumed: one step records its routing.
             self.sample(gpu, m, 1).await?;
             self.pending.clear();
@@ -104,7 +107,8 @@ impl GpuGeneration {
 
     /// Routing of every token handed out so far whose routing is known, oldest first.
     pub fn take_routing(&mut self) -> Vec<Vec<Route>> {
-        let known = self.routing.len().min(self.generated);
+        let known = self.routing.len().min(self.generated - self.routing_taken);
+        self.routing_taken += known;
         self.routing.drain(..known).collect()
     }
 

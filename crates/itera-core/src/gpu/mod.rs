@@ -22,6 +22,7 @@ mod readback;
 pub mod sample;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
@@ -35,6 +36,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub kernels: Kernels,
     pub(crate) counters: Counters,
+    /// The first validation error or device loss reported by the device, if any: once set,
+    /// every later GPU call fails with it (callers fall back to the CPU).
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 /// What the backend has asked of the device so far (the bench's structural counters).
@@ -95,6 +99,15 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Gpu(format!("cannot open {} ({:?}): {e}", info.name, info.backend)))?;
+        // Without these handlers wgpu panics on an uncaptured error; a panic must never
+        // cross the wasm boundary, so errors are recorded and returned by the next call.
+        let failure = Arc::new(Mutex::new(None));
+        let slot = failure.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record(&slot, format!("GPU error: {e}"))));
+        let slot = failure.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            record(&slot, format!("the GPU device was lost ({reason:?}): {message}"))
+        });
         let kernels = Kernels::new(&device);
         Ok(Gpu {
             device,
@@ -102,6 +115,7 @@ impl Gpu {
             info,
             kernels,
             counters: Counters::default(),
+            failure,
         })
     }
 
@@ -113,7 +127,20 @@ impl Gpu {
 
     /// Human-readable adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) on Vulkan".
     pub fn describe(&self) -> String {
-        format!("{} on {:?}", self.info.name, self.info.backend)
+        match self.info.name.as_str() {
+            // Browsers keep the adapter's name to themselves.
+            "" => format!("{:?}", self.info.backend),
+            name => format!("{name} on {:?}", self.info.backend),
+        }
+    }
+
+    /// `Err` once the device has reported an error or was lost.
+    pub fn check(&self) -> Result<()> {
+        match self.failure.lock().map(|f| f.clone()) {
+            Ok(None) => Ok(()),
+            Ok(Some(message)) => Err(Error::Gpu(message)),
+            Err(_) => Err(Error::Gpu("the GPU error record is poisoned".into())),
+        }
     }
 
     pub fn counters(&self) -> CounterSnapshot {
@@ -172,5 +199,11 @@ impl Gpu {
     pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) {
         self.counters.submissions.fetch_add(1, Ordering::Relaxed);
         self.queue.submit([encoder.finish()]);
+    }
+}
+
+fn record(slot: &Mutex<Option<String>>, message: String) {
+    if let Ok(mut f) = slot.lock() {
+        f.get_or_insert(message);
     }
 }

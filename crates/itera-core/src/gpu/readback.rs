@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 /// Copies out `len` bytes of a MAP_READ buffer (counted as one read-back).
 pub(crate) async fn read(gpu: &Gpu, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+    gpu.check()?;
     gpu.counters.readbacks.fetch_add(1, Ordering::Relaxed);
     gpu.counters.readback_bytes.fetch_add(len, Ordering::Relaxed);
     let slice = buffer.slice(..len);
@@ -26,5 +27,7 @@ pub(crate) async fn read(gpu: &Gpu, buffer: &wgpu::Buffer, len: u64) -> Result<V
         .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?
         .to_vec();
     buffer.unmap();
+    // Errors are reported asynchronously: a failed dispatch leaves garbage, not an error here.
+    gpu.check()?;
     Ok(bytes)
 }
