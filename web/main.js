@@ -34,7 +34,9 @@ const state = {
   cards: {},
   current: DEFAULT_MODEL,
   loaded: new Map(), // key → load info
-  backend: { chosen: 'cpu', webgpu: null },
+  // mode: what the user picked; webgpu: adapter info (null without WebGPU); calibration:
+  // key → {cpu, gpu} tokens/s measured here; failure: why WebGPU was given up, if it was.
+  backend: { mode: 'auto', webgpu: null, calibration: new Map(), calibrating: null, failure: null },
   runs: [],
   busy: false,
   generation: null,
@@ -54,6 +56,7 @@ function setBusy(busy) {
 }
 
 const fmtBytes = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(0)} KB`);
+const fmtRate = (r) => (r == null ? '–' : r.toFixed(r < 10 ? 1 : 0));
 const fmtMs = (ms) => (ms == null ? '–' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 
 // ---- model picker -----------------------------------------------------------------------
@@ -157,7 +160,16 @@ async function generate({ onStart } = {}) {
   // A shared stop flag where the page is cross-origin isolated, else a `cancel` message.
   const stopFlag = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
   state.stop = () => (stopFlag ? Atomics.store(stopFlag, 0, 1) : call('cancel', { target: handle.id }));
-  const handle = call('generate', { key, request: settings(), stopFlag }, (ev) => {
+  const backend = backendFor(key);
+  const handle = call('generate', { key, request: settings(), stopFlag, backend }, (ev) => {
+    if (ev.type === 'fallback') {
+      // WebGPU failed mid-run: the worker restarts the request on the CPU.
+      state.backend.failure = ev.message;
+      backendNote();
+      generated.textContent = '';
+      heatmap.reset(info.moe_layers, info.n_experts);
+      return;
+    }
     if (ev.produced > 0) state.firstTokenAt ??= performance.now();
     generated.textContent += ev.text;
     heatmap.push(ev.tokens.map((_, i) => ({ text: ev.pieces[i], routing: ev.routing[i] })));
@@ -180,7 +192,7 @@ async function generate({ onStart } = {}) {
     $('stat-tps').textContent = r.tokensPerSecond ? r.tokensPerSecond.toFixed(0) : '–';
     $('stat-ttft').textContent = fmtMs(r.firstTokenMs);
     $('routing-caption').textContent = `${r.produced} tokens × ${info.moe_layers.length} MoE layers. Hover a cell for the token and its experts.`;
-    state.runs.push({ kind: 'generate', model: key, backend: state.backend.chosen, ...pick(r, ['produced', 'firstTokenMs', 'totalMs', 'tokensPerSecond', 'stopped']) });
+    state.runs.push({ kind: 'generate', model: key, backend: state.backend.failure ? 'cpu' : backend, ...pick(r, ['produced', 'firstTokenMs', 'totalMs', 'tokensPerSecond', 'stopped']) });
     return r;
   } catch (e) {
     showError(e);
@@ -262,24 +274,34 @@ async function runCompare() {
 
 // ---- benchmarks -------------------------------------------------------------------------
 const benchChart = lineChart($('bench-chart'), { xLabel: 'run', yLabel: 'tokens/s', series: ['CPU (wasm)', 'WebGPU'], bars: true });
-const benchRows = [];
+const benchRows = []; // per run: {cpu, gpu} tokens/s (gpu null without WebGPU)
 
 async function runBench() {
   showError(null);
   setBusy(true);
   try {
     const key = state.current;
-    const r = await call('generate', { key, request: { prompt: 'Once upon a time', max_tokens: 128, temperature: 0, stop_at_end_of_text: false } }).promise;
-    benchRows.push({ model: key, backend: 'CPU (wasm SIMD)', tokensPerSecond: r.tokensPerSecond, firstTokenMs: r.firstTokenMs });
-    state.runs.push({ kind: 'bench', model: key, backend: 'cpu', tokensPerSecond: r.tokensPerSecond, firstTokenMs: r.firstTokenMs });
+    const request = { prompt: 'Once upon a time', max_tokens: 128, temperature: 0, stop_at_end_of_text: false };
     const tbody = $('bench-table').querySelector('tbody');
-    tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>CPU (wasm SIMD)</td><td>${r.tokensPerSecond.toFixed(0)}</td><td>${fmtMs(r.firstTokenMs)}</td></tr>`);
-    if (!state.backend.gpuRowShown) {
-      tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>WebGPU</td><td colspan="2">${state.backend.webgpu ? 'adapter present; GPU kernels not in this build' : 'not available in this browser'}</td></tr>`);
+    const row = { cpu: null, gpu: null };
+    const backends = [['cpu', 'CPU (wasm SIMD)']];
+    if (state.backend.webgpu && !state.backend.failure) backends.push(['webgpu', 'WebGPU']);
+    for (const [backend, label] of backends) {
+      let fellBack = false;
+      // At most 128 tokens or 5 s per backend: a software WebGPU adapter may do 1 token/s.
+      const r = await call('generate', { key, request, backend, timeLimitMs: 5000 }, (ev) => { if (ev.type === 'fallback') { fellBack = true; state.backend.failure = ev.message; backendNote(); } }).promise;
+      if (fellBack) continue;
+      row[backend === 'cpu' ? 'cpu' : 'gpu'] = r.tokensPerSecond;
+      state.runs.push({ kind: 'bench', model: key, backend, tokensPerSecond: r.tokensPerSecond, firstTokenMs: r.firstTokenMs });
+      tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>${label}</td><td>${fmtRate(r.tokensPerSecond)}</td><td>${fmtMs(r.firstTokenMs)}</td></tr>`);
+    }
+    if (!state.backend.webgpu && !state.backend.gpuRowShown) {
+      tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>WebGPU</td><td colspan="2">not available in this browser</td></tr>`);
       state.backend.gpuRowShown = true;
     }
+    benchRows.push(row);
     const xs = benchRows.map((_, i) => i + 1);
-    benchChart.set([xs, benchRows.map((b) => b.tokensPerSecond), benchRows.map(() => null)]);
+    benchChart.set([xs, benchRows.map((b) => b.cpu), benchRows.map((b) => b.gpu)]);
   } catch (e) {
     showError(e);
   } finally {
@@ -288,7 +310,7 @@ async function runBench() {
 }
 
 async function exportBench() {
-  const report = { generatedAt: new Date().toISOString(), device: await deviceInfo(), backend: state.backend.chosen, loads: Object.fromEntries(state.loaded), timings: state.timings, runs: state.runs };
+  const report = { generatedAt: new Date().toISOString(), device: await deviceInfo(), backend: { mode: state.backend.mode, calibration: Object.fromEntries(state.backend.calibration), failure: state.backend.failure }, loads: Object.fromEntries(state.loaded), timings: state.timings, runs: state.runs };
   const blob = new Blob([JSON.stringify(report, null, 2)], { type: 'application/json' });
   const a = document.createElement('a');
   a.href = URL.createObjectURL(blob);
@@ -298,21 +320,58 @@ async function exportBench() {
 }
 
 // ---- backend ----------------------------------------------------------------------------
+// Auto is measured, not assumed: once per model, `calibrate` times greedy decoding on both
+// backends in the worker and the faster one runs from then on. The user can pin either.
+function backendFor(key) {
+  const b = state.backend;
+  if (!b.webgpu || b.failure || b.mode === 'cpu') return 'cpu';
+  if (b.mode === 'webgpu') return 'webgpu';
+  const c = b.calibration.get(key);
+  return c && c.gpu > c.cpu ? 'webgpu' : 'cpu';
+}
+
+const BACKEND_NAMES = { cpu: 'the CPU (wasm SIMD)', webgpu: 'WebGPU' };
+
 function backendNote() {
-  const gpu = state.backend.webgpu;
-  const note = $('backend-note');
-  const wanted = $('backend-select').value;
+  const b = state.backend;
+  const gpu = b.webgpu;
+  const key = state.current;
+  const chosen = BACKEND_NAMES[backendFor(key)];
   let text;
   if (!gpu) {
     text = 'WebGPU is not available in this browser: the model runs on the CPU (wasm SIMD).';
-  } else if (wanted === 'webgpu') {
-    text = `WebGPU adapter found (${gpu.vendor || 'unknown vendor'} ${gpu.architecture || ''}), but this build has no GPU kernels yet: falling back to the CPU (wasm SIMD).`;
+  } else if (b.failure) {
+    text = `WebGPU failed (${b.failure}); the model runs on the CPU (wasm SIMD).`;
   } else {
-    text = `WebGPU adapter found (${gpu.vendor || 'unknown vendor'} ${gpu.architecture || ''}); this build runs on the CPU (wasm SIMD) — the only backend it has, so Auto picks it.`;
+    const found = `WebGPU adapter found (${[gpu.vendor, gpu.architecture].filter(Boolean).join(' ') || 'unnamed'}).`;
+    const c = b.calibration.get(key);
+    if (b.mode !== 'auto') text = `${found} Running on ${chosen}, as selected.`;
+    else if (c) text = `${found} Auto measured ${key}: CPU ${fmtRate(c.cpu)} tokens/s, WebGPU ${fmtRate(c.gpu)} tokens/s → ${chosen}.`;
+    else if (b.calibrating === key) text = `${found} Auto is measuring CPU and WebGPU speed for ${key}…`;
+    else text = `${found} Auto runs on the CPU until it has measured both for ${key}.`;
   }
+  const note = $('backend-note');
   note.textContent = text;
   note.hidden = false;
-  state.backend.chosen = 'cpu';
+}
+
+async function calibrate(key) {
+  const b = state.backend;
+  if (b.mode !== 'auto' || !b.webgpu || b.failure || b.calibration.has(key) || state.busy) return;
+  b.calibrating = key;
+  setBusy(true);
+  backendNote();
+  try {
+    const c = await rpc('calibrate', { key });
+    b.calibration.set(key, c);
+    state.runs.push({ kind: 'calibration', model: key, cpuTokensPerSecond: c.cpu, webgpuTokensPerSecond: c.gpu, adapter: c.adapter });
+  } catch (e) {
+    b.failure = e.message ?? String(e);
+  } finally {
+    b.calibrating = null;
+    setBusy(false);
+    backendNote();
+  }
 }
 
 // ---- tabs -------------------------------------------------------------------------------
@@ -348,8 +407,12 @@ async function main() {
   $('compare-form').addEventListener('submit', (e) => { e.preventDefault(); runCompare(); });
   $('bench').addEventListener('click', runBench);
   $('export-bench').addEventListener('click', exportBench);
-  $('backend-select').addEventListener('change', backendNote);
-  $('model-select').addEventListener('change', (e) => selectModel(e.target.value).catch(() => {}));
+  $('backend-select').addEventListener('change', (e) => {
+    state.backend.mode = e.target.value;
+    backendNote();
+    calibrate(state.current);
+  });
+  $('model-select').addEventListener('change', (e) => selectModel(e.target.value).then(() => { backendNote(); calibrate(e.target.value); }).catch(() => {}));
   $('model-file').addEventListener('change', async (e) => {
     const file = e.target.files[0];
     if (!file) return;
@@ -360,7 +423,7 @@ async function main() {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
   });
 
-  detectWebGpu().then((g) => { state.backend.webgpu = g; backendNote(); });
+  const webgpuDetected = detectWebGpu().then((g) => { state.backend.webgpu = g; backendNote(); });
   for (const m of MODELS) {
     fetch(`/weights/${m}.json`).then((r) => r.json()).then((card) => { state.cards[m] = card; fillPicker(); }).catch(() => {});
   }
@@ -390,6 +453,10 @@ async function main() {
   document.body.dataset.firstTokenMs = firstTokenAt.toFixed(1);
   document.body.dataset.modelFromCache = String(l.fromCache);
   document.body.dataset.loadParts = JSON.stringify(parts);
+  // The first story ran on the CPU (ready first); now measure WebGPU against it.
+  await webgpuDetected;
+  await calibrate(state.current);
+  document.body.dataset.backendSettled = 'true';
 }
 
 main().catch(showError);

@@ -4,12 +4,13 @@
 // same id: zero or more {type: 'progress' | 'tokens'} events, then one {type: 'result'} or
 // {type: 'error', message}. A {op: 'cancel', target} stops a running generation between steps.
 
-import init, { Model, compare } from '/pkg/itera_web.js';
+import init, { Model, compare, gpu_init } from '/pkg/itera_web.js';
 
 const CACHE_NAME = 'itera-weights-v1';
 const models = new Map(); // key → { model, info }
 const cancelled = new Set();
 let ready = null;
+let gpuReady = null; // Promise<adapter description>, rejected without a usable WebGPU device
 
 // Stop requests. With cross-origin isolation (the server sends COOP/COEP) the page flips a
 // shared flag that the loop reads between steps; otherwise a `cancel` message is the only
@@ -91,45 +92,59 @@ const ops = {
     return {};
   },
 
-  // Streams tokens; steps are sized to ~20 ms so the stream stays smooth and cancel is quick.
-  async generate({ key, request, stopFlag }, emit, id) {
-    const stopped = () => cancelled.has(id) || (stopFlag && Atomics.load(stopFlag, 0) !== 0);
-    const { model } = entry(key);
+  // Opens WebGPU once; resolves to the adapter description or rejects with the reason.
+  async gpuInit() {
+    await ready;
+    gpuReady ??= gpu_init();
+    return { adapter: await gpuReady };
+  },
+
+  // Streams tokens on `backend` ('cpu' | 'webgpu'); calls are sized to ~20 ms of work so the
+  // stream stays smooth and Stop is quick. If WebGPU fails (device lost, GPU error), the
+  // worker says so with a 'fallback' event and runs the same request on the CPU.
+  async generate({ key, request, stopFlag, backend = 'cpu', timeLimitMs = Infinity }, emit, id) {
     const t0 = performance.now();
-    const promptTokens = model.start(JSON.stringify(request));
-    let firstTokenMs = null;
-    let produced = 0;
-    let perToken = 5;
-    let lastIdle = performance.now();
-    while (!stopped()) {
-      const n = Math.max(1, Math.min(64, Math.round(20 / perToken)));
-      const s0 = performance.now();
-      const out = JSON.parse(model.step(n));
-      const now = performance.now();
-      if (out.tokens.length > 0) perToken = (now - s0) / out.tokens.length;
-      if (firstTokenMs === null && out.tokens.length > 0) firstTokenMs = now - t0;
-      produced += out.tokens.length;
-      emit({ type: 'tokens', ...out, elapsedMs: now - t0, produced });
-      if (out.done) break;
-      if (!stopFlag && now - lastIdle > 100) {
-        await sleep(0);
-        lastIdle = performance.now();
+    const stopped = () => cancelled.has(id) || (stopFlag && Atomics.load(stopFlag, 0) !== 0)
+      || performance.now() - t0 > timeLimitMs;
+    const e = entry(key);
+    if (backend === 'webgpu') {
+      try {
+        await enableGpu(e);
+        return await stream(gpuSteps(e.model), request, stopped, emit, id, !stopFlag);
+      } catch (err) {
+        emit({ type: 'fallback', message: err instanceof Error ? err.message : String(err) });
+        e.gpuBroken = true;
       }
     }
-    const totalMs = performance.now() - t0;
-    const wasStopped = stopped();
-    cancelled.delete(id);
-    const decodeMs = totalMs - (firstTokenMs ?? totalMs);
-    return {
-      promptTokens,
-      produced,
-      stopped: wasStopped,
-      firstTokenMs,
-      totalMs,
-      tokensPerSecond: produced > 1 && decodeMs > 0 ? (produced - 1) / (decodeMs / 1000) : null,
-      sequence: Array.from(model.sequence()),
-      promptLen: model.prompt_len(),
+    return stream(cpuSteps(e.model), request, stopped, emit, id, !stopFlag);
+  },
+
+  // Decode speed of `key` on both backends, greedy, after a short warm-up: what "Auto" uses.
+  // Time-boxed per backend (a slow software adapter must not hold the page for minutes);
+  // calls grow to ~50 ms of work so a fast GPU is measured with several tokens per submission.
+  async calibrate({ key, tokens = 32, budgetMs = 800 }) {
+    const e = entry(key);
+    const request = { prompt: 'Once upon a time', max_tokens: tokens + 8, temperature: 0, stop_at_end_of_text: false };
+    const speed = async (steps) => {
+      await steps.start(JSON.stringify(request));
+      await steps.step(2); // warm-up: pipelines, first dispatches, caches
+      const t0 = performance.now();
+      let n = 0;
+      let k = 1;
+      while (n < tokens && performance.now() - t0 < budgetMs) {
+        const s0 = performance.now();
+        const out = await steps.step(k);
+        n += out.tokens.length;
+        if (out.done) break;
+        const perToken = (performance.now() - s0) / Math.max(1, out.tokens.length);
+        k = Math.max(1, Math.min(16, Math.round(50 / perToken)));
+      }
+      return n / ((performance.now() - t0) / 1000);
     };
+    const cpu = await speed(cpuSteps(e.model));
+    await enableGpu(e);
+    const gpu = await speed(gpuSteps(e.model));
+    return { cpu, gpu, adapter: await gpuReady };
   },
 
   async cancel({ target }) {
@@ -150,6 +165,73 @@ const ops = {
     return JSON.parse(compare(r, o, new Uint32Array(sequence), from));
   },
 };
+
+// The two backends behind one shape: start(json) → prompt tokens, step(n) → parsed output.
+const cpuSteps = (model) => ({
+  start: async (json) => model.start(json),
+  step: async (n) => JSON.parse(model.step(n)),
+  sequence: () => ({ sequence: Array.from(model.sequence()), promptLen: model.prompt_len() }),
+  maxStep: 64,
+});
+const gpuSteps = (model) => ({
+  start: (json) => model.start_gpu(json),
+  step: async (n) => JSON.parse(await model.step_gpu(n)),
+  sequence: () => ({ sequence: Array.from(model.gpu_sequence()), promptLen: model.gpu_prompt_len() }),
+  maxStep: 64,
+});
+
+async function enableGpu(e) {
+  if (e.gpuBroken) throw new Error('WebGPU failed earlier for this model');
+  await ops.gpuInit();
+  if (!e.gpuEnabled) {
+    e.model.enable_gpu();
+    e.gpuEnabled = true;
+  }
+}
+
+async function stream(steps, request, stopped, emit, id, yieldNow) {
+  const t0 = performance.now();
+  const promptTokens = await steps.start(JSON.stringify(request));
+  let firstTokenMs = null;
+  let firstBatch = 0; // tokens that arrived with the first one (not part of the decode rate)
+  let produced = 0;
+  let perToken = 5;
+  let lastIdle = performance.now();
+  while (!stopped()) {
+    const n = Math.max(1, Math.min(steps.maxStep, Math.round(20 / perToken)));
+    const s0 = performance.now();
+    const out = await steps.step(n);
+    const now = performance.now();
+    if (out.tokens.length > 0) perToken = (now - s0) / out.tokens.length;
+    if (firstTokenMs === null && out.tokens.length > 0) {
+      firstTokenMs = now - t0;
+      firstBatch = out.tokens.length;
+    }
+    produced += out.tokens.length;
+    emit({ type: 'tokens', ...out, elapsedMs: now - t0, produced });
+    if (out.done) break;
+    if (yieldNow && now - lastIdle > 100) {
+      await sleep(0);
+      lastIdle = performance.now();
+    }
+  }
+  const totalMs = performance.now() - t0;
+  const wasStopped = stopped();
+  cancelled.delete(id);
+  // Decode rate: tokens after the first call over the time after it; a run that ended within
+  // its first call is rated over its whole time (prompt included).
+  const decodeMs = totalMs - (firstTokenMs ?? totalMs);
+  const decoded = produced - firstBatch;
+  return {
+    promptTokens,
+    produced,
+    stopped: wasStopped,
+    firstTokenMs,
+    totalMs,
+    tokensPerSecond: decoded > 0 && decodeMs > 0 ? decoded / (decodeMs / 1000) : produced > 0 ? produced / (totalMs / 1000) : null,
+    ...steps.sequence(),
+  };
+}
 
 function entry(key) {
   const e = models.get(key);

@@ -68,9 +68,37 @@ async function inkedPixels(page, selector) {
   assert.match(await page.textContent('#routing-caption'), /layer \d+ → expert/);
   await page.screenshot({ path: `${outDir}/generate.png`, fullPage: true });
 
+  // Auto measures both backends once the first story is out, and says what it found.
+  await page.waitForFunction(() => document.body.dataset.backendSettled, null, { timeout: 90_000 });
+  const measured = await page.textContent('#backend-note');
+  assert.match(measured, /Auto measured itera-tiny-q8: CPU [\d.]+ tokens\/s, WebGPU [\d.]+ tokens\/s → /, measured);
+  step(`backend calibration: ${measured}`);
+
   const warm = await firstStory(page);
   step(`warm start: page load → first token ${warm.ms.toFixed(0)} ms (weights from the Cache API: ${warm.fromCache})`);
   assert.equal(warm.fromCache, true);
+  await page.waitForFunction(() => document.body.dataset.backendSettled, null, { timeout: 90_000 });
+
+  // The same greedy story on the CPU and on WebGPU (every kernel, routing and sampling on the GPU).
+  await page.fill('#prompt', 'The little bird');
+  await page.fill('#temperature', '0');
+  await page.fill('#max-tokens', '6');
+  const storyOn = async (backend) => {
+    await page.selectOption('#backend-select', backend);
+    await page.click('#generate');
+    await page.waitForFunction(() => document.getElementById('output').getAttribute('aria-busy') === 'false'
+      && !document.getElementById('generate').disabled, null, { timeout: 90_000 });
+    return page.textContent('#output .generated');
+  };
+  const onCpu = await storyOn('cpu');
+  const onGpu = await storyOn('webgpu');
+  assert.match(await page.textContent('#backend-note'), /Running on WebGPU, as selected/);
+  assert.ok(onCpu.trim().length > 0);
+  assert.equal(onGpu, onCpu, 'greedy text on WebGPU equals the CPU');
+  assert.ok((await inkedPixels(page, '#routing-heatmap')) > 50, 'routing heatmap from the GPU trace');
+  await page.screenshot({ path: `${outDir}/webgpu.png`, fullPage: true });
+  step(`WebGPU in the page: greedy ${JSON.stringify(onGpu)} equals the CPU's`);
+  await page.selectOption('#backend-select', 'auto');
 
   // A person's own story: type a prompt, generate, then stop a long one midway.
   await page.fill('#prompt', 'Tom and his dog went to the beach');
@@ -118,13 +146,16 @@ async function inkedPixels(page, selector) {
   await page.waitForFunction(() => document.querySelectorAll('#bench-table tbody tr').length >= 2, null, { timeout: 60_000 });
   const benchTps = Number(await page.$eval('#bench-table tbody tr td:nth-child(3)', (td) => td.textContent));
   assert.ok(benchTps > 0);
+  const gpuRow = await page.$$eval('#bench-table tbody tr', (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)).find((c) => c[1] === 'WebGPU'));
+  assert.ok(gpuRow && Number(gpuRow[2]) > 0, `a WebGPU benchmark row: ${gpuRow}`);
   await page.screenshot({ path: `${outDir}/bench.png`, fullPage: true });
-  step(`benchmark: ${benchTps} tokens/s (greedy, 128 tokens, CPU wasm)`);
+  step(`benchmark: CPU ${benchTps} tokens/s, WebGPU ${gpuRow[2]} tokens/s (greedy, up to 128 tokens / 5 s)`);
 
   const download = page.waitForEvent('download');
   await page.click('#export-bench');
   const report = JSON.parse(await (await (await download).createReadStream()).toArray().then((c) => Buffer.concat(c).toString()));
   assert.ok(report.device.userAgent && report.runs.some((r) => r.kind === 'bench'), 'benchmark JSON has device info and runs');
+  assert.ok(report.runs.some((r) => r.kind === 'calibration') && report.backend.calibration['itera-tiny-q8'], 'and the calibration');
   step(`exported benchmark JSON: ${report.runs.length} runs, device ${report.device.webgpu?.architecture ?? 'without WebGPU'}`);
 
   // "Open local…": a file that is not a model gives a visible error and keeps the current
@@ -152,7 +183,7 @@ async function inkedPixels(page, selector) {
 
   assert.deepEqual(problems, [], 'no page errors, console errors or failed requests');
   const timings = await page.evaluate(() => document.body.dataset.loadParts);
-  Object.assign(results, { warmLoadParts: JSON.parse(timings ?? 'null'), coldFirstTokenMs: cold.ms, warmFirstTokenMs: warm.ms, firstStoryTokensPerSecond: cold.tps, benchTokensPerSecond: benchTps, compare: columns.map((c) => ({ precision: c.precision, ...c.metrics })) });
+  Object.assign(results, { calibration: measured, webgpuBenchTokensPerSecond: Number(gpuRow[2]), warmLoadParts: JSON.parse(timings ?? 'null'), coldFirstTokenMs: cold.ms, warmFirstTokenMs: warm.ms, firstStoryTokensPerSecond: cold.tps, benchTokensPerSecond: benchTps, compare: columns.map((c) => ({ precision: c.precision, ...c.metrics })) });
   await browser.close();
 }
 
