@@ -76,6 +76,8 @@ where
     future_to_promise(async move { f(cell).await.map_err(JsValue::from) })
 }
 
+/// Borrows the GPU engine for the whole call, across its awaits: that is the point — a second
+/// call while this one waits on the GPU finds the borrow taken and is refused.
 macro_rules! gpu_engine {
     ($cell:expr, $guard:ident) => {
         let mut $guard = $cell
@@ -142,6 +144,7 @@ impl Model {
     }
 
     /// `start` on WebGPU; resolves to the number of prompt tokens.
+    #[allow(clippy::await_holding_refcell_ref)] // see gpu_engine!
     pub fn start_gpu(&self, request_json: &str) -> Promise {
         let req = parse_request(request_json);
         with_gpu_engine(&self.gpu, |cell| async move {
@@ -153,6 +156,7 @@ impl Model {
     }
 
     /// `step` on WebGPU (up to 64 tokens in one submission); resolves to the same JSON.
+    #[allow(clippy::await_holding_refcell_ref)] // see gpu_engine!
     pub fn step_gpu(&self, n: u32) -> Promise {
         with_gpu_engine(&self.gpu, move |cell| async move {
             gpu_engine!(cell, engine);
