@@ -33,6 +33,8 @@ export function lineChart(el, { xLabel, yLabel, series, bars = false, yFormat = 
 }
 
 // Stacked horizontal bar of named durations (ms), with a legend.
+// A stacked bar of named durations; `parts.end` (default: their sum) is the headline figure,
+// `parts.title` its label.
 export function loadBreakdown(el, parts) {
   const total = parts.reduce((s, p) => s + p.ms, 0) || 1;
   const end = parts.end ?? total;
@@ -55,7 +57,7 @@ export function loadBreakdown(el, parts) {
   });
   const sum = document.createElement('p');
   sum.className = 'total';
-  sum.textContent = `page load → first token: ${end.toFixed(0)} ms`;
+  sum.textContent = `${parts.title ?? 'page load → first token'}: ${end.toFixed(0)} ms`;
   el.append(sum, bar, legend);
 }
 

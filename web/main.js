@@ -364,6 +364,9 @@ async function calibrate(key) {
   try {
     const c = await rpc('calibrate', { key });
     b.calibration.set(key, c);
+    const el = $('gpu-breakdown');
+    el.hidden = false;
+    loadBreakdown(el, Object.assign(c.setup.filter((p) => p.ms > 0.5), { title: `WebGPU setup for ${key}` }));
     state.runs.push({ kind: 'calibration', model: key, cpuTokensPerSecond: c.cpu, webgpuTokensPerSecond: c.gpu, adapter: c.adapter });
   } catch (e) {
     b.failure = e.message ?? String(e);

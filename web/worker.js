@@ -11,6 +11,7 @@ const models = new Map(); // key → { model, info }
 const cancelled = new Set();
 let ready = null;
 let gpuReady = null; // Promise<adapter description>, rejected without a usable WebGPU device
+const gpuSetup = {}; // how long WebGPU took to set up: device + pipelines, weight upload
 
 // Stop requests. With cross-origin isolation (the server sends COOP/COEP) the page flips a
 // shared flag that the loop reads between steps; otherwise a `cancel` message is the only
@@ -95,7 +96,11 @@ const ops = {
   // Opens WebGPU once; resolves to the adapter description or rejects with the reason.
   async gpuInit() {
     await ready;
-    gpuReady ??= gpu_init();
+    if (!gpuReady) {
+      const t0 = performance.now();
+      gpuReady = gpu_init();
+      gpuReady.then(() => { gpuSetup.deviceAndShadersMs = performance.now() - t0; }, () => {});
+    }
     return { adapter: await gpuReady };
   },
 
@@ -126,8 +131,10 @@ const ops = {
     const e = entry(key);
     const request = { prompt: 'Once upon a time', max_tokens: tokens + 8, temperature: 0, stop_at_end_of_text: false };
     const speed = async (steps) => {
+      const s0 = performance.now();
       await steps.start(JSON.stringify(request));
       await steps.step(2); // warm-up: pipelines, first dispatches, caches
+      steps.firstTokensMs = performance.now() - s0;
       const t0 = performance.now();
       let n = 0;
       let k = 1;
@@ -143,8 +150,14 @@ const ops = {
     };
     const cpu = await speed(cpuSteps(e.model));
     await enableGpu(e);
-    const gpu = await speed(gpuSteps(e.model));
-    return { cpu, gpu, adapter: await gpuReady };
+    const onGpu = gpuSteps(e.model);
+    const gpu = await speed(onGpu);
+    const setup = [
+      { name: 'device + shader compile', ms: gpuSetup.deviceAndShadersMs ?? 0 },
+      { name: 'weight upload', ms: e.gpuUploadMs },
+      { name: 'prompt + first tokens', ms: onGpu.firstTokensMs },
+    ];
+    return { cpu, gpu, adapter: await gpuReady, setup };
   },
 
   async cancel({ target }) {
@@ -184,7 +197,9 @@ async function enableGpu(e) {
   if (e.gpuBroken) throw new Error('WebGPU failed earlier for this model');
   await ops.gpuInit();
   if (!e.gpuEnabled) {
+    const t0 = performance.now();
     e.model.enable_gpu();
+    e.gpuUploadMs = performance.now() - t0;
     e.gpuEnabled = true;
   }
 }

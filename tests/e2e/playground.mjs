@@ -73,6 +73,8 @@ async function inkedPixels(page, selector) {
   const measured = await page.textContent('#backend-note');
   assert.match(measured, /Auto measured itera-tiny-q8: CPU [\d.]+ tokens\/s, WebGPU [\d.]+ tokens\/s → /, measured);
   step(`backend calibration: ${measured}`);
+  assert.ok((await page.$$('#gpu-breakdown .stack div')).length >= 2, 'the WebGPU setup breakdown is drawn');
+  step(`WebGPU setup: ${await page.textContent('#gpu-breakdown .legend')}`);
 
   const warm = await firstStory(page);
   step(`warm start: page load → first token ${warm.ms.toFixed(0)} ms (weights from the Cache API: ${warm.fromCache})`);

@@ -39,7 +39,7 @@ fn matvec_matches_the_cpu_for_every_precision_on_odd_shapes() {
             let y0 = random(&mut rng, rows);
             let mut want = vec![0.0; rows];
             m.matvec(&x, &mut want);
-            let w = GpuMatrix::upload(&g, &m);
+            let w = GpuMatrix::upload(&g, &m).unwrap();
             // x after 3 leading values, y after x: offsets are honoured.
             let mut act = vec![9.0; 3];
             act.extend_from_slice(&x);
@@ -136,7 +136,7 @@ fn embedding_rows_match_the_cpu_for_every_precision() {
     let (vocab, d) = (301, 77);
     for (precision, _) in PRECISIONS {
         let m = Matrix::from_f32(vocab, d, random(&mut rng, vocab * d)).to_precision(precision);
-        let w = GpuMatrix::upload(&g, &m);
+        let w = GpuMatrix::upload(&g, &m).unwrap();
         for token in [0u32, 150, 300] {
             // tokens at word 4, step 1 → tokens[1].
             let ctl = [1, 0, 0, 0, 7, token];

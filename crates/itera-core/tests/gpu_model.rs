@@ -245,3 +245,19 @@ fn text_generation_matches_the_cpu_text_and_routing() {
         }
     }
 }
+
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    let Some(g) = gpu() else { return };
+    let w = shipped("itera-micro-q8.safetensors");
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    block_on(m.prefill(&g, &[1, 2], false)).unwrap();
+    g.device.destroy();
+    let r = block_on(m.generate(&g, 3, 4, false));
+    match r {
+        Err(itera_core::Error::Gpu(message)) => eprintln!("after destroy: {message}"),
+        other => panic!("expected a GPU error, got {other:?}"),
+    }
+    assert!(g.check().is_err(), "the failure stays recorded");
+    assert!(GpuModel::new(&g, &w).is_err() || block_on(m.generate(&g, 3, 1, false)).is_err());
+}

@@ -20,8 +20,8 @@ pub struct GpuMatrix {
 }
 
 impl GpuMatrix {
-    pub fn upload(gpu: &Gpu, m: &Matrix) -> GpuMatrix {
-        Self::upload_stacked(gpu, &[m]).expect("one matrix always stacks")
+    pub fn upload(gpu: &Gpu, m: &Matrix) -> Result<GpuMatrix> {
+        Self::upload_stacked(gpu, &[m])
     }
 
     /// Uploads matrices of one shape and precision one after the other, as one (n·rows, cols)
@@ -64,8 +64,8 @@ impl GpuMatrix {
             rows,
             cols,
             precision,
-            words: gpu.buffer_init(&format!("weights {precision}"), &words, storage),
-            scales: gpu.buffer_init("scales", &scales, storage),
+            words: gpu.buffer_init(&format!("weights {precision}"), &words, storage)?,
+            scales: gpu.buffer_init("scales", &scales, storage)?,
         })
     }
 

@@ -24,8 +24,6 @@ pub mod sample;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use kernels::Kernels;
 
@@ -154,15 +152,15 @@ impl Gpu {
     }
 
     /// A buffer holding `bytes` (padded to whole 4-byte words, as storage bindings read them).
-    pub(crate) fn buffer_init(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
-        self.counters.resources.fetch_add(1, Ordering::Relaxed);
+    /// Written through the queue rather than mapped at creation: on a lost device mapping
+    /// fails inside wgpu with a panic, a queue write merely records an error.
+    pub(crate) fn buffer_init(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        self.check()?;
         let mut padded = bytes.to_vec();
         padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &padded,
-            usage,
-        })
+        let buffer = self.buffer(label, padded.len() as u64, usage | wgpu::BufferUsages::COPY_DST);
+        self.queue.write_buffer(&buffer, 0, &padded);
+        Ok(buffer)
     }
 
     pub(crate) fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {

@@ -121,16 +121,16 @@ impl GpuModel {
 
         // Upload: embed, then per layer in_proj, x_proj, dt_proj, out_proj, then the FFN:
         // dense w1, w3, w2, or MoE router + each of w1, w3, w2 stacked over the experts.
-        let mut weights = vec![GpuMatrix::upload(gpu, w.matrix(w.table.embed))];
+        let mut weights = vec![GpuMatrix::upload(gpu, w.matrix(w.table.embed))?];
         let mut layer_slots = Vec::new();
         for p in &w.table.layers {
             let first = weights.len();
             for slot in layer_matrices(p) {
-                weights.push(GpuMatrix::upload(gpu, w.matrix(slot)));
+                weights.push(GpuMatrix::upload(gpu, w.matrix(slot))?);
             }
             let (router, ffn) = ffn_matrices(p);
             if let Some(r) = router {
-                weights.push(GpuMatrix::upload(gpu, w.matrix(r)));
+                weights.push(GpuMatrix::upload(gpu, w.matrix(r))?);
             }
             for part in 0..3 {
                 let stack: Vec<_> = ffn.iter().map(|e| w.matrix(e[part])).collect();
@@ -140,7 +140,7 @@ impl GpuModel {
         }
 
         use wgpu::BufferUsages as U;
-        let params = gpu.buffer_init("params", bytemuck::cast_slice(&vectors.values), U::STORAGE);
+        let params = gpu.buffer_init("params", bytemuck::cast_slice(&vectors.values), U::STORAGE)?;
         let act = gpu.buffer(
             "activations",
             arena.len as u64 * 4,
@@ -164,7 +164,7 @@ impl GpuModel {
             specs: Vec::new(),
         };
         let sample_slot = record_step(&mut rec, &c, &arena, &ctl_layout, &vectors, &weights, &layer_slots);
-        let uniforms = gpu.buffer_init("uniform blocks", &rec.uniform_bytes, U::UNIFORM | U::COPY_DST);
+        let uniforms = gpu.buffer_init("uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
         let step = rec
             .specs
             .iter()

@@ -25,11 +25,11 @@ pub async fn run(
     groups: (u32, u32),
 ) -> Result<(Vec<f32>, Vec<u32>)> {
     use wgpu::BufferUsages as U;
-    let uniform = gpu.buffer_init("uniform", bytemuck::cast_slice(uniform), U::UNIFORM);
-    let params = gpu.buffer_init("params", bytemuck::cast_slice(inputs.params), U::STORAGE);
+    let uniform = gpu.buffer_init("uniform", bytemuck::cast_slice(uniform), U::UNIFORM)?;
+    let params = gpu.buffer_init("params", bytemuck::cast_slice(inputs.params), U::STORAGE)?;
     let io = U::STORAGE | U::COPY_SRC;
-    let act = gpu.buffer_init("act", bytemuck::cast_slice(inputs.act), io);
-    let ctl = gpu.buffer_init("ctl", bytemuck::cast_slice(inputs.ctl), io);
+    let act = gpu.buffer_init("act", bytemuck::cast_slice(inputs.act), io)?;
+    let ctl = gpu.buffer_init("ctl", bytemuck::cast_slice(inputs.ctl), io)?;
     let mut resources = vec![uniform.as_entire_binding()];
     match kernel.signature {
         Signature::Linear => {
