@@ -1,5 +1,5 @@
-// Everything that reads a weight matrix W (rows × cols, row-major, out × in): y = W·x and the
-// embedding row gather. One file for all four weight precisions: the pipeline-overridable
+// Everything that reads a weight matrix W (rows × cols, row-major, out × in): y = W·x for one
+// token, the tiled Y = X·Wᵀ for many, and the embedding row gather. One file for all four weight precisions: the pipeline-overridable
 // constant PRECISION selects how `weight()` decodes an element, so each precision gets its own
 // compiled pipeline from the same source (0 f32, 1 f16, 2 q8, 3 q4 — SPEC "Weight files").
 // Weights are bound as u32 words: f16 is read with unpack2x16float (no shader-f16 needed),
@@ -30,6 +30,10 @@ struct Linear {
     route_stride: u32,
     // embed_row: ctl index of the token list (the token is tokens[step]).
     token_base: u32,
+    // matmul: number of tokens, and the distance between consecutive tokens' x and y.
+    tokens: u32,
+    x_stride: u32,
+    y_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Linear;
@@ -133,5 +137,47 @@ fn embed_row(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (col < p.cols) {
         let token = ctl[p.token_base + ctl[0]];
         act[p.y_off + col] = weight(token, col);
+    }
+}
+
+// Y = X·Wᵀ for `tokens` tokens (prefill, training): each 16 × 16 workgroup computes a tile of
+// 16 output rows × 16 tokens, stepping through the shared dimension 16 columns at a time with
+// both operands staged in workgroup memory (each weight is decoded once per tile, not once
+// per token). CPU twin: Matrix::matmul.
+const TILE: u32 = 16u;
+var<workgroup> x_tile: array<array<f32, 16>, 16>; // [token][k]
+var<workgroup> w_tile: array<array<f32, 16>, 16>; // [row][k]
+
+@compute @workgroup_size(16, 16)
+fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = wg.x * TILE + lid.x;
+    let token = wg.y * TILE + lid.y;
+    let load_row = wg.x * TILE + lid.y;
+    var sum = 0.0;
+    for (var k0 = 0u; k0 < p.cols; k0 += TILE) {
+        let k = k0 + lid.x;
+        var xv = 0.0;
+        if (token < p.tokens && k < p.cols) {
+            xv = act[p.x_off + token * p.x_stride + k];
+        }
+        x_tile[lid.y][lid.x] = xv;
+        var wv = 0.0;
+        if (load_row < p.rows && k < p.cols) {
+            wv = weight(load_row, k);
+        }
+        w_tile[lid.y][lid.x] = wv;
+        workgroupBarrier();
+        for (var j = 0u; j < TILE; j++) {
+            sum += x_tile[lid.y][j] * w_tile[lid.x][j];
+        }
+        workgroupBarrier();
+    }
+    if (row < p.rows && token < p.tokens) {
+        let y = p.y_off + token * p.y_stride + row;
+        if (p.accumulate == 1u) {
+            act[y] += sum;
+        } else {
+            act[y] = sum;
+        }
     }
 }

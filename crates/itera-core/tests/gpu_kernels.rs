@@ -204,25 +204,30 @@ fn rmsnorm_matches_the_cpu() {
 }
 
 #[test]
-fn conv_step_matches_the_cpu_and_shifts_the_tail() {
+fn conv_over_one_or_many_tokens_matches_the_cpu_steps_and_shifts_the_tail() {
     let Some(g) = gpu() else { return };
     let mut rng = Pcg32::new(9);
-    for (channels, k) in [(1, 4), (77, 4), (130, 3), (65, 1)] {
-        let x = random(&mut rng, channels);
+    for (channels, k, tokens) in [(1, 4, 1), (77, 4, 1), (130, 3, 1), (65, 1, 1), (77, 4, 5), (33, 4, 2)] {
+        // x rows are 2·channels apart (as u sits beside z in the in_proj output).
+        let x = random(&mut rng, tokens * 2 * channels);
         let tail = random(&mut rng, (k - 1) * channels);
         let w = random(&mut rng, channels * k);
         let b = random(&mut rng, channels);
         let params = [w.clone(), b.clone()].concat();
-        // act: x, tail, y
-        let act = [x.clone(), tail.clone(), vec![0.0; channels]].concat();
+        // act: x rows, tail, y rows
+        let (tail_off, y_off) = (x.len(), x.len() + tail.len());
+        let act = [x.clone(), tail.clone(), vec![0.0; tokens * channels]].concat();
         let args = ConvArgs {
             channels: channels as u32,
             k: k as u32,
             x_off: 0,
-            tail_off: channels as u32,
-            y_off: (k * channels) as u32,
+            tail_off: tail_off as u32,
+            y_off: y_off as u32,
             w_off: 0,
             b_off: (channels * k) as u32,
+            tokens: tokens as u32,
+            x_stride: 2 * channels as u32,
+            y_stride: channels as u32,
         };
         let inputs = Inputs {
             params: &params,
@@ -231,45 +236,39 @@ fn conv_step_matches_the_cpu_and_shifts_the_tail() {
         };
         let (out, _) = run_blocking(
             &g,
-            &g.kernels.conv_step,
+            &g.kernels.conv,
             bytemuck::cast_slice(&[args]),
             inputs,
             groups_for(channels),
         )
         .unwrap();
-        let mut want = vec![0.0; channels];
+        let mut want = vec![0.0; tokens * channels];
         let mut want_tail = tail.clone();
-        conv::conv_step(&mut want, &x, &mut want_tail, &w, &b, channels, k);
-        want.iter_mut().for_each(|v| *v = silu(*v));
-        let what = format!("conv {channels} channels, K {k}");
-        assert_close(&out[k * channels..], &want, 1e-5, 1e-5, &what);
-        assert_eq!(out[channels..k * channels], want_tail[..], "{what}: tail");
+        for (t, y) in want.chunks_exact_mut(channels).enumerate() {
+            conv::conv_step(y, &x[t * 2 * channels..], &mut want_tail, &w, &b, channels, k);
+            y.iter_mut().for_each(|v| *v = silu(*v));
+        }
+        let what = format!("conv {channels} channels, K {k}, {tokens} tokens");
+        assert_close(&out[y_off..], &want, 1e-5, 1e-5, &what);
+        assert_eq!(out[tail_off..y_off], want_tail[..], "{what}: tail");
     }
 }
 
 #[test]
-fn scan_step_matches_the_cpu() {
+fn scan_over_one_or_many_tokens_matches_the_cpu_steps() {
     let Some(g) = gpu() else { return };
     let mut rng = Pcg32::new(13);
-    for (channels, n) in [(1, 1), (67, 16), (130, 5)] {
-        let u = random(&mut rng, channels);
-        let dt_raw = random(&mut rng, channels);
-        let bc = random(&mut rng, 2 * n);
-        let z = random(&mut rng, channels);
+    for (channels, n, tokens) in [(1, 1, 1), (67, 16, 1), (130, 5, 1), (67, 16, 6), (33, 3, 3)] {
+        // Per token one input row [u (C) | dt (C) | B (N) | C (N) | z (C)] and one output row.
+        let row = 3 * channels + 2 * n;
+        let inputs_rows = random(&mut rng, tokens * row);
         let h = random(&mut rng, channels * n);
         let dt_b = random(&mut rng, channels);
         let a_log = random(&mut rng, channels * n);
         let d_skip = random(&mut rng, channels);
         let params = [dt_b.clone(), a_log.clone(), d_skip.clone()].concat();
-        let act = [
-            u.clone(),
-            dt_raw.clone(),
-            bc.clone(),
-            z.clone(),
-            h.clone(),
-            vec![0.0; channels],
-        ]
-        .concat();
+        let (h_off, y_off) = (inputs_rows.len(), inputs_rows.len() + h.len());
+        let act = [inputs_rows.clone(), h.clone(), vec![0.0; tokens * channels]].concat();
         let (c, n32) = (channels as u32, n as u32);
         let args = ScanArgs {
             channels: c,
@@ -278,11 +277,14 @@ fn scan_step_matches_the_cpu() {
             dt_off: c,
             b_off: 2 * c,
             z_off: 2 * c + 2 * n32,
-            h_off: 3 * c + 2 * n32,
-            y_off: 3 * c + 2 * n32 + c * n32,
+            h_off: h_off as u32,
+            y_off: y_off as u32,
             dt_b_off: 0,
             a_log_off: c,
             d_skip_off: c + c * n32,
+            tokens: tokens as u32,
+            in_stride: row as u32,
+            out_stride: c,
         };
         let inputs = Inputs {
             params: &params,
@@ -291,27 +293,74 @@ fn scan_step_matches_the_cpu() {
         };
         let (out, _) = run_blocking(
             &g,
-            &g.kernels.scan_step,
+            &g.kernels.scan,
             bytemuck::cast_slice(&[args]),
             inputs,
             groups_for(channels),
         )
         .unwrap();
-        let dt: Vec<f32> = dt_raw.iter().zip(&dt_b).map(|(x, b)| softplus(x + b)).collect();
         let a = itera_core::layers::ssm::a_matrix(&a_log);
-        let (mut y, mut h_want) = (vec![0.0; channels], h.clone());
-        scan::scan_step(&mut y, &mut h_want, &u, &dt, &a, &bc[..n], &bc[n..], &d_skip, n);
-        y.iter_mut().zip(&z).for_each(|(y, z)| *y *= silu(*z));
-        let what = format!("scan {channels}×{n}");
-        let h_at = args.h_off as usize;
-        assert_close(
-            &out[h_at..h_at + channels * n],
-            &h_want,
-            1e-5,
-            1e-5,
-            &format!("{what}: h"),
-        );
-        assert_close(&out[args.y_off as usize..], &y, 1e-5, 1e-5, &format!("{what}: y"));
+        let mut h_want = h.clone();
+        let mut want = Vec::new();
+        for r in inputs_rows.chunks_exact(row) {
+            let (u, rest) = r.split_at(channels);
+            let (dt_raw, rest) = rest.split_at(channels);
+            let (bc, z) = rest.split_at(2 * n);
+            let dt: Vec<f32> = dt_raw.iter().zip(&dt_b).map(|(x, b)| softplus(x + b)).collect();
+            let mut y = vec![0.0; channels];
+            scan::scan_step(&mut y, &mut h_want, u, &dt, &a, &bc[..n], &bc[n..], &d_skip, n);
+            y.iter_mut().zip(z).for_each(|(y, z)| *y *= silu(*z));
+            want.extend(y);
+        }
+        let what = format!("scan {channels}×{n}, {tokens} tokens");
+        assert_close(&out[h_off..y_off], &h_want, 1e-5, 1e-5, &format!("{what}: h"));
+        assert_close(&out[y_off..], &want, 1e-5, 1e-5, &format!("{what}: y"));
+    }
+}
+
+#[test]
+fn tiled_matmul_matches_the_cpu_for_every_precision_on_odd_shapes() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(29);
+    for (precision, tol) in PRECISIONS {
+        for (rows, cols, tokens) in [(1, 1, 1), (17, 33, 3), (65, 77, 17), (130, 129, 5), (4099, 65, 2)] {
+            let m = Matrix::from_f32(rows, cols, random(&mut rng, rows * cols)).to_precision(precision);
+            let w = GpuMatrix::upload(&g, &m).unwrap();
+            // x rows padded to cols + 2 apart, y rows to rows + 1 apart: strides are honoured.
+            let (xs, ys) = (cols + 2, rows + 1);
+            let x = random(&mut rng, tokens * xs);
+            let mut act = x.clone();
+            act.resize(x.len() + tokens * ys, 0.0);
+            let args = LinearArgs::matmul(rows, cols, tokens, (0, xs), (x.len(), ys));
+            let inputs = Inputs {
+                weights: Some(&w),
+                act: &act,
+                ctl: &[0],
+                ..Default::default()
+            };
+            let kernel = &g.kernels.matmul[precision_index(precision)];
+            let (out, _) = run_blocking(
+                &g,
+                kernel,
+                bytemuck::cast_slice(&[args]),
+                inputs,
+                groups_for_tiles(rows, tokens),
+            )
+            .unwrap();
+            let dense: Vec<f32> = x.chunks_exact(xs).flat_map(|r| r[..cols].to_vec()).collect();
+            let mut want = vec![0.0; tokens * rows];
+            m.matmul(&dense, tokens, &mut want);
+            for t in 0..tokens {
+                let got = &out[x.len() + t * ys..][..rows];
+                assert_close(
+                    got,
+                    &want[t * rows..][..rows],
+                    tol,
+                    tol,
+                    &format!("{precision} matmul {rows}×{cols}, token {t} of {tokens}"),
+                );
+            }
+        }
     }
 }
 

@@ -21,6 +21,9 @@ pub struct LinearArgs {
     pub route_base: u32,
     pub route_stride: u32,
     pub token_base: u32,
+    pub tokens: u32,
+    pub x_stride: u32,
+    pub y_stride: u32,
 }
 
 impl LinearArgs {
@@ -37,6 +40,25 @@ impl LinearArgs {
             route_base: 0,
             route_stride: 0,
             token_base: 0,
+            tokens: 1,
+            x_stride: cols as u32,
+            y_stride: rows as u32,
+        }
+    }
+
+    /// Y = X·Wᵀ for `tokens` tokens whose x (y) values start `x_stride` (`y_stride`) apart.
+    pub fn matmul(
+        rows: usize,
+        cols: usize,
+        tokens: usize,
+        (x_off, x_stride): (usize, usize),
+        (y_off, y_stride): (usize, usize),
+    ) -> LinearArgs {
+        LinearArgs {
+            tokens: tokens as u32,
+            x_stride: x_stride as u32,
+            y_stride: y_stride as u32,
+            ..LinearArgs::matvec(rows, cols, x_off, y_off)
         }
     }
 
@@ -80,6 +102,9 @@ pub struct ConvArgs {
     pub y_off: u32,
     pub w_off: u32,
     pub b_off: u32,
+    pub tokens: u32,
+    pub x_stride: u32,
+    pub y_stride: u32,
 }
 
 /// scan.wgsl `Scan`.
@@ -97,6 +122,9 @@ pub struct ScanArgs {
     pub dt_b_off: u32,
     pub a_log_off: u32,
     pub d_skip_off: u32,
+    pub tokens: u32,
+    pub in_stride: u32,
+    pub out_stride: u32,
 }
 
 /// swiglu.wgsl `Swiglu`.
@@ -137,6 +165,11 @@ pub struct SampleArgs {
 /// Workgroups for one thread per item with 64-thread groups.
 pub fn groups_for(items: usize) -> (u32, u32) {
     ((items as u32).div_ceil(64).max(1), 1)
+}
+
+/// Workgroups for matmul's 16 × 16 tiles of (rows, tokens).
+pub fn groups_for_tiles(rows: usize, tokens: usize) -> (u32, u32) {
+    ((rows as u32).div_ceil(16).max(1), (tokens as u32).div_ceil(16).max(1))
 }
 
 /// Workgroups for one group per row; rows beyond 65535 continue on the y axis.

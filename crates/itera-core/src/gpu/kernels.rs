@@ -38,12 +38,14 @@ pub struct Kernel {
 
 pub struct Kernels {
     layouts: [wgpu::BindGroupLayout; 4],
-    /// `matvec` and `embed_row` per precision, indexed by `precision_index`.
+    /// `matvec`, `matmul` and `embed_row` per precision, indexed by `precision_index`.
     pub matvec: [Kernel; 4],
+    pub matmul: [Kernel; 4],
     pub embed_row: [Kernel; 4],
     pub rmsnorm: Kernel,
-    pub conv_step: Kernel,
-    pub scan_step: Kernel,
+    /// Causal conv + silu and the selective scan, over 1 (decode) or T (prefill) tokens.
+    pub conv: Kernel,
+    pub scan: Kernel,
     pub swiglu: Kernel,
     pub route: Kernel,
     pub sample: Kernel,
@@ -89,6 +91,7 @@ impl Kernels {
                 });
                 let label = match (entry, precision) {
                     ("matvec", Some(p)) => ["matvec f32", "matvec f16", "matvec q8", "matvec q4"][p],
+                    ("matmul", Some(p)) => ["matmul f32", "matmul f16", "matmul q8", "matmul q4"][p],
                     ("embed_row", Some(p)) => ["embed_row f32", "embed_row f16", "embed_row q8", "embed_row q4"][p],
                     _ => entry,
                 };
@@ -110,10 +113,11 @@ impl Kernels {
             };
         Kernels {
             matvec: [0, 1, 2, 3].map(|p| kernel(&linear, "matvec", Signature::Linear, Some(p))),
+            matmul: [0, 1, 2, 3].map(|p| kernel(&linear, "matmul", Signature::Linear, Some(p))),
             embed_row: [0, 1, 2, 3].map(|p| kernel(&linear, "embed_row", Signature::Linear, Some(p))),
             rmsnorm: kernel(&norm, "rmsnorm", Signature::Params, None),
-            conv_step: kernel(&conv, "conv_step", Signature::Params, None),
-            scan_step: kernel(&scan, "scan_step", Signature::Params, None),
+            conv: kernel(&conv, "conv", Signature::Params, None),
+            scan: kernel(&scan, "scan", Signature::Params, None),
             swiglu: kernel(&swiglu, "swiglu", Signature::Act, None),
             route: kernel(&moe, "route", Signature::Control, None),
             sample: kernel(&sample, "sample", Signature::Control, None),

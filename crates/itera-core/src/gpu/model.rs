@@ -435,8 +435,11 @@ fn record_step<'g>(
             y_off: a.u as u32,
             w_off: lv.conv_w as u32,
             b_off: lv.conv_b as u32,
+            tokens: 1,
+            x_stride: 0,
+            y_stride: 0,
         };
-        rec.push(&k.conv_step, conv, None, groups_for(di));
+        rec.push(&k.conv, conv, None, groups_for(di));
         rec.linear(
             x_proj,
             &weights[x_proj],
@@ -456,8 +459,11 @@ fn record_step<'g>(
             dt_b_off: lv.dt_b as u32,
             a_log_off: lv.a_log as u32,
             d_skip_off: lv.d_skip as u32,
+            tokens: 1,
+            in_stride: 0,
+            out_stride: 0,
         };
-        rec.push(&k.scan_step, scan, None, groups_for(di));
+        rec.push(&k.scan, scan, None, groups_for(di));
         let residual = LinearArgs::matvec(d, di, a.y, a.x).accumulating();
         rec.linear(out_proj, &weights[out_proj], residual, d);
 
