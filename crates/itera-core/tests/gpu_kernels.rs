@@ -10,15 +10,28 @@ mod gpu_common;
 use gpu_common::{assert_close, gpu, random};
 use itera_core::gpu::args::*;
 use itera_core::gpu::kernels::precision_index;
+use itera_core::gpu::kernels::Kernel;
 use itera_core::gpu::linear::GpuMatrix;
 use itera_core::gpu::oneshot::{run_blocking, Inputs};
 use itera_core::gpu::sample::sample_reference;
+use itera_core::gpu::Gpu;
 use itera_core::layers::activations::{silu, softmax, softplus};
 use itera_core::layers::{conv, moe, norm, scan};
 use itera_core::matrix::Matrix;
 use itera_core::rng::Pcg32;
 use itera_core::sampling::SamplingSettings;
 use itera_core::Precision;
+
+/// Runs one kernel with its uniform block `args`; returns the arena and control words after.
+fn launch<A: bytemuck::Pod>(
+    g: &Gpu,
+    kernel: &Kernel,
+    args: A,
+    inputs: Inputs,
+    groups: (u32, u32),
+) -> (Vec<f32>, Vec<u32>) {
+    run_blocking(g, kernel, bytemuck::cast_slice(&[args]), inputs, groups).unwrap()
+}
 
 const SHAPES: [(usize, usize); 7] = [(1, 1), (3, 31), (7, 33), (65, 77), (130, 129), (5, 1000), (4099, 65)];
 const PRECISIONS: [(Precision, f32); 4] = [
@@ -52,14 +65,13 @@ fn matvec_matches_the_cpu_for_every_precision_on_odd_shapes() {
                 ctl: &[0],
                 ..Default::default()
             };
-            let (out, _) = run_blocking(
+            let (out, _) = launch(
                 &g,
                 &g.kernels.matvec[precision_index(precision)],
-                bytemuck::cast_slice(&[args]),
+                args,
                 inputs(),
                 groups,
-            )
-            .unwrap();
+            );
             assert_close(
                 &out[y_off..],
                 &want,
@@ -69,14 +81,7 @@ fn matvec_matches_the_cpu_for_every_precision_on_odd_shapes() {
             );
             assert_eq!(out[..3 + cols], act[..3 + cols], "inputs untouched");
             let acc = args.accumulating();
-            let (out, _) = run_blocking(
-                &g,
-                &g.kernels.matvec[precision_index(precision)],
-                bytemuck::cast_slice(&[acc]),
-                inputs(),
-                groups,
-            )
-            .unwrap();
+            let (out, _) = launch(&g, &g.kernels.matvec[precision_index(precision)], acc, inputs(), groups);
             let summed: Vec<f32> = want.iter().zip(&y0).map(|(a, b)| a + b).collect();
             assert_close(
                 &out[y_off..],
@@ -114,14 +119,13 @@ fn expert_dispatch_reads_only_the_routed_expert_and_scales_by_its_weight() {
             ctl: &ctl,
             ..Default::default()
         };
-        let (out, _) = run_blocking(
+        let (out, _) = launch(
             &g,
             &g.kernels.matvec[precision_index(precision)],
-            bytemuck::cast_slice(&[args]),
+            args,
             inputs,
             groups_per_row(rows),
-        )
-        .unwrap();
+        );
         let mut want = vec![0.0; rows];
         mats[3].matvec(&x, &mut want);
         want.iter_mut().for_each(|v| *v *= 0.375);
@@ -150,14 +154,13 @@ fn embedding_rows_match_the_cpu_for_every_precision() {
                 ctl: &ctl,
                 ..Default::default()
             };
-            let (out, _) = run_blocking(
+            let (out, _) = launch(
                 &g,
                 &g.kernels.embed_row[precision_index(precision)],
-                bytemuck::cast_slice(&[args]),
+                args,
                 inputs,
                 groups_for(d),
-            )
-            .unwrap();
+            );
             let mut want = vec![0.0; d];
             m.row_into(token as usize, &mut want);
             assert_eq!(out[5..], want[..], "{precision} embedding row {token}");
@@ -188,14 +191,7 @@ fn rmsnorm_matches_the_cpu() {
             act: &act,
             ..Default::default()
         };
-        let (out, _) = run_blocking(
-            &g,
-            &g.kernels.rmsnorm,
-            bytemuck::cast_slice(&[args]),
-            inputs,
-            (rows as u32, 1),
-        )
-        .unwrap();
+        let (out, _) = launch(&g, &g.kernels.rmsnorm, args, inputs, (rows as u32, 1));
         let mut want = vec![0.0; rows * d];
         let mut rstd = vec![0.0; rows];
         norm::rmsnorm_forward(&mut want, &mut rstd, &x, &weight, d);
@@ -234,14 +230,7 @@ fn conv_over_one_or_many_tokens_matches_the_cpu_steps_and_shifts_the_tail() {
             act: &act,
             ..Default::default()
         };
-        let (out, _) = run_blocking(
-            &g,
-            &g.kernels.conv,
-            bytemuck::cast_slice(&[args]),
-            inputs,
-            groups_for(channels),
-        )
-        .unwrap();
+        let (out, _) = launch(&g, &g.kernels.conv, args, inputs, groups_for(channels));
         let mut want = vec![0.0; tokens * channels];
         let mut want_tail = tail.clone();
         for (t, y) in want.chunks_exact_mut(channels).enumerate() {
@@ -291,14 +280,7 @@ fn scan_over_one_or_many_tokens_matches_the_cpu_steps() {
             act: &act,
             ..Default::default()
         };
-        let (out, _) = run_blocking(
-            &g,
-            &g.kernels.scan,
-            bytemuck::cast_slice(&[args]),
-            inputs,
-            groups_for(channels),
-        )
-        .unwrap();
+        let (out, _) = launch(&g, &g.kernels.scan, args, inputs, groups_for(channels));
         let a = itera_core::layers::ssm::a_matrix(&a_log);
         let mut h_want = h.clone();
         let mut want = Vec::new();
@@ -339,14 +321,7 @@ fn tiled_matmul_matches_the_cpu_for_every_precision_on_odd_shapes() {
                 ..Default::default()
             };
             let kernel = &g.kernels.matmul[precision_index(precision)];
-            let (out, _) = run_blocking(
-                &g,
-                kernel,
-                bytemuck::cast_slice(&[args]),
-                inputs,
-                groups_for_tiles(rows, tokens),
-            )
-            .unwrap();
+            let (out, _) = launch(&g, kernel, args, inputs, groups_for_tiles(rows, tokens));
             let dense: Vec<f32> = x.chunks_exact(xs).flat_map(|r| r[..cols].to_vec()).collect();
             let mut want = vec![0.0; tokens * rows];
             m.matmul(&dense, tokens, &mut want);
@@ -379,14 +354,7 @@ fn swiglu_gate_matches_the_cpu() {
         act: &act,
         ..Default::default()
     };
-    let (out, _) = run_blocking(
-        &g,
-        &g.kernels.swiglu,
-        bytemuck::cast_slice(&[args]),
-        inputs,
-        groups_for(n),
-    )
-    .unwrap();
+    let (out, _) = launch(&g, &g.kernels.swiglu, args, inputs, groups_for(n));
     let want: Vec<f32> = (0..n).map(|i| silu(act[i]) * act[n + i]).collect();
     assert_close(&out[..n], &want, 1e-6, 1e-5, "swiglu");
 }
@@ -419,7 +387,7 @@ fn routing_matches_the_cpu_including_ties() {
             ctl: &ctl,
             ..Default::default()
         };
-        let (_, ctl_out) = run_blocking(&g, &g.kernels.route, bytemuck::cast_slice(&[args]), inputs, (1, 1)).unwrap();
+        let (_, ctl_out) = launch(&g, &g.kernels.route, args, inputs, (1, 1));
         let mut probs = logits.clone();
         softmax(&mut probs);
         let (mut experts, mut weights) = (vec![0; k], vec![0.0; k]);
@@ -475,8 +443,7 @@ fn sampling_matches_its_cpu_twin_for_every_setting() {
                     ctl: &ctl,
                     ..Default::default()
                 };
-                let (_, out) =
-                    run_blocking(&g, &g.kernels.sample, bytemuck::cast_slice(&[args]), inputs, (1, 1)).unwrap();
+                let (_, out) = launch(&g, &g.kernels.sample, args, inputs, (1, 1));
                 let want = sample_reference(&logits, s, position);
                 assert_eq!(out[5], want, "vocab {vocab} {s:?} position {position}");
                 assert_eq!(out[0], 1, "the step counter advances");

@@ -261,7 +261,7 @@ impl GpuModel {
         read: bool,
         trace: bool,
     ) -> Result<StepsOutput> {
-        let (c, l) = (&self.config, self.ctl_layout);
+        let l = self.ctl_layout;
         if forced.is_empty() || forced.len() > steps || steps > l.cap {
             return Err(Error::ShapeMismatch {
                 op: "gpu decode",
@@ -272,17 +272,9 @@ impl GpuModel {
                 ),
             });
         }
-        forced.iter().try_for_each(|&id| Error::check_token(id, c.vocab_size))?;
-        let mut header = vec![0u32, forced.len() as u32, self.position as u32, 0];
-        header.extend_from_slice(forced);
-        gpu.queue.write_buffer(&self.ctl, 0, bytemuck::cast_slice(&header));
-
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        if self.needs_reset {
-            let state = self.arena.state as u64 * 4;
-            encoder.clear_buffer(&self.act, state, Some(self.arena.len as u64 * 4 - state));
-            self.needs_reset = false;
-        }
+        let vocab = self.config.vocab_size;
+        forced.iter().try_for_each(|&id| Error::check_token(id, vocab))?;
+        let mut encoder = self.begin(gpu, forced);
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for _ in 0..steps {
@@ -315,6 +307,7 @@ impl GpuModel {
             routing: Vec::new(),
         };
         if trace {
+            let c = &self.config;
             let k = c.top_k;
             for step in words[2 * steps..].chunks_exact(l.trace_stride) {
                 let layers = step.chunks_exact(2 * k).enumerate().map(|(layer, slots)| {

@@ -27,15 +27,11 @@ pub fn uniform01(seed: u64, position: u32) -> f32 {
 
 /// Sum of `f(i)` over the vocabulary as the shader's workgroup reduction computes it.
 fn tree_sum(vocab: usize, f: impl Fn(usize) -> f32) -> f32 {
-    let mut partial: Vec<f32> = (0..WG).map(|t| (t..vocab).step_by(WG).map(&f).sum::<f32>()).collect();
-    let mut stride = WG / 2;
-    while stride > 0 {
-        for t in 0..stride {
-            partial[t] += partial[t + stride];
-        }
-        stride /= 2;
+    let mut partial = [0.0f32; WG];
+    for (t, p) in partial.iter_mut().enumerate() {
+        *p = (t..vocab).step_by(WG).map(&f).sum::<f32>();
     }
-    partial[0]
+    crate::kernels::reduce(partial)
 }
 
 /// The token sample.wgsl picks from `logits` at absolute `position`.
