@@ -91,11 +91,12 @@ fn greedy_decoding_gives_the_cpu_tokens_for_every_precision() {
         let p = prompt(&w, 5);
         let want = cpu_greedy(&w, &p, 128);
         assert_eq!(gpu_tokens(&g, &mut m, &p, 128, 1), want, "{name}: single-token mode");
-        assert_eq!(
-            gpu_tokens(&g, &mut m, &p, 128, 16),
-            want,
-            "{name}: 16 tokens per submission"
-        );
+        // Chaining steps in one submission does not depend on the weight precision: two
+        // files suffice, which keeps this lavapipe test well under two minutes.
+        if name.contains("tiny-q8") || name.contains("tiny-f16") {
+            let multi = gpu_tokens(&g, &mut m, &p, 128, 16);
+            assert_eq!(multi, want, "{name}: 16 tokens per submission");
+        }
     }
 }
 
