@@ -29,6 +29,37 @@ impl Signature {
     }
 }
 
+/// The buffers a bind group can draw on; each signature takes the ones it names.
+pub(crate) struct Bindings<'a> {
+    pub uniform: wgpu::BindingResource<'a>,
+    pub weights: Option<&'a super::linear::GpuMatrix>,
+    pub params: &'a wgpu::Buffer,
+    pub act: &'a wgpu::Buffer,
+    pub ctl: &'a wgpu::Buffer,
+}
+
+impl Signature {
+    /// The bind group entries of this signature, in binding order.
+    pub(crate) fn resources<'a>(self, b: Bindings<'a>) -> Vec<wgpu::BindingResource<'a>> {
+        let mut out = vec![b.uniform];
+        match self {
+            Signature::Linear => {
+                let w = b.weights.expect("linear kernels bind a weight matrix");
+                out.extend([
+                    w.words.as_entire_binding(),
+                    w.scales.as_entire_binding(),
+                    b.act.as_entire_binding(),
+                    b.ctl.as_entire_binding(),
+                ]);
+            }
+            Signature::Params => out.extend([b.params.as_entire_binding(), b.act.as_entire_binding()]),
+            Signature::Act => out.push(b.act.as_entire_binding()),
+            Signature::Control => out.extend([b.act.as_entire_binding(), b.ctl.as_entire_binding()]),
+        }
+        out
+    }
+}
+
 pub struct Kernel {
     /// The entry point's name (with the precision for linear kernels), for profiles.
     pub label: &'static str,

@@ -156,11 +156,25 @@ impl Gpu {
     /// fails inside wgpu with a panic, a queue write merely records an error.
     pub(crate) fn buffer_init(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         self.check()?;
+        if usage.contains(wgpu::BufferUsages::STORAGE) {
+            self.check_binding(label, bytes.len() as u64)?;
+        }
         let mut padded = bytes.to_vec();
         padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
         let buffer = self.buffer(label, padded.len() as u64, usage | wgpu::BufferUsages::COPY_DST);
         self.queue.write_buffer(&buffer, 0, &padded);
         Ok(buffer)
+    }
+
+    /// `Err` when one storage binding of `bytes` exceeds the device's limit (128 MiB by default).
+    pub(crate) fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        let limit = self.device.limits().max_storage_buffer_binding_size;
+        if bytes > limit {
+            return Err(Error::Gpu(format!(
+                "{what} needs {bytes} bytes in one binding, the device allows {limit}"
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {

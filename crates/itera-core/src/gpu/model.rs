@@ -6,7 +6,7 @@
 //! wrote on the GPU, so K tokens cost one submission and one read-back.
 
 use super::args::*;
-use super::kernels::Kernel;
+use super::kernels::{Bindings, Kernel};
 use super::linear::GpuMatrix;
 use super::plan::{ffn_matrices, layer_matrices, Arena, CtlLayout, ParamOffsets};
 use super::{readback, Gpu};
@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::Route;
 use crate::precision::Precision;
 use crate::sampling::SamplingSettings;
-use crate::weights::{Tensor, Weights};
+use crate::weights::Weights;
 
 /// Most decode steps in one submission (prompts longer than this go in several).
 pub const MAX_STEPS: usize = 64;
@@ -62,6 +62,8 @@ pub struct GpuModel {
 /// Builds the dispatch list: uniform blocks first (one buffer), then the bind groups.
 struct Recorder<'g> {
     gpu: &'g Gpu,
+    /// The uploaded matrices, addressed by their index in upload order.
+    weights: &'g [GpuMatrix],
     uniform_bytes: Vec<u8>,
     specs: Vec<Spec<'g>>,
 }
@@ -84,8 +86,9 @@ impl<'g> Recorder<'g> {
         slot
     }
 
-    fn linear(&mut self, weights: usize, w: &GpuMatrix, args: LinearArgs, rows_dispatched: usize) {
-        let kernel = &self.gpu.kernels.matvec[w.precision_index()];
+    /// A matvec by uploaded matrix `weights`, one workgroup per dispatched row.
+    fn linear(&mut self, weights: usize, args: LinearArgs, rows_dispatched: usize) {
+        let kernel = &self.gpu.kernels.matvec[self.weights[weights].precision_index()];
         self.push(kernel, args, Some(weights), groups_per_row(rows_dispatched));
     }
 }
@@ -102,22 +105,8 @@ impl GpuModel {
         let arena = Arena::new(&c);
         let ctl_layout = CtlLayout::new(&c, MAX_STEPS);
         let vectors = ParamOffsets::new(w);
-        let limit = gpu.device.limits().max_storage_buffer_binding_size;
-        let too_big = |what: &str, bytes: usize| -> Result<()> {
-            if bytes as u64 > limit {
-                return Err(Error::Gpu(format!(
-                    "{what} needs {bytes} bytes in one binding, the device allows {limit}"
-                )));
-            }
-            Ok(())
-        };
-        too_big("the activation arena", arena.len * 4)?;
-        for t in &w.tensors {
-            if let Tensor::Matrix(m) = t {
-                // Experts are stacked: at most n_experts matrices share one binding.
-                too_big("a weight matrix", m.size_bytes() * c.n_experts.max(1))?;
-            }
-        }
+        // Weight and parameter buffers are checked as they are made (Gpu::buffer_init).
+        gpu.check_binding("the activation arena", arena.len as u64 * 4)?;
 
         // Upload: embed, then per layer in_proj, x_proj, dt_proj, out_proj, then the FFN:
         // dense w1, w3, w2, or MoE router + each of w1, w3, w2 stacked over the experts.
@@ -160,10 +149,11 @@ impl GpuModel {
 
         let mut rec = Recorder {
             gpu,
+            weights: &weights,
             uniform_bytes: Vec::new(),
             specs: Vec::new(),
         };
-        let sample_slot = record_step(&mut rec, &c, &arena, &ctl_layout, &vectors, &weights, &layer_slots);
+        let sample_slot = record_step(&mut rec, &c, &arena, &ctl_layout, &vectors, &layer_slots);
         let uniforms = gpu.buffer_init("uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
         let step = rec
             .specs
@@ -174,22 +164,13 @@ impl GpuModel {
                     offset: slot,
                     size: wgpu::BufferSize::new(UNIFORM_SLOT),
                 });
-                use super::kernels::Signature as S;
-                let resources = match kernel.signature {
-                    S::Linear => {
-                        let m = &weights[wi.expect("linear kernels bind weights")];
-                        vec![
-                            uniform,
-                            m.words.as_entire_binding(),
-                            m.scales.as_entire_binding(),
-                            act.as_entire_binding(),
-                            ctl.as_entire_binding(),
-                        ]
-                    }
-                    S::Params => vec![uniform, params.as_entire_binding(), act.as_entire_binding()],
-                    S::Act => vec![uniform, act.as_entire_binding()],
-                    S::Control => vec![uniform, act.as_entire_binding(), ctl.as_entire_binding()],
-                };
+                let resources = kernel.signature.resources(Bindings {
+                    uniform,
+                    weights: wi.map(|i| &weights[i]),
+                    params: &params,
+                    act: &act,
+                    ctl: &ctl,
+                });
                 Dispatch {
                     label: kernel.label,
                     pipeline: kernel.pipeline.clone(),
@@ -383,13 +364,12 @@ fn record_step<'g>(
     a: &Arena,
     l: &CtlLayout,
     v: &ParamOffsets,
-    weights: &[GpuMatrix],
     layer_slots: &[usize],
 ) -> u64 {
     let gpu = rec.gpu;
     let k = &gpu.kernels;
     let (d, di, n, r) = (c.d_model, c.d_inner(), c.d_state, c.dt_rank);
-    let embed = &weights[0];
+    let embed = &rec.weights[0];
     let embed_args = LinearArgs {
         token_base: l.tokens as u32,
         ..LinearArgs::matvec(c.vocab_size, d, 0, a.x)
@@ -414,12 +394,7 @@ fn record_step<'g>(
         let lv = &v.layers[layer];
         let [in_proj, x_proj, dt_proj, out_proj] = [first, first + 1, first + 2, first + 3];
         norm(rec, a.x, a.xn, lv.ssm_norm);
-        rec.linear(
-            in_proj,
-            &weights[in_proj],
-            LinearArgs::matvec(2 * di, d, a.xn, a.xz),
-            2 * di,
-        );
+        rec.linear(in_proj, LinearArgs::matvec(2 * di, d, a.xn, a.xz), 2 * di);
         let conv = ConvArgs {
             channels: di as u32,
             k: c.d_conv as u32,
@@ -433,13 +408,8 @@ fn record_step<'g>(
             y_stride: 0,
         };
         rec.push(&k.conv, conv, None, groups_for(di));
-        rec.linear(
-            x_proj,
-            &weights[x_proj],
-            LinearArgs::matvec(r + 2 * n, di, a.u, a.bc),
-            r + 2 * n,
-        );
-        rec.linear(dt_proj, &weights[dt_proj], LinearArgs::matvec(di, r, a.bc, a.dt), di);
+        rec.linear(x_proj, LinearArgs::matvec(r + 2 * n, di, a.u, a.bc), r + 2 * n);
+        rec.linear(dt_proj, LinearArgs::matvec(di, r, a.bc, a.dt), di);
         let scan = ScanArgs {
             channels: di as u32,
             n: n as u32,
@@ -458,7 +428,7 @@ fn record_step<'g>(
         };
         rec.push(&k.scan, scan, None, groups_for(di));
         let residual = LinearArgs::matvec(d, di, a.y, a.x).accumulating();
-        rec.linear(out_proj, &weights[out_proj], residual, d);
+        rec.linear(out_proj, residual, d);
 
         norm(rec, a.x, a.xn, lv.ffn_norm);
         let f = c.d_ff;
@@ -473,7 +443,7 @@ fn record_step<'g>(
         if c.is_moe(layer) {
             let (router, w1s, w3s, w2s) = (first + 4, first + 5, first + 6, first + 7);
             let e = c.n_experts;
-            rec.linear(router, &weights[router], LinearArgs::matvec(e, d, a.xn, a.router), e);
+            rec.linear(router, LinearArgs::matvec(e, d, a.xn, a.router), e);
             let (base, stride) = (l.route_base(c, layer), l.trace_stride);
             let route = RouteArgs {
                 experts: e as u32,
@@ -484,26 +454,21 @@ fn record_step<'g>(
             };
             rec.push(&k.route, route, None, (1, 1));
             for slot in 0..c.top_k {
-                rec.linear(w1s, &weights[w1s], w1.routed(slot, base, stride, false), f);
-                rec.linear(w3s, &weights[w3s], w3.routed(slot, base, stride, false), f);
+                rec.linear(w1s, w1.routed(slot, base, stride, false), f);
+                rec.linear(w3s, w3.routed(slot, base, stride, false), f);
                 rec.push(&k.swiglu, swiglu, None, groups_for(f));
-                rec.linear(w2s, &weights[w2s], w2.routed(slot, base, stride, true), d);
+                rec.linear(w2s, w2.routed(slot, base, stride, true), d);
             }
         } else {
             let (w1i, w3i, w2i) = (first + 4, first + 5, first + 6);
-            rec.linear(w1i, &weights[w1i], w1, f);
-            rec.linear(w3i, &weights[w3i], w3, f);
+            rec.linear(w1i, w1, f);
+            rec.linear(w3i, w3, f);
             rec.push(&k.swiglu, swiglu, None, groups_for(f));
-            rec.linear(w2i, &weights[w2i], w2, d);
+            rec.linear(w2i, w2, d);
         }
     }
     norm(rec, a.x, a.xn, v.final_norm);
-    rec.linear(
-        0,
-        embed,
-        LinearArgs::matvec(c.vocab_size, d, a.xn, a.logits),
-        c.vocab_size,
-    );
+    rec.linear(0, LinearArgs::matvec(c.vocab_size, d, a.xn, a.logits), c.vocab_size);
     let placeholder = SampleArgs {
         vocab: 0,
         logits_off: 0,

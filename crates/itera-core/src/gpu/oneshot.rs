@@ -1,7 +1,7 @@
 //! One kernel on given data, read back: how the parity tests drive each WGSL kernel against
 //! its CPU twin. It creates its buffers per call, which the model's decode path never does.
 
-use super::kernels::{Kernel, Signature};
+use super::kernels::{Bindings, Kernel};
 use super::linear::GpuMatrix;
 use super::{readback, Gpu};
 use crate::error::Result;
@@ -30,21 +30,13 @@ pub async fn run(
     let io = U::STORAGE | U::COPY_SRC;
     let act = gpu.buffer_init("act", bytemuck::cast_slice(inputs.act), io)?;
     let ctl = gpu.buffer_init("ctl", bytemuck::cast_slice(inputs.ctl), io)?;
-    let mut resources = vec![uniform.as_entire_binding()];
-    match kernel.signature {
-        Signature::Linear => {
-            let w = inputs.weights.expect("a linear kernel needs weights");
-            resources.extend([
-                w.words.as_entire_binding(),
-                w.scales.as_entire_binding(),
-                act.as_entire_binding(),
-                ctl.as_entire_binding(),
-            ]);
-        }
-        Signature::Params => resources.extend([params.as_entire_binding(), act.as_entire_binding()]),
-        Signature::Act => resources.push(act.as_entire_binding()),
-        Signature::Control => resources.extend([act.as_entire_binding(), ctl.as_entire_binding()]),
-    }
+    let resources = kernel.signature.resources(Bindings {
+        uniform: uniform.as_entire_binding(),
+        weights: inputs.weights,
+        params: &params,
+        act: &act,
+        ctl: &ctl,
+    });
     let bind_group = gpu.bind_group(gpu.kernels.layout(kernel.signature), &resources);
     let (act_len, ctl_len) = (act.size(), ctl.size());
     let act_read = gpu.buffer("act read-back", act_len, U::MAP_READ | U::COPY_DST);
