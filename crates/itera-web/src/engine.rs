@@ -4,7 +4,7 @@
 //! shared token sequence, and evaluation on a text.
 
 use itera_core::eval::eval_itera;
-use itera_core::generate::{GenerateOptions, Generation};
+use itera_core::generate::{GenerateOptions, Generation, Token};
 use itera_core::layers::activations::log_sum_exp;
 use itera_core::model::{prefill_with_cache, Cache, Route, State};
 use itera_core::sampling::{argmax, SamplingSettings};
@@ -96,6 +96,19 @@ pub struct StepOutput {
     pub routing: Vec<Vec<RouteOut>>,
     /// True when the generation has ended (length reached or end of story).
     pub done: bool,
+}
+
+impl StepOutput {
+    /// Appends one token with its routing (per layer; dense layers are left out).
+    pub fn push(&mut self, tok: &Tokenizer, t: Token, routing: &[Route]) -> Result<()> {
+        self.pieces
+            .push(String::from_utf8_lossy(tok.token_bytes(t.id)?).into_owned());
+        self.text.push_str(&t.text);
+        self.tokens.push(t.id);
+        self.logprobs.push(t.logprob);
+        self.routing.push(routes(routing));
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -191,12 +204,7 @@ impl Engine {
         let mut out = StepOutput::default();
         for _ in 0..n {
             let Some(t) = run.next(w, tok)? else { break };
-            out.text.push_str(&t.text);
-            out.pieces
-                .push(String::from_utf8_lossy(tok.token_bytes(t.id)?).into_owned());
-            out.tokens.push(t.id);
-            out.logprobs.push(t.logprob);
-            out.routing.push(routes(run.routing()));
+            out.push(tok, t, run.routing())?;
         }
         out.done = run.is_done();
         if out.done {
@@ -223,7 +231,7 @@ impl Engine {
     }
 }
 
-pub(crate) fn routes(routing: &[Route]) -> Vec<RouteOut> {
+fn routes(routing: &[Route]) -> Vec<RouteOut> {
     routing
         .iter()
         .enumerate()

@@ -16,7 +16,7 @@ use itera_core::gpu::Gpu;
 use itera_core::tokenizer::Tokenizer;
 use itera_core::{Error, Result, Weights};
 
-use crate::engine::{routes, GenerateRequest, StepOutput};
+use crate::engine::{GenerateRequest, StepOutput};
 
 pub struct GpuEngine {
     pub gpu: Rc<Gpu>,
@@ -64,12 +64,7 @@ impl GpuEngine {
         // One routing per handed-out token, in order (GpuGeneration never returns more).
         let paired = routing.len().min(self.held.len());
         for (t, r) in self.held.drain(..paired).zip(routing) {
-            out.text.push_str(&t.text);
-            out.pieces
-                .push(String::from_utf8_lossy(self.tokenizer.token_bytes(t.id)?).into_owned());
-            out.tokens.push(t.id);
-            out.logprobs.push(t.logprob);
-            out.routing.push(routes(&r));
+            out.push(&self.tokenizer, t, &r)?;
         }
         out.done = run.is_done() && self.held.is_empty();
         if out.done {
