@@ -1,4 +1,4 @@
-//! Every WGSL file in shaders/ parses and validates with naga (the compiler inside wgpu), in
+//! Every WGSL file in shaders/ and shaders/train/ parses and validates with naga (the compiler inside wgpu), in
 //! plain `cargo test` with no GPU. The test fails when it finds no shaders at all.
 
 use std::path::PathBuf;
@@ -13,8 +13,10 @@ fn capabilities() -> naga::valid::Capabilities {
 #[test]
 fn every_shader_parses_and_validates() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("shaders/ exists")
+    let train = dir.join("train");
+    let mut files: Vec<PathBuf> = [&dir, &train]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap_or_else(|e| panic!("{}: {e}", d.display())))
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
@@ -24,7 +26,7 @@ fn every_shader_parses_and_validates() {
     let mut failures = Vec::new();
     for path in &files {
         let source = std::fs::read_to_string(path).unwrap();
-        let name = path.file_name().unwrap().to_string_lossy();
+        let name = path.strip_prefix(&dir).unwrap().display();
         match naga::front::wgsl::parse_str(&source) {
             Err(e) => failures.push(format!("{name}: {}", e.emit_to_string(&source))),
             Ok(module) => {

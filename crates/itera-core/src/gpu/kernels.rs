@@ -15,6 +15,9 @@ pub enum Signature {
     Act,
     /// The arena and the control words (routing, sampling).
     Control,
+    /// Training (shaders/train/): parameters, gradients + AdamW moments, activations, token
+    /// and routing ids, and one layer's SSM states — all read-write.
+    Train,
 }
 
 impl Signature {
@@ -25,6 +28,7 @@ impl Signature {
             Signature::Params => &[true, false],
             Signature::Act => &[false],
             Signature::Control => &[false, false],
+            Signature::Train => &[false; 5],
         }
     }
 }
@@ -55,6 +59,7 @@ impl Signature {
             Signature::Params => out.extend([b.params.as_entire_binding(), b.act.as_entire_binding()]),
             Signature::Act => out.push(b.act.as_entire_binding()),
             Signature::Control => out.extend([b.act.as_entire_binding(), b.ctl.as_entire_binding()]),
+            Signature::Train => unreachable!("training kernels bind through gpu::train::TrainBuffers"),
         }
         out
     }
@@ -68,7 +73,7 @@ pub struct Kernel {
 }
 
 pub struct Kernels {
-    layouts: [wgpu::BindGroupLayout; 4],
+    layouts: [wgpu::BindGroupLayout; 5],
     /// `matvec`, `matmul` and `embed_row` per precision, indexed by `precision_index`.
     pub matvec: [Kernel; 4],
     pub matmul: [Kernel; 4],
@@ -92,7 +97,13 @@ pub fn precision_index(p: Precision) -> usize {
     }
 }
 
-const SIGNATURES: [Signature; 4] = [Signature::Linear, Signature::Params, Signature::Act, Signature::Control];
+const SIGNATURES: [Signature; 5] = [
+    Signature::Linear,
+    Signature::Params,
+    Signature::Act,
+    Signature::Control,
+    Signature::Train,
+];
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Kernels {
@@ -113,34 +124,7 @@ impl Kernels {
 
         let kernel =
             |module: &wgpu::ShaderModule, entry: &'static str, signature: Signature, precision: Option<usize>| {
-                let constants: Vec<(&str, f64)> = precision.map(|p| ("PRECISION", p as f64)).into_iter().collect();
-                let layout_index = SIGNATURES.iter().position(|&s| s == signature).unwrap();
-                let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(entry),
-                    bind_group_layouts: &[Some(&layouts[layout_index])],
-                    immediate_size: 0,
-                });
-                let label = match (entry, precision) {
-                    ("matvec", Some(p)) => ["matvec f32", "matvec f16", "matvec q8", "matvec q4"][p],
-                    ("matmul", Some(p)) => ["matmul f32", "matmul f16", "matmul q8", "matmul q4"][p],
-                    ("embed_row", Some(p)) => ["embed_row f32", "embed_row f16", "embed_row q8", "embed_row q4"][p],
-                    _ => entry,
-                };
-                Kernel {
-                    label,
-                    pipeline: device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(entry),
-                        layout: Some(&pipeline_layout),
-                        module,
-                        entry_point: Some(entry),
-                        compilation_options: wgpu::PipelineCompilationOptions {
-                            constants: &constants,
-                            ..Default::default()
-                        },
-                        cache: None,
-                    }),
-                    signature,
-                }
+                pipeline(device, &layouts, module, entry, signature, precision)
             };
         Kernels {
             matvec: [0, 1, 2, 3].map(|p| kernel(&linear, "matvec", Signature::Linear, Some(p))),
@@ -158,6 +142,55 @@ impl Kernels {
 
     pub fn layout(&self, signature: Signature) -> &wgpu::BindGroupLayout {
         &self.layouts[SIGNATURES.iter().position(|&s| s == signature).unwrap()]
+    }
+
+    /// A pipeline for `entry` of `module` with this device's layout for `signature`.
+    pub(crate) fn build(
+        &self,
+        device: &wgpu::Device,
+        module: &wgpu::ShaderModule,
+        entry: &'static str,
+        signature: Signature,
+    ) -> Kernel {
+        pipeline(device, &self.layouts, module, entry, signature, None)
+    }
+}
+
+fn pipeline(
+    device: &wgpu::Device,
+    layouts: &[wgpu::BindGroupLayout; 5],
+    module: &wgpu::ShaderModule,
+    entry: &'static str,
+    signature: Signature,
+    precision: Option<usize>,
+) -> Kernel {
+    let constants: Vec<(&str, f64)> = precision.map(|p| ("PRECISION", p as f64)).into_iter().collect();
+    let layout_index = SIGNATURES.iter().position(|&s| s == signature).unwrap();
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(&layouts[layout_index])],
+        immediate_size: 0,
+    });
+    let label = match (entry, precision) {
+        ("matvec", Some(p)) => ["matvec f32", "matvec f16", "matvec q8", "matvec q4"][p],
+        ("matmul", Some(p)) => ["matmul f32", "matmul f16", "matmul q8", "matmul q4"][p],
+        ("embed_row", Some(p)) => ["embed_row f32", "embed_row f16", "embed_row q8", "embed_row q4"][p],
+        _ => entry,
+    };
+    Kernel {
+        label,
+        pipeline: device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pipeline_layout),
+            module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                ..Default::default()
+            },
+            cache: None,
+        }),
+        signature,
     }
 }
 

@@ -8,6 +8,8 @@
 //!   dispatches for one decode step; `decode` chains K steps in one submission and reads back
 //!   only the sampled ids and their log-probs;
 //! - `sample`: the CPU twin of the GPU sampler;
+//! - `train`: a training step (forward, backward, AdamW) on the GPU, its pipelines built on
+//!   first use;
 //! - `oneshot`: runs a single kernel on given data, for the parity tests.
 
 pub mod args;
@@ -20,6 +22,7 @@ mod plan;
 pub mod profile;
 mod readback;
 pub mod sample;
+pub mod train;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,7 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub kernels: Kernels,
+    train_kernels: std::sync::OnceLock<train::TrainKernels>,
     pub(crate) counters: Counters,
     /// The first validation error or device loss reported by the device, if any: once set,
     /// every later GPU call fails with it (callers fall back to the CPU).
@@ -112,6 +116,7 @@ impl Gpu {
             queue,
             info,
             kernels,
+            train_kernels: std::sync::OnceLock::new(),
             counters: Counters::default(),
             failure,
         })
@@ -139,6 +144,12 @@ impl Gpu {
             Ok(Some(message)) => Err(Error::Gpu(message)),
             Err(_) => Err(Error::Gpu("the GPU error record is poisoned".into())),
         }
+    }
+
+    /// The training pipelines, compiled on first use.
+    pub fn train_kernels(&self) -> &train::TrainKernels {
+        self.train_kernels
+            .get_or_init(|| train::TrainKernels::new(&self.device, &self.kernels))
     }
 
     pub fn counters(&self) -> CounterSnapshot {

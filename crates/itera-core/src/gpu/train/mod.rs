@@ -1,0 +1,323 @@
+//! Training on the GPU: the whole step — forward, loss, backward, gradient norm, clipping and
+//! AdamW — recorded once at construction and replayed per step as ONE submission; the host
+//! writes the step's tokens and learning rate and reads back eight floats (the loss parts and
+//! the gradient norm). Same maths as `train::Trainer` (the parity tests compare them), with
+//! the batch split into equal micro-batches the way the CPU splits it across threads, so that
+//! the aux loss is taken over the same rows.
+//!
+//! MoE layers compute every expert on every row and weight each by its (dense, mostly zero)
+//! routing weight: the same gradients as the CPU's gathered experts at E/k times the FFN
+//! arithmetic, with no data-dependent shapes inside the recorded step.
+
+pub mod args;
+mod kernels;
+pub mod layout;
+mod record;
+
+pub(crate) use kernels::TrainBuffers;
+pub use kernels::TrainKernels;
+
+use super::{readback, Gpu};
+use crate::error::{Error, Result};
+use crate::model::{LossParts, LossWeights};
+use crate::precision::Precision;
+use crate::train::{StepReport, TrainerConfig};
+use crate::weights::Weights;
+use args::{report, AdamArgs};
+use layout::{ActLayout, ParamLayout};
+use record::{MicroBatch, Recorder, UNIFORM_SLOT};
+
+struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: (u32, u32),
+}
+
+pub struct GpuTrainer {
+    pub config: TrainerConfig,
+    /// Sequences per micro-batch and micro-batches per step.
+    pub seqs: usize,
+    pub micro: usize,
+    /// Optimisation steps taken (AdamW's t).
+    pub step: usize,
+    model: crate::config::Config,
+    layout: ActLayout,
+    params_len: usize,
+    beta: (f32, f32),
+    params: wgpu::Buffer,
+    act: wgpu::Buffer,
+    ints: wgpu::Buffer,
+    report_read: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    dispatches: Vec<Dispatch>,
+    _states: Vec<wgpu::Buffer>,
+    _uniforms: wgpu::Buffer,
+}
+
+impl GpuTrainer {
+    /// Uploads `w` (f32) and records the step for `config.batch` sequences of `config.seq_len`
+    /// tokens in `micro` micro-batches (the CPU trainer's thread count gives the same maths;
+    /// `None` picks the fewest that fit the device's binding limit).
+    pub fn new(gpu: &Gpu, w: &Weights, config: TrainerConfig, micro: Option<usize>) -> Result<GpuTrainer> {
+        if w.precision != Precision::F32 {
+            return Err(Error::setting("precision", w.precision, "f32 weights for training"));
+        }
+        let c = &w.config;
+        let t = config.seq_len;
+        if config.batch == 0 || t < 2 {
+            return Err(Error::setting(
+                "batch × seq_len",
+                format!("{} × {t}", config.batch),
+                "batch ≥ 1 and seq_len ≥ 2",
+            ));
+        }
+        if c.d_state > 64 {
+            return Err(Error::Gpu(format!(
+                "the GPU scan keeps at most 64 states per channel, this model has {}",
+                c.d_state
+            )));
+        }
+        if config.loss.distill_beta > 0.0 {
+            return Err(Error::Gpu(
+                "distillation runs on the CPU trainer only (the GPU step has no teacher forward yet)".into(),
+            ));
+        }
+        let limit = gpu.device.limits().max_storage_buffer_binding_size as usize;
+        let fits = |micro: usize| {
+            let seqs = config.batch / micro;
+            let a = ActLayout::new(c, seqs, t, micro, false);
+            let states = seqs * t * c.d_inner() * c.d_state;
+            a.len * 4 <= limit && states * 4 <= limit && seqs * t <= 65_535
+        };
+        let micro = match micro {
+            Some(n) if n == 0 || config.batch % n != 0 => {
+                return Err(Error::setting("micro-batches", n, "a divisor of the batch size"));
+            }
+            Some(n) => n,
+            None => (1..=config.batch)
+                .filter(|n| config.batch % n == 0)
+                .find(|&n| fits(n))
+                .ok_or_else(|| Error::Gpu("one sequence's activations exceed the device's binding limit".into()))?,
+        };
+        if !fits(micro) {
+            return Err(Error::Gpu(format!(
+                "{micro} micro-batches of {} sequences exceed the device's {limit}-byte binding limit",
+                config.batch / micro
+            )));
+        }
+        let seqs = config.batch / micro;
+        let layout = ActLayout::new(c, seqs, t, micro, false);
+        let plan = ParamLayout::new(&w.table);
+
+        use wgpu::BufferUsages as U;
+        let flat: Vec<f32> = w
+            .tensors
+            .iter()
+            .flat_map(|x| x.as_f32().expect("checked f32").iter().copied())
+            .collect();
+        let io = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+        let params = gpu.buffer_init("train params", bytemuck::cast_slice(&flat), io)?;
+        // Gradients, then the AdamW moments m and v.
+        gpu.check_binding("gradients + moments", 3 * plan.len as u64 * 4)?;
+        let grads = gpu.buffer("train grads", 3 * plan.len as u64 * 4, io);
+        let act = gpu.buffer("train activations", layout.len as u64 * 4, io);
+        let ints = gpu.buffer("train ids", layout.ints_len as u64 * 4, io);
+        let state_len = (seqs * t * c.d_inner() * c.d_state) as u64 * 4;
+        let states: Vec<wgpu::Buffer> = (0..c.n_layers)
+            .map(|_| gpu.buffer("train states", state_len, U::STORAGE))
+            .collect();
+        let report_read = gpu.buffer("report read-back", report::LEN as u64 * 4, U::MAP_READ | U::COPY_DST);
+
+        let kernels = gpu.train_kernels();
+        let mut rec = Recorder::new(kernels, c, &w.table, &plan, &layout);
+        for i in 0..micro {
+            let mb = MicroBatch {
+                tokens_off: layout.tokens + i * seqs * t,
+                share: seqs as f32 / config.batch as f32,
+                seqs,
+                loss: config.loss,
+                distill: false,
+            };
+            rec.forward(mb);
+            rec.backward(mb);
+        }
+        let beta = (0.9, 0.95);
+        rec.optimizer(AdamArgs {
+            decay: config.weight_decay,
+            beta1: beta.0,
+            beta2: beta.1,
+            eps: 1e-8,
+            clip: config.clip,
+            ..Default::default()
+        });
+        let uniforms = gpu.buffer_init("train uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
+        let dispatches = rec
+            .specs
+            .iter()
+            .map(|&(kernel, slot, layer, groups)| {
+                let buffers = TrainBuffers {
+                    params: &params,
+                    grads: &grads,
+                    act: &act,
+                    ints: &ints,
+                    states: &states[layer],
+                };
+                let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniforms,
+                    offset: slot,
+                    size: wgpu::BufferSize::new(UNIFORM_SLOT),
+                });
+                Dispatch {
+                    pipeline: kernel.pipeline.clone(),
+                    bind_group: gpu.bind_group(gpu.kernels.layout(kernel.signature), &buffers.resources(uniform)),
+                    groups,
+                }
+            })
+            .collect();
+        gpu.check()?;
+        Ok(GpuTrainer {
+            config,
+            seqs,
+            micro,
+            step: 0,
+            model: c.clone(),
+            layout,
+            params_len: plan.len,
+            beta,
+            params,
+            act,
+            ints,
+            report_read,
+            grads,
+            dispatches,
+            _states: states,
+            _uniforms: uniforms,
+        })
+    }
+
+    /// Dispatches in one step (every micro-batch's forward and backward, and the optimiser).
+    pub fn dispatches_per_step(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    /// One optimisation step on `tokens` (batch × seq_len). A non-finite loss or gradient
+    /// leaves the weights and moments untouched and returns `Error::Diverged`.
+    pub async fn step(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<StepReport> {
+        let TrainerConfig { batch, seq_len, .. } = self.config;
+        if tokens.len() != batch * seq_len {
+            return Err(Error::ShapeMismatch {
+                op: "train step",
+                detail: format!("{} tokens for {batch} × {seq_len}", tokens.len()),
+            });
+        }
+        tokens
+            .iter()
+            .try_for_each(|&id| Error::check_token(id, self.model.vocab_size))?;
+        gpu.check()?;
+        let step = self.step;
+        let lr = self.config.schedule.at(step);
+        let t = (step + 1) as i32;
+        let mut header = [0.0f32; report::LEN];
+        header[report::LR] = lr;
+        header[report::C1] = 1.0 - self.beta.0.powi(t);
+        header[report::C2] = 1.0 - self.beta.1.powi(t);
+        gpu.queue
+            .write_buffer(&self.act, self.layout.report as u64 * 4, bytemuck::cast_slice(&header));
+        gpu.queue
+            .write_buffer(&self.ints, self.layout.tokens as u64 * 4, bytemuck::cast_slice(tokens));
+
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.clear_buffer(&self.grads, 0, Some(self.params_len as u64 * 4));
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for d in &self.dispatches {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+            }
+        }
+        let bytes = report::LEN as u64 * 4;
+        encoder.copy_buffer_to_buffer(&self.act, self.layout.report as u64 * 4, &self.report_read, 0, bytes);
+        gpu.submit(encoder);
+        let out: Vec<f32> = bytemuck::pod_collect_to_vec(&readback::read(gpu, &self.report_read, bytes).await?);
+
+        let lw: LossWeights = self.config.loss;
+        let (ce, kl, aux) = (out[report::CE], out[report::KL], out[report::AUX]);
+        let beta = lw.distill_beta;
+        let total = (1.0 - beta) * ce + beta * kl + lw.aux_alpha * aux;
+        if !total.is_finite() {
+            return Err(Error::Diverged { step, what: "the loss" });
+        }
+        let grad_norm = out[report::NORM_SQ].sqrt();
+        if !grad_norm.is_finite() {
+            return Err(Error::Diverged {
+                step,
+                what: "the gradient",
+            });
+        }
+        self.step += 1;
+        Ok(StepReport {
+            step,
+            loss: LossParts { total, ce, aux, kl },
+            grad_norm,
+            lr,
+        })
+    }
+
+    /// `step` for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn step_blocking(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<StepReport> {
+        pollster::block_on(self.step(gpu, tokens))
+    }
+
+    /// The current weights, read back into `Weights` (for checkpoints, evaluation, export).
+    pub async fn weights(&self, gpu: &Gpu) -> Result<Weights> {
+        self.read_flat(gpu, &self.params, 0).await.map(|flat| self.split(flat))
+    }
+
+    /// The gradients of the last step (before clipping), by table slot — for the parity tests.
+    pub async fn gradients(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        let flat = self.read_flat(gpu, &self.grads, 0).await?;
+        Ok(self.split(flat).tensors.iter().map(|t| t.dequantize()).collect())
+    }
+
+    async fn read_flat(&self, gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64) -> Result<Vec<f32>> {
+        let bytes = self.params_len as u64 * 4;
+        let read = gpu.buffer(
+            "weights read-back",
+            bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, offset, &read, 0, bytes);
+        gpu.submit(encoder);
+        Ok(bytemuck::pod_collect_to_vec(&readback::read(gpu, &read, bytes).await?))
+    }
+
+    fn split(&self, flat: Vec<f32>) -> Weights {
+        let table = crate::params::ParamTable::new(&self.model);
+        let mut at = 0;
+        let values = table
+            .specs
+            .iter()
+            .map(|s| {
+                let v = flat[at..at + s.numel()].to_vec();
+                at += s.numel();
+                v
+            })
+            .collect();
+        Weights::from_f32_tensors(self.model.clone(), values)
+    }
+
+    /// `weights` for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn weights_blocking(&self, gpu: &Gpu) -> Result<Weights> {
+        pollster::block_on(self.weights(gpu))
+    }
+
+    /// `gradients` for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn gradients_blocking(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.gradients(gpu))
+    }
+}

@@ -1,0 +1,186 @@
+//! The GPU training step against the CPU trainer (lavapipe in CI): one step gives the same
+//! loss parts and gradients (before clipping) for every tensor, 20 steps lower the loss the
+//! same way, a non-finite loss stops without touching the weights, and bad input is refused.
+//! Tolerances: gradients atol 2e-5 + rtol 2e-3 of the largest gradient of the tensor (f32 sums
+//! in another order, exp on the GPU vs the CPU's exp_fast); losses 1e-4 relative.
+#![cfg(feature = "gpu")]
+
+mod gpu_common;
+
+use gpu_common::gpu;
+use itera_core::config::Config;
+use itera_core::error::Error;
+use itera_core::gpu::train::GpuTrainer;
+use itera_core::model::{loss, BatchDims, Cache, LossWeights};
+use itera_core::rng::Pcg32;
+use itera_core::train::{sample_batch, LrSchedule, Trainer, TrainerConfig};
+use itera_core::weights::{Grads, Weights};
+
+fn trainer_config(batch: usize, seq_len: usize) -> TrainerConfig {
+    TrainerConfig {
+        batch,
+        seq_len,
+        threads: 2,
+        loss: LossWeights::default(),
+        clip: 1.0,
+        schedule: LrSchedule {
+            max: 1e-2,
+            min: 1e-3,
+            warmup: 3,
+            total: 20,
+        },
+        weight_decay: 0.01,
+    }
+}
+
+/// A stream with structure a model can learn in a few steps.
+fn stream(vocab: usize) -> Vec<u32> {
+    let mut rng = Pcg32::new(11);
+    let motif: Vec<u32> = (0..9).map(|_| rng.below(vocab as u32)).collect();
+    (0..3000)
+        .map(|i| {
+            if i % 13 == 0 {
+                rng.below(vocab as u32)
+            } else {
+                motif[i % 9]
+            }
+        })
+        .collect()
+}
+
+/// The CPU trainer's gradient before clipping: each share's loss gradient weighted by its
+/// share of the batch (what Trainer::step averages).
+fn cpu_gradients(w: &Weights, tokens: &[u32], cfg: &TrainerConfig, shares: usize) -> (f32, Grads) {
+    let seqs = cfg.batch / shares;
+    let mut total = Grads::zeros(&w.table);
+    let mut ce = 0.0;
+    for s in 0..shares {
+        let rows = &tokens[s * seqs * cfg.seq_len..(s + 1) * seqs * cfg.seq_len];
+        let mut g = Grads::zeros(&w.table);
+        let bd = BatchDims {
+            batch: seqs,
+            t: cfg.seq_len,
+        };
+        let parts = loss(w, rows, bd, None, cfg.loss, &mut Cache::default(), Some(&mut g)).unwrap();
+        let f = seqs as f32 / cfg.batch as f32;
+        ce += f * parts.ce;
+        for (acc, x) in total.tensors.iter_mut().zip(&g.tensors) {
+            acc.iter_mut().zip(x).for_each(|(a, b)| *a += f * b);
+        }
+    }
+    (ce, total)
+}
+
+#[test]
+fn one_step_gives_the_cpu_loss_and_gradients() {
+    let Some(g) = gpu() else { return };
+    // "test": odd sizes everywhere, a dense layer and a MoE layer; "micro": the shipped shape.
+    for (preset, batch, seq_len, micro) in [("test", 4, 13, 2), ("test", 3, 7, 1), ("micro", 2, 24, 2)] {
+        let c = Config::preset(preset).unwrap();
+        let w = Weights::init_random(&c, 5).unwrap();
+        let cfg = trainer_config(batch, seq_len);
+        let tokens = sample_batch(&stream(c.vocab_size), batch, seq_len, &mut Pcg32::new(2)).unwrap();
+        let (ce, want) = cpu_gradients(&w, &tokens, &cfg, micro);
+        let mut t = GpuTrainer::new(&g, &w, cfg, Some(micro)).unwrap();
+        let report = t.step_blocking(&g, &tokens).unwrap();
+        assert!(
+            (report.loss.ce - ce).abs() <= 1e-4 * ce,
+            "{preset}: CE {} vs CPU {ce}",
+            report.loss.ce
+        );
+        let got = t.gradients_blocking(&g).unwrap();
+        for (slot, spec) in w.table.specs.iter().enumerate() {
+            let (gg, ww) = (&got[slot], &want.tensors[slot]);
+            let scale = ww.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let tol = 2e-5 + 2e-3 * scale;
+            if let Some(i) = (0..ww.len()).find(|&i| !((gg[i] - ww[i]).abs() <= tol)) {
+                panic!(
+                    "{preset} {}[{i}]: GPU {} vs CPU {} (tolerance {tol})",
+                    spec.name, gg[i], ww[i]
+                );
+            }
+        }
+        eprintln!("{preset}: {} dispatches per step, CE {ce}", t.dispatches_per_step());
+    }
+}
+
+#[test]
+fn twenty_steps_lower_the_loss_like_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = Config::preset("test").unwrap();
+    let mut w_cpu = Weights::init_random(&c, 3).unwrap();
+    let cfg = trainer_config(4, 16);
+    let mut cpu = Trainer::new(&w_cpu, cfg).unwrap();
+    let mut gpu_trainer = GpuTrainer::new(&g, &w_cpu, cfg, Some(2)).unwrap();
+    let data = stream(c.vocab_size);
+    let mut rng = Pcg32::new(1);
+    let (mut cpu_ce, mut gpu_ce) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let b = sample_batch(&data, 4, 16, &mut rng).unwrap();
+        cpu_ce.push(cpu.step(&mut w_cpu, &b, None).unwrap().loss.ce);
+        gpu_ce.push(gpu_trainer.step_blocking(&g, &b).unwrap().loss.ce);
+    }
+    eprintln!("CPU CE {cpu_ce:?}\nGPU CE {gpu_ce:?}");
+    for (step, (a, b)) in cpu_ce.iter().zip(&gpu_ce).enumerate() {
+        assert!((a - b).abs() <= 2e-2 * a, "step {step}: CPU {a} vs GPU {b}");
+    }
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    assert!(mean(&gpu_ce[15..]) < 0.8 * mean(&gpu_ce[..3]), "GPU CE {gpu_ce:?}");
+    // The weights after 20 steps agree too.
+    let w_gpu = gpu_trainer.weights_blocking(&g).unwrap();
+    for (slot, spec) in w_cpu.table.specs.iter().enumerate() {
+        let (a, b) = (w_cpu.f32(slot), w_gpu.f32(slot));
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 2e-2, "{}: weights differ by {worst}", spec.name);
+    }
+}
+
+#[test]
+fn a_non_finite_loss_stops_before_touching_the_weights() {
+    let Some(g) = gpu() else { return };
+    let c = Config::preset("test").unwrap();
+    let mut w = Weights::init_random(&c, 3).unwrap();
+    let slot = w.table.index_of("layers.0.in_proj").unwrap();
+    w.tensors[slot].as_f32_mut().unwrap()[0] = f32::NAN;
+    let cfg = trainer_config(2, 8);
+    let mut t = GpuTrainer::new(&g, &w, cfg, None).unwrap();
+    let tokens = sample_batch(&stream(c.vocab_size), 2, 8, &mut Pcg32::new(0)).unwrap();
+    assert!(matches!(
+        t.step_blocking(&g, &tokens),
+        Err(Error::Diverged { step: 0, .. })
+    ));
+    let after = t.weights_blocking(&g).unwrap();
+    assert_eq!(format!("{:?}", after.tensors), format!("{:?}", w.tensors));
+    assert_eq!(t.step, 0);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_reason() {
+    let Some(g) = gpu() else { return };
+    let c = Config::preset("test").unwrap();
+    let w = Weights::init_random(&c, 3).unwrap();
+    let cfg = trainer_config(2, 8);
+    let mut t = GpuTrainer::new(&g, &w, cfg, None).unwrap();
+    assert!(matches!(
+        t.step_blocking(&g, &[1; 15]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut tokens = vec![1; 16];
+    tokens[3] = c.vocab_size as u32;
+    assert!(matches!(
+        t.step_blocking(&g, &tokens),
+        Err(Error::TokenOutOfRange { .. })
+    ));
+    assert!(GpuTrainer::new(&g, &w, cfg, Some(3)).is_err(), "3 does not divide 2");
+    let q8 = w.to_precision(itera_core::Precision::Q8);
+    assert!(GpuTrainer::new(&g, &q8, cfg, None).is_err());
+    let distill = TrainerConfig {
+        loss: LossWeights {
+            distill_beta: 0.5,
+            ..LossWeights::default()
+        },
+        ..cfg
+    };
+    let err = GpuTrainer::new(&g, &w, distill, None).err().unwrap().to_string();
+    assert!(err.contains("distillation"), "{err}");
+}
