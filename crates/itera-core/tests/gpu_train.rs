@@ -93,7 +93,9 @@ fn one_step_gives_the_cpu_loss_and_gradients() {
             let (gg, ww) = (&got[slot], &want.tensors[slot]);
             let scale = ww.iter().fold(0.0f32, |m, x| m.max(x.abs()));
             let tol = 2e-5 + 2e-3 * scale;
-            if let Some(i) = (0..ww.len()).find(|&i| !((gg[i] - ww[i]).abs() <= tol)) {
+            // Written so that NaN fails too: only a value within the tolerance passes.
+            let within = |i: usize| (gg[i] - ww[i]).abs() <= tol;
+            if let Some(i) = (0..ww.len()).find(|&i| !within(i)) {
                 panic!(
                     "{preset} {}[{i}]: GPU {} vs CPU {} (tolerance {tol})",
                     spec.name, gg[i], ww[i]

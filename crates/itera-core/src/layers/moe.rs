@@ -163,29 +163,7 @@ pub fn moe_backward(
             }
         }
     }
-    // w_j = p_j / S with S = Σ_sel p:  ∂L/∂p_j = (∂L/∂w_j − Σ_l ∂L/∂w_l · w_l) / S.
-    // Aux: ∂aux/∂p[t, e] = E · f_e / M.
-    let mut dlogits = vec![0.0f32; m * e_count];
-    for row in 0..m {
-        let probs = &k.probs[row * e_count..(row + 1) * e_count];
-        let sel = &k.experts[row * top_k..(row + 1) * top_k];
-        let wts = &k.weights[row * top_k..(row + 1) * top_k];
-        let dw = &dweights[row * top_k..(row + 1) * top_k];
-        let s: f32 = sel.iter().map(|&e| probs[e]).sum();
-        let mean: f32 = dw.iter().zip(wts).map(|(a, b)| a * b).sum();
-        let mut dp = vec![0.0f32; e_count];
-        for (j, &e) in sel.iter().enumerate() {
-            dp[e] += (dw[j] - mean) / s;
-        }
-        for (e, v) in dp.iter_mut().enumerate() {
-            *v += aux_scale * e_count as f32 * (k.counts[e] as f32 / (m * top_k) as f32) / m as f32;
-        }
-        // softmax backward: dlogit = p ⊙ (dp − Σ p⊙dp)
-        let dot: f32 = probs.iter().zip(&dp).map(|(p, g)| p * g).sum();
-        for e in 0..e_count {
-            dlogits[row * e_count + e] = probs[e] * (dp[e] - dot);
-        }
-    }
+    let dlogits = router_backward(&k.probs, &k.experts, &k.weights, &dweights, &k.counts, aux_scale, top_k);
     linear_backward(
         Some(dxn),
         &mut grads.tensors[router],
@@ -196,6 +174,45 @@ pub fn moe_backward(
         e_count,
         d,
     );
+}
+
+/// The router logits' gradient (M, E) from ∂L/∂w of every routed slot (`dweights`, M × k)
+/// and `aux_scale` = ∂L/∂aux: through the renormalisation w_j = p_j / S (S = Σ_sel p:
+/// ∂L/∂p_j = (∂L/∂w_j − Σ_l ∂L/∂w_l · w_l) / S), the aux loss (∂aux/∂p[t, e] = E · f_e / M)
+/// and the softmax.
+pub fn router_backward(
+    probs: &[f32],
+    experts: &[usize],
+    weights: &[f32],
+    dweights: &[f32],
+    counts: &[usize],
+    aux_scale: f32,
+    top_k: usize,
+) -> Vec<f32> {
+    let e_count = counts.len();
+    let m = probs.len() / e_count;
+    let mut dlogits = vec![0.0f32; m * e_count];
+    for row in 0..m {
+        let probs = &probs[row * e_count..(row + 1) * e_count];
+        let sel = &experts[row * top_k..(row + 1) * top_k];
+        let wts = &weights[row * top_k..(row + 1) * top_k];
+        let dw = &dweights[row * top_k..(row + 1) * top_k];
+        let s: f32 = sel.iter().map(|&e| probs[e]).sum();
+        let mean: f32 = dw.iter().zip(wts).map(|(a, b)| a * b).sum();
+        let mut dp = vec![0.0f32; e_count];
+        for (j, &e) in sel.iter().enumerate() {
+            dp[e] += (dw[j] - mean) / s;
+        }
+        for (e, v) in dp.iter_mut().enumerate() {
+            *v += aux_scale * e_count as f32 * (counts[e] as f32 / (m * top_k) as f32) / m as f32;
+        }
+        // softmax backward: dlogit = p ⊙ (dp − Σ p⊙dp)
+        let dot: f32 = probs.iter().zip(&dp).map(|(p, g)| p * g).sum();
+        for e in 0..e_count {
+            dlogits[row * e_count + e] = probs[e] * (dp[e] - dot);
+        }
+    }
+    dlogits
 }
 
 /// Per-token scratch for the MoE decode step.

@@ -90,12 +90,12 @@ impl GpuTrainer {
             a.len * 4 <= limit && states * 4 <= limit && seqs * t <= 65_535
         };
         let micro = match micro {
-            Some(n) if n == 0 || config.batch % n != 0 => {
+            Some(n) if n == 0 || !config.batch.is_multiple_of(n) => {
                 return Err(Error::setting("micro-batches", n, "a divisor of the batch size"));
             }
             Some(n) => n,
             None => (1..=config.batch)
-                .filter(|n| config.batch % n == 0)
+                .filter(|&n| config.batch.is_multiple_of(n))
                 .find(|&n| fits(n))
                 .ok_or_else(|| Error::Gpu("one sequence's activations exceed the device's binding limit".into()))?,
         };
