@@ -15,6 +15,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use itera_core::eval::{eval_itera, EvalReport};
+use itera_core::gpu::train::GpuTrainer;
+use itera_core::gpu::Gpu;
 use itera_core::model::LossWeights;
 use itera_core::rng::Pcg32;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
@@ -83,6 +85,51 @@ pub struct TrainArgs {
     /// long run in pieces; continue it with --resume.
     #[arg(long)]
     stop_at: Option<usize>,
+    /// `cpu` (threads) or `gpu` (wgpu: the whole step on the device; checkpoints are the same
+    /// files, so a run can switch backends on --resume).
+    #[arg(long, value_enum, default_value_t = TrainBackend::Cpu)]
+    backend: TrainBackend,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainBackend {
+    Cpu,
+    Gpu,
+}
+
+/// The GPU trainer and its device, when training with `--backend gpu`. The CPU `Trainer`
+/// still holds the optimiser state that checkpoints save and load.
+struct OnGpu {
+    gpu: Gpu,
+    trainer: GpuTrainer,
+}
+
+impl OnGpu {
+    fn new(w: &Weights, trainer: &Trainer) -> Result<OnGpu> {
+        let gpu = Gpu::new_blocking().context("--backend gpu")?;
+        let mut t = GpuTrainer::new(&gpu, w, trainer.config, None).context("--backend gpu")?;
+        t.set_optimizer_state(&gpu, trainer.opt.step, &trainer.opt.m, &trainer.opt.v)?;
+        eprintln!(
+            "GPU: {} ({} micro-batch(es) of {} sequences, {} dispatches per step)",
+            gpu.describe(),
+            t.micro,
+            t.seqs,
+            t.dispatches_per_step()
+        );
+        Ok(OnGpu { gpu, trainer: t })
+    }
+
+    /// Copies the weights (and, for a checkpoint, the moments) back from the device.
+    fn sync(&self, w: &mut Weights, trainer: Option<&mut Trainer>) -> Result<()> {
+        let mut fresh = self.trainer.weights_blocking(&self.gpu)?;
+        fresh.config = w.config.clone();
+        *w = fresh;
+        if let Some(t) = trainer {
+            (t.opt.m, t.opt.v) = self.trainer.moments_blocking(&self.gpu)?;
+            t.opt.step = self.trainer.step;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -284,13 +331,20 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
         load_optimizer(&mut trainer, &w, &opt_path)?;
         eprintln!("resumed at step {}", trainer.opt.step);
     }
+    let mut on_gpu = match a.backend {
+        TrainBackend::Gpu => Some(OnGpu::new(&w, &trainer)?),
+        TrainBackend::Cpu => None,
+    };
     eprintln!(
-        "model: {} parameters ({} active per token); batch {} × {} tokens on {} threads",
+        "model: {} parameters ({} active per token); batch {} × {} tokens on {}",
         w.table.total_params(),
         w.table.active_params(&w.config),
         a.batch,
         a.seq_len,
-        trainer.config.threads
+        match on_gpu {
+            Some(_) => "the GPU".to_string(),
+            None => format!("{} threads", trainer.config.threads),
+        }
     );
 
     let mut log = std::fs::OpenOptions::new()
@@ -334,7 +388,14 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
             a.seq_len,
             &mut Pcg32::with_stream(a.seed, step as u64),
         )?;
-        let report = match trainer.step(&mut w, &batch, teacher.as_ref().map(|t| &t.weights)) {
+        let stepped = match on_gpu.as_mut() {
+            Some(g) => g
+                .trainer
+                .step_blocking(&g.gpu, &batch)
+                .inspect(|_| trainer.opt.step += 1),
+            None => trainer.step(&mut w, &batch, teacher.as_ref().map(|t| &t.weights)),
+        };
+        let report = match stepped {
             Ok(r) => r,
             Err(e) => {
                 bar.abandon();
@@ -351,7 +412,14 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
             "lr": report.lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "elapsed_s": elapsed,
         });
         let last = step + 1 == end;
-        if !heldout.is_empty() && ((step + 1) % a.eval_every.max(1) == 0 || last) {
+        let evaluate = !heldout.is_empty() && ((step + 1) % a.eval_every.max(1) == 0 || last);
+        let checkpoint = (step + 1) % a.checkpoint_every.max(1) == 0 || last;
+        if let Some(g) = &on_gpu {
+            if evaluate || checkpoint {
+                g.sync(&mut w, checkpoint.then_some(&mut trainer))?;
+            }
+        }
+        if evaluate {
             // File by file, as `cargo xtask eval` scores them (each file has its own separators).
             let mut r = EvalReport::default();
             for text in &heldout {
@@ -368,7 +436,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
         writeln!(log, "{record}")?;
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", report.loss.total, tps));
         bar.inc(1);
-        if (step + 1) % a.checkpoint_every.max(1) == 0 || last {
+        if checkpoint {
             save(&w, &trainer, elapsed)?;
             saved_step = trainer.opt.step;
         }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::model::{LossParts, LossWeights};
 use crate::precision::Precision;
 use crate::train::{StepReport, TrainerConfig};
-use crate::weights::Weights;
+use crate::weights::{Grads, Weights};
 use args::{report, AdamArgs};
 use layout::{ActLayout, ParamLayout};
 use record::{MicroBatch, Recorder, UNIFORM_SLOT};
@@ -294,6 +294,34 @@ impl GpuTrainer {
         Ok(bytemuck::pod_collect_to_vec(&readback::read(gpu, &read, bytes).await?))
     }
 
+    /// AdamW's moments (m, v) by table slot, for checkpoints.
+    pub async fn moments(&self, gpu: &Gpu) -> Result<(Grads, Grads)> {
+        let bytes = self.params_len as u64 * 4;
+        let m = self.read_flat(gpu, &self.grads, bytes).await?;
+        let v = self.read_flat(gpu, &self.grads, 2 * bytes).await?;
+        let to_grads = |flat: Vec<f32>| Grads {
+            tensors: self.split(flat).tensors.iter().map(|t| t.dequantize()).collect(),
+        };
+        Ok((to_grads(m), to_grads(v)))
+    }
+
+    /// Continues from a checkpoint: the optimiser's step count and moments.
+    pub fn set_optimizer_state(&mut self, gpu: &Gpu, step: usize, m: &Grads, v: &Grads) -> Result<()> {
+        for (i, moment) in [m, v].into_iter().enumerate() {
+            let flat: Vec<f32> = moment.tensors.iter().flatten().copied().collect();
+            if flat.len() != self.params_len {
+                return Err(Error::ShapeMismatch {
+                    op: "optimizer state",
+                    detail: format!("{} values for {} parameters", flat.len(), self.params_len),
+                });
+            }
+            let at = (i + 1) as u64 * self.params_len as u64 * 4;
+            gpu.queue.write_buffer(&self.grads, at, bytemuck::cast_slice(&flat));
+        }
+        self.step = step;
+        gpu.check()
+    }
+
     fn split(&self, flat: Vec<f32>) -> Weights {
         let table = crate::params::ParamTable::new(&self.model);
         let mut at = 0;
@@ -313,6 +341,12 @@ impl GpuTrainer {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn weights_blocking(&self, gpu: &Gpu) -> Result<Weights> {
         pollster::block_on(self.weights(gpu))
+    }
+
+    /// `moments` for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn moments_blocking(&self, gpu: &Gpu) -> Result<(Grads, Grads)> {
+        pollster::block_on(self.moments(gpu))
     }
 
     /// `gradients` for native callers.

@@ -1,0 +1,91 @@
+//! `cargo xtask train --backend gpu` through the real binary (lavapipe in CI): it follows the
+//! CPU trainer's loss step for step, and its checkpoints resume on either backend. Without an
+//! adapter it prints SKIPPED and why, unless ITERA_REQUIRE_GPU is set (as `cargo xtask test`
+//! does), where it must run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn train(dir: &Path, corpus: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let args = [
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out-dir",
+        dir.to_str().unwrap(),
+        "--config",
+        "micro",
+        "--vocab-size",
+        "300",
+        "--steps",
+        "6",
+        "--batch",
+        "2",
+        "--seq-len",
+        "32",
+        "--warmup",
+        "2",
+        "--eval-every",
+        "3",
+        "--checkpoint-every",
+        "3",
+        "--threads",
+        "1",
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .args(extra)
+        .output()
+        .expect("xtask runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "train {extra:?} failed:\n{stderr}");
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn gpu_training_follows_the_cpu_and_resumes_on_either_backend() {
+    if let Err(e) = itera_core::gpu::Gpu::new_blocking() {
+        assert!(
+            std::env::var_os("ITERA_REQUIRE_GPU").is_none(),
+            "ITERA_REQUIRE_GPU is set but {e}"
+        );
+        eprintln!("SKIPPED: {e} (install mesa-vulkan-drivers for lavapipe)");
+        return;
+    }
+    let root = fresh("train-gpu");
+    let corpus = root.join("corpus.txt");
+    let story = "Once upon a time, a little fox found a red ball in the park. She played with it all day.";
+    let text: Vec<String> = (0..40).map(|i| format!("{story} Day {i}.")).collect();
+    std::fs::write(&corpus, text.join("<|endoftext|>")).unwrap();
+
+    let cpu = train(&fresh("train-cpu-run"), &corpus, &["--backend", "cpu"]);
+    let gpu_dir = fresh("train-gpu-run");
+    let gpu = train(&gpu_dir, &corpus, &["--backend", "gpu"]);
+    assert_eq!((cpu.len(), gpu.len()), (6, 6));
+    for (c, g) in cpu.iter().zip(&gpu) {
+        let (a, b) = (c["ce"].as_f64().unwrap(), g["ce"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-3 * a, "step {}: CPU CE {a} vs GPU {b}", c["step"]);
+    }
+    let (a, b) = (cpu[5]["heldout_bpb"].as_f64(), gpu[5]["heldout_bpb"].as_f64());
+    if let (Some(a), Some(b)) = (a, b) {
+        assert!((a - b).abs() < 1e-3 * a, "held-out BPB: CPU {a} vs GPU {b}");
+    }
+
+    // Half on the GPU, the rest on the CPU from its checkpoint, and the other way round.
+    for (first, second) in [("gpu", "cpu"), ("cpu", "gpu")] {
+        let dir = fresh(&format!("train-{first}-then-{second}"));
+        train(&dir, &corpus, &["--backend", first, "--stop-at", "3"]);
+        let log = train(&dir, &corpus, &["--backend", second, "--resume"]);
+        assert_eq!(log.len(), 6, "{first} then {second}");
+        let (a, b) = (cpu[5]["ce"].as_f64().unwrap(), log[5]["ce"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-3 * a, "{first} then {second}: CE {b} vs {a}");
+    }
+}
