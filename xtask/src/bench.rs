@@ -117,7 +117,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         a.configs
     };
     if a.backend == Backend::Gpu {
-        let records = crate::bench_gpu::run(&configs, if a.quick { 8 } else { steps * 2 })?;
+        let (tokens, train) = if a.quick {
+            (8, (2, 32, 2))
+        } else {
+            (steps * 2, (8, 256, 5))
+        };
+        let records = crate::bench_gpu::run(&configs, tokens, train)?;
         if let Some(path) = a.json {
             std::fs::write(&path, serde_json::to_string_pretty(&records)?)?;
             eprintln!("wrote {}", path.display());

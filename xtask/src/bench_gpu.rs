@@ -2,16 +2,20 @@
 //! run, per config and precision — tokens/s with one token per submission and with
 //! `MULTI` tokens per submission, the structural counters per token after warm-up
 //! (submissions, read-backs, bytes read back, resources created), and per-kernel GPU time of
-//! one decode step where the adapter has timestamp queries. Runs unchanged on lavapipe and on
-//! a real GPU.
+//! one decode step where the adapter has timestamp queries — and training: tokens/s of the
+//! GPU training step against the CPU trainer on all cores, same batch. Runs unchanged on
+//! lavapipe and on a real GPU.
 
 use std::time::Instant;
 
 use anyhow::Result;
 use itera_core::gpu::model::GpuModel;
 use itera_core::gpu::profile::profile_step;
+use itera_core::gpu::train::GpuTrainer;
 use itera_core::gpu::{CounterSnapshot, Gpu};
+use itera_core::model::LossWeights;
 use itera_core::rng::Pcg32;
+use itera_core::train::{sample_batch, LrSchedule, Trainer, TrainerConfig};
 use itera_core::{Config, Precision, Weights};
 use pollster::block_on;
 use serde::Serialize;
@@ -43,6 +47,85 @@ pub struct GpuRecord {
     kernel_times_us: Option<Vec<(String, f64)>>,
 }
 
+/// One training measurement: a batch of `batch` × `seq_len` tokens per step.
+#[derive(Serialize)]
+pub struct TrainRecord {
+    kind: &'static str,
+    config: String,
+    adapter: String,
+    batch: usize,
+    seq_len: usize,
+    steps: usize,
+    micro_batches: usize,
+    dispatches_per_step: usize,
+    tokens_per_s: f64,
+    cpu_threads: usize,
+    cpu_tokens_per_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct GpuBench {
+    pub decode: Vec<GpuRecord>,
+    pub train: Vec<TrainRecord>,
+}
+
+/// Training tokens/s of `config` on the GPU and on the CPU trainer (all cores), after one
+/// warm-up step each, on the same random-token batches.
+fn train_speed(gpu: &Gpu, name: &str, (batch, seq_len, steps): (usize, usize, usize)) -> Result<TrainRecord> {
+    let config = Config::preset(name)?;
+    let mut w = Weights::init_random(&config, 0)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tc = TrainerConfig {
+        batch,
+        seq_len,
+        threads,
+        loss: LossWeights::default(),
+        clip: 1.0,
+        schedule: LrSchedule {
+            max: 1e-3,
+            min: 1e-4,
+            warmup: 1,
+            total: steps + 1,
+        },
+        weight_decay: 0.1,
+    };
+    let mut rng = Pcg32::new(2);
+    let stream: Vec<u32> = (0..batch * seq_len * 4)
+        .map(|_| rng.below(config.vocab_size as u32))
+        .collect();
+    let batches: Vec<Vec<u32>> = (0..=steps)
+        .map(|_| sample_batch(&stream, batch, seq_len, &mut rng))
+        .collect::<itera_core::Result<_>>()?;
+    let mut on_gpu = GpuTrainer::new(gpu, &w, tc, None)?;
+    let mut cpu = Trainer::new(&w, tc)?;
+    let time = |f: &mut dyn FnMut(&[u32]) -> Result<()>| -> Result<f64> {
+        f(&batches[0])?;
+        let start = Instant::now();
+        for b in &batches[1..] {
+            f(b)?;
+        }
+        Ok((steps * batch * seq_len) as f64 / start.elapsed().as_secs_f64())
+    };
+    let gpu_speed = time(&mut |b| on_gpu.step_blocking(gpu, b).map(drop).map_err(Into::into))?;
+    let cpu_speed = time(&mut |b| cpu.step(&mut w, b, None).map(drop).map_err(Into::into))?;
+    eprintln!(
+        "  {name:>5} training {batch}×{seq_len}: GPU {gpu_speed:8.1} tokens/s, CPU ({threads} threads) {cpu_speed:8.1}"
+    );
+    Ok(TrainRecord {
+        kind: "train",
+        config: name.to_string(),
+        adapter: gpu.describe(),
+        batch,
+        seq_len,
+        steps,
+        micro_batches: on_gpu.micro,
+        dispatches_per_step: on_gpu.dispatches_per_step(),
+        tokens_per_s: gpu_speed,
+        cpu_threads: threads,
+        cpu_tokens_per_s: cpu_speed,
+    })
+}
+
 fn per_token(c: CounterSnapshot, tokens: usize) -> (f64, f64, f64) {
     let n = tokens as f64;
     (
@@ -65,7 +148,9 @@ fn timed(gpu: &Gpu, m: &mut GpuModel, last: &mut u32, tokens: usize, k: usize) -
     Ok((tokens as f64 / start.elapsed().as_secs_f64(), gpu.counters() - before))
 }
 
-pub fn run(configs: &[String], tokens: usize) -> Result<Vec<GpuRecord>> {
+/// Decode speeds and counters (`tokens` per measurement), then training speeds with batches
+/// of `train` = (sequences, length, timed steps).
+pub fn run(configs: &[String], tokens: usize, train: (usize, usize, usize)) -> Result<GpuBench> {
     let gpu = Gpu::new_blocking()?;
     let adapter = gpu.describe();
     eprintln!("GPU: {adapter}");
@@ -114,8 +199,35 @@ pub fn run(configs: &[String], tokens: usize) -> Result<Vec<GpuRecord>> {
             });
         }
     }
+    let mut trains = Vec::new();
+    for name in configs {
+        trains.push(train_speed(&gpu, name, train)?);
+    }
     print_table(&records);
-    Ok(records)
+    print_train_table(&trains);
+    Ok(GpuBench {
+        decode: records,
+        train: trains,
+    })
+}
+
+fn print_train_table(records: &[TrainRecord]) {
+    println!(
+        "\n{:<6} {:>12} {:>7} {:>11} {:>12} {:>8}",
+        "config", "batch", "micro", "GPU tok/s", "CPU tok/s", "GPU/CPU"
+    );
+    for r in records {
+        println!(
+            "{:<6} {:>12} {:>7} {:>11.1} {:>12.1} {:>8.2}",
+            r.config,
+            format!("{}×{}", r.batch, r.seq_len),
+            r.micro_batches,
+            r.tokens_per_s,
+            r.cpu_tokens_per_s,
+            r.tokens_per_s / r.cpu_tokens_per_s
+        );
+    }
+    println!("(training: one full step — forward, backward, AdamW — per batch; CPU on all its threads)");
 }
 
 fn print_table(records: &[GpuRecord]) {
