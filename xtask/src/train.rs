@@ -85,8 +85,9 @@ pub struct TrainArgs {
     /// long run in pieces; continue it with --resume.
     #[arg(long)]
     stop_at: Option<usize>,
-    /// `cpu` (threads) or `gpu` (wgpu: the whole step on the device; checkpoints are the same
-    /// files, so a run can switch backends on --resume).
+    /// `cpu` (threads) or `gpu` (wgpu: the whole step on the device, the distillation
+    /// teacher's forward included; checkpoints are the same files, so a run can switch
+    /// backends on --resume).
     #[arg(long, value_enum, default_value_t = TrainBackend::Cpu)]
     backend: TrainBackend,
 }
@@ -105,9 +106,13 @@ struct OnGpu {
 }
 
 impl OnGpu {
-    fn new(w: &Weights, trainer: &Trainer) -> Result<OnGpu> {
+    fn new(w: &Weights, trainer: &Trainer, teacher: Option<&Weights>) -> Result<OnGpu> {
         let gpu = Gpu::new_blocking().context("--backend gpu")?;
-        let mut t = GpuTrainer::new(&gpu, w, trainer.config, None).context("--backend gpu")?;
+        let t = match teacher {
+            Some(tw) => GpuTrainer::with_teacher(&gpu, w, tw, trainer.config, None),
+            None => GpuTrainer::new(&gpu, w, trainer.config, None),
+        };
+        let mut t = t.context("--backend gpu")?;
         t.set_optimizer_state(&gpu, trainer.opt.step, &trainer.opt.m, &trainer.opt.v)?;
         eprintln!(
             "GPU: {} ({} micro-batch(es) of {} sequences, {} dispatches per step)",
@@ -332,7 +337,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
         eprintln!("resumed at step {}", trainer.opt.step);
     }
     let mut on_gpu = match a.backend {
-        TrainBackend::Gpu => Some(OnGpu::new(&w, &trainer)?),
+        TrainBackend::Gpu => Some(OnGpu::new(&w, &trainer, teacher.as_ref().map(|t| &t.weights))?),
         TrainBackend::Cpu => None,
     };
     eprintln!(

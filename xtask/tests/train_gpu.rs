@@ -1,5 +1,6 @@
-//! `cargo xtask train --backend gpu` through the real binary (lavapipe in CI): it follows the
-//! CPU trainer's loss step for step, and its checkpoints resume on either backend. Without an
+//! `cargo xtask train --backend gpu` and `distill --backend gpu` through the real binary
+//! (lavapipe in CI): they follow the CPU trainer's loss step for step, and checkpoints resume
+//! on either backend. Without an
 //! adapter it prints SKIPPED and why, unless ITERA_REQUIRE_GPU is set (as `cargo xtask test`
 //! does), where it must run.
 
@@ -7,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn train(dir: &Path, corpus: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    run(&["train"], dir, corpus, extra)
+}
+
+/// `xtask` with `command` (its first words) and the small run's options; returns log.jsonl.
+fn run(command: &[&str], dir: &Path, corpus: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     let args = [
-        "train",
         "--corpus",
         corpus.to_str().unwrap(),
         "--out-dir",
@@ -33,12 +38,13 @@ fn train(dir: &Path, corpus: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
         "1",
     ];
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(command)
         .args(args)
         .args(extra)
         .output()
         .expect("xtask runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "train {extra:?} failed:\n{stderr}");
+    assert!(out.status.success(), "{command:?} {extra:?} failed:\n{stderr}");
     let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
     log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -66,7 +72,8 @@ fn gpu_training_follows_the_cpu_and_resumes_on_either_backend() {
     let text: Vec<String> = (0..40).map(|i| format!("{story} Day {i}.")).collect();
     std::fs::write(&corpus, text.join("<|endoftext|>")).unwrap();
 
-    let cpu = train(&fresh("train-cpu-run"), &corpus, &["--backend", "cpu"]);
+    let cpu_dir = fresh("train-cpu-run");
+    let cpu = train(&cpu_dir, &corpus, &["--backend", "cpu"]);
     let gpu_dir = fresh("train-gpu-run");
     let gpu = train(&gpu_dir, &corpus, &["--backend", "gpu"]);
     assert_eq!((cpu.len(), gpu.len()), (6, 6));
@@ -87,5 +94,24 @@ fn gpu_training_follows_the_cpu_and_resumes_on_either_backend() {
         assert_eq!(log.len(), 6, "{first} then {second}");
         let (a, b) = (cpu[5]["ce"].as_f64().unwrap(), log[5]["ce"].as_f64().unwrap());
         assert!((a - b).abs() < 1e-3 * a, "{first} then {second}: CE {b} vs {a}");
+    }
+
+    // Distillation from the model just trained: the GPU runs the teacher too.
+    let teacher = cpu_dir.join("model.safetensors");
+    let distill = |backend: &str| {
+        let dir = fresh(&format!("distill-{backend}"));
+        let command = ["distill", "--teacher", teacher.to_str().unwrap()];
+        run(&command, &dir, &corpus, &["--backend", backend])
+    };
+    let (cpu, gpu) = (distill("cpu"), distill("gpu"));
+    for (c, g) in cpu.iter().zip(&gpu) {
+        for term in ["ce", "kl"] {
+            let (a, b) = (c[term].as_f64().unwrap(), g[term].as_f64().unwrap());
+            assert!(
+                a > 0.0 && (a - b).abs() < 2e-3 * a,
+                "distill step {}: CPU {term} {a} vs GPU {b}",
+                c["step"]
+            );
+        }
     }
 }

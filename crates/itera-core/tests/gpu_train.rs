@@ -11,7 +11,7 @@ use gpu_common::gpu;
 use itera_core::config::Config;
 use itera_core::error::Error;
 use itera_core::gpu::train::GpuTrainer;
-use itera_core::model::{loss, BatchDims, Cache, LossWeights};
+use itera_core::model::{forward, loss, BatchDims, Cache, LossWeights};
 use itera_core::rng::Pcg32;
 use itera_core::train::{sample_batch, LrSchedule, Trainer, TrainerConfig};
 use itera_core::weights::{Grads, Weights};
@@ -51,9 +51,21 @@ fn stream(vocab: usize) -> Vec<u32> {
 /// The CPU trainer's gradient before clipping: each share's loss gradient weighted by its
 /// share of the batch (what Trainer::step averages).
 fn cpu_gradients(w: &Weights, tokens: &[u32], cfg: &TrainerConfig, shares: usize) -> (f32, Grads) {
+    let (parts, grads) = cpu_distill_gradients(w, None, tokens, cfg, shares);
+    (parts.0, grads)
+}
+
+/// `cpu_gradients` with an optional teacher; returns (CE, τ²·KL) and the gradient.
+fn cpu_distill_gradients(
+    w: &Weights,
+    teacher: Option<&Weights>,
+    tokens: &[u32],
+    cfg: &TrainerConfig,
+    shares: usize,
+) -> ((f32, f32), Grads) {
     let seqs = cfg.batch / shares;
     let mut total = Grads::zeros(&w.table);
-    let mut ce = 0.0;
+    let (mut ce, mut kl) = (0.0, 0.0);
     for s in 0..shares {
         let rows = &tokens[s * seqs * cfg.seq_len..(s + 1) * seqs * cfg.seq_len];
         let mut g = Grads::zeros(&w.table);
@@ -61,14 +73,37 @@ fn cpu_gradients(w: &Weights, tokens: &[u32], cfg: &TrainerConfig, shares: usize
             batch: seqs,
             t: cfg.seq_len,
         };
-        let parts = loss(w, rows, bd, None, cfg.loss, &mut Cache::default(), Some(&mut g)).unwrap();
+        let mut tc = Cache::default();
+        let logits = teacher.map(|tw| {
+            forward(tw, rows, bd, false, &mut tc).unwrap();
+            tc.logits.as_slice()
+        });
+        let parts = loss(w, rows, bd, logits, cfg.loss, &mut Cache::default(), Some(&mut g)).unwrap();
         let f = seqs as f32 / cfg.batch as f32;
         ce += f * parts.ce;
+        kl += f * parts.kl;
         for (acc, x) in total.tensors.iter_mut().zip(&g.tensors) {
             acc.iter_mut().zip(x).for_each(|(a, b)| *a += f * b);
         }
     }
-    (ce, total)
+    ((ce, kl), total)
+}
+
+/// Every gradient within atol 2e-5 + 2e-3 × the tensor's largest CPU gradient.
+fn assert_gradients_match(what: &str, w: &Weights, got: &[Vec<f32>], want: &Grads) {
+    for (slot, spec) in w.table.specs.iter().enumerate() {
+        let (gg, ww) = (&got[slot], &want.tensors[slot]);
+        let scale = ww.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let tol = 2e-5 + 2e-3 * scale;
+        // Written so that NaN fails too: only a value within the tolerance passes.
+        let within = |i: usize| (gg[i] - ww[i]).abs() <= tol;
+        if let Some(i) = (0..ww.len()).find(|&i| !within(i)) {
+            panic!(
+                "{what} {}[{i}]: GPU {} vs CPU {} (tolerance {tol})",
+                spec.name, gg[i], ww[i]
+            );
+        }
+    }
 }
 
 #[test]
@@ -104,6 +139,45 @@ fn one_step_gives_the_cpu_loss_and_gradients() {
         }
         eprintln!("{preset}: {} dispatches per step, CE {ce}", t.dispatches_per_step());
     }
+}
+
+#[test]
+fn a_distillation_step_gives_the_cpu_loss_and_gradients() {
+    let Some(g) = gpu() else { return };
+    let c = Config::preset("test").unwrap();
+    let w = Weights::init_random(&c, 5).unwrap();
+    // A teacher of another shape (same vocabulary), as distill runs tiny → micro.
+    let tc = Config {
+        d_model: 16,
+        n_layers: 1,
+        ..c.clone()
+    };
+    let teacher = Weights::init_random(&tc, 8).unwrap();
+    let cfg = TrainerConfig {
+        loss: LossWeights {
+            aux_alpha: 0.01,
+            distill_beta: 0.7,
+            temperature: 2.0,
+        },
+        ..trainer_config(4, 11)
+    };
+    let tokens = sample_batch(&stream(c.vocab_size), 4, 11, &mut Pcg32::new(3)).unwrap();
+    let ((ce, kl), want) = cpu_distill_gradients(&w, Some(&teacher), &tokens, &cfg, 2);
+    let mut t = GpuTrainer::with_teacher(&g, &w, &teacher, cfg, Some(2)).unwrap();
+    let r = t.step_blocking(&g, &tokens).unwrap();
+    assert!((r.loss.ce - ce).abs() <= 1e-4 * ce, "CE {} vs CPU {ce}", r.loss.ce);
+    assert!(
+        kl > 0.0 && (r.loss.kl - kl).abs() <= 1e-3 * kl,
+        "KL {} vs CPU {kl}",
+        r.loss.kl
+    );
+    assert_gradients_match("distill", &w, &t.gradients_blocking(&g).unwrap(), &want);
+    // A teacher with another vocabulary is refused before anything runs.
+    let other = Weights::init_random(&Config { vocab_size: 40, ..tc }, 1).unwrap();
+    assert!(matches!(
+        GpuTrainer::with_teacher(&g, &w, &other, cfg, None),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! the batch split into equal micro-batches the way the CPU splits it across threads, so that
 //! the aux loss is taken over the same rows.
 //!
+//! Distillation (`with_teacher`) runs the teacher's forward on the device per micro-batch and
+//! copies its logits next to the student's for the KL term, inside the same submission.
+//!
 //! MoE layers compute every expert on every row and weight each by its (dense, mostly zero)
 //! routing weight: the same gradients as the CPU's gathered experts at E/k times the FFN
 //! arithmetic, with no data-dependent shapes inside the recorded step.
@@ -44,14 +47,97 @@ pub struct GpuTrainer {
     layout: ActLayout,
     params_len: usize,
     beta: (f32, f32),
+    report_read: wgpu::Buffer,
+    student: OnDevice,
+    /// The distillation teacher and where its logits sit in its arena.
+    teacher: Option<(OnDevice, usize)>,
+}
+
+/// One model on the device: its buffers and its recorded dispatches, cut into segments (one
+/// per micro-batch, the student's optimiser last) that run as separate compute passes of the
+/// step's one submission — between them the teacher's logits are copied over.
+struct OnDevice {
     params: wgpu::Buffer,
+    grads: wgpu::Buffer,
     act: wgpu::Buffer,
     ints: wgpu::Buffer,
-    report_read: wgpu::Buffer,
-    grads: wgpu::Buffer,
-    dispatches: Vec<Dispatch>,
+    segments: Vec<Vec<Dispatch>>,
     _states: Vec<wgpu::Buffer>,
     _uniforms: wgpu::Buffer,
+}
+
+impl OnDevice {
+    /// Uploads `w`, makes the buffers `layout` needs (`grads_len` f32 of gradients and
+    /// moments) and binds the recorded dispatches, cut after each index in `cuts`.
+    fn new(
+        gpu: &Gpu,
+        w: &Weights,
+        layout: &ActLayout,
+        grads_len: usize,
+        rec: &Recorder,
+        cuts: &[usize],
+    ) -> Result<OnDevice> {
+        use wgpu::BufferUsages as U;
+        let c = &w.config;
+        let flat: Vec<f32> = w
+            .tensors
+            .iter()
+            .flat_map(|x| x.as_f32().expect("checked f32").iter().copied())
+            .collect();
+        let io = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+        let params = gpu.buffer_init("train params", bytemuck::cast_slice(&flat), io)?;
+        gpu.check_binding("gradients + moments", grads_len as u64 * 4)?;
+        let grads = gpu.buffer("train grads", grads_len as u64 * 4, io);
+        let act = gpu.buffer("train activations", layout.len as u64 * 4, io);
+        let ints = gpu.buffer("train ids", layout.ints_len as u64 * 4, io);
+        let state_len = (layout.rows * c.d_inner() * c.d_state) as u64 * 4;
+        let states: Vec<wgpu::Buffer> = (0..c.n_layers)
+            .map(|_| gpu.buffer("train states", state_len, U::STORAGE))
+            .collect();
+        let uniforms = gpu.buffer_init("train uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
+        let mut segments = vec![Vec::new()];
+        for (i, &(kernel, slot, layer, groups)) in rec.specs.iter().enumerate() {
+            if cuts.contains(&i) {
+                segments.push(Vec::new());
+            }
+            let buffers = TrainBuffers {
+                params: &params,
+                grads: &grads,
+                act: &act,
+                ints: &ints,
+                states: &states[layer],
+            };
+            let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &uniforms,
+                offset: slot,
+                size: wgpu::BufferSize::new(UNIFORM_SLOT),
+            });
+            let bind_group = gpu.bind_group(gpu.kernels.layout(kernel.signature), &buffers.resources(uniform));
+            segments.last_mut().expect("one segment at least").push(Dispatch {
+                pipeline: kernel.pipeline.clone(),
+                bind_group,
+                groups,
+            });
+        }
+        Ok(OnDevice {
+            params,
+            grads,
+            act,
+            ints,
+            segments,
+            _states: states,
+            _uniforms: uniforms,
+        })
+    }
+}
+
+fn run_pass(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
+    let mut pass = encoder.begin_compute_pass(&Default::default());
+    for d in dispatches {
+        pass.set_pipeline(&d.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
+        pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+    }
 }
 
 impl GpuTrainer {
@@ -59,6 +145,44 @@ impl GpuTrainer {
     /// tokens in `micro` micro-batches (the CPU trainer's thread count gives the same maths;
     /// `None` picks the fewest that fit the device's binding limit).
     pub fn new(gpu: &Gpu, w: &Weights, config: TrainerConfig, micro: Option<usize>) -> Result<GpuTrainer> {
+        if config.loss.distill_beta > 0.0 {
+            return Err(Error::Gpu(
+                "distillation (β > 0) needs a teacher: GpuTrainer::with_teacher".into(),
+            ));
+        }
+        GpuTrainer::build(gpu, w, None, config, micro)
+    }
+
+    /// `new` for logit distillation from `teacher` (an itera model of any precision with the
+    /// student's vocabulary; run in f32): per micro-batch the teacher's forward runs on the
+    /// device and its logits feed the loss's KL term.
+    pub fn with_teacher(
+        gpu: &Gpu,
+        w: &Weights,
+        teacher: &Weights,
+        config: TrainerConfig,
+        micro: Option<usize>,
+    ) -> Result<GpuTrainer> {
+        if teacher.config.vocab_size != w.config.vocab_size {
+            return Err(Error::ShapeMismatch {
+                op: "distillation",
+                detail: format!(
+                    "teacher vocabulary {} vs student {}",
+                    teacher.config.vocab_size, w.config.vocab_size
+                ),
+            });
+        }
+        let teacher = teacher.to_precision(Precision::F32);
+        GpuTrainer::build(gpu, w, Some(&teacher), config, micro)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        w: &Weights,
+        teacher: Option<&Weights>,
+        config: TrainerConfig,
+        micro: Option<usize>,
+    ) -> Result<GpuTrainer> {
         if w.precision != Precision::F32 {
             return Err(Error::setting("precision", w.precision, "f32 weights for training"));
         }
@@ -71,23 +195,22 @@ impl GpuTrainer {
                 "batch ≥ 1 and seq_len ≥ 2",
             ));
         }
-        if c.d_state > 64 {
-            return Err(Error::Gpu(format!(
-                "the GPU scan keeps at most 64 states per channel, this model has {}",
-                c.d_state
-            )));
-        }
-        if config.loss.distill_beta > 0.0 {
-            return Err(Error::Gpu(
-                "distillation runs on the CPU trainer only (the GPU step has no teacher forward yet)".into(),
-            ));
+        for m in std::iter::once(w).chain(teacher) {
+            if m.config.d_state > 64 {
+                return Err(Error::Gpu(format!(
+                    "the GPU scan keeps at most 64 states per channel, a model here has {}",
+                    m.config.d_state
+                )));
+            }
         }
         let limit = gpu.device.limits().max_storage_buffer_binding_size as usize;
         let fits = |micro: usize| {
             let seqs = config.batch / micro;
-            let a = ActLayout::new(c, seqs, t, micro, false);
-            let states = seqs * t * c.d_inner() * c.d_state;
-            a.len * 4 <= limit && states * 4 <= limit && seqs * t <= 65_535
+            std::iter::once(w).chain(teacher).all(|m| {
+                let a = ActLayout::new(&m.config, seqs, t, micro, teacher.is_some());
+                let states = seqs * t * m.config.d_inner() * m.config.d_state;
+                a.len * 4 <= limit && states * 4 <= limit && seqs * t <= 65_535
+            })
         };
         let micro = match micro {
             Some(n) if n == 0 || !config.batch.is_multiple_of(n) => {
@@ -106,40 +229,26 @@ impl GpuTrainer {
             )));
         }
         let seqs = config.batch / micro;
-        let layout = ActLayout::new(c, seqs, t, micro, false);
+        let layout = ActLayout::new(c, seqs, t, micro, teacher.is_some());
         let plan = ParamLayout::new(&w.table);
-
-        use wgpu::BufferUsages as U;
-        let flat: Vec<f32> = w
-            .tensors
-            .iter()
-            .flat_map(|x| x.as_f32().expect("checked f32").iter().copied())
-            .collect();
-        let io = U::STORAGE | U::COPY_SRC | U::COPY_DST;
-        let params = gpu.buffer_init("train params", bytemuck::cast_slice(&flat), io)?;
-        // Gradients, then the AdamW moments m and v.
-        gpu.check_binding("gradients + moments", 3 * plan.len as u64 * 4)?;
-        let grads = gpu.buffer("train grads", 3 * plan.len as u64 * 4, io);
-        let act = gpu.buffer("train activations", layout.len as u64 * 4, io);
-        let ints = gpu.buffer("train ids", layout.ints_len as u64 * 4, io);
-        let state_len = (seqs * t * c.d_inner() * c.d_state) as u64 * 4;
-        let states: Vec<wgpu::Buffer> = (0..c.n_layers)
-            .map(|_| gpu.buffer("train states", state_len, U::STORAGE))
-            .collect();
-        let report_read = gpu.buffer("report read-back", report::LEN as u64 * 4, U::MAP_READ | U::COPY_DST);
-
         let kernels = gpu.train_kernels();
+        let micro_batch = |i: usize, a: &ActLayout| MicroBatch {
+            tokens_off: a.tokens + i * seqs * t,
+            share: seqs as f32 / config.batch as f32,
+            seqs,
+            loss: config.loss,
+            distill: teacher.is_some(),
+        };
+
+        // The student: per micro-batch forward + loss + backward, then the optimiser.
         let mut rec = Recorder::new(kernels, c, &w.table, &plan, &layout);
+        let mut cuts = Vec::new();
         for i in 0..micro {
-            let mb = MicroBatch {
-                tokens_off: layout.tokens + i * seqs * t,
-                share: seqs as f32 / config.batch as f32,
-                seqs,
-                loss: config.loss,
-                distill: false,
-            };
+            let mb = micro_batch(i, &layout);
             rec.forward(mb);
+            rec.loss(mb);
             rec.backward(mb);
+            cuts.push(rec.specs.len());
         }
         let beta = (0.9, 0.95);
         rec.optimizer(AdamArgs {
@@ -150,30 +259,29 @@ impl GpuTrainer {
             clip: config.clip,
             ..Default::default()
         });
-        let uniforms = gpu.buffer_init("train uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
-        let dispatches = rec
-            .specs
-            .iter()
-            .map(|&(kernel, slot, layer, groups)| {
-                let buffers = TrainBuffers {
-                    params: &params,
-                    grads: &grads,
-                    act: &act,
-                    ints: &ints,
-                    states: &states[layer],
-                };
-                let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &uniforms,
-                    offset: slot,
-                    size: wgpu::BufferSize::new(UNIFORM_SLOT),
-                });
-                Dispatch {
-                    pipeline: kernel.pipeline.clone(),
-                    bind_group: gpu.bind_group(gpu.kernels.layout(kernel.signature), &buffers.resources(uniform)),
-                    groups,
+        let student = OnDevice::new(gpu, w, &layout, 3 * plan.len, &rec, &cuts)?;
+
+        // The teacher: per micro-batch its forward, whose logits are copied into the student's.
+        let teacher = match teacher {
+            Some(tw) => {
+                let tl = ActLayout::new(&tw.config, seqs, t, micro, false);
+                let tp = ParamLayout::new(&tw.table);
+                let mut rec = Recorder::new(kernels, &tw.config, &tw.table, &tp, &tl);
+                let mut cuts = Vec::new();
+                for i in 0..micro {
+                    rec.forward(micro_batch(i, &tl));
+                    cuts.push(rec.specs.len());
                 }
-            })
-            .collect();
+                cuts.pop();
+                Some((OnDevice::new(gpu, tw, &tl, 1, &rec, &cuts)?, tl.logits))
+            }
+            None => None,
+        };
+        let report_read = gpu.buffer(
+            "report read-back",
+            report::LEN as u64 * 4,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
         gpu.check()?;
         Ok(GpuTrainer {
             config,
@@ -184,20 +292,16 @@ impl GpuTrainer {
             layout,
             params_len: plan.len,
             beta,
-            params,
-            act,
-            ints,
             report_read,
-            grads,
-            dispatches,
-            _states: states,
-            _uniforms: uniforms,
+            student,
+            teacher,
         })
     }
 
     /// Dispatches in one step (every micro-batch's forward and backward, and the optimiser).
     pub fn dispatches_per_step(&self) -> usize {
-        self.dispatches.len()
+        let count = |d: &OnDevice| d.segments.iter().map(Vec::len).sum::<usize>();
+        count(&self.student) + self.teacher.as_ref().map_or(0, |(t, _)| count(t))
     }
 
     /// One optimisation step on `tokens` (batch × seq_len). A non-finite loss or gradient
@@ -221,23 +325,28 @@ impl GpuTrainer {
         header[report::LR] = lr;
         header[report::C1] = 1.0 - self.beta.0.powi(t);
         header[report::C2] = 1.0 - self.beta.1.powi(t);
+        let s = &self.student;
         gpu.queue
-            .write_buffer(&self.act, self.layout.report as u64 * 4, bytemuck::cast_slice(&header));
+            .write_buffer(&s.act, self.layout.report as u64 * 4, bytemuck::cast_slice(&header));
         gpu.queue
-            .write_buffer(&self.ints, self.layout.tokens as u64 * 4, bytemuck::cast_slice(tokens));
+            .write_buffer(&s.ints, self.layout.tokens as u64 * 4, bytemuck::cast_slice(tokens));
+        if let Some((t, _)) = &self.teacher {
+            gpu.queue.write_buffer(&t.ints, 0, bytemuck::cast_slice(tokens));
+        }
 
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        encoder.clear_buffer(&self.grads, 0, Some(self.params_len as u64 * 4));
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for d in &self.dispatches {
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+        encoder.clear_buffer(&s.grads, 0, Some(self.params_len as u64 * 4));
+        for i in 0..self.micro {
+            if let (Some((t, logits)), Some(to)) = (&self.teacher, self.layout.teacher) {
+                run_pass(&mut encoder, &t.segments[i]);
+                let bytes = (self.layout.rows * self.model.vocab_size) as u64 * 4;
+                encoder.copy_buffer_to_buffer(&t.act, *logits as u64 * 4, &s.act, to as u64 * 4, bytes);
             }
+            run_pass(&mut encoder, &s.segments[i]);
         }
+        run_pass(&mut encoder, &s.segments[self.micro]);
         let bytes = report::LEN as u64 * 4;
-        encoder.copy_buffer_to_buffer(&self.act, self.layout.report as u64 * 4, &self.report_read, 0, bytes);
+        encoder.copy_buffer_to_buffer(&s.act, self.layout.report as u64 * 4, &self.report_read, 0, bytes);
         gpu.submit(encoder);
         let out: Vec<f32> = bytemuck::pod_collect_to_vec(&readback::read(gpu, &self.report_read, bytes).await?);
 
@@ -272,12 +381,14 @@ impl GpuTrainer {
 
     /// The current weights, read back into `Weights` (for checkpoints, evaluation, export).
     pub async fn weights(&self, gpu: &Gpu) -> Result<Weights> {
-        self.read_flat(gpu, &self.params, 0).await.map(|flat| self.split(flat))
+        self.read_flat(gpu, &self.student.params, 0)
+            .await
+            .map(|flat| self.split(flat))
     }
 
     /// The gradients of the last step (before clipping), by table slot — for the parity tests.
     pub async fn gradients(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
-        let flat = self.read_flat(gpu, &self.grads, 0).await?;
+        let flat = self.read_flat(gpu, &self.student.grads, 0).await?;
         Ok(self.split(flat).tensors.iter().map(|t| t.dequantize()).collect())
     }
 
@@ -297,8 +408,8 @@ impl GpuTrainer {
     /// AdamW's moments (m, v) by table slot, for checkpoints.
     pub async fn moments(&self, gpu: &Gpu) -> Result<(Grads, Grads)> {
         let bytes = self.params_len as u64 * 4;
-        let m = self.read_flat(gpu, &self.grads, bytes).await?;
-        let v = self.read_flat(gpu, &self.grads, 2 * bytes).await?;
+        let m = self.read_flat(gpu, &self.student.grads, bytes).await?;
+        let v = self.read_flat(gpu, &self.student.grads, 2 * bytes).await?;
         let to_grads = |flat: Vec<f32>| Grads {
             tensors: self.split(flat).tensors.iter().map(|t| t.dequantize()).collect(),
         };
@@ -316,7 +427,8 @@ impl GpuTrainer {
                 });
             }
             let at = (i + 1) as u64 * self.params_len as u64 * 4;
-            gpu.queue.write_buffer(&self.grads, at, bytemuck::cast_slice(&flat));
+            gpu.queue
+                .write_buffer(&self.student.grads, at, bytemuck::cast_slice(&flat));
         }
         self.step = step;
         gpu.check()

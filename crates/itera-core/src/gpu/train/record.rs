@@ -222,7 +222,7 @@ impl<'k> Recorder<'k> {
         }
     }
 
-    /// `model::forward` and the loss (`model::loss`) for one micro-batch.
+    /// `model::forward` for one micro-batch: the logits (M, V) at `a.logits`.
     pub fn forward(&mut self, mb: MicroBatch) {
         let (c, a) = (self.c, self.a);
         let (m, d, di, f, e) = (a.rows, c.d_model, c.d_inner(), c.d_ff, c.n_experts);
@@ -280,7 +280,13 @@ impl<'k> Recorder<'k> {
         self.layer = 0;
         self.norm(a.x_final, a.xf, a.rstd_f, table.final_norm);
         self.linear((a.xf, d), table.embed, (a.logits, c.vocab_size), Write::Set);
+    }
 
+    /// The loss terms (`model::loss`): per-row CE (and KL to the teacher logits), the logits
+    /// replaced by their gradient, the micro-batch's means added to the report.
+    pub fn loss(&mut self, mb: MicroBatch) {
+        let (c, a) = (self.c, self.a);
+        let m = a.rows;
         let (lw, share) = (mb.loss, mb.share);
         let beta = if mb.distill { lw.distill_beta } else { 0.0 };
         let count = (mb.seqs * (a.t - 1)) as f32;
