@@ -123,20 +123,7 @@ fn one_step_gives_the_cpu_loss_and_gradients() {
             "{preset}: CE {} vs CPU {ce}",
             report.loss.ce
         );
-        let got = t.gradients_blocking(&g).unwrap();
-        for (slot, spec) in w.table.specs.iter().enumerate() {
-            let (gg, ww) = (&got[slot], &want.tensors[slot]);
-            let scale = ww.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-            let tol = 2e-5 + 2e-3 * scale;
-            // Written so that NaN fails too: only a value within the tolerance passes.
-            let within = |i: usize| (gg[i] - ww[i]).abs() <= tol;
-            if let Some(i) = (0..ww.len()).find(|&i| !within(i)) {
-                panic!(
-                    "{preset} {}[{i}]: GPU {} vs CPU {} (tolerance {tol})",
-                    spec.name, gg[i], ww[i]
-                );
-            }
-        }
+        assert_gradients_match(preset, &w, &t.gradients_blocking(&g).unwrap(), &want);
         eprintln!("{preset}: {} dispatches per step, CE {ce}", t.dispatches_per_step());
     }
 }
