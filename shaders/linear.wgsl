@@ -82,25 +82,34 @@ fn weight(row: u32, col: u32) -> f32 {
     }
 }
 
-// The expert chosen in this dispatch's slot at the current step, and its routing weight.
-fn route_entry() -> vec2<u32> {
-    let i = p.route_base + ctl[0] * p.route_stride + 2u * p.route_slot;
+// The expert chosen in this dispatch's slot for token `token` of the current step, and its
+// routing weight.
+fn route_entry(token: u32) -> vec2<u32> {
+    let i = p.route_base + (ctl[0] + token) * p.route_stride + 2u * p.route_slot;
     return vec2<u32>(ctl[i], ctl[i + 1u]);
 }
 
 // One workgroup per output row: 64 threads stride across the row, then reduce in workgroup
-// memory. Rows beyond 65535 continue on the dispatch's y axis.
+// memory. With one token, rows beyond 65535 continue on the dispatch's y axis; with several
+// (the prefill's routed experts: each token reads its own expert) the y axis is the token.
 @compute @workgroup_size(64)
 fn matvec(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    let row = wg.x + wg.y * groups.x;
+    var row = wg.x + wg.y * groups.x;
+    var token = 0u;
+    if (p.tokens > 1u) {
+        row = wg.x;
+        token = wg.y;
+    }
+    let x_off = p.x_off + token * p.x_stride;
+    let y_off = p.y_off + token * p.y_stride;
     var w_row = row;
     var scale = 1.0;
     if (p.route_slot != NO_ROUTE) {
-        let entry = route_entry();
+        let entry = route_entry(token);
         w_row = entry.x * p.rows + row;
         if (p.route_scale == 1u) {
             scale = bitcast<f32>(entry.y);
@@ -109,7 +118,7 @@ fn matvec(
     var sum = 0.0;
     if (row < p.rows) {
         for (var j = tid; j < p.cols; j += WG) {
-            sum += weight(w_row, j) * act[p.x_off + j];
+            sum += weight(w_row, j) * act[x_off + j];
         }
     }
     partial[tid] = sum;
@@ -123,20 +132,21 @@ fn matvec(
     if (tid == 0u && row < p.rows) {
         let y = partial[0] * scale;
         if (p.accumulate == 1u) {
-            act[p.y_off + row] += y;
+            act[y_off + row] += y;
         } else {
-            act[p.y_off + row] = y;
+            act[y_off + row] = y;
         }
     }
 }
 
 // y = W[token] (the embedding lookup), token = tokens[step] from ctl; one thread per column.
+// The prefill gathers `tokens` rows (the y axis), y_stride apart, from tokens[step + t].
 @compute @workgroup_size(64)
 fn embed_row(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col = gid.x;
-    if (col < p.cols) {
-        let token = ctl[p.token_base + ctl[0]];
-        act[p.y_off + col] = weight(token, col);
+    if (col < p.cols && gid.y < p.tokens) {
+        let token = ctl[p.token_base + ctl[0] + gid.y];
+        act[p.y_off + gid.y * p.y_stride + col] = weight(token, col);
     }
 }
 

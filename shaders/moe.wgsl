@@ -11,6 +11,9 @@ struct Route {
     // ctl index of this layer's slot 0 at step 0, and the stride between steps.
     route_base: u32,
     route_stride: u32,
+    // Prefill: workgroup t routes token t, its logits `stride` after token t − 1's, into the
+    // trace at step ctl[0] + t. Decoding dispatches one workgroup.
+    stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Route;
@@ -20,16 +23,17 @@ struct Route {
 const MAX_EXPERTS: u32 = 16u;
 
 @compute @workgroup_size(1)
-fn route() {
+fn route(@builtin(workgroup_id) wg: vec3<u32>) {
+    let logits = p.logits_off + wg.x * p.stride;
     var probs: array<f32, MAX_EXPERTS>;
     var taken: array<bool, MAX_EXPERTS>;
-    var max_logit = act[p.logits_off];
+    var max_logit = act[logits];
     for (var e = 1u; e < p.experts; e++) {
-        max_logit = max(max_logit, act[p.logits_off + e]);
+        max_logit = max(max_logit, act[logits + e]);
     }
     var total = 0.0;
     for (var e = 0u; e < p.experts; e++) {
-        probs[e] = exp(act[p.logits_off + e] - max_logit);
+        probs[e] = exp(act[logits + e] - max_logit);
         taken[e] = false;
         total += probs[e];
     }
@@ -47,7 +51,7 @@ fn route() {
         chosen[j] = best;
         kept += probs[best] / total;
     }
-    let base = p.route_base + ctl[0] * p.route_stride;
+    let base = p.route_base + (ctl[0] + wg.x) * p.route_stride;
     for (var j = 0u; j < p.k; j++) {
         ctl[base + 2u * j] = chosen[j];
         ctl[base + 2u * j + 1u] = bitcast<u32>(probs[chosen[j]] / total / kept);

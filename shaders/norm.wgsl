@@ -7,6 +7,9 @@ struct Norm {
     x_off: u32,
     y_off: u32,
     w_off: u32,
+    // Distance between consecutive rows (d for a packed matrix; the row width of the
+    // prefill's per-token layout).
+    stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Norm;
@@ -19,7 +22,7 @@ var<workgroup> partial: array<f32, WG>;
 @compute @workgroup_size(64)
 fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let row = wg.x;
-    let x = p.x_off + row * p.d;
+    let x = p.x_off + row * p.stride;
     var sum = 0.0;
     for (var j = tid; j < p.d; j += WG) {
         sum += act[x + j] * act[x + j];
@@ -33,7 +36,7 @@ fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         workgroupBarrier();
     }
     let rstd = inverseSqrt(partial[0] / f32(p.d) + 1e-5);
-    let y = p.y_off + row * p.d;
+    let y = p.y_off + row * p.stride;
     for (var j = tid; j < p.d; j += WG) {
         act[y + j] = act[x + j] * rstd * params[p.w_off + j];
     }

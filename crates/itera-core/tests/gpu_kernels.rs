@@ -185,6 +185,7 @@ fn rmsnorm_matches_the_cpu() {
             x_off: 0,
             y_off: (rows * d) as u32,
             w_off: 2,
+            stride: d as u32,
         };
         let inputs = Inputs {
             params: &params,
@@ -343,20 +344,27 @@ fn tiled_matmul_matches_the_cpu_for_every_precision_on_odd_shapes() {
 fn swiglu_gate_matches_the_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = Pcg32::new(17);
-    let n = 77;
-    let act = random(&mut rng, 2 * n);
+    // Three tokens (the prefill's layout), each token's a and b `stride` after the last's.
+    let (n, tokens, stride) = (77, 3, 2 * 77 + 5);
+    let act = random(&mut rng, tokens * stride);
     let args = SwigluArgs {
         n: n as u32,
         a_off: 0,
         b_off: n as u32,
+        tokens: tokens as u32,
+        stride: stride as u32,
     };
     let inputs = Inputs {
         act: &act,
         ..Default::default()
     };
-    let (out, _) = launch(&g, &g.kernels.swiglu, args, inputs, groups_for(n));
-    let want: Vec<f32> = (0..n).map(|i| silu(act[i]) * act[n + i]).collect();
-    assert_close(&out[..n], &want, 1e-6, 1e-5, "swiglu");
+    let (out, _) = launch(&g, &g.kernels.swiglu, args, inputs, (groups_for(n).0, tokens as u32));
+    for t in 0..tokens {
+        let at = t * stride;
+        let want: Vec<f32> = (0..n).map(|i| silu(act[at + i]) * act[at + n + i]).collect();
+        assert_close(&out[at..at + n], &want, 1e-6, 1e-5, "swiglu");
+        assert_eq!(out[at + n..at + stride], act[at + n..at + stride], "b and the gap untouched");
+    }
 }
 
 #[test]
@@ -381,6 +389,7 @@ fn routing_matches_the_cpu_including_ties() {
             logits_off: 0,
             route_base: 4,
             route_stride: 2 * k as u32,
+            stride: 0,
         };
         let inputs = Inputs {
             act: &logits,

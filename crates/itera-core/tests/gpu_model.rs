@@ -1,6 +1,7 @@
 //! The whole model on the GPU against the CPU, for every shipped precision: logits along a
 //! prompt, 128 greedy tokens, the routing trace, seeded sampling against the sampler's CPU
-//! twin, multi-token submissions, and the structural promise of the decode path (one
+//! twin, multi-token submissions, batched prefill = step-by-step prefill, and the structural
+//! promise of the decode path (one
 //! submission and one read-back of 8 bytes per token, nothing created after warm-up).
 #![cfg(feature = "gpu")]
 
@@ -107,6 +108,30 @@ fn prompts_longer_than_one_submission_continue_the_state() {
     let mut m = GpuModel::new(&g, &w).unwrap();
     let p = prompt(&w, MAX_STEPS * 2 + 3);
     assert_eq!(gpu_tokens(&g, &mut m, &p, 20, 7), cpu_greedy(&w, &p, 20));
+}
+
+#[test]
+fn batched_prefill_and_step_by_step_prefill_agree() {
+    let Some(g) = gpu() else { return };
+    for name in MODELS {
+        let w = shipped(name);
+        // Two batched chunks of 64, then 19 forced steps (the last samples).
+        let p = prompt(&w, 2 * 64 + 19);
+        let mut outs = Vec::new();
+        for batched in [true, false] {
+            let mut m = GpuModel::new(&g, &w).unwrap();
+            let first = block_on(m.prefill_with(&g, &p, true, batched)).unwrap();
+            let logits = block_on(m.logits(&g)).unwrap();
+            let next = block_on(m.generate(&g, first.tokens[0], 8, false)).unwrap().tokens;
+            outs.push((first, logits, next));
+        }
+        let ((a, la, na), (b, lb, nb)) = (&outs[0], &outs[1]);
+        assert_close(&la, &lb, 2e-4, 2e-4, &format!("{name}: logits after the prompt"));
+        assert_eq!((&a.tokens, na), (&b.tokens, nb), "{name}: greedy tokens after the prompt");
+        for (ra, rb) in a.routing[0].iter().zip(&b.routing[0]) {
+            assert_eq!(ra.experts, rb.experts, "{name}: routing of the last prompt token");
+        }
+    }
 }
 
 #[test]

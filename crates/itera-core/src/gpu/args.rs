@@ -89,6 +89,7 @@ pub struct NormArgs {
     pub x_off: u32,
     pub y_off: u32,
     pub w_off: u32,
+    pub stride: u32,
 }
 
 /// conv.wgsl `Conv`.
@@ -134,6 +135,8 @@ pub struct SwigluArgs {
     pub n: u32,
     pub a_off: u32,
     pub b_off: u32,
+    pub tokens: u32,
+    pub stride: u32,
 }
 
 /// moe.wgsl `Route`.
@@ -145,6 +148,7 @@ pub struct RouteArgs {
     pub logits_off: u32,
     pub route_base: u32,
     pub route_stride: u32,
+    pub stride: u32,
 }
 
 /// sample.wgsl `Sample`.

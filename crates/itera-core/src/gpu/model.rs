@@ -8,7 +8,7 @@
 use super::args::*;
 use super::kernels::{Bindings, Kernel};
 use super::linear::GpuMatrix;
-use super::plan::{ffn_matrices, layer_matrices, Arena, CtlLayout, ParamOffsets};
+use super::plan::{ffn_matrices, layer_matrices, Arena, CtlLayout, ParamOffsets, PREFILL_ROWS};
 use super::{readback, Gpu};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -50,6 +50,9 @@ pub struct GpuModel {
     ids_read: wgpu::Buffer,
     logits_read: wgpu::Buffer,
     pub(crate) step: Vec<Dispatch>,
+    /// The batched prefill of PREFILL_ROWS tokens: tiled matmuls, conv and scan over the
+    /// tokens, every token routed; it updates the decode state and samples nothing.
+    prefill_step: Vec<Dispatch>,
     sample_slot: u64,
     needs_reset: bool,
     /// Tokens consumed since the last reset (the sampler's random stream position).
@@ -90,6 +93,19 @@ impl<'g> Recorder<'g> {
     fn linear(&mut self, weights: usize, args: LinearArgs, rows_dispatched: usize) {
         let kernel = &self.gpu.kernels.matvec[self.weights[weights].precision_index()];
         self.push(kernel, args, Some(weights), groups_per_row(rows_dispatched));
+    }
+
+    /// A matvec per token (`args.tokens` of them on the y axis): the prefill's routed experts.
+    fn linear_tokens(&mut self, weights: usize, args: LinearArgs) {
+        let kernel = &self.gpu.kernels.matvec[self.weights[weights].precision_index()];
+        self.push(kernel, args, Some(weights), (args.rows, args.tokens));
+    }
+
+    /// The tiled Y = X·Wᵀ over `args.tokens` tokens.
+    fn matmul(&mut self, weights: usize, args: LinearArgs) {
+        let kernel = &self.gpu.kernels.matmul[self.weights[weights].precision_index()];
+        let groups = groups_for_tiles(args.rows as usize, args.tokens as usize);
+        self.push(kernel, args, Some(weights), groups);
     }
 }
 
@@ -154,8 +170,10 @@ impl GpuModel {
             specs: Vec::new(),
         };
         let sample_slot = record_step(&mut rec, &c, &arena, &ctl_layout, &vectors, &layer_slots);
+        let step_len = rec.specs.len();
+        record_prefill(&mut rec, &c, &arena, &ctl_layout, &vectors, &layer_slots);
         let uniforms = gpu.buffer_init("uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
-        let step = rec
+        let mut step: Vec<Dispatch> = rec
             .specs
             .iter()
             .map(|&(kernel, slot, wi, groups)| {
@@ -179,6 +197,7 @@ impl GpuModel {
                 }
             })
             .collect();
+        let prefill_step = step.split_off(step_len);
         let mut model = GpuModel {
             precision: w.precision,
             config: c,
@@ -190,6 +209,7 @@ impl GpuModel {
             ids_read,
             logits_read,
             step,
+            prefill_step,
             sample_slot,
             needs_reset: true,
             position: 0,
@@ -256,16 +276,7 @@ impl GpuModel {
         let vocab = self.config.vocab_size;
         forced.iter().try_for_each(|&id| Error::check_token(id, vocab))?;
         let mut encoder = self.begin(gpu, forced);
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for _ in 0..steps {
-                for d in &self.step {
-                    pass.set_pipeline(&d.pipeline);
-                    pass.set_bind_group(0, &d.bind_group, &[]);
-                    pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
-                }
-            }
-        }
+        run_pass(&mut encoder, &self.step, steps);
         let n = steps as u64 * 4;
         let trace_words = if trace { steps * l.trace_stride } else { 0 } as u64 * 4;
         if read {
@@ -321,13 +332,33 @@ impl GpuModel {
         encoder
     }
 
-    /// Consumes `prompt` (in submissions of up to MAX_STEPS) and returns the first sampled
-    /// token with its log-prob and routing.
+    /// Consumes `prompt` and returns the first sampled token with its log-prob and routing:
+    /// all but the last 1..=PREFILL_ROWS tokens in batched chunks of PREFILL_ROWS (one
+    /// submission each), the rest as forced decode steps, the last of which samples.
     pub async fn prefill(&mut self, gpu: &Gpu, prompt: &[u32], trace: bool) -> Result<StepsOutput> {
+        self.prefill_with(gpu, prompt, trace, true).await
+    }
+
+    /// `prefill`, batched or (`batched = false`) every token as a forced decode step in
+    /// submissions of up to MAX_STEPS — the two must agree (tests/gpu_model.rs).
+    pub async fn prefill_with(&mut self, gpu: &Gpu, prompt: &[u32], trace: bool, batched: bool) -> Result<StepsOutput> {
         if prompt.is_empty() {
             return Err(Error::EmptyInput("prompt"));
         }
-        let chunks: Vec<&[u32]> = prompt.chunks(MAX_STEPS).collect();
+        let vocab = self.config.vocab_size;
+        prompt.iter().try_for_each(|&id| Error::check_token(id, vocab))?;
+        let split = if batched {
+            (prompt.len() - 1) / PREFILL_ROWS * PREFILL_ROWS
+        } else {
+            0
+        };
+        for chunk in prompt[..split].chunks(PREFILL_ROWS) {
+            let mut encoder = self.begin(gpu, chunk);
+            run_pass(&mut encoder, &self.prefill_step, 1);
+            gpu.submit(encoder);
+            self.position += chunk.len();
+        }
+        let chunks: Vec<&[u32]> = prompt[split..].chunks(MAX_STEPS).collect();
         for chunk in &chunks[..chunks.len() - 1] {
             self.run(gpu, chunk, chunk.len(), false, false).await?;
         }
@@ -354,6 +385,18 @@ impl GpuModel {
         Ok(bytemuck::pod_collect_to_vec(
             &readback::read(gpu, &self.logits_read, len).await?,
         ))
+    }
+}
+
+/// `dispatches` `times` over in one compute pass.
+fn run_pass(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch], times: usize) {
+    let mut pass = encoder.begin_compute_pass(&Default::default());
+    for _ in 0..times {
+        for d in dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+        }
     }
 }
 
@@ -387,6 +430,7 @@ fn record_step<'g>(
             x_off: x as u32,
             y_off: y as u32,
             w_off: w_off as u32,
+            stride: d as u32,
         };
         rec.push(&k.rmsnorm, args, None, (1, 1));
     };
@@ -436,6 +480,8 @@ fn record_step<'g>(
             n: f as u32,
             a_off: a.ffn_a as u32,
             b_off: a.ffn_b as u32,
+            tokens: 1,
+            stride: 0,
         };
         let w1 = LinearArgs::matvec(f, d, a.xn, a.ffn_a);
         let w3 = LinearArgs::matvec(f, d, a.xn, a.ffn_b);
@@ -451,6 +497,7 @@ fn record_step<'g>(
                 logits_off: a.router as u32,
                 route_base: base as u32,
                 route_stride: stride as u32,
+                stride: 0,
             };
             rec.push(&k.route, route, None, (1, 1));
             for slot in 0..c.top_k {
@@ -481,4 +528,128 @@ fn record_step<'g>(
         logprobs_base: 0,
     };
     rec.push(&k.sample, placeholder, None, (1, 1))
+}
+
+/// Records the batched prefill of PREFILL_ROWS tokens (the decode step's layers over all of
+/// them at once; CPU twin: `model::prefill`): the embedding rows of tokens[0..T], then per
+/// layer the norms, tiled matmuls, conv and scan over T (continuing the decode state), and
+/// the FFN — MoE tokens each routed and sent to their own experts. No logits, no sampling.
+fn record_prefill<'g>(
+    rec: &mut Recorder<'g>,
+    c: &Config,
+    a: &Arena,
+    l: &CtlLayout,
+    v: &ParamOffsets,
+    layer_slots: &[usize],
+) {
+    let gpu = rec.gpu;
+    let k = &gpu.kernels;
+    let (t, w) = (PREFILL_ROWS, a.row);
+    let (d, di, n, r, f) = (c.d_model, c.d_inner(), c.d_state, c.dt_rank, c.d_ff);
+    // Row 0 of an activation; row i is `w` further.
+    let at = |off: usize| a.prefill + off;
+    let rows = |rows: usize, cols: usize, x: usize, y: usize| LinearArgs::matmul(rows, cols, t, (at(x), w), (at(y), w));
+    let embed = LinearArgs {
+        token_base: l.tokens as u32,
+        tokens: t as u32,
+        y_stride: w as u32,
+        ..LinearArgs::matvec(c.vocab_size, d, 0, at(a.x))
+    };
+    let embed_kernel = &k.embed_row[rec.weights[0].precision_index()];
+    rec.push(embed_kernel, embed, Some(0), (groups_for(d).0, t as u32));
+    let norm = |rec: &mut Recorder<'g>, w_off: usize| {
+        let args = NormArgs {
+            d: d as u32,
+            rows: t as u32,
+            x_off: at(a.x) as u32,
+            y_off: at(a.xn) as u32,
+            w_off: w_off as u32,
+            stride: w as u32,
+        };
+        rec.push(&k.rmsnorm, args, None, (t as u32, 1));
+    };
+    for (layer, &first) in layer_slots.iter().enumerate() {
+        let lv = &v.layers[layer];
+        let [in_proj, x_proj, dt_proj, out_proj] = [first, first + 1, first + 2, first + 3];
+        norm(rec, lv.ssm_norm);
+        rec.matmul(in_proj, rows(2 * di, d, a.xn, a.xz));
+        let conv = ConvArgs {
+            channels: di as u32,
+            k: c.d_conv as u32,
+            x_off: at(a.xz) as u32,
+            tail_off: a.tail[layer] as u32,
+            y_off: at(a.u) as u32,
+            w_off: lv.conv_w as u32,
+            b_off: lv.conv_b as u32,
+            tokens: t as u32,
+            x_stride: w as u32,
+            y_stride: w as u32,
+        };
+        rec.push(&k.conv, conv, None, groups_for(di));
+        rec.matmul(x_proj, rows(r + 2 * n, di, a.u, a.bc));
+        rec.matmul(dt_proj, rows(di, r, a.bc, a.dt));
+        let scan = ScanArgs {
+            channels: di as u32,
+            n: n as u32,
+            u_off: at(a.u) as u32,
+            dt_off: at(a.dt) as u32,
+            b_off: (at(a.bc) + r) as u32,
+            z_off: (at(a.xz) + di) as u32,
+            h_off: a.h[layer] as u32,
+            y_off: at(a.y) as u32,
+            dt_b_off: lv.dt_b as u32,
+            a_log_off: lv.a_log as u32,
+            d_skip_off: lv.d_skip as u32,
+            tokens: t as u32,
+            in_stride: w as u32,
+            out_stride: w as u32,
+        };
+        rec.push(&k.scan, scan, None, groups_for(di));
+        rec.matmul(out_proj, rows(d, di, a.y, a.x).accumulating());
+
+        norm(rec, lv.ffn_norm);
+        let swiglu = SwigluArgs {
+            n: f as u32,
+            a_off: at(a.ffn_a) as u32,
+            b_off: at(a.ffn_b) as u32,
+            tokens: t as u32,
+            stride: w as u32,
+        };
+        let swiglu_groups = (groups_for(f).0, t as u32);
+        if c.is_moe(layer) {
+            let (router, w1s, w3s, w2s) = (first + 4, first + 5, first + 6, first + 7);
+            let e = c.n_experts;
+            rec.matmul(router, rows(e, d, a.xn, a.router));
+            let (base, stride) = (l.route_base(c, layer), l.trace_stride);
+            let route = RouteArgs {
+                experts: e as u32,
+                k: c.top_k as u32,
+                logits_off: at(a.router) as u32,
+                route_base: base as u32,
+                route_stride: stride as u32,
+                stride: w as u32,
+            };
+            rec.push(&k.route, route, None, (t as u32, 1));
+            // Each token's slot-j expert, one matvec per token (the y axis).
+            let per_token = |rows: usize, cols: usize, x: usize, y: usize| LinearArgs {
+                tokens: t as u32,
+                x_stride: w as u32,
+                y_stride: w as u32,
+                ..LinearArgs::matvec(rows, cols, at(x), at(y))
+            };
+            for slot in 0..c.top_k {
+                rec.linear_tokens(w1s, per_token(f, d, a.xn, a.ffn_a).routed(slot, base, stride, false));
+                rec.linear_tokens(w3s, per_token(f, d, a.xn, a.ffn_b).routed(slot, base, stride, false));
+                rec.push(&k.swiglu, swiglu, None, swiglu_groups);
+                let down = per_token(d, f, a.ffn_a, a.x).accumulating();
+                rec.linear_tokens(w2s, down.routed(slot, base, stride, true));
+            }
+        } else {
+            let (w1i, w3i, w2i) = (first + 4, first + 5, first + 6);
+            rec.matmul(w1i, rows(f, d, a.xn, a.ffn_a));
+            rec.matmul(w3i, rows(f, d, a.xn, a.ffn_b));
+            rec.push(&k.swiglu, swiglu, None, swiglu_groups);
+            rec.matmul(w2i, rows(d, f, a.ffn_a, a.x).accumulating());
+        }
+    }
 }

@@ -13,6 +13,9 @@ use crate::weights::Weights;
 
 pub const HEADER_WORDS: usize = 4;
 
+/// Tokens of one batched prefill submission.
+pub const PREFILL_ROWS: usize = 64;
+
 /// Offsets of the control words for submissions of up to `cap` steps.
 #[derive(Clone, Copy, Debug)]
 pub struct CtlLayout {
@@ -47,7 +50,8 @@ impl CtlLayout {
     }
 }
 
-/// Offsets in the activation arena: one step's activations, then each layer's decode state.
+/// Offsets in the activation arena: one step's activations, then each layer's decode state,
+/// then the rows of a batched prefill.
 #[derive(Clone, Debug)]
 pub struct Arena {
     pub x: usize,
@@ -68,6 +72,10 @@ pub struct Arena {
     pub tail: Vec<usize>,
     /// Where the decode state starts (everything from here on is cleared on reset).
     pub state: usize,
+    /// The batched prefill's rows: token t's activations at `prefill + t·row`, laid out as
+    /// one step's (x at `x`, xn at `xn`, …), so each kernel reads row t at offset + t·row.
+    pub row: usize,
+    pub prefill: usize,
     pub len: usize,
 }
 
@@ -94,7 +102,12 @@ impl Arena {
         let state = take(0);
         let h = (0..c.n_layers).map(|_| take(di * n)).collect();
         let tail = (0..c.n_layers).map(|_| take((c.d_conv - 1) * di)).collect();
+        // One token's activations are x..router (the logits come last and are not needed).
+        let row = logits;
+        let prefill = take(PREFILL_ROWS * row);
         Arena {
+            row,
+            prefill,
             x,
             xn,
             xz,
