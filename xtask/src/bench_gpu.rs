@@ -24,6 +24,8 @@ use serde::Serialize;
 const MULTI: usize = 16;
 /// Context position the decode speed is measured at.
 const POSITION: usize = 100;
+/// Prompt length of the prefill measurement: two batched chunks and one forced step.
+const PREFILL: usize = 129;
 
 #[derive(Serialize)]
 pub struct GpuRecord {
@@ -37,6 +39,9 @@ pub struct GpuRecord {
     tokens_per_s_multi: f64,
     tokens_per_submission_multi: usize,
     cpu_tokens_per_s: f64,
+    /// A PREFILL-token prompt: batched (64 tokens per submission) and as forced decode steps.
+    prefill_tokens_per_s: f64,
+    prefill_stepwise_tokens_per_s: f64,
     dispatches_per_token: usize,
     submissions_per_token: f64,
     readbacks_per_token: f64,
@@ -173,10 +178,22 @@ pub fn run(configs: &[String], tokens: usize, train: (usize, usize, usize)) -> R
             let created = gpu.counters().resources - created_before;
             let kernel_times = block_on(profile_step(&gpu, &mut m, last))?
                 .map(|t| t.into_iter().map(|(k, s)| (k.to_string(), s * 1e6)).collect());
+            let long: Vec<u32> = (0..PREFILL).map(|_| rng.below(config.vocab_size as u32)).collect();
+            let mut prefill = |batched: bool| -> Result<f64> {
+                m.reset();
+                let start = Instant::now();
+                block_on(m.prefill_with(&gpu, &long, false, batched))?;
+                Ok(PREFILL as f64 / start.elapsed().as_secs_f64())
+            };
+            prefill(true)?;
+            let (batched, stepwise) = (prefill(true)?, prefill(false)?);
             let cpu = crate::bench::decode_speeds(std::slice::from_ref(&w), &[POSITION], tokens.min(64))?[0][0];
             let (s1, r1, b1) = per_token(c1, tokens);
             let (sm, rm, _) = per_token(cm, tokens.max(MULTI));
-            eprintln!("  {name:>5} {precision}: GPU {single:7.1} tokens/s, ×{MULTI} per submission {multi:7.1}, CPU {cpu:7.1}");
+            eprintln!(
+                "  {name:>5} {precision}: GPU {single:7.1} tokens/s, ×{MULTI} per submission {multi:7.1}, CPU {cpu:7.1}; \
+                 prefill {batched:7.1} batched vs {stepwise:7.1} step by step"
+            );
             records.push(GpuRecord {
                 kind: "decode",
                 config: name.clone(),
@@ -188,6 +205,8 @@ pub fn run(configs: &[String], tokens: usize, train: (usize, usize, usize)) -> R
                 tokens_per_s_multi: multi,
                 tokens_per_submission_multi: MULTI,
                 cpu_tokens_per_s: cpu,
+                prefill_tokens_per_s: batched,
+                prefill_stepwise_tokens_per_s: stepwise,
                 dispatches_per_token: m.dispatches_per_step(),
                 submissions_per_token: s1,
                 readbacks_per_token: r1,
@@ -233,13 +252,14 @@ fn print_train_table(records: &[TrainRecord]) {
 fn print_table(records: &[GpuRecord]) {
     println!();
     println!(
-        "{:<6} {:<5} {:>10} {:>12} {:>10} {:>8} {:>9} {:>10} {:>9} {:>8}",
+        "{:<6} {:<5} {:>10} {:>12} {:>10} {:>8} {:>13} {:>9} {:>10} {:>9} {:>8}",
         "config",
         "prec",
         "GPU tok/s",
         format!("×{MULTI} tok/s"),
         "CPU tok/s",
         "GPU/CPU",
+        "prefill ×",
         "subm/tok",
         "reads/tok",
         "bytes/tok",
@@ -247,13 +267,14 @@ fn print_table(records: &[GpuRecord]) {
     );
     for r in records {
         println!(
-            "{:<6} {:<5} {:>10.1} {:>12.1} {:>10.1} {:>8.2} {:>9.3} {:>10.3} {:>9.1} {:>8}",
+            "{:<6} {:<5} {:>10.1} {:>12.1} {:>10.1} {:>8.2} {:>13.2} {:>9.3} {:>10.3} {:>9.1} {:>8}",
             r.config,
             r.precision,
             r.tokens_per_s,
             r.tokens_per_s_multi,
             r.cpu_tokens_per_s,
             r.tokens_per_s_multi / r.cpu_tokens_per_s,
+            r.prefill_tokens_per_s / r.prefill_stepwise_tokens_per_s,
             r.submissions_per_token,
             r.readbacks_per_token,
             r.readback_bytes_per_token,
@@ -274,6 +295,6 @@ fn print_table(records: &[GpuRecord]) {
     println!(
         "(greedy decode at position {POSITION}; GPU/CPU uses the ×{MULTI} mode against one CPU thread; \
          reads/tok and bytes/tok are for one token per submission; created = buffers and bind groups \
-         made after warm-up)"
+         made after warm-up; prefill × = batched prefill speed over step-by-step, {PREFILL}-token prompt)"
     );
 }

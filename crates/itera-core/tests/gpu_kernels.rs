@@ -363,7 +363,11 @@ fn swiglu_gate_matches_the_cpu() {
         let at = t * stride;
         let want: Vec<f32> = (0..n).map(|i| silu(act[at + i]) * act[at + n + i]).collect();
         assert_close(&out[at..at + n], &want, 1e-6, 1e-5, "swiglu");
-        assert_eq!(out[at + n..at + stride], act[at + n..at + stride], "b and the gap untouched");
+        assert_eq!(
+            out[at + n..at + stride],
+            act[at + n..at + stride],
+            "b and the gap untouched"
+        );
     }
 }
 

@@ -127,7 +127,11 @@ fn batched_prefill_and_step_by_step_prefill_agree() {
         }
         let ((a, la, na), (b, lb, nb)) = (&outs[0], &outs[1]);
         assert_close(&la, &lb, 2e-4, 2e-4, &format!("{name}: logits after the prompt"));
-        assert_eq!((&a.tokens, na), (&b.tokens, nb), "{name}: greedy tokens after the prompt");
+        assert_eq!(
+            (&a.tokens, na),
+            (&b.tokens, nb),
+            "{name}: greedy tokens after the prompt"
+        );
         for (ra, rb) in a.routing[0].iter().zip(&b.routing[0]) {
             assert_eq!(ra.experts, rb.experts, "{name}: routing of the last prompt token");
         }
