@@ -126,7 +126,7 @@ fn batched_prefill_and_step_by_step_prefill_agree() {
             outs.push((first, logits, next));
         }
         let ((a, la, na), (b, lb, nb)) = (&outs[0], &outs[1]);
-        assert_close(&la, &lb, 2e-4, 2e-4, &format!("{name}: logits after the prompt"));
+        assert_close(la, lb, 2e-4, 2e-4, &format!("{name}: logits after the prompt"));
         assert_eq!(
             (&a.tokens, na),
             (&b.tokens, nb),
