@@ -1,9 +1,14 @@
+// Prelude: f16_packed.wgsl or f16_native.wgsl
+//
 // Everything that reads a weight matrix W (rows × cols, row-major, out × in): y = W·x for one
-// token, the tiled Y = X·Wᵀ for many, and the embedding row gather. One file for all four weight precisions: the pipeline-overridable
+// token, the tiled Y = X·Wᵀ for many, and the embedding row gather. One file for all four
+// weight precisions: the pipeline-overridable
 // constant PRECISION selects how `weight()` decodes an element, so each precision gets its own
 // compiled pipeline from the same source (0 f32, 1 f16, 2 q8, 3 q4 — SPEC "Weight files").
-// Weights are bound as u32 words: f16 is read with unpack2x16float (no shader-f16 needed),
-// int8 and int4 with extractBits. Quantized scales are f16, one per 32 values of a row.
+// Weights are bound as u32 words: f16 weights are read by `weight_f16` from the prelude in
+// front of this file — f16_native.wgsl (an f16 view of the same buffer, binding 5) where the
+// device has shader-f16, f16_packed.wgsl (unpack2x16float) everywhere else; int8 and int4
+// with extractBits; the f16 scales with unpack2x16float. Quantized scales are f16, one per 32 values of a row.
 //
 // Activations live in one f32 arena (`act`) addressed by offsets; `ctl` holds the decode
 // control words (step counter, token ids, routing trace; see gpu/plan.rs).
@@ -66,9 +71,7 @@ fn weight(row: u32, col: u32) -> f32 {
             return bitcast<f32>(w[row * p.cols + col]);
         }
         case 1u: {
-            let i = row * p.cols + col;
-            let pair = unpack2x16float(w[i / 2u]);
-            return select(pair.x, pair.y, (i & 1u) == 1u);
+            return weight_f16(row * p.cols + col);
         }
         case 2u: {
             let q = extractBits(bitcast<i32>(w[(row * p.cols + col) / 4u]), ((row * p.cols + col) % 4u) * 8u, 8u);

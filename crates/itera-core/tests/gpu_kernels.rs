@@ -95,6 +95,49 @@ fn matvec_matches_the_cpu_for_every_precision_on_odd_shapes() {
 }
 
 #[test]
+fn f16_weights_read_the_same_with_and_without_shader_f16() {
+    // `gpu()` opens the adapter with shader-f16 when it has it (lavapipe does); this opens it
+    // both ways, so the packed reader the browser's SwiftShader uses is checked natively too.
+    if gpu().is_none() {
+        return;
+    }
+    let mut rng = Pcg32::new(23);
+    for native in [false, true] {
+        let g = Gpu::with_options_blocking(native).unwrap();
+        if native && !g.native_f16 {
+            eprintln!("SKIPPED (native half): {} has no shader-f16", g.describe());
+            continue;
+        }
+        assert_eq!(g.native_f16, native, "{}", g.describe());
+        let k = precision_index(Precision::F16);
+        for (rows, cols, tokens) in [(3, 31, 1), (65, 77, 5), (130, 129, 17)] {
+            let m = Matrix::from_f32(rows, cols, random(&mut rng, rows * cols)).to_precision(Precision::F16);
+            let w = GpuMatrix::upload(&g, &m).unwrap();
+            let x = random(&mut rng, tokens * cols);
+            let mut act = x.clone();
+            act.resize(tokens * (cols + rows), 0.0);
+            let inputs = || Inputs {
+                weights: Some(&w),
+                act: &act,
+                ctl: &[0],
+                ..Default::default()
+            };
+            let y_off = tokens * cols;
+            let mut want = vec![0.0; tokens * rows];
+            m.matmul(&x, tokens, &mut want);
+            let args = LinearArgs::matmul(rows, cols, tokens, (0, cols), (y_off, rows));
+            let (out, _) = launch(&g, &g.kernels.matmul[k], args, inputs(), groups_for_tiles(rows, tokens));
+            let what = format!("f16 matmul {rows}×{cols}×{tokens}, shader-f16 {native}");
+            assert_close(&out[y_off..], &want, 1e-5, 1e-5, &what);
+            let args = LinearArgs::matvec(rows, cols, 0, y_off);
+            let (out, _) = launch(&g, &g.kernels.matvec[k], args, inputs(), groups_per_row(rows));
+            let what = format!("f16 matvec {rows}×{cols}, shader-f16 {native}");
+            assert_close(&out[y_off..y_off + rows], &want[..rows], 1e-5, 1e-5, &what);
+        }
+    }
+}
+
+#[test]
 fn expert_dispatch_reads_only_the_routed_expert_and_scales_by_its_weight() {
     let Some(g) = gpu() else { return };
     let mut rng = Pcg32::new(11);

@@ -7,7 +7,8 @@ use crate::precision::Precision;
 /// Which buffers a kernel binds after its uniform block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signature {
-    /// Weight words, their f16 scales, the activation arena, the control words (linear.wgsl).
+    /// Weight words, their f16 scales, the activation arena, the control words, and the weight
+    /// words again (read as f16 by f16_native.wgsl; unused otherwise) (linear.wgsl).
     Linear,
     /// The model's f32 vectors (norm weights, biases, conv taps, A_log, Dskip) and the arena.
     Params,
@@ -24,7 +25,7 @@ impl Signature {
     /// (read-only?) for each storage binding after the uniform.
     fn storage(self) -> &'static [bool] {
         match self {
-            Signature::Linear => &[true, true, false, false],
+            Signature::Linear => &[true, true, false, false, true],
             Signature::Params => &[true, false],
             Signature::Act => &[false],
             Signature::Control => &[false, false],
@@ -54,6 +55,7 @@ impl Signature {
                     w.scales.as_entire_binding(),
                     b.act.as_entire_binding(),
                     b.ctl.as_entire_binding(),
+                    w.words.as_entire_binding(),
                 ]);
             }
             Signature::Params => out.extend([b.params.as_entire_binding(), b.act.as_entire_binding()]),
@@ -87,6 +89,16 @@ pub struct Kernels {
     pub sample: Kernel,
 }
 
+/// linear.wgsl behind each of its two preludes (see the file's first line).
+const LINEAR_PACKED_F16: &str = concat!(
+    include_str!("../../../../shaders/f16_packed.wgsl"),
+    include_str!("../../../../shaders/linear.wgsl")
+);
+const LINEAR_NATIVE_F16: &str = concat!(
+    include_str!("../../../../shaders/f16_native.wgsl"),
+    include_str!("../../../../shaders/linear.wgsl")
+);
+
 /// The value of linear.wgsl's PRECISION constant.
 pub fn precision_index(p: Precision) -> usize {
     match p {
@@ -106,7 +118,9 @@ const SIGNATURES: [Signature; 5] = [
 ];
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Kernels {
+    /// With `native_f16` (the device has shader-f16 enabled) f16 weights are read through
+    /// f16_native.wgsl, otherwise through f16_packed.wgsl (core WGSL).
+    pub fn new(device: &wgpu::Device, native_f16: bool) -> Kernels {
         let layouts = SIGNATURES.map(|s| layout(device, s));
         let module = |name: &str, source: &str| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -114,7 +128,11 @@ impl Kernels {
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             })
         };
-        let linear = module("linear", include_str!("../../../../shaders/linear.wgsl"));
+        let linear = if native_f16 {
+            module("linear (shader-f16)", LINEAR_NATIVE_F16)
+        } else {
+            module("linear", LINEAR_PACKED_F16)
+        };
         let norm = module("norm", include_str!("../../../../shaders/norm.wgsl"));
         let conv = module("conv", include_str!("../../../../shaders/conv.wgsl"));
         let scan = module("scan", include_str!("../../../../shaders/scan.wgsl"));

@@ -36,6 +36,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub kernels: Kernels,
+    /// Whether f16 weights are read with shader-f16 (f16_native.wgsl).
+    pub native_f16: bool,
     train_kernels: std::sync::OnceLock<train::TrainKernels>,
     pub(crate) counters: Counters,
     /// The first validation error or device loss reported by the device, if any: once set,
@@ -78,6 +80,12 @@ impl Gpu {
     /// Opens the default adapter (`WGPU_BACKEND` etc. are honoured natively). A missing
     /// adapter or device is `Error::Gpu` with the reason, so callers can fall back to the CPU.
     pub async fn new() -> Result<Gpu> {
+        Gpu::with_options(true).await
+    }
+
+    /// `new`, using shader-f16 for f16 weights only when `native_f16` is asked for and the
+    /// adapter has it (the tests run both paths on one adapter).
+    pub async fn with_options(native_f16: bool) -> Result<Gpu> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -91,7 +99,10 @@ impl Gpu {
         // every shipped model and for the 15m benchmark config, and asking for no more than
         // the defaults works on every WebGPU device.
         // Timestamp queries (kernel timings in the bench) where the adapter has them.
-        let optional = wgpu::Features::TIMESTAMP_QUERY;
+        let mut optional = wgpu::Features::TIMESTAMP_QUERY;
+        if native_f16 {
+            optional |= wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("itera"),
@@ -110,12 +121,14 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| {
             record(&slot, format!("the GPU device was lost ({reason:?}): {message}"))
         });
-        let kernels = Kernels::new(&device);
+        let native_f16 = device.features().contains(wgpu::Features::SHADER_F16);
+        let kernels = Kernels::new(&device, native_f16);
         Ok(Gpu {
             device,
             queue,
             info,
             kernels,
+            native_f16,
             train_kernels: std::sync::OnceLock::new(),
             counters: Counters::default(),
             failure,
@@ -128,12 +141,19 @@ impl Gpu {
         pollster::block_on(Gpu::new())
     }
 
+    /// `with_options` for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_options_blocking(native_f16: bool) -> Result<Gpu> {
+        pollster::block_on(Gpu::with_options(native_f16))
+    }
+
     /// Human-readable adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) on Vulkan".
     pub fn describe(&self) -> String {
+        let f16 = if self.native_f16 { ", shader-f16" } else { "" };
         match self.info.name.as_str() {
             // Browsers keep the adapter's name to themselves.
-            "" => format!("{:?}", self.info.backend),
-            name => format!("{name} on {:?}", self.info.backend),
+            "" => format!("{:?}{f16}", self.info.backend),
+            name => format!("{name} on {:?}{f16}", self.info.backend),
         }
     }
 
