@@ -13,6 +13,7 @@
 //! - `oneshot`: runs a single kernel on given data, for the parity tests.
 
 pub mod args;
+mod dispatch;
 pub mod generate;
 pub mod kernels;
 pub mod linear;

@@ -6,6 +6,7 @@
 //! wrote on the GPU, so K tokens cost one submission and one read-back.
 
 use super::args::*;
+use super::dispatch::{run_pass, Dispatch};
 use super::kernels::{Bindings, Kernel};
 use super::linear::GpuMatrix;
 use super::plan::{ffn_matrices, layer_matrices, Arena, CtlLayout, ParamOffsets, PREFILL_ROWS};
@@ -22,13 +23,6 @@ pub const MAX_STEPS: usize = 64;
 
 /// Uniform blocks sit at multiples of WebGPU's minimum uniform offset alignment.
 const UNIFORM_SLOT: u64 = 256;
-
-pub(crate) struct Dispatch {
-    pub label: &'static str,
-    pub pipeline: wgpu::ComputePipeline,
-    pub bind_group: wgpu::BindGroup,
-    pub groups: (u32, u32),
-}
 
 /// What one submission produced: for each step, the token it wrote, that token's log-prob
 /// (temperature 1) and, when asked, the routing of every layer (empty for dense layers).
@@ -385,18 +379,6 @@ impl GpuModel {
         Ok(bytemuck::pod_collect_to_vec(
             &readback::read(gpu, &self.logits_read, len).await?,
         ))
-    }
-}
-
-/// `dispatches` `times` over in one compute pass.
-fn run_pass(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch], times: usize) {
-    let mut pass = encoder.begin_compute_pass(&Default::default());
-    for _ in 0..times {
-        for d in dispatches {
-            pass.set_pipeline(&d.pipeline);
-            pass.set_bind_group(0, &d.bind_group, &[]);
-            pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
-        }
     }
 }
 

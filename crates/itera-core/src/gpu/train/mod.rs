@@ -13,6 +13,7 @@
 //! arithmetic, with no data-dependent shapes inside the recorded step.
 
 pub mod args;
+mod device;
 mod kernels;
 pub mod layout;
 mod record;
@@ -20,6 +21,7 @@ mod record;
 pub(crate) use kernels::TrainBuffers;
 pub use kernels::TrainKernels;
 
+use super::dispatch::run_pass;
 use super::{readback, Gpu};
 use crate::error::{Error, Result};
 use crate::model::{LossParts, LossWeights};
@@ -27,14 +29,9 @@ use crate::precision::Precision;
 use crate::train::{StepReport, TrainerConfig};
 use crate::weights::{Grads, Weights};
 use args::{report, AdamArgs};
+use device::OnDevice;
 use layout::{ActLayout, ParamLayout};
-use record::{MicroBatch, Recorder, UNIFORM_SLOT};
-
-struct Dispatch {
-    pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
-    groups: (u32, u32),
-}
+use record::{MicroBatch, Recorder};
 
 pub struct GpuTrainer {
     pub config: TrainerConfig,
@@ -51,93 +48,6 @@ pub struct GpuTrainer {
     student: OnDevice,
     /// The distillation teacher and where its logits sit in its arena.
     teacher: Option<(OnDevice, usize)>,
-}
-
-/// One model on the device: its buffers and its recorded dispatches, cut into segments (one
-/// per micro-batch, the student's optimiser last) that run as separate compute passes of the
-/// step's one submission — between them the teacher's logits are copied over.
-struct OnDevice {
-    params: wgpu::Buffer,
-    grads: wgpu::Buffer,
-    act: wgpu::Buffer,
-    ints: wgpu::Buffer,
-    segments: Vec<Vec<Dispatch>>,
-    _states: Vec<wgpu::Buffer>,
-    _uniforms: wgpu::Buffer,
-}
-
-impl OnDevice {
-    /// Uploads `w`, makes the buffers `layout` needs (`grads_len` f32 of gradients and
-    /// moments) and binds the recorded dispatches, cut after each index in `cuts`.
-    fn new(
-        gpu: &Gpu,
-        w: &Weights,
-        layout: &ActLayout,
-        grads_len: usize,
-        rec: &Recorder,
-        cuts: &[usize],
-    ) -> Result<OnDevice> {
-        use wgpu::BufferUsages as U;
-        let c = &w.config;
-        let flat: Vec<f32> = w
-            .tensors
-            .iter()
-            .flat_map(|x| x.as_f32().expect("checked f32").iter().copied())
-            .collect();
-        let io = U::STORAGE | U::COPY_SRC | U::COPY_DST;
-        let params = gpu.buffer_init("train params", bytemuck::cast_slice(&flat), io)?;
-        gpu.check_binding("gradients + moments", grads_len as u64 * 4)?;
-        let grads = gpu.buffer("train grads", grads_len as u64 * 4, io);
-        let act = gpu.buffer("train activations", layout.len as u64 * 4, io);
-        let ints = gpu.buffer("train ids", layout.ints_len as u64 * 4, io);
-        let state_len = (layout.rows * c.d_inner() * c.d_state) as u64 * 4;
-        let states: Vec<wgpu::Buffer> = (0..c.n_layers)
-            .map(|_| gpu.buffer("train states", state_len, U::STORAGE))
-            .collect();
-        let uniforms = gpu.buffer_init("train uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
-        let mut segments = vec![Vec::new()];
-        for (i, &(kernel, slot, layer, groups)) in rec.specs.iter().enumerate() {
-            if cuts.contains(&i) {
-                segments.push(Vec::new());
-            }
-            let buffers = TrainBuffers {
-                params: &params,
-                grads: &grads,
-                act: &act,
-                ints: &ints,
-                states: &states[layer],
-            };
-            let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &uniforms,
-                offset: slot,
-                size: wgpu::BufferSize::new(UNIFORM_SLOT),
-            });
-            let bind_group = gpu.bind_group(gpu.kernels.layout(kernel.signature), &buffers.resources(uniform));
-            segments.last_mut().expect("one segment at least").push(Dispatch {
-                pipeline: kernel.pipeline.clone(),
-                bind_group,
-                groups,
-            });
-        }
-        Ok(OnDevice {
-            params,
-            grads,
-            act,
-            ints,
-            segments,
-            _states: states,
-            _uniforms: uniforms,
-        })
-    }
-}
-
-fn run_pass(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
-    let mut pass = encoder.begin_compute_pass(&Default::default());
-    for d in dispatches {
-        pass.set_pipeline(&d.pipeline);
-        pass.set_bind_group(0, &d.bind_group, &[]);
-        pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
-    }
 }
 
 impl GpuTrainer {
@@ -338,13 +248,13 @@ impl GpuTrainer {
         encoder.clear_buffer(&s.grads, 0, Some(self.params_len as u64 * 4));
         for i in 0..self.micro {
             if let (Some((t, logits)), Some(to)) = (&self.teacher, self.layout.teacher) {
-                run_pass(&mut encoder, &t.segments[i]);
+                run_pass(&mut encoder, &t.segments[i], 1);
                 let bytes = (self.layout.rows * self.model.vocab_size) as u64 * 4;
                 encoder.copy_buffer_to_buffer(&t.act, *logits as u64 * 4, &s.act, to as u64 * 4, bytes);
             }
-            run_pass(&mut encoder, &s.segments[i]);
+            run_pass(&mut encoder, &s.segments[i], 1);
         }
-        run_pass(&mut encoder, &s.segments[self.micro]);
+        run_pass(&mut encoder, &s.segments[self.micro], 1);
         let bytes = report::LEN as u64 * 4;
         encoder.copy_buffer_to_buffer(&s.act, self.layout.report as u64 * 4, &self.report_read, 0, bytes);
         gpu.submit(encoder);
