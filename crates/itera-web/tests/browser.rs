@@ -1,7 +1,8 @@
 //! The wasm API inside headless Chromium (wasm-bindgen-test; run by `cargo xtask test`):
 //! every shipped model loads from bytes and its greedy tokens equal native CPU's (the golden
 //! fixture that tests/native.rs checks natively), streaming and comparison work through the
-//! JS-facing types, and malformed input is a `JsError` with a clear message, never a trap.
+//! JS-facing types, a GPU training step (plain and distilling) matches the CPU on WebGPU, and
+//! malformed input is a `JsError` with a clear message, never a trap.
 #![cfg(target_arch = "wasm32")]
 
 use itera_web::{compare, gpu_init, Model};
@@ -111,6 +112,88 @@ async fn greedy_tokens_on_webgpu_equal_native_cpu_for_every_shipped_model() {
         m.enable_gpu().map_err(message).unwrap();
         let want: Vec<u64> = serde_json::from_value(golden["models"][name].clone()).unwrap();
         assert_eq!(greedy_on_webgpu(&m, prompt, n).await, want, "{name} on WebGPU");
+    }
+}
+
+/// One GPU training step on WebGPU against the CPU, plain and distilling: the odd-sized
+/// `test` config (a dense and a MoE layer) gives the CPU's CE, KL and every gradient, so
+/// every training kernel (shaders/train/) runs in the browser. Tolerance as natively
+/// (crates/itera-core/tests/gpu_train.rs): 2e-5 + 2e-3 × the tensor's largest gradient.
+#[wasm_bindgen_test]
+async fn a_training_step_on_webgpu_gives_the_cpu_loss_and_gradients() {
+    use itera_core::gpu::{train::GpuTrainer, Gpu};
+    use itera_core::model::{forward, loss, BatchDims, Cache, LossWeights};
+    use itera_core::train::{LrSchedule, TrainerConfig};
+    use itera_core::{Config, Grads, Weights};
+
+    let gpu = Gpu::new().await.expect("WebGPU must be available");
+    let c = Config::preset("test").unwrap();
+    let w = Weights::init_random(&c, 5).unwrap();
+    let teacher = Weights::init_random(&c, 6).unwrap();
+    let bd = BatchDims { batch: 2, t: 9 };
+    let tokens: Vec<u32> = (0..bd.rows() as u32)
+        .map(|i| (i * 7 + 3) % c.vocab_size as u32)
+        .collect();
+    for beta in [0.0, 0.6] {
+        let cfg = TrainerConfig {
+            batch: bd.batch,
+            seq_len: bd.t,
+            threads: 1,
+            loss: LossWeights {
+                aux_alpha: 0.01,
+                distill_beta: beta,
+                temperature: 2.0,
+            },
+            clip: 1.0,
+            schedule: LrSchedule {
+                max: 1e-2,
+                min: 1e-3,
+                warmup: 1,
+                total: 10,
+            },
+            weight_decay: 0.01,
+        };
+        let mut tc = Cache::default();
+        forward(&teacher, &tokens, bd, false, &mut tc).unwrap();
+        let logits = (beta > 0.0).then_some(tc.logits.as_slice());
+        let mut want = Grads::zeros(&w.table);
+        let cpu = loss(
+            &w,
+            &tokens,
+            bd,
+            logits,
+            cfg.loss,
+            &mut Cache::default(),
+            Some(&mut want),
+        )
+        .unwrap();
+        let mut t = if beta > 0.0 {
+            GpuTrainer::with_teacher(&gpu, &w, &teacher, cfg, Some(1)).unwrap()
+        } else {
+            GpuTrainer::new(&gpu, &w, cfg, Some(1)).unwrap()
+        };
+        let r = t.step(&gpu, &tokens).await.unwrap();
+        assert!(
+            (r.loss.ce - cpu.ce).abs() <= 1e-4 * cpu.ce,
+            "β {beta}: CE {} vs {}",
+            r.loss.ce,
+            cpu.ce
+        );
+        assert!(
+            (r.loss.kl - cpu.kl).abs() <= 1e-3 * cpu.kl.max(1e-3),
+            "β {beta}: KL {} vs {}",
+            r.loss.kl,
+            cpu.kl
+        );
+        let got = t.gradients(&gpu).await.unwrap();
+        for (slot, spec) in w.table.specs.iter().enumerate() {
+            let (g, x) = (&got[slot], &want.tensors[slot]);
+            let tol = 2e-5 + 2e-3 * x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            // Written so that NaN fails too: only a value within the tolerance passes.
+            let within = |i: usize| (g[i] - x[i]).abs() <= tol;
+            let bad = (0..x.len()).find(|&i| !within(i));
+            assert!(bad.is_none(), "β {beta}: {} differs at {bad:?}", spec.name);
+        }
     }
 }
 
