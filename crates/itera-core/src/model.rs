@@ -42,6 +42,8 @@ pub struct Cache {
     pub rstd_f: Vec<f32>,
     pub logits: Vec<f32>, // (M, V)
     pub aux: Vec<f32>,    // per MoE layer, in layer order
+    /// ∂L/∂logits (M, V), kept between steps so training reuses one allocation.
+    dlogits: Vec<f32>,
     trained: bool,
 }
 
@@ -227,7 +229,12 @@ pub fn loss(
         });
     }
     forward(w, tokens, bd, grads.is_some(), cache)?;
-    let mut dlogits = grads.is_some().then(|| vec![0.0f32; bd.rows() * v]);
+    let mut dlogits = grads.is_some().then(|| {
+        let mut d = std::mem::take(&mut cache.dlogits);
+        d.clear();
+        d.resize(bd.rows() * v, 0.0);
+        d
+    });
     let beta = lw.distill_beta;
     let ce = cross_entropy(&cache.logits, tokens, bd, v, dlogits.as_deref_mut(), 1.0 - beta);
     let kl = match teacher {
@@ -244,6 +251,7 @@ pub fn loss(
     if let (Some(g), Some(dl)) = (grads, dlogits) {
         let aux_scale = if n_moe > 0 { lw.aux_alpha / n_moe as f32 } else { 0.0 };
         backward(w, cache, &dl, aux_scale, g);
+        cache.dlogits = dl;
     }
     Ok(LossParts { total, ce, aux, kl })
 }

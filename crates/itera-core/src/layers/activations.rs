@@ -53,6 +53,30 @@ pub fn exp_fast(x: f32) -> f32 {
     f32::from_bits(((n_int + 127) as u32) << 23) * p
 }
 
+/// `out[i] = exp(v[i] − max v)` through `exp_fast`; returns (max, Σ out). The shifted
+/// exponentials of one row serve both its log-sum-exp (max + ln Σ) and its softmax
+/// (out / Σ), so a loss over a whole vocabulary takes one exp per logit.
+pub fn exp_shifted(v: &[f32], out: &mut [f32]) -> (f32, f32) {
+    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = exp_fast(x - max);
+    }
+    (max, sum_lanes(out))
+}
+
+/// Σ v in eight interleaved partial sums (which vectorise, unlike one running sum).
+pub fn sum_lanes(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// In-place numerically stable softmax.
 pub fn softmax(v: &mut [f32]) {
     let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));

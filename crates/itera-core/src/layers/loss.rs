@@ -3,7 +3,7 @@
 //! - distillation KL(teacher_τ ‖ student_τ) at temperature τ over the same positions,
 //!   scaled by τ² (Hinton et al. 2015) so its gradients keep their size as τ changes.
 
-use super::activations::{log_sum_exp, softmax};
+use super::activations::exp_shifted;
 use super::ssm::BatchDims;
 
 /// Number of positions the losses average over.
@@ -25,21 +25,23 @@ pub fn cross_entropy(
         return 0.0;
     }
     let mut total = 0.0f64;
-    let mut probs = vec![0.0f32; v];
+    let mut e = vec![0.0f32; v];
     for b in 0..bd.batch {
         for t in 0..bd.t - 1 {
             let row = b * bd.t + t;
             let z = &logits[row * v..(row + 1) * v];
             let target = tokens[row + 1] as usize;
-            total += (log_sum_exp(z) - z[target]) as f64;
+            let (max, sum) = exp_shifted(z, &mut e);
+            total += (max + sum.ln() - z[target]) as f64;
             if let Some(dl) = dlogits.as_deref_mut() {
-                probs.copy_from_slice(z);
-                softmax(&mut probs);
-                probs[target] -= 1.0;
+                // ∂CE/∂z = softmax(z) − onehot(target)
                 let s = scale / count as f32;
-                for (g, p) in dl[row * v..(row + 1) * v].iter_mut().zip(&probs) {
-                    *g += s * p;
+                let g = &mut dl[row * v..(row + 1) * v];
+                let f = s / sum;
+                for (g, &e) in g.iter_mut().zip(&e) {
+                    *g += f * e;
                 }
+                g[target] -= s;
             }
         }
     }
@@ -63,7 +65,9 @@ pub fn distill_kl(
         return 0.0;
     }
     let mut total = 0.0f64;
+    // Scaled logits p = teacher/τ, q = student/τ, and their shifted exponentials.
     let (mut p, mut q) = (vec![0.0f32; v], vec![0.0f32; v]);
+    let (mut ep, mut eq) = (vec![0.0f32; v], vec![0.0f32; v]);
     for b in 0..bd.batch {
         for t in 0..bd.t - 1 {
             let row = b * bd.t + t;
@@ -71,20 +75,20 @@ pub fn distill_kl(
                 p[i] = teacher[row * v + i] / tau;
                 q[i] = student[row * v + i] / tau;
             }
-            let (lp, lq) = (log_sum_exp(&p), log_sum_exp(&q));
-            // KL = Σ p_i (log p_i − log q_i)
+            let (max_p, sum_p) = exp_shifted(&p, &mut ep);
+            let (max_q, sum_q) = exp_shifted(&q, &mut eq);
+            let (lp, lq) = (max_p + sum_p.ln(), max_q + sum_q.ln());
+            // KL = Σ p_i (log p_i − log q_i), p_i = ep_i / Σ ep
             let mut kl = 0.0f64;
             for i in 0..v {
-                let (logp, logq) = (p[i] - lp, q[i] - lq);
-                kl += (logp.exp() * (logp - logq)) as f64;
+                kl += (ep[i] / sum_p * ((p[i] - lp) - (q[i] - lq))) as f64;
             }
             total += kl;
             if let Some(dl) = dlogits.as_deref_mut() {
-                softmax(&mut p);
-                softmax(&mut q);
                 let s = scale * tau / count as f32;
+                let (fp, fq) = (1.0 / sum_p, 1.0 / sum_q);
                 for i in 0..v {
-                    dl[row * v + i] += s * (q[i] - p[i]);
+                    dl[row * v + i] += s * (eq[i] * fq - ep[i] * fp);
                 }
             }
         }
