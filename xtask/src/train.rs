@@ -74,6 +74,11 @@ pub struct TrainArgs {
     /// Held-out texts for BPB (default: ../shared/data/heldout/*.txt when present).
     #[arg(long)]
     heldout: Vec<PathBuf>,
+    /// Texts drawn like the corpus but not in it (e.g. `xtask corpus` with another seed),
+    /// scored with the held-out texts and logged as `valid_bpb`: the gap between the training
+    /// loss and this shows when the run starts memorising its corpus.
+    #[arg(long)]
+    valid: Vec<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long)]
@@ -281,6 +286,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
 
     let heldout_files = crate::heldout_or_default(&a.heldout);
     let heldout: Vec<String> = heldout_files.iter().map(|p| read_text(p)).collect::<Result<_>>()?;
+    let valid: Vec<String> = a.valid.iter().map(|p| read_text(p)).collect::<Result<_>>()?;
 
     let model_path = a.out_dir.join("model.safetensors");
     let opt_path = a.out_dir.join("optimizer.safetensors");
@@ -417,7 +423,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
             "lr": report.lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "elapsed_s": elapsed,
         });
         let last = step + 1 == end;
-        let evaluate = !heldout.is_empty() && ((step + 1) % a.eval_every.max(1) == 0 || last);
+        let evaluate = !(heldout.is_empty() && valid.is_empty()) && ((step + 1) % a.eval_every.max(1) == 0 || last);
         let checkpoint = (step + 1) % a.checkpoint_every.max(1) == 0 || last;
         if let Some(g) = &on_gpu {
             if evaluate || checkpoint {
@@ -425,18 +431,15 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
             }
         }
         if evaluate {
-            // File by file, as `cargo xtask eval` scores them (each file has its own separators).
-            let mut r = EvalReport::default();
-            for text in &heldout {
-                r.merge(&eval_itera(&w, &tokenizer, text)?);
+            let mut line = format!("step {:>6}: loss {:.4}", step + 1, report.loss.total);
+            for (key, label, texts) in [("heldout_bpb", "held-out", &heldout), ("valid_bpb", "valid", &valid)] {
+                if !texts.is_empty() {
+                    let bpb = bits_per_byte(&w, &tokenizer, texts)?;
+                    record[key] = json!(bpb);
+                    line += &format!("  {label} {bpb:.4}");
+                }
             }
-            record["heldout_bpb"] = json!(r.bits_per_byte());
-            bar.println(format!(
-                "step {:>6}: loss {:.4}  held-out {:.4} bits/byte",
-                step + 1,
-                report.loss.total,
-                r.bits_per_byte()
-            ));
+            bar.println(line + " bits/byte");
         }
         writeln!(log, "{record}")?;
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", report.loss.total, tps));
@@ -456,4 +459,14 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
         a.steps
     );
     Ok(())
+}
+
+/// Bits per byte over `texts`, file by file as `cargo xtask eval` scores them (each file has
+/// its own separators).
+fn bits_per_byte(w: &Weights, tokenizer: &Tokenizer, texts: &[String]) -> Result<f64> {
+    let mut r = EvalReport::default();
+    for text in texts {
+        r.merge(&eval_itera(w, tokenizer, text)?);
+    }
+    Ok(r.bits_per_byte())
 }

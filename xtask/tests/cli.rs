@@ -270,6 +270,7 @@ fn train_resumes_exactly_where_it_stopped() {
             "train", "--corpus", s(&corpus), "--out-dir", s(out), "--vocab-size", "300", "--config", "test",
             "--steps", "8", "--stop-at", stop_at, "--batch", "4", "--seq-len", "24", "--lr", "1e-2", "--warmup", "2",
             "--threads", "2", "--eval-every", "4", "--checkpoint-every", "4", "--heldout", s(&heldout), "--seed", "9",
+            "--valid", s(&heldout),
         ];
         if resume {
             args.push("--resume");
@@ -306,6 +307,9 @@ fn train_resumes_exactly_where_it_stopped() {
     assert_eq!(log.len(), 8);
     assert!(log[7]["loss"].as_f64().unwrap() < log[0]["loss"].as_f64().unwrap());
     assert!(log[3]["heldout_bpb"].as_f64().is_some() && log[7]["heldout_bpb"].as_f64().is_some());
+    // --valid is scored like --heldout (here the same file, so the same figure).
+    assert_eq!(log[7]["valid_bpb"], log[7]["heldout_bpb"]);
+    assert!(log[0].get("valid_bpb").is_none());
     // The trained model loads and generates through the ordinary commands.
     ok(&[
         "generate",
