@@ -98,10 +98,17 @@ impl Drop for Server {
 }
 
 /// Starts this binary's `serve` on a free port and runs tests/e2e/playground.mjs against it.
+/// The server's access log goes to target/e2e/server.log; its tail is printed when the test
+/// fails, to tell a page that never asked from a server that never answered.
 fn page_end_to_end() -> Result<()> {
+    let out = crate::project_root().join("target/e2e");
+    std::fs::create_dir_all(&out)?;
+    let access_log = out.join("server.log");
+    let _ = std::fs::remove_file(&access_log);
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["serve", "--no-build", "--port", "0"])
+        .args(["serve", "--no-build", "--port", "0", "--access-log"])
+        .arg(&access_log)
         .current_dir(crate::project_root())
         .stdout(Stdio::piped())
         .spawn()
@@ -113,11 +120,22 @@ fn page_end_to_end() -> Result<()> {
     let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
         bail!("`xtask serve` did not print its URL (printed {line:?})");
     };
-    let out = crate::project_root().join("target/e2e");
-    sh(
+    let result = sh(
         "node",
         &["tests/e2e/playground.mjs", url, out.to_str().context("UTF-8 path")?],
-    )?;
+    );
     drop(server);
-    Ok(())
+    if result.is_err() {
+        let log = std::fs::read_to_string(&access_log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "the server's last requests ({} in all, {}):",
+            lines.len(),
+            access_log.display()
+        );
+        for l in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("  {l}");
+        }
+    }
+    result
 }

@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Serve what is already built instead of building first.
     #[arg(long)]
     no_build: bool,
+    /// Append one line per request (time, method, path, status, bytes, milliseconds) to FILE.
+    #[arg(long, value_name = "FILE")]
+    access_log: Option<PathBuf>,
 }
 
 /// Where the page's build output goes (under the ignored target folder).
@@ -122,12 +125,37 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             }
         });
     }
+    let access_log = match &a.access_log {
+        Some(path) => Some(Arc::new(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the access log {}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let started = std::time::Instant::now();
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let (server, mounts, gzip_cache) = (server.clone(), mounts.clone(), gzip_cache.clone());
+            let access_log = access_log.clone();
             std::thread::spawn(move || {
                 for request in server.incoming_requests() {
-                    respond(&mounts, &gzip_cache, request);
+                    let received = started.elapsed();
+                    let line = format!(
+                        "{:9.3} s  {} {}",
+                        received.as_secs_f64(),
+                        request.method(),
+                        request.url()
+                    );
+                    let (status, bytes) = respond(&mounts, &gzip_cache, request);
+                    if let Some(log) = &access_log {
+                        let ms = (started.elapsed() - received).as_secs_f64() * 1e3;
+                        if let Ok(mut f) = log.lock() {
+                            let _ = writeln!(f, "{line} → {status} {bytes} B {ms:.0} ms");
+                        }
+                    }
                 }
             })
         })
@@ -262,7 +290,8 @@ fn entity_tag(file: &std::fs::File) -> Option<String> {
     Some(format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos()))
 }
 
-fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: Request) {
+/// Answers one request; returns the status and the body's length for the access log.
+fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: Request) -> (u16, usize) {
     let common = [
         header("Content-Security-Policy", CONTENT_SECURITY_POLICY),
         header("X-Content-Type-Options", "nosniff"),
@@ -277,7 +306,7 @@ fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: Request) {
     } else {
         Err(Refusal::BadRequest)
     };
-    let result = match outcome.map(|p| (std::fs::File::open(&p), p)) {
+    let (result, answered) = match outcome.map(|p| (std::fs::File::open(&p), p)) {
         Ok((Ok(file), path)) => {
             // Revalidation by ETag lets the browser reuse its HTTP cache, and with it V8's
             // compiled-wasm cache, on a warm start while edits are still seen at once.
@@ -312,7 +341,8 @@ fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: Request) {
             for h in common {
                 r.add_header(h);
             }
-            request.respond(r)
+            let sent = (r.status_code().0, r.data_length().unwrap_or(0));
+            (request.respond(r), sent)
         }
         refused => {
             let (code, text) = match refused {
@@ -326,12 +356,13 @@ fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: Request) {
             for h in common {
                 r.add_header(h);
             }
-            request.respond(r)
+            (request.respond(r), (code, text.len()))
         }
     };
     if let Err(e) = result {
         eprintln!("response failed: {e}");
     }
+    answered
 }
 
 #[cfg(test)]
