@@ -30,27 +30,10 @@ async function open(args, name) {
   return { browser, page, problems };
 }
 
-// Navigates to the page. The page's own clock (firstTokenMs) is what is measured, so the
-// navigation only has to commit. A cold Chromium on a fresh machine has once taken over 30 s
-// to fire `load` and once never committed the first navigation in 120 s, while the server's
-// log shows whether the page asked at all; so a navigation that does not commit in 90 s is
-// retried once, and the test says so.
-async function navigate(page) {
-  for (let attempt = 1; ; attempt++) {
-    const t0 = Date.now();
-    try {
-      await page.goto(url, { waitUntil: 'commit', timeout: 90_000 });
-      return;
-    } catch (e) {
-      if (attempt === 2 || e.name !== 'TimeoutError') throw e;
-      console.log(`  ! the navigation did not commit in ${((Date.now() - t0) / 1000).toFixed(0)} s; retrying once`);
-    }
-  }
-}
-
 // Loads the page and waits for the automatic first story; returns page load → first token (ms).
 async function firstStory(page) {
-  await navigate(page);
+  // The page's own clock (firstTokenMs) is what is measured; the navigation only has to commit.
+  await page.goto(url, { waitUntil: 'commit', timeout: 120_000 });
   await page.waitForFunction(() => document.body?.dataset.firstTokenMs, null, { timeout: 120_000 });
   const ms = Number(await page.evaluate(() => document.body.dataset.firstTokenMs));
   const text = await page.textContent('#output .generated');

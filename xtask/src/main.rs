@@ -6,6 +6,7 @@ mod bench_gpu;
 mod bench_wasm;
 mod corpus;
 mod export;
+mod http;
 mod inspect;
 mod models;
 mod run;

@@ -16,8 +16,8 @@ use clap::Args;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use percent_encoding::percent_decode_str;
-use tiny_http::{Header, Method, Request, Response, Server};
 
+use crate::http::{self, Body, Response};
 use crate::tools::{ensure_npm_packages, ensure_wasm_bindgen, ensure_wasm_target, sh};
 
 #[derive(Args)]
@@ -99,12 +99,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if !a.no_build {
         build()?;
     }
-    let server =
-        Server::http(("127.0.0.1", a.port)).map_err(|e| anyhow!("cannot listen on 127.0.0.1:{}: {e}", a.port))?;
-    let addr = server.server_addr().to_ip().context("server address")?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", a.port))
+        .map_err(|e| anyhow!("cannot listen on 127.0.0.1:{}: {e}", a.port))?;
+    let addr = listener.local_addr().context("server address")?;
     println!("Itera-Lite Playground: http://{addr}/");
     std::io::stdout().flush()?;
-    let server = Arc::new(server);
     let mounts = Arc::new(Mounts::new(&crate::project_root()));
     let gzip_cache = Arc::new(GzipCache::default());
     // Compress the first visit's big files now, not while a visitor waits for them.
@@ -126,43 +125,29 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         });
     }
     let access_log = match &a.access_log {
-        Some(path) => Some(Arc::new(Mutex::new(
+        Some(path) => Some(Mutex::new(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("opening the access log {}", path.display()))?,
-        ))),
+        )),
         None => None,
     };
     let started = std::time::Instant::now();
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (server, mounts, gzip_cache) = (server.clone(), mounts.clone(), gzip_cache.clone());
-            let access_log = access_log.clone();
-            std::thread::spawn(move || {
-                for request in server.incoming_requests() {
-                    let received = started.elapsed();
-                    let line = format!(
-                        "{:9.3} s  {} {}",
-                        received.as_secs_f64(),
-                        request.method(),
-                        request.url()
-                    );
-                    let (status, bytes) = respond(&mounts, &gzip_cache, request);
-                    if let Some(log) = &access_log {
-                        let ms = (started.elapsed() - received).as_secs_f64() * 1e3;
-                        if let Ok(mut f) = log.lock() {
-                            let _ = writeln!(f, "{line} → {status} {bytes} B {ms:.0} ms");
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().map_err(|_| anyhow!("a server thread panicked"))?;
-    }
+    let log = move |request: &http::Request, status: u16, bytes: u64, took: std::time::Duration| {
+        if let Some(Ok(mut f)) = access_log.as_ref().map(|l| l.lock()) {
+            let _ = writeln!(
+                f,
+                "{:9.3} s  {} {} → {status} {bytes} B {:.0} ms",
+                (started.elapsed() - took).as_secs_f64(),
+                request.method,
+                request.target,
+                took.as_secs_f64() * 1e3
+            );
+        }
+    };
+    http::serve(listener, move |request| respond(&mounts, &gzip_cache, request), log)?;
     Ok(())
 }
 
@@ -251,18 +236,11 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 worker-src 'self'; connect-src 'self'; img-src 'self' data: blob:; style-src 'self'; \
 object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
-}
-
 /// Compressed bodies by (file, ETag) with their decoded length: each file is gzipped once.
 type GzipCache = Mutex<HashMap<(PathBuf, String), (Arc<Vec<u8>>, usize)>>;
 
-fn accepts_gzip(request: &Request) -> bool {
-    request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Accept-Encoding") && h.value.as_str().contains("gzip"))
+fn accepts_gzip(request: &http::Request) -> bool {
+    request.header("Accept-Encoding").is_some_and(|v| v.contains("gzip"))
 }
 
 /// Everything but already-compressed images (the wasm shrinks 2.9×, the tokenizer 6×).
@@ -290,79 +268,56 @@ fn entity_tag(file: &std::fs::File) -> Option<String> {
     Some(format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos()))
 }
 
-/// Answers one request; returns the status and the body's length for the access log.
-fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: Request) -> (u16, usize) {
-    let common = [
-        header("Content-Security-Policy", CONTENT_SECURITY_POLICY),
-        header("X-Content-Type-Options", "nosniff"),
-        header("Cache-Control", "no-cache"),
-        // Cross-origin isolation: SharedArrayBuffer for the worker's stop flag.
-        header("Cross-Origin-Opener-Policy", "same-origin"),
-        header("Cross-Origin-Embedder-Policy", "require-corp"),
-    ];
-    let method = request.method().clone();
-    let outcome = if matches!(method, Method::Get | Method::Head) {
-        mounts.resolve(request.url())
+/// Answers one request with a file from the served folders, or a refusal.
+fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: &http::Request) -> Response {
+    let outcome = if matches!(request.method.as_str(), "GET" | "HEAD") {
+        mounts.resolve(&request.target)
     } else {
         Err(Refusal::BadRequest)
     };
-    let (result, answered) = match outcome.map(|p| (std::fs::File::open(&p), p)) {
+    let mut r = match outcome.map(|p| (std::fs::File::open(&p), p)) {
         Ok((Ok(file), path)) => {
             // Revalidation by ETag lets the browser reuse its HTTP cache, and with it V8's
             // compiled-wasm cache, on a warm start while edits are still seen at once.
-            let gzip = accepts_gzip(&request) && compressible(&path);
+            let gzip = accepts_gzip(request) && compressible(&path);
             let tag = entity_tag(&file).map(|t| if gzip { format!("{t}-gz") } else { t });
-            let unchanged = tag.as_deref().is_some_and(|tag| {
-                request
-                    .headers()
-                    .iter()
-                    .any(|h| h.field.equiv("If-None-Match") && h.value.as_str() == tag)
-            });
+            let unchanged = tag.is_some() && request.header("If-None-Match") == tag.as_deref();
             let body = match (unchanged, gzip, &tag) {
                 (false, true, Some(tag)) => gzipped(gzip_cache, &path, tag),
                 _ => None,
             };
             let mut r = if unchanged {
-                Response::new_empty(tiny_http::StatusCode(304)).boxed()
+                Response::new(304, Body::Bytes(Arc::default()))
             } else if let Some((gz, decoded_len)) = body {
-                let mut r = Response::from_data(gz.as_slice().to_vec());
-                r.add_header(header("Content-Encoding", "gzip"));
+                let mut r = Response::new(200, Body::Bytes(gz));
+                r.header("Content-Encoding", "gzip");
                 // The page's download progress counts decoded bytes.
-                r.add_header(header("X-Decoded-Length", &decoded_len.to_string()));
-                r.boxed()
+                r.header("X-Decoded-Length", decoded_len.to_string());
+                r
             } else {
-                Response::from_file(file).boxed()
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                Response::new(200, Body::File(file, len))
             };
-            r.add_header(header("Vary", "Accept-Encoding"));
-            r.add_header(header("Content-Type", content_type(&path)));
-            if let Some(tag) = &tag {
-                r.add_header(header("ETag", tag));
+            r.header("Vary", "Accept-Encoding");
+            r.header("Content-Type", content_type(&path));
+            if let Some(tag) = tag {
+                r.header("ETag", tag);
             }
-            for h in common {
-                r.add_header(h);
-            }
-            let sent = (r.status_code().0, r.data_length().unwrap_or(0));
-            (request.respond(r), sent)
+            r
         }
-        refused => {
-            let (code, text) = match refused {
-                Err(Refusal::BadRequest) => (400, "bad request"),
-                Err(Refusal::Forbidden) => (403, "forbidden"),
-                _ => (404, "not found"),
-            };
-            let mut r = Response::from_string(text)
-                .with_status_code(code)
-                .with_header(header("Content-Type", "text/plain; charset=utf-8"));
-            for h in common {
-                r.add_header(h);
-            }
-            (request.respond(r), (code, text.len()))
-        }
+        refused => match refused {
+            Err(Refusal::BadRequest) => http::plain(400, "bad request"),
+            Err(Refusal::Forbidden) => http::plain(403, "forbidden"),
+            _ => http::plain(404, "not found"),
+        },
     };
-    if let Err(e) = result {
-        eprintln!("response failed: {e}");
-    }
-    answered
+    r.header("Content-Security-Policy", CONTENT_SECURITY_POLICY);
+    r.header("X-Content-Type-Options", "nosniff");
+    r.header("Cache-Control", "no-cache");
+    // Cross-origin isolation: SharedArrayBuffer for the worker's stop flag.
+    r.header("Cross-Origin-Opener-Policy", "same-origin");
+    r.header("Cross-Origin-Embedder-Policy", "require-corp");
+    r
 }
 
 #[cfg(test)]

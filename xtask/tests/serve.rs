@@ -121,3 +121,70 @@ fn the_page_comes_with_its_policy_and_types() {
         .unwrap();
     assert_eq!(decoded, plain);
 }
+
+/// Reads one response from a kept-alive connection: the head, then Content-Length bytes.
+fn read_response(reader: &mut BufReader<TcpStream>) -> (u16, String, Vec<u8>) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a response before the read timeout");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head += &line;
+    }
+    let status = head.split_whitespace().nth(1).expect("a status line").parse().unwrap();
+    let len: usize = header(&head, "Content-Length").map_or(0, |n| n.parse().unwrap());
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    (status, head, body)
+}
+
+/// A browser opens several connections at once and keeps them alive (Chromium: six for the
+/// page's first load): every connection is answered at once, each for several requests in turn.
+#[test]
+fn concurrent_keep_alive_connections_are_all_answered() {
+    let server = start();
+    let expected = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/style.css")).unwrap();
+    let mut connections: Vec<BufReader<TcpStream>> = (0..12)
+        .map(|_| {
+            let s = TcpStream::connect(&server.1).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+            BufReader::new(s)
+        })
+        .collect();
+    for round in 0..3 {
+        for c in &mut connections {
+            write!(
+                c.get_mut(),
+                "GET /style.css HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n\r\n",
+                server.1
+            )
+            .unwrap();
+        }
+        for (i, c) in connections.iter_mut().enumerate() {
+            let (status, head, body) = read_response(c);
+            assert_eq!(status, 200, "connection {i}, round {round}");
+            assert_eq!(header(&head, "Connection"), Some("keep-alive"));
+            assert_eq!(body, expected, "connection {i}, round {round}");
+        }
+    }
+    // HEAD: the headers of the body, without it; a request with a body is refused and closed.
+    let c = &mut connections[0];
+    write!(c.get_mut(), "HEAD /style.css HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        c.read_line(&mut head).unwrap();
+    }
+    assert_eq!(
+        header(&head, "Content-Length"),
+        Some(expected.len().to_string().as_str())
+    );
+    write!(
+        c.get_mut(),
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    )
+    .unwrap();
+    let (status, head, _) = read_response(c);
+    assert_eq!((status, header(&head, "Connection")), (400, Some("close")));
+}
