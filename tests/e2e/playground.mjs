@@ -64,6 +64,8 @@ async function inkedPixels(page, selector) {
   assert.match(note, /WebGPU adapter found/, note);
   assert.ok((await inkedPixels(page, '#routing-heatmap')) > 500, 'the routing heatmap is drawn');
   assert.ok((await page.$$('#tps-chart canvas')).length > 0, 'the tokens/s chart is drawn');
+  // Even a story that takes a tenth of a second plots a line, not an empty chart.
+  await page.waitForFunction(() => Number(document.getElementById('tps-chart').dataset.points) >= 2, null, { timeout: 60_000 });
   assert.ok((await page.$$('#load-breakdown .stack div')).length >= 3, 'the load-time breakdown is drawn');
   await page.hover('#routing-heatmap', { position: { x: 62, y: 10 } });
   assert.match(await page.textContent('#routing-caption'), /layer \d+ → expert/);
