@@ -17,6 +17,10 @@ pub struct Request {
     pub method: String,
     pub target: String,
     headers: Vec<(String, String)>,
+    /// The client will send another request on this connection.
+    keep_alive: bool,
+    /// A body follows the head (no route takes one).
+    has_body: bool,
 }
 
 impl Request {
@@ -96,20 +100,20 @@ fn connection(
     stream.set_nodelay(true)?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        let Some((request, head_len, keep_alive, has_body)) = read_head(&mut stream, &mut buf)? else {
+        let Some((request, head_len)) = read_head(&mut stream, &mut buf)? else {
             return Ok(());
         };
         buf.drain(..head_len);
         let started = Instant::now();
-        let response = if has_body {
+        let response = if request.has_body {
             // No route takes a body; not reading it means the connection cannot continue.
             plain(400, "bad request")
         } else {
             handle(&request)
         };
-        let keep_alive = keep_alive && !has_body;
+        let keep_alive = request.keep_alive && !request.has_body;
         let (status, len) = (response.status, response.body.len());
-        write_response(&mut stream, &request, response, keep_alive)?;
+        write_response(&mut stream, response, keep_alive, request.method == "HEAD")?;
         log(&request, status, len, started.elapsed());
         if !keep_alive {
             return Ok(());
@@ -119,13 +123,13 @@ fn connection(
 
 /// Reads until a whole request head is in `buf`; None when the client closed or went idle.
 /// Malformed heads get a 400 and close the connection.
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<(Request, usize, bool, bool)>> {
+fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<(Request, usize)>> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                let request = Request {
+                let mut request = Request {
                     method: parsed.method.unwrap_or_default().to_string(),
                     target: parsed.path.unwrap_or_default().to_string(),
                     headers: parsed
@@ -133,24 +137,21 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<(Re
                         .iter()
                         .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                         .collect(),
+                    keep_alive: false,
+                    has_body: false,
                 };
                 let connection = request.header("Connection").unwrap_or_default().to_ascii_lowercase();
-                let keep_alive = match parsed.version {
+                request.keep_alive = match parsed.version {
                     Some(1) => !connection.contains("close"),
                     _ => connection.contains("keep-alive"),
                 };
-                let has_body = request.header("Content-Length").is_some_and(|n| n.trim() != "0")
+                request.has_body = request.header("Content-Length").is_some_and(|n| n.trim() != "0")
                     || request.header("Transfer-Encoding").is_some();
-                return Ok(Some((request, head_len, keep_alive, has_body)));
+                return Ok(Some((request, head_len)));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
             _ => {
-                let request = Request {
-                    method: String::new(),
-                    target: String::new(),
-                    headers: Vec::new(),
-                };
-                write_response(stream, &request, plain(400, "bad request"), false)?;
+                write_response(stream, plain(400, "bad request"), false, false)?;
                 return Ok(None);
             }
         }
@@ -181,14 +182,14 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
-        405 => "Method Not Allowed",
         _ => "",
     }
 }
 
-fn write_response(stream: &mut TcpStream, request: &Request, response: Response, keep_alive: bool) -> io::Result<()> {
+/// Writes the head and, unless `head_only` (a HEAD request) or a 304, the body.
+fn write_response(stream: &mut TcpStream, response: Response, keep_alive: bool, head_only: bool) -> io::Result<()> {
     // 304 and HEAD answers carry the headers of the body they stand for, but no body.
-    let send_body = response.status != 304 && request.method != "HEAD";
+    let send_body = response.status != 304 && !head_only;
     let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
     for (name, value) in &response.headers {
         head += &format!("{name}: {value}\r\n");

@@ -305,11 +305,9 @@ fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: &http::Request) -> 
             }
             r
         }
-        refused => match refused {
-            Err(Refusal::BadRequest) => http::plain(400, "bad request"),
-            Err(Refusal::Forbidden) => http::plain(403, "forbidden"),
-            _ => http::plain(404, "not found"),
-        },
+        Err(Refusal::BadRequest) => http::plain(400, "bad request"),
+        Err(Refusal::Forbidden) => http::plain(403, "forbidden"),
+        Err(Refusal::NotFound) | Ok((Err(_), _)) => http::plain(404, "not found"),
     };
     r.header("Content-Security-Policy", CONTENT_SECURITY_POLICY);
     r.header("X-Content-Type-Options", "nosniff");
