@@ -4,16 +4,16 @@
 // - adamw: one tensor per dispatch (weight decay applies to matrices only): clip the gradient
 //   to `clip` by the global norm, update the moments, step the weights. When the loss or the
 //   norm is not finite it changes nothing, so the host can stop with the last good weights.
-// The moments live in the gradient buffer after the gradients (m at m_off, v at v_off).
+// The moments have buffers of their own (bound in the slots where the other training kernels
+// bind ids and SSM states), laid out like the parameters, so that no binding holds more than
+// one table's worth of values.
 // The report holds [lr, 1 − β1ᵗ, 1 − β2ᵗ, CE, KL, aux, norm²] (written per step by the host
 // and by the loss kernels).
-// CPU twin: train::optim::AdamW::update with the clipping of train::trainer::Trainer::step.
+// CPU twin: train::optim::AdamW::update with the clipping of train::step::finish_step.
 
 struct Adam {
     len: u32,
     off: u32,
-    m_off: u32,
-    v_off: u32,
     report_off: u32,
     partial_off: u32,
     decay: f32,
@@ -27,6 +27,8 @@ struct Adam {
 @group(0) @binding(1) var<storage, read_write> prm: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grd: array<f32>;
 @group(0) @binding(3) var<storage, read_write> act: array<f32>;
+@group(0) @binding(4) var<storage, read_write> mom1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mom2: array<f32>;
 
 const WG: u32 = 256u;
 // Workgroups of sum_squares (and so the number of partial sums).
@@ -93,10 +95,10 @@ fn adamw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     let scale = select(1.0, p.clip / norm, norm > p.clip);
     let i = p.off + e;
     let g = grd[i] * scale;
-    let m = p.beta1 * grd[p.m_off + i] + (1.0 - p.beta1) * g;
-    let v = p.beta2 * grd[p.v_off + i] + (1.0 - p.beta2) * g * g;
-    grd[p.m_off + i] = m;
-    grd[p.v_off + i] = v;
+    let m = p.beta1 * mom1[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * mom2[i] + (1.0 - p.beta2) * g * g;
+    mom1[i] = m;
+    mom2[i] = v;
     let update = (m / act[r + C1]) / (sqrt(v / act[r + C2]) + p.eps);
     prm[i] -= act[r + LR] * (update + p.decay * prm[i]);
 }

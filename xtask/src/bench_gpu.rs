@@ -6,16 +6,16 @@
 //! GPU training step against the CPU trainer on all cores, same batch. Runs unchanged on
 //! lavapipe and on a real GPU.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::Result;
 use itera_core::gpu::model::GpuModel;
 use itera_core::gpu::profile::profile_step;
-use itera_core::gpu::train::GpuTrainer;
+use itera_core::gpu::train::GpuStep;
 use itera_core::gpu::{CounterSnapshot, Gpu};
-use itera_core::model::LossWeights;
 use itera_core::rng::Pcg32;
-use itera_core::train::{sample_batch, LrSchedule, Trainer, TrainerConfig};
+use itera_core::train::{sample_batch, CpuStep, StepBackend, TrainSpec, TrainState};
 use itera_core::{Config, Precision, Weights};
 use pollster::block_on;
 use serde::Serialize;
@@ -74,26 +74,19 @@ pub struct GpuBench {
     pub train: Vec<TrainRecord>,
 }
 
-/// Training tokens/s of `config` on the GPU and on the CPU trainer (all cores), after one
-/// warm-up step each, on the same random-token batches.
-fn train_speed(gpu: &Gpu, name: &str, (batch, seq_len, steps): (usize, usize, usize)) -> Result<TrainRecord> {
+/// Training tokens/s of `config` on the GPU and on the CPU (all cores), each through the
+/// training job's step interface after one warm-up step, on the same random-token batches.
+fn train_speed(gpu: &Rc<Gpu>, name: &str, (batch, seq_len, steps): (usize, usize, usize)) -> Result<TrainRecord> {
     let config = Config::preset(name)?;
-    let mut w = Weights::init_random(&config, 0)?;
+    let w = Weights::init_random(&config, 0)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let tc = TrainerConfig {
+    let spec = TrainSpec {
         batch,
         seq_len,
-        threads,
-        loss: LossWeights::default(),
-        clip: 1.0,
-        schedule: LrSchedule {
-            max: 1e-3,
-            min: 1e-4,
-            warmup: 1,
-            total: steps + 1,
-        },
-        weight_decay: 0.1,
+        shards: threads.min(batch),
+        ..TrainSpec::DEFAULT
     };
+    let cfg = spec.step_config();
     let mut rng = Pcg32::new(2);
     let stream: Vec<u32> = (0..batch * seq_len * 4)
         .map(|_| rng.below(config.vocab_size as u32))
@@ -101,18 +94,18 @@ fn train_speed(gpu: &Gpu, name: &str, (batch, seq_len, steps): (usize, usize, us
     let batches: Vec<Vec<u32>> = (0..=steps)
         .map(|_| sample_batch(&stream, batch, seq_len, &mut rng))
         .collect::<itera_core::Result<_>>()?;
-    let mut on_gpu = GpuTrainer::new(gpu, &w, tc, None)?;
-    let mut cpu = Trainer::new(&w, tc)?;
-    let time = |f: &mut dyn FnMut(&[u32]) -> Result<()>| -> Result<f64> {
-        f(&batches[0])?;
+    fn speed<B: StepBackend>(b: &mut B, w: &Weights, batches: &[Vec<u32>], tokens: usize) -> Result<f64> {
+        let mut state = TrainState::new(w, 0.1);
+        pollster::block_on(b.step(&mut state, &batches[0], 1e-3, None))?;
         let start = Instant::now();
-        for b in &batches[1..] {
-            f(b)?;
+        for tokens in &batches[1..] {
+            pollster::block_on(b.step(&mut state, tokens, 1e-3, None))?;
         }
-        Ok((steps * batch * seq_len) as f64 / start.elapsed().as_secs_f64())
-    };
-    let gpu_speed = time(&mut |b| on_gpu.step_blocking(gpu, b).map(drop).map_err(Into::into))?;
-    let cpu_speed = time(&mut |b| cpu.step(&mut w, b, None).map(drop).map_err(Into::into))?;
+        Ok(((batches.len() - 1) * tokens) as f64 / start.elapsed().as_secs_f64())
+    }
+    let mut on_gpu = GpuStep::new(gpu.clone(), &TrainState::new(&w, 0.1), cfg, None)?;
+    let gpu_speed = speed(&mut on_gpu, &w, &batches, batch * seq_len)?;
+    let cpu_speed = speed(&mut CpuStep::new(&w, cfg, threads), &w, &batches, batch * seq_len)?;
     eprintln!(
         "  {name:>5} training {batch}×{seq_len}: GPU {gpu_speed:8.1} tokens/s, CPU ({threads} threads) {cpu_speed:8.1}"
     );
@@ -123,8 +116,8 @@ fn train_speed(gpu: &Gpu, name: &str, (batch, seq_len, steps): (usize, usize, us
         batch,
         seq_len,
         steps,
-        micro_batches: on_gpu.micro,
-        dispatches_per_step: on_gpu.dispatches_per_step(),
+        micro_batches: on_gpu.trainer.micro,
+        dispatches_per_step: on_gpu.trainer.dispatches_per_step(),
         tokens_per_s: gpu_speed,
         cpu_threads: threads,
         cpu_tokens_per_s: cpu_speed,
@@ -156,7 +149,7 @@ fn timed(gpu: &Gpu, m: &mut GpuModel, last: &mut u32, tokens: usize, k: usize) -
 /// Decode speeds and counters (`tokens` per measurement), then training speeds with batches
 /// of `train` = (sequences, length, timed steps).
 pub fn run(configs: &[String], tokens: usize, train: (usize, usize, usize)) -> Result<GpuBench> {
-    let gpu = Gpu::new_blocking()?;
+    let gpu = Rc::new(Gpu::new_blocking()?);
     let adapter = gpu.describe();
     eprintln!("GPU: {adapter}");
     let mut records = Vec::new();

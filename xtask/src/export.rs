@@ -143,7 +143,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
             .config
             .training
             .as_ref()
-            .and_then(|t| t["distilled_from"]["teacher"].as_str());
+            .and_then(|t| t.distilled_from.as_ref())
+            .map(|d| d.teacher.as_str());
         if let Some(p) = distilled.map(PathBuf::from).filter(|p| p.exists()) {
             compare.push(p);
         }
@@ -222,10 +223,10 @@ fn card_json(
         .iter()
         .find(|v| v.precision == Precision::F32)
         .and_then(|v| v.bpb);
-    let training = w.config.training.clone().unwrap_or(Value::Null);
-    let tokens_trained = training["steps"].as_u64().unwrap_or(0)
-        * training["batch"].as_u64().unwrap_or(0)
-        * training["seq_len"].as_u64().unwrap_or(0);
+    let summary = w.config.training.clone().unwrap_or_default();
+    let tokens_trained = summary.steps * summary.batch * summary.seq_len;
+    let seconds = summary.seconds;
+    let training = serde_json::to_value(summary).context("serialising the training summary")?;
     let mut config = serde_json::to_value(w.config.architecture()).context("serialising the config")?;
     config["tokenizer"] = json!("tokenizer.json");
     Ok(json!({
@@ -234,7 +235,7 @@ fn card_json(
         "parameters": {"total": w.table.total_params(), "active_per_token": w.table.active_params(&w.config)},
         "training": training,
         "training_tokens": tokens_trained,
-        "training_tokens_per_s": training["seconds"].as_f64().filter(|&s| s > 0.0).map(|s| tokens_trained as f64 / s),
+        "training_tokens_per_s": (seconds > 0.0).then(|| tokens_trained as f64 / seconds),
         "heldout": heldout.iter().map(|p| file_name(p)).collect::<Vec<_>>(),
         "precisions": variants.iter().map(|v| json!({
             "precision": v.precision.as_str(),

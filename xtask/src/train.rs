@@ -1,39 +1,42 @@
-//! `cargo xtask train`: tokenizer (trained on the corpus unless given) then the model —
-//! AdamW, warmup + cosine, clipping, batches split across cores, held-out BPB every N steps,
-//! atomic checkpoints with `--resume`, a JSON-lines log, deterministic for a seed.
+//! `cargo xtask train` and `distill`: argument parsing, files, the progress bar and the log
+//! over itera-core's training job (`train::Job`), which owns the loop — batches, schedule,
+//! held-out BPB, divergence, checkpoints — exactly as the page's Fine-tune tab runs it.
 //!
-//! Step s draws its batch from a generator seeded by (seed, s), so a resumed run continues
-//! exactly as an uninterrupted one would. A non-finite loss or gradient stops the run with a
+//! A run directory holds `tokenizer.json`, `checkpoint.safetensors` (weights + AdamW + the
+//! run's settings and curves: what `--resume` continues from, bit for bit),
+//! `model.safetensors` (the same weights as a plain model file, for `eval` and `export`) and
+//! `log.jsonl` (one line per step). A non-finite loss or gradient stops the run with a
 //! message and leaves the last good checkpoint in place.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use itera_core::eval::{eval_itera, EvalReport};
-use itera_core::gpu::train::GpuTrainer;
+use itera_core::gpu::train::GpuStep;
 use itera_core::gpu::Gpu;
-use itera_core::model::LossWeights;
-use itera_core::rng::Pcg32;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
-use itera_core::train::{sample_batch, LrSchedule, Trainer, TrainerConfig};
-use itera_core::{format, Weights};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use itera_core::train::{
+    encode_corpus, Budget, Checkpoint, CpuStep, DistillSpec, EvalSet, Event, Job, JobData, Provenance, StepBackend,
+    TrainSpec,
+};
+use itera_core::{format, Precision, Weights};
 use serde_json::json;
 
 use crate::models::{self, AnyModel};
 use crate::run::read_text;
+
+const D: TrainSpec = TrainSpec::DEFAULT;
 
 #[derive(Args)]
 pub struct TrainArgs {
     /// Text corpus, documents separated by <|endoftext|>.
     #[arg(long)]
     corpus: PathBuf,
-    /// Where tokenizer.json, model.safetensors, optimizer.safetensors and log.jsonl go.
+    /// Where tokenizer.json, checkpoint.safetensors, model.safetensors and log.jsonl go.
     #[arg(long)]
     out_dir: PathBuf,
     /// Use this tokenizer instead of training one.
@@ -47,29 +50,32 @@ pub struct TrainArgs {
     /// for train, `micro` for distill.
     #[arg(long, alias = "student-config")]
     config: Option<String>,
-    #[arg(long, default_value_t = 1000)]
+    /// Fine-tune this model (any precision; a quantized file is dequantized to f32) instead
+    /// of starting from random weights; its tokenizer is used unless --tokenizer is given.
+    #[arg(long, conflicts_with = "config")]
+    init: Option<PathBuf>,
+    #[arg(long, default_value_t = D.steps)]
     steps: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = D.batch)]
     batch: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = D.seq_len)]
     seq_len: usize,
-    // f64 here (f32 in the optimiser) so the log and the card show 0.003, not 0.0030000000.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = D.lr)]
     lr: f64,
-    #[arg(long, default_value_t = 3e-4)]
+    #[arg(long, default_value_t = D.min_lr)]
     min_lr: f64,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = D.warmup)]
     warmup: usize,
-    #[arg(long, default_value_t = 0.1)]
-    weight_decay: f32,
-    #[arg(long, default_value_t = 1.0)]
-    clip: f32,
+    #[arg(long, default_value_t = D.weight_decay)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = D.clip)]
+    clip: f64,
     /// Weight α of the load-balancing loss.
-    #[arg(long, default_value_t = 0.01)]
-    alpha: f32,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = D.alpha)]
+    alpha: f64,
+    #[arg(long, default_value_t = D.eval_every)]
     eval_every: usize,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = D.checkpoint_every)]
     checkpoint_every: usize,
     /// Held-out texts for BPB (default: ../shared/data/heldout/*.txt when present).
     #[arg(long)]
@@ -79,11 +85,17 @@ pub struct TrainArgs {
     /// loss and this shows when the run starts memorising its corpus.
     #[arg(long)]
     valid: Vec<PathBuf>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = D.seed)]
     seed: u64,
+    /// Threads computing the shards (default: every core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Continue from the checkpoint in --out-dir.
+    /// Parts the batch is cut into, each one's gradient computed apart and averaged in order
+    /// (default: the thread count; on --resume, the checkpoint's). The result depends on this,
+    /// not on --threads.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Continue the run in --out-dir from its checkpoint (with the same settings).
     #[arg(long)]
     resume: bool,
     /// Stop (with a checkpoint) after this step, keeping the schedule of --steps: trains a
@@ -103,70 +115,36 @@ pub enum TrainBackend {
     Gpu,
 }
 
-/// The GPU trainer and its device, when training with `--backend gpu`. The CPU `Trainer`
-/// still holds the optimiser state that checkpoints save and load.
-struct OnGpu {
-    gpu: Gpu,
-    trainer: GpuTrainer,
-}
-
-impl OnGpu {
-    fn new(w: &Weights, trainer: &Trainer, teacher: Option<&Weights>) -> Result<OnGpu> {
-        let gpu = Gpu::new_blocking().context("--backend gpu")?;
-        let t = match teacher {
-            Some(tw) => GpuTrainer::with_teacher(&gpu, w, tw, trainer.config, None),
-            None => GpuTrainer::new(&gpu, w, trainer.config, None),
-        };
-        let mut t = t.context("--backend gpu")?;
-        t.set_optimizer_state(&gpu, trainer.opt.step, &trainer.opt.m, &trainer.opt.v)?;
-        eprintln!(
-            "GPU: {} ({} micro-batch(es) of {} sequences, {} dispatches per step)",
-            gpu.describe(),
-            t.micro,
-            t.seqs,
-            t.dispatches_per_step()
-        );
-        Ok(OnGpu { gpu, trainer: t })
-    }
-
-    /// Copies the weights (and, for a checkpoint, the moments) back from the device.
-    fn sync(&self, w: &mut Weights, trainer: Option<&mut Trainer>) -> Result<()> {
-        let mut fresh = self.trainer.weights_blocking(&self.gpu)?;
-        fresh.config = w.config.clone();
-        *w = fresh;
-        if let Some(t) = trainer {
-            (t.opt.m, t.opt.v) = self.trainer.moments_blocking(&self.gpu)?;
-            t.opt.step = self.trainer.step;
-        }
-        Ok(())
-    }
-}
-
 #[derive(Args)]
 pub struct DistillArgs {
     /// The teacher: an itera model file of any precision; the student uses its tokenizer.
     #[arg(long)]
     teacher: PathBuf,
     /// Weight β of the distillation term β·T²·KL (CE gets 1 − β).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = DistillSpec::DEFAULT.beta)]
     beta: f64,
     /// Softmax temperature T of the distillation term.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DistillSpec::DEFAULT.temperature)]
     temperature: f64,
     #[command(flatten)]
     train: TrainArgs,
 }
 
+/// The model a student learns from.
+struct Teacher {
+    path: PathBuf,
+    weights: Weights,
+    spec: DistillSpec,
+}
+
 /// Logit distillation: the student is trained with a teacher loaded from `a.teacher`.
 pub fn distill(mut a: DistillArgs) -> Result<()> {
-    let valid = (0.0..=1.0).contains(&a.beta) && a.temperature.is_finite() && a.temperature > 0.0;
-    if !valid {
-        bail!(
-            "--beta must lie in [0, 1] and --temperature be positive (got {} and {})",
-            a.beta,
-            a.temperature
-        );
-    }
+    let spec = DistillSpec {
+        beta: a.beta,
+        temperature: a.temperature,
+    };
+    // Settings are checked before any file is read.
+    spec_of(&a.train, Some(spec)).validate()?;
     let AnyModel::Itera { weights, .. } = models::load(&a.teacher, None)? else {
         bail!(
             "{} is a llama2.c checkpoint: distill needs an itera teacher with the student's tokenizer \
@@ -178,295 +156,324 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
         let dir = a.teacher.parent().unwrap_or(Path::new("."));
         a.train.tokenizer = Some(models::find_itera_tokenizer(dir, weights.config.tokenizer.as_deref())?);
     }
-    a.train.config.get_or_insert_with(|| "micro".into());
+    if a.train.init.is_none() {
+        a.train.config.get_or_insert_with(|| "micro".into());
+    }
     let teacher = Teacher {
         path: a.teacher,
         weights,
-        beta: a.beta,
-        temperature: a.temperature,
+        spec,
     };
     run_with(a.train, Some(teacher))
 }
 
-/// The model a student learns from, and how strongly.
-struct Teacher {
-    path: PathBuf,
-    weights: Weights,
-    // f64 so the card records the values as typed (0.7, not 0.699999988).
-    beta: f64,
-    temperature: f64,
+pub fn run(a: TrainArgs) -> Result<()> {
+    spec_of(&a, None).validate()?;
+    run_with(a, None)
 }
 
-/// Writes through a temporary file and a rename, so a crash never leaves half a file.
+/// Writes through a temporary file, fsync and a rename, so a crash never leaves half a file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
-fn save_optimizer(t: &Trainer, w: &Weights, path: &Path) -> Result<()> {
-    let mut buffers = Vec::new();
-    for (slot, spec) in w.table.specs.iter().enumerate() {
-        buffers.push((
-            format!("m.{}", spec.name),
-            spec.shape.clone(),
-            bytemuck::cast_slice(&t.opt.m.tensors[slot]).to_vec(),
-        ));
-        buffers.push((
-            format!("v.{}", spec.name),
-            spec.shape.clone(),
-            bytemuck::cast_slice(&t.opt.v.tensors[slot]).to_vec(),
-        ));
-    }
-    let views = buffers
-        .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let meta = HashMap::from([("step".to_string(), t.opt.step.to_string())]);
-    write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+/// Threads computing the shards: `--threads`, or every core.
+fn threads(a: &TrainArgs) -> usize {
+    a.threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn load_optimizer(t: &mut Trainer, w: &Weights, path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)?;
-    let step = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("step"))
-        .context("optimizer state has no step")?;
-    t.opt.step = step.parse().context("optimizer step is not a number")?;
-    for (slot, spec) in w.table.specs.iter().enumerate() {
-        for (prefix, dst) in [("m", &mut t.opt.m.tensors[slot]), ("v", &mut t.opt.v.tensors[slot])] {
-            let name = format!("{prefix}.{}", spec.name);
-            let v = st
-                .tensor(&name)
-                .with_context(|| format!("optimizer state lacks {name}"))?;
-            if v.dtype() != Dtype::F32 || v.shape() != spec.shape.as_slice() {
-                bail!("optimizer tensor {name} has the wrong dtype or shape");
-            }
-            *dst = bytemuck::pod_collect_to_vec(v.data());
+/// The run's settings from the command line (`shards` when not given: the thread count).
+fn spec_of(a: &TrainArgs, distill: Option<DistillSpec>) -> TrainSpec {
+    TrainSpec {
+        steps: a.steps,
+        batch: a.batch,
+        seq_len: a.seq_len,
+        lr: a.lr,
+        min_lr: a.min_lr,
+        warmup: a.warmup,
+        weight_decay: a.weight_decay,
+        clip: a.clip,
+        alpha: a.alpha,
+        distill,
+        eval_every: a.eval_every,
+        checkpoint_every: a.checkpoint_every,
+        seed: a.seed,
+        shards: a.shards.unwrap_or_else(|| threads(a).clamp(1, a.batch.max(1))),
+    }
+}
+
+/// The settings in which `given` differs from the checkpoint's, as `--name given (run: x)`.
+fn differences(given: &TrainSpec, run: &TrainSpec) -> Vec<String> {
+    let (g, r) = (json!(given), json!(run));
+    let (Some(g), Some(r)) = (g.as_object(), r.as_object()) else {
+        return Vec::new();
+    };
+    g.iter()
+        .filter(|(k, v)| r.get(*k) != Some(*v))
+        .map(|(k, v)| format!("--{} {v} (the run has {})", k.replace('_', "-"), r[k]))
+        .collect()
+}
+
+/// The tokenizer of a run: given, the fine-tuned model's, the run's own on --resume, or
+/// trained on the corpus.
+fn tokenizer_for(a: &TrainArgs, corpus: &str, tok_path: &Path) -> Result<Tokenizer> {
+    if a.resume && tok_path.exists() {
+        return Ok(Tokenizer::from_file(tok_path)?);
+    }
+    if let Some(p) = &a.tokenizer {
+        return Ok(Tokenizer::from_file(p)?);
+    }
+    if let Some(init) = &a.init {
+        let AnyModel::Itera { tokenizer, .. } = models::load(init, None)? else {
+            bail!("--init {}: fine-tuning needs an itera model", init.display());
+        };
+        return Ok(tokenizer);
+    }
+    eprintln!(
+        "training a {}-id byte-level BPE tokenizer on {}",
+        a.vocab_size,
+        a.corpus.display()
+    );
+    let docs = corpus.split(END_OF_TEXT).map(|d| format!("{d}{END_OF_TEXT}"));
+    Ok(Tokenizer::train(docs.collect::<Vec<_>>().into_iter(), a.vocab_size)?)
+}
+
+/// The weights a new run starts from: `--init`'s (dequantized) or random ones of `--config`.
+fn base_model(a: &TrainArgs, tokenizer: &Tokenizer) -> Result<Weights> {
+    if let Some(init) = &a.init {
+        let AnyModel::Itera { weights, .. } = models::load(init, None)? else {
+            bail!("--init {}: fine-tuning needs an itera model", init.display());
+        };
+        if weights.config.vocab_size != tokenizer.vocab_size() {
+            bail!(
+                "--init {} has {} token ids but the tokenizer has {}",
+                init.display(),
+                weights.config.vocab_size,
+                tokenizer.vocab_size()
+            );
         }
+        return Ok(weights.to_precision(Precision::F32));
     }
-    Ok(())
-}
-
-pub fn run(a: TrainArgs) -> Result<()> {
-    run_with(a, None)
+    let mut config = crate::run::load_config(a.config.as_deref().unwrap_or("tiny"))?;
+    config.vocab_size = tokenizer.vocab_size();
+    config.tokenizer = Some("tokenizer.json".into());
+    Ok(Weights::init_random(&config, a.seed)?)
 }
 
 fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let corpus = read_text(&a.corpus)?;
-    if corpus.split(END_OF_TEXT).all(|d| d.trim().is_empty()) {
-        bail!("corpus {} holds no text", a.corpus.display());
-    }
     let tok_path = a.out_dir.join("tokenizer.json");
-    let tokenizer = match &a.tokenizer {
-        Some(p) => Tokenizer::from_file(p)?,
-        None if a.resume && tok_path.exists() => Tokenizer::from_file(&tok_path)?,
-        None => {
-            eprintln!(
-                "training a {}-id byte-level BPE tokenizer on {}",
-                a.vocab_size,
-                a.corpus.display()
-            );
-            let docs = corpus.split(END_OF_TEXT).map(|d| format!("{d}{END_OF_TEXT}"));
-            Tokenizer::train(docs.collect::<Vec<_>>().into_iter(), a.vocab_size)?
-        }
-    };
-    write_atomic(&tok_path, tokenizer.to_json()?.as_bytes())?;
-    let stream = tokenizer.encode(&corpus)?;
+    let checkpoint_path = a.out_dir.join("checkpoint.safetensors");
+    let model_path = a.out_dir.join("model.safetensors");
+    let tokenizer = tokenizer_for(&a, &corpus, &tok_path)?;
+    if !a.resume {
+        write_atomic(&tok_path, tokenizer.to_json()?.as_bytes())?;
+    }
+    let stream = encode_corpus(&tokenizer, &corpus).with_context(|| format!("corpus {}", a.corpus.display()))?;
     eprintln!(
         "corpus: {} bytes → {} tokens ({:.2} bytes/token)",
         corpus.len(),
         stream.len(),
         corpus.len() as f64 / stream.len() as f64
     );
-
-    let heldout_files = crate::heldout_or_default(&a.heldout);
-    let heldout: Vec<String> = heldout_files.iter().map(|p| read_text(p)).collect::<Result<_>>()?;
-    let valid: Vec<String> = a.valid.iter().map(|p| read_text(p)).collect::<Result<_>>()?;
-
-    let model_path = a.out_dir.join("model.safetensors");
-    let opt_path = a.out_dir.join("optimizer.safetensors");
-    let mut w = if a.resume {
-        format::load_file(&model_path)
-            .with_context(|| format!("--resume: no usable checkpoint at {}", model_path.display()))?
-    } else {
-        let mut config = crate::run::load_config(a.config.as_deref().unwrap_or("tiny"))?;
-        config.vocab_size = tokenizer.vocab_size();
-        config.tokenizer = Some("tokenizer.json".into());
-        Weights::init_random(&config, a.seed)?
+    let texts = |files: &[PathBuf]| files.iter().map(|p| read_text(p)).collect::<Result<Vec<_>>>();
+    let mut eval_sets = Vec::new();
+    for (name, files) in [
+        ("heldout", crate::heldout_or_default(&a.heldout)),
+        ("valid", a.valid.clone()),
+    ] {
+        if !files.is_empty() {
+            eval_sets.push(EvalSet {
+                name: name.into(),
+                texts: texts(&files)?,
+            });
+        }
+    }
+    let threads = threads(&a);
+    let data = JobData {
+        tokenizer,
+        stream,
+        eval_sets,
+        teacher: teacher.as_ref().map(|t| t.weights.clone()),
     };
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let config = TrainerConfig {
-        batch: a.batch,
-        seq_len: a.seq_len,
-        threads,
-        loss: LossWeights {
-            aux_alpha: a.alpha,
-            distill_beta: teacher.as_ref().map_or(0.0, |t| t.beta as f32),
-            temperature: teacher.as_ref().map_or(1.0, |t| t.temperature as f32),
-        },
-        clip: a.clip,
-        schedule: LrSchedule {
-            max: a.lr as f32,
-            min: a.min_lr as f32,
-            warmup: a.warmup,
-            total: a.steps,
-        },
-        weight_decay: a.weight_decay,
-    };
-    if let Some(t) = &teacher {
-        if t.weights.config.vocab_size != tokenizer.vocab_size() {
+    let start = Instant::now();
+    let clock = Box::new(move || start.elapsed().as_secs_f64());
+    let mut job = if a.resume {
+        let bytes = std::fs::read(&checkpoint_path)
+            .with_context(|| format!("--resume: no checkpoint at {}", checkpoint_path.display()))?;
+        let checkpoint =
+            Checkpoint::from_bytes(&bytes).with_context(|| format!("--resume: {}", checkpoint_path.display()))?;
+        let mut given = spec_of(&a, teacher.as_ref().map(|t| t.spec));
+        given.shards = a.shards.unwrap_or(checkpoint.spec.shards);
+        let differ = differences(&given, &checkpoint.spec);
+        if !differ.is_empty() {
             bail!(
-                "the teacher {} has {} token ids but the tokenizer has {}",
-                t.path.display(),
-                t.weights.config.vocab_size,
-                tokenizer.vocab_size()
+                "--resume continues the run with its own settings, and these differ: {}",
+                differ.join(", ")
             );
         }
+        let job = Job::resume(checkpoint, data, clock)?;
+        eprintln!("resumed at step {}", job.completed());
+        job
+    } else {
+        let provenance = Provenance {
+            corpus: Some(a.corpus.display().to_string()),
+            teacher: teacher.as_ref().map(|t| t.path.display().to_string()),
+            base: a.init.as_ref().map(|p| p.display().to_string()),
+        };
+        let base = base_model(&a, &data.tokenizer)?;
+        Job::new(
+            spec_of(&a, teacher.as_ref().map(|t| t.spec)),
+            &base,
+            data,
+            provenance,
+            clock,
+        )?
+    };
+    if let Some(s) = a.stop_at {
+        job.stop_at(s);
+    }
+    if let Some(t) = &teacher {
         eprintln!(
             "distilling from {} ({} parameters), β = {}, T = {}",
             t.path.display(),
             t.weights.table.total_params(),
-            t.beta,
-            t.temperature
+            t.spec.beta,
+            t.spec.temperature
         );
     }
-    let mut trainer = Trainer::new(&w, config)?;
-    if a.resume {
-        load_optimizer(&mut trainer, &w, &opt_path)?;
-        eprintln!("resumed at step {}", trainer.opt.step);
-    }
-    let mut on_gpu = match a.backend {
-        TrainBackend::Gpu => Some(OnGpu::new(&w, &trainer, teacher.as_ref().map(|t| &t.weights))?),
-        TrainBackend::Cpu => None,
-    };
+    let w = &job.state().weights;
     eprintln!(
-        "model: {} parameters ({} active per token); batch {} × {} tokens on {}",
+        "model: {} parameters ({} active per token); batch {} × {} tokens in {} shard(s)",
         w.table.total_params(),
         w.table.active_params(&w.config),
-        a.batch,
-        a.seq_len,
-        match on_gpu {
-            Some(_) => "the GPU".to_string(),
-            None => format!("{} threads", trainer.config.threads),
-        }
+        job.spec().batch,
+        job.spec().seq_len,
+        job.spec().shards,
     );
+    let files = RunFiles {
+        log: std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(a.out_dir.join("log.jsonl"))?,
+        checkpoint: checkpoint_path,
+        model: model_path,
+    };
+    match a.backend {
+        TrainBackend::Cpu => {
+            let mut cpu = CpuStep::new(&job.state().weights, job.spec().step_config(), threads);
+            drive(&mut job, &mut cpu, files)
+        }
+        TrainBackend::Gpu => {
+            let gpu = Rc::new(Gpu::new_blocking().context("--backend gpu")?);
+            let cfg = job.spec().step_config();
+            let mut on_gpu =
+                GpuStep::new(gpu, job.state(), cfg, job.data().teacher.as_ref()).context("--backend gpu")?;
+            eprintln!(
+                "GPU: {}, {} dispatches per step",
+                on_gpu.describe(),
+                on_gpu.trainer.dispatches_per_step()
+            );
+            drive(&mut job, &mut on_gpu, files)
+        }
+    }
+}
 
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(a.out_dir.join("log.jsonl"))?;
-    let bar = ProgressBar::new(a.steps as u64);
+struct RunFiles {
+    log: std::fs::File,
+    checkpoint: PathBuf,
+    model: PathBuf,
+}
+
+/// Advances the job one step at a time: a log line per step (with its evaluations), the
+/// checkpoint and model files at each checkpoint, the progress bar throughout.
+fn drive<B: StepBackend>(job: &mut Job, backend: &mut B, mut files: RunFiles) -> Result<()> {
+    eprintln!("training on {}", backend.describe());
+    let bar = ProgressBar::new(job.spec().steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_position(trainer.opt.step as u64);
-    let start = Instant::now();
-    let first_step = trainer.opt.step;
-    // Training time carried over from the run being resumed.
-    let prior_seconds = w
-        .config
-        .training
-        .as_ref()
-        .and_then(|t| t["seconds"].as_f64())
-        .unwrap_or(0.0);
-    let save = |w: &Weights, trainer: &Trainer, elapsed: f64| -> Result<()> {
-        let mut w = w.clone();
-        w.config.training = Some(json!({
-            "steps": trainer.opt.step, "batch": a.batch, "seq_len": a.seq_len, "corpus": a.corpus, "corpus_tokens": stream.len(),
-            "seconds": prior_seconds + elapsed, "seed": a.seed, "lr": a.lr,
-        }));
-        if let (Some(t), Some(meta)) = (&teacher, w.config.training.as_mut()) {
-            meta["distilled_from"] = json!({"teacher": t.path, "beta": t.beta, "temperature": t.temperature});
-        }
-        write_atomic(&model_path, &format::save(&w)?)?;
-        save_optimizer(trainer, &w, &opt_path)
-    };
+    bar.set_position(job.completed() as u64);
+    let first_step = job.completed();
     let mut saved_step = first_step;
-    let end = a.stop_at.unwrap_or(a.steps).min(a.steps);
-    while trainer.opt.step < end {
-        let step = trainer.opt.step;
-        let batch = sample_batch(
-            &stream,
-            a.batch,
-            a.seq_len,
-            &mut Pcg32::with_stream(a.seed, step as u64),
-        )?;
-        let stepped = match on_gpu.as_mut() {
-            Some(g) => g
-                .trainer
-                .step_blocking(&g.gpu, &batch)
-                .inspect(|_| trainer.opt.step += 1),
-            None => trainer.step(&mut w, &batch, teacher.as_ref().map(|t| &t.weights)),
-        };
-        let report = match stepped {
-            Ok(r) => r,
-            Err(e) => {
-                bar.abandon();
-                bail!(
-                    "{e}. The last good checkpoint is {} (step {saved_step}); lower --lr or --clip and --resume.",
-                    model_path.display()
-                );
-            }
-        };
-        let elapsed = start.elapsed().as_secs_f64();
-        let tps = ((step + 1 - first_step) * a.batch * a.seq_len) as f64 / elapsed;
-        let mut record = json!({
-            "step": step + 1, "loss": report.loss.total, "ce": report.loss.ce, "aux": report.loss.aux, "kl": report.loss.kl,
-            "lr": report.lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "elapsed_s": elapsed,
-        });
-        let last = step + 1 == end;
-        let evaluate = !(heldout.is_empty() && valid.is_empty()) && ((step + 1) % a.eval_every.max(1) == 0 || last);
-        let checkpoint = (step + 1) % a.checkpoint_every.max(1) == 0 || last;
-        if let Some(g) = &on_gpu {
-            if evaluate || checkpoint {
-                g.sync(&mut w, checkpoint.then_some(&mut trainer))?;
-            }
-        }
-        if evaluate {
-            let mut line = format!("step {:>6}: loss {:.4}", step + 1, report.loss.total);
-            for (key, label, texts) in [("heldout_bpb", "held-out", &heldout), ("valid_bpb", "valid", &valid)] {
-                if !texts.is_empty() {
-                    let bpb = bits_per_byte(&w, &tokenizer, texts)?;
-                    record[key] = json!(bpb);
-                    line += &format!("  {label} {bpb:.4}");
+    let start = Instant::now();
+    while !job.is_done() {
+        let mut record = serde_json::Value::Null;
+        let mut checkpoint = None;
+        let mut on_event = |e: Event| -> itera_core::Result<()> {
+            match e {
+                Event::Step {
+                    step,
+                    loss,
+                    ce,
+                    aux,
+                    kl,
+                    lr,
+                    grad_norm,
+                    tokens_per_s,
+                    elapsed_s,
+                } => {
+                    record = json!({
+                        "step": step, "loss": loss, "ce": ce, "aux": aux, "kl": kl, "lr": lr,
+                        "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "elapsed_s": elapsed_s,
+                    });
+                    bar.set_message(format!("loss {loss:.4}  {tokens_per_s:.0} tok/s"));
+                    bar.inc(1);
                 }
+                Event::Eval { step, results } => {
+                    let mut line = format!(
+                        "step {step:>6}: loss {:.4}",
+                        record["loss"].as_f64().unwrap_or(f64::NAN)
+                    );
+                    for r in results {
+                        record[format!("{}_bpb", r.name)] = json!(r.bits_per_byte);
+                        let label = if r.name == "heldout" {
+                            "held-out"
+                        } else {
+                            r.name.as_str()
+                        };
+                        line += &format!("  {label} {:.4}", r.bits_per_byte);
+                    }
+                    bar.println(line + " bits/byte");
+                }
+                Event::Checkpoint { step, bytes } => checkpoint = Some((step, bytes)),
+                Event::Done { .. } => {}
             }
-            bar.println(line + " bits/byte");
+            Ok(())
+        };
+        let advanced = pollster::block_on(job.advance(backend, Budget::steps(1), &mut on_event));
+        if let Err(e) = advanced {
+            bar.abandon();
+            bail!(
+                "{e}. The last good checkpoint is {} (step {saved_step}); lower --lr or --clip and --resume.",
+                files.checkpoint.display()
+            );
         }
-        writeln!(log, "{record}")?;
-        bar.set_message(format!("loss {:.4}  {:.0} tok/s", report.loss.total, tps));
-        bar.inc(1);
-        if checkpoint {
-            save(&w, &trainer, elapsed)?;
-            saved_step = trainer.opt.step;
+        if let Some((step, bytes)) = checkpoint {
+            // One step per slice, so the job's state is the checkpoint's.
+            write_atomic(&files.model, &format::save(&job.model())?)?;
+            write_atomic(&files.checkpoint, &bytes)?;
+            saved_step = step;
         }
+        writeln!(files.log, "{record}")?;
     }
     bar.finish();
     let secs = start.elapsed().as_secs_f64();
-    let done = end.saturating_sub(first_step);
+    let done = job.completed() - first_step;
     eprintln!(
-        "trained {done} steps in {secs:.1} s ({:.0} tokens/s); checkpoint {} at step {end} of {}",
-        (done * a.batch * a.seq_len) as f64 / secs,
-        model_path.display(),
-        a.steps
+        "trained {done} steps in {secs:.1} s ({:.0} tokens/s); checkpoint {} at step {} of {}",
+        (done * job.spec().tokens_per_step()) as f64 / secs,
+        files.checkpoint.display(),
+        job.completed(),
+        job.spec().steps
     );
     Ok(())
-}
-
-/// Bits per byte over `texts`, file by file as `cargo xtask eval` scores them (each file has
-/// its own separators).
-fn bits_per_byte(w: &Weights, tokenizer: &Tokenizer, texts: &[String]) -> Result<f64> {
-    let mut r = EvalReport::default();
-    for text in texts {
-        r.merge(&eval_itera(w, tokenizer, text)?);
-    }
-    Ok(r.bits_per_byte())
 }

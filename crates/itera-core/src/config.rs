@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::train::TrainingSummary;
 
 /// Every hyper-parameter of an Itera model. Serialised as JSON into the weights file's metadata.
 ///
@@ -27,9 +28,9 @@ pub struct Config {
     /// File name of the tokenizer that belongs to these weights (looked up next to them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
-    /// Free-form training summary written by the trainer (steps, corpus, timings).
+    /// How the weights were trained, written by the training job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub training: Option<serde_json::Value>,
+    pub training: Option<TrainingSummary>,
 }
 
 impl Config {

@@ -69,6 +69,14 @@ pub enum Error {
         expected: &'static str,
     },
 
+    #[error("invalid setting {name} = {value}: expected a number from {min} to {max}")]
+    OutOfRange {
+        name: &'static str,
+        value: String,
+        min: f64,
+        max: f64,
+    },
+
     #[error("shape mismatch in {op}: {detail}")]
     ShapeMismatch { op: &'static str, detail: String },
 

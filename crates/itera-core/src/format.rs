@@ -191,7 +191,8 @@ fn finite(name: &str, values: impl Iterator<Item = f32>) -> Result<()> {
     Ok(())
 }
 
-fn f32s(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+/// An F32 tensor of exactly `shape` with finite values (shared with `train::checkpoint`).
+pub(crate) fn f32s(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let v: Vec<f32> = bytemuck::pod_collect_to_vec(view(st, name, Dtype::F32, shape)?.data());
     finite(name, v.iter().copied())?;
     Ok(v)
@@ -257,7 +258,10 @@ mod tests {
     fn round_trip_every_precision() {
         let mut config = Config::preset("test").unwrap();
         config.tokenizer = Some("tokenizer.json".into());
-        config.training = Some(serde_json::json!({"steps": 3}));
+        config.training = Some(crate::train::TrainingSummary {
+            steps: 3,
+            ..Default::default()
+        });
         let base = Weights::init_random(&config, 5).unwrap();
         for p in Precision::ALL {
             let w = base.to_precision(p);

@@ -201,6 +201,15 @@ impl Default for LossWeights {
     }
 }
 
+impl LossWeights {
+    /// The training loss from its terms (`kl` already includes τ²): the one formula every
+    /// backend reports.
+    pub fn total(&self, ce: f32, kl: f32, aux: f32) -> f32 {
+        let beta = self.distill_beta;
+        (1.0 - beta) * ce + beta * kl + self.aux_alpha * aux
+    }
+}
+
 /// The loss and its parts (`kl` already includes the τ² factor).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LossParts {
@@ -247,7 +256,7 @@ pub fn loss(
     } else {
         0.0
     };
-    let total = (1.0 - beta) * ce + beta * kl + lw.aux_alpha * aux;
+    let total = lw.total(ce, kl, aux);
     if let (Some(g), Some(dl)) = (grads, dlogits) {
         let aux_scale = if n_moe > 0 { lw.aux_alpha / n_moe as f32 } else { 0.0 };
         backward(w, cache, &dl, aux_scale, g);

@@ -1,6 +1,7 @@
 //! The GPU training step against the CPU trainer (lavapipe in CI): one step gives the same
-//! loss parts and gradients (before clipping) for every tensor, 20 steps lower the loss the
-//! same way, a non-finite loss stops without touching the weights, and bad input is refused.
+//! loss parts and gradients (before clipping) for every tensor, 20 steps of the training job
+//! through its one step interface lower the loss the same way on either backend, a non-finite
+//! loss stops without touching the weights, and bad input is refused.
 //! Tolerances: gradients atol 2e-5 + rtol 2e-3 of the largest gradient of the tensor (f32 sums
 //! in another order, exp on the GPU vs the CPU's exp_fast); losses 1e-4 relative.
 #![cfg(feature = "gpu")]
@@ -10,25 +11,20 @@ mod gpu_common;
 use gpu_common::gpu;
 use itera_core::config::Config;
 use itera_core::error::Error;
-use itera_core::gpu::train::GpuTrainer;
+use itera_core::gpu::train::{GpuStep, GpuTrainer};
 use itera_core::model::{forward, loss, BatchDims, Cache, LossWeights};
 use itera_core::rng::Pcg32;
-use itera_core::train::{sample_batch, LrSchedule, Trainer, TrainerConfig};
+use itera_core::tokenizer::Tokenizer;
+use itera_core::train::{sample_batch, Budget, CpuStep, Event, Job, JobData, StepBackend, StepConfig, TrainSpec};
 use itera_core::weights::{Grads, Weights};
 
-fn trainer_config(batch: usize, seq_len: usize) -> TrainerConfig {
-    TrainerConfig {
+fn trainer_config(batch: usize, seq_len: usize) -> StepConfig {
+    StepConfig {
         batch,
         seq_len,
-        threads: 2,
+        shards: 2,
         loss: LossWeights::default(),
         clip: 1.0,
-        schedule: LrSchedule {
-            max: 1e-2,
-            min: 1e-3,
-            warmup: 3,
-            total: 20,
-        },
         weight_decay: 0.01,
     }
 }
@@ -49,8 +45,8 @@ fn stream(vocab: usize) -> Vec<u32> {
 }
 
 /// The CPU trainer's gradient before clipping: each share's loss gradient weighted by its
-/// share of the batch (what Trainer::step averages).
-fn cpu_gradients(w: &Weights, tokens: &[u32], cfg: &TrainerConfig, shares: usize) -> (f32, Grads) {
+/// share of the batch (what train::finish_step averages).
+fn cpu_gradients(w: &Weights, tokens: &[u32], cfg: &StepConfig, shares: usize) -> (f32, Grads) {
     let (parts, grads) = cpu_distill_gradients(w, None, tokens, cfg, shares);
     (parts.0, grads)
 }
@@ -60,7 +56,7 @@ fn cpu_distill_gradients(
     w: &Weights,
     teacher: Option<&Weights>,
     tokens: &[u32],
-    cfg: &TrainerConfig,
+    cfg: &StepConfig,
     shares: usize,
 ) -> ((f32, f32), Grads) {
     let seqs = cfg.batch / shares;
@@ -117,7 +113,7 @@ fn one_step_gives_the_cpu_loss_and_gradients() {
         let tokens = sample_batch(&stream(c.vocab_size), batch, seq_len, &mut Pcg32::new(2)).unwrap();
         let (ce, want) = cpu_gradients(&w, &tokens, &cfg, micro);
         let mut t = GpuTrainer::new(&g, &w, cfg, Some(micro)).unwrap();
-        let report = t.step_blocking(&g, &tokens).unwrap();
+        let report = t.step_blocking(&g, &tokens, 1e-2).unwrap();
         assert!(
             (report.loss.ce - ce).abs() <= 1e-4 * ce,
             "{preset}: CE {} vs CPU {ce}",
@@ -140,7 +136,7 @@ fn a_distillation_step_gives_the_cpu_loss_and_gradients() {
         ..c.clone()
     };
     let teacher = Weights::init_random(&tc, 8).unwrap();
-    let cfg = TrainerConfig {
+    let cfg = StepConfig {
         loss: LossWeights {
             aux_alpha: 0.01,
             distill_beta: 0.7,
@@ -151,7 +147,7 @@ fn a_distillation_step_gives_the_cpu_loss_and_gradients() {
     let tokens = sample_batch(&stream(c.vocab_size), 4, 11, &mut Pcg32::new(3)).unwrap();
     let ((ce, kl), want) = cpu_distill_gradients(&w, Some(&teacher), &tokens, &cfg, 2);
     let mut t = GpuTrainer::with_teacher(&g, &w, &teacher, cfg, Some(2)).unwrap();
-    let r = t.step_blocking(&g, &tokens).unwrap();
+    let r = t.step_blocking(&g, &tokens, 1e-2).unwrap();
     assert!((r.loss.ce - ce).abs() <= 1e-4 * ce, "CE {} vs CPU {ce}", r.loss.ce);
     assert!(
         kl > 0.0 && (r.loss.kl - kl).abs() <= 1e-3 * kl,
@@ -167,30 +163,61 @@ fn a_distillation_step_gives_the_cpu_loss_and_gradients() {
     ));
 }
 
+/// 20 steps of one training job on `backend`: the CE per step and the final weights.
+fn job_run<B: StepBackend>(backend: impl FnOnce(&Job) -> B) -> (Vec<f32>, Weights) {
+    let tokenizer = Tokenizer::from_json(include_bytes!("../../../weights/tokenizer.json")).unwrap();
+    let mut c = Config::preset("test").unwrap();
+    c.vocab_size = tokenizer.vocab_size();
+    let spec = TrainSpec {
+        steps: 20,
+        batch: 4,
+        seq_len: 16,
+        lr: 1e-2,
+        min_lr: 1e-3,
+        warmup: 3,
+        weight_decay: 0.01,
+        shards: 2,
+        ..TrainSpec::DEFAULT
+    };
+    let data = JobData {
+        tokenizer,
+        stream: stream(c.vocab_size),
+        eval_sets: Vec::new(),
+        teacher: None,
+    };
+    let w = Weights::init_random(&c, 3).unwrap();
+    let mut job = Job::new(spec, &w, data, Default::default(), Box::new(|| 0.0)).unwrap();
+    let mut b = backend(&job);
+    let mut ce = Vec::new();
+    let mut on_event = |e: Event| {
+        if let Event::Step { ce: x, .. } = e {
+            ce.push(x);
+        }
+        Ok(())
+    };
+    pollster::block_on(job.advance(&mut b, Budget::steps(20), &mut on_event)).unwrap();
+    pollster::block_on(job.sync(&mut b)).unwrap();
+    (ce, job.state().weights.clone())
+}
+
 #[test]
-fn twenty_steps_lower_the_loss_like_the_cpu() {
+fn twenty_job_steps_lower_the_loss_alike_on_either_backend() {
     let Some(g) = gpu() else { return };
-    let c = Config::preset("test").unwrap();
-    let mut w_cpu = Weights::init_random(&c, 3).unwrap();
-    let cfg = trainer_config(4, 16);
-    let mut cpu = Trainer::new(&w_cpu, cfg).unwrap();
-    let mut gpu_trainer = GpuTrainer::new(&g, &w_cpu, cfg, Some(2)).unwrap();
-    let data = stream(c.vocab_size);
-    let mut rng = Pcg32::new(1);
-    let (mut cpu_ce, mut gpu_ce) = (Vec::new(), Vec::new());
-    for _ in 0..20 {
-        let b = sample_batch(&data, 4, 16, &mut rng).unwrap();
-        cpu_ce.push(cpu.step(&mut w_cpu, &b, None).unwrap().loss.ce);
-        gpu_ce.push(gpu_trainer.step_blocking(&g, &b).unwrap().loss.ce);
-    }
+    let g = std::rc::Rc::new(g);
+    let (cpu_ce, w_cpu) = job_run(|job| CpuStep::new(&job.state().weights, job.spec().step_config(), 2));
+    let (gpu_ce, w_gpu) = job_run(|job| {
+        let step = GpuStep::new(g.clone(), job.state(), job.spec().step_config(), None).unwrap();
+        assert_eq!(step.trainer.micro, 2, "the job's shards are the GPU's micro-batches");
+        step
+    });
     eprintln!("CPU CE {cpu_ce:?}\nGPU CE {gpu_ce:?}");
+    assert_eq!((cpu_ce.len(), gpu_ce.len()), (20, 20));
     for (step, (a, b)) in cpu_ce.iter().zip(&gpu_ce).enumerate() {
         assert!((a - b).abs() <= 2e-2 * a, "step {step}: CPU {a} vs GPU {b}");
     }
     let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
     assert!(mean(&gpu_ce[15..]) < 0.8 * mean(&gpu_ce[..3]), "GPU CE {gpu_ce:?}");
-    // The weights after 20 steps agree too.
-    let w_gpu = gpu_trainer.weights_blocking(&g).unwrap();
+    // The weights after 20 steps, read back by the job's sync, agree too.
     for (slot, spec) in w_cpu.table.specs.iter().enumerate() {
         let (a, b) = (w_cpu.f32(slot), w_gpu.f32(slot));
         let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
@@ -209,7 +236,7 @@ fn a_non_finite_loss_stops_before_touching_the_weights() {
     let mut t = GpuTrainer::new(&g, &w, cfg, None).unwrap();
     let tokens = sample_batch(&stream(c.vocab_size), 2, 8, &mut Pcg32::new(0)).unwrap();
     assert!(matches!(
-        t.step_blocking(&g, &tokens),
+        t.step_blocking(&g, &tokens, 1e-2),
         Err(Error::Diverged { step: 0, .. })
     ));
     let after = t.weights_blocking(&g).unwrap();
@@ -225,19 +252,19 @@ fn bad_input_is_refused_with_a_reason() {
     let cfg = trainer_config(2, 8);
     let mut t = GpuTrainer::new(&g, &w, cfg, None).unwrap();
     assert!(matches!(
-        t.step_blocking(&g, &[1; 15]),
+        t.step_blocking(&g, &[1; 15], 1e-2),
         Err(Error::ShapeMismatch { .. })
     ));
     let mut tokens = vec![1; 16];
     tokens[3] = c.vocab_size as u32;
     assert!(matches!(
-        t.step_blocking(&g, &tokens),
+        t.step_blocking(&g, &tokens, 1e-2),
         Err(Error::TokenOutOfRange { .. })
     ));
     assert!(GpuTrainer::new(&g, &w, cfg, Some(3)).is_err(), "3 does not divide 2");
     let q8 = w.to_precision(itera_core::Precision::Q8);
     assert!(GpuTrainer::new(&g, &q8, cfg, None).is_err());
-    let distill = TrainerConfig {
+    let distill = StepConfig {
         loss: LossWeights {
             distill_beta: 0.5,
             ..LossWeights::default()

@@ -123,7 +123,7 @@ async fn greedy_tokens_on_webgpu_equal_native_cpu_for_every_shipped_model() {
 async fn a_training_step_on_webgpu_gives_the_cpu_loss_and_gradients() {
     use itera_core::gpu::{train::GpuTrainer, Gpu};
     use itera_core::model::{forward, loss, BatchDims, Cache, LossWeights};
-    use itera_core::train::{LrSchedule, TrainerConfig};
+    use itera_core::train::StepConfig;
     use itera_core::{Config, Grads, Weights};
 
     let gpu = Gpu::new().await.expect("WebGPU must be available");
@@ -135,22 +135,16 @@ async fn a_training_step_on_webgpu_gives_the_cpu_loss_and_gradients() {
         .map(|i| (i * 7 + 3) % c.vocab_size as u32)
         .collect();
     for beta in [0.0, 0.6] {
-        let cfg = TrainerConfig {
+        let cfg = StepConfig {
             batch: bd.batch,
             seq_len: bd.t,
-            threads: 1,
+            shards: 1,
             loss: LossWeights {
                 aux_alpha: 0.01,
                 distill_beta: beta,
                 temperature: 2.0,
             },
             clip: 1.0,
-            schedule: LrSchedule {
-                max: 1e-2,
-                min: 1e-3,
-                warmup: 1,
-                total: 10,
-            },
             weight_decay: 0.01,
         };
         let mut tc = Cache::default();
@@ -172,7 +166,7 @@ async fn a_training_step_on_webgpu_gives_the_cpu_loss_and_gradients() {
         } else {
             GpuTrainer::new(&gpu, &w, cfg, Some(1)).unwrap()
         };
-        let r = t.step(&gpu, &tokens).await.unwrap();
+        let r = t.step(&gpu, &tokens, 1e-2).await.unwrap();
         assert!(
             (r.loss.ce - cpu.ce).abs() <= 1e-4 * cpu.ce,
             "β {beta}: CE {} vs {}",

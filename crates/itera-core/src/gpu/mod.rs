@@ -96,9 +96,16 @@ impl Gpu {
             .await
             .map_err(|e| Error::Gpu(format!("no GPU adapter: {e}")))?;
         let info = adapter.get_info();
-        // The defaults (128 MiB storage bindings, 8 storage buffers per stage) are enough for
-        // every shipped model and for the 15m benchmark config, and asking for no more than
-        // the defaults works on every WebGPU device.
+        // The defaults (128 MiB storage bindings, 8 storage buffers per stage) hold every
+        // shipped model and the 15m benchmark config; larger buffers and bindings are asked
+        // for where the adapter grants them (training a bigger model needs them), which every
+        // WebGPU implementation allows up to the adapter's own limits.
+        let granted = adapter.limits();
+        let mut limits = wgpu::Limits::default().using_resolution(granted.clone());
+        limits.max_storage_buffer_binding_size = granted
+            .max_storage_buffer_binding_size
+            .max(limits.max_storage_buffer_binding_size);
+        limits.max_buffer_size = granted.max_buffer_size.max(limits.max_buffer_size);
         // Timestamp queries (kernel timings in the bench) where the adapter has them.
         let mut optional = wgpu::Features::TIMESTAMP_QUERY;
         if native_f16 {
@@ -108,7 +115,7 @@ impl Gpu {
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("itera"),
                 required_features: adapter.features() & optional,
-                required_limits: wgpu::Limits::default().using_resolution(adapter.limits()),
+                required_limits: limits,
                 ..Default::default()
             })
             .await

@@ -1,9 +1,24 @@
-//! Training: AdamW over the parameter table, the learning-rate schedule, batch sampling from a
-//! token stream, and a step that splits a batch across threads. The same code trains natively
-//! (full runs from `cargo xtask train`) and, single-threaded, in the browser.
+//! Training: the job that the CLI, the browser and the GPU path all run (`job`), its settings
+//! (`spec`), the step interface and its CPU implementation (`step`, `trainer`), AdamW and the
+//! schedule (`optim`), checkpoints as bytes (`checkpoint`), the run's curves (`history`), the
+//! training text (`data`) and the typed summary a trained model carries (`summary`).
 
+pub mod checkpoint;
+pub mod data;
+pub mod history;
+pub mod job;
 mod optim;
+pub mod spec;
+pub mod step;
+pub mod summary;
 mod trainer;
 
-pub use optim::{AdamW, LrSchedule};
-pub use trainer::{sample_batch, StepReport, Trainer, TrainerConfig};
+pub use checkpoint::{Checkpoint, DataFingerprint};
+pub use data::{encode_corpus, split_documents, EvalSet, FineTuneText};
+pub use history::{EvalPoint, History};
+pub use job::{Budget, Clock, EvalResult, Event, Job, JobData, Provenance};
+pub use optim::{AdamW, LrSchedule, BETA1, BETA2, EPS};
+pub use spec::{DistillSpec, Limit, StepConfig, TrainSpec, LIMITS, MAX_TOKENS_PER_STEP};
+pub use step::{check_finite, finish_step, ready, ShardScratch, StepBackend, StepReport, TrainState};
+pub use summary::{DistilledFrom, TrainingSummary};
+pub use trainer::{check_step_input, sample_batch, CpuStep};

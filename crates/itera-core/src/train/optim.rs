@@ -25,6 +25,12 @@ impl LrSchedule {
     }
 }
 
+/// AdamW's moment decay rates and ε, the same on every backend (the GPU's `adamw.wgsl`
+/// receives them from here).
+pub const BETA1: f32 = 0.9;
+pub const BETA2: f32 = 0.95;
+pub const EPS: f32 = 1e-8;
+
 /// AdamW state: first and second moments for every table slot, and the step count.
 #[derive(Clone, Debug)]
 pub struct AdamW {
@@ -41,9 +47,9 @@ pub struct AdamW {
 impl AdamW {
     pub fn new(w: &Weights, weight_decay: f32) -> AdamW {
         AdamW {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
+            beta1: BETA1,
+            beta2: BETA2,
+            eps: EPS,
             weight_decay,
             m: Grads::zeros(&w.table),
             v: Grads::zeros(&w.table),

@@ -250,8 +250,6 @@ pub struct EmbedArgs {
 pub struct AdamArgs {
     pub len: u32,
     pub off: u32,
-    pub m_off: u32,
-    pub v_off: u32,
     pub report_off: u32,
     pub partial_off: u32,
     pub decay: f32,

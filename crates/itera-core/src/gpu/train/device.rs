@@ -1,10 +1,10 @@
-//! One model's side of a training step on the device: its weights uploaded flat, gradient +
+//! One model's side of a training step on the device: its weights uploaded flat, gradient,
 //! moment, activation, id and state buffers, and its recorded dispatches bound once.
 
 use super::kernels::TrainBuffers;
 use super::layout::ActLayout;
-use super::record::{Recorder, UNIFORM_SLOT};
-use crate::error::Result;
+use super::record::{Recorder, Slots, UNIFORM_SLOT};
+use crate::error::{Error, Result};
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::Gpu;
 use crate::weights::Weights;
@@ -15,6 +15,8 @@ use crate::weights::Weights;
 pub(super) struct OnDevice {
     pub params: wgpu::Buffer,
     pub grads: wgpu::Buffer,
+    /// AdamW's first and second moments (a teacher has none).
+    pub moments: Option<[wgpu::Buffer; 2]>,
     pub act: wgpu::Buffer,
     pub ints: wgpu::Buffer,
     pub segments: Vec<Vec<Dispatch>>,
@@ -23,13 +25,14 @@ pub(super) struct OnDevice {
 }
 
 impl OnDevice {
-    /// Uploads `w`, makes the buffers `layout` needs (`grads_len` f32 of gradients and
-    /// moments) and binds the recorded dispatches, cut after each index in `cuts`.
+    /// Uploads `w`, makes the buffers `layout` needs (gradients, and the moments when
+    /// `trained`; each one table long, so each fits a binding whenever the weights do) and
+    /// binds the recorded dispatches, cut after each index in `cuts`.
     pub fn new(
         gpu: &Gpu,
         w: &Weights,
         layout: &ActLayout,
-        grads_len: usize,
+        trained: bool,
         rec: &Recorder,
         cuts: &[usize],
     ) -> Result<OnDevice> {
@@ -42,8 +45,9 @@ impl OnDevice {
             .collect();
         let io = U::STORAGE | U::COPY_SRC | U::COPY_DST;
         let params = gpu.buffer_init("train params", bytemuck::cast_slice(&flat), io)?;
-        gpu.check_binding("gradients + moments", grads_len as u64 * 4)?;
-        let grads = gpu.buffer("train grads", grads_len as u64 * 4, io);
+        let table_bytes = flat.len() as u64 * 4;
+        let grads = gpu.buffer("train grads", if trained { table_bytes } else { 4 }, io);
+        let moments = trained.then(|| [0, 1].map(|_| gpu.buffer("AdamW moments", table_bytes, io)));
         let act = gpu.buffer("train activations", layout.len as u64 * 4, io);
         let ints = gpu.buffer("train ids", layout.ints_len as u64 * 4, io);
         let state_len = (layout.rows * c.d_inner() * c.d_state) as u64 * 4;
@@ -52,16 +56,21 @@ impl OnDevice {
             .collect();
         let uniforms = gpu.buffer_init("train uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
         let mut segments = vec![Vec::new()];
-        for (i, &(kernel, slot, layer, groups)) in rec.specs.iter().enumerate() {
+        for (i, &(kernel, slot, slots, groups)) in rec.specs.iter().enumerate() {
             if cuts.contains(&i) {
                 segments.push(Vec::new());
             }
+            let (slot4, slot5) = match (slots, &moments) {
+                (Slots::States(layer), _) => (&ints, &states[layer]),
+                (Slots::Moments, Some([m, v])) => (m, v),
+                (Slots::Moments, None) => return Err(Error::Gpu("a teacher has no optimiser to record".into())),
+            };
             let buffers = TrainBuffers {
                 params: &params,
                 grads: &grads,
                 act: &act,
-                ints: &ints,
-                states: &states[layer],
+                ints: slot4,
+                states: slot5,
             };
             let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &uniforms,
@@ -79,6 +88,7 @@ impl OnDevice {
         Ok(OnDevice {
             params,
             grads,
+            moments,
             act,
             ints,
             segments,

@@ -75,6 +75,7 @@ impl TrainKernels {
 }
 
 /// The buffers every training dispatch binds (Signature::Train), `states` being one layer's.
+/// AdamW binds its first and second moments in the `ints` and `states` slots.
 pub(crate) struct TrainBuffers<'a> {
     pub params: &'a wgpu::Buffer,
     pub grads: &'a wgpu::Buffer,

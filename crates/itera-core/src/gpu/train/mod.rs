@@ -1,9 +1,10 @@
 //! Training on the GPU: the whole step — forward, loss, backward, gradient norm, clipping and
 //! AdamW — recorded once at construction and replayed per step as ONE submission; the host
 //! writes the step's tokens and learning rate and reads back eight floats (the loss parts and
-//! the gradient norm). Same maths as `train::Trainer` (the parity tests compare them), with
-//! the batch split into equal micro-batches the way the CPU splits it across threads, so that
-//! the aux loss is taken over the same rows.
+//! the gradient norm). Same maths as the CPU's `train::CpuStep` (the parity tests compare
+//! them), the batch cut into equal micro-batches as the CPU cuts it into shards, so that the
+//! aux loss is taken over the same rows. `GpuStep` runs it behind the training job's
+//! `StepBackend` interface.
 //!
 //! Distillation (`with_teacher`) runs the teacher's forward on the device per micro-batch and
 //! copies its logits next to the student's for the KL term, inside the same submission.
@@ -21,12 +22,16 @@ mod record;
 pub(crate) use kernels::TrainBuffers;
 pub use kernels::TrainKernels;
 
+use std::rc::Rc;
+
 use super::dispatch::run_pass;
 use super::{readback, Gpu};
 use crate::error::{Error, Result};
-use crate::model::{LossParts, LossWeights};
+use crate::model::LossParts;
 use crate::precision::Precision;
-use crate::train::{StepReport, TrainerConfig};
+use crate::train::{
+    check_finite, check_step_input, StepBackend, StepConfig, StepReport, TrainState, BETA1, BETA2, EPS,
+};
 use crate::weights::{Grads, Weights};
 use args::{report, AdamArgs};
 use device::OnDevice;
@@ -34,7 +39,7 @@ use layout::{ActLayout, ParamLayout};
 use record::{MicroBatch, Recorder};
 
 pub struct GpuTrainer {
-    pub config: TrainerConfig,
+    pub config: StepConfig,
     /// Sequences per micro-batch and micro-batches per step.
     pub seqs: usize,
     pub micro: usize,
@@ -43,7 +48,6 @@ pub struct GpuTrainer {
     model: crate::config::Config,
     layout: ActLayout,
     params_len: usize,
-    beta: (f32, f32),
     report_read: wgpu::Buffer,
     student: OnDevice,
     /// The distillation teacher and where its logits sit in its arena.
@@ -52,9 +56,9 @@ pub struct GpuTrainer {
 
 impl GpuTrainer {
     /// Uploads `w` (f32) and records the step for `config.batch` sequences of `config.seq_len`
-    /// tokens in `micro` micro-batches (the CPU trainer's thread count gives the same maths;
-    /// `None` picks the fewest that fit the device's binding limit).
-    pub fn new(gpu: &Gpu, w: &Weights, config: TrainerConfig, micro: Option<usize>) -> Result<GpuTrainer> {
+    /// tokens in `micro` micro-batches (`None`: the config's shards when they cut the batch
+    /// evenly and fit the device — the CPU's maths — else the fewest that fit).
+    pub fn new(gpu: &Gpu, w: &Weights, config: StepConfig, micro: Option<usize>) -> Result<GpuTrainer> {
         if config.loss.distill_beta > 0.0 {
             return Err(Error::Gpu(
                 "distillation (β > 0) needs a teacher: GpuTrainer::with_teacher".into(),
@@ -70,7 +74,7 @@ impl GpuTrainer {
         gpu: &Gpu,
         w: &Weights,
         teacher: &Weights,
-        config: TrainerConfig,
+        config: StepConfig,
         micro: Option<usize>,
     ) -> Result<GpuTrainer> {
         if teacher.config.vocab_size != w.config.vocab_size {
@@ -90,7 +94,7 @@ impl GpuTrainer {
         gpu: &Gpu,
         w: &Weights,
         teacher: Option<&Weights>,
-        config: TrainerConfig,
+        config: StepConfig,
         micro: Option<usize>,
     ) -> Result<GpuTrainer> {
         if w.precision != Precision::F32 {
@@ -127,6 +131,7 @@ impl GpuTrainer {
                 return Err(Error::setting("micro-batches", n, "a divisor of the batch size"));
             }
             Some(n) => n,
+            None if config.batch.is_multiple_of(config.shards) && fits(config.shards) => config.shards,
             None => (1..=config.batch)
                 .filter(|&n| config.batch.is_multiple_of(n))
                 .find(|&n| fits(n))
@@ -160,16 +165,15 @@ impl GpuTrainer {
             rec.backward(mb);
             cuts.push(rec.specs.len());
         }
-        let beta = (0.9, 0.95);
         rec.optimizer(AdamArgs {
             decay: config.weight_decay,
-            beta1: beta.0,
-            beta2: beta.1,
-            eps: 1e-8,
+            beta1: BETA1,
+            beta2: BETA2,
+            eps: EPS,
             clip: config.clip,
             ..Default::default()
         });
-        let student = OnDevice::new(gpu, w, &layout, 3 * plan.len, &rec, &cuts)?;
+        let student = OnDevice::new(gpu, w, &layout, true, &rec, &cuts)?;
 
         // The teacher: per micro-batch its forward, whose logits are copied into the student's.
         let teacher = match teacher {
@@ -183,7 +187,7 @@ impl GpuTrainer {
                     cuts.push(rec.specs.len());
                 }
                 cuts.pop();
-                Some((OnDevice::new(gpu, tw, &tl, 1, &rec, &cuts)?, tl.logits))
+                Some((OnDevice::new(gpu, tw, &tl, false, &rec, &cuts)?, tl.logits))
             }
             None => None,
         };
@@ -201,7 +205,6 @@ impl GpuTrainer {
             model: c.clone(),
             layout,
             params_len: plan.len,
-            beta,
             report_read,
             student,
             teacher,
@@ -214,10 +217,11 @@ impl GpuTrainer {
         count(&self.student) + self.teacher.as_ref().map_or(0, |(t, _)| count(t))
     }
 
-    /// One optimisation step on `tokens` (batch × seq_len). A non-finite loss or gradient
-    /// leaves the weights and moments untouched and returns `Error::Diverged`.
-    pub async fn step(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<StepReport> {
-        let TrainerConfig { batch, seq_len, .. } = self.config;
+    /// One optimisation step on `tokens` (batch × seq_len) at learning rate `lr`. A
+    /// non-finite loss or gradient leaves the weights and moments untouched and returns
+    /// `Error::Diverged`.
+    pub async fn step(&mut self, gpu: &Gpu, tokens: &[u32], lr: f32) -> Result<StepReport> {
+        let StepConfig { batch, seq_len, .. } = self.config;
         if tokens.len() != batch * seq_len {
             return Err(Error::ShapeMismatch {
                 op: "train step",
@@ -229,12 +233,11 @@ impl GpuTrainer {
             .try_for_each(|&id| Error::check_token(id, self.model.vocab_size))?;
         gpu.check()?;
         let step = self.step;
-        let lr = self.config.schedule.at(step);
         let t = (step + 1) as i32;
         let mut header = [0.0f32; report::LEN];
         header[report::LR] = lr;
-        header[report::C1] = 1.0 - self.beta.0.powi(t);
-        header[report::C2] = 1.0 - self.beta.1.powi(t);
+        header[report::C1] = 1.0 - BETA1.powi(t);
+        header[report::C2] = 1.0 - BETA2.powi(t);
         let s = &self.student;
         gpu.queue
             .write_buffer(&s.act, self.layout.report as u64 * 4, bytemuck::cast_slice(&header));
@@ -260,20 +263,10 @@ impl GpuTrainer {
         gpu.submit(encoder);
         let out: Vec<f32> = bytemuck::pod_collect_to_vec(&readback::read(gpu, &self.report_read, bytes).await?);
 
-        let lw: LossWeights = self.config.loss;
         let (ce, kl, aux) = (out[report::CE], out[report::KL], out[report::AUX]);
-        let beta = lw.distill_beta;
-        let total = (1.0 - beta) * ce + beta * kl + lw.aux_alpha * aux;
-        if !total.is_finite() {
-            return Err(Error::Diverged { step, what: "the loss" });
-        }
+        let total = self.config.loss.total(ce, kl, aux);
         let grad_norm = out[report::NORM_SQ].sqrt();
-        if !grad_norm.is_finite() {
-            return Err(Error::Diverged {
-                step,
-                what: "the gradient",
-            });
-        }
+        check_finite(step, total, grad_norm)?;
         self.step += 1;
         Ok(StepReport {
             step,
@@ -285,8 +278,8 @@ impl GpuTrainer {
 
     /// `step` for native callers.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn step_blocking(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<StepReport> {
-        pollster::block_on(self.step(gpu, tokens))
+    pub fn step_blocking(&mut self, gpu: &Gpu, tokens: &[u32], lr: f32) -> Result<StepReport> {
+        pollster::block_on(self.step(gpu, tokens, lr))
     }
 
     /// The current weights, read back into `Weights` (for checkpoints, evaluation, export).
@@ -317,9 +310,9 @@ impl GpuTrainer {
 
     /// AdamW's moments (m, v) by table slot, for checkpoints.
     pub async fn moments(&self, gpu: &Gpu) -> Result<(Grads, Grads)> {
-        let bytes = self.params_len as u64 * 4;
-        let m = self.read_flat(gpu, &self.student.grads, bytes).await?;
-        let v = self.read_flat(gpu, &self.student.grads, 2 * bytes).await?;
+        let [m, v] = self.moment_buffers()?;
+        let m = self.read_flat(gpu, m, 0).await?;
+        let v = self.read_flat(gpu, v, 0).await?;
         let to_grads = |flat: Vec<f32>| Grads {
             tensors: self.split(flat).tensors.iter().map(|t| t.dequantize()).collect(),
         };
@@ -328,7 +321,7 @@ impl GpuTrainer {
 
     /// Continues from a checkpoint: the optimiser's step count and moments.
     pub fn set_optimizer_state(&mut self, gpu: &Gpu, step: usize, m: &Grads, v: &Grads) -> Result<()> {
-        for (i, moment) in [m, v].into_iter().enumerate() {
+        for (buffer, moment) in self.moment_buffers()?.into_iter().zip([m, v]) {
             let flat: Vec<f32> = moment.tensors.iter().flatten().copied().collect();
             if flat.len() != self.params_len {
                 return Err(Error::ShapeMismatch {
@@ -336,12 +329,17 @@ impl GpuTrainer {
                     detail: format!("{} values for {} parameters", flat.len(), self.params_len),
                 });
             }
-            let at = (i + 1) as u64 * self.params_len as u64 * 4;
-            gpu.queue
-                .write_buffer(&self.student.grads, at, bytemuck::cast_slice(&flat));
+            gpu.queue.write_buffer(buffer, 0, bytemuck::cast_slice(&flat));
         }
         self.step = step;
         gpu.check()
+    }
+
+    fn moment_buffers(&self) -> Result<[&wgpu::Buffer; 2]> {
+        match &self.student.moments {
+            Some([m, v]) => Ok([m, v]),
+            None => Err(Error::Gpu("the student has no optimiser state on the device".into())),
+        }
     }
 
     fn split(&self, flat: Vec<f32>) -> Weights {
@@ -375,5 +373,58 @@ impl GpuTrainer {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn gradients_blocking(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
         pollster::block_on(self.gradients(gpu))
+    }
+}
+
+/// The GPU behind the training job's step interface: the device holds the weights and moments
+/// between steps; `sync` reads them back into the job's host state.
+pub struct GpuStep {
+    pub gpu: Rc<Gpu>,
+    pub trainer: GpuTrainer,
+}
+
+impl GpuStep {
+    /// Uploads `state` (weights, moments, step) and records the step; with a `teacher`, the
+    /// distillation step.
+    pub fn new(gpu: Rc<Gpu>, state: &TrainState, config: StepConfig, teacher: Option<&Weights>) -> Result<GpuStep> {
+        let w = &state.weights;
+        let mut trainer = match teacher {
+            Some(t) => GpuTrainer::with_teacher(&gpu, w, t, config, None)?,
+            None => GpuTrainer::new(&gpu, w, config, None)?,
+        };
+        trainer.set_optimizer_state(&gpu, state.opt.step, &state.opt.m, &state.opt.v)?;
+        Ok(GpuStep { gpu, trainer })
+    }
+}
+
+impl StepBackend for GpuStep {
+    async fn step(
+        &mut self,
+        state: &mut TrainState,
+        tokens: &[u32],
+        lr: f32,
+        _teacher: Option<&Weights>,
+    ) -> Result<StepReport> {
+        check_step_input(&state.weights, &self.trainer.config, tokens)?;
+        self.trainer.step(&self.gpu, tokens, lr).await
+    }
+
+    async fn sync(&mut self, state: &mut TrainState) -> Result<()> {
+        let fresh = self.trainer.weights(&self.gpu).await?;
+        let (m, v) = self.trainer.moments(&self.gpu).await?;
+        for (dst, src) in state.weights.tensors.iter_mut().zip(fresh.tensors) {
+            *dst = src;
+        }
+        (state.opt.m, state.opt.v, state.opt.step) = (m, v, self.trainer.step);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} ({} micro-batch(es) of {} sequences)",
+            self.gpu.describe(),
+            self.trainer.micro,
+            self.trainer.seqs
+        )
     }
 }

@@ -15,9 +15,16 @@ use crate::params::{FfnParams, LayerParams, ParamKind, ParamTable, SwigluParams}
 /// Uniform blocks sit at multiples of WebGPU's minimum uniform offset alignment.
 pub const UNIFORM_SLOT: u64 = 256;
 
-/// A dispatch before its bind group exists: kernel, uniform slot, layer whose SSM states it
-/// binds, workgroups.
-pub(crate) type Spec<'k> = (&'k Kernel, u64, usize, (u32, u32));
+/// What a dispatch binds in the two slots after the activations: the ids and one layer's SSM
+/// states (every kernel but AdamW), or AdamW's two moments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slots {
+    States(usize),
+    Moments,
+}
+
+/// A dispatch before its bind group exists: kernel, uniform slot, what it binds, workgroups.
+pub(crate) type Spec<'k> = (&'k Kernel, u64, Slots, (u32, u32));
 
 pub(crate) struct Recorder<'k> {
     k: &'k TrainKernels,
@@ -27,8 +34,8 @@ pub(crate) struct Recorder<'k> {
     table: &'k ParamTable,
     params: &'k ParamLayout,
     a: &'k ActLayout,
-    /// The layer whose states the next dispatches bind.
-    layer: usize,
+    /// What the next dispatches bind after the activations.
+    slots: Slots,
 }
 
 /// How a micro-batch's loss terms are weighted: its share f of the batch and the loss weights.
@@ -57,7 +64,7 @@ impl<'k> Recorder<'k> {
             table,
             params,
             a,
-            layer: 0,
+            slots: Slots::States(0),
         }
     }
 
@@ -65,7 +72,7 @@ impl<'k> Recorder<'k> {
         let slot = self.uniform_bytes.len() as u64;
         self.uniform_bytes.extend_from_slice(bytemuck::bytes_of(&args));
         self.uniform_bytes.resize((slot + UNIFORM_SLOT) as usize, 0);
-        self.specs.push((kernel, slot, self.layer, groups));
+        self.specs.push((kernel, slot, self.slots, groups));
     }
 
     fn p(&self, slot: usize) -> usize {
@@ -228,7 +235,7 @@ impl<'k> Recorder<'k> {
         let (m, d, di, f, e) = (a.rows, c.d_model, c.d_inner(), c.d_ff, c.n_experts);
         let xo = c.x_proj_out();
         let table = self.table;
-        self.layer = 0;
+        self.slots = Slots::States(0);
         let embed = EmbedArgs {
             rows: m as u32,
             d: d as u32,
@@ -239,7 +246,7 @@ impl<'k> Recorder<'k> {
         };
         self.push(&self.k.embed_forward, embed, groups_2d(m * d, 64));
         for (l, (p, la)) in table.layers.iter().zip(&a.layers).enumerate() {
-            self.layer = l;
+            self.slots = Slots::States(l);
             // SSM block (layers::ssm::ssm_forward)
             self.norm(la.x, la.xn, la.rstd, p.ssm_norm);
             self.linear((la.xn, d), p.in_proj, (la.xz, 2 * di), Write::Set);
@@ -277,7 +284,7 @@ impl<'k> Recorder<'k> {
                 }
             }
         }
-        self.layer = 0;
+        self.slots = Slots::States(0);
         self.norm(a.x_final, a.xf, a.rstd_f, table.final_norm);
         self.linear((a.xf, d), table.embed, (a.logits, c.vocab_size), Write::Set);
     }
@@ -330,14 +337,14 @@ impl<'k> Recorder<'k> {
         let (xo, r) = (c.x_proj_out(), c.dt_rank);
         let s = a.scratch.clone();
         let table = self.table;
-        self.layer = 0;
+        self.slots = Slots::States(0);
         // logits = xf · embedᵀ (tied head)
         let v = c.vocab_size;
         self.linear_back((a.logits, v), table.embed, (a.xf, d), Some(((s.dnorm, d), Write::Set)));
         self.norm_back(s.dnorm, a.x_final, a.rstd_f, table.final_norm, s.dx, false);
 
         for (l, (p, la)) in table.layers.iter().zip(&a.layers).enumerate().rev() {
-            self.layer = l;
+            self.slots = Slots::States(l);
             // x ← x + FFN(rmsnorm(x)): dout = dx; the branch's input gradient goes to dnorm.
             match &p.ffn {
                 FfnParams::Dense(sp) => self.swiglu_back(la, 0, sp, (s.dx, d), Write::Set),
@@ -400,7 +407,7 @@ impl<'k> Recorder<'k> {
             self.linear_back((s.dxz, 2 * di), p.in_proj, (la.xn, d), Some(((s.dnorm, d), Write::Set)));
             self.norm_back(s.dnorm, la.x, la.rstd, p.ssm_norm, s.dx, true);
         }
-        self.layer = 0;
+        self.slots = Slots::States(0);
         let embed = EmbedArgs {
             rows: m as u32,
             d: d as u32,
@@ -425,12 +432,10 @@ impl<'k> Recorder<'k> {
 
     /// The global gradient norm, then AdamW on every tensor (`AdamW::update` after the clip).
     pub fn optimizer(&mut self, adam: AdamArgs) {
-        self.layer = 0;
+        self.slots = Slots::Moments;
         let total = self.params.len;
         let base = AdamArgs {
             len: total as u32,
-            m_off: total as u32,
-            v_off: 2 * total as u32,
             report_off: self.a.report as u32,
             partial_off: self.a.partials as u32,
             ..adam

@@ -1,0 +1,433 @@
+//! The training job (SPEC "Training"): ONE loop for the CLI, the browser's workers and the GPU.
+//!
+//! A job owns the settings, the token stream and held-out texts, the weights and optimiser,
+//! and the run's curves; it draws step s's batch from a generator seeded by (seed, s), takes
+//! the learning rate from the schedule, runs the step on whichever `StepBackend` it is given,
+//! evaluates and checkpoints on its cadence, and stops at the end. It advances in slices (a
+//! step count or a time budget), reporting typed `Event`s as they happen, so a caller can
+//! pause between slices, show progress, or change backend. Because every step depends only on
+//! (state, seed, step), a run cut into any slices — or stopped, checkpointed and resumed —
+//! takes the same steps.
+
+use serde::Serialize;
+
+use super::checkpoint::{Checkpoint, DataFingerprint};
+use super::data::EvalSet;
+use super::history::{EvalPoint, History};
+use super::spec::TrainSpec;
+use super::step::{check_teacher, StepBackend, TrainState};
+use super::summary::{DistilledFrom, TrainingSummary};
+use super::trainer::sample_batch;
+use crate::error::{Error, Result};
+use crate::eval::{eval_itera, EvalReport};
+use crate::rng::Pcg32;
+use crate::tokenizer::Tokenizer;
+use crate::weights::Weights;
+
+/// Seconds on a monotonic clock (there is no clock on bare wasm32: the caller brings one).
+pub type Clock = Box<dyn Fn() -> f64>;
+
+/// How much one `advance` may do: at most `steps` steps and, after the first, no step that
+/// starts once `seconds` have passed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+impl Budget {
+    pub fn steps(steps: usize) -> Budget {
+        Budget {
+            steps,
+            seconds: f64::INFINITY,
+        }
+    }
+
+    pub fn seconds(seconds: f64) -> Budget {
+        Budget {
+            steps: usize::MAX,
+            seconds,
+        }
+    }
+}
+
+/// What a job reports as it advances.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// Step `step` (counted from 1) is done.
+    Step {
+        step: usize,
+        loss: f32,
+        ce: f32,
+        aux: f32,
+        kl: f32,
+        lr: f32,
+        grad_norm: f32,
+        /// Tokens per second over this session of the run.
+        tokens_per_s: f64,
+        /// Seconds spent advancing in this session.
+        elapsed_s: f64,
+    },
+    /// Held-out bits per byte of every evaluation set after `step` steps.
+    Eval { step: usize, results: Vec<EvalResult> },
+    /// A checkpoint of the run after `step` steps (`Checkpoint::to_bytes`).
+    Checkpoint {
+        step: usize,
+        #[serde(skip)]
+        bytes: Vec<u8>,
+    },
+    /// The run reached its last step.
+    Done { step: usize, seconds: f64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvalResult {
+    pub name: String,
+    pub bits_per_byte: f64,
+}
+
+/// What a job trains on and is judged by.
+pub struct JobData {
+    pub tokenizer: Tokenizer,
+    /// The training text's tokens (`data::encode_corpus`).
+    pub stream: Vec<u32>,
+    /// Held-out sets scored at each evaluation.
+    pub eval_sets: Vec<EvalSet>,
+    /// The distillation teacher (required exactly when the spec distils).
+    pub teacher: Option<Weights>,
+}
+
+/// Where a run's inputs came from, recorded in its summary.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Provenance {
+    pub corpus: Option<String>,
+    pub teacher: Option<String>,
+    /// The model a fine-tune starts from.
+    pub base: Option<String>,
+}
+
+pub struct Job {
+    spec: TrainSpec,
+    data: JobData,
+    provenance: Provenance,
+    /// Host copy of the weights and optimiser; behind `completed` on a device until `sync`.
+    state: TrainState,
+    history: History,
+    /// Steps taken (by any backend).
+    completed: usize,
+    /// The run stops after this step (the spec's `steps` unless told otherwise).
+    end: usize,
+    clock: Clock,
+    /// Seconds of earlier sessions of this run (from the checkpoint's summary).
+    prior_seconds: f64,
+    /// Seconds spent in `advance` in this session, and the step count when it began.
+    session_seconds: f64,
+    session_first_step: usize,
+}
+
+impl Job {
+    /// A new run from `base` (any precision; trained in f32, the base itself untouched).
+    pub fn new(spec: TrainSpec, base: &Weights, data: JobData, provenance: Provenance, clock: Clock) -> Result<Job> {
+        spec.validate()?;
+        let state = TrainState::new(base, spec.weight_decay as f32);
+        Job::start(spec, state, data, provenance, History::default(), 0.0, clock)
+    }
+
+    /// Continues the run of `checkpoint` on the same data (refused if the tokens differ).
+    pub fn resume(checkpoint: Checkpoint, data: JobData, clock: Clock) -> Result<Job> {
+        let found = DataFingerprint::of(&data.stream);
+        if found != checkpoint.data {
+            return Err(Error::Metadata(format!(
+                "this checkpoint trained on {} tokens (fingerprint {}), the text given has {} ({}): resume on the \
+                 same text, or start a new run from these weights",
+                checkpoint.data.tokens, checkpoint.data.fnv1a, found.tokens, found.fnv1a
+            )));
+        }
+        let summary = checkpoint.state.weights.config.training.clone().unwrap_or_default();
+        let provenance = Provenance {
+            corpus: summary.corpus,
+            teacher: summary.distilled_from.map(|d| d.teacher),
+            base: summary.fine_tuned_from,
+        };
+        Job::start(
+            checkpoint.spec,
+            checkpoint.state,
+            data,
+            provenance,
+            checkpoint.history,
+            summary.seconds,
+            clock,
+        )
+    }
+
+    fn start(
+        spec: TrainSpec,
+        state: TrainState,
+        data: JobData,
+        provenance: Provenance,
+        history: History,
+        prior_seconds: f64,
+        clock: Clock,
+    ) -> Result<Job> {
+        let w = &state.weights;
+        if data.tokenizer.vocab_size() != w.config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {} ids but the model's vocabulary is {}",
+                data.tokenizer.vocab_size(),
+                w.config.vocab_size
+            )));
+        }
+        match (&data.teacher, spec.distill) {
+            (Some(t), Some(_)) => check_teacher(w, t)?,
+            (None, None) => {}
+            (None, Some(_)) => return Err(Error::setting("distill", "set", "a teacher model to distil from")),
+            (Some(_), None) => return Err(Error::setting("distill", "not set", "β and T when a teacher is given")),
+        }
+        if data.stream.len() < spec.seq_len {
+            return Err(Error::InvalidSetting {
+                name: "seq_len",
+                value: format!("{} (the training text has {} tokens)", spec.seq_len, data.stream.len()),
+                expected: "at most the number of tokens in the training text: give more text or shorter sequences",
+            });
+        }
+        let completed = state.opt.step;
+        if history.len() != completed {
+            return Err(Error::Metadata(format!(
+                "the run's curves hold {} steps but its optimiser {completed}",
+                history.len()
+            )));
+        }
+        Ok(Job {
+            end: spec.steps,
+            spec,
+            data,
+            provenance,
+            state,
+            history,
+            completed,
+            clock,
+            prior_seconds,
+            session_seconds: 0.0,
+            session_first_step: completed,
+        })
+    }
+
+    pub fn spec(&self) -> &TrainSpec {
+        &self.spec
+    }
+
+    pub fn data(&self) -> &JobData {
+        &self.data
+    }
+
+    /// The host copy of the run's weights and optimiser (current after `sync`).
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Steps taken.
+    pub fn completed(&self) -> usize {
+        self.completed
+    }
+
+    /// The step the run stops after.
+    pub fn end(&self) -> usize {
+        self.end
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.completed >= self.end
+    }
+
+    /// Stops the run after `step` (evaluating and checkpointing there) while keeping the
+    /// schedule of the spec's `steps`: a long run in pieces.
+    pub fn stop_at(&mut self, step: usize) {
+        self.end = step.clamp(self.completed, self.spec.steps);
+    }
+
+    /// Tokens of step `step`'s batch: windows drawn by the generator (seed, step).
+    pub fn batch(&self, step: usize) -> Result<Vec<u32>> {
+        let s = &self.spec;
+        sample_batch(
+            &self.data.stream,
+            s.batch,
+            s.seq_len,
+            &mut Pcg32::with_stream(s.seed, step as u64),
+        )
+    }
+
+    /// Takes steps on `backend` until the budget is spent or the run is done, reporting each
+    /// event to `on_event` as it happens (a checkpoint's bytes, say, while the state is that
+    /// step's). An error (a diverged step, a lost device) leaves every completed step in place.
+    pub async fn advance<B: StepBackend>(
+        &mut self,
+        backend: &mut B,
+        budget: Budget,
+        on_event: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<()> {
+        let t0 = (self.clock)();
+        let session_before = self.session_seconds;
+        let mut taken = 0;
+        while !self.is_done() && taken < budget.steps && (taken == 0 || (self.clock)() - t0 < budget.seconds) {
+            let result = self.one_step(backend, t0, session_before, on_event).await;
+            self.session_seconds = session_before + ((self.clock)() - t0);
+            result?;
+            taken += 1;
+        }
+        Ok(())
+    }
+
+    async fn one_step<B: StepBackend>(
+        &mut self,
+        backend: &mut B,
+        t0: f64,
+        session_before: f64,
+        on_event: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<()> {
+        let step = self.completed;
+        let tokens = self.batch(step)?;
+        let lr = self.spec.schedule().at(step);
+        let report = backend
+            .step(&mut self.state, &tokens, lr, self.data.teacher.as_ref())
+            .await?;
+        self.completed += 1;
+        let elapsed = session_before + ((self.clock)() - t0);
+        let done = self.completed - self.session_first_step;
+        // 0 until the clock has moved (a clock that never moves reads 0, not infinity).
+        let tokens_per_s = if elapsed > 0.0 {
+            (done * self.spec.tokens_per_step()) as f64 / elapsed
+        } else {
+            0.0
+        };
+        self.history.push(&report, tokens_per_s);
+        let l = report.loss;
+        on_event(Event::Step {
+            step: self.completed,
+            loss: l.total,
+            ce: l.ce,
+            aux: l.aux,
+            kl: l.kl,
+            lr: report.lr,
+            grad_norm: report.grad_norm,
+            tokens_per_s,
+            elapsed_s: elapsed,
+        })?;
+        let n = self.completed;
+        let last = n == self.end;
+        let evaluate = !self.data.eval_sets.is_empty() && (n.is_multiple_of(self.spec.eval_every) || last);
+        let checkpoint = n.is_multiple_of(self.spec.checkpoint_every) || last;
+        if evaluate || checkpoint {
+            backend.sync(&mut self.state).await?;
+        }
+        if evaluate {
+            let results = self.evaluate()?;
+            self.history.evals.extend(results.iter().map(|r| EvalPoint {
+                step: n,
+                name: r.name.clone(),
+                bits_per_byte: r.bits_per_byte,
+            }));
+            on_event(Event::Eval { step: n, results })?;
+        }
+        if checkpoint {
+            self.session_seconds = session_before + ((self.clock)() - t0);
+            let bytes = self.checkpoint()?.to_bytes()?;
+            on_event(Event::Checkpoint { step: n, bytes })?;
+        }
+        if last {
+            on_event(Event::Done {
+                step: n,
+                seconds: self.seconds(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Makes the host state current (a device's weights and moments read back).
+    pub async fn sync<B: StepBackend>(&mut self, backend: &mut B) -> Result<()> {
+        backend.sync(&mut self.state).await
+    }
+
+    /// Forgets the steps a device took since the host state was last synced, so that another
+    /// backend continues from the host state; returns the step it continues from.
+    pub fn roll_back_to_host_state(&mut self) -> usize {
+        self.completed = self.state.opt.step;
+        self.history.truncate(self.completed);
+        self.session_first_step = self.session_first_step.min(self.completed);
+        self.completed
+    }
+
+    /// Held-out bits per byte of every evaluation set, from the host state.
+    pub fn evaluate(&self) -> Result<Vec<EvalResult>> {
+        self.data
+            .eval_sets
+            .iter()
+            .map(|set| {
+                let mut r = EvalReport::default();
+                for text in &set.texts {
+                    r.merge(&eval_itera(&self.state.weights, &self.data.tokenizer, text)?);
+                }
+                Ok(EvalResult {
+                    name: set.name.clone(),
+                    bits_per_byte: r.bits_per_byte(),
+                })
+            })
+            .collect()
+    }
+
+    /// Seconds spent stepping over every session of the run.
+    pub fn seconds(&self) -> f64 {
+        self.prior_seconds + self.session_seconds
+    }
+
+    /// How the current weights were made.
+    pub fn summary(&self) -> TrainingSummary {
+        let s = &self.spec;
+        TrainingSummary {
+            steps: self.state.opt.step,
+            batch: s.batch,
+            seq_len: s.seq_len,
+            corpus: self.provenance.corpus.clone(),
+            corpus_tokens: self.data.stream.len(),
+            seconds: self.seconds(),
+            seed: s.seed,
+            lr: s.lr,
+            distilled_from: s
+                .distill
+                .zip(self.provenance.teacher.clone())
+                .map(|(d, teacher)| DistilledFrom {
+                    teacher,
+                    beta: d.beta,
+                    temperature: d.temperature,
+                }),
+            fine_tuned_from: self.provenance.base.clone(),
+        }
+    }
+
+    /// The host state's weights (f32) with the run's summary in their config.
+    pub fn model(&self) -> Weights {
+        let mut w = self.state.weights.clone();
+        w.config.training = Some(self.summary());
+        w
+    }
+
+    /// The host state as a checkpoint (sync a device first).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let mut state = self.state.clone();
+        state.weights.config.training = Some(self.summary());
+        Ok(Checkpoint {
+            spec: self.spec.clone(),
+            state,
+            data: DataFingerprint::of(&self.data.stream),
+            history: {
+                let mut h = self.history.clone();
+                h.truncate(self.state.opt.step);
+                h
+            },
+        })
+    }
+}

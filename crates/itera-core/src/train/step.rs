@@ -1,0 +1,201 @@
+//! One optimisation step and the interface every backend implements (`StepBackend`).
+//!
+//! A step is cut into shards (`StepConfig::shard_ranges`): each shard's forward + loss +
+//! backward runs on its own (`ShardScratch::gradients`, on a thread natively or in a browser
+//! worker), then `finish_step` averages the shards' losses and gradients in shard order,
+//! refuses a non-finite loss or gradient before any weight changes, clips by global norm and
+//! applies AdamW. Because the order is fixed, a step gives the same bits however many threads
+//! or workers computed its shards.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use super::optim::AdamW;
+use super::spec::StepConfig;
+use crate::error::{Error, Result};
+use crate::model::{forward, loss, BatchDims, Cache, LossParts, LossWeights};
+use crate::weights::{Grads, Weights};
+
+/// What a checkpoint holds of a run: the f32 weights and the optimiser (moments and step).
+#[derive(Clone, Debug)]
+pub struct TrainState {
+    pub weights: Weights,
+    pub opt: AdamW,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step taken, counted from 0.
+    pub step: usize,
+    pub loss: LossParts,
+    /// Gradient norm before clipping.
+    pub grad_norm: f32,
+    pub lr: f32,
+}
+
+/// Runs optimisation steps somewhere: CPU threads (`CpuStep`), the GPU (`GpuStep`), or a pool
+/// of browser workers (itera-web). The job owns the schedule, the batches and `state`.
+#[allow(async_fn_in_trait)] // single-threaded callers (the CLI, a browser worker)
+pub trait StepBackend {
+    /// One step on `tokens` (batch × seq_len) at learning rate `lr`. On the CPU it updates
+    /// `state`; a device may keep its own copy until `sync`. A non-finite loss or gradient
+    /// returns `Error::Diverged` and changes nothing.
+    async fn step(
+        &mut self,
+        state: &mut TrainState,
+        tokens: &[u32],
+        lr: f32,
+        teacher: Option<&Weights>,
+    ) -> Result<StepReport>;
+
+    /// Makes `state` hold the backend's current weights and optimiser (a device reads them back).
+    async fn sync(&mut self, state: &mut TrainState) -> Result<()>;
+
+    /// Where the steps run, for logs and the page ("2 threads", "WebGPU: …").
+    fn describe(&self) -> String;
+}
+
+/// One shard's activations and gradients, kept between steps so a step allocates nothing.
+#[derive(Debug)]
+pub struct ShardScratch {
+    cache: Cache,
+    teacher_cache: Cache,
+    pub grads: Grads,
+}
+
+impl ShardScratch {
+    pub fn new(w: &Weights) -> ShardScratch {
+        ShardScratch {
+            cache: Cache::default(),
+            teacher_cache: Cache::default(),
+            grads: Grads::zeros(&w.table),
+        }
+    }
+
+    /// Forward, loss and backward of `tokens` (whole sequences of `seq_len`) into `self.grads`
+    /// (zeroed first). With a `teacher` its forward runs too, for the distillation term.
+    pub fn gradients(
+        &mut self,
+        w: &Weights,
+        tokens: &[u32],
+        seq_len: usize,
+        teacher: Option<&Weights>,
+        lw: LossWeights,
+    ) -> Result<LossParts> {
+        if seq_len == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(seq_len) {
+            return Err(Error::ShapeMismatch {
+                op: "shard",
+                detail: format!("{} tokens are not whole sequences of {seq_len}", tokens.len()),
+            });
+        }
+        let bd = BatchDims {
+            batch: tokens.len() / seq_len,
+            t: seq_len,
+        };
+        let teach = match teacher {
+            Some(tw) => {
+                check_teacher(w, tw)?;
+                forward(tw, tokens, bd, false, &mut self.teacher_cache)?;
+                Some(self.teacher_cache.logits.as_slice())
+            }
+            None => None,
+        };
+        self.grads.zero();
+        loss(w, tokens, bd, teach, lw, &mut self.cache, Some(&mut self.grads))
+    }
+}
+
+/// A teacher must predict the student's vocabulary.
+pub fn check_teacher(student: &Weights, teacher: &Weights) -> Result<()> {
+    let (s, t) = (student.config.vocab_size, teacher.config.vocab_size);
+    if s != t {
+        return Err(Error::ShapeMismatch {
+            op: "distillation",
+            detail: format!("teacher vocabulary {t} vs student {s}"),
+        });
+    }
+    Ok(())
+}
+
+/// A step's loss or gradient that is not finite stops the run before the weights change.
+pub fn check_finite(step: usize, loss: f32, grad_norm: f32) -> Result<()> {
+    if !loss.is_finite() {
+        return Err(Error::Diverged { step, what: "the loss" });
+    }
+    if !grad_norm.is_finite() {
+        return Err(Error::Diverged {
+            step,
+            what: "the gradient",
+        });
+    }
+    Ok(())
+}
+
+/// Averages the shards' losses and gradients in shard order (each weighted by its share of the
+/// batch; the sum lands in `grads[0]`), checks them, clips by global norm and updates `state`
+/// with AdamW at `lr`.
+pub fn finish_step(
+    state: &mut TrainState,
+    cfg: &StepConfig,
+    lr: f32,
+    losses: &[LossParts],
+    grads: &mut [&mut Grads],
+) -> Result<StepReport> {
+    let ranges = cfg.shard_ranges();
+    if losses.len() != ranges.len() || grads.len() != ranges.len() {
+        return Err(Error::ShapeMismatch {
+            op: "train step",
+            detail: format!(
+                "{} losses and {} gradients for {} shards",
+                losses.len(),
+                grads.len(),
+                ranges.len()
+            ),
+        });
+    }
+    let share = |i: usize| ranges[i].len() as f32 / cfg.batch as f32;
+    let mut total = LossParts::default();
+    for (i, p) in losses.iter().enumerate() {
+        let f = share(i);
+        total.total += f * p.total;
+        total.ce += f * p.ce;
+        total.aux += f * p.aux;
+        total.kl += f * p.kl;
+    }
+    let (first, rest) = grads.split_at_mut(1);
+    let g = &mut *first[0];
+    let f0 = share(0);
+    for (slot, acc) in g.tensors.iter_mut().enumerate() {
+        acc.iter_mut().for_each(|x| *x *= f0);
+        for (i, other) in rest.iter().enumerate() {
+            let f = share(i + 1);
+            acc.iter_mut().zip(&other.tensors[slot]).for_each(|(a, b)| *a += f * b);
+        }
+    }
+    let step = state.opt.step;
+    let grad_norm = g.norm();
+    check_finite(step, total.total, grad_norm)?;
+    if grad_norm > cfg.clip {
+        let s = cfg.clip / grad_norm;
+        g.tensors.iter_mut().flatten().for_each(|x| *x *= s);
+    }
+    state.opt.update(&mut state.weights, g, lr);
+    Ok(StepReport {
+        step,
+        loss: total,
+        grad_norm,
+        lr,
+    })
+}
+
+/// The result of a future that needs no waiting (a CPU step): CPU backends are `async` only
+/// to share the interface with devices, so native callers without an executor use this.
+pub fn ready<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(Error::Gpu(
+            "this step waits on a device: run it with an executor".into(),
+        )),
+    }
+}

@@ -1,0 +1,232 @@
+//! The training job: a run cut into any slices, or checkpointed and resumed, takes the same
+//! steps bit for bit; events follow the cadence; a diverging step keeps the last good
+//! weights; inputs that cannot train are refused with the reason.
+
+use itera_core::config::Config;
+use itera_core::error::Error;
+use itera_core::tokenizer::Tokenizer;
+use itera_core::train::{
+    Budget, Checkpoint, CpuStep, DistillSpec, EvalSet, Event, FineTuneText, Job, JobData, TrainSpec,
+};
+use itera_core::weights::Weights;
+
+const TOKENIZER: &[u8] = include_bytes!("../../../weights/tokenizer.json");
+const STORIES: &str = include_str!("../../../web/finetune-stories.txt");
+const EVAL: &str = include_str!("../../../web/eval-stories.txt");
+
+fn spec() -> TrainSpec {
+    TrainSpec {
+        steps: 12,
+        batch: 3,
+        seq_len: 20,
+        lr: 1e-2,
+        min_lr: 1e-3,
+        warmup: 2,
+        eval_every: 4,
+        checkpoint_every: 5,
+        shards: 2,
+        ..TrainSpec::DEFAULT
+    }
+}
+
+fn data(text: &str) -> JobData {
+    let tokenizer = Tokenizer::from_json(TOKENIZER).unwrap();
+    let t = FineTuneText::new(text).unwrap();
+    JobData {
+        stream: tokenizer.encode(&t.corpus).unwrap(),
+        eval_sets: vec![
+            EvalSet {
+                name: "yours".into(),
+                texts: vec![t.heldout.clone()],
+            },
+            EvalSet {
+                name: "stories".into(),
+                texts: vec![EVAL.into()],
+            },
+        ],
+        tokenizer,
+        teacher: None,
+    }
+}
+
+fn base() -> Weights {
+    let mut c = Config::preset("test").unwrap();
+    c.vocab_size = 4096;
+    Weights::init_random(&c, 1).unwrap()
+}
+
+fn new_job(spec: TrainSpec) -> Job {
+    Job::new(spec, &base(), data(STORIES), Default::default(), Box::new(|| 0.0)).unwrap()
+}
+
+/// Advances `job` to its end in slices of `slices` steps (cycled); returns every event.
+fn run(job: &mut Job, slices: &[usize]) -> Vec<Event> {
+    let mut cpu = CpuStep::new(&job.state().weights, job.spec().step_config(), 2);
+    let mut events = Vec::new();
+    for &n in slices.iter().cycle() {
+        if job.is_done() {
+            break;
+        }
+        let mut on_event = |e: Event| {
+            events.push(e);
+            Ok(())
+        };
+        pollster_free(job.advance(&mut cpu, Budget::steps(n), &mut on_event)).unwrap();
+    }
+    events
+}
+
+/// CPU steps never wait, so their futures complete on the first poll.
+fn pollster_free<T>(f: impl std::future::Future<Output = itera_core::Result<T>>) -> itera_core::Result<T> {
+    itera_core::train::ready(f)
+}
+
+fn bits(job: &Job) -> (Vec<u8>, Vec<f32>) {
+    let cp = job.checkpoint().unwrap();
+    let mut weights: Vec<u8> = Vec::new();
+    for t in &cp.state.weights.tensors {
+        weights.extend(t.as_f32().unwrap().iter().flat_map(|x| x.to_le_bytes()));
+    }
+    for m in cp.state.opt.m.tensors.iter().chain(&cp.state.opt.v.tensors) {
+        weights.extend(m.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    (weights, cp.history.loss.clone())
+}
+
+#[test]
+fn slices_and_resumes_do_not_change_the_run() {
+    let mut straight = new_job(spec());
+    let events = run(&mut straight, &[100]);
+    let want = bits(&straight);
+    assert_eq!(want.1.len(), 12);
+
+    for slices in [&[1][..], &[2, 3], &[5, 1, 4]] {
+        let mut sliced = new_job(spec());
+        run(&mut sliced, slices);
+        assert!(bits(&sliced) == want, "slices {slices:?}");
+    }
+
+    // Stop after 7 steps, keep the checkpoint's bytes, resume in a new job.
+    let mut first = new_job(spec());
+    first.stop_at(7);
+    let events_first = run(&mut first, &[3]);
+    let Some(Event::Checkpoint { step: 7, bytes }) = events_first
+        .iter()
+        .rev()
+        .find(|e| matches!(e, Event::Checkpoint { .. }))
+        .cloned()
+    else {
+        panic!("a checkpoint at the stop: {events_first:?}");
+    };
+    let mut resumed = Job::resume(Checkpoint::from_bytes(&bytes).unwrap(), data(STORIES), Box::new(|| 0.0)).unwrap();
+    assert_eq!(resumed.completed(), 7);
+    run(&mut resumed, &[2]);
+    assert!(bits(&resumed) == want, "stopped at 7 and resumed");
+
+    // The cadence: evaluations every 4 steps and at the end, checkpoints every 5 and at the end.
+    let at = |kind: &str| -> Vec<usize> {
+        events
+            .iter()
+            .filter_map(|e| match (kind, e) {
+                ("eval", Event::Eval { step, results }) => {
+                    assert_eq!(results.len(), 2);
+                    assert!(results
+                        .iter()
+                        .all(|r| r.bits_per_byte > 0.0 && r.bits_per_byte.is_finite()));
+                    Some(*step)
+                }
+                ("checkpoint", Event::Checkpoint { step, .. }) => Some(*step),
+                ("done", Event::Done { step, .. }) => Some(*step),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(at("eval"), vec![4, 8, 12]);
+    assert_eq!(at("checkpoint"), vec![5, 10, 12]);
+    assert_eq!(at("done"), vec![12]);
+    assert_eq!(straight.history().evals.len(), 6);
+}
+
+#[test]
+fn training_lowers_the_held_out_bits_per_byte() {
+    let mut job = new_job(TrainSpec {
+        steps: 30,
+        eval_every: 30,
+        ..spec()
+    });
+    let before = job.evaluate().unwrap();
+    run(&mut job, &[30]);
+    let after = job.evaluate().unwrap();
+    assert!(
+        after[0].bits_per_byte < before[0].bits_per_byte,
+        "{before:?} → {after:?}"
+    );
+}
+
+#[test]
+fn a_diverging_step_keeps_the_last_good_weights() {
+    let mut w = base();
+    let slot = w.table.index_of("layers.1.in_proj").unwrap();
+    w.tensors[slot].as_f32_mut().unwrap()[3] = f32::INFINITY;
+    let mut job = Job::new(spec(), &w, data(STORIES), Default::default(), Box::new(|| 0.0)).unwrap();
+    let mut cpu = CpuStep::new(&job.state().weights, job.spec().step_config(), 1);
+    let before = format!("{:?}", job.state().weights.tensors);
+    let r = pollster_free(job.advance(&mut cpu, Budget::steps(3), &mut |_| Ok(())));
+    assert!(matches!(r, Err(Error::Diverged { step: 0, .. })), "{r:?}");
+    assert_eq!(job.completed(), 0);
+    assert_eq!(format!("{:?}", job.state().weights.tensors), before);
+}
+
+#[test]
+fn inputs_that_cannot_train_are_refused_with_the_reason() {
+    let err = |r: itera_core::Result<Job>| r.err().expect("refused").to_string();
+    let clock = || -> itera_core::train::Clock { Box::new(|| 0.0) };
+    // A text shorter than one sequence.
+    let e = err(Job::new(
+        TrainSpec {
+            seq_len: 4000,
+            ..spec()
+        },
+        &base(),
+        data("A short story."),
+        Default::default(),
+        clock(),
+    ));
+    assert!(e.contains("seq_len") && e.contains("tokens"), "{e}");
+    // Settings out of range name the setting.
+    let e = err(Job::new(
+        TrainSpec { lr: 5.0, ..spec() },
+        &base(),
+        data(STORIES),
+        Default::default(),
+        clock(),
+    ));
+    assert!(e.contains("lr = 5"), "{e}");
+    // Distillation without a teacher.
+    let with_distill = TrainSpec {
+        distill: Some(DistillSpec::DEFAULT),
+        ..spec()
+    };
+    let e = err(Job::new(
+        with_distill,
+        &base(),
+        data(STORIES),
+        Default::default(),
+        clock(),
+    ));
+    assert!(e.contains("teacher"), "{e}");
+    // A model whose vocabulary is not the tokenizer's.
+    let other = Weights::init_random(&Config::preset("test").unwrap(), 1).unwrap();
+    let e = err(Job::new(spec(), &other, data(STORIES), Default::default(), clock()));
+    assert!(e.contains("tokenizer"), "{e}");
+    // A checkpoint resumed on other text.
+    let mut job = new_job(spec());
+    run(&mut job, &[12]);
+    let cp = job.checkpoint().unwrap();
+    let e = err(Job::resume(cp, data(EVAL), clock()));
+    assert!(e.contains("same text"), "{e}");
+    // Bytes that are not a checkpoint.
+    let model = itera_core::format::save(&base()).unwrap();
+    let e = Checkpoint::from_bytes(&model).unwrap_err().to_string();
+    assert!(e.contains("itera-checkpoint"), "{e}");
+}
