@@ -274,3 +274,27 @@ fn bad_input_is_refused_with_a_reason() {
     let err = GpuTrainer::new(&g, &w, distill, None).err().unwrap().to_string();
     assert!(err.contains("distillation"), "{err}");
 }
+
+/// The 15m benchmark config (15.1M parameters): its gradients and AdamW's two moments used to
+/// share one binding (181 MB, over WebGPU's default 128 MiB); each now has its own buffer of
+/// one table (60 MB), so a step runs within the default limits.
+#[test]
+fn the_15m_config_trains_within_the_default_binding_limit() {
+    let Some(g) = gpu() else { return };
+    let c = Config::preset("15m").unwrap();
+    let w = Weights::init_random(&c, 1).unwrap();
+    let table_bytes = w.table.total_params() as u64 * 4;
+    let default_limit = wgpu::Limits::default().max_storage_buffer_binding_size;
+    assert!(3 * table_bytes > default_limit && table_bytes <= default_limit);
+    let cfg = trainer_config(2, 8);
+    let mut t = GpuTrainer::new(&g, &w, cfg, None).unwrap();
+    let tokens = sample_batch(&stream(c.vocab_size), 2, 8, &mut Pcg32::new(4)).unwrap();
+    let r = t.step_blocking(&g, &tokens, 1e-3).unwrap();
+    assert!(r.loss.ce.is_finite() && r.grad_norm.is_finite(), "{r:?}");
+    eprintln!(
+        "15m: one step, CE {} ({} dispatches; device binding limit {} bytes)",
+        r.loss.ce,
+        t.dispatches_per_step(),
+        g.device.limits().max_storage_buffer_binding_size
+    );
+}
