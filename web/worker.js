@@ -5,8 +5,8 @@
 // {type: 'error', message}. A {op: 'cancel', target} stops a running generation between steps.
 
 import init, { Model, compare, gpu_init } from '/pkg/itera_web.js';
+import { fetchCached } from '/fetch.js';
 
-const CACHE_NAME = 'itera-weights-v1';
 const models = new Map(); // key → { model, info }
 const cancelled = new Set();
 let ready = null;
@@ -23,38 +23,6 @@ async function initWasm() {
   const t0 = performance.now();
   await init({ module_or_path: '/pkg/itera_web_bg.wasm' });
   return { wasmMs: performance.now() - t0 };
-}
-
-// Fetches a URL through the Cache API (second visits load instantly), reporting progress.
-async function fetchCached(url, onProgress) {
-  const cache = 'caches' in self ? await caches.open(CACHE_NAME) : null;
-  const hit = cache && (await cache.match(url));
-  if (hit) {
-    const bytes = new Uint8Array(await hit.arrayBuffer());
-    onProgress(bytes.length, bytes.length);
-    return { bytes, fromCache: true };
-  }
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`download of ${url} failed: HTTP ${response.status}`);
-  // With gzip, Content-Length is the compressed size; the server also sends the decoded one.
-  const total = Number(response.headers.get('X-Decoded-Length') ?? response.headers.get('Content-Length')) || 0;
-  const reader = response.body.getReader();
-  const chunks = [];
-  let received = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    received += value.length;
-    onProgress(received, total);
-  }
-  const bytes = new Uint8Array(received);
-  let offset = 0;
-  for (const c of chunks) { bytes.set(c, offset); offset += c.length; }
-  if (cache) {
-    await cache.put(url, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } }));
-  }
-  return { bytes, fromCache: false };
 }
 
 const ops = {
@@ -81,7 +49,7 @@ const ops = {
     const t1 = performance.now();
     const model = new Model(bytes, tok.bytes);
     const t2 = performance.now();
-    const info = JSON.parse(model.info());
+    const info = model.info();
     const loadInfo = { info, bytes: bytes.length, fromCache, downloadMs, parseMs: t2 - t1 };
     models.set(key, { model, loadInfo });
     return loadInfo;
@@ -132,7 +100,7 @@ const ops = {
     const request = { prompt: 'Once upon a time', max_tokens: tokens + 8, temperature: 0, stop_at_end_of_text: false };
     const speed = async (steps) => {
       const s0 = performance.now();
-      await steps.start(JSON.stringify(request));
+      await steps.start(request);
       await steps.step(2); // warm-up: pipelines, first dispatches, caches
       steps.firstTokensMs = performance.now() - s0;
       const t0 = performance.now();
@@ -167,7 +135,7 @@ const ops = {
 
   async eval({ key, text }) {
     const t0 = performance.now();
-    const r = JSON.parse(entry(key).model.eval(text));
+    const r = entry(key).model.eval(text);
     return { ...r, ms: performance.now() - t0 };
   },
 
@@ -175,20 +143,20 @@ const ops = {
   async compare({ reference, other, sequence, from }) {
     const r = entry(reference).model;
     const o = entry(other).model;
-    return JSON.parse(compare(r, o, new Uint32Array(sequence), from));
+    return compare(r, o, new Uint32Array(sequence), from);
   },
 };
 
-// The two backends behind one shape: start(json) → prompt tokens, step(n) → parsed output.
+// The two backends behind one shape: start(request) → prompt tokens, step(n) → output.
 const cpuSteps = (model) => ({
-  start: async (json) => model.start(json),
-  step: async (n) => JSON.parse(model.step(n)),
+  start: async (request) => model.start(request),
+  step: async (n) => model.step(n),
   sequence: () => ({ sequence: Array.from(model.sequence()), promptLen: model.prompt_len() }),
   maxStep: 64,
 });
 const gpuSteps = (model) => ({
-  start: (json) => model.start_gpu(json),
-  step: async (n) => JSON.parse(await model.step_gpu(n)),
+  start: (request) => model.start_gpu(request),
+  step: (n) => model.step_gpu(n),
   sequence: () => ({ sequence: Array.from(model.gpu_sequence()), promptLen: model.gpu_prompt_len() }),
   maxStep: 64,
 });
@@ -206,7 +174,7 @@ async function enableGpu(e) {
 
 async function stream(steps, request, stopped, emit, id, yieldNow) {
   const t0 = performance.now();
-  const promptTokens = await steps.start(JSON.stringify(request));
+  const promptTokens = await steps.start(request);
   let firstTokenMs = null;
   let firstBatch = 0; // tokens that arrived with the first one (not part of the decode rate)
   let produced = 0;

@@ -90,6 +90,14 @@ pub enum Error {
     #[error("training diverged at step {step}: {what} is not finite; the weights were not updated")]
     Diverged { step: usize, what: &'static str },
 
+    /// A text given for training or evaluation that cannot be used (not UTF-8, say).
+    #[error("{0}")]
+    InvalidText(String),
+
+    /// A browser worker computing part of a training step failed or answered nonsense.
+    #[error("a training worker failed: {0}")]
+    Worker(String),
+
     #[error("llama2.c checkpoint: {0}")]
     Llama2c(String),
 

@@ -184,7 +184,7 @@ pub fn backward(w: &Weights, cache: &Cache, dlogits: &[f32], aux_scale: f32, gra
 }
 
 /// Weights of the training loss terms: `(1−β)·CE + β·τ²·KL + α·mean_l(aux_l)`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossWeights {
     pub aux_alpha: f32,
     pub distill_beta: f32,
@@ -211,7 +211,7 @@ impl LossWeights {
 }
 
 /// The loss and its parts (`kl` already includes the τ² factor).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossParts {
     pub total: f32,
     pub ce: f32,

@@ -4,7 +4,7 @@
 use half::f16;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::matrix::Matrix;
 use crate::params::{ParamKind, ParamTable};
 use crate::precision::Precision;
@@ -159,6 +159,39 @@ impl Weights {
             .unwrap_or_else(|| panic!("parameter `{}` is not stored as f32", self.table.specs[slot].name))
     }
 
+    /// Every value of f32 weights in table order (what a browser worker is sent per step).
+    pub fn flat_f32(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.table.total_params());
+        for (slot, t) in self.tensors.iter().enumerate() {
+            let values = t
+                .as_f32()
+                .ok_or_else(|| Error::setting("precision", self.precision, "f32 weights"))?;
+            debug_assert_eq!(values.len(), self.table.specs[slot].numel());
+            out.extend_from_slice(values);
+        }
+        Ok(out)
+    }
+
+    /// Overwrites f32 weights with `flat` (table order, `flat_f32`'s layout).
+    pub fn load_flat(&mut self, flat: &[f32]) -> Result<()> {
+        let total = self.table.total_params();
+        if flat.len() != total {
+            return Err(Error::ShapeMismatch {
+                op: "weights",
+                detail: format!("{} values for {total} parameters", flat.len()),
+            });
+        }
+        if self.precision != Precision::F32 {
+            return Err(Error::setting("precision", self.precision, "f32 weights"));
+        }
+        let mut at = 0;
+        for dst in self.tensors.iter_mut().filter_map(Tensor::as_f32_mut) {
+            dst.copy_from_slice(&flat[at..at + dst.len()]);
+            at += dst.len();
+        }
+        Ok(())
+    }
+
     /// Bytes of parameter data in memory.
     pub fn size_bytes(&self) -> usize {
         self.tensors
@@ -188,6 +221,29 @@ impl Grads {
         for t in &mut self.tensors {
             t.fill(0.0);
         }
+    }
+
+    /// Overwrites every slot from `flat` (table order).
+    pub fn load_flat(&mut self, flat: &[f32]) -> Result<()> {
+        let total: usize = self.tensors.iter().map(Vec::len).sum();
+        if flat.len() != total {
+            return Err(Error::ShapeMismatch {
+                op: "gradients",
+                detail: format!("{} values for {total} parameters", flat.len()),
+            });
+        }
+        let mut at = 0;
+        for t in &mut self.tensors {
+            let n = t.len();
+            t.copy_from_slice(&flat[at..at + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Every slot's values in table order.
+    pub fn flat(&self) -> Vec<f32> {
+        self.tensors.iter().flatten().copied().collect()
     }
 
     /// Global L2 norm over every slot (for gradient clipping), accumulated in f64.

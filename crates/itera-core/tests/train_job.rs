@@ -31,7 +31,7 @@ fn spec() -> TrainSpec {
 
 fn data(text: &str) -> JobData {
     let tokenizer = Tokenizer::from_json(TOKENIZER).unwrap();
-    let t = FineTuneText::new(text).unwrap();
+    let t = FineTuneText::new(&[text]).unwrap();
     JobData {
         stream: tokenizer.encode(&t.corpus).unwrap(),
         eval_sets: vec![

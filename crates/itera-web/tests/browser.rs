@@ -37,12 +37,22 @@ fn message(e: wasm_bindgen::JsError) -> String {
     js_sys::Error::from(JsValue::from(e)).message().into()
 }
 
+/// A JSON value as the plain JS object the page would pass.
+fn js(v: &Value) -> JsValue {
+    js_sys::JSON::parse(&v.to_string()).unwrap()
+}
+
+/// A JS result as JSON, to read its fields.
+fn value(v: JsValue) -> Value {
+    serde_json::from_str(&String::from(js_sys::JSON::stringify(&v).unwrap())).unwrap()
+}
+
 fn greedy(m: &mut Model, prompt: &str, n: u64) -> Vec<u64> {
     let req = serde_json::json!({ "prompt": prompt, "max_tokens": n, "stop_at_end_of_text": false });
-    m.start(&req.to_string()).map_err(message).unwrap();
+    m.start(js(&req)).map_err(message).unwrap();
     let mut tokens = Vec::new();
     loop {
-        let out: Value = serde_json::from_str(&m.step(5).map_err(message).unwrap()).unwrap();
+        let out = value(m.step(5).map_err(message).unwrap());
         tokens.extend(out["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()));
         if out["done"].as_bool().unwrap() {
             return tokens;
@@ -68,14 +78,10 @@ fn js_message(e: JsValue) -> String {
 
 async fn greedy_on_webgpu(m: &Model, prompt: &str, n: u64) -> Vec<u64> {
     let req = serde_json::json!({ "prompt": prompt, "max_tokens": n, "stop_at_end_of_text": false });
-    JsFuture::from(m.start_gpu(&req.to_string()))
-        .await
-        .map_err(js_message)
-        .unwrap();
+    JsFuture::from(m.start_gpu(js(&req))).await.map_err(js_message).unwrap();
     let mut tokens = Vec::new();
     loop {
-        let out = JsFuture::from(m.step_gpu(7)).await.map_err(js_message).unwrap();
-        let out: Value = serde_json::from_str(&out.as_string().unwrap()).unwrap();
+        let out = value(JsFuture::from(m.step_gpu(7)).await.map_err(js_message).unwrap());
         let step_tokens = out["tokens"].as_array().unwrap();
         assert_eq!(
             out["routing"].as_array().unwrap().len(),
@@ -198,10 +204,12 @@ async fn webgpu_calls_refuse_overlap_and_bad_requests_with_messages() {
     let not_enabled = JsFuture::from(m.step_gpu(1)).await.unwrap_err();
     assert!(js_message(not_enabled).contains("enable_gpu"));
     m.enable_gpu().map_err(message).unwrap();
-    let bad = JsFuture::from(m.start_gpu("{\"max_tokens\": 0}")).await.unwrap_err();
+    let bad = JsFuture::from(m.start_gpu(js(&serde_json::json!({"max_tokens": 0}))))
+        .await
+        .unwrap_err();
     assert!(js_message(bad).contains("max_tokens"));
-    let req = serde_json::json!({ "prompt": "A cat", "max_tokens": 40 }).to_string();
-    JsFuture::from(m.start_gpu(&req)).await.map_err(js_message).unwrap();
+    let req = serde_json::json!({ "prompt": "A cat", "max_tokens": 40 });
+    JsFuture::from(m.start_gpu(js(&req))).await.map_err(js_message).unwrap();
     let (first, second) = (m.step_gpu(8), m.step_gpu(8));
     JsFuture::from(first).await.map_err(js_message).unwrap();
     let busy = JsFuture::from(second).await.unwrap_err();
@@ -217,15 +225,14 @@ fn comparison_and_evaluation_run_in_the_browser() {
     let mut reference = Model::new(MODELS[0].1, TOKENIZER).map_err(message).unwrap();
     let q8 = Model::new(MODELS[2].1, TOKENIZER).map_err(message).unwrap();
     greedy(&mut reference, "The cat", 20);
-    let c: Value = serde_json::from_str(
-        &compare(&reference, &q8, &reference.sequence(), reference.prompt_len())
+    let c = value(
+        compare(&reference, &q8, &reference.sequence(), reference.prompt_len())
             .map_err(message)
             .unwrap(),
-    )
-    .unwrap();
+    );
     assert_eq!(c["positions"], 20);
     assert!(c["top1_agreement"].as_f64().unwrap() > 0.8, "{c}");
-    let e: Value = serde_json::from_str(&q8.eval("One day a dog ran to the park.").map_err(message).unwrap()).unwrap();
+    let e = value(q8.eval("One day a dog ran to the park.").map_err(message).unwrap());
     assert!(e["bits_per_byte"].as_f64().unwrap() > 0.5, "{e}");
 }
 
@@ -262,9 +269,17 @@ fn malformed_input_is_a_js_error_with_a_clear_message() {
     let err = message(Model::new(model, b"[1, 2]").err().unwrap());
     assert!(err.contains("tokenizer"), "{err}");
     let mut m = Model::new(model, TOKENIZER).map_err(message).unwrap();
-    let err = message(m.start(r#"{"max_tokens": 5, "colour": "red"}"#).err().unwrap());
+    let err = message(
+        m.start(js(&serde_json::json!({"max_tokens": 5, "colour": "red"})))
+            .err()
+            .unwrap(),
+    );
     assert!(err.contains("colour"), "{err}");
-    let err = message(m.start(r#"{"max_tokens": 5, "top_p": 2}"#).err().unwrap());
+    let err = message(
+        m.start(js(&serde_json::json!({"max_tokens": 5, "top_p": 2})))
+            .err()
+            .unwrap(),
+    );
     assert!(err.contains("top_p"), "{err}");
     let err = message(m.step(1).err().unwrap());
     assert!(err.contains("start"), "{err}");

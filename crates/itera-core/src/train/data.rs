@@ -48,11 +48,11 @@ pub struct FineTuneText {
 const HELDOUT_EVERY: usize = 10;
 
 impl FineTuneText {
-    /// Splits `text` into documents and holds out the last tenth of them (rounded up; with a
-    /// single document, its last tenth from a sentence boundary on). Refuses a text with no
-    /// words.
-    pub fn new(text: &str) -> Result<FineTuneText> {
-        let docs = split_documents(text);
+    /// Splits each of `texts` (a paste, or one file each) into documents and holds out the
+    /// last tenth of them (rounded up; with a single document, its last tenth from a sentence
+    /// boundary on). Refuses texts with no words.
+    pub fn new(texts: &[&str]) -> Result<FineTuneText> {
+        let docs: Vec<&str> = texts.iter().flat_map(|t| split_documents(t)).collect();
         if docs.is_empty() {
             return Err(Error::EmptyInput("training text (it holds no words)"));
         }
@@ -117,8 +117,11 @@ mod tests {
     #[test]
     fn a_tenth_of_the_documents_is_held_out() {
         let text: Vec<String> = (0..12).map(|i| format!("Story {i}.")).collect();
-        let t = FineTuneText::new(&text.join("\n\n")).unwrap();
+        let t = FineTuneText::new(&[&text.join("\n\n")]).unwrap();
         assert_eq!((t.documents, t.heldout_documents), (10, 2));
+        // Several files: each is split on its own, the documents run on in order.
+        let (a, b) = (text[..7].join("\n\n"), text[7..].join("<|endoftext|>"));
+        assert_eq!(FineTuneText::new(&[&a, &b]).unwrap(), t);
         assert_eq!(t.heldout, "Story 10.<|endoftext|>Story 11.");
         assert!(t.corpus.starts_with("<|endoftext|>Story 0.<|endoftext|>Story 1."));
         assert!(t.corpus.ends_with("Story 9.<|endoftext|>"));
@@ -127,14 +130,15 @@ mod tests {
     #[test]
     fn one_long_document_keeps_its_last_sentences_back() {
         let doc = "The cat sat. ".repeat(20);
-        let t = FineTuneText::new(&doc).unwrap();
+        let t = FineTuneText::new(&[&doc]).unwrap();
         assert_eq!((t.documents, t.heldout_documents), (1, 1));
         assert!(t.heldout_bytes > 0 && t.heldout_bytes < doc.len() / 5, "{t:?}");
         // No sentence end: nothing can be held out.
-        let t = FineTuneText::new("no full stop here at all").unwrap();
+        let t = FineTuneText::new(&["no full stop here at all"]).unwrap();
         assert_eq!(t.heldout_documents, 0);
-        assert!(FineTuneText::new(" \n\n ").is_err());
+        assert!(FineTuneText::new(&[" \n\n "]).is_err());
+        assert!(FineTuneText::new(&[]).is_err());
         let multibyte = "ü".repeat(50) + ". " + &"ü".repeat(3) + ".";
-        FineTuneText::new(&multibyte).unwrap();
+        FineTuneText::new(&[&multibyte]).unwrap();
     }
 }

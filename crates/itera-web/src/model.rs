@@ -1,0 +1,141 @@
+//! `Model`: a loaded model for the page's model worker — streamed generation on the CPU or on
+//! WebGPU, evaluation — and `compare` for the Compare precisions tab. Requests and results are
+//! plain JS objects (serde-wasm-bindgen).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::Promise;
+use wasm_bindgen::prelude::*;
+
+use crate::engine::{self, Engine, GenerateRequest};
+use crate::gpu_engine::GpuEngine;
+use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
+
+/// A loaded model and its tokenizer; holds at most one generation in progress per backend.
+#[wasm_bindgen]
+pub struct Model {
+    engine: Engine,
+    /// The same model on WebGPU, after `enable_gpu`. Shared with the pending promise of a
+    /// GPU call (the browser delivers read-backs asynchronously).
+    gpu: Rc<RefCell<Option<GpuEngine>>>,
+}
+
+/// Borrows the GPU engine for the whole call, across its awaits: that is the point — a second
+/// call while this one waits on the GPU finds the borrow taken and is refused.
+macro_rules! gpu_engine {
+    ($cell:expr, $guard:ident) => {
+        let mut $guard = $cell
+            .try_borrow_mut()
+            .map_err(|_| js_error("the GPU is busy with another request of this model"))?;
+        let Some($guard) = $guard.as_mut() else {
+            return Err(js_error("WebGPU is not enabled for this model (call enable_gpu first)"));
+        };
+    };
+}
+
+fn request(value: JsValue) -> Result<GenerateRequest, JsError> {
+    from_js(value, "generation settings")
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// Loads a safetensors weight file (any precision) and the `tokenizer.json` it was trained with.
+    #[wasm_bindgen(constructor)]
+    pub fn new(model_bytes: &[u8], tokenizer_json: &[u8]) -> Result<Model, JsError> {
+        let engine = Engine::load(model_bytes, tokenizer_json).map_err(js_error)?;
+        Ok(Model {
+            engine,
+            gpu: Rc::new(RefCell::new(None)),
+        })
+    }
+
+    /// `{precision, params, active_params, weight_bytes, vocab_size, d_model, n_layers,
+    /// n_experts, top_k, moe_layers}`.
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        to_js(&self.engine.info())
+    }
+
+    /// Starts a generation from a request `{prompt, max_tokens, temperature, top_k, top_p,
+    /// seed, stop_at_end_of_text}`; runs the prompt and returns its token count.
+    pub fn start(&mut self, request_value: JsValue) -> Result<u32, JsError> {
+        let n = self.engine.start(&request(request_value)?).map_err(js_error)?;
+        Ok(n as u32)
+    }
+
+    /// Generates up to `n` more tokens: `{text, tokens, pieces, logprobs, routing, done}`.
+    pub fn step(&mut self, n: u32) -> Result<JsValue, JsError> {
+        let out = self.engine.step(n as usize).map_err(js_error)?;
+        to_js(&out)
+    }
+
+    /// Prompt + generated token ids of the current generation.
+    pub fn sequence(&self) -> Vec<u32> {
+        self.engine.sequence().0.to_vec()
+    }
+
+    /// Index of the first generated token in `sequence()`.
+    pub fn prompt_len(&self) -> u32 {
+        self.engine.sequence().1 as u32
+    }
+
+    /// Uploads this model to the worker's WebGPU device (after `gpu_init`).
+    pub fn enable_gpu(&self) -> Result<(), JsError> {
+        let engine =
+            GpuEngine::new(worker_gpu()?, &self.engine.weights, self.engine.tokenizer.clone()).map_err(js_error)?;
+        let mut slot = self
+            .gpu
+            .try_borrow_mut()
+            .map_err(|_| js_error("the GPU is busy with another request of this model"))?;
+        *slot = Some(engine);
+        Ok(())
+    }
+
+    /// `start` on WebGPU; resolves to the number of prompt tokens.
+    #[allow(clippy::await_holding_refcell_ref)] // see gpu_engine!
+    pub fn start_gpu(&self, request_value: JsValue) -> Promise {
+        let req = request(request_value);
+        with_cell(&self.gpu, |cell| async move {
+            let req = req?;
+            gpu_engine!(cell, engine);
+            let n = engine.start(&req).await.map_err(js_error)?;
+            Ok(JsValue::from(n as u32))
+        })
+    }
+
+    /// `step` on WebGPU (up to 64 tokens in one submission); resolves to the same object.
+    #[allow(clippy::await_holding_refcell_ref)] // see gpu_engine!
+    pub fn step_gpu(&self, n: u32) -> Promise {
+        with_cell(&self.gpu, move |cell| async move {
+            gpu_engine!(cell, engine);
+            let out = engine.step(n as usize).await.map_err(js_error)?;
+            to_js(&out)
+        })
+    }
+
+    /// Prompt + generated token ids of the current WebGPU generation.
+    pub fn gpu_sequence(&self) -> Result<Vec<u32>, JsError> {
+        let cell = self.gpu.try_borrow().map_err(|_| js_error("the GPU is busy"))?;
+        Ok(cell.as_ref().map(|e| e.sequence().0.to_vec()).unwrap_or_default())
+    }
+
+    /// Index of the first generated token in `gpu_sequence()`.
+    pub fn gpu_prompt_len(&self) -> Result<u32, JsError> {
+        let cell = self.gpu.try_borrow().map_err(|_| js_error("the GPU is busy"))?;
+        Ok(cell.as_ref().map_or(0, |e| e.sequence().1 as u32))
+    }
+
+    /// `{documents, tokens, bytes, mean_ce, perplexity, bits_per_byte}` on a text (stories
+    /// separated by `<|endoftext|>`).
+    pub fn eval(&self, text: &str) -> Result<JsValue, JsError> {
+        to_js(&self.engine.eval(text).map_err(js_error)?)
+    }
+}
+
+/// Compares `other` with `reference` on one token sequence (predictions for tokens `from..`):
+/// `{kl, mean_kl, top1_agreement, routing_agreement, positions}`.
+#[wasm_bindgen]
+pub fn compare(reference: &Model, other: &Model, tokens: &[u32], from: u32) -> Result<JsValue, JsError> {
+    let c = engine::compare(&reference.engine, &other.engine, tokens, from as usize).map_err(js_error)?;
+    to_js(&c)
+}

@@ -1,0 +1,565 @@
+//! The training job in a browser worker: `TrainingJob` runs itera-core's job (a fine-tune of
+//! a loaded model on the visitor's text) on one of three step backends — this worker's CPU, a
+//! pool of CPU workers each holding a `ShardWorker`, or WebGPU — and hands events, curves,
+//! checkpoints and exports to the page. The pool is data-parallel: every step's shards go to
+//! the workers, come back as gradients, and are averaged here in shard order, so N workers
+//! give the 1-worker step bit for bit (the same wasm code computes every shard).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use itera_core::gpu::train::GpuStep;
+use itera_core::model::{LossParts, LossWeights};
+use itera_core::train::{
+    check_step_input, finish_step, Budget, Clock, CpuStep, Event, ShardScratch, StepBackend, StepConfig, StepReport,
+    TrainSpec, TrainState, LIMITS, MAX_TOKENS_PER_STEP,
+};
+use itera_core::{Config, Error, Grads, Precision, Result, Weights};
+use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint32Array, Uint8Array};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::engine::GenerateRequest;
+use crate::fine_tune::{decode, inspect, FineTune, Source};
+use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
+
+/// The page's fine-tune defaults (`TrainSpec::FINE_TUNE`).
+#[wasm_bindgen]
+pub fn fine_tune_defaults() -> Result<JsValue, JsError> {
+    to_js(&TrainSpec::FINE_TUNE)
+}
+
+/// Every setting's accepted range `[{name, min, max}]`, and `max_tokens_per_step`.
+#[wasm_bindgen]
+pub fn train_limits() -> Result<JsValue, JsError> {
+    #[derive(Serialize)]
+    struct Limits {
+        settings: &'static [itera_core::train::Limit],
+        max_tokens_per_step: usize,
+    }
+    to_js(&Limits {
+        settings: LIMITS,
+        max_tokens_per_step: MAX_TOKENS_PER_STEP,
+    })
+}
+
+/// `[{name, bytes: Uint8Array}]` from the page: a paste or one entry per file.
+fn sources(value: &JsValue) -> Result<Vec<(String, Vec<u8>)>, JsError> {
+    let list: &Array = value
+        .dyn_ref()
+        .ok_or_else(|| js_error("texts: expected an array of {name, bytes}"))?;
+    list.iter()
+        .map(|item| {
+            let name = Reflect::get(&item, &"name".into())
+                .ok()
+                .and_then(|n| n.as_string())
+                .unwrap_or_else(|| "the text".into());
+            let bytes = Reflect::get(&item, &"bytes".into())
+                .ok()
+                .and_then(|b| b.dyn_into::<Uint8Array>().ok())
+                .ok_or_else(|| js_error(format!("texts: {name} has no bytes (a Uint8Array)")))?;
+            Ok((name, bytes.to_vec()))
+        })
+        .collect()
+}
+
+fn as_sources(owned: &[(String, Vec<u8>)]) -> Vec<Source<'_>> {
+    owned.iter().map(|(name, bytes)| Source { name, bytes }).collect()
+}
+
+/// `{documents, heldout_documents, bytes, heldout_bytes, tokens, heldout_tokens}` of the
+/// visitor's texts, or the reason they cannot train (empty, not UTF-8).
+#[wasm_bindgen]
+pub fn inspect_text(texts: JsValue, tokenizer_json: &[u8]) -> Result<JsValue, JsError> {
+    let owned = sources(&texts)?;
+    let tokenizer = itera_core::tokenizer::Tokenizer::from_json(tokenizer_json).map_err(js_error)?;
+    let decoded = decode(&as_sources(&owned)).map_err(js_error)?;
+    let (_, _, info) = inspect(&tokenizer, &decoded).map_err(js_error)?;
+    to_js(&info)
+}
+
+/// Seconds on the worker's monotonic clock (`performance.now`).
+fn now_seconds() -> f64 {
+    let global = js_sys::global();
+    let perf = Reflect::get(&global, &"performance".into()).ok();
+    let now = perf.as_ref().and_then(|p| {
+        let f: Function = Reflect::get(p, &"now".into()).ok()?.dyn_into().ok()?;
+        f.call0(p).ok()?.as_f64()
+    });
+    now.unwrap_or_else(js_sys::Date::now) / 1000.0
+}
+
+fn clock() -> Clock {
+    Box::new(now_seconds)
+}
+
+fn js_reason(e: JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// Where a job's steps run (one per job, so the size of the variants does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    /// This worker's CPU, one thread.
+    Cpu(CpuStep),
+    /// CPU workers, each computing shards (`ShardWorker`).
+    Pool(PoolStep),
+    Gpu(GpuStep),
+}
+
+impl StepBackend for Backend {
+    async fn step(
+        &mut self,
+        state: &mut TrainState,
+        tokens: &[u32],
+        lr: f32,
+        teacher: Option<&Weights>,
+    ) -> Result<StepReport> {
+        match self {
+            Backend::Cpu(b) => b.step(state, tokens, lr, teacher).await,
+            Backend::Pool(b) => b.step(state, tokens, lr, teacher).await,
+            Backend::Gpu(b) => b.step(state, tokens, lr, teacher).await,
+        }
+    }
+
+    async fn sync(&mut self, state: &mut TrainState) -> Result<()> {
+        match self {
+            Backend::Cpu(b) => b.sync(state).await,
+            Backend::Pool(b) => b.sync(state).await,
+            Backend::Gpu(b) => b.sync(state).await,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Backend::Cpu(b) => format!("the CPU ({})", b.describe()),
+            Backend::Pool(b) => b.describe(),
+            Backend::Gpu(b) => format!("WebGPU: {}", b.describe()),
+        }
+    }
+}
+
+/// What a `ShardWorker` needs to compute shards of this job's steps.
+#[derive(Serialize, Deserialize)]
+struct ShardSetup {
+    config: Config,
+    seq_len: usize,
+    loss: LossWeights,
+}
+
+/// Steps whose shards are computed by a pool of workers through `compute(weights, shards)`
+/// (a JS function resolving to one `{loss, grads}` per shard, in order).
+struct PoolStep {
+    compute: Function,
+    workers: usize,
+    config: StepConfig,
+    grads: Vec<Grads>,
+}
+
+impl PoolStep {
+    async fn shard_results(&mut self, w: &Weights, tokens: &[u32]) -> Result<Vec<LossParts>> {
+        let worker_error = |what: &str, e: JsValue| Error::Worker(format!("{what}: {}", js_reason(e)));
+        let weights = Float32Array::from(w.flat_f32()?.as_slice());
+        let seq = self.config.seq_len;
+        let shards: Array = self
+            .config
+            .shard_ranges()
+            .iter()
+            .map(|r| JsValue::from(Uint32Array::from(&tokens[r.start * seq..r.end * seq])))
+            .collect();
+        let pending = self
+            .compute
+            .call2(&JsValue::NULL, &weights, &shards)
+            .map_err(|e| worker_error("starting the step", e))?;
+        let results = JsFuture::from(Promise::resolve(&pending))
+            .await
+            .map_err(|e| worker_error("computing the step", e))?;
+        let results: Array = results
+            .dyn_into()
+            .map_err(|_| Error::Worker("the pool did not answer with an array".into()))?;
+        if results.length() as usize != self.grads.len() {
+            return Err(Error::Worker(format!(
+                "{} results for {} shards",
+                results.length(),
+                self.grads.len()
+            )));
+        }
+        let mut losses = Vec::with_capacity(self.grads.len());
+        for (r, g) in results.iter().zip(&mut self.grads) {
+            let loss: LossParts = Reflect::get(&r, &"loss".into())
+                .ok()
+                .and_then(|l| serde_wasm_bindgen::from_value(l).ok())
+                .ok_or_else(|| Error::Worker("a shard's result has no loss".into()))?;
+            let flat: Float32Array = Reflect::get(&r, &"grads".into())
+                .ok()
+                .and_then(|a| a.dyn_into().ok())
+                .ok_or_else(|| Error::Worker("a shard's result has no gradients".into()))?;
+            let total: usize = g.tensors.iter().map(Vec::len).sum();
+            if flat.length() as usize != total {
+                return Err(Error::Worker(format!(
+                    "{} gradients for {total} parameters",
+                    flat.length()
+                )));
+            }
+            let mut at = 0u32;
+            for t in &mut g.tensors {
+                let n = t.len() as u32;
+                flat.subarray(at, at + n).copy_to(t);
+                at += n;
+            }
+            losses.push(loss);
+        }
+        Ok(losses)
+    }
+}
+
+impl StepBackend for PoolStep {
+    async fn step(
+        &mut self,
+        state: &mut TrainState,
+        tokens: &[u32],
+        lr: f32,
+        _teacher: Option<&Weights>,
+    ) -> Result<StepReport> {
+        check_step_input(&state.weights, &self.config, tokens)?;
+        let losses = self.shard_results(&state.weights, tokens).await?;
+        let mut grads: Vec<&mut Grads> = self.grads.iter_mut().collect();
+        finish_step(state, &self.config, lr, &losses, &mut grads)
+    }
+
+    async fn sync(&mut self, _state: &mut TrainState) -> Result<()> {
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        match self.workers {
+            1 => "1 CPU worker".into(),
+            n => format!("{n} CPU workers"),
+        }
+    }
+}
+
+/// Computes shards of a job's steps in a pool worker: forward, loss and backward of the
+/// tokens it is sent, from the weights it is sent.
+#[wasm_bindgen]
+pub struct ShardWorker {
+    weights: Weights,
+    scratch: ShardScratch,
+    seq_len: usize,
+    loss: LossWeights,
+}
+
+#[wasm_bindgen]
+impl ShardWorker {
+    /// From `TrainingJob::shard_setup()`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(setup: JsValue) -> Result<ShardWorker, JsError> {
+        let s: ShardSetup = from_js(setup, "shard setup")?;
+        s.config.validate().map_err(js_error)?;
+        let weights = Weights::init_random(&s.config, 0).map_err(js_error)?;
+        Ok(ShardWorker {
+            scratch: ShardScratch::new(&weights),
+            weights,
+            seq_len: s.seq_len,
+            loss: s.loss,
+        })
+    }
+
+    /// `{loss: {total, ce, aux, kl}, grads: Float32Array}` of one shard (whole sequences).
+    pub fn gradients(&mut self, weights: &[f32], tokens: &[u32]) -> Result<JsValue, JsError> {
+        self.weights.load_flat(weights).map_err(js_error)?;
+        let loss = self
+            .scratch
+            .gradients(&self.weights, tokens, self.seq_len, None, self.loss)
+            .map_err(js_error)?;
+        let out = Object::new();
+        let grads =
+            Float32Array::new_with_length(self.scratch.grads.tensors.iter().map(Vec::len).sum::<usize>() as u32);
+        let mut at = 0u32;
+        for t in &self.scratch.grads.tensors {
+            grads.subarray(at, at + t.len() as u32).copy_from(t);
+            at += t.len() as u32;
+        }
+        let set = |k: &str, v: &JsValue| {
+            Reflect::set(&out, &k.into(), v)
+                .map(drop)
+                .map_err(|_| js_error("result"))
+        };
+        set("loss", &to_js(&loss)?)?;
+        set("grads", &grads)?;
+        Ok(out.into())
+    }
+}
+
+struct Inner {
+    tune: FineTune,
+    backend: Backend,
+}
+
+/// A fine-tune running in this worker.
+#[wasm_bindgen]
+pub struct TrainingJob {
+    inner: Rc<RefCell<Inner>>,
+}
+
+fn busy() -> JsError {
+    js_error("the training job is busy (a step or a read-back is running)")
+}
+
+/// Borrows the job for a whole async call (across its awaits): a second call meanwhile is
+/// refused as busy.
+macro_rules! job {
+    ($cell:expr, $guard:ident) => {
+        let mut $guard = $cell.try_borrow_mut().map_err(|_| busy())?;
+    };
+}
+
+fn cpu(tune: &FineTune) -> Backend {
+    Backend::Cpu(CpuStep::new(
+        &tune.job.state().weights,
+        tune.job.spec().step_config(),
+        1,
+    ))
+}
+
+#[wasm_bindgen]
+impl TrainingJob {
+    /// A new fine-tune of `base` (weight file bytes, any precision) on `texts` (`[{name,
+    /// bytes}]`) with `settings` (the fields of `fine_tune_defaults()`), stepping on this
+    /// worker's CPU until told otherwise.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        base: &[u8],
+        tokenizer_json: &[u8],
+        texts: JsValue,
+        settings: JsValue,
+        base_name: &str,
+    ) -> Result<TrainingJob, JsError> {
+        let spec: TrainSpec = from_js(settings, "training settings")?;
+        let owned = sources(&texts)?;
+        let tune =
+            FineTune::new(base, tokenizer_json, &as_sources(&owned), spec, base_name, clock()).map_err(js_error)?;
+        let backend = cpu(&tune);
+        Ok(TrainingJob {
+            inner: Rc::new(RefCell::new(Inner { tune, backend })),
+        })
+    }
+
+    /// Continues the fine-tune of a checkpoint (`checkpoint()`'s bytes) on the same texts.
+    pub fn resume(checkpoint: &[u8], tokenizer_json: &[u8], texts: JsValue) -> Result<TrainingJob, JsError> {
+        let owned = sources(&texts)?;
+        let tune = FineTune::resume(checkpoint, tokenizer_json, &as_sources(&owned), clock()).map_err(js_error)?;
+        let backend = cpu(&tune);
+        Ok(TrainingJob {
+            inner: Rc::new(RefCell::new(Inner { tune, backend })),
+        })
+    }
+
+    /// `{spec, text, base, params, completed, end, done, seconds, backend}`.
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        let info = to_js(&inner.tune.info())?;
+        Reflect::set(&info, &"backend".into(), &inner.backend.describe().into()).map_err(|_| js_error("info"))?;
+        Ok(info)
+    }
+
+    /// What a `ShardWorker` of this job is built from.
+    pub fn shard_setup(&self) -> Result<JsValue, JsError> {
+        let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        let job = &inner.tune.job;
+        to_js(&ShardSetup {
+            config: job.state().weights.config.clone(),
+            seq_len: job.spec().seq_len,
+            loss: job.spec().loss_weights(),
+        })
+    }
+
+    /// Steps run on this worker's CPU (one thread).
+    pub fn use_cpu(&self) -> Result<(), JsError> {
+        let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        inner.backend = cpu(&inner.tune);
+        Ok(())
+    }
+
+    /// Steps run on a pool of `workers` CPU workers: `compute(weights: Float32Array, shards:
+    /// Uint32Array[])` resolves to one `{loss, grads: Float32Array}` per shard, in order.
+    pub fn use_workers(&self, compute: Function, workers: u32) -> Result<(), JsError> {
+        let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        let job = &inner.tune.job;
+        let config = job.spec().step_config();
+        let grads = config
+            .shard_ranges()
+            .iter()
+            .map(|_| Grads::zeros(&job.state().weights.table))
+            .collect();
+        inner.backend = Backend::Pool(PoolStep {
+            compute,
+            workers: workers.max(1) as usize,
+            config,
+            grads,
+        });
+        Ok(())
+    }
+
+    /// Steps run on this worker's WebGPU device (after `gpu_init`), from the host state.
+    pub fn use_gpu(&self) -> Result<(), JsError> {
+        let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        let job = &inner.tune.job;
+        let step = GpuStep::new(
+            worker_gpu()?,
+            job.state(),
+            job.spec().step_config(),
+            job.data().teacher.as_ref(),
+        )
+        .map_err(js_error)?;
+        inner.backend = Backend::Gpu(step);
+        Ok(())
+    }
+
+    /// The tokens of step `step`'s batch (batch × seq_len), as the job draws them.
+    pub fn batch_tokens(&self, step: u32) -> Result<Vec<u32>, JsError> {
+        let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        inner.tune.job.batch(step as usize).map_err(js_error)
+    }
+
+    /// Where the steps run ("2 CPU workers", "WebGPU: …").
+    pub fn backend(&self) -> Result<String, JsError> {
+        Ok(self.inner.try_borrow().map_err(|_| busy())?.backend.describe())
+    }
+
+    /// Milliseconds of one step on the current backend, taken from the host state on a copy
+    /// that is thrown away (a GPU backend is rebuilt from the host state afterwards).
+    #[allow(clippy::await_holding_refcell_ref)] // see job!
+    pub fn time_step(&self) -> Promise {
+        with_cell(&self.inner, |cell| async move {
+            job!(cell, inner);
+            let Inner { tune, backend } = &mut *inner;
+            let job = &tune.job;
+            let mut scratch = job.state().clone();
+            let tokens = job.batch(job.completed()).map_err(js_error)?;
+            let lr = job.spec().schedule().at(job.completed());
+            let t0 = now_seconds();
+            backend
+                .step(&mut scratch, &tokens, lr, job.data().teacher.as_ref())
+                .await
+                .map_err(js_error)?;
+            let ms = (now_seconds() - t0) * 1000.0;
+            if matches!(backend, Backend::Gpu(_)) {
+                let teacher = job.data().teacher.as_ref();
+                let fresh =
+                    GpuStep::new(worker_gpu()?, job.state(), job.spec().step_config(), teacher).map_err(js_error)?;
+                *backend = Backend::Gpu(fresh);
+            }
+            Ok(JsValue::from(ms))
+        })
+    }
+
+    /// Up to `max_steps` steps, starting none after `max_ms`; resolves to `{events, checkpoint}`
+    /// — the events in order (`{type: "step" | "eval" | "checkpoint" | "done", ...}`) and the
+    /// bytes of the last checkpoint taken (a Uint8Array, or null).
+    #[allow(clippy::await_holding_refcell_ref)] // see job!
+    pub fn advance(&self, max_steps: u32, max_ms: f64) -> Promise {
+        with_cell(&self.inner, move |cell| async move {
+            job!(cell, inner);
+            let Inner { tune, backend } = &mut *inner;
+            let mut events = Vec::new();
+            let mut checkpoint = None;
+            let budget = Budget {
+                steps: max_steps.max(1) as usize,
+                seconds: max_ms / 1000.0,
+            };
+            let result = tune
+                .job
+                .advance(backend, budget, &mut |e| {
+                    if let Event::Checkpoint { bytes, .. } = &e {
+                        checkpoint = Some(Uint8Array::from(bytes.as_slice()));
+                    }
+                    events.push(e);
+                    Ok(())
+                })
+                .await;
+            let out = Object::new();
+            let set = |k: &str, v: &JsValue| {
+                Reflect::set(&out, &k.into(), v)
+                    .map(drop)
+                    .map_err(|_| js_error("advance"))
+            };
+            set("events", &to_js(&events)?)?;
+            set("checkpoint", &checkpoint.map_or(JsValue::NULL, JsValue::from))?;
+            // Events before a failure still reach the page: the error comes with them.
+            if let Err(e) = result {
+                set("error", &JsValue::from(e.to_string()))?;
+                set("diverged", &JsValue::from(matches!(e, Error::Diverged { .. })))?;
+            }
+            Ok(out.into())
+        })
+    }
+
+    /// Forgets the steps a device took since its state was last read back (after a WebGPU
+    /// failure) and returns the step the run continues from; steps then run on this worker's
+    /// CPU until told otherwise.
+    pub fn roll_back(&self) -> Result<u32, JsError> {
+        let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        let step = inner.tune.job.roll_back_to_host_state();
+        inner.backend = cpu(&inner.tune);
+        Ok(step as u32)
+    }
+
+    /// The run's curves: `{loss, ce, aux, kl, lr, grad_norm, tokens_per_s}` as Float32Arrays
+    /// (index i = step i + 1) and `evals: [{step, name, bits_per_byte}]`.
+    pub fn history(&self) -> Result<JsValue, JsError> {
+        let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        let h = inner.tune.job.history();
+        let out = Object::new();
+        for (name, values) in h.columns() {
+            Reflect::set(&out, &name.into(), &Float32Array::from(values.as_slice()))
+                .map_err(|_| js_error("history"))?;
+        }
+        Reflect::set(&out, &"evals".into(), &to_js(&h.evals)?).map_err(|_| js_error("history"))?;
+        Ok(out.into())
+    }
+
+    /// The run as checkpoint bytes (the device's state read back first).
+    #[allow(clippy::await_holding_refcell_ref)] // see job!
+    pub fn checkpoint(&self) -> Promise {
+        with_cell(&self.inner, |cell| async move {
+            job!(cell, inner);
+            let Inner { tune, backend } = &mut *inner;
+            tune.job.sync(backend).await.map_err(js_error)?;
+            let bytes = tune.job.checkpoint().and_then(|c| c.to_bytes()).map_err(js_error)?;
+            Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// The current weights as a model file in `precision` (f32, f16, q8, q4), the run's
+    /// summary in its config.
+    #[allow(clippy::await_holding_refcell_ref)] // see job!
+    pub fn export(&self, precision: String) -> Promise {
+        with_cell(&self.inner, move |cell| async move {
+            let p: Precision = precision.parse().map_err(js_error)?;
+            job!(cell, inner);
+            let Inner { tune, backend } = &mut *inner;
+            tune.job.sync(backend).await.map_err(js_error)?;
+            let bytes = tune.export(p).map_err(js_error)?;
+            Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// A story from the current weights (a generation request as `Model.start` takes).
+    #[allow(clippy::await_holding_refcell_ref)] // see job!
+    pub fn sample(&self, request: JsValue) -> Promise {
+        let req: Result<GenerateRequest, JsError> = from_js(request, "generation settings");
+        with_cell(&self.inner, move |cell| async move {
+            let req = req?;
+            job!(cell, inner);
+            let Inner { tune, backend } = &mut *inner;
+            tune.job.sync(backend).await.map_err(js_error)?;
+            Ok(tune.sample(&req).map_err(js_error)?.into())
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! The page's fine-tune, natively: the losses and batches of a short fine-tune of itera-micro
+//! q8 on the built-in sample stories equal the committed fixture (which the browser suite,
+//! tests/browser_train.rs, follows within a stated tolerance), the visitor's texts are cut and
+//! checked as the page shows them, and exports load as models. `ITERA_UPDATE_GOLDEN=1`
+//! rewrites the fixture.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::path::PathBuf;
+
+use itera_core::train::{ready, Budget, CpuStep, Event, TrainSpec};
+use itera_core::{format, Precision};
+use itera_web::fine_tune::{FineTune, Source, BUILTIN_STORIES, YOUR_TEXT};
+use serde_json::{json, Value};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The fixture's run: what tests/browser_train.rs repeats in Chromium.
+fn spec() -> TrainSpec {
+    TrainSpec {
+        steps: 6,
+        batch: 4,
+        seq_len: 32,
+        warmup: 2,
+        eval_every: 3,
+        checkpoint_every: 3,
+        shards: 2,
+        ..TrainSpec::FINE_TUNE
+    }
+}
+
+fn fine_tune(spec: TrainSpec) -> FineTune {
+    let base = std::fs::read(root().join("weights/itera-micro-q8.safetensors")).unwrap();
+    let tok = std::fs::read(root().join("weights/tokenizer.json")).unwrap();
+    let text = std::fs::read(root().join("web/finetune-stories.txt")).unwrap();
+    let sources = [Source {
+        name: "finetune-stories.txt",
+        bytes: &text,
+    }];
+    FineTune::new(&base, &tok, &sources, spec, "itera-micro-q8", Box::new(|| 0.0)).unwrap()
+}
+
+/// FNV-1a 64 of a batch's token ids (little-endian), as the browser test computes it.
+fn fnv(tokens: &[u32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tokens.iter().flat_map(|t| t.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[test]
+fn a_fine_tune_matches_the_golden_curve() {
+    let mut t = fine_tune(spec());
+    let batches: Vec<String> = (0..6).map(|s| fnv(&t.job.batch(s).unwrap())).collect();
+    let mut cpu = CpuStep::new(&t.job.state().weights, t.job.spec().step_config(), 1);
+    let mut steps = Vec::new();
+    let mut evals = Vec::new();
+    ready(t.job.advance(&mut cpu, Budget::steps(6), &mut |e| {
+        match e {
+            Event::Step { loss, ce, aux, .. } => steps.push(json!({"loss": loss, "ce": ce, "aux": aux})),
+            Event::Eval { step, results } => evals.push(json!({"step": step, "results": results})),
+            _ => {}
+        }
+        Ok(())
+    }))
+    .unwrap();
+    let fresh = json!({
+        "about": "6 steps of the page's fine-tune (crates/itera-web/tests/native_train.rs::spec) of itera-micro-q8 on web/finetune-stories.txt, natively; tests/browser_train.rs follows it in Chromium",
+        "batches_fnv1a": batches,
+        "steps": steps,
+        "evals": evals,
+    });
+    let path = root().join("tests/golden/fine-tune-curve.json");
+    if std::env::var_os("ITERA_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&fresh).unwrap() + "\n").unwrap();
+    }
+    let golden: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        same(&golden, &fresh),
+        "run with ITERA_UPDATE_GOLDEN=1 after changing the training maths:\n{golden}\n{fresh}"
+    );
+    let first = steps[0]["loss"].as_f64().unwrap();
+    let last = steps[5]["loss"].as_f64().unwrap();
+    assert!(last < first, "the loss falls: {first} → {last}");
+}
+
+/// Equal JSON, numbers to 1e-12 (a decimal read back may land one unit in the last place off).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * x.abs().max(1.0)
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[test]
+fn the_text_is_cut_and_scored_as_the_page_shows_it() {
+    let t = fine_tune(spec());
+    let info = &t.text;
+    assert_eq!((info.documents, info.heldout_documents), (10, 2));
+    assert!(info.tokens > 1000 && info.heldout_tokens > 100, "{info:?}");
+    let names: Vec<String> = t.job.evaluate().unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, [YOUR_TEXT, BUILTIN_STORIES]);
+    // Exports load as ordinary models in every precision, with the run's summary.
+    for p in Precision::ALL {
+        let w = format::load(&t.export(p).unwrap()).unwrap();
+        assert_eq!(w.precision, p);
+        let summary = w.config.training.unwrap();
+        assert_eq!(summary.fine_tuned_from.as_deref(), Some("itera-micro-q8"));
+    }
+}
+
+#[test]
+fn texts_that_cannot_train_are_refused_by_name() {
+    let base = std::fs::read(root().join("weights/itera-micro-q8.safetensors")).unwrap();
+    let tok = std::fs::read(root().join("weights/tokenizer.json")).unwrap();
+    let refuse = |bytes: &[u8], spec: TrainSpec| {
+        let sources = [Source {
+            name: "story.txt",
+            bytes,
+        }];
+        FineTune::new(&base, &tok, &sources, spec, "base", Box::new(|| 0.0))
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let e = refuse(b"  \n\n ", spec());
+    assert!(e.contains("no words"), "{e}");
+    let e = refuse(b"Once upon a time \xff\xfe there", spec());
+    assert!(e.contains("story.txt is not UTF-8") && e.contains("offset 17"), "{e}");
+    let e = refuse(b"A tiny story.", spec());
+    assert!(e.contains("seq_len"), "{e}");
+    let e = refuse(b"A story.", TrainSpec { batch: 0, ..spec() });
+    assert!(e.contains("batch"), "{e}");
+}
