@@ -1,8 +1,11 @@
-// The playground page: model picker, generation, precision comparison, benchmarks.
-// All model work happens in worker.js; this module only drives the UI.
+// The playground page: model picker, generation, precision comparison, fine-tuning (in
+// fine-tune.js), benchmarks. All model work happens in workers (worker.js for the models,
+// train-worker.js for training); these modules only drive the UI.
 
 import { lineChart, loadBreakdown, RoutingHeatmap } from '/charts.js';
 import { detectWebGpu, deviceInfo } from '/device.js';
+import { setupFineTune } from '/fine-tune.js';
+import { connect } from '/rpc.js';
 
 const $ = (id) => document.getElementById(id);
 const MODELS = ['itera-tiny', 'itera-micro'];
@@ -11,29 +14,18 @@ const DEFAULT_MODEL = 'itera-tiny-q8';
 const TOKENIZER_URL = '/weights/tokenizer.json';
 
 // ---- worker RPC -------------------------------------------------------------------------
-const worker = new Worker('/worker.js', { type: 'module' });
-let nextId = 1;
-const pending = new Map();
-worker.onmessage = ({ data }) => {
-  const p = pending.get(data.id);
-  if (!p) return;
-  if (data.type === 'result') { pending.delete(data.id); p.resolve(data.result); }
-  else if (data.type === 'error') { pending.delete(data.id); p.reject(new Error(data.message)); }
-  else p.onEvent?.(data);
-};
-function call(op, args = {}, onEvent = null, transfer = []) {
-  const id = nextId++;
-  const promise = new Promise((resolve, reject) => pending.set(id, { resolve, reject, onEvent }));
-  worker.postMessage({ id, op, ...args }, transfer);
-  return { id, promise };
-}
-const rpc = (op, args, onEvent) => call(op, args, onEvent).promise;
+const { call, rpc } = connect(new Worker('/worker.js', { type: 'module' }), 'model worker');
 
 // ---- state ------------------------------------------------------------------------------
 const state = {
   cards: {},
   current: DEFAULT_MODEL,
   loaded: new Map(), // key → load info
+  // Models that are not files on the server: key → weight file bytes (a local file, a
+  // fine-tune's precisions), kept so they can be reloaded and fine-tuned further.
+  bytes: new Map(),
+  // Fine-tuned families in the picker: {family, label} (keys are `${family}-${precision}`).
+  tuned: [],
   // mode: what the user picked; webgpu: adapter info (null without WebGPU); calibration:
   // key → {cpu, gpu} tokens/s measured here; failure: why WebGPU was given up, if it was.
   backend: { mode: 'auto', webgpu: null, calibration: new Map(), calibrating: null, failure: null },
@@ -73,10 +65,20 @@ function fillPicker() {
     }
     select.append(group);
   }
-  for (const key of state.loaded.keys()) {
+  for (const { family, label } of state.tuned) {
+    const group = document.createElement('optgroup');
+    group.label = label;
+    for (const p of PRECISIONS) {
+      const bytes = state.bytes.get(`${family}-${p}`);
+      group.append(new Option(`${label} · ${p}${bytes ? ` · ${fmtBytes(bytes.byteLength)}` : ''}`, `${family}-${p}`));
+    }
+    select.append(group);
+  }
+  for (const key of state.bytes.keys()) {
     if (key.startsWith('local:')) select.append(new Option(`${key.slice(6)} (local)`, key));
   }
   select.value = state.current;
+  document.dispatchEvent(new Event('models-changed'));
 }
 
 const urlOf = (key) => `/weights/${key}.safetensors`;
@@ -84,6 +86,9 @@ const familyOf = (key) => key.replace(/-(f32|f16|q8|q4)$/, '');
 
 async function loadModel(key, bytes = null) {
   if (state.loaded.has(key)) return state.loaded.get(key);
+  if (bytes) state.bytes.set(key, bytes);
+  // The worker gets a copy: the page keeps its bytes for a later reload or fine-tune.
+  bytes = state.bytes.get(key)?.slice(0) ?? null;
   const bar = $('download-progress');
   bar.style.width = '0%';
   const args = bytes ? { key, bytes, tokenizerUrl: TOKENIZER_URL } : { key, url: urlOf(key), tokenizerUrl: TOKENIZER_URL };
@@ -99,7 +104,8 @@ function describeModel(key, l) {
   const i = l.info;
   const family = familyOf(key);
   const card = state.cards[family]?.precisions?.find((v) => v.precision === i.precision);
-  const bpb = card ? ` · held-out ${card.bits_per_byte.toFixed(3)} bits/byte` : '';
+  const tuned = state.tuned.find((t) => t.family === family);
+  const bpb = card ? ` · held-out ${card.bits_per_byte.toFixed(3)} bits/byte` : tuned ? ` · ${tuned.about}` : '';
   $('model-meta').textContent = `${key}: ${(i.params / 1e6).toFixed(2)}M parameters (${(i.active_params / 1e6).toFixed(2)}M active per token), `
     + `${i.n_layers} layers, ${i.n_experts} experts (top-${i.top_k}) on layers ${i.moe_layers.join(', ')}, `
     + `${fmtBytes(l.bytes)} ${l.fromCache ? '(from cache)' : 'downloaded'}${bpb}`;
@@ -405,12 +411,46 @@ function setupTabs() {
       if (e.key === 'End') activate(tabs[tabs.length - 1]);
     });
   });
+  return (id) => activate($(id));
+}
+
+// What the Fine-tune tab needs of the page: the models it can start from, a way to add the
+// models it makes to the picker, and generation for its before/after samples.
+function fineTuneApp(showTab) {
+  return {
+    // [{key, label}] of every model in the picker.
+    models: () => [...$('model-select').options].map((o) => ({ key: o.value, label: o.textContent })),
+    current: () => state.current,
+    // Where the training worker gets a base model: shipped files by URL, the rest as bytes.
+    source: (key) => (state.bytes.has(key) ? { name: key, bytes: state.bytes.get(key).slice(0) } : { name: key, url: urlOf(key) }),
+    // {family, label, about, bytes: {f32, f16, q8, q4}} → four entries in the picker.
+    addTuned(t) {
+      for (const [p, bytes] of Object.entries(t.bytes)) state.bytes.set(`${t.family}-${p}`, bytes);
+      state.tuned = state.tuned.filter((x) => x.family !== t.family).concat([{ family: t.family, label: t.label, about: t.about }]);
+      fillPicker();
+    },
+    async use(key) {
+      await selectModel(key);
+      backendNote();
+      showTab('tab-generate');
+      calibrate(key);
+    },
+    // A story from `key` for `request` (Generate-tab settings), on the CPU.
+    async story(key, request) {
+      await loadModel(key);
+      let text = '';
+      await call('generate', { key, request }, (ev) => { if (ev.type === 'tokens') text += ev.text; }).promise;
+      return text;
+    },
+    generateSettings: settings,
+  };
 }
 
 // ---- start ------------------------------------------------------------------------------
 async function main() {
-  setupTabs();
+  const showTab = setupTabs();
   fillPicker();
+  const fineTune = setupFineTune(fineTuneApp(showTab));
   $('generate-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
   $('stop').addEventListener('click', () => { if (state.generation) state.stop(); });
   $('compare-form').addEventListener('submit', (e) => { e.preventDefault(); runCompare(); });
@@ -466,6 +506,8 @@ async function main() {
   await webgpuDetected;
   await calibrate(state.current);
   document.body.dataset.backendSettled = 'true';
+  // The training worker starts once the first story is out (it would slow the first load).
+  (await fineTune).ensureWorker().catch(showError);
 }
 
 main().catch(showError);

@@ -5,7 +5,7 @@ const [pkg, weights, tokens, rounds, ...names] = process.argv.slice(2);
 const { Model } = require(`${pkg}/itera_web.js`);
 const fs = require('fs');
 const tokenizer = fs.readFileSync(`${weights}/tokenizer.json`);
-const request = JSON.stringify({ prompt: 'Once upon a time', max_tokens: Number(tokens), stop_at_end_of_text: false });
+const request = { prompt: 'Once upon a time', max_tokens: Number(tokens), stop_at_end_of_text: false };
 const result = {};
 const models = names.map((n) => [n, new Model(fs.readFileSync(`${weights}/${n}.safetensors`), tokenizer)]);
 for (let r = 0; r < Number(rounds); r++) {
@@ -14,7 +14,7 @@ for (let r = 0; r < Number(rounds); r++) {
     const t0 = performance.now();
     let n = 0;
     for (;;) {
-      const out = JSON.parse(m.step(16));
+      const out = m.step(16);
       n += out.tokens.length;
       if (out.done) break;
     }

@@ -113,7 +113,8 @@ fn job_data(tokenizer: Tokenizer, t: &FineTuneText, stream: Vec<u32>) -> JobData
 
 impl FineTune {
     /// A new fine-tune of `base` (a weight file of any precision, trained in f32; the base
-    /// itself is never changed) on the visitor's texts.
+    /// itself is never changed) on the visitor's texts, its held-out figures taken once
+    /// before the first step.
     pub fn new(
         base: &[u8],
         tokenizer_json: &[u8],
@@ -131,7 +132,9 @@ impl FineTune {
             teacher: None,
             base: Some(base_name.into()),
         };
-        let job = Job::new(spec, &weights, job_data(tokenizer, &t, stream), provenance, clock)?;
+        let mut job = Job::new(spec, &weights, job_data(tokenizer, &t, stream), provenance, clock)?;
+        // The base model's figures start the held-out curves (step 0).
+        job.evaluate_start()?;
         Ok(FineTune {
             job,
             text,

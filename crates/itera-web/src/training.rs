@@ -45,6 +45,20 @@ pub fn train_limits() -> Result<JsValue, JsError> {
     })
 }
 
+/// Training settings from the page: the given fields over the fine-tune defaults (an unknown
+/// field is refused by name).
+fn fine_tune_settings(value: JsValue) -> Result<TrainSpec, JsError> {
+    let given: serde_json::Value = from_js(value, "training settings")?;
+    let Some(given) = given.as_object() else {
+        return Err(js_error("training settings: expected an object of settings"));
+    };
+    let mut merged = serde_json::to_value(TrainSpec::FINE_TUNE).map_err(js_error)?;
+    for (k, v) in given {
+        merged[k] = v.clone();
+    }
+    serde_json::from_value(merged).map_err(|e| js_error(format!("training settings: {e}")))
+}
+
 /// `[{name, bytes: Uint8Array}]` from the page: a paste or one entry per file.
 fn sources(value: &JsValue) -> Result<Vec<(String, Vec<u8>)>, JsError> {
     let list: &Array = value
@@ -340,7 +354,7 @@ impl TrainingJob {
         settings: JsValue,
         base_name: &str,
     ) -> Result<TrainingJob, JsError> {
-        let spec: TrainSpec = from_js(settings, "training settings")?;
+        let spec = fine_tune_settings(settings)?;
         let owned = sources(&texts)?;
         let tune =
             FineTune::new(base, tokenizer_json, &as_sources(&owned), spec, base_name, clock()).map_err(js_error)?;

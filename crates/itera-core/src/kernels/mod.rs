@@ -13,7 +13,7 @@ use half::f16;
 use crate::matrix::{Matrix, MatrixData};
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod wasm;
+pub(crate) mod wasm;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};

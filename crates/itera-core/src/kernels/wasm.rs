@@ -65,3 +65,79 @@ pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32])
         *yr = sum;
     }
 }
+
+/// `exp_fast` on four lanes: the same operations in the same order (wasm SIMD has no fused
+/// multiply-add), so every lane is bit-identical to the scalar function.
+#[inline(always)]
+fn exp4(x: v128) -> v128 {
+    let x = f32x4_min(f32x4_max(x, f32x4_splat(-87.0)), f32x4_splat(88.0));
+    let round = f32x4_splat(12_582_912.0);
+    let t = f32x4_add(f32x4_mul(x, f32x4_splat(std::f32::consts::LOG2_E)), round);
+    let n = f32x4_sub(t, round);
+    let n_int = i32x4_sub(t, round);
+    let r = f32x4_sub(
+        f32x4_sub(x, f32x4_mul(n, f32x4_splat(0.693_145_75))),
+        f32x4_mul(n, f32x4_splat(1.428_606_8e-6)),
+    );
+    let mut p = f32x4_splat(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = f32x4_add(f32x4_splat(c), f32x4_mul(r, p));
+    }
+    f32x4_mul(i32x4_shl(i32x4_add(n_int, i32x4_splat(127)), 23), p)
+}
+
+fn load(v: &[f32], at: usize) -> v128 {
+    // SAFETY: the slice holds four values from `at` (bounds-checked here); loads may be unaligned.
+    unsafe { v128_load(v[at..at + 4].as_ptr() as *const v128) }
+}
+
+fn store(v: &mut [f32], at: usize, x: v128) {
+    // SAFETY: as `load`.
+    unsafe { v128_store(v[at..at + 4].as_mut_ptr() as *mut v128, x) }
+}
+
+/// v[at..at + 4] += x.
+fn add_to(v: &mut [f32], at: usize, x: v128) {
+    let sum = f32x4_add(load(v, at), x);
+    store(v, at, sum);
+}
+
+/// The forward scan's update for 8 state elements (`scan_step`'s lanes): h = exp(dt·a)·h +
+/// dtu·b and acc += h·c, as two 4-lane halves.
+#[inline(always)]
+pub fn scan_forward8(h: &mut [f32], a: &[f32], b: &[f32], c: &[f32], dt: f32, dtu: f32, acc: &mut [f32; 8]) {
+    let (dtv, dtuv) = (f32x4_splat(dt), f32x4_splat(dtu));
+    for at in [0, 4] {
+        let hv = f32x4_add(
+            f32x4_mul(exp4(f32x4_mul(dtv, load(a, at))), load(h, at)),
+            f32x4_mul(dtuv, load(b, at)),
+        );
+        store(h, at, hv);
+        add_to(acc, at, f32x4_mul(hv, load(c, at)));
+    }
+}
+
+/// The scan backward for 8 state elements of one (time step, channel): the arithmetic of
+/// `lanes_backward` in layers/scan.rs in the same order. `ins` = [h, h_prev, a, b, c] and
+/// `outs` = [dh, da, db, dc] (8 values each), `acc` = [ddt, du] lane accumulators.
+#[inline(always)]
+pub fn scan_backward8(ins: [&[f32]; 5], [dy, dt, u]: [f32; 3], outs: [&mut [f32]; 4], acc: [&mut [f32; 8]; 2]) {
+    let [h, hp, a, b, c] = ins;
+    let [dh, da, db, dc] = outs;
+    let [ddt, du] = acc;
+    let (dyv, dtv, uv) = (f32x4_splat(dy), f32x4_splat(dt), f32x4_splat(u));
+    for at in [0, 4] {
+        let (hv, hpv, av, bv, cv) = (load(h, at), load(hp, at), load(a, at), load(b, at), load(c, at));
+        add_to(dc, at, f32x4_mul(dyv, hv));
+        let g = f32x4_add(load(dh, at), f32x4_mul(dyv, cv));
+        let decay = exp4(f32x4_mul(dtv, av));
+        let g_decay = f32x4_mul(f32x4_mul(g, hpv), decay);
+        let t = f32x4_add(f32x4_mul(g_decay, av), f32x4_mul(f32x4_mul(g, uv), bv));
+        add_to(ddt, at, t);
+        add_to(da, at, f32x4_mul(g_decay, dtv));
+        let gdt = f32x4_mul(g, dtv);
+        add_to(du, at, f32x4_mul(gdt, bv));
+        add_to(db, at, f32x4_mul(gdt, uv));
+        store(dh, at, f32x4_mul(g, decay));
+    }
+}

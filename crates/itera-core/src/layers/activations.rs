@@ -42,7 +42,16 @@ pub fn exp_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75; // ln 2 split so n·LN2_HI is exact
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³
-    let x = x.clamp(-87.0, 88.0);
+                                     // Comparisons rather than `clamp`: wasm's f32.min/max differ from Rust's on NaN, so
+                                     // `clamp` becomes a libm call there and the loops around it stop vectorising. Same values
+                                     // (NaN passes through, as with `clamp`).
+    let x = if x < -87.0 {
+        -87.0
+    } else if x > 88.0 {
+        88.0
+    } else {
+        x
+    };
     let t = x * LOG2_E + ROUND;
     let n = t - ROUND;
     // t's low mantissa bits hold n itself: no float → int conversion (whose saturating

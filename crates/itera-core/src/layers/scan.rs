@@ -25,6 +25,10 @@ pub struct ScanDims {
     pub c_off: usize,
 }
 
+/// Whether this build has explicit SIMD lanes for the scan other than AVX2's (wasm SIMD128,
+/// whose 8-lane loops the compiler leaves scalar because of the exponential).
+const WASM_SIMD: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
+
 /// One time step for one sequence: updates `h` (Di·N) in place and writes `y` (Di).
 /// `a` is A = −exp(A_log) (Di, N).
 #[allow(clippy::too_many_arguments)]
@@ -40,6 +44,24 @@ pub fn scan_step(
     d_skip: &[f32],
     n: usize,
 ) {
+    scan_step_lanes(y, h, u, dt, a, b, c, d_skip, n, WASM_SIMD)
+}
+
+/// `scan_step`, its 8-lane chunks through the wasm SIMD kernel when `simd` (same bits).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn scan_step_lanes(
+    y: &mut [f32],
+    h: &mut [f32],
+    u: &[f32],
+    dt: &[f32],
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    d_skip: &[f32],
+    n: usize,
+    simd: bool,
+) {
     let full = n / L * L;
     for (i, yi) in y.iter_mut().enumerate() {
         let (dti, ui) = (dt[i], u[i]);
@@ -54,6 +76,12 @@ pub fn scan_step(
             .zip(b.chunks_exact(L))
             .zip(c.chunks_exact(L));
         for (((hh, aa), bb), cc) in chunks {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            if simd {
+                crate::kernels::wasm::scan_forward8(hh, aa, bb, cc, dti, dtu, &mut acc);
+                continue;
+            }
+            let _ = simd;
             for j in 0..L {
                 hh[j] = exp_fast(dti * aa[j]) * hh[j] + dtu * bb[j];
                 acc[j] += hh[j] * cc[j];
@@ -81,7 +109,7 @@ crate::kernels::dispatch! {
         bc: &[f32],
         d_skip: &[f32],
         d: ScanDims
-    ) => scan_forward_body
+    ) => scan_forward_simd
 }
 
 crate::kernels::dispatch! {
@@ -101,7 +129,79 @@ crate::kernels::dispatch! {
         d_skip: &[f32],
         h_all: &[f32],
         d: ScanDims
-    ) => scan_backward_body
+    ) => scan_backward_simd
+}
+
+/// `scan_forward` and `scan_backward` without the wasm SIMD lanes: the reference the browser
+/// test holds them to (bit for bit).
+#[allow(clippy::too_many_arguments)]
+pub fn scan_forward_portable(
+    y: &mut [f32],
+    h_all: Option<&mut [f32]>,
+    h_last: &mut [f32],
+    u: &[f32],
+    dt: &[f32],
+    a: &[f32],
+    bc: &[f32],
+    d_skip: &[f32],
+    d: ScanDims,
+) {
+    scan_forward_body(y, h_all, h_last, u, dt, a, bc, d_skip, d, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn scan_backward_portable(
+    du: &mut [f32],
+    ddt: &mut [f32],
+    da: &mut [f32],
+    dbc: &mut [f32],
+    dd_skip: &mut [f32],
+    dy: &[f32],
+    u: &[f32],
+    dt: &[f32],
+    a: &[f32],
+    bc: &[f32],
+    d_skip: &[f32],
+    h_all: &[f32],
+    d: ScanDims,
+) {
+    scan_backward_body(du, ddt, da, dbc, dd_skip, dy, u, dt, a, bc, d_skip, h_all, d, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn scan_forward_simd(
+    y: &mut [f32],
+    h_all: Option<&mut [f32]>,
+    h_last: &mut [f32],
+    u: &[f32],
+    dt: &[f32],
+    a: &[f32],
+    bc: &[f32],
+    d_skip: &[f32],
+    d: ScanDims,
+) {
+    scan_forward_body(y, h_all, h_last, u, dt, a, bc, d_skip, d, WASM_SIMD)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn scan_backward_simd(
+    du: &mut [f32],
+    ddt: &mut [f32],
+    da: &mut [f32],
+    dbc: &mut [f32],
+    dd_skip: &mut [f32],
+    dy: &[f32],
+    u: &[f32],
+    dt: &[f32],
+    a: &[f32],
+    bc: &[f32],
+    d_skip: &[f32],
+    h_all: &[f32],
+    d: ScanDims,
+) {
+    scan_backward_body(du, ddt, da, dbc, dd_skip, dy, u, dt, a, bc, d_skip, h_all, d, WASM_SIMD)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -116,6 +216,7 @@ fn scan_forward_body(
     bc: &[f32],
     d_skip: &[f32],
     d: ScanDims,
+    simd: bool,
 ) {
     let ScanDims {
         batch,
@@ -131,7 +232,7 @@ fn scan_forward_body(
         for ti in 0..t {
             let row = bi * t + ti;
             let bcr = &bc[row * bc_stride..(row + 1) * bc_stride];
-            scan_step(
+            scan_step_lanes(
                 &mut y[row * di..(row + 1) * di],
                 h,
                 &u[row * di..(row + 1) * di],
@@ -141,6 +242,7 @@ fn scan_forward_body(
                 &bcr[c_off..c_off + n],
                 d_skip,
                 n,
+                simd,
             );
             if let Some(h_all) = h_all.as_deref_mut() {
                 h_all[row * di * n..(row + 1) * di * n].copy_from_slice(h);
@@ -167,6 +269,7 @@ fn scan_backward_body(
     d_skip: &[f32],
     h_all: &[f32],
     d: ScanDims,
+    #[allow(unused_variables)] simd: bool,
 ) {
     let ScanDims {
         batch,
@@ -231,6 +334,22 @@ fn scan_backward_body(
                                 du_acc.as_mut_ptr(),
                             )
                         };
+                        continue;
+                    }
+                    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                    if simd {
+                        let w = s0..s0 + L;
+                        crate::kernels::wasm::scan_backward8(
+                            [&hk[w.clone()], &hpk[w.clone()], &ak[w.clone()], &b[w.clone()], &c[w]],
+                            [dyi, dti, ui],
+                            [
+                                &mut dhk[s0..s0 + L],
+                                &mut dak[s0..s0 + L],
+                                &mut db[s0..s0 + L],
+                                &mut dc[s0..s0 + L],
+                            ],
+                            [&mut ddt_acc, &mut du_acc],
+                        );
                         continue;
                     }
                     lanes_backward::<L>(&x, s0, dhk, dak, &mut db, &mut dc, &mut ddt_acc, &mut du_acc);

@@ -361,6 +361,21 @@ impl Job {
         self.completed
     }
 
+    /// Scores a run that has not stepped yet and records it as the evaluation at step 0 (the
+    /// curves then start from the base model's figures); does nothing once it has stepped.
+    pub fn evaluate_start(&mut self) -> Result<()> {
+        if self.completed > 0 || self.history.evals.iter().any(|e| e.step == 0) {
+            return Ok(());
+        }
+        let results = self.evaluate()?;
+        self.history.evals.extend(results.into_iter().map(|r| EvalPoint {
+            step: 0,
+            name: r.name,
+            bits_per_byte: r.bits_per_byte,
+        }));
+        Ok(())
+    }
+
     /// Held-out bits per byte of every evaluation set, from the host state.
     pub fn evaluate(&self) -> Result<Vec<EvalResult>> {
         self.data

@@ -1,0 +1,320 @@
+// The training worker: one fine-tune (itera-web's TrainingJob, itera-core's training job) run
+// in slices, its steps on a pool of CPU workers (shard-worker.js, data-parallel: the shards of
+// every step are computed there and averaged here in shard order) or on WebGPU, its
+// checkpoint kept in the origin-private file system (OPFS) so a reload can resume it.
+//
+// Protocol, as worker.js: the page posts {id, op, ...args}; the worker answers with events of
+// the same id ({type: 'events' | 'sample' | 'note' | 'rollback' | 'saved'}) and one
+// {type: 'result'} or {type: 'error', message}. `run` streams until the job is done, paused
+// or stopped; `pause` and `stop` end a running `run` between slices.
+
+import init, { TrainingJob, fine_tune_defaults, gpu_init, inspect_text, train_limits } from '/pkg/itera_web.js';
+import { fetchCached } from '/fetch.js';
+
+const TOKENIZER_URL = '/weights/tokenizer.json';
+// Steps stop starting after this much of a slice, so Pause and Stop take effect quickly.
+const SLICE_MS = 150;
+const SAVE_DIR = 'fine-tune';
+
+const ready = (async () => {
+  await init({ module_or_path: '/pkg/itera_web_bg.wasm' });
+  return (await fetchCached(TOKENIZER_URL, () => {})).bytes;
+})();
+
+let job = null; // TrainingJob
+let meta = null; // what job.json holds: base, texts, settings, sample request
+let pool = null; // {workers, size} of shard workers, built for the job
+let request = { pause: false, stop: false };
+
+const encoder = new TextEncoder();
+const asSources = (texts) => texts.map((t) => ({ name: t.name, bytes: encoder.encode(t.text) }));
+
+// ---- OPFS -------------------------------------------------------------------------------
+async function saveDir(create = false) {
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle(SAVE_DIR, { create });
+}
+
+// createWritable writes to a swap file that replaces the old one only on close, so a reload
+// mid-write keeps the previous checkpoint whole.
+async function writeFile(name, data) {
+  const dir = await saveDir(true);
+  const file = await dir.getFileHandle(name, { create: true });
+  const w = await file.createWritable();
+  await w.write(data);
+  await w.close();
+}
+
+async function readFile(name) {
+  try {
+    const file = await (await saveDir()).getFileHandle(name);
+    return await file.getFile();
+  } catch {
+    return null;
+  }
+}
+
+async function persist(checkpoint, info) {
+  // The checkpoint first: job.json never names a step the checkpoint file does not hold.
+  if (checkpoint) await writeFile('checkpoint.safetensors', checkpoint);
+  await writeFile('job.json', JSON.stringify({ ...meta, step: info.completed, end: info.end, done: info.done, savedAt: Date.now() }));
+}
+
+async function storageUsed() {
+  let bytes = 0;
+  try {
+    for await (const handle of (await saveDir()).values()) bytes += (await handle.getFile()).size;
+  } catch { /* nothing saved */ }
+  const estimate = await navigator.storage.estimate?.().catch(() => null);
+  return { bytes, originBytes: estimate?.usage ?? null, quotaBytes: estimate?.quota ?? null };
+}
+
+// ---- the CPU pool -----------------------------------------------------------------------
+function rpcWorker(worker) {
+  let next = 1;
+  const pending = new Map();
+  const fail = (message) => {
+    for (const p of pending.values()) p.reject(new Error(message));
+    pending.clear();
+  };
+  worker.onmessage = ({ data }) => {
+    const p = pending.get(data.id);
+    if (!p) return;
+    pending.delete(data.id);
+    if (data.error) p.reject(new Error(data.error));
+    else p.resolve(data.result);
+  };
+  worker.onerror = (e) => fail(`a CPU worker stopped: ${e.message ?? 'unknown error'}`);
+  worker.onmessageerror = () => fail('a CPU worker could not read a message');
+  return (op, args, transfer = []) => new Promise((resolve, reject) => {
+    const id = next++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, op, ...args }, transfer);
+  });
+}
+
+async function startPool(size) {
+  stopPool();
+  const setup = job.shard_setup();
+  const workers = [];
+  for (let i = 0; i < size; i++) {
+    const w = new Worker('/shard-worker.js', { type: 'module' });
+    workers.push({ worker: w, call: rpcWorker(w) });
+  }
+  await Promise.all(workers.map((w) => w.call('setup', { setup })));
+  pool = { workers, size };
+  // Shard i goes to worker i mod N; each answers for its shards in order, and the results
+  // come back here in shard order, whatever order the workers finish in.
+  const compute = async (weights, shards) => {
+    const parts = workers.map(() => []);
+    shards.forEach((tokens, i) => parts[i % size].push(i));
+    const answers = await Promise.all(workers.map((w, k) => {
+      if (parts[k].length === 0) return [];
+      const mine = parts[k].map((i) => shards[i]);
+      return w.call('gradients', { weights, shards: mine }, mine.map((s) => s.buffer));
+    }));
+    const results = new Array(shards.length);
+    answers.forEach((list, k) => list.forEach((r, j) => { results[parts[k][j]] = r; }));
+    return results;
+  };
+  job.use_workers(compute, size);
+}
+
+function stopPool() {
+  for (const w of pool?.workers ?? []) w.worker.terminate();
+  pool = null;
+}
+
+// ---- backends ---------------------------------------------------------------------------
+async function useWebGpu() {
+  await gpu_init();
+  job.use_gpu();
+}
+
+// Auto: one step timed on each (on a copy of the state, thrown away), the faster one kept.
+async function chooseBackend(mode, workers, emit) {
+  if (mode === 'webgpu') {
+    try {
+      await useWebGpu();
+      return `Training on ${job.backend()}, as selected.`;
+    } catch (e) {
+      emit({ type: 'note', message: `WebGPU is not available (${e.message ?? e}); training on the CPU.` });
+      mode = 'cpu';
+    }
+  }
+  await startPool(workers);
+  if (mode === 'cpu') return `Training on ${job.backend()}, as selected.`;
+  const cpuMs = await job.time_step();
+  let gpuMs = null;
+  let why = '';
+  try {
+    await useWebGpu();
+    gpuMs = await job.time_step();
+    // The first GPU step also warms the device up; time another when that is cheap.
+    if (gpuMs < 2000) gpuMs = Math.min(gpuMs, await job.time_step());
+  } catch (e) {
+    why = ` (WebGPU: ${e.message ?? e})`;
+  }
+  if (gpuMs !== null && gpuMs < cpuMs) {
+    stopPool();
+    return `Auto timed one step: CPU workers ${cpuMs.toFixed(0)} ms, WebGPU ${gpuMs.toFixed(0)} ms → WebGPU.`;
+  }
+  await startPool(workers);
+  const gpu = gpuMs === null ? `WebGPU unavailable${why}` : `WebGPU ${gpuMs.toFixed(0)} ms`;
+  return `Auto timed one step: ${pool.size} CPU worker${pool.size > 1 ? 's' : ''} ${cpuMs.toFixed(0)} ms, ${gpu} → CPU workers.`;
+}
+
+// ---- operations -------------------------------------------------------------------------
+async function sampleNow(step, emit) {
+  if (!meta.sample) return;
+  const text = await job.sample(meta.sample);
+  emit({ type: 'sample', step, text });
+}
+
+const ops = {
+  async defaults() {
+    await ready;
+    return { defaults: fine_tune_defaults(), limits: train_limits(), cores: navigator.hardwareConcurrency ?? 1 };
+  },
+
+  // {texts: [{name, text}]} → documents, tokens and the held-out part, or why it cannot train.
+  async inspect({ texts }) {
+    const tokenizer = await ready;
+    return inspect_text(asSources(texts), tokenizer);
+  },
+
+  // {base: {name, url} | {name, bytes}, texts, settings, sample}: a new job (replacing any).
+  async start({ base, texts, settings, sample }) {
+    const tokenizer = await ready;
+    stopPool();
+    job?.free();
+    job = null;
+    const bytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
+    job = new TrainingJob(bytes, tokenizer, asSources(texts), settings, base.name);
+    meta = { base: { name: base.name, url: base.url ?? null }, texts, settings, sample };
+    const info = job.info();
+    await persist(null, info);
+    return { info, history: job.history() };
+  },
+
+  // The saved job's description, or null.
+  async saved() {
+    const file = await readFile('job.json');
+    const checkpoint = await readFile('checkpoint.safetensors');
+    if (!file || !checkpoint) return null;
+    const saved = JSON.parse(await file.text());
+    return { ...saved, texts: undefined, documents: saved.texts.length, storage: await storageUsed() };
+  },
+
+  // Loads the saved job from its checkpoint (same texts): it continues where it stopped.
+  async restore() {
+    const tokenizer = await ready;
+    const file = await readFile('job.json');
+    const checkpoint = await readFile('checkpoint.safetensors');
+    if (!file || !checkpoint) throw new Error('no saved fine-tune in this browser');
+    const saved = JSON.parse(await file.text());
+    stopPool();
+    job?.free();
+    job = TrainingJob.resume(new Uint8Array(await checkpoint.arrayBuffer()), tokenizer, asSources(saved.texts));
+    meta = { base: saved.base, texts: saved.texts, settings: saved.settings, sample: saved.sample };
+    return { info: job.info(), history: job.history(), meta };
+  },
+
+  // {backend: 'auto' | 'cpu' | 'webgpu', workers}: advances until done, paused or stopped.
+  async run({ backend = 'auto', workers = 1 }, emit) {
+    if (!job) throw new Error('no fine-tune to run (start one first)');
+    request = { pause: false, stop: false };
+    if (!pool && !job.backend().startsWith('WebGPU')) {
+      emit({ type: 'note', message: await chooseBackend(backend, workers, emit) });
+    }
+    for (;;) {
+      if (request.stop || request.pause) break;
+      const out = await job.advance(1_000_000, SLICE_MS);
+      if (out.events.length) emit({ type: 'events', events: out.events });
+      const info = job.info();
+      if (out.checkpoint) {
+        await persist(out.checkpoint, info);
+        emit({ type: 'saved', step: info.completed, storage: await storageUsed() });
+      }
+      if (out.error) {
+        if (!out.diverged && info.backend.startsWith('WebGPU')) {
+          // A lost device: continue on the CPU from the last state read back, losing no step.
+          const from = job.roll_back();
+          await startPool(workers);
+          emit({ type: 'rollback', step: from, message: `WebGPU failed (${out.error}); continuing on ${job.backend()} from step ${from}.` });
+          continue;
+        }
+        throw new Error(out.diverged ? `${out.error}. The last good weights (step ${info.completed}) are kept.` : out.error);
+      }
+      if (out.events.some((e) => e.type === 'eval')) await sampleNow(info.completed, emit);
+      if (info.done) break;
+      // Let pause / stop messages in between slices.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    const info = job.info();
+    let state = info.done ? 'done' : request.stop ? 'stopped' : 'paused';
+    if (state !== 'done') {
+      await persist(await job.checkpoint(), info);
+      emit({ type: 'saved', step: info.completed, storage: await storageUsed() });
+    }
+    return { state, info, backend: job.backend() };
+  },
+
+  async pause() {
+    request.pause = true;
+    return {};
+  },
+
+  async stop() {
+    request.stop = true;
+    return {};
+  },
+
+  // {precision}: the current weights as a model file (bytes transferred to the page).
+  async export({ precision }, emit, transfer) {
+    if (!job) throw new Error('no fine-tune to export');
+    const bytes = await job.export(precision);
+    transfer.push(bytes.buffer);
+    return { bytes, info: job.info() };
+  },
+
+  async checkpointBytes(args, emit, transfer) {
+    if (!job) throw new Error('no fine-tune');
+    const bytes = await job.checkpoint();
+    transfer.push(bytes.buffer);
+    return { bytes };
+  },
+
+  async history() {
+    return job ? { info: job.info(), history: job.history() } : null;
+  },
+
+  async storage() {
+    return storageUsed();
+  },
+
+  // Forgets the saved job (the one in memory too).
+  async clear() {
+    stopPool();
+    job?.free();
+    job = null;
+    meta = null;
+    try {
+      await (await navigator.storage.getDirectory()).removeEntry(SAVE_DIR, { recursive: true });
+    } catch { /* nothing saved */ }
+    return storageUsed();
+  },
+};
+
+self.onmessage = async (event) => {
+  const { id, op, ...args } = event.data;
+  const emit = (msg) => self.postMessage({ id, ...msg });
+  try {
+    if (!(op in ops)) throw new Error(`unknown operation ${op}`);
+    const transfer = [];
+    const result = await ops[op](args, emit, transfer);
+    self.postMessage({ id, type: 'result', result }, transfer);
+  } catch (e) {
+    emit({ type: 'error', message: e instanceof Error ? e.message : String(e) });
+  }
+};
