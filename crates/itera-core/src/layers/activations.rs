@@ -45,6 +45,7 @@ pub fn exp_fast(x: f32) -> f32 {
                                      // Comparisons rather than `clamp`: wasm's f32.min/max differ from Rust's on NaN, so
                                      // `clamp` becomes a libm call there and the loops around it stop vectorising. Same values
                                      // (NaN passes through, as with `clamp`).
+    #[allow(clippy::manual_clamp)]
     let x = if x < -87.0 {
         -87.0
     } else if x > 88.0 {
