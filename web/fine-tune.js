@@ -173,8 +173,11 @@ export async function setupFineTune(app) {
     charts.tps.set([curves.step, curves.tps]);
     const steps = [...new Set([...curves.evals.values()].flatMap((m) => [...m.keys()]))].sort((a, b) => a - b);
     charts.bpb?.set([steps, ...[...curves.evals.values()].map((m) => steps.map((s) => m.get(s) ?? null))]);
+    // What the charts show, for the page's end-to-end test.
     $('ft-loss-chart').dataset.points = curves.step.length;
+    $('ft-loss-chart').dataset.loss = JSON.stringify(curves.loss);
     $('ft-bpb-chart').dataset.points = steps.length;
+    $('ft-bpb-chart').dataset.evals = JSON.stringify(Object.fromEntries([...curves.evals].map(([n, m]) => [n, [...m]])));
   }
 
   // ---- progress ---------------------------------------------------------------------------
@@ -187,7 +190,7 @@ export async function setupFineTune(app) {
     const tokensLeft = (i.end - done) * i.spec.batch * i.spec.seq_len;
     const eta = tps > 0 ? ` · ETA ${fmtTime(tokensLeft / tps)}` : '';
     const speed = tps > 0 ? ` · ${fmtInt(tps)} tokens/s` : '';
-    const words = { running: 'Training', paused: 'Paused', stopped: 'Stopped', done: 'Done', failed: 'Stopped by an error', idle: 'Ready' };
+    const words = { starting: 'Starting', running: 'Training', paused: 'Paused', stopped: 'Stopped', done: 'Done', failed: 'Stopped by an error', idle: 'Ready' };
     $('ft-status').textContent = `${words[ui.state]}: step ${done} of ${i.end}${speed}${ui.state === 'running' ? eta : ''}`
       + (lastStep ? ` · loss ${lastStep.loss.toFixed(3)}` : '');
     document.body.dataset.fineTuneState = ui.state;
@@ -196,13 +199,15 @@ export async function setupFineTune(app) {
 
   function setButtons() {
     const s = ui.state;
-    $('ft-start').disabled = s === 'running';
+    const busy = s === 'running' || s === 'starting';
+    $('ft-start').disabled = busy;
     $('ft-pause').disabled = s !== 'running';
     $('ft-resume').disabled = s !== 'paused';
     $('ft-stop').disabled = !(s === 'running' || s === 'paused');
     for (const el of [...settingInputs(), $('ft-base'), $('ft-text'), $('ft-files'), $('ft-sample'), $('ft-restore'), $('ft-discard')]) {
-      el.disabled = s === 'running';
+      el.disabled = busy;
     }
+    if ($('ft-clear')) $('ft-clear').disabled = busy;
   }
 
   async function showStorage(storage) {
@@ -213,7 +218,7 @@ export async function setupFineTune(app) {
     clear.type = 'button';
     clear.id = 'ft-clear';
     clear.textContent = 'Clear saved data';
-    clear.disabled = ui.state === 'running';
+    clear.disabled = ui.state === 'running' || ui.state === 'starting';
     clear.addEventListener('click', async () => {
       await worker.rpc('clear');
       ui.state = 'idle';
@@ -235,7 +240,7 @@ export async function setupFineTune(app) {
     }
     const when = new Date(saved.savedAt).toLocaleString();
     $('ft-saved-text').textContent = `A fine-tune of ${saved.base.name} is saved in this browser: step ${saved.step} of ${saved.end}`
-      + `${saved.done ? ' (finished)' : ''}, ${saved.documents} text(s), saved ${when}, ${fmtBytes(saved.storage.bytes)}. `;
+      + `${saved.done ? ' (finished)' : ''}, ${saved.documents} ${saved.documents === 1 ? 'text' : 'texts'}, saved ${when}, ${fmtBytes(saved.storage.bytes)}. `;
     $('ft-saved').hidden = false;
     document.body.dataset.fineTuneSaved = saved.step;
     await showStorage(saved.storage);
@@ -253,9 +258,10 @@ export async function setupFineTune(app) {
       if (last) showProgress(last);
     } else if (ev.type === 'sample') {
       const li = document.createElement('li');
-      li.innerHTML = '<b></b> <span></span>';
+      li.innerHTML = '<b></b> <i></i><span></span>';
       li.querySelector('b').textContent = `Step ${ev.step}:`;
-      li.querySelector('span').textContent = ev.text.trim();
+      li.querySelector('i').textContent = $('ft-prompt').value;
+      li.querySelector('span').textContent = ev.text.trimEnd();
       $('ft-samples').prepend(li);
     } else if (ev.type === 'note') {
       note('ft-note', ev.message);
@@ -297,6 +303,10 @@ export async function setupFineTune(app) {
     if (t.length === 0) { note('ft-error', 'Give a text to learn from: paste stories, open .txt files or use the sample stories.'); return; }
     const settings = readSettings();
     const baseKey = $('ft-base').value;
+    ui.state = 'starting';
+    document.body.dataset.fineTuneState = ui.state;
+    setButtons();
+    $('ft-status').textContent = `Starting a fine-tune of ${baseKey}…`;
     const prompt = $('ft-prompt').value;
     const sample = { prompt, max_tokens: 60, temperature: 0.8, top_p: 0.9, seed: 1, stop_at_end_of_text: true };
     try {
@@ -310,7 +320,10 @@ export async function setupFineTune(app) {
       $('ft-saved').hidden = true;
       resetCurves(r.history, evalNames(r.history));
     } catch (e) {
+      ui.state = 'failed';
+      document.body.dataset.fineTuneState = ui.state;
       note('ft-error', e.message);
+      setButtons();
       return;
     }
     await run();
@@ -329,6 +342,7 @@ export async function setupFineTune(app) {
       fillSettings(r.meta.settings);
       $('ft-text').value = r.meta.texts.map((t) => t.text).join('\n\n');
       ui.files = [];
+      inspectNow();
       $('ft-prompt').value = r.meta.sample?.prompt ?? $('ft-prompt').value;
       $('ft-saved').hidden = true;
       resetCurves(r.history, evalNames(r.history));
@@ -377,8 +391,9 @@ export async function setupFineTune(app) {
     $('ft-before-title').textContent = ui.base;
     $('ft-after-title').textContent = `${ui.label} · q8`;
     const known = app.models().some((m) => m.key === ui.base);
-    $('ft-before').textContent = known ? await app.story(ui.base, request).catch((e) => `⚠ ${e.message}`) : 'The base model is not loaded in this session.';
-    $('ft-after').textContent = await app.story(`${ui.family}-q8`, request).catch((e) => `⚠ ${e.message}`);
+    const story = async (key) => request.prompt + (await app.story(key, request).catch((e) => ` ⚠ ${e.message}`));
+    $('ft-before').textContent = known ? await story(ui.base) : 'The base model is not loaded in this session.';
+    $('ft-after').textContent = await story(`${ui.family}-q8`);
     document.body.dataset.fineTuneCompared = 'true';
   }
 
@@ -399,7 +414,44 @@ export async function setupFineTune(app) {
     select.value = app.models().some((m) => m.key === before) ? before : app.current();
   }
 
+  // ---- training benchmark (Benchmarks tab) -------------------------------------------------
+  async function benchmark() {
+    const w = await ensureWorker();
+    const status = $('train-bench-status');
+    const tbody = $('train-bench-table').querySelector('tbody');
+    $('train-bench').disabled = true;
+    tbody.replaceChildren();
+    const n = Math.max(1, Math.min(defaults.cores, MAX_WORKERS, defaults.defaults.batch));
+    const counts = n > 1 ? [1, n] : [1];
+    status.textContent = `Running (${counts.join(' and ')} worker${n > 1 ? 's' : ''}, then WebGPU)…`;
+    const key = app.current();
+    let one = null;
+    try {
+      const sample = await (await fetch(SAMPLE_URL)).text();
+      const rows = await w.call('benchmark', { base: app.source(key), texts: [{ name: 'sample stories', text: sample }], workers: counts }, (ev) => {
+        if (ev.type !== 'row') return;
+        const r = ev.row;
+        if (r.backend === 'cpu' && r.workers === 1) one = r.tokensPerSecond;
+        const tr = document.createElement('tr');
+        const cells = r.error
+          ? [r.backend === 'webgpu' ? 'WebGPU' : 'CPU', '–', `unavailable: ${r.error}`, '', '']
+          : [r.backend === 'webgpu' ? `WebGPU (${r.adapter})` : 'CPU (wasm SIMD)', r.workers ?? '–', fmtInt(r.tokensPerSecond),
+            one ? `${(r.tokensPerSecond / one).toFixed(2)}×` : '', r.firstLoss.toFixed(6)];
+        for (const c of cells) tr.insertAdjacentHTML('beforeend', '<td></td>'), tr.lastElementChild.textContent = c;
+        tbody.append(tr);
+      }).promise;
+      app.recordRun({ kind: 'train-bench', model: key, rows });
+      document.body.dataset.trainBench = JSON.stringify(rows);
+      status.textContent = 'Done.';
+    } catch (e) {
+      status.textContent = `⚠ ${e.message}`;
+    } finally {
+      $('train-bench').disabled = false;
+    }
+  }
+
   // ---- wiring -----------------------------------------------------------------------------
+  $('train-bench').addEventListener('click', benchmark);
   document.addEventListener('models-changed', fillBases);
   fillBases();
   $('tab-finetune').addEventListener('click', () => { fillBases(); ensureWorker().catch((e) => note('ft-error', e.message)); });

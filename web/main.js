@@ -443,6 +443,7 @@ function fineTuneApp(showTab) {
       return text;
     },
     generateSettings: settings,
+    recordRun: (run) => state.runs.push(run),
   };
 }
 

@@ -93,9 +93,10 @@ function rpcWorker(worker) {
   });
 }
 
-async function startPool(size) {
+// A pool of `size` CPU workers for `target` (the running job, or a benchmark's).
+async function startPool(size, target = job) {
   stopPool();
-  const setup = job.shard_setup();
+  const setup = target.shard_setup();
   const workers = [];
   for (let i = 0; i < size; i++) {
     const w = new Worker('/shard-worker.js', { type: 'module' });
@@ -117,7 +118,7 @@ async function startPool(size) {
     answers.forEach((list, k) => list.forEach((r, j) => { results[parts[k][j]] = r; }));
     return results;
   };
-  job.use_workers(compute, size);
+  target.use_workers(compute, size);
 }
 
 function stopPool() {
@@ -138,7 +139,7 @@ async function chooseBackend(mode, workers, emit) {
       await useWebGpu();
       return `Training on ${job.backend()}, as selected.`;
     } catch (e) {
-      emit({ type: 'note', message: `WebGPU is not available (${e.message ?? e}); training on the CPU.` });
+      emit({ type: 'note', message: `WebGPU is not available (${shortReason(e)}); training on the CPU.` });
       mode = 'cpu';
     }
   }
@@ -147,22 +148,35 @@ async function chooseBackend(mode, workers, emit) {
   const cpuMs = await job.time_step();
   let gpuMs = null;
   let why = '';
+  let verdict = 'slower';
   try {
-    await useWebGpu();
-    gpuMs = await job.time_step();
-    // The first GPU step also warms the device up; time another when that is cheap.
-    if (gpuMs < 2000) gpuMs = Math.min(gpuMs, await job.time_step());
+    await gpu_init();
+    // A 1 × 16-token GPU step first: if even that is slower than a full CPU step, a full GPU
+    // step is too, and a software adapter is not kept busy for minutes to find out.
+    const probeMs = await job.time_gpu_probe(1, 16);
+    if (probeMs >= cpuMs) {
+      why = ` (a 1 × 16-token WebGPU step alone took ${probeMs.toFixed(0)} ms)`;
+    } else {
+      job.use_gpu();
+      gpuMs = await job.time_step();
+      // The first full step also warms the device up; time another when that is cheap.
+      if (gpuMs < 2000) gpuMs = Math.min(gpuMs, await job.time_step());
+    }
   } catch (e) {
-    why = ` (WebGPU: ${e.message ?? e})`;
+    verdict = 'unavailable';
+    why = ` (${shortReason(e)})`;
   }
   if (gpuMs !== null && gpuMs < cpuMs) {
     stopPool();
     return `Auto timed one step: CPU workers ${cpuMs.toFixed(0)} ms, WebGPU ${gpuMs.toFixed(0)} ms → WebGPU.`;
   }
   await startPool(workers);
-  const gpu = gpuMs === null ? `WebGPU unavailable${why}` : `WebGPU ${gpuMs.toFixed(0)} ms`;
+  const gpu = gpuMs === null ? `WebGPU ${verdict}${why}` : `WebGPU ${gpuMs.toFixed(0)} ms`;
   return `Auto timed one step: ${pool.size} CPU worker${pool.size > 1 ? 's' : ''} ${cpuMs.toFixed(0)} ms, ${gpu} → CPU workers.`;
 }
+
+// The first clause of an error: wgpu's "no adapter" messages list every backend it tried.
+const shortReason = (e) => String(e.message ?? e).split(/[;:]\s/).slice(0, 2).join(': ');
 
 // ---- operations -------------------------------------------------------------------------
 async function sampleNow(step, emit) {
@@ -283,6 +297,53 @@ const ops = {
     const bytes = await job.checkpoint();
     transfer.push(bytes.buffer);
     return { bytes };
+  },
+
+  // Training tokens/s of `base` on the sample text with each CPU worker count in `workers`
+  // (the same job — the same shards — every time) and on WebGPU: one warm-up step, then
+  // `steps` timed ones (WebGPU stops after `gpuSeconds`).
+  async benchmark({ base, texts, workers, steps = 6, gpuSeconds = 30 }, emit) {
+    const tokenizer = await ready;
+    if (job) throw new Error('a fine-tune is loaded: clear it or wait for it to end before benchmarking');
+    const bytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
+    const shards = Math.max(...workers);
+    const settings = { steps: steps + 2, warmup: 1, eval_every: 1_000_000, checkpoint_every: 1_000_000, shards };
+    const fresh = () => new TrainingJob(bytes, tokenizer, asSources(texts), settings, base.name);
+    const time = async (j, limitSeconds = Infinity) => {
+      await j.advance(1, 1e9); // warm-up: pipelines, caches, first allocation
+      const t0 = performance.now();
+      let n = 0;
+      while (n < steps && (performance.now() - t0) / 1000 < limitSeconds) {
+        await j.advance(1, 1e9);
+        n += 1;
+      }
+      const info = j.info();
+      return (n * info.spec.batch * info.spec.seq_len) / ((performance.now() - t0) / 1000);
+    };
+    const rows = [];
+    for (const k of workers) {
+      const j = fresh();
+      await startPool(k, j);
+      const tokensPerSecond = await time(j);
+      const first = j.history().loss[0];
+      stopPool();
+      const info = j.info();
+      j.free();
+      rows.push({ backend: 'cpu', workers: k, shards, tokensPerSecond, firstLoss: first, batch: info.spec.batch, seqLen: info.spec.seq_len });
+      emit({ type: 'row', row: rows[rows.length - 1] });
+    }
+    try {
+      await gpu_init();
+      const j = fresh();
+      j.use_gpu();
+      const tokensPerSecond = await time(j, gpuSeconds);
+      rows.push({ backend: 'webgpu', adapter: j.backend(), tokensPerSecond, firstLoss: j.history().loss[0] });
+      j.free();
+    } catch (e) {
+      rows.push({ backend: 'webgpu', error: e.message ?? String(e) });
+    }
+    emit({ type: 'row', row: rows[rows.length - 1] });
+    return rows;
   },
 
   async history() {

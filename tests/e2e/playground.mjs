@@ -4,31 +4,14 @@
 // routing heatmap draw, and check the CPU fallback note with WebGPU unavailable.
 // Usage: node tests/e2e/playground.mjs URL OUT_DIR   (screenshots + results.json in OUT_DIR)
 
-import { chromium } from 'playwright-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
+import { BASE_FLAGS, NO_WEBGPU_FLAGS, WEBGPU_FLAGS, open, step } from './browser.mjs';
 
 const [url, outDir] = process.argv.slice(2);
 if (!url || !outDir) throw new Error('usage: playground.mjs URL OUT_DIR');
 mkdirSync(outDir, { recursive: true });
-
-const BASE_FLAGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--no-first-run', '--disable-quic'];
-const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
-  '--use-webgpu-adapter=swiftshader', '--use-angle=swiftshader'];
 const results = {};
-const step = (msg) => console.log(`  · ${msg}`);
-
-async function open(args, name) {
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args, headless: true });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
-  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
-  console.log(`[${name}]`);
-  return { browser, page, problems };
-}
 
 // Loads the page and waits for the automatic first story; returns page load → first token (ms).
 async function firstStory(page) {
@@ -193,7 +176,7 @@ async function inkedPixels(page, selector) {
 }
 
 {
-  const { browser, page, problems } = await open([...BASE_FLAGS, '--disable-gpu', '--disable-features=WebGPU'], 'WebGPU unavailable');
+  const { browser, page, problems } = await open([...BASE_FLAGS, ...NO_WEBGPU_FLAGS], 'WebGPU unavailable');
   const story = await firstStory(page);
   const note = await page.textContent('#backend-note');
   assert.match(note, /WebGPU is not available.*CPU/, note);

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Instead: the playground's wasm (in Node's V8) vs native CPU on the shipped models.
     #[arg(long)]
     wasm: bool,
+    /// Instead: fine-tuning in the page (headless Chromium: 1 and N CPU workers, WebGPU) vs
+    /// native training on 1 and N threads, the same job, in one run.
+    #[arg(long)]
+    train_wasm: bool,
     /// Comma-separated presets to measure (default: tiny,15m; with --quick: micro).
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
@@ -98,6 +102,14 @@ fn teacher_speed(model: &Llama2) -> Result<f64> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.train_wasm {
+        let bench = crate::bench_train::run()?;
+        if let Some(path) = a.json {
+            std::fs::write(&path, serde_json::to_string_pretty(&bench)?)?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     if a.wasm {
         let records = crate::bench_wasm::run()?;
         if let Some(path) = a.json {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_gpu;
+mod bench_train;
 mod bench_wasm;
 mod corpus;
 mod export;

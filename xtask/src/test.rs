@@ -4,11 +4,9 @@
 //! wasm-bindgen-test suites in headless Chromium, and the page's end-to-end test against a
 //! real `cargo xtask serve`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::tools::{
@@ -87,17 +85,8 @@ pub fn run(a: TestArgs) -> Result<()> {
     Ok(())
 }
 
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts this binary's `serve` on a free port and runs tests/e2e/playground.mjs against it.
+/// Starts this binary's `serve` on a free port and runs tests/e2e/playground.mjs and
+/// tests/e2e/fine-tune.mjs (which loads its downloaded model with this binary) against it.
 /// The server's access log goes to target/e2e/server.log; its tail is printed when the test
 /// fails, to tell a page that never asked from a server that never answered.
 fn page_end_to_end() -> Result<()> {
@@ -105,25 +94,12 @@ fn page_end_to_end() -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let access_log = out.join("server.log");
     let _ = std::fs::remove_file(&access_log);
+    let server = crate::web::Server::start(Some(&access_log))?;
+    let out_str = out.to_str().context("UTF-8 path")?;
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["serve", "--no-build", "--port", "0", "--access-log"])
-        .arg(&access_log)
-        .current_dir(crate::project_root())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting `xtask serve`")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
-        bail!("`xtask serve` did not print its URL (printed {line:?})");
-    };
-    let result = sh(
-        "node",
-        &["tests/e2e/playground.mjs", url, out.to_str().context("UTF-8 path")?],
-    );
+    let exe = exe.to_str().context("UTF-8 path")?;
+    let result = sh("node", &["tests/e2e/playground.mjs", &server.url, out_str])
+        .and_then(|()| sh("node", &["tests/e2e/fine-tune.mjs", &server.url, out_str, exe]));
     drop(server);
     if result.is_err() {
         let log = std::fs::read_to_string(&access_log).unwrap_or_default();

@@ -33,6 +33,53 @@ pub struct ServeArgs {
     access_log: Option<PathBuf>,
 }
 
+/// `cargo xtask serve --no-build` on a free port in a child process, for the page's
+/// end-to-end test and the in-tab benchmarks; killed when dropped, however the caller ends.
+pub struct Server {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(access_log: Option<&Path>) -> Result<Server> {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["serve", "--no-build", "--port", "0"]);
+        if let Some(log) = access_log {
+            cmd.arg("--access-log").arg(log);
+        }
+        let mut child = cmd
+            .current_dir(crate::project_root())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting `xtask serve`")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut line = String::new();
+        let read = std::io::BufReader::new(stdout).read_line(&mut line);
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(String::from);
+        let mut server = Server {
+            child,
+            url: url.unwrap_or_default(),
+        };
+        read?;
+        if server.url.is_empty() {
+            let _ = server.child.kill();
+            return Err(anyhow!("`xtask serve` did not print its URL (printed {line:?})"));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Where the page's build output goes (under the ignored target folder).
 pub fn build_dir() -> PathBuf {
     crate::project_root().join("target/web")

@@ -230,3 +230,66 @@ fn inputs_that_cannot_train_are_refused_with_the_reason() {
     let e = Checkpoint::from_bytes(&model).unwrap_err().to_string();
     assert!(e.contains("itera-checkpoint"), "{e}");
 }
+
+/// A stand-in for a GPU: steps a private copy of the state (as a device holds its own),
+/// hands it over on `sync`, and is "lost" when it reaches step `lost_at`.
+struct Device {
+    inner: CpuStep,
+    own: Option<itera_core::train::TrainState>,
+    lost_at: usize,
+}
+
+impl itera_core::train::StepBackend for Device {
+    async fn step(
+        &mut self,
+        state: &mut itera_core::train::TrainState,
+        tokens: &[u32],
+        lr: f32,
+        teacher: Option<&Weights>,
+    ) -> itera_core::Result<itera_core::train::StepReport> {
+        let own = self.own.get_or_insert_with(|| state.clone());
+        if own.opt.step == self.lost_at {
+            return Err(Error::Gpu("the device was lost".into()));
+        }
+        self.inner.step_now(own, tokens, lr, teacher)
+    }
+
+    async fn sync(&mut self, state: &mut itera_core::train::TrainState) -> itera_core::Result<()> {
+        if let Some(own) = &self.own {
+            *state = own.clone();
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "a device that gets lost".into()
+    }
+}
+
+/// A device lost at its 8th step (its state last read back after step 5, a checkpoint): the
+/// job rolls back to step 5, the CPU re-runs steps 6 and 7 and goes on — the same run, bit for bit, as one
+/// on the CPU throughout; no step is lost from the curves.
+#[test]
+fn a_lost_device_continues_on_the_cpu_from_the_last_state_read_back() {
+    let mut straight = new_job(spec());
+    run(&mut straight, &[100]);
+
+    let mut job = new_job(spec());
+    let cfg = job.spec().step_config();
+    let mut device = Device {
+        inner: CpuStep::new(&job.state().weights, cfg, 2),
+        own: None,
+        lost_at: 7,
+    };
+    let r = pollster_free(job.advance(&mut device, Budget::steps(100), &mut |_| Ok(())));
+    assert!(matches!(r, Err(Error::Gpu(_))), "{r:?}");
+    assert_eq!(job.completed(), 7);
+    assert_eq!(
+        job.roll_back_to_host_state(),
+        5,
+        "the last read-back was the checkpoint at step 5"
+    );
+    assert_eq!(job.history().len(), 5);
+    run(&mut job, &[100]);
+    assert!(bits(&job) == bits(&straight));
+}

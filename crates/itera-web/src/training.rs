@@ -473,6 +473,36 @@ impl TrainingJob {
         })
     }
 
+    /// Milliseconds of one WebGPU step of a small batch (`sequences` × `seq_len` tokens from the
+    /// start of the next batch) on a copy of the host state, thrown away with its device
+    /// buffers. A full batch never takes less, so when this alone is slower than a full CPU
+    /// step, the CPU wins without timing a full (on a software adapter, minutes-long) GPU step.
+    #[allow(clippy::await_holding_refcell_ref)] // see job!
+    pub fn time_gpu_probe(&self, sequences: u32, seq_len: u32) -> Promise {
+        with_cell(&self.inner, move |cell| async move {
+            let inner = cell.try_borrow_mut().map_err(|_| busy())?;
+            let job = &inner.tune.job;
+            let full = job.spec().step_config();
+            let cfg = StepConfig {
+                batch: (sequences as usize).clamp(1, full.batch),
+                seq_len: (seq_len as usize).clamp(2, full.seq_len),
+                shards: 1,
+                ..full
+            };
+            let tokens: Vec<u32> = job.batch(job.completed()).map_err(js_error)?[..cfg.batch * full.seq_len]
+                .chunks(full.seq_len)
+                .flat_map(|s| s[..cfg.seq_len].iter().copied())
+                .collect();
+            let mut scratch = job.state().clone();
+            let teacher = job.data().teacher.as_ref();
+            let mut probe = GpuStep::new(worker_gpu()?, &scratch, cfg, teacher).map_err(js_error)?;
+            let lr = job.spec().schedule().at(job.completed());
+            let t0 = now_seconds();
+            probe.step(&mut scratch, &tokens, lr, teacher).await.map_err(js_error)?;
+            Ok(JsValue::from((now_seconds() - t0) * 1000.0))
+        })
+    }
+
     /// Up to `max_steps` steps, starting none after `max_ms`; resolves to `{events, checkpoint}`
     /// — the events in order (`{type: "step" | "eval" | "checkpoint" | "done", ...}`) and the
     /// bytes of the last checkpoint taken (a Uint8Array, or null).
