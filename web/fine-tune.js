@@ -208,6 +208,8 @@ export async function setupFineTune(app) {
       el.disabled = busy;
     }
     if ($('ft-clear')) $('ft-clear').disabled = busy;
+    $('ft-download-checkpoint').disabled = busy || !ui.info;
+    $('ft-checkpoint-file').disabled = busy;
   }
 
   async function showStorage(storage) {
@@ -323,6 +325,7 @@ export async function setupFineTune(app) {
       ui.state = 'failed';
       document.body.dataset.fineTuneState = ui.state;
       note('ft-error', e.message);
+      $('ft-status').textContent = 'Not started: see the message below.';
       setButtons();
       return;
     }
@@ -331,10 +334,12 @@ export async function setupFineTune(app) {
 
   const evalNames = (history) => [...new Set(history.evals.map((e) => e.name))];
 
-  async function restore() {
+  // Loads a saved job (`op`: 'restore', the browser's; 'restoreFrom', a file) and runs it on.
+  async function restore(op = 'restore', args = {}, transfer = []) {
     await ensureWorker();
+    note('ft-error', null);
     try {
-      const r = await worker.rpc('restore');
+      const r = await worker.call(op, args, null, transfer).promise;
       ui.info = r.info;
       ui.texts = r.meta.texts;
       ui.base = r.meta.base.name;
@@ -367,7 +372,8 @@ export async function setupFineTune(app) {
       info = r.info;
     }
     ui.runs += 1;
-    const baseFamily = ui.base.replace(/^tuned:|^local:/, '').replace(/-(f32|f16|q8|q4)$/, '');
+    // "itera-tiny" from itera-tiny-q8, local:my-model.safetensors or weights/itera-tiny-q8.safetensors.
+    const baseFamily = ui.base.replace(/^tuned:|^local:/, '').split('/').pop().replace(/\.safetensors$/, '').replace(/-(f32|f16|q8|q4)$/, '');
     ui.family = `tuned:${baseFamily}-ft${ui.runs}`;
     const label = `${baseFamily} fine-tuned #${ui.runs}`;
     app.addTuned({ family: ui.family, label, about: `fine-tuned from ${ui.base} for ${info.completed} steps`, bytes });
@@ -475,7 +481,25 @@ export async function setupFineTune(app) {
       worker.rpc('stop');
     }
   });
-  $('ft-restore').addEventListener('click', restore);
+  $('ft-restore').addEventListener('click', () => restore());
+  $('ft-checkpoint-file').addEventListener('change', async (e) => {
+    const file = e.target.files[0];
+    e.target.value = '';
+    if (!file) return;
+    const t = texts();
+    if (t.length === 0) { note('ft-error', 'Give the texts this checkpoint trained on first (paste them, open them or use the sample stories).'); return; }
+    const checkpoint = await file.arrayBuffer();
+    const sample = { prompt: $('ft-prompt').value, max_tokens: 60, temperature: 0.8, top_p: 0.9, seed: 1, stop_at_end_of_text: true };
+    await restore('restoreFrom', { checkpoint, texts: t, sample }, [checkpoint]);
+  });
+  $('ft-download-checkpoint').addEventListener('click', async () => {
+    const { bytes } = await worker.rpc('checkpointBytes');
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+    a.download = `fine-tune-step-${ui.info?.completed ?? 0}.checkpoint.safetensors`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  });
   $('ft-discard').addEventListener('click', async () => {
     await worker.rpc('clear');
     $('ft-saved').hidden = true;

@@ -234,6 +234,20 @@ const ops = {
     return { info: job.info(), history: job.history(), meta };
   },
 
+  // {checkpoint, texts, sample}: continues a checkpoint file (made here or natively with
+  // `xtask train --text`) on the same texts; it becomes the saved job.
+  async restoreFrom({ checkpoint, texts, sample }) {
+    const tokenizer = await ready;
+    stopPool();
+    job?.free();
+    job = null;
+    job = TrainingJob.resume(new Uint8Array(checkpoint), tokenizer, asSources(texts));
+    const info = job.info();
+    meta = { base: { name: info.base || 'a checkpoint file', url: null }, texts, settings: info.spec, sample };
+    await persist(new Uint8Array(checkpoint), info);
+    return { info, history: job.history(), meta };
+  },
+
   // {backend: 'auto' | 'cpu' | 'webgpu', workers}: advances until done, paused or stopped.
   async run({ backend = 'auto', workers = 1 }, emit) {
     if (!job) throw new Error('no fine-tune to run (start one first)');

@@ -7,7 +7,7 @@
 // Usage: node tests/e2e/fine-tune.mjs URL OUT_DIR XTASK   (screenshots in OUT_DIR)
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { BASE_FLAGS, NO_WEBGPU_FLAGS, WEBGPU_FLAGS, open, step } from './browser.mjs';
 
@@ -49,6 +49,29 @@ async function greedyStory(page, prompt) {
 const lossCurve = async (page) => JSON.parse(await page.getAttribute('#ft-loss-chart', 'data-loss'));
 const mean = (v) => v.reduce((a, b) => a + b, 0) / v.length;
 
+// `xtask train` on the sample stories as the page cuts them (--text), 2 threads and shards like
+// the page's 2 workers here; returns the loss of every step in log.jsonl by step number.
+function nativeTrain(dir, args) {
+  rmSync(dir, { recursive: true, force: true });
+  execFileSync(xtask, ['train', '--text', 'web/finetune-stories.txt', '--tokenizer', 'weights/tokenizer.json',
+    '--heldout', 'web/eval-stories.txt', '--threads', '2', '--out-dir', dir, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const log = readFileSync(`${dir}/log.jsonl`, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  return new Map(log.map((r) => [r.step, r.loss]));
+}
+
+// The largest relative difference between the page's losses (index i = step i + 1) and the
+// native ones over `steps`.
+function worstRelative(page, native, steps) {
+  let worst = 0;
+  for (const s of steps) {
+    assert.ok(native.has(s) && page[s - 1] !== undefined, `step ${s} on both sides`);
+    worst = Math.max(worst, Math.abs(page[s - 1] - native.get(s)) / Math.abs(native.get(s)));
+  }
+  return worst;
+}
+// wasm SIMD128 and native AVX2/AVX-512 round differently: the same run drifts apart slowly.
+const CROSS_TOLERANCE = 2e-3;
+
 // After a job: the done card, Use this model, a greedy story with the sample's character.
 async function useTunedModel(page, label) {
   await waitFor(page, () => document.body.dataset.fineTuneCompared);
@@ -88,6 +111,11 @@ async function useTunedModel(page, label) {
   await page.waitForTimeout(700);
   assert.equal(Number(await dataset(page, 'fineTuneStep')), pausedAt, 'no step while paused');
   assert.match(await page.textContent('#ft-status'), /^Paused: step \d+ of 60/);
+  // The paused job's checkpoint, to continue natively below.
+  const checkpointDownload = page.waitForEvent('download');
+  await page.click('#ft-download-checkpoint');
+  const pageCheckpoint = `${outDir}/page-step-${pausedAt}.checkpoint.safetensors`;
+  await (await checkpointDownload).saveAs(pageCheckpoint);
   await page.click('#ft-resume');
   await waitFor(page, (k) => Number(document.body.dataset.fineTuneStep) > k, pausedAt);
   step(`paused at step ${pausedAt}, resumed`);
@@ -106,6 +134,11 @@ async function useTunedModel(page, label) {
   const loss = await lossCurve(page);
   assert.equal(loss.length, 60, 'every step is on the chart, those before the reload included');
   assert.ok(mean(loss.slice(-5)) < 0.8 * mean(loss.slice(0, 5)), `the loss falls: ${loss.map((x) => x.toFixed(2))}`);
+  // The page's checkpoint of step `pausedAt`, continued natively, follows the page's steps.
+  const fromPage = nativeTrain(`${outDir}/native-from-page`, ['--resume-from', pageCheckpoint]);
+  const pageToNative = worstRelative(loss, fromPage, Array.from({ length: 60 - pausedAt }, (_, i) => pausedAt + 1 + i));
+  assert.ok(pageToNative < CROSS_TOLERANCE, `page → native: worst relative loss difference ${pageToNative}`);
+  step(`the page's checkpoint (step ${pausedAt}) resumed by xtask train: steps ${pausedAt + 1}–60 within ${pageToNative.toExponential(1)} of the page's`);
   const evals = JSON.parse(await page.getAttribute('#ft-bpb-chart', 'data-evals'));
   const yours = evals['your text (held out)'];
   assert.ok(yours.length >= 7 && yours[yours.length - 1][1] < yours[0][1] - 0.2, `held-out BPB falls: ${JSON.stringify(yours)}`);
@@ -151,7 +184,7 @@ async function useTunedModel(page, label) {
   step(`pinned WebGPU: ${await page.textContent('#ft-note')}; ${await page.textContent('#ft-status')}`);
 
   assert.deepEqual(problems, [], 'no page errors, console errors or failed requests');
-  Object.assign(results, { webgpu: { note, pausedAt, saved, loss, evals, doneText, download: evalOut, before, after: tuned.story } });
+  Object.assign(results, { webgpu: { note, pausedAt, saved, loss, evals, doneText, download: evalOut, before, after: tuned.story, pageToNative } });
   await browser.close();
 }
 
@@ -165,7 +198,18 @@ async function useTunedModel(page, label) {
   await page.setInputFiles('#ft-files', { name: 'latin1.txt', mimeType: 'text/plain', buffer: Buffer.from([0x4f, 0x6e, 0x63, 0x65, 0xe9, 0x20]) });
   await waitFor(page, () => /latin1\.txt is not UTF-8/.test(document.getElementById('ft-error').textContent));
   step(`bad input: ${await page.textContent('#ft-error')}`);
+  await page.setInputFiles('#ft-files', []);
+  await page.fill('#ft-text', 'A tiny story.');
+  await page.click('#ft-start');
+  await waitFor(page, () => /seq_len/.test(document.getElementById('ft-error').textContent));
+  step(`too short: ${await page.textContent('#ft-error')}`);
   await useSample(page);
+  await page.fill('#ft-lr', '5');
+  await page.click('#ft-start');
+  await waitFor(page, () => /lr = 5/.test(document.getElementById('ft-error').textContent), null, 20_000)
+    .catch(async (e) => { throw new Error(`${e.message}: the page says ${await page.textContent('#ft-error')} / ${await page.textContent('#ft-status')}`); });
+  step(`out of range: ${await page.textContent('#ft-error')}`);
+  await page.fill('#ft-lr', '0.0005');
   await page.click('#ft-start');
   await stateIs(page, ['done', 'failed'], 300_000);
   assert.equal(await dataset(page, 'fineTuneState'), 'done', await page.textContent('#ft-error'));
@@ -184,6 +228,24 @@ async function useTunedModel(page, label) {
   assert.ok(overflow <= 1, `no horizontal scrolling at phone width (overflow ${overflow}px)`);
   assert.deepEqual(problems, [], 'no page errors, console errors or failed requests');
   results.cpu = { note, loss, story: tuned.story };
+
+  // A native checkpoint (xtask train --init --text, stopped at step 30) continues in the page
+  // and follows the native run that went on to step 60.
+  const straight = nativeTrain(`${outDir}/native-straight`, ['--init', 'weights/itera-tiny-q8.safetensors', '--shards', '2']);
+  nativeTrain(`${outDir}/native-to-page`, ['--init', 'weights/itera-tiny-q8.safetensors', '--shards', '2', '--stop-at', '30']);
+  await page.setViewportSize({ width: 1280, height: 1000 });
+  await page.click('#tab-finetune');
+  await useSample(page);
+  await page.setInputFiles('#ft-checkpoint-file', `${outDir}/native-to-page/checkpoint.safetensors`);
+  await waitFor(page, () => document.body.dataset.fineTuneState === 'running');
+  await stateIs(page, ['done', 'failed'], 300_000);
+  assert.equal(await dataset(page, 'fineTuneState'), 'done', await page.textContent('#ft-error'));
+  const resumed = await lossCurve(page);
+  assert.equal(resumed.length, 60);
+  const nativeToPage = worstRelative(resumed, straight, Array.from({ length: 30 }, (_, i) => 31 + i));
+  assert.ok(nativeToPage < CROSS_TOLERANCE, `native → page: worst relative loss difference ${nativeToPage}`);
+  step(`a native checkpoint (step 30) resumed in the page: steps 31–60 within ${nativeToPage.toExponential(1)} of the native run`);
+  results.crossResume = { pageToNative: results.webgpu.pageToNative, nativeToPage };
   await browser.close();
 }
 

@@ -35,9 +35,11 @@ enum Command {
     Init(run::InitArgs),
     /// Sample a training corpus from a llama2.c teacher.
     Corpus(corpus::CorpusArgs),
-    /// Train a model (and its tokenizer) on a text corpus.
+    /// Train a model (and its tokenizer) on a text corpus, or fine-tune one (--init).
+    #[command(after_help = train::defaults_help())]
     Train(train::TrainArgs),
     /// Distil an itera teacher into a smaller student (β·T²·KL + (1−β)·CE).
+    #[command(after_help = train::defaults_help())]
     Distill(train::DistillArgs),
     /// Export a checkpoint in every precision with a model card (markdown + JSON).
     Export(export::ExportArgs),

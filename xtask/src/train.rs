@@ -20,8 +20,8 @@ use itera_core::gpu::train::GpuStep;
 use itera_core::gpu::Gpu;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
-    encode_corpus, Budget, Checkpoint, CpuStep, DistillSpec, EvalSet, Event, Job, JobData, Provenance, StepBackend,
-    TrainSpec,
+    encode_corpus, Budget, Checkpoint, CpuStep, DistillSpec, EvalSet, Event, FineTuneText, Job, JobData, Provenance,
+    StepBackend, TrainSpec,
 };
 use itera_core::{format, Precision, Weights};
 use serde_json::json;
@@ -29,13 +29,90 @@ use serde_json::json;
 use crate::models::{self, AnyModel};
 use crate::run::read_text;
 
-const D: TrainSpec = TrainSpec::DEFAULT;
+/// The run's settings, each an option: one not given takes the default (`TrainSpec::DEFAULT`;
+/// with --init, the page's fine-tune `TrainSpec::FINE_TUNE`), on --resume the checkpoint's.
+/// `cargo xtask train --help` lists both sets of defaults.
+macro_rules! spec_args {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {
+        #[derive(Args)]
+        pub struct SpecArgs {
+            $($(#[$doc])* #[arg(long)] $field: Option<$ty>,)*
+        }
+
+        impl SpecArgs {
+            /// `base` with every given setting in its place.
+            fn over(&self, mut base: TrainSpec) -> TrainSpec {
+                $(if let Some(v) = self.$field {
+                    base.$field = v;
+                })*
+                base
+            }
+
+            /// The given settings that differ from `run`'s, as `--name value (the run has x)`.
+            fn differences(&self, run: &TrainSpec) -> Vec<String> {
+                let mut out = Vec::new();
+                $(if let Some(v) = self.$field {
+                    if v != run.$field {
+                        out.push(format!("--{} {v} (the run has {})", stringify!($field).replace('_', "-"), run.$field));
+                    }
+                })*
+                out
+            }
+        }
+    };
+}
+
+spec_args! {
+    /// Optimisation steps in the whole run (the schedule's length).
+    steps: usize,
+    /// Sequences per step.
+    batch: usize,
+    /// Tokens per sequence.
+    seq_len: usize,
+    /// Peak learning rate (after the warm-up; cosine decay to --min-lr).
+    lr: f64,
+    min_lr: f64,
+    warmup: usize,
+    /// AdamW's decoupled weight decay (matrices only).
+    weight_decay: f64,
+    /// Global gradient-norm clip.
+    clip: f64,
+    /// Weight α of the load-balancing loss.
+    alpha: f64,
+    eval_every: usize,
+    checkpoint_every: usize,
+    /// Seeds the batches (and a fresh model's weights).
+    seed: u64,
+    /// Parts the batch is cut into, each one's gradient computed apart and averaged in order
+    /// (default: the thread count). The result depends on this, not on --threads.
+    shards: usize,
+}
+
+/// The defaults of every setting, for `--help`: the command line's and the fine-tune's.
+pub fn defaults_help() -> String {
+    let (d, f) = (
+        serde_json::json!(TrainSpec::DEFAULT),
+        serde_json::json!(TrainSpec::FINE_TUNE),
+    );
+    let mut out = String::from("Defaults (without --init | with --init, as the page's Fine-tune tab):\n");
+    for (k, v) in d.as_object().into_iter().flatten() {
+        if k != "distill" && k != "shards" {
+            out += &format!("  --{:<18} {v} | {}\n", k.replace('_', "-"), f[k]);
+        }
+    }
+    out + "  --shards             the thread count\n"
+}
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Text corpus, documents separated by <|endoftext|>.
-    #[arg(long)]
-    corpus: PathBuf,
+    /// Text corpus, documents separated by <|endoftext|> (the stream trains as it is).
+    #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+    corpus: Option<PathBuf>,
+    /// Texts as the page's Fine-tune tab takes them: stories separated by <|endoftext|> or
+    /// blank lines, the last tenth held back and scored as `text_heldout_bpb`. The same texts
+    /// make the same token stream as in the page, so a checkpoint moves between the two.
+    #[arg(long, num_args = 1..)]
+    text: Vec<PathBuf>,
     /// Where tokenizer.json, checkpoint.safetensors, model.safetensors and log.jsonl go.
     #[arg(long)]
     out_dir: PathBuf,
@@ -51,32 +128,12 @@ pub struct TrainArgs {
     #[arg(long, alias = "student-config")]
     config: Option<String>,
     /// Fine-tune this model (any precision; a quantized file is dequantized to f32) instead
-    /// of starting from random weights; its tokenizer is used unless --tokenizer is given.
+    /// of starting from random weights; its tokenizer is used unless --tokenizer is given,
+    /// and the settings default to the page's fine-tune.
     #[arg(long, conflicts_with = "config")]
     init: Option<PathBuf>,
-    #[arg(long, default_value_t = D.steps)]
-    steps: usize,
-    #[arg(long, default_value_t = D.batch)]
-    batch: usize,
-    #[arg(long, default_value_t = D.seq_len)]
-    seq_len: usize,
-    #[arg(long, default_value_t = D.lr)]
-    lr: f64,
-    #[arg(long, default_value_t = D.min_lr)]
-    min_lr: f64,
-    #[arg(long, default_value_t = D.warmup)]
-    warmup: usize,
-    #[arg(long, default_value_t = D.weight_decay)]
-    weight_decay: f64,
-    #[arg(long, default_value_t = D.clip)]
-    clip: f64,
-    /// Weight α of the load-balancing loss.
-    #[arg(long, default_value_t = D.alpha)]
-    alpha: f64,
-    #[arg(long, default_value_t = D.eval_every)]
-    eval_every: usize,
-    #[arg(long, default_value_t = D.checkpoint_every)]
-    checkpoint_every: usize,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// Held-out texts for BPB (default: ../shared/data/heldout/*.txt when present).
     #[arg(long)]
     heldout: Vec<PathBuf>,
@@ -85,19 +142,16 @@ pub struct TrainArgs {
     /// loss and this shows when the run starts memorising its corpus.
     #[arg(long)]
     valid: Vec<PathBuf>,
-    #[arg(long, default_value_t = D.seed)]
-    seed: u64,
     /// Threads computing the shards (default: every core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Parts the batch is cut into, each one's gradient computed apart and averaged in order
-    /// (default: the thread count; on --resume, the checkpoint's). The result depends on this,
-    /// not on --threads.
-    #[arg(long)]
-    shards: Option<usize>,
-    /// Continue the run in --out-dir from its checkpoint (with the same settings).
+    /// Continue the run in --out-dir from its checkpoint (settings not given: the run's own).
     #[arg(long)]
     resume: bool,
+    /// Continue the run of this checkpoint file (one downloaded from the page, say) in
+    /// --out-dir; with --text, the same texts it trained on.
+    #[arg(long, conflicts_with = "resume")]
+    resume_from: Option<PathBuf>,
     /// Stop (with a checkpoint) after this step, keeping the schedule of --steps: trains a
     /// long run in pieces; continue it with --resume.
     #[arg(long)]
@@ -188,36 +242,39 @@ fn threads(a: &TrainArgs) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// The run's settings from the command line (`shards` when not given: the thread count).
+/// A new run's settings: the given ones over the defaults (the fine-tune's with --init),
+/// `shards` the thread count unless given.
 fn spec_of(a: &TrainArgs, distill: Option<DistillSpec>) -> TrainSpec {
-    TrainSpec {
-        steps: a.steps,
-        batch: a.batch,
-        seq_len: a.seq_len,
-        lr: a.lr,
-        min_lr: a.min_lr,
-        warmup: a.warmup,
-        weight_decay: a.weight_decay,
-        clip: a.clip,
-        alpha: a.alpha,
-        distill,
-        eval_every: a.eval_every,
-        checkpoint_every: a.checkpoint_every,
-        seed: a.seed,
-        shards: a.shards.unwrap_or_else(|| threads(a).clamp(1, a.batch.max(1))),
+    let base = if a.init.is_some() {
+        TrainSpec::FINE_TUNE
+    } else {
+        TrainSpec::DEFAULT
+    };
+    let mut spec = a.spec.over(TrainSpec { distill, ..base });
+    if a.spec.shards.is_none() {
+        spec.shards = threads(a).clamp(1, spec.batch.max(1));
     }
+    spec
 }
 
-/// The settings in which `given` differs from the checkpoint's, as `--name given (run: x)`.
-fn differences(given: &TrainSpec, run: &TrainSpec) -> Vec<String> {
-    let (g, r) = (json!(given), json!(run));
-    let (Some(g), Some(r)) = (g.as_object(), r.as_object()) else {
-        return Vec::new();
-    };
-    g.iter()
-        .filter(|(k, v)| r.get(*k) != Some(*v))
-        .map(|(k, v)| format!("--{} {v} (the run has {})", k.replace('_', "-"), r[k]))
-        .collect()
+/// The training text and what it is judged on: `--corpus` as it is, or `--text` cut as the
+/// page cuts it (its held-out part becomes the `text_heldout` evaluation set).
+fn training_text(a: &TrainArgs) -> Result<(String, Vec<EvalSet>, String)> {
+    if let Some(corpus) = &a.corpus {
+        return Ok((read_text(corpus)?, Vec::new(), corpus.display().to_string()));
+    }
+    let texts = a.text.iter().map(|p| read_text(p)).collect::<Result<Vec<_>>>()?;
+    let t = FineTuneText::new(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
+    eprintln!(
+        "texts: {} documents to train on, {} held out",
+        t.documents, t.heldout_documents
+    );
+    let held = (!t.heldout.is_empty()).then(|| EvalSet {
+        name: "text_heldout".into(),
+        texts: vec![t.heldout.clone()],
+    });
+    let names: Vec<String> = a.text.iter().map(|p| p.display().to_string()).collect();
+    Ok((t.corpus, held.into_iter().collect(), names.join(", ")))
 }
 
 /// The tokenizer of a run: given, the fine-tuned model's, the run's own on --resume, or
@@ -235,17 +292,16 @@ fn tokenizer_for(a: &TrainArgs, corpus: &str, tok_path: &Path) -> Result<Tokeniz
         };
         return Ok(tokenizer);
     }
-    eprintln!(
-        "training a {}-id byte-level BPE tokenizer on {}",
-        a.vocab_size,
-        a.corpus.display()
-    );
+    if a.resume_from.is_some() {
+        bail!("--resume-from: pass the run's --tokenizer (the page's runs use weights/tokenizer.json)");
+    }
+    eprintln!("training a {}-id byte-level BPE tokenizer on the corpus", a.vocab_size);
     let docs = corpus.split(END_OF_TEXT).map(|d| format!("{d}{END_OF_TEXT}"));
     Ok(Tokenizer::train(docs.collect::<Vec<_>>().into_iter(), a.vocab_size)?)
 }
 
 /// The weights a new run starts from: `--init`'s (dequantized) or random ones of `--config`.
-fn base_model(a: &TrainArgs, tokenizer: &Tokenizer) -> Result<Weights> {
+fn base_model(a: &TrainArgs, tokenizer: &Tokenizer, seed: u64) -> Result<Weights> {
     if let Some(init) = &a.init {
         let AnyModel::Itera { weights, .. } = models::load(init, None)? else {
             bail!("--init {}: fine-tuning needs an itera model", init.display());
@@ -263,12 +319,12 @@ fn base_model(a: &TrainArgs, tokenizer: &Tokenizer) -> Result<Weights> {
     let mut config = crate::run::load_config(a.config.as_deref().unwrap_or("tiny"))?;
     config.vocab_size = tokenizer.vocab_size();
     config.tokenizer = Some("tokenizer.json".into());
-    Ok(Weights::init_random(&config, a.seed)?)
+    Ok(Weights::init_random(&config, seed)?)
 }
 
 fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    let corpus = read_text(&a.corpus)?;
+    let (corpus, mut eval_sets, corpus_name) = training_text(&a)?;
     let tok_path = a.out_dir.join("tokenizer.json");
     let checkpoint_path = a.out_dir.join("checkpoint.safetensors");
     let model_path = a.out_dir.join("model.safetensors");
@@ -276,7 +332,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     if !a.resume {
         write_atomic(&tok_path, tokenizer.to_json()?.as_bytes())?;
     }
-    let stream = encode_corpus(&tokenizer, &corpus).with_context(|| format!("corpus {}", a.corpus.display()))?;
+    let stream = encode_corpus(&tokenizer, &corpus).with_context(|| format!("corpus {corpus_name}"))?;
     eprintln!(
         "corpus: {} bytes → {} tokens ({:.2} bytes/token)",
         corpus.len(),
@@ -284,7 +340,6 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
         corpus.len() as f64 / stream.len() as f64
     );
     let texts = |files: &[PathBuf]| files.iter().map(|p| read_text(p)).collect::<Result<Vec<_>>>();
-    let mut eval_sets = Vec::new();
     for (name, files) in [
         ("heldout", crate::heldout_or_default(&a.heldout)),
         ("valid", a.valid.clone()),
@@ -305,37 +360,32 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     };
     let start = Instant::now();
     let clock = Box::new(move || start.elapsed().as_secs_f64());
-    let mut job = if a.resume {
-        let bytes = std::fs::read(&checkpoint_path)
-            .with_context(|| format!("--resume: no checkpoint at {}", checkpoint_path.display()))?;
-        let checkpoint =
-            Checkpoint::from_bytes(&bytes).with_context(|| format!("--resume: {}", checkpoint_path.display()))?;
-        let mut given = spec_of(&a, teacher.as_ref().map(|t| t.spec));
-        given.shards = a.shards.unwrap_or(checkpoint.spec.shards);
-        let differ = differences(&given, &checkpoint.spec);
+    let resume_from = a.resume_from.clone().or(a.resume.then(|| checkpoint_path.clone()));
+    let mut job = if let Some(from) = resume_from {
+        let bytes = std::fs::read(&from).with_context(|| format!("resuming: no checkpoint at {}", from.display()))?;
+        let checkpoint = Checkpoint::from_bytes(&bytes).with_context(|| format!("resuming {}", from.display()))?;
+        let differ = a.spec.differences(&checkpoint.spec);
         if !differ.is_empty() {
             bail!(
-                "--resume continues the run with its own settings, and these differ: {}",
+                "a resumed run keeps its own settings, and these differ: {}",
                 differ.join(", ")
             );
+        }
+        if teacher.as_ref().map(|t| t.spec) != checkpoint.spec.distill {
+            bail!("a resumed run keeps its own distillation settings (β, T, or none)");
         }
         let job = Job::resume(checkpoint, data, clock)?;
         eprintln!("resumed at step {}", job.completed());
         job
     } else {
         let provenance = Provenance {
-            corpus: Some(a.corpus.display().to_string()),
+            corpus: Some(corpus_name),
             teacher: teacher.as_ref().map(|t| t.path.display().to_string()),
             base: a.init.as_ref().map(|p| p.display().to_string()),
         };
-        let base = base_model(&a, &data.tokenizer)?;
-        Job::new(
-            spec_of(&a, teacher.as_ref().map(|t| t.spec)),
-            &base,
-            data,
-            provenance,
-            clock,
-        )?
+        let spec = spec_of(&a, teacher.as_ref().map(|t| t.spec));
+        let base = base_model(&a, &data.tokenizer, spec.seed)?;
+        Job::new(spec, &base, data, provenance, clock)?
     };
     if let Some(s) = a.stop_at {
         job.stop_at(s);
