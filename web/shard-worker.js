@@ -3,8 +3,8 @@
 // gradients go back as transferred Float32Arrays. The training worker averages every worker's
 // shards in shard order, so the step does not depend on how many of these there are.
 //
-// Protocol: {id, op: 'setup', setup} then {id, op: 'gradients', weights, shards}; answers
-// {id, result} or {id, error}.
+// Protocol (web/rpc.js): {id, op: 'setup', setup} then {id, op: 'gradients', weights, shards};
+// answers {id, type: 'result', result} or {id, type: 'error', message}.
 
 import init, { ShardWorker } from '/pkg/itera_web.js';
 
@@ -35,8 +35,8 @@ self.onmessage = async ({ data }) => {
   try {
     const transfer = [];
     const result = await ops[op](args, transfer);
-    self.postMessage({ id, result }, transfer);
+    self.postMessage({ id, type: 'result', result }, transfer);
   } catch (e) {
-    self.postMessage({ id, error: e instanceof Error ? e.message : String(e) });
+    self.postMessage({ id, type: 'error', message: e instanceof Error ? e.message : String(e) });
   }
 };

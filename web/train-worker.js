@@ -10,6 +10,7 @@
 
 import init, { TrainingJob, fine_tune_defaults, gpu_init, inspect_text, train_limits } from '/pkg/itera_web.js';
 import { fetchCached } from '/fetch.js';
+import { connect } from '/rpc.js';
 
 const TOKENIZER_URL = '/weights/tokenizer.json';
 // Steps stop starting after this much of a slice, so Pause and Stop take effect quickly.
@@ -70,29 +71,6 @@ async function storageUsed() {
 }
 
 // ---- the CPU pool -----------------------------------------------------------------------
-function rpcWorker(worker) {
-  let next = 1;
-  const pending = new Map();
-  const fail = (message) => {
-    for (const p of pending.values()) p.reject(new Error(message));
-    pending.clear();
-  };
-  worker.onmessage = ({ data }) => {
-    const p = pending.get(data.id);
-    if (!p) return;
-    pending.delete(data.id);
-    if (data.error) p.reject(new Error(data.error));
-    else p.resolve(data.result);
-  };
-  worker.onerror = (e) => fail(`a CPU worker stopped: ${e.message ?? 'unknown error'}`);
-  worker.onmessageerror = () => fail('a CPU worker could not read a message');
-  return (op, args, transfer = []) => new Promise((resolve, reject) => {
-    const id = next++;
-    pending.set(id, { resolve, reject });
-    worker.postMessage({ id, op, ...args }, transfer);
-  });
-}
-
 // A pool of `size` CPU workers for `target` (the running job, or a benchmark's).
 async function startPool(size, target = job) {
   stopPool();
@@ -100,7 +78,8 @@ async function startPool(size, target = job) {
   const workers = [];
   for (let i = 0; i < size; i++) {
     const w = new Worker('/shard-worker.js', { type: 'module' });
-    workers.push({ worker: w, call: rpcWorker(w) });
+    const { call } = connect(w, `CPU worker ${i + 1}`);
+    workers.push({ worker: w, call: (op, args, transfer) => call(op, args, null, transfer).promise });
   }
   await Promise.all(workers.map((w) => w.call('setup', { setup })));
   pool = { workers, size };

@@ -101,22 +101,21 @@ fn teacher_speed(model: &Llama2) -> Result<f64> {
     Ok(best)
 }
 
+/// Writes the records as JSON to `path`, when one was given.
+fn write_json(path: Option<&std::path::Path>, records: &impl Serialize) -> Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(records)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.train_wasm {
-        let bench = crate::bench_train::run()?;
-        if let Some(path) = a.json {
-            std::fs::write(&path, serde_json::to_string_pretty(&bench)?)?;
-            eprintln!("wrote {}", path.display());
-        }
-        return Ok(());
+        return write_json(a.json.as_deref(), &crate::bench_train::run()?);
     }
     if a.wasm {
-        let records = crate::bench_wasm::run()?;
-        if let Some(path) = a.json {
-            std::fs::write(&path, serde_json::to_string_pretty(&records)?)?;
-            eprintln!("wrote {}", path.display());
-        }
-        return Ok(());
+        return write_json(a.json.as_deref(), &crate::bench_wasm::run()?);
     }
     let (defaults, positions, steps): (&[&str], [usize; 2], usize) = if a.quick {
         (&["micro"], [100, 300], 4)
@@ -134,12 +133,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         } else {
             (steps * 2, (8, 256, 5))
         };
-        let records = crate::bench_gpu::run(&configs, tokens, train)?;
-        if let Some(path) = a.json {
-            std::fs::write(&path, serde_json::to_string_pretty(&records)?)?;
-            eprintln!("wrote {}", path.display());
-        }
-        return Ok(());
+        return write_json(a.json.as_deref(), &crate::bench_gpu::run(&configs, tokens, train)?);
     }
     let mut records = Vec::new();
     for name in &configs {
@@ -193,11 +187,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     print_table(&records, positions);
-    if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&records)?)?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    write_json(a.json.as_deref(), &records)
 }
 
 fn print_table(records: &[Record], [near, far]: [usize; 2]) {

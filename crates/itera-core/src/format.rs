@@ -102,13 +102,17 @@ pub struct Header {
     pub config: Config,
 }
 
+/// A safetensors file's `__metadata__` block, read without touching tensor data.
+pub(crate) fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    meta.metadata()
+        .clone()
+        .ok_or_else(|| Error::Metadata("no __metadata__ block".into()))
+}
+
 /// Parses and checks the metadata block.
 pub fn read_header(bytes: &[u8]) -> Result<Header> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
-    let info = meta
-        .metadata()
-        .as_ref()
-        .ok_or_else(|| Error::Metadata("no __metadata__ block".into()))?;
+    let info = metadata(bytes)?;
     let get = |key: &str| {
         info.get(key)
             .ok_or_else(|| Error::Metadata(format!("missing key `{key}`")))

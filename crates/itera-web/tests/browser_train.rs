@@ -10,6 +10,9 @@
 //! relative, as natively (crates/itera-core/tests/gpu_train.rs).
 #![cfg(target_arch = "wasm32")]
 
+mod fine_tune_fixture;
+
+use fine_tune_fixture::{fnv, spec};
 use itera_core::train::TrainSpec;
 use itera_web::gpu_init;
 use itera_web::training::{fine_tune_defaults, train_limits, ShardWorker, TrainingJob};
@@ -26,20 +29,6 @@ const MICRO_Q8: &[u8] = include_bytes!("../../../weights/itera-micro-q8.safetens
 const TOKENIZER: &[u8] = include_bytes!("../../../weights/tokenizer.json");
 const STORIES: &[u8] = include_bytes!("../../../web/finetune-stories.txt");
 const GOLDEN: &str = include_str!("../../../tests/golden/fine-tune-curve.json");
-
-/// The fixture's settings (tests/native_train.rs::spec).
-fn spec() -> TrainSpec {
-    TrainSpec {
-        steps: 6,
-        batch: 4,
-        seq_len: 32,
-        warmup: 2,
-        eval_every: 3,
-        checkpoint_every: 3,
-        shards: 2,
-        ..TrainSpec::FINE_TUNE
-    }
-}
 
 fn js(v: &Value) -> JsValue {
     js_sys::JSON::parse(&v.to_string()).unwrap()
@@ -98,15 +87,6 @@ async fn run(job: &TrainingJob, steps_per_slice: u32) -> (Vec<Value>, Option<Vec
 fn losses(job: &TrainingJob) -> Vec<f32> {
     let h = job.history().map_err(message).unwrap();
     Float32Array::from(Reflect::get(&h, &"loss".into()).unwrap()).to_vec()
-}
-
-fn fnv(tokens: &[u32]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in tokens.iter().flat_map(|t| t.to_le_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 /// Largest |a − b| / |b| over the steps' loss parts.

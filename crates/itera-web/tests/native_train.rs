@@ -5,6 +5,9 @@
 //! rewrites the fixture.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod fine_tune_fixture;
+
+use fine_tune_fixture::{fnv, spec};
 use std::path::PathBuf;
 
 use itera_core::train::{ready, Budget, CpuStep, Event, TrainSpec};
@@ -16,20 +19,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The fixture's run: what tests/browser_train.rs repeats in Chromium.
-fn spec() -> TrainSpec {
-    TrainSpec {
-        steps: 6,
-        batch: 4,
-        seq_len: 32,
-        warmup: 2,
-        eval_every: 3,
-        checkpoint_every: 3,
-        shards: 2,
-        ..TrainSpec::FINE_TUNE
-    }
-}
-
 fn fine_tune(spec: TrainSpec) -> FineTune {
     let base = std::fs::read(root().join("weights/itera-micro-q8.safetensors")).unwrap();
     let tok = std::fs::read(root().join("weights/tokenizer.json")).unwrap();
@@ -39,16 +28,6 @@ fn fine_tune(spec: TrainSpec) -> FineTune {
         bytes: &text,
     }];
     FineTune::new(&base, &tok, &sources, spec, "itera-micro-q8", Box::new(|| 0.0)).unwrap()
-}
-
-/// FNV-1a 64 of a batch's token ids (little-endian), as the browser test computes it.
-fn fnv(tokens: &[u32]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in tokens.iter().flat_map(|t| t.to_le_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 #[test]

@@ -240,7 +240,7 @@ pub fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y
 /// Generates a public entry point that runs `$body` through the AVX2+FMA copy when the CPU
 /// supports it and through the portable copy otherwise.
 macro_rules! dispatch {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:path) => {
         $(#[$doc])*
         #[allow(clippy::too_many_arguments)]
         pub fn $name($($arg: $ty),*) $(-> $ret)? {

@@ -109,7 +109,23 @@ crate::kernels::dispatch! {
         bc: &[f32],
         d_skip: &[f32],
         d: ScanDims
-    ) => scan_forward_simd
+    ) => scan_forward_body::<WASM_SIMD>
+}
+
+crate::kernels::dispatch! {
+    /// `scan_forward` without the wasm SIMD lanes: the reference the browser test holds it
+    /// to, bit for bit.
+    pub fn scan_forward_portable(
+        y: &mut [f32],
+        h_all: Option<&mut [f32]>,
+        h_last: &mut [f32],
+        u: &[f32],
+        dt: &[f32],
+        a: &[f32],
+        bc: &[f32],
+        d_skip: &[f32],
+        d: ScanDims
+    ) => scan_forward_body::<false>
 }
 
 crate::kernels::dispatch! {
@@ -129,84 +145,31 @@ crate::kernels::dispatch! {
         d_skip: &[f32],
         h_all: &[f32],
         d: ScanDims
-    ) => scan_backward_simd
+    ) => scan_backward_body::<WASM_SIMD>
 }
 
-/// `scan_forward` and `scan_backward` without the wasm SIMD lanes: the reference the browser
-/// test holds them to (bit for bit).
-#[allow(clippy::too_many_arguments)]
-pub fn scan_forward_portable(
-    y: &mut [f32],
-    h_all: Option<&mut [f32]>,
-    h_last: &mut [f32],
-    u: &[f32],
-    dt: &[f32],
-    a: &[f32],
-    bc: &[f32],
-    d_skip: &[f32],
-    d: ScanDims,
-) {
-    scan_forward_body(y, h_all, h_last, u, dt, a, bc, d_skip, d, false)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn scan_backward_portable(
-    du: &mut [f32],
-    ddt: &mut [f32],
-    da: &mut [f32],
-    dbc: &mut [f32],
-    dd_skip: &mut [f32],
-    dy: &[f32],
-    u: &[f32],
-    dt: &[f32],
-    a: &[f32],
-    bc: &[f32],
-    d_skip: &[f32],
-    h_all: &[f32],
-    d: ScanDims,
-) {
-    scan_backward_body(du, ddt, da, dbc, dd_skip, dy, u, dt, a, bc, d_skip, h_all, d, false)
+crate::kernels::dispatch! {
+    /// `scan_backward` without the wasm SIMD lanes (see `scan_forward_portable`).
+    pub fn scan_backward_portable(
+        du: &mut [f32],
+        ddt: &mut [f32],
+        da: &mut [f32],
+        dbc: &mut [f32],
+        dd_skip: &mut [f32],
+        dy: &[f32],
+        u: &[f32],
+        dt: &[f32],
+        a: &[f32],
+        bc: &[f32],
+        d_skip: &[f32],
+        h_all: &[f32],
+        d: ScanDims
+    ) => scan_backward_body::<false>
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn scan_forward_simd(
-    y: &mut [f32],
-    h_all: Option<&mut [f32]>,
-    h_last: &mut [f32],
-    u: &[f32],
-    dt: &[f32],
-    a: &[f32],
-    bc: &[f32],
-    d_skip: &[f32],
-    d: ScanDims,
-) {
-    scan_forward_body(y, h_all, h_last, u, dt, a, bc, d_skip, d, WASM_SIMD)
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn scan_backward_simd(
-    du: &mut [f32],
-    ddt: &mut [f32],
-    da: &mut [f32],
-    dbc: &mut [f32],
-    dd_skip: &mut [f32],
-    dy: &[f32],
-    u: &[f32],
-    dt: &[f32],
-    a: &[f32],
-    bc: &[f32],
-    d_skip: &[f32],
-    h_all: &[f32],
-    d: ScanDims,
-) {
-    scan_backward_body(du, ddt, da, dbc, dd_skip, dy, u, dt, a, bc, d_skip, h_all, d, WASM_SIMD)
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn scan_forward_body(
+fn scan_forward_body<const SIMD: bool>(
     y: &mut [f32],
     mut h_all: Option<&mut [f32]>,
     h_last: &mut [f32],
@@ -216,7 +179,6 @@ fn scan_forward_body(
     bc: &[f32],
     d_skip: &[f32],
     d: ScanDims,
-    simd: bool,
 ) {
     let ScanDims {
         batch,
@@ -242,7 +204,7 @@ fn scan_forward_body(
                 &bcr[c_off..c_off + n],
                 d_skip,
                 n,
-                simd,
+                SIMD,
             );
             if let Some(h_all) = h_all.as_deref_mut() {
                 h_all[row * di * n..(row + 1) * di * n].copy_from_slice(h);
@@ -255,7 +217,7 @@ fn scan_forward_body(
 /// ∂h_t/∂h_{t−1} = exp(dt·A), so g_{t−1} = dy_{t−1} C_{t−1} + g_t ⊙ exp(dt_t A).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn scan_backward_body(
+fn scan_backward_body<const SIMD: bool>(
     du: &mut [f32],
     ddt: &mut [f32],
     da: &mut [f32],
@@ -269,7 +231,6 @@ fn scan_backward_body(
     d_skip: &[f32],
     h_all: &[f32],
     d: ScanDims,
-    #[allow(unused_variables)] simd: bool,
 ) {
     let ScanDims {
         batch,
@@ -337,7 +298,7 @@ fn scan_backward_body(
                         continue;
                     }
                     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-                    if simd {
+                    if SIMD {
                         let w = s0..s0 + L;
                         crate::kernels::wasm::scan_backward8(
                             [&hk[w.clone()], &hpk[w.clone()], &ak[w.clone()], &b[w.clone()], &c[w]],

@@ -19,7 +19,7 @@ use super::spec::TrainSpec;
 use super::step::TrainState;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::format::f32s;
+use crate::format::{f32s, metadata};
 use crate::weights::{Grads, Weights};
 
 pub const CHECKPOINT_FORMAT: &str = "itera-checkpoint";
@@ -104,11 +104,7 @@ impl Checkpoint {
     /// Parses and checks a checkpoint: metadata, every tensor's presence, shape and finiteness,
     /// curves as long as the step count.
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
-        let info = meta
-            .metadata()
-            .as_ref()
-            .ok_or_else(|| Error::Metadata("no __metadata__ block".into()))?;
+        let info = metadata(bytes)?;
         let get = |key: &str| {
             info.get(key)
                 .map(String::as_str)

@@ -1,0 +1,30 @@
+//! The fine-tune that tests/golden/fine-tune-curve.json records: its settings and the batch
+//! fingerprint, shared by the native test that writes the fixture and the browser test that
+//! follows it.
+#![allow(dead_code)]
+
+use itera_core::train::TrainSpec;
+
+/// 6 steps of the page's fine-tune, small batches, two shards.
+pub fn spec() -> TrainSpec {
+    TrainSpec {
+        steps: 6,
+        batch: 4,
+        seq_len: 32,
+        warmup: 2,
+        eval_every: 3,
+        checkpoint_every: 3,
+        shards: 2,
+        ..TrainSpec::FINE_TUNE
+    }
+}
+
+/// FNV-1a 64 of a batch's token ids (little-endian bytes), in hex.
+pub fn fnv(tokens: &[u32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tokens.iter().flat_map(|t| t.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
