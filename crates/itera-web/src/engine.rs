@@ -151,8 +151,11 @@ pub struct Engine {
 impl Engine {
     /// Parses a weight file and a `tokenizer.json`, and checks that they belong together.
     pub fn load(model: &[u8], tokenizer_json: &[u8]) -> Result<Engine> {
-        let weights = format::load(model)?;
-        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
+        Engine::new(format::load(model)?, Tokenizer::from_json(tokenizer_json)?)
+    }
+
+    /// Weights and a tokenizer already in memory (a training job's current weights, say).
+    pub fn new(weights: Weights, tokenizer: Tokenizer) -> Result<Engine> {
         if tokenizer.vocab_size() != weights.config.vocab_size {
             return Err(Error::Tokenizer(format!(
                 "the tokenizer has {} ids but the model's vocabulary is {}: this tokenizer does not belong to these weights",

@@ -50,6 +50,14 @@ impl Model {
         })
     }
 
+    /// A model of `engine`'s weights (from a training job, say).
+    pub(crate) fn from_engine(engine: Engine) -> Model {
+        Model {
+            engine,
+            gpu: Rc::new(RefCell::new(None)),
+        }
+    }
+
     /// `{precision, params, active_params, weight_bytes, vocab_size, d_model, n_layers,
     /// n_experts, top_k, moe_layers}`.
     pub fn info(&self) -> Result<JsValue, JsError> {

@@ -21,8 +21,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::engine::GenerateRequest;
+use crate::engine::{Engine, GenerateRequest};
 use crate::fine_tune::{decode, inspect, FineTune, Source};
+use crate::model::Model;
 use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
 
 /// The page's fine-tune defaults (`TrainSpec::FINE_TUNE`).
@@ -591,6 +592,21 @@ impl TrainingJob {
             tune.job.sync(backend).await.map_err(js_error)?;
             let bytes = tune.export(p).map_err(js_error)?;
             Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// A `Model` of the current weights in `precision` (for Generate, Compare, WebGPU): the
+    /// job goes on training its own copy.
+    #[allow(clippy::await_holding_refcell_ref)] // see job!
+    pub fn model(&self, precision: String) -> Promise {
+        with_cell(&self.inner, move |cell| async move {
+            let p: Precision = precision.parse().map_err(js_error)?;
+            job!(cell, inner);
+            let Inner { tune, backend } = &mut *inner;
+            tune.job.sync(backend).await.map_err(js_error)?;
+            let weights = tune.job.model().to_precision(p);
+            let engine = Engine::new(weights, tune.job.data().tokenizer.clone()).map_err(js_error)?;
+            Ok(Model::from_engine(engine).into())
         })
     }
 

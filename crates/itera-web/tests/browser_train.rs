@@ -200,6 +200,14 @@ async fn a_checkpoint_resumes_on_the_same_steps() {
         a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()) && b.len() == 6,
         "{a:?} vs {b:?}"
     );
+    // The current weights as a Model for generation, in a quantized precision.
+    let model = JsFuture::from(resumed.model("q8".into()))
+        .await
+        .map_err(js_message)
+        .unwrap();
+    let info: Function = Reflect::get(&model, &"info".into()).unwrap().dyn_into().unwrap();
+    let info = value(&info.call0(&model).unwrap());
+    assert_eq!(info["precision"], "q8", "{info}");
     // On other text it is refused.
     let other = texts(b"A different story about a cat who liked to sleep in the sun all day long.");
     let err = message(TrainingJob::resume(&bytes, TOKENIZER, other).err().unwrap());
