@@ -60,18 +60,21 @@ thread_local! {
     static GPU: RefCell<Option<Rc<Gpu>>> = const { RefCell::new(None) };
 }
 
-/// The worker's WebGPU device, after `gpu_init`.
-pub(crate) fn worker_gpu() -> Result<Rc<Gpu>, JsError> {
+/// The worker's WebGPU device, after `gpu_init` (Rust callers: the tests lose it on purpose).
+pub fn worker_device() -> Option<Rc<Gpu>> {
     GPU.with(|g| g.borrow().clone())
-        .ok_or_else(|| js_error("WebGPU is not initialised (call gpu_init first)"))
 }
 
-/// Opens WebGPU (once per worker); resolves to the adapter's description, rejects with the
-/// reason when there is no usable adapter.
+pub(crate) fn worker_gpu() -> Result<Rc<Gpu>, JsError> {
+    worker_device().ok_or_else(|| js_error("WebGPU is not initialised (call gpu_init first)"))
+}
+
+/// Opens WebGPU (once per worker, and again after the device was lost or failed); resolves to
+/// the adapter's description, rejects with the reason when there is no usable adapter.
 #[wasm_bindgen]
 pub fn gpu_init() -> Promise {
     future_to_promise(async {
-        if let Some(gpu) = GPU.with(|g| g.borrow().clone()) {
+        if let Some(gpu) = worker_device().filter(|g| g.check().is_ok()) {
             return Ok(JsValue::from(gpu.describe()));
         }
         let gpu = Gpu::new().await.map_err(|e| JsValue::from(js_error(e)))?;

@@ -234,6 +234,51 @@ async fn webgpu_steps_follow_the_cpu() {
     assert!(worst < 2e-2, "{worst}");
 }
 
+/// WebGPU lost mid-job (the device destroyed, as a driver reset would): the step fails with
+/// a GPU error, not a divergence; the job rolls back to the last state read back (the
+/// checkpoint at step 3), the CPU takes the rest, and no step is missing from the curves.
+/// `gpu_init` then opens a new device instead of handing back the dead one.
+#[wasm_bindgen_test]
+async fn a_lost_webgpu_device_continues_on_the_cpu() {
+    JsFuture::from(gpu_init())
+        .await
+        .map_err(js_message)
+        .expect("WebGPU (see webdriver.json)");
+    let golden: Value = serde_json::from_str(GOLDEN).unwrap();
+    let job = new_job(&spec());
+    job.use_gpu().map_err(message).unwrap();
+    let out = value(&JsFuture::from(job.advance(4, 1e9)).await.unwrap());
+    assert!(out["error"].is_null(), "{}", out["error"]);
+    itera_web::worker_device().unwrap().device.destroy();
+    let out = value(&JsFuture::from(job.advance(1, 1e9)).await.unwrap());
+    assert!(out["error"].as_str().is_some_and(|e| e.contains("GPU")), "{out}");
+    assert_eq!(out["diverged"], false);
+    assert_eq!(
+        job.roll_back().unwrap(),
+        3,
+        "the checkpoint at step 3 was the last read-back"
+    );
+    assert!(job.backend().unwrap().contains("CPU"), "{}", job.backend().unwrap());
+    let (events, _) = run(&job, 6).await;
+    let steps: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "step")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [4, 5, 6], "the CPU re-runs step 4 and goes on");
+    let loss = losses(&job);
+    assert_eq!(loss.len(), 6);
+    for (got, want) in loss.iter().zip(golden["steps"].as_array().unwrap()) {
+        let want = want["loss"].as_f64().unwrap();
+        assert!((*got as f64 - want).abs() < 2e-2 * want, "{got} vs {want}");
+    }
+    let again = JsFuture::from(gpu_init())
+        .await
+        .map_err(js_message)
+        .expect("a new device");
+    assert!(itera_web::worker_device().unwrap().check().is_ok(), "{again:?}");
+}
+
 #[wasm_bindgen_test]
 fn defaults_and_limits_come_from_the_core() {
     let defaults: TrainSpec = serde_json::from_value(value(&fine_tune_defaults().unwrap())).unwrap();
