@@ -1,9 +1,10 @@
 //! `cargo xtask corpus`: a training corpus sampled from the llama2.c teacher (sequence-level
 //! distillation), stories separated by `<|endoftext|>`.
 //!
-//! Story i is sampled with its own generator seeded by (seed, i), and stories are kept in
-//! index order until N teacher tokens are reached, so the corpus depends only on the seed —
-//! not on the number of threads or their timing.
+//! The stories and their order come from itera-core's `train::corpus` (story i from its own
+//! generator seeded by (seed, i), kept in index order up to N teacher tokens), so the corpus
+//! depends only on its settings — not on the number of threads, and it equals the one the
+//! page's Distill tab writes from the same teacher.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,12 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use itera_core::llama2c::{Llama2, Llama2State, Llama2Tokenizer, BOS};
-use itera_core::sampling::{Sampler, SamplingSettings};
-use itera_core::tokenizer::END_OF_TEXT;
+use itera_core::llama2c::{Llama2, Llama2Tokenizer};
+use itera_core::train::{CorpusBuilder, CorpusSettings, StoryTeller};
 
 #[derive(Args)]
 pub struct CorpusArgs {
@@ -42,58 +42,17 @@ pub struct CorpusArgs {
     threads: Option<usize>,
 }
 
-/// One story from BOS until the teacher samples BOS again (its story delimiter) or its context
-/// is full. Returns the text and the number of tokens sampled.
-fn sample_story(model: &Llama2, tok: &Llama2Tokenizer, settings: SamplingSettings) -> Result<(String, usize)> {
-    let mut sampler = Sampler::new(settings)?;
-    let mut st = Llama2State::new(&model.config);
-    let (mut token, mut bytes, mut count) = (BOS, Vec::new(), 0);
-    while st.pos < model.config.seq_len {
-        let next = sampler.sample(model.forward(&mut st, token)?);
-        count += 1;
-        if next == BOS {
-            break;
-        }
-        bytes.extend_from_slice(tok.decode_piece(token, next));
-        token = next;
-    }
-    Ok((String::from_utf8_lossy(&bytes).trim().to_string(), count))
-}
-
-/// Stories by index, and how far from index 0 they are complete without a gap.
-#[derive(Default)]
-struct Finished {
-    stories: Vec<Option<(String, usize)>>,
-    prefix_len: usize,
-    prefix_tokens: usize,
-}
-
-impl Finished {
-    fn insert(&mut self, i: usize, story: (String, usize)) {
-        if self.stories.len() <= i {
-            self.stories.resize(i + 1, None);
-        }
-        self.stories[i] = Some(story);
-        while let Some(Some((_, n))) = self.stories.get(self.prefix_len) {
-            self.prefix_tokens += n;
-            self.prefix_len += 1;
-        }
-    }
-}
-
 pub fn run(a: CorpusArgs) -> Result<()> {
-    if a.tokens == 0 {
-        bail!("--tokens must be at least 1");
-    }
     let model = Llama2::from_file(&a.teacher)?;
     let tok = Llama2Tokenizer::from_file(&a.tokenizer, model.config.vocab_size)?;
-    let base = SamplingSettings {
+    let settings = CorpusSettings {
+        tokens: a.tokens,
+        seed: a.seed,
         temperature: a.temperature,
-        top_k: 0,
         top_p: a.top_p,
-        seed: 0,
     };
-    base.validate()?;
+    settings.validate()?;
+    let teller = StoryTeller::Llama2(&model, &tok);
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -108,17 +67,16 @@ pub fn run(a: CorpusArgs) -> Result<()> {
     // Stories are handed out by index; a worker stops once the stories finished so far in
     // index order (up to the first gap) already hold enough tokens.
     let next = AtomicUsize::new(0);
-    let done = Mutex::new(Finished::default());
+    let done = Mutex::new(CorpusBuilder::new(a.tokens));
     std::thread::scope(|scope| -> Result<()> {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| -> Result<()> {
                     let lock = || done.lock().map_err(|_| anyhow::anyhow!("a sampling thread panicked"));
-                    while lock()?.prefix_tokens < a.tokens {
+                    while !lock()?.is_complete() {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let seed = a.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64);
-                        let story = sample_story(&model, &tok, SamplingSettings { seed, ..base })?;
-                        bar.inc(story.1 as u64);
+                        let story = teller.story(&settings, i)?;
+                        bar.inc(story.tokens as u64);
                         lock()?.insert(i, story);
                     }
                     Ok(())
@@ -132,21 +90,15 @@ pub fn run(a: CorpusArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
 
-    let done = done
+    let corpus = done
         .into_inner()
-        .map_err(|_| anyhow::anyhow!("a sampling thread panicked"))?
-        .stories;
+        .map_err(|_| anyhow::anyhow!("a sampling thread panicked"))?;
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?,
     );
-    let (mut stories, mut tokens, mut bytes) = (0, 0, 0);
-    for (text, n) in done.into_iter().flatten() {
-        if tokens >= a.tokens {
-            break;
-        }
-        writeln!(out, "{text}{END_OF_TEXT}")?;
-        (stories, tokens, bytes) = (stories + 1, tokens + n, bytes + text.len());
-    }
+    out.write_all(corpus.text().as_bytes())?;
+    let (stories, tokens) = (corpus.stories().count(), corpus.tokens());
+    let bytes: usize = corpus.stories().map(|s| s.text.len()).sum();
     out.flush()?;
     let secs = start.elapsed().as_secs_f64();
     eprintln!(

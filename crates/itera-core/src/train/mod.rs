@@ -1,9 +1,11 @@
 //! Training: the job that the CLI, the browser and the GPU path all run (`job`), its settings
 //! (`spec`), the step interface and its CPU implementation (`step`, `trainer`), AdamW and the
 //! schedule (`optim`), checkpoints as bytes (`checkpoint`), the run's curves (`history`), the
-//! training text (`data`) and the typed summary a trained model carries (`summary`).
+//! training text (`data`), corpora a teacher writes (`corpus`) and the typed summary a trained
+//! model carries (`summary`).
 
 pub mod checkpoint;
+pub mod corpus;
 pub mod data;
 pub mod history;
 pub mod job;
@@ -14,6 +16,7 @@ pub mod summary;
 mod trainer;
 
 pub use checkpoint::{Checkpoint, DataFingerprint};
+pub use corpus::{CorpusBuilder, CorpusSettings, Story, StoryTeller};
 pub use data::{encode_corpus, split_documents, EvalSet, FineTuneText};
 pub use history::{EvalPoint, History};
 pub use job::{Budget, Clock, EvalResult, Event, Job, JobData, Provenance};
