@@ -470,10 +470,13 @@ fn drive<B: StepBackend>(job: &mut Job, backend: &mut B, mut files: RunFiles) ->
                     grad_norm,
                     tokens_per_s,
                     elapsed_s,
+                    expert_load,
+                    aux_layers,
                 } => {
                     record = json!({
                         "step": step, "loss": loss, "ce": ce, "aux": aux, "kl": kl, "lr": lr,
                         "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "elapsed_s": elapsed_s,
+                        "expert_load": expert_load, "aux_layers": aux_layers,
                     });
                     bar.set_message(format!("loss {loss:.4}  {tokens_per_s:.0} tok/s"));
                     bar.inc(1);

@@ -11,8 +11,8 @@ use std::rc::Rc;
 use itera_core::gpu::train::GpuStep;
 use itera_core::model::{LossParts, LossWeights};
 use itera_core::train::{
-    check_step_input, finish_step, Budget, Clock, CpuStep, Event, ShardScratch, StepBackend, StepConfig, StepReport,
-    TrainSpec, TrainState, LIMITS, MAX_TOKENS_PER_STEP,
+    check_step_input, finish_step, Budget, Clock, CpuStep, Event, ExpertLoad, ShardScratch, StepBackend, StepConfig,
+    StepReport, TrainSpec, TrainState, LIMITS, MAX_TOKENS_PER_STEP,
 };
 use itera_core::{Config, Error, Grads, Precision, Result, Weights};
 use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint32Array, Uint8Array};
@@ -177,7 +177,7 @@ struct PoolStep {
 }
 
 impl PoolStep {
-    async fn shard_results(&mut self, w: &Weights, tokens: &[u32]) -> Result<Vec<LossParts>> {
+    async fn shard_results(&mut self, w: &Weights, tokens: &[u32]) -> Result<(Vec<LossParts>, Vec<ExpertLoad>)> {
         let worker_error = |what: &str, e: JsValue| Error::Worker(format!("{what}: {}", js_reason(e)));
         let weights = Float32Array::from(w.flat_f32()?.as_slice());
         let seq = self.config.seq_len;
@@ -205,11 +205,15 @@ impl PoolStep {
             )));
         }
         let mut losses = Vec::with_capacity(self.grads.len());
+        let mut loads = Vec::with_capacity(self.grads.len());
         for (r, g) in results.iter().zip(&mut self.grads) {
-            let loss: LossParts = Reflect::get(&r, &"loss".into())
-                .ok()
+            let field = |name: &str| Reflect::get(&r, &name.into()).ok();
+            let loss: LossParts = field("loss")
                 .and_then(|l| serde_wasm_bindgen::from_value(l).ok())
                 .ok_or_else(|| Error::Worker("a shard's result has no loss".into()))?;
+            let load: ExpertLoad = field("routing")
+                .and_then(|l| serde_wasm_bindgen::from_value(l).ok())
+                .ok_or_else(|| Error::Worker("a shard's result has no routing".into()))?;
             let flat: Float32Array = Reflect::get(&r, &"grads".into())
                 .ok()
                 .and_then(|a| a.dyn_into().ok())
@@ -228,8 +232,9 @@ impl PoolStep {
                 at += n;
             }
             losses.push(loss);
+            loads.push(load);
         }
-        Ok(losses)
+        Ok((losses, loads))
     }
 }
 
@@ -242,9 +247,9 @@ impl StepBackend for PoolStep {
         _teacher: Option<&Weights>,
     ) -> Result<StepReport> {
         check_step_input(&state.weights, &self.config, tokens)?;
-        let losses = self.shard_results(&state.weights, tokens).await?;
+        let (losses, loads) = self.shard_results(&state.weights, tokens).await?;
         let mut grads: Vec<&mut Grads> = self.grads.iter_mut().collect();
-        finish_step(state, &self.config, lr, &losses, &mut grads)
+        finish_step(state, &self.config, lr, &losses, &loads, &mut grads)
     }
 
     async fn sync(&mut self, _state: &mut TrainState) -> Result<()> {
@@ -285,7 +290,8 @@ impl ShardWorker {
         })
     }
 
-    /// `{loss: {total, ce, aux, kl}, grads: Float32Array}` of one shard (whole sequences).
+    /// `{loss: {total, ce, aux, kl}, routing: {counts, aux}, grads: Float32Array}` of one
+    /// shard (whole sequences).
     pub fn gradients(&mut self, weights: &[f32], tokens: &[u32]) -> Result<JsValue, JsError> {
         self.weights.load_flat(weights).map_err(js_error)?;
         let loss = self
@@ -306,6 +312,7 @@ impl ShardWorker {
                 .map_err(|_| js_error("result"))
         };
         set("loss", &to_js(&loss)?)?;
+        set("routing", &to_js(&self.scratch.expert_load())?)?;
         set("grads", &grads)?;
         Ok(out.into())
     }

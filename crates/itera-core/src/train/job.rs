@@ -68,6 +68,10 @@ pub enum Event {
         tokens_per_s: f64,
         /// Seconds spent advancing in this session.
         elapsed_s: f64,
+        /// Per MoE layer: the fraction of routed slots each expert received, and the layer's
+        /// load-balancing loss (empty where the backend does not report routing).
+        expert_load: Vec<Vec<f32>>,
+        aux_layers: Vec<f32>,
     },
     /// Held-out bits per byte of every evaluation set after `step` steps.
     Eval { step: usize, results: Vec<EvalResult> },
@@ -316,6 +320,8 @@ impl Job {
             grad_norm: report.grad_norm,
             tokens_per_s,
             elapsed_s: elapsed,
+            expert_load: report.routing.fractions(self.state.weights.config.n_experts),
+            aux_layers: report.routing.aux.clone(),
         })?;
         let n = self.completed;
         let last = n == self.end;

@@ -24,7 +24,7 @@ pub struct TrainState {
     pub opt: AdamW,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
     /// The step taken, counted from 0.
     pub step: usize,
@@ -32,6 +32,31 @@ pub struct StepReport {
     /// Gradient norm before clipping.
     pub grad_norm: f32,
     pub lr: f32,
+    /// How the step's tokens were routed (empty where a backend does not measure it).
+    pub routing: ExpertLoad,
+}
+
+/// Per MoE layer of one step: the routed slots each expert received and the layer's Switch
+/// load-balancing loss.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExpertLoad {
+    /// (MoE layers × E) slot counts, layer by layer.
+    pub counts: Vec<u32>,
+    /// One aux loss per MoE layer.
+    pub aux: Vec<f32>,
+}
+
+impl ExpertLoad {
+    /// Each layer's fraction of routed slots per expert, for `experts` experts.
+    pub fn fractions(&self, experts: usize) -> Vec<Vec<f32>> {
+        self.counts
+            .chunks(experts.max(1))
+            .map(|layer| {
+                let total = layer.iter().sum::<u32>().max(1) as f32;
+                layer.iter().map(|&c| c as f32 / total).collect()
+            })
+            .collect()
+    }
 }
 
 /// Runs optimisation steps somewhere: CPU threads (`CpuStep`), the GPU (`GpuStep`), or a pool
@@ -104,6 +129,15 @@ impl ShardScratch {
         self.grads.zero();
         loss(w, tokens, bd, teach, lw, &mut self.cache, Some(&mut self.grads))
     }
+
+    /// The routing of the last `gradients` call's tokens.
+    pub fn expert_load(&self) -> ExpertLoad {
+        let layers = self.cache.layers.iter().filter(|l| !l.moe.counts.is_empty());
+        ExpertLoad {
+            counts: layers.flat_map(|l| l.moe.counts.iter().map(|&c| c as u32)).collect(),
+            aux: self.cache.aux.clone(),
+        }
+    }
 }
 
 /// A teacher must predict the student's vocabulary.
@@ -134,12 +168,14 @@ pub fn check_finite(step: usize, loss: f32, grad_norm: f32) -> Result<()> {
 
 /// Averages the shards' losses and gradients in shard order (each weighted by its share of the
 /// batch; the sum lands in `grads[0]`), checks them, clips by global norm and updates `state`
-/// with AdamW at `lr`.
+/// with AdamW at `lr`. The shards' routing counts add up; their aux losses average like the
+/// losses.
 pub fn finish_step(
     state: &mut TrainState,
     cfg: &StepConfig,
     lr: f32,
     losses: &[LossParts],
+    loads: &[ExpertLoad],
     grads: &mut [&mut Grads],
 ) -> Result<StepReport> {
     let ranges = cfg.shard_ranges();
@@ -173,6 +209,19 @@ pub fn finish_step(
             acc.iter_mut().zip(&other.tensors[slot]).for_each(|(a, b)| *a += f * b);
         }
     }
+    let mut routing = ExpertLoad::default();
+    for (i, load) in loads.iter().enumerate() {
+        if routing.counts.len() < load.counts.len() {
+            routing.counts.resize(load.counts.len(), 0);
+            routing.aux.resize(load.aux.len(), 0.0);
+        }
+        routing.counts.iter_mut().zip(&load.counts).for_each(|(a, b)| *a += b);
+        routing
+            .aux
+            .iter_mut()
+            .zip(&load.aux)
+            .for_each(|(a, b)| *a += share(i) * b);
+    }
     let step = state.opt.step;
     let grad_norm = g.norm();
     check_finite(step, total.total, grad_norm)?;
@@ -186,6 +235,7 @@ pub fn finish_step(
         loss: total,
         grad_norm,
         lr,
+        routing,
     })
 }
 

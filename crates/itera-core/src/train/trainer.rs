@@ -5,7 +5,7 @@
 
 use super::optim::AdamW;
 use super::spec::StepConfig;
-use super::step::{check_teacher, finish_step, ShardScratch, StepBackend, StepReport, TrainState};
+use super::step::{check_teacher, finish_step, ExpertLoad, ShardScratch, StepBackend, StepReport, TrainState};
 use crate::error::{Error, Result};
 use crate::model::LossParts;
 use crate::precision::Precision;
@@ -110,8 +110,9 @@ impl CpuStep {
             check_teacher(&state.weights, tw)?;
         }
         let losses = self.shard_losses(&state.weights, tokens, teacher)?;
+        let loads: Vec<ExpertLoad> = self.shards.iter().map(ShardScratch::expert_load).collect();
         let mut grads: Vec<&mut Grads> = self.shards.iter_mut().map(|s| &mut s.grads).collect();
-        finish_step(state, &self.config, lr, &losses, &mut grads)
+        finish_step(state, &self.config, lr, &losses, &loads, &mut grads)
     }
 }
 
@@ -211,6 +212,25 @@ mod tests {
             assert_eq!(a, b, "{threads} threads");
             assert_eq!(wa.tensors, wb.tensors, "{threads} threads");
         }
+    }
+
+    #[test]
+    fn a_step_reports_how_its_tokens_were_routed() {
+        let (mut state, cfg, spec, stream) = setup(2);
+        let mut t = CpuStep::new(&state.weights, cfg, 2);
+        let b = sample_batch(&stream, 4, 16, &mut Pcg32::new(0)).unwrap();
+        let r = t.step_now(&mut state, &b, spec.schedule().at(0), None).unwrap();
+        let c = &state.weights.config;
+        // One MoE layer (the test preset's layer 1): every token's k slots are counted.
+        assert_eq!(r.routing.counts.len(), c.n_experts);
+        assert_eq!(r.routing.counts.iter().sum::<u32>() as usize, 4 * 16 * c.top_k);
+        assert_eq!(r.routing.aux.len(), 1);
+        assert!(
+            (r.routing.aux[0] - r.loss.aux).abs() < 1e-6,
+            "one MoE layer: its aux is the mean"
+        );
+        let f = r.routing.fractions(c.n_experts);
+        assert!((f[0].iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 
     #[test]

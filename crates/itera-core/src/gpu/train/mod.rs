@@ -273,6 +273,8 @@ impl GpuTrainer {
             loss: LossParts { total, ce, aux, kl },
             grad_norm,
             lr,
+            // The recorded step keeps its routing on the device.
+            routing: Default::default(),
         })
     }
 
