@@ -416,8 +416,10 @@ export async function setupFineTune(app) {
   function fillBases() {
     const select = $('ft-base');
     const before = select.value;
-    select.replaceChildren(...app.models().map((m) => new Option(m.label, m.key)));
-    select.value = app.models().some((m) => m.key === before) ? before : app.current();
+    // A llama2.c checkpoint can teach (the Distill tab) but not be fine-tuned here.
+    const models = app.models().filter((m) => m.kind === 'itera');
+    select.replaceChildren(...models.map((m) => new Option(m.label, m.key)));
+    select.value = models.some((m) => m.key === before) ? before : models.some((m) => m.key === app.current()) ? app.current() : models[0]?.key;
   }
 
   // ---- training benchmark (Benchmarks tab) -------------------------------------------------

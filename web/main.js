@@ -76,6 +76,7 @@ function fillPicker() {
   }
   for (const key of state.bytes.keys()) {
     if (key.startsWith('local:')) select.append(new Option(`${key.slice(6)} (local)`, key));
+    if (isLlama2(key)) select.append(new Option(`${key.slice(7)} (llama2.c, local)`, key));
   }
   select.value = state.current;
   document.dispatchEvent(new Event('models-changed'));
@@ -84,17 +85,31 @@ function fillPicker() {
 const urlOf = (key) => `/weights/${key}.safetensors`;
 const familyOf = (key) => key.replace(/-(f32|f16|q8|q4)$/, '');
 
+const isLlama2 = (key) => key.startsWith('llama2:');
+
 async function loadModel(key, bytes = null) {
   if (state.loaded.has(key)) return state.loaded.get(key);
-  if (bytes) state.bytes.set(key, bytes);
-  // The worker gets a copy: the page keeps its bytes for a later reload or fine-tune.
-  bytes = state.bytes.get(key)?.slice(0) ?? null;
+  // The worker gets a copy: the page keeps the bytes (once they load) for a later reload,
+  // a fine-tune or a distillation.
+  const kept = bytes ?? state.bytes.get(key);
   const bar = $('download-progress');
   bar.style.width = '0%';
-  const args = bytes ? { key, bytes, tokenizerUrl: TOKENIZER_URL } : { key, url: urlOf(key), tokenizerUrl: TOKENIZER_URL };
+  let args;
+  let transfer = [];
+  if (isLlama2(key)) {
+    const llama2 = { checkpoint: kept.checkpoint.slice(0), tokenizer: kept.tokenizer.slice(0) };
+    args = { key, llama2 };
+    transfer = [llama2.checkpoint, llama2.tokenizer];
+  } else if (kept) {
+    args = { key, bytes: kept.slice(0), tokenizerUrl: TOKENIZER_URL };
+    transfer = [args.bytes];
+  } else {
+    args = { key, url: urlOf(key), tokenizerUrl: TOKENIZER_URL };
+  }
   const info = await call('load', args, (ev) => {
     if (ev.type === 'progress' && ev.total) bar.style.width = `${(100 * ev.received) / ev.total}%`;
-  }, bytes ? [bytes] : []).promise;
+  }, transfer).promise;
+  if (bytes) state.bytes.set(key, bytes);
   bar.style.width = '100%';
   state.loaded.set(key, info);
   return info;
@@ -102,6 +117,11 @@ async function loadModel(key, bytes = null) {
 
 function describeModel(key, l) {
   const i = l.info;
+  if (i.kind === 'llama2') {
+    $('model-meta').textContent = `${key.slice(7)}: a llama2.c checkpoint, ${(i.params / 1e6).toFixed(2)}M parameters, `
+      + `${i.n_layers} layers, dim ${i.d_model}, vocabulary ${i.vocab_size}, ${fmtBytes(l.bytes)} · runs on the CPU (no experts to route)`;
+    return;
+  }
   const family = familyOf(key);
   const card = state.cards[family]?.precisions?.find((v) => v.precision === i.precision);
   const tuned = state.tuned.find((t) => t.family === family);
@@ -203,7 +223,9 @@ async function generate({ onStart } = {}) {
     if (latest && latest.elapsedMs > last.t) plotRate(latest); // the tokens since the last point
     $('stat-tps').textContent = r.tokensPerSecond ? r.tokensPerSecond.toFixed(0) : '–';
     $('stat-ttft').textContent = fmtMs(r.firstTokenMs);
-    $('routing-caption').textContent = `${r.produced} tokens × ${info.moe_layers.length} MoE layers. Hover a cell for the token and its experts.`;
+    $('routing-caption').textContent = info.moe_layers.length === 0
+      ? `${r.produced} tokens; this model has no experts to route.`
+      : `${r.produced} tokens × ${info.moe_layers.length} MoE layers. Hover a cell for the token and its experts.`;
     state.runs.push({ kind: 'generate', model: key, backend: state.backend.failure ? 'cpu' : backend, ...pick(r, ['produced', 'firstTokenMs', 'totalMs', 'tokensPerSecond', 'stopped']) });
     return r;
   } catch (e) {
@@ -336,6 +358,7 @@ async function exportBench() {
 // backends in the worker and the faster one runs from then on. The user can pin either.
 function backendFor(key) {
   const b = state.backend;
+  if (isLlama2(key)) return 'cpu';
   if (!b.webgpu || b.failure || b.mode === 'cpu') return 'cpu';
   if (b.mode === 'webgpu') return 'webgpu';
   const c = b.calibration.get(key);
@@ -369,7 +392,7 @@ function backendNote() {
 
 async function calibrate(key) {
   const b = state.backend;
-  if (b.mode !== 'auto' || !b.webgpu || b.failure || b.calibration.has(key) || state.busy) return;
+  if (b.mode !== 'auto' || !b.webgpu || b.failure || b.calibration.has(key) || state.busy || isLlama2(key)) return;
   b.calibrating = key;
   setBusy(true);
   backendNote();
@@ -418,11 +441,16 @@ function setupTabs() {
 // models it makes to the picker, and generation for its before/after samples.
 function fineTuneApp(showTab) {
   return {
-    // [{key, label}] of every model in the picker.
-    models: () => [...$('model-select').options].map((o) => ({ key: o.value, label: o.textContent })),
+    // [{key, label, kind: 'itera' | 'llama2'}] of every model in the picker.
+    models: () => [...$('model-select').options].map((o) => ({ key: o.value, label: o.textContent, kind: isLlama2(o.value) ? 'llama2' : 'itera' })),
     current: () => state.current,
-    // Where the training worker gets a base model: shipped files by URL, the rest as bytes.
-    source: (key) => (state.bytes.has(key) ? { name: key, bytes: state.bytes.get(key).slice(0) } : { name: key, url: urlOf(key) }),
+    // Where the training worker gets a model: shipped files by URL, the rest as bytes (a
+    // llama2.c checkpoint with its tokenizer.bin).
+    source(key) {
+      const b = state.bytes.get(key);
+      if (isLlama2(key)) return { name: key.slice(7), llama2: { checkpoint: b.checkpoint.slice(0), tokenizer: b.tokenizer.slice(0) } };
+      return b ? { name: key, bytes: b.slice(0) } : { name: key, url: urlOf(key) };
+    },
     // {family, label, about, bytes: {f32, f16, q8, q4}} → four entries in the picker.
     addTuned(t) {
       for (const [p, bytes] of Object.entries(t.bytes)) state.bytes.set(`${t.family}-${p}`, bytes);
@@ -464,10 +492,23 @@ async function main() {
   });
   $('model-select').addEventListener('change', (e) => selectModel(e.target.value).then(() => { backendNote(); calibrate(e.target.value); }).catch(() => {}));
   $('model-file').addEventListener('change', async (e) => {
-    const file = e.target.files[0];
-    if (!file) return;
-    await selectModel(`local:${file.name}`, await file.arrayBuffer()).catch(() => {});
+    const files = [...e.target.files];
     e.target.value = '';
+    if (files.length === 0) return;
+    const bins = files.filter((f) => f.name.endsWith('.bin'));
+    if (bins.length > 0) {
+      // A llama2.c checkpoint comes with its tokenizer.bin: the larger file is the checkpoint.
+      if (bins.length !== 2) {
+        showError(new Error('open a llama2.c checkpoint together with its tokenizer.bin (e.g. stories260K.bin and tok512.bin: select both)'));
+        return;
+      }
+      const [tokenizer, checkpoint] = bins.sort((a, b) => a.size - b.size);
+      const bytes = { checkpoint: await checkpoint.arrayBuffer(), tokenizer: await tokenizer.arrayBuffer() };
+      await selectModel(`llama2:${checkpoint.name}`, bytes).then(() => backendNote()).catch(() => {});
+      return;
+    }
+    const file = files[0];
+    await selectModel(`local:${file.name}`, await file.arrayBuffer()).catch(() => {});
   });
   $('prompt').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }

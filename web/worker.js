@@ -4,7 +4,7 @@
 // same id: zero or more {type: 'progress' | 'tokens'} events, then one {type: 'result'} or
 // {type: 'error', message}. A {op: 'cancel', target} stops a running generation between steps.
 
-import init, { Model, compare, gpu_init } from '/pkg/itera_web.js';
+import init, { Llama2Model, Model, compare, gpu_init } from '/pkg/itera_web.js';
 import { fetchCached } from '/fetch.js';
 
 const models = new Map(); // key → { model, info }
@@ -30,10 +30,19 @@ const ops = {
     return ready;
   },
 
-  // {key, url | bytes, tokenizerUrl}: loads (or reuses) a model under `key`.
+  // {key, url | bytes, tokenizerUrl}: loads (or reuses) an itera model under `key`; with
+  // {llama2: {checkpoint, tokenizer}} a llama2.c checkpoint and its tokenizer.bin instead.
   // Downloads while the wasm is still compiling; parses once both are there.
-  async load({ key, url, bytes, tokenizerUrl }, emit) {
+  async load({ key, url, bytes, tokenizerUrl, llama2 }, emit) {
     if (models.has(key)) return { ...models.get(key).loadInfo, reused: true };
+    if (llama2) {
+      await ready;
+      const t1 = performance.now();
+      const model = new Llama2Model(new Uint8Array(llama2.checkpoint), new Uint8Array(llama2.tokenizer));
+      const loadInfo = { info: model.info(), bytes: llama2.checkpoint.byteLength, fromCache: false, downloadMs: 0, parseMs: performance.now() - t1 };
+      models.set(key, { model, loadInfo });
+      return loadInfo;
+    }
     const t0 = performance.now();
     let fromCache = false;
     if (!bytes) {
@@ -163,6 +172,7 @@ const gpuSteps = (model) => ({
 
 async function enableGpu(e) {
   if (e.gpuBroken) throw new Error('WebGPU failed earlier for this model');
+  if (e.loadInfo.info.kind === 'llama2') throw new Error('llama2.c checkpoints run on the CPU only');
   await ops.gpuInit();
   if (!e.gpuEnabled) {
     const t0 = performance.now();

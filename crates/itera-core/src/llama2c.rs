@@ -333,6 +333,13 @@ impl Llama2Tokenizer {
             vocab.push(read(len)?.to_vec());
             scores.push(score);
         }
+        if at != bytes.len() {
+            return Err(bad(format!(
+                "tokenizer.bin holds more than the checkpoint's {vocab_size} tokens ({} bytes left after them): \
+                 it belongs to another checkpoint",
+                bytes.len() - at
+            )));
+        }
         let lookup = vocab.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect();
         Ok(Llama2Tokenizer { vocab, scores, lookup })
     }
@@ -418,6 +425,95 @@ static BYTE_TABLE: [u8; 256] = {
     }
     t
 };
+
+/// A llama2.c generation in progress, one token at a time (the playground streams it like an
+/// itera `Generation`): BOS and the prompt are run first, then tokens are sampled until the
+/// teacher samples BOS (its end of story, when asked to stop there), the token budget or the
+/// checkpoint's context is reached.
+pub struct Llama2Generation {
+    state: Llama2State,
+    sampler: crate::sampling::Sampler,
+    decoder: crate::tokenizer::StreamDecoder,
+    logits: Vec<f32>,
+    /// BOS + the prompt's tokens, then every generated token.
+    sequence: Vec<u32>,
+    prompt_len: usize,
+    opts: crate::generate::GenerateOptions,
+    done: bool,
+}
+
+impl Llama2Generation {
+    pub fn start(
+        model: &Llama2,
+        tok: &Llama2Tokenizer,
+        prompt: &str,
+        opts: crate::generate::GenerateOptions,
+    ) -> Result<Llama2Generation> {
+        let sampler = crate::sampling::Sampler::new(opts.sampling)?;
+        if opts.max_tokens == 0 {
+            return Err(Error::setting("max_tokens", 0, "at least 1"));
+        }
+        let sequence = tok.encode(prompt, true);
+        if sequence.len() >= model.config.seq_len {
+            return Err(Error::setting(
+                "prompt length",
+                format!("{} tokens", sequence.len()),
+                "fewer tokens than the checkpoint's context (seq_len)",
+            ));
+        }
+        let mut state = Llama2State::new(&model.config);
+        let mut logits = Vec::new();
+        for &t in &sequence {
+            logits = model.forward(&mut state, t)?.to_vec();
+        }
+        Ok(Llama2Generation {
+            state,
+            sampler,
+            decoder: Default::default(),
+            logits,
+            prompt_len: sequence.len(),
+            sequence,
+            opts,
+            done: false,
+        })
+    }
+
+    /// The next token, or None once the generation has ended.
+    pub fn next(&mut self, model: &Llama2, tok: &Llama2Tokenizer) -> Result<Option<crate::generate::Token>> {
+        if self.done {
+            return Ok(None);
+        }
+        let id = self.sampler.sample(&self.logits);
+        if self.opts.stop_at_end_of_text && id == BOS {
+            self.done = true;
+            return Ok(None);
+        }
+        let logprob = self.logits[id as usize] - crate::layers::activations::log_sum_exp(&self.logits);
+        let prev = *self.sequence.last().unwrap_or(&BOS);
+        let text = self.decoder.push(tok.decode_piece(prev, id));
+        self.sequence.push(id);
+        let generated = self.sequence.len() - self.prompt_len;
+        self.done = generated >= self.opts.max_tokens || self.state.pos >= model.config.seq_len;
+        if !self.done {
+            self.logits.copy_from_slice(model.forward(&mut self.state, id)?);
+        }
+        Ok(Some(crate::generate::Token { id, text, logprob }))
+    }
+
+    /// Text held back at the end of the stream (an incomplete character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        self.decoder.finish()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// BOS + prompt + generated tokens, and where the generated part starts.
+    pub fn sequence(&self) -> (&[u32], usize) {
+        (&self.sequence, self.prompt_len)
+    }
+}
 
 /// Generates like run.c: starts from BOS + the prompt, runs `steps` forward passes (each
 /// yields one token after the prompt), stops early if BOS is sampled, returns the text.

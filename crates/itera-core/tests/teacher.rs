@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use itera_core::llama2c::{generate, Llama2, Llama2Tokenizer};
+use itera_core::generate::GenerateOptions;
+use itera_core::llama2c::{generate, Llama2, Llama2Generation, Llama2Tokenizer};
 use itera_core::sampling::{Sampler, SamplingSettings};
 
 fn data_dir() -> Option<PathBuf> {
@@ -30,6 +31,25 @@ fn greedy_from_bos_matches_the_documented_output() {
     // run.c's default: 256 forward passes from BOS; it prints a newline at the end.
     let got = generate(&model, &tok, "", 256, &mut sampler).unwrap();
     assert_eq!(format!("{got}\n"), want);
+
+    // The same story streamed a token at a time, as the playground generates it.
+    let opts = GenerateOptions {
+        max_tokens: 256,
+        sampling: SamplingSettings::greedy(),
+        stop_at_end_of_text: true,
+    };
+    let mut run = Llama2Generation::start(&model, &tok, "", opts).unwrap();
+    let mut streamed = String::new();
+    while let Some(t) = run.next(&model, &tok).unwrap() {
+        assert!(t.logprob <= 0.0);
+        streamed.push_str(&t.text);
+    }
+    streamed.push_str(&run.finish());
+    assert_eq!(streamed, got);
+    // A tokenizer with more tokens than the checkpoint's vocabulary belongs to another model.
+    let bytes = std::fs::read(dir.join("tok512.bin")).unwrap();
+    let e = Llama2Tokenizer::from_bytes(&bytes, 300).unwrap_err().to_string();
+    assert!(e.contains("another checkpoint"), "{e}");
 }
 
 #[test]

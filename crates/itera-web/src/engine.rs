@@ -69,6 +69,8 @@ fn yes() -> bool {
 /// A model's description for the page.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelInfo {
+    /// "itera", or "llama2" for a llama2.c checkpoint (no experts, no precisions).
+    pub kind: &'static str,
     pub precision: &'static str,
     pub params: usize,
     pub active_params: usize,
@@ -101,13 +103,18 @@ pub struct StepOutput {
 impl StepOutput {
     /// Appends one token with its routing (per layer; dense layers are left out).
     pub fn push(&mut self, tok: &Tokenizer, t: Token, routing: &[Route]) -> Result<()> {
-        self.pieces
-            .push(String::from_utf8_lossy(tok.token_bytes(t.id)?).into_owned());
+        let piece = String::from_utf8_lossy(tok.token_bytes(t.id)?).into_owned();
+        self.push_piece(piece, t, routes(routing));
+        Ok(())
+    }
+
+    /// Appends one token whose bytes read as `piece`.
+    pub fn push_piece(&mut self, piece: String, t: Token, routing: Vec<RouteOut>) {
+        self.pieces.push(piece);
         self.text.push_str(&t.text);
         self.tokens.push(t.id);
         self.logprobs.push(t.logprob);
-        self.routing.push(routes(routing));
-        Ok(())
+        self.routing.push(routing);
     }
 }
 
@@ -173,6 +180,7 @@ impl Engine {
     pub fn info(&self) -> ModelInfo {
         let c = &self.weights.config;
         ModelInfo {
+            kind: "itera",
             precision: self.weights.precision.as_str(),
             params: self.weights.table.total_params(),
             active_params: self.weights.table.active_params(c),

@@ -6,13 +6,15 @@
 //! `JsError` with the core crate's message. A panic would be a bug: the hook prints it to the
 //! console instead of an opaque `unreachable`.
 //!
-//! - [`model`]: `Model` (load, streamed generation on the CPU or WebGPU, eval) and `compare`;
+//! - [`model`]: `Model` (load, streamed generation on the CPU or WebGPU, eval), `compare`, and
+//!   `Llama2Model` (a llama2.c checkpoint: generation on the CPU, eval);
 //! - [`training`]: `TrainingJob` (the training job in a worker, its steps on the CPU, on a
 //!   pool of `ShardWorker`s or on WebGPU) and the settings' defaults and limits.
 
 pub mod engine;
 pub mod fine_tune;
 pub mod gpu_engine;
+pub mod llama2_engine;
 pub mod model;
 pub mod training;
 
@@ -26,7 +28,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-pub use model::{compare, Model};
+pub use model::{compare, Llama2Model, Model};
 pub use training::{ShardWorker, TrainingJob};
 
 #[wasm_bindgen(start)]

@@ -1,6 +1,7 @@
 //! `Model`: a loaded model for the page's model worker — streamed generation on the CPU or on
-//! WebGPU, evaluation — and `compare` for the Compare precisions tab. Requests and results are
-//! plain JS objects (serde-wasm-bindgen).
+//! WebGPU, evaluation — `compare` for the Compare precisions tab, and `Llama2Model` for a
+//! llama2.c checkpoint opened from disk. Requests and results are plain JS objects
+//! (serde-wasm-bindgen).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,6 +11,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::engine::{self, Engine, GenerateRequest};
 use crate::gpu_engine::GpuEngine;
+use crate::llama2_engine::Llama2Engine;
 use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
 
 /// A loaded model and its tokenizer; holds at most one generation in progress per backend.
@@ -146,4 +148,47 @@ impl Model {
 pub fn compare(reference: &Model, other: &Model, tokens: &[u32], from: u32) -> Result<JsValue, JsError> {
     let c = engine::compare(&reference.engine, &other.engine, tokens, from as usize).map_err(js_error)?;
     to_js(&c)
+}
+
+/// A llama2.c checkpoint with its tokenizer.bin: generation on the CPU, the same streaming
+/// calls as `Model` (tokens carry no routing), evaluation.
+#[wasm_bindgen]
+pub struct Llama2Model {
+    engine: Llama2Engine,
+}
+
+#[wasm_bindgen]
+impl Llama2Model {
+    #[wasm_bindgen(constructor)]
+    pub fn new(checkpoint: &[u8], tokenizer_bin: &[u8]) -> Result<Llama2Model, JsError> {
+        Ok(Llama2Model {
+            engine: Llama2Engine::load(checkpoint, tokenizer_bin).map_err(js_error)?,
+        })
+    }
+
+    /// As `Model.info`, with `kind: "llama2"`.
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        to_js(&self.engine.info())
+    }
+
+    pub fn start(&mut self, request_value: JsValue) -> Result<u32, JsError> {
+        let n = self.engine.start(&request(request_value)?).map_err(js_error)?;
+        Ok(n as u32)
+    }
+
+    pub fn step(&mut self, n: u32) -> Result<JsValue, JsError> {
+        to_js(&self.engine.step(n as usize).map_err(js_error)?)
+    }
+
+    pub fn sequence(&self) -> Vec<u32> {
+        self.engine.sequence().0.to_vec()
+    }
+
+    pub fn prompt_len(&self) -> u32 {
+        self.engine.sequence().1 as u32
+    }
+
+    pub fn eval(&self, text: &str) -> Result<JsValue, JsError> {
+        to_js(&self.engine.eval(text).map_err(js_error)?)
+    }
 }
