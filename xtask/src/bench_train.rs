@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use itera_core::train::{Budget, CpuStep, TrainSpec};
-use itera_web::fine_tune::{FineTune, Source};
+use itera_web::page_job::{PageJob, Source};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -51,7 +51,7 @@ fn native(shards: usize, threads: usize) -> Result<f64> {
     }];
     let start = Instant::now();
     let clock = Box::new(move || start.elapsed().as_secs_f64());
-    let mut t = FineTune::new(&base, &tok, &sources, spec.clone(), "itera-tiny-q8", clock)?;
+    let mut t = PageJob::fine_tune(&base, &tok, &sources, spec.clone(), "itera-tiny-q8", clock)?;
     let mut cpu = CpuStep::new(&t.job.state().weights, spec.step_config(), threads);
     let mut step = |n| pollster::block_on(t.job.advance(&mut cpu, Budget::steps(n), &mut |_| Ok(())));
     step(1)?;

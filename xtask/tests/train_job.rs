@@ -134,3 +134,60 @@ fn init_fine_tunes_a_shipped_model_and_lowers_its_held_out_bits_per_byte() {
     let base_header = itera_core::format::read_header(&std::fs::read(&base).unwrap()).unwrap();
     assert_eq!(header.config.architecture(), base_header.config.architecture());
 }
+
+/// The page's distillation (tests/golden/distill-curve.json, written by
+/// crates/itera-web/tests/native_distill.rs) through `xtask distill`: the same corpus, teacher,
+/// fresh student and settings give the same steps, bit for bit.
+#[test]
+fn xtask_distill_takes_the_pages_distillation_steps() {
+    let golden: Value = serde_json::from_str(include_str!("../../tests/golden/distill-curve.json")).unwrap();
+    let dir = fresh("distill-like-the-page");
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, golden["corpus"].as_str().unwrap()).unwrap();
+    let spec = &golden["spec"];
+    let mut args: Vec<String> = [
+        "distill",
+        "--teacher",
+        "weights/itera-tiny-q8.safetensors",
+        "--tokenizer",
+        "weights/tokenizer.json",
+        "--student-config",
+        "micro",
+        "--heldout",
+        "web/eval-stories.txt",
+        "--threads",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--corpus".into(), corpus.display().to_string()]);
+    args.extend(["--out-dir".into(), dir.join("run").display().to_string()]);
+    for key in [
+        "steps",
+        "batch",
+        "seq_len",
+        "lr",
+        "min_lr",
+        "warmup",
+        "weight_decay",
+        "clip",
+        "alpha",
+        "eval_every",
+        "checkpoint_every",
+        "seed",
+        "shards",
+    ] {
+        args.extend([format!("--{}", key.replace('_', "-")), spec[key].to_string()]);
+    }
+    args.extend(["--beta".into(), spec["distill"]["beta"].to_string()]);
+    args.extend(["--temperature".into(), spec["distill"]["temperature"].to_string()]);
+    xtask(&args);
+    let got = log(&dir.join("run"));
+    let want = golden["steps"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        for key in ["loss", "ce", "kl", "aux"] {
+            assert_eq!(g[key].as_f64(), w[key].as_f64(), "step {}: {key}", i + 1);
+        }
+    }
+}

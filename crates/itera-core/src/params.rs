@@ -156,3 +156,64 @@ impl ParamTable {
         self.total_params() - c.n_moe_layers() * idle_experts * per_expert
     }
 }
+
+/// A model's size before it exists: parameters, and the bytes of its weight file in each
+/// precision (tensor data exactly, the safetensors header estimated from the names — within
+/// about a kilobyte), so the page can show them while a student's shape is being edited.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelSize {
+    pub params: usize,
+    pub active_params: usize,
+    pub bytes: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl ModelSize {
+    pub fn of(c: &Config) -> ModelSize {
+        use crate::precision::{groups_per_row, q4_bytes_per_row, Precision};
+        let table = ParamTable::new(c);
+        let mut bytes = std::collections::BTreeMap::new();
+        for p in Precision::ALL {
+            let mut total = 8 + 800; // length prefix, metadata (config JSON)
+            for s in &table.specs {
+                let n = s.numel();
+                let (rows, cols) = (s.shape[0], *s.shape.last().unwrap_or(&1));
+                let scales = rows * groups_per_row(cols) * 2;
+                total += s.name.len() + 64; // a header entry: name, dtype, shape, offsets
+                total += match (s.kind, p) {
+                    (_, Precision::F32) => 4 * n,
+                    (ParamKind::Vector, _) | (ParamKind::Matrix, Precision::F16) => 2 * n,
+                    (ParamKind::Matrix, Precision::Q8) => n + scales + s.name.len() + 70,
+                    (ParamKind::Matrix, Precision::Q4) => rows * q4_bytes_per_row(cols) + scales + s.name.len() + 70,
+                };
+            }
+            bytes.insert(p.as_str(), total);
+        }
+        ModelSize {
+            params: table.total_params(),
+            active_params: table.active_params(c),
+            bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::precision::Precision;
+    use crate::weights::Weights;
+
+    #[test]
+    fn the_estimated_file_sizes_are_within_a_kilobyte_of_the_real_ones() {
+        for preset in ["test", "micro"] {
+            let c = Config::preset(preset).unwrap();
+            let size = ModelSize::of(&c);
+            let w = Weights::init_random(&c, 1).unwrap();
+            assert_eq!(size.params, w.table.total_params());
+            for p in Precision::ALL {
+                let real = crate::format::save(&w.to_precision(p)).unwrap().len();
+                let est = size.bytes[p.as_str()];
+                assert!(est.abs_diff(real) < 1024, "{preset} {p}: estimated {est}, real {real}");
+            }
+        }
+    }
+}

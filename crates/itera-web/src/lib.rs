@@ -1,6 +1,6 @@
 //! itera-web: the thin wasm-bindgen API the playground's Web Workers call.
 //!
-//! Everything model-related lives in plain Rust ([`engine`], [`gpu_engine`], [`fine_tune`])
+//! Everything model-related lives in plain Rust ([`engine`], [`gpu_engine`], [`llama2_engine`], [`page_job`])
 //! and is tested natively; the wasm classes only convert: settings and results cross as typed
 //! JS values through serde-wasm-bindgen (curves and weights as typed arrays), every error is a
 //! `JsError` with the core crate's message. A panic would be a bug: the hook prints it to the
@@ -12,10 +12,10 @@
 //!   pool of `ShardWorker`s or on WebGPU) and the settings' defaults and limits.
 
 pub mod engine;
-pub mod fine_tune;
 pub mod gpu_engine;
 pub mod llama2_engine;
 pub mod model;
+pub mod page_job;
 pub mod training;
 
 use std::cell::RefCell;

@@ -14,6 +14,7 @@ use itera_core::train::{
     check_step_input, finish_step, Budget, Clock, CpuStep, Event, ExpertLoad, ShardScratch, StepBackend, StepConfig,
     StepReport, TrainSpec, TrainState, LIMITS, MAX_TOKENS_PER_STEP,
 };
+use itera_core::train::{CorpusBuilder, CorpusSettings, Story};
 use itera_core::{Config, Error, Grads, Precision, Result, Weights};
 use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint32Array, Uint8Array};
 use serde::{Deserialize, Serialize};
@@ -22,8 +23,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::engine::{Engine, GenerateRequest};
-use crate::fine_tune::{decode, inspect, FineTune, Source};
 use crate::model::Model;
+use crate::page_job::{decode, inspect, PageJob, Source, Student, Teacher};
 use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
 
 /// The page's fine-tune defaults (`TrainSpec::FINE_TUNE`).
@@ -46,18 +47,151 @@ pub fn train_limits() -> Result<JsValue, JsError> {
     })
 }
 
-/// Training settings from the page: the given fields over the fine-tune defaults (an unknown
-/// field is refused by name).
-fn fine_tune_settings(value: JsValue) -> Result<TrainSpec, JsError> {
+/// Training settings from the page: the given fields over `defaults` (an unknown field is
+/// refused by name).
+fn settings_over(value: JsValue, defaults: &TrainSpec) -> Result<TrainSpec, JsError> {
     let given: serde_json::Value = from_js(value, "training settings")?;
     let Some(given) = given.as_object() else {
         return Err(js_error("training settings: expected an object of settings"));
     };
-    let mut merged = serde_json::to_value(TrainSpec::FINE_TUNE).map_err(js_error)?;
+    let mut merged = serde_json::to_value(defaults).map_err(js_error)?;
     for (k, v) in given {
         merged[k] = v.clone();
     }
     serde_json::from_value(merged).map_err(|e| js_error(format!("training settings: {e}")))
+}
+
+fn fine_tune_settings(value: JsValue) -> Result<TrainSpec, JsError> {
+    settings_over(value, &TrainSpec::FINE_TUNE)
+}
+
+fn distill_settings(value: JsValue) -> Result<TrainSpec, JsError> {
+    settings_over(value, &TrainSpec::DISTILL)
+}
+
+/// The page's distillation defaults (`TrainSpec::DISTILL`) and corpus (`CorpusSettings::PAGE`).
+#[wasm_bindgen]
+pub fn distill_defaults() -> Result<JsValue, JsError> {
+    #[derive(Serialize)]
+    struct Defaults {
+        settings: TrainSpec,
+        corpus: CorpusSettings,
+        student: Config,
+    }
+    let mut student = Config::preset("micro").map_err(js_error)?;
+    student.tokenizer = None;
+    to_js(&Defaults {
+        settings: TrainSpec::DISTILL,
+        corpus: CorpusSettings::PAGE,
+        student,
+    })
+}
+
+/// `{params, active_params, bytes: {f32, f16, q8, q4}}` of a model of shape `config` (the
+/// page's student editor): the weight files' sizes, computed without making the model.
+#[wasm_bindgen]
+pub fn model_size(config: JsValue) -> Result<JsValue, JsError> {
+    let config: Config = from_js(config, "model shape")?;
+    config.validate().map_err(js_error)?;
+    to_js(&itera_core::params::ModelSize::of(&config))
+}
+
+/// A teacher from the page: `{kind: "itera", bytes}` or `{kind: "llama2", checkpoint,
+/// tokenizer}` (Uint8Arrays).
+fn load_teacher(value: &JsValue) -> Result<Teacher, JsError> {
+    let bytes = |name: &str| -> Result<Vec<u8>, JsError> {
+        Reflect::get(value, &name.into())
+            .ok()
+            .and_then(|b| b.dyn_into::<Uint8Array>().ok())
+            .map(|b| b.to_vec())
+            .ok_or_else(|| js_error(format!("teacher: no {name} (a Uint8Array)")))
+    };
+    let kind = Reflect::get(value, &"kind".into()).ok().and_then(|k| k.as_string());
+    match kind.as_deref() {
+        Some("itera") => Teacher::itera(&bytes("bytes")?).map_err(js_error),
+        Some("llama2") => Teacher::llama2(&bytes("checkpoint")?, &bytes("tokenizer")?).map_err(js_error),
+        other => Err(js_error(format!(
+            "teacher: kind {other:?} is neither \"itera\" nor \"llama2\""
+        ))),
+    }
+}
+
+/// Writes a teacher's stories in a corpus worker: story i of the corpus `settings` describe.
+#[wasm_bindgen]
+pub struct StoryWriter {
+    teacher: Teacher,
+    tokenizer: itera_core::tokenizer::Tokenizer,
+    settings: CorpusSettings,
+}
+
+#[wasm_bindgen]
+impl StoryWriter {
+    /// `teacher` as `TrainingJob.distill` takes it; `settings` = `{tokens, seed, temperature, top_p}`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(teacher: JsValue, tokenizer_json: &[u8], settings: JsValue) -> Result<StoryWriter, JsError> {
+        let settings: CorpusSettings = from_js(settings, "corpus settings")?;
+        settings.validate().map_err(js_error)?;
+        Ok(StoryWriter {
+            teacher: load_teacher(&teacher)?,
+            tokenizer: itera_core::tokenizer::Tokenizer::from_json(tokenizer_json).map_err(js_error)?,
+            settings,
+        })
+    }
+
+    /// `{text, tokens}` of story `i`.
+    pub fn story(&self, i: u32) -> Result<JsValue, JsError> {
+        let story = self
+            .teacher
+            .teller(&self.tokenizer)
+            .story(&self.settings, i as usize)
+            .map_err(js_error)?;
+        to_js(&story)
+    }
+}
+
+/// A corpus assembling in the training worker as stories arrive from the writers: in index
+/// order, up to the token target (`train::CorpusBuilder`).
+#[wasm_bindgen]
+pub struct Corpus {
+    builder: CorpusBuilder,
+}
+
+#[wasm_bindgen]
+impl Corpus {
+    #[wasm_bindgen(constructor)]
+    pub fn new(tokens: u32) -> Corpus {
+        Corpus {
+            builder: CorpusBuilder::new(tokens as usize),
+        }
+    }
+
+    pub fn insert(&mut self, i: u32, text: String, tokens: u32) {
+        self.builder.insert(
+            i as usize,
+            Story {
+                text,
+                tokens: tokens as usize,
+            },
+        );
+    }
+
+    pub fn complete(&self) -> bool {
+        self.builder.is_complete()
+    }
+
+    /// Teacher tokens of the gap-free stories so far.
+    pub fn tokens(&self) -> u32 {
+        self.builder.tokens() as u32
+    }
+
+    pub fn stories(&self) -> u32 {
+        self.builder.stories().count() as u32
+    }
+
+    /// The corpus so far, as the job trains on it.
+    pub fn text(&self) -> String {
+        self.builder.text()
+    }
 }
 
 /// `[{name, bytes: Uint8Array}]` from the page: a paste or one entry per file.
@@ -265,10 +399,11 @@ impl StepBackend for PoolStep {
 }
 
 /// Computes shards of a job's steps in a pool worker: forward, loss and backward of the
-/// tokens it is sent, from the weights it is sent.
+/// tokens it is sent, from the weights it is sent (and the teacher's forward, distilling).
 #[wasm_bindgen]
 pub struct ShardWorker {
     weights: Weights,
+    teacher: Option<Weights>,
     scratch: ShardScratch,
     seq_len: usize,
     loss: LossWeights,
@@ -276,15 +411,24 @@ pub struct ShardWorker {
 
 #[wasm_bindgen]
 impl ShardWorker {
-    /// From `TrainingJob::shard_setup()`.
+    /// From `TrainingJob::shard_setup()`; `teacher`: the distillation teacher's weight file
+    /// when the job distils logits (`setup.distill`), else null.
     #[wasm_bindgen(constructor)]
-    pub fn new(setup: JsValue) -> Result<ShardWorker, JsError> {
+    pub fn new(setup: JsValue, teacher: Option<Vec<u8>>) -> Result<ShardWorker, JsError> {
         let s: ShardSetup = from_js(setup, "shard setup")?;
         s.config.validate().map_err(js_error)?;
         let weights = Weights::init_random(&s.config, 0).map_err(js_error)?;
+        let teacher = teacher
+            .map(|b| itera_core::format::load(&b))
+            .transpose()
+            .map_err(js_error)?;
+        if s.loss.distill_beta > 0.0 && teacher.is_none() {
+            return Err(js_error("shard setup: the job distils, but no teacher was given"));
+        }
         Ok(ShardWorker {
             scratch: ShardScratch::new(&weights),
             weights,
+            teacher,
             seq_len: s.seq_len,
             loss: s.loss,
         })
@@ -296,7 +440,7 @@ impl ShardWorker {
         self.weights.load_flat(weights).map_err(js_error)?;
         let loss = self
             .scratch
-            .gradients(&self.weights, tokens, self.seq_len, None, self.loss)
+            .gradients(&self.weights, tokens, self.seq_len, self.teacher.as_ref(), self.loss)
             .map_err(js_error)?;
         let out = Object::new();
         let grads =
@@ -319,7 +463,7 @@ impl ShardWorker {
 }
 
 struct Inner {
-    tune: FineTune,
+    tune: PageJob,
     backend: Backend,
 }
 
@@ -341,7 +485,7 @@ macro_rules! job {
     };
 }
 
-fn cpu(tune: &FineTune) -> Backend {
+fn cpu(tune: &PageJob) -> Backend {
     Backend::Cpu(CpuStep::new(
         &tune.job.state().weights,
         tune.job.spec().step_config(),
@@ -364,18 +508,96 @@ impl TrainingJob {
     ) -> Result<TrainingJob, JsError> {
         let spec = fine_tune_settings(settings)?;
         let owned = sources(&texts)?;
-        let tune =
-            FineTune::new(base, tokenizer_json, &as_sources(&owned), spec, base_name, clock()).map_err(js_error)?;
+        let tune = PageJob::fine_tune(base, tokenizer_json, &as_sources(&owned), spec, base_name, clock())
+            .map_err(js_error)?;
         let backend = cpu(&tune);
         Ok(TrainingJob {
             inner: Rc::new(RefCell::new(Inner { tune, backend })),
         })
     }
 
-    /// Continues the fine-tune of a checkpoint (`checkpoint()`'s bytes) on the same texts.
-    pub fn resume(checkpoint: &[u8], tokenizer_json: &[u8], texts: JsValue) -> Result<TrainingJob, JsError> {
+    /// A new distillation of `teacher` (`{kind: "itera", bytes}` or `{kind: "llama2",
+    /// checkpoint, tokenizer}`) into `student` (`{bytes, name}` of a weight file, or `{config}`
+    /// for a fresh model) on `corpus` (the teacher's stories, as `Corpus.text()` writes them)
+    /// and the visitor's `texts` (`[]` for none). An itera teacher distils its logits (β, T from
+    /// `settings.distill`, default 0.7 and 2); a llama2.c teacher its stories (sequence-level).
+    #[allow(clippy::too_many_arguments)]
+    pub fn distill(
+        student: JsValue,
+        teacher: JsValue,
+        teacher_name: &str,
+        corpus: &str,
+        texts: JsValue,
+        tokenizer_json: &[u8],
+        settings: JsValue,
+    ) -> Result<TrainingJob, JsError> {
+        let teacher = load_teacher(&teacher)?;
+        let mut spec = distill_settings(settings)?;
+        if !teacher.shares_tokenizer() {
+            spec.distill = None;
+        }
         let owned = sources(&texts)?;
-        let tune = FineTune::resume(checkpoint, tokenizer_json, &as_sources(&owned), clock()).map_err(js_error)?;
+        let student_bytes = Reflect::get(&student, &"bytes".into())
+            .ok()
+            .and_then(|b| b.dyn_into::<Uint8Array>().ok())
+            .map(|b| b.to_vec());
+        let student_name = Reflect::get(&student, &"name".into())
+            .ok()
+            .and_then(|n| n.as_string())
+            .unwrap_or_default();
+        let student = match &student_bytes {
+            Some(bytes) => Student::Model(bytes, &student_name),
+            None => {
+                let config = Reflect::get(&student, &"config".into()).map_err(|_| js_error("student: no config"))?;
+                let config: Config = from_js(config, "student shape")?;
+                config.validate().map_err(js_error)?;
+                Student::Fresh(config)
+            }
+        };
+        let tune = PageJob::distill(
+            student,
+            teacher,
+            teacher_name,
+            corpus,
+            &as_sources(&owned),
+            tokenizer_json,
+            spec,
+            clock(),
+        )
+        .map_err(js_error)?;
+        let backend = cpu(&tune);
+        Ok(TrainingJob {
+            inner: Rc::new(RefCell::new(Inner { tune, backend })),
+        })
+    }
+
+    /// Continues a job from its checkpoint (`checkpoint()`'s bytes) on the same texts; a
+    /// distillation with `distill` = `{corpus, teacher}` as it was started with.
+    pub fn resume(
+        checkpoint: &[u8],
+        tokenizer_json: &[u8],
+        texts: JsValue,
+        distill: JsValue,
+    ) -> Result<TrainingJob, JsError> {
+        let owned = sources(&texts)?;
+        let distill = if distill.is_null() || distill.is_undefined() {
+            None
+        } else {
+            let corpus = Reflect::get(&distill, &"corpus".into())
+                .ok()
+                .and_then(|c| c.as_string())
+                .ok_or_else(|| js_error("distill: no corpus"))?;
+            let teacher = load_teacher(&Reflect::get(&distill, &"teacher".into()).unwrap_or(JsValue::NULL))?;
+            Some((corpus, teacher))
+        };
+        let sources = as_sources(&owned);
+        let tune = match distill {
+            None => PageJob::resume(checkpoint, tokenizer_json, &sources, None, clock()),
+            Some((corpus, teacher)) => {
+                PageJob::resume(checkpoint, tokenizer_json, &sources, Some((&corpus, teacher)), clock())
+            }
+        }
+        .map_err(js_error)?;
         let backend = cpu(&tune);
         Ok(TrainingJob {
             inner: Rc::new(RefCell::new(Inner { tune, backend })),
@@ -615,6 +837,18 @@ impl TrainingJob {
             let engine = Engine::new(weights, tune.job.data().tokenizer.clone()).map_err(js_error)?;
             Ok(Model::from_engine(engine).into())
         })
+    }
+
+    /// The teacher's story for a request (a distillation's sample beside the student's), or
+    /// null for a fine-tune.
+    pub fn teacher_sample(&self, request: JsValue) -> Result<JsValue, JsError> {
+        let req: GenerateRequest = from_js(request, "generation settings")?;
+        let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        Ok(inner
+            .tune
+            .teacher_sample(&req)
+            .map_err(js_error)?
+            .map_or(JsValue::NULL, JsValue::from))
     }
 
     /// A story from the current weights (a generation request as `Model.start` takes).

@@ -12,10 +12,11 @@
 
 mod fine_tune_fixture;
 
-use fine_tune_fixture::{fnv, spec};
+use fine_tune_fixture::{distill_corpus, fnv, spec};
 use itera_core::train::TrainSpec;
+use itera_core::Config;
 use itera_web::gpu_init;
-use itera_web::training::{fine_tune_defaults, train_limits, ShardWorker, TrainingJob};
+use itera_web::training::{fine_tune_defaults, train_limits, ShardWorker, StoryWriter, TrainingJob};
 use js_sys::{Array, Float32Array, Function, Promise, Reflect, Uint32Array, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -29,6 +30,8 @@ const MICRO_Q8: &[u8] = include_bytes!("../../../weights/itera-micro-q8.safetens
 const TOKENIZER: &[u8] = include_bytes!("../../../weights/tokenizer.json");
 const STORIES: &[u8] = include_bytes!("../../../web/finetune-stories.txt");
 const GOLDEN: &str = include_str!("../../../tests/golden/fine-tune-curve.json");
+const TINY_Q8: &[u8] = include_bytes!("../../../weights/itera-tiny-q8.safetensors");
+const DISTILL_GOLDEN: &str = include_str!("../../../tests/golden/distill-curve.json");
 
 fn js(v: &Value) -> JsValue {
     js_sys::JSON::parse(&v.to_string()).unwrap()
@@ -140,7 +143,7 @@ async fn browser_steps_use_the_native_batches_and_follow_its_losses() {
 fn pool(job: &TrainingJob, k: usize) -> Function {
     let setup = job.shard_setup().map_err(message).unwrap();
     let mut workers: Vec<ShardWorker> = (0..k)
-        .map(|_| ShardWorker::new(setup.clone()).map_err(message).unwrap())
+        .map(|_| ShardWorker::new(setup.clone(), None).map_err(message).unwrap())
         .collect();
     let compute =
         Closure::<dyn FnMut(Float32Array, Array) -> Promise>::new(move |weights: Float32Array, shards: Array| {
@@ -190,7 +193,7 @@ async fn a_checkpoint_resumes_on_the_same_steps() {
     let first = new_job(&spec());
     let out = JsFuture::from(first.advance(3, 1e9)).await.unwrap();
     let bytes = Uint8Array::from(Reflect::get(&out, &"checkpoint".into()).unwrap()).to_vec();
-    let resumed = TrainingJob::resume(&bytes, TOKENIZER, texts(STORIES))
+    let resumed = TrainingJob::resume(&bytes, TOKENIZER, texts(STORIES), JsValue::NULL)
         .map_err(message)
         .unwrap();
     assert_eq!(value(&resumed.info().unwrap())["completed"], 3);
@@ -210,7 +213,11 @@ async fn a_checkpoint_resumes_on_the_same_steps() {
     assert_eq!(info["precision"], "q8", "{info}");
     // On other text it is refused.
     let other = texts(b"A different story about a cat who liked to sleep in the sun all day long.");
-    let err = message(TrainingJob::resume(&bytes, TOKENIZER, other).err().unwrap());
+    let err = message(
+        TrainingJob::resume(&bytes, TOKENIZER, other, JsValue::NULL)
+            .err()
+            .unwrap(),
+    );
     assert!(err.contains("same text"), "{err}");
 }
 
@@ -332,4 +339,97 @@ fn bad_settings_and_texts_are_js_errors_that_name_the_problem() {
     assert!(e.contains("safetensors"), "{e}");
     let e = refuse(MICRO_Q8, JsValue::from("just a string"), ok());
     assert!(e.contains("array"), "{e}");
+}
+
+fn tiny_teacher() -> JsValue {
+    let t = js_sys::Object::new();
+    Reflect::set(&t, &"kind".into(), &"itera".into()).unwrap();
+    Reflect::set(&t, &"bytes".into(), &Uint8Array::from(TINY_Q8)).unwrap();
+    t.into()
+}
+
+/// The page's distillation in Chromium: itera-tiny q8 writes the fixture's stories (the same
+/// text unless float rounding flips a sampled token: counted and printed), and the logit
+/// distillation of a fresh micro student on the fixture's corpus follows `xtask distill`'s
+/// steps (tests/golden/distill-curve.json) within 1e-3 relative — on this worker's CPU and,
+/// bit for bit the same, on two ShardWorkers holding the teacher.
+#[wasm_bindgen_test]
+async fn a_distillation_follows_xtask_distill_and_the_teacher_writes_the_same_stories() {
+    let golden: Value = serde_json::from_str(DISTILL_GOLDEN).unwrap();
+    let settings = js(&serde_json::to_value(distill_corpus()).unwrap());
+    let writer = StoryWriter::new(tiny_teacher(), TOKENIZER, settings)
+        .map_err(message)
+        .unwrap();
+    let want = golden["stories"].as_array().unwrap();
+    let same = want
+        .iter()
+        .enumerate()
+        .filter(|(i, w)| value(&writer.story(*i as u32).unwrap())["text"] == **w)
+        .count();
+    console_log!("the teacher wrote {same} of {} stories exactly as natively", want.len());
+    assert!(same * 10 >= want.len() * 8, "{same} of {}", want.len());
+
+    let student = js(&serde_json::json!({ "config": Config::preset("micro").unwrap() }));
+    let corpus = golden["corpus"].as_str().unwrap();
+    let none = JsValue::from(Array::new());
+    let make = || {
+        TrainingJob::distill(
+            student.clone(),
+            tiny_teacher(),
+            "itera-tiny-q8",
+            corpus,
+            none.clone(),
+            TOKENIZER,
+            js(&golden["spec"]),
+        )
+        .map_err(message)
+        .unwrap()
+    };
+    let job = make();
+    assert_eq!(value(&job.info().unwrap())["mode"], "logits");
+    let (events, _) = run(&job, 3).await;
+    let worst = worst_relative(&events, &golden);
+    console_log!("browser vs xtask distill: worst relative difference {worst:.2e} over 6 steps");
+    assert!(worst < 1e-3, "{worst}");
+    let kl: Vec<f64> = events
+        .iter()
+        .filter(|e| e["type"] == "step")
+        .map(|e| e["kl"].as_f64().unwrap())
+        .collect();
+    assert!(kl[0] > 0.0 && kl[5] < kl[0], "{kl:?}");
+
+    let pooled = make();
+    let setup = pooled.shard_setup().unwrap();
+    let mut workers: Vec<ShardWorker> = (0..2)
+        .map(|_| {
+            ShardWorker::new(setup.clone(), Some(TINY_Q8.to_vec()))
+                .map_err(message)
+                .unwrap()
+        })
+        .collect();
+    let compute =
+        Closure::<dyn FnMut(Float32Array, Array) -> Promise>::new(move |weights: Float32Array, shards: Array| {
+            let weights = weights.to_vec();
+            let results: Array = shards
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    workers[i % 2]
+                        .gradients(&weights, &Uint32Array::from(t).to_vec())
+                        .map_err(message)
+                        .unwrap()
+                })
+                .collect();
+            Promise::resolve(&JsValue::from(results))
+        });
+    pooled.use_workers(compute.into_js_value().unchecked_into(), 2).unwrap();
+    run(&pooled, 3).await;
+    let (a, b) = (losses(&job), losses(&pooled));
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "{a:?} vs {b:?}"
+    );
+    // A pool that distils needs the teacher.
+    let e = message(ShardWorker::new(setup, None).err().unwrap());
+    assert!(e.contains("teacher"), "{e}");
 }

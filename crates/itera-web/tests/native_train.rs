@@ -12,14 +12,14 @@ use std::path::PathBuf;
 
 use itera_core::train::{ready, Budget, CpuStep, Event, TrainSpec};
 use itera_core::{format, Precision};
-use itera_web::fine_tune::{FineTune, Source, BUILTIN_STORIES, YOUR_TEXT};
+use itera_web::page_job::{PageJob, Source, BUILTIN_STORIES, YOUR_TEXT};
 use serde_json::{json, Value};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn fine_tune(spec: TrainSpec) -> FineTune {
+fn fine_tune(spec: TrainSpec) -> PageJob {
     let base = std::fs::read(root().join("weights/itera-micro-q8.safetensors")).unwrap();
     let tok = std::fs::read(root().join("weights/tokenizer.json")).unwrap();
     let text = std::fs::read(root().join("web/finetune-stories.txt")).unwrap();
@@ -27,7 +27,7 @@ fn fine_tune(spec: TrainSpec) -> FineTune {
         name: "finetune-stories.txt",
         bytes: &text,
     }];
-    FineTune::new(&base, &tok, &sources, spec, "itera-micro-q8", Box::new(|| 0.0)).unwrap()
+    PageJob::fine_tune(&base, &tok, &sources, spec, "itera-micro-q8", Box::new(|| 0.0)).unwrap()
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn texts_that_cannot_train_are_refused_by_name() {
             name: "story.txt",
             bytes,
         }];
-        FineTune::new(&base, &tok, &sources, spec, "base", Box::new(|| 0.0))
+        PageJob::fine_tune(&base, &tok, &sources, spec, "base", Box::new(|| 0.0))
             .err()
             .expect("refused")
             .to_string()

@@ -59,6 +59,15 @@ impl CorpusSettings {
     }
 }
 
+impl CorpusSettings {
+    /// The page's Distill tab: a corpus written in seconds (20,000 teacher tokens: about 100
+    /// stories).
+    pub const PAGE: CorpusSettings = CorpusSettings {
+        tokens: 20_000,
+        ..CorpusSettings::DEFAULT
+    };
+}
+
 impl Default for CorpusSettings {
     fn default() -> Self {
         CorpusSettings::DEFAULT

@@ -16,7 +16,7 @@ use super::data::EvalSet;
 use super::history::{EvalPoint, History};
 use super::spec::TrainSpec;
 use super::step::{check_teacher, StepBackend, TrainState};
-use super::summary::{DistilledFrom, TrainingSummary};
+use super::summary::{DistillMode, DistilledFrom, TrainingSummary};
 use super::trainer::sample_batch;
 use crate::error::{Error, Result};
 use crate::eval::{eval_itera, EvalReport};
@@ -106,6 +106,7 @@ pub struct JobData {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Provenance {
     pub corpus: Option<String>,
+    /// The teacher: of the logits when the spec distils, else of the corpus (sequence-level).
     pub teacher: Option<String>,
     /// The model a fine-tune starts from.
     pub base: Option<String>,
@@ -417,14 +418,20 @@ impl Job {
             seconds: self.seconds(),
             seed: s.seed,
             lr: s.lr,
-            distilled_from: s
-                .distill
-                .zip(self.provenance.teacher.clone())
-                .map(|(d, teacher)| DistilledFrom {
+            distilled_from: self.provenance.teacher.clone().map(|teacher| match s.distill {
+                Some(d) => DistilledFrom {
                     teacher,
+                    mode: DistillMode::Logits,
                     beta: d.beta,
                     temperature: d.temperature,
-                }),
+                },
+                None => DistilledFrom {
+                    teacher,
+                    mode: DistillMode::Sequence,
+                    beta: 0.0,
+                    temperature: 1.0,
+                },
+            }),
             fine_tuned_from: self.provenance.base.clone(),
         }
     }

@@ -23,5 +23,5 @@ pub use job::{Budget, Clock, EvalResult, Event, Job, JobData, Provenance};
 pub use optim::{AdamW, LrSchedule, BETA1, BETA2, EPS};
 pub use spec::{DistillSpec, Limit, StepConfig, TrainSpec, LIMITS, MAX_TOKENS_PER_STEP};
 pub use step::{check_finite, finish_step, ready, ExpertLoad, ShardScratch, StepBackend, StepReport, TrainState};
-pub use summary::{DistilledFrom, TrainingSummary};
+pub use summary::{DistillMode, DistilledFrom, TrainingSummary};
 pub use trainer::{check_step_input, sample_batch, CpuStep};

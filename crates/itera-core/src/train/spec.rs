@@ -146,6 +146,23 @@ impl TrainSpec {
         ..TrainSpec::DEFAULT
     };
 
+    /// The page's distillation: a fresh micro-sized student learns from the teacher's stories
+    /// (and, for an itera teacher, its logits: β 0.7, T 2) — longer and at a higher rate than
+    /// a fine-tune, since the student starts from random weights.
+    pub const DISTILL: TrainSpec = TrainSpec {
+        steps: 150,
+        batch: 8,
+        seq_len: 64,
+        lr: 3e-3,
+        min_lr: 3e-4,
+        warmup: 15,
+        weight_decay: 0.1,
+        eval_every: 25,
+        checkpoint_every: 25,
+        distill: Some(DistillSpec::DEFAULT),
+        ..TrainSpec::DEFAULT
+    };
+
     /// Every numeric setting with its value, named as in `LIMITS`.
     fn values(&self) -> Vec<(&'static str, f64)> {
         let mut v = vec![
@@ -282,6 +299,7 @@ mod tests {
     fn defaults_are_valid_and_every_setting_has_a_limit() {
         TrainSpec::default().validate().unwrap();
         TrainSpec::FINE_TUNE.validate().unwrap();
+        TrainSpec::DISTILL.validate().unwrap();
         let with_teacher = TrainSpec {
             distill: Some(DistillSpec::default()),
             ..TrainSpec::default()

@@ -34,6 +34,20 @@ pub struct TrainingSummary {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DistilledFrom {
     pub teacher: String,
+    /// Logit distillation (β·T²·KL + (1 − β)·CE, `beta` and `temperature`), or
+    /// sequence-level (the student learnt the teacher's stories with CE; `beta` 0).
+    #[serde(default)]
+    pub mode: DistillMode,
     pub beta: f64,
     pub temperature: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistillMode {
+    /// The student matches the teacher's next-token distributions (a shared tokenizer).
+    #[default]
+    Logits,
+    /// The student learns text the teacher wrote (any tokenizers).
+    Sequence,
 }

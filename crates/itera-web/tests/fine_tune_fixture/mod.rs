@@ -1,6 +1,6 @@
-//! The fine-tune that tests/golden/fine-tune-curve.json records: its settings and the batch
-//! fingerprint, shared by the native test that writes the fixture and the browser test that
-//! follows it.
+//! The page jobs that tests/golden/fine-tune-curve.json and distill-curve.json record: their
+//! settings and the batch fingerprint, shared by the native tests that write the fixtures and
+//! the browser test that follows them.
 #![allow(dead_code)]
 
 use itera_core::train::TrainSpec;
@@ -27,4 +27,27 @@ pub fn fnv(tokens: &[u32]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// The distillation fixture's corpus: itera-tiny q8 writes about 2,000 tokens.
+pub fn distill_corpus() -> itera_core::train::CorpusSettings {
+    itera_core::train::CorpusSettings {
+        tokens: 2_000,
+        seed: 3,
+        ..itera_core::train::CorpusSettings::PAGE
+    }
+}
+
+/// 6 steps of the page's distillation, small batches, two shards.
+pub fn distill_spec() -> TrainSpec {
+    TrainSpec {
+        steps: 6,
+        batch: 4,
+        seq_len: 32,
+        warmup: 2,
+        eval_every: 3,
+        checkpoint_every: 3,
+        shards: 2,
+        ..TrainSpec::DISTILL
+    }
 }

@@ -1,0 +1,467 @@
+//! The page's training jobs in plain Rust (no JS types, so they are tested natively): a
+//! fine-tune of a loaded model on the visitor's texts, or a distillation of a teacher (an
+//! itera model, or a llama2.c checkpoint) into a student (a loaded model, or a fresh one of a
+//! preset or custom shape) on stories the teacher wrote, with the visitor's texts if given.
+//! Both are judged on the built-in eval stories and on the held-back part of the visitor's
+//! texts (so forgetting shows), and sample and export from the current weights.
+
+use itera_core::eval::{eval_itera, eval_llama2, EvalReport};
+use itera_core::format;
+use itera_core::generate::generate;
+use itera_core::llama2c::{Llama2, Llama2Generation, Llama2Tokenizer};
+use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
+use itera_core::train::{
+    encode_corpus, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, Provenance, StoryTeller,
+    TrainSpec,
+};
+use itera_core::{Config, Error, Precision, Result, Weights};
+use serde::Serialize;
+
+use crate::engine::GenerateRequest;
+
+/// The page's built-in evaluation stories (also what the Compare tab scores).
+pub const BUILTIN_EVAL: &str = include_str!("../../../web/eval-stories.txt");
+/// The evaluation sets' names, as the page labels its curves.
+pub const YOUR_TEXT: &str = "your text (held out)";
+pub const BUILTIN_STORIES: &str = "built-in stories";
+
+/// One text the visitor gave: a paste or a file, as bytes (checked to be UTF-8 here).
+pub struct Source<'a> {
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// What the page shows about the text a job trains on before it runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TextInfo {
+    pub documents: usize,
+    pub heldout_documents: usize,
+    pub bytes: usize,
+    pub heldout_bytes: usize,
+    pub tokens: usize,
+    pub heldout_tokens: usize,
+}
+
+/// The visitor's texts as strings, each refused by name unless it is UTF-8.
+pub fn decode<'a>(sources: &[Source<'a>]) -> Result<Vec<&'a str>> {
+    sources
+        .iter()
+        .map(|s| {
+            std::str::from_utf8(s.bytes).map_err(|e| {
+                Error::InvalidText(format!(
+                    "{} is not UTF-8 text (invalid byte at offset {}): save it as UTF-8 and open it again",
+                    s.name,
+                    e.valid_up_to()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Cuts the texts into corpus + held-out part and counts their tokens.
+pub fn inspect(tokenizer: &Tokenizer, texts: &[&str]) -> Result<(FineTuneText, Vec<u32>, TextInfo)> {
+    let t = FineTuneText::new(texts)?;
+    let stream = encode_corpus(tokenizer, &t.corpus)?;
+    let heldout_tokens = if t.heldout.is_empty() {
+        0
+    } else {
+        tokenizer.encode(&t.heldout)?.len()
+    };
+    let info = TextInfo {
+        documents: t.documents,
+        heldout_documents: t.heldout_documents,
+        bytes: t.bytes,
+        heldout_bytes: t.heldout_bytes,
+        tokens: stream.len(),
+        heldout_tokens,
+    };
+    Ok((t, stream, info))
+}
+
+/// A model that teaches: an itera model (with the shipped tokenizer: logit distillation), or
+/// a llama2.c checkpoint with its own tokenizer (sequence-level distillation).
+pub enum Teacher {
+    Itera(Weights),
+    Llama2(Llama2, Llama2Tokenizer),
+}
+
+impl Teacher {
+    /// An itera weight file (any precision), or a llama2.c checkpoint and its tokenizer.bin.
+    pub fn itera(bytes: &[u8]) -> Result<Teacher> {
+        Ok(Teacher::Itera(format::load(bytes)?))
+    }
+
+    pub fn llama2(checkpoint: &[u8], tokenizer: &[u8]) -> Result<Teacher> {
+        let model = Llama2::from_bytes(checkpoint)?;
+        let tok = Llama2Tokenizer::from_bytes(tokenizer, model.config.vocab_size)?;
+        Ok(Teacher::Llama2(model, tok))
+    }
+
+    pub fn params(&self) -> usize {
+        match self {
+            Teacher::Itera(w) => w.table.total_params(),
+            Teacher::Llama2(m, _) => m.param_count(),
+        }
+    }
+
+    /// Whether the student can match this teacher's logits (the same tokenizer).
+    pub fn shares_tokenizer(&self) -> bool {
+        matches!(self, Teacher::Itera(_))
+    }
+
+    pub fn teller<'a>(&'a self, tokenizer: &'a Tokenizer) -> StoryTeller<'a> {
+        match self {
+            Teacher::Itera(w) => StoryTeller::Itera(w, tokenizer),
+            Teacher::Llama2(m, tok) => StoryTeller::Llama2(m, tok),
+        }
+    }
+
+    /// Bits per byte over `texts` (each scored on its own, then pooled).
+    pub fn bits_per_byte(&self, tokenizer: &Tokenizer, texts: &[String]) -> Result<f64> {
+        let mut r = EvalReport::default();
+        for t in texts {
+            r.merge(&match self {
+                Teacher::Itera(w) => eval_itera(w, tokenizer, t)?,
+                Teacher::Llama2(m, tok) => eval_llama2(m, tok, t)?,
+            });
+        }
+        Ok(r.bits_per_byte())
+    }
+
+    /// A story for `req` (the teacher's samples beside the student's).
+    pub fn sample(&self, tokenizer: &Tokenizer, req: &GenerateRequest) -> Result<String> {
+        let opts = req.options()?;
+        match self {
+            Teacher::Itera(w) => Ok(generate(w, tokenizer, &req.prompt, opts, |_| true)?.text),
+            Teacher::Llama2(m, tok) => {
+                let mut run = Llama2Generation::start(m, tok, &req.prompt, opts)?;
+                let mut text = String::new();
+                while let Some(t) = run.next(m, tok)? {
+                    text.push_str(&t.text);
+                }
+                text.push_str(&run.finish());
+                Ok(text)
+            }
+        }
+    }
+}
+
+/// Where a distillation's student comes from (one per job: the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+pub enum Student<'a> {
+    /// A weight file (any precision; trained in f32).
+    Model(&'a [u8], &'a str),
+    /// A fresh model of this shape (its vocabulary is the shipped tokenizer's).
+    Fresh(Config),
+}
+
+/// A job running in the page, and what the page shows about it.
+pub struct PageJob {
+    pub job: Job,
+    pub text: TextInfo,
+    pub base_name: String,
+    pub teacher: Option<Teacher>,
+    pub teacher_name: Option<String>,
+    /// The teacher's bits per byte on each evaluation set (a distillation's target).
+    pub teacher_bpb: Vec<EvalResult>,
+}
+
+/// The job's state for the page.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobInfo<'a> {
+    /// "fine-tune", "logits" (logit distillation) or "sequence" (sequence-level).
+    pub mode: &'static str,
+    pub spec: &'a TrainSpec,
+    pub text: &'a TextInfo,
+    pub base: &'a str,
+    pub teacher: Option<&'a str>,
+    pub teacher_params: Option<usize>,
+    pub teacher_bpb: &'a [EvalResult],
+    pub params: usize,
+    pub completed: usize,
+    pub end: usize,
+    pub done: bool,
+    pub seconds: f64,
+}
+
+fn eval_sets(heldout: &str) -> Vec<EvalSet> {
+    let mut sets = Vec::new();
+    if !heldout.is_empty() {
+        sets.push(EvalSet {
+            name: YOUR_TEXT.into(),
+            texts: vec![heldout.into()],
+        });
+    }
+    sets.push(EvalSet {
+        name: BUILTIN_STORIES.into(),
+        texts: vec![BUILTIN_EVAL.into()],
+    });
+    sets
+}
+
+/// The visitor's texts cut into documents and a held-out part (none given: nothing).
+fn visitor_text(sources: &[Source]) -> Result<Option<FineTuneText>> {
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(FineTuneText::new(&decode(sources)?)?))
+}
+
+/// What a distillation trains on: the teacher's corpus, then the visitor's documents.
+fn distill_text(corpus: &str, visitor: Option<&FineTuneText>) -> String {
+    let mut text = corpus.to_string();
+    if let Some(v) = visitor {
+        text.push_str(&v.corpus);
+    }
+    text
+}
+
+fn stories_in(corpus: &str) -> usize {
+    corpus.split(END_OF_TEXT).filter(|s| !s.trim().is_empty()).count()
+}
+
+impl PageJob {
+    /// A new fine-tune of `base` (a weight file of any precision, trained in f32; the base
+    /// itself is never changed) on the visitor's texts, its held-out figures taken once
+    /// before the first step.
+    pub fn fine_tune(
+        base: &[u8],
+        tokenizer_json: &[u8],
+        sources: &[Source],
+        spec: TrainSpec,
+        base_name: &str,
+        clock: Clock,
+    ) -> Result<PageJob> {
+        spec.validate()?;
+        let weights = format::load(base)?;
+        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
+        let (t, stream, text) = inspect(&tokenizer, &decode(sources)?)?;
+        let provenance = Provenance {
+            corpus: Some(format!("{} document(s) given in the page", t.documents)),
+            teacher: None,
+            base: Some(base_name.into()),
+        };
+        let data = JobData {
+            tokenizer,
+            stream,
+            eval_sets: eval_sets(&t.heldout),
+            teacher: None,
+        };
+        let mut job = Job::new(spec, &weights, data, provenance, clock)?;
+        // The base model's figures start the held-out curves (step 0).
+        job.evaluate_start()?;
+        Ok(PageJob {
+            job,
+            text,
+            base_name: base_name.into(),
+            teacher: None,
+            teacher_name: None,
+            teacher_bpb: Vec::new(),
+        })
+    }
+
+    /// A new distillation of `teacher` into `student` on `corpus` (stories the teacher wrote,
+    /// `train::corpus` format) and the visitor's texts if any. An itera teacher distils its
+    /// logits (the spec's `distill`, required); a llama2.c teacher only its text (the spec
+    /// must not distil: its tokenizer is not the student's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn distill(
+        student: Student,
+        teacher: Teacher,
+        teacher_name: &str,
+        corpus: &str,
+        sources: &[Source],
+        tokenizer_json: &[u8],
+        spec: TrainSpec,
+        clock: Clock,
+    ) -> Result<PageJob> {
+        spec.validate()?;
+        if spec.distill.is_some() && !teacher.shares_tokenizer() {
+            return Err(Error::setting(
+                "distill",
+                "β and T",
+                "none for a llama2.c teacher: its tokenizer is not the student's, so the student learns its stories (sequence-level)",
+            ));
+        }
+        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
+        let (weights, base_name) = match student {
+            Student::Model(bytes, name) => (format::load(bytes)?, name.to_string()),
+            Student::Fresh(mut config) => {
+                config.vocab_size = tokenizer.vocab_size();
+                config.tokenizer = Some("tokenizer.json".into());
+                (Weights::init_random(&config, spec.seed)?, String::new())
+            }
+        };
+        let stories = stories_in(corpus);
+        if stories == 0 {
+            return Err(Error::EmptyInput("the teacher's corpus (write some stories first)"));
+        }
+        let visitor = visitor_text(sources)?;
+        let stream = encode_corpus(&tokenizer, &distill_text(corpus, visitor.as_ref()))?;
+        let heldout = visitor.as_ref().map_or("", |v| v.heldout.as_str());
+        let sets = eval_sets(heldout);
+        let teacher_bpb = sets
+            .iter()
+            .map(|s| {
+                Ok(EvalResult {
+                    name: s.name.clone(),
+                    bits_per_byte: teacher.bits_per_byte(&tokenizer, &s.texts)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let text = TextInfo {
+            documents: stories + visitor.as_ref().map_or(0, |v| v.documents),
+            heldout_documents: visitor.as_ref().map_or(0, |v| v.heldout_documents),
+            bytes: corpus.len() + visitor.as_ref().map_or(0, |v| v.bytes),
+            heldout_bytes: visitor.as_ref().map_or(0, |v| v.heldout_bytes),
+            tokens: stream.len(),
+            heldout_tokens: if heldout.is_empty() {
+                0
+            } else {
+                tokenizer.encode(heldout)?.len()
+            },
+        };
+        let provenance = Provenance {
+            corpus: Some(format!(
+                "{stories} stories written by {teacher_name} in the page{}",
+                visitor.as_ref().map_or(String::new(), |v| format!(
+                    " and {} of the visitor's documents",
+                    v.documents
+                ))
+            )),
+            teacher: Some(teacher_name.into()),
+            base: (!base_name.is_empty()).then(|| base_name.clone()),
+        };
+        let data = JobData {
+            tokenizer,
+            stream,
+            eval_sets: sets,
+            teacher: match (&teacher, spec.distill) {
+                (Teacher::Itera(w), Some(_)) => Some(w.clone()),
+                _ => None,
+            },
+        };
+        let mut job = Job::new(spec, &weights, data, provenance, clock)?;
+        job.evaluate_start()?;
+        Ok(PageJob {
+            job,
+            text,
+            base_name,
+            teacher: Some(teacher),
+            teacher_name: Some(teacher_name.into()),
+            teacher_bpb,
+        })
+    }
+
+    /// Continues a job from its checkpoint, on the same texts (and, for a distillation, the
+    /// same corpus and teacher).
+    pub fn resume(
+        checkpoint: &[u8],
+        tokenizer_json: &[u8],
+        sources: &[Source],
+        distill: Option<(&str, Teacher)>,
+        clock: Clock,
+    ) -> Result<PageJob> {
+        let checkpoint = Checkpoint::from_bytes(checkpoint)?;
+        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
+        let summary = checkpoint.state.weights.config.training.clone().unwrap_or_default();
+        let base_name = summary.fine_tuned_from.clone().unwrap_or_default();
+        let Some((corpus, teacher)) = distill else {
+            let (t, stream, text) = inspect(&tokenizer, &decode(sources)?)?;
+            let data = JobData {
+                tokenizer,
+                stream,
+                eval_sets: eval_sets(&t.heldout),
+                teacher: None,
+            };
+            let job = Job::resume(checkpoint, data, clock)?;
+            return Ok(PageJob {
+                job,
+                text,
+                base_name,
+                teacher: None,
+                teacher_name: None,
+                teacher_bpb: Vec::new(),
+            });
+        };
+        let visitor = visitor_text(sources)?;
+        let stream = encode_corpus(&tokenizer, &distill_text(corpus, visitor.as_ref()))?;
+        let heldout = visitor.as_ref().map_or("", |v| v.heldout.as_str());
+        let sets = eval_sets(heldout);
+        let teacher_bpb = sets
+            .iter()
+            .map(|s| {
+                Ok(EvalResult {
+                    name: s.name.clone(),
+                    bits_per_byte: teacher.bits_per_byte(&tokenizer, &s.texts)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let text = TextInfo {
+            documents: stories_in(corpus) + visitor.as_ref().map_or(0, |v| v.documents),
+            tokens: stream.len(),
+            ..TextInfo::default()
+        };
+        let data = JobData {
+            tokenizer,
+            stream,
+            eval_sets: sets,
+            teacher: match (&teacher, checkpoint.spec.distill) {
+                (Teacher::Itera(w), Some(_)) => Some(w.clone()),
+                _ => None,
+            },
+        };
+        let teacher_name = summary.distilled_from.map(|d| d.teacher);
+        let job = Job::resume(checkpoint, data, clock)?;
+        Ok(PageJob {
+            job,
+            text,
+            base_name,
+            teacher: Some(teacher),
+            teacher_name,
+            teacher_bpb,
+        })
+    }
+
+    pub fn info(&self) -> JobInfo<'_> {
+        let j = &self.job;
+        let mode = match (&self.teacher, j.spec().distill) {
+            (None, _) => "fine-tune",
+            (Some(_), Some(_)) => "logits",
+            (Some(_), None) => "sequence",
+        };
+        JobInfo {
+            mode,
+            spec: j.spec(),
+            text: &self.text,
+            base: &self.base_name,
+            teacher: self.teacher_name.as_deref(),
+            teacher_params: self.teacher.as_ref().map(Teacher::params),
+            teacher_bpb: &self.teacher_bpb,
+            params: j.state().weights.table.total_params(),
+            completed: j.completed(),
+            end: j.end(),
+            done: j.is_done(),
+            seconds: j.seconds(),
+        }
+    }
+
+    /// A story from the host weights (current once the job is synced).
+    pub fn sample(&self, req: &GenerateRequest) -> Result<String> {
+        let w = &self.job.state().weights;
+        Ok(generate(w, &self.job.data().tokenizer, &req.prompt, req.options()?, |_| true)?.text)
+    }
+
+    /// The teacher's story for the same request (a distillation's side-by-side sample).
+    pub fn teacher_sample(&self, req: &GenerateRequest) -> Result<Option<String>> {
+        self.teacher
+            .as_ref()
+            .map(|t| t.sample(&self.job.data().tokenizer, req))
+            .transpose()
+    }
+
+    /// The host weights as a model file in `precision`, the run's summary in its config.
+    pub fn export(&self, precision: Precision) -> Result<Vec<u8>> {
+        format::save(&self.job.model().to_precision(precision))
+    }
+}
