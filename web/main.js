@@ -4,6 +4,7 @@
 
 import { lineChart, loadBreakdown, RoutingHeatmap } from '/charts.js';
 import { detectWebGpu, deviceInfo } from '/device.js';
+import { setupDistill } from '/distill.js';
 import { setupFineTune } from '/fine-tune.js';
 import { connect } from '/rpc.js';
 
@@ -437,8 +438,8 @@ function setupTabs() {
   return (id) => activate($(id));
 }
 
-// What the Fine-tune tab needs of the page: the models it can start from, a way to add the
-// models it makes to the picker, and generation for its before/after samples.
+// What the Fine-tune and Distill tabs need of the page: the models they can start from, a way
+// to add the models they make to the picker, and generation for their side-by-side stories.
 function fineTuneApp(showTab) {
   return {
     // [{key, label, kind: 'itera' | 'llama2'}] of every model in the picker.
@@ -472,6 +473,8 @@ function fineTuneApp(showTab) {
     },
     generateSettings: settings,
     recordRun: (run) => state.runs.push(run),
+    // Parameters of `key`, when known (loaded, or a shipped model's card).
+    params: (key) => state.loaded.get(key)?.info.params ?? state.cards[familyOf(key)]?.parameters?.total ?? null,
   };
 }
 
@@ -479,7 +482,9 @@ function fineTuneApp(showTab) {
 async function main() {
   const showTab = setupTabs();
   fillPicker();
-  const fineTune = setupFineTune(fineTuneApp(showTab));
+  const app = fineTuneApp(showTab);
+  const fineTune = setupFineTune(app);
+  setupDistill(app);
   $('generate-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
   $('stop').addEventListener('click', () => { if (state.generation) state.stop(); });
   $('compare-form').addEventListener('submit', (e) => { e.preventDefault(); runCompare(); });
@@ -549,7 +554,7 @@ async function main() {
   await calibrate(state.current);
   document.body.dataset.backendSettled = 'true';
   // The training worker starts once the first story is out (it would slow the first load).
-  (await fineTune).ensureWorker().catch(showError);
+  fineTune.ready().catch(showError);
 }
 
 main().catch(showError);

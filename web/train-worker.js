@@ -8,7 +8,7 @@
 // {type: 'result'} or {type: 'error', message}. `run` streams until the job is done, paused
 // or stopped; `pause` and `stop` end a running `run` between slices.
 
-import init, { TrainingJob, fine_tune_defaults, gpu_init, inspect_text, train_limits } from '/pkg/itera_web.js';
+import init, { Corpus, TrainingJob, distill_defaults, fine_tune_defaults, gpu_init, inspect_text, model_size, train_limits } from '/pkg/itera_web.js';
 import { fetchCached } from '/fetch.js';
 import { connect } from '/rpc.js';
 
@@ -23,7 +23,10 @@ const ready = (async () => {
 })();
 
 let job = null; // TrainingJob
-let meta = null; // what job.json holds: base, texts, settings, sample request
+// What job.json holds: kind ('fine-tune' | 'distill'), base, texts, settings, sample request;
+// a distillation also its teacher (name, kind, URL when shipped) and corpus settings.
+let meta = null;
+let teacherSource = null; // a distillation's teacher as TrainingJob.distill takes it
 let pool = null; // {workers, size} of shard workers, built for the job
 let request = { pause: false, stop: false };
 
@@ -81,7 +84,9 @@ async function startPool(size, target = job) {
     const { call } = connect(w, `CPU worker ${i + 1}`);
     workers.push({ worker: w, call: (op, args, transfer) => call(op, args, null, transfer).promise });
   }
-  await Promise.all(workers.map((w) => w.call('setup', { setup })));
+  // A job that distils logits gives every worker the teacher, whose forward each runs on its shards.
+  const teacher = setup.loss.distill_beta > 0 ? teacherSource?.bytes : null;
+  await Promise.all(workers.map((w) => w.call('setup', { setup, teacher })));
   pool = { workers, size };
   // Shard i goes to worker i mod N; each answers for its shards in order, and the results
   // come back here in shard order, whatever order the workers finish in.
@@ -161,13 +166,52 @@ const shortReason = (e) => String(e.message ?? e).split(/[;:]\s/).slice(0, 2).jo
 async function sampleNow(step, emit) {
   if (!meta.sample) return;
   const text = await job.sample(meta.sample);
-  emit({ type: 'sample', step, text });
+  emit({ type: 'sample', step, text, prompt: meta.sample.prompt, teacher: job.teacher_sample(meta.sample) });
+}
+
+// A teacher from the page ({name, url} or {name, bytes} of an itera file, or {name, llama2:
+// {checkpoint, tokenizer}}) as TrainingJob.distill and StoryWriter take it.
+async function teacherFrom(t) {
+  if (t.llama2) return { kind: 'llama2', checkpoint: new Uint8Array(t.llama2.checkpoint), tokenizer: new Uint8Array(t.llama2.tokenizer) };
+  const bytes = t.bytes ? new Uint8Array(t.bytes) : (await fetchCached(t.url, () => {})).bytes;
+  return { kind: 'itera', bytes };
+}
+
+// Keeps a teacher that is not on the server (opened from disk) next to the saved job.
+async function saveTeacher(t) {
+  if (t.url) return;
+  const parts = teacherSource.kind === 'llama2' ? [teacherSource.checkpoint, teacherSource.tokenizer] : [teacherSource.bytes];
+  const header = new Uint32Array(parts.map((p) => p.length));
+  await writeFile('teacher.bin', new Blob([header, ...parts]));
+}
+
+async function loadTeacher(saved) {
+  if (saved.teacher.url) return teacherFrom(saved.teacher);
+  const file = await readFile('teacher.bin');
+  if (!file) throw new Error('the saved distillation\'s teacher file is missing: start it again');
+  const all = new Uint8Array(await file.arrayBuffer());
+  const n = saved.teacher.kind === 'llama2' ? 2 : 1;
+  const lengths = new Uint32Array(all.buffer.slice(0, 4 * n));
+  let at = 4 * n;
+  const parts = [...lengths].map((len) => { const p = all.slice(at, at + len); at += len; return p; });
+  return saved.teacher.kind === 'llama2' ? { kind: 'llama2', checkpoint: parts[0], tokenizer: parts[1] } : { kind: 'itera', bytes: parts[0] };
+}
+
+// The stories of a corpus being written, kept so that a reload continues it.
+async function saveCorpus(corpus) {
+  await writeFile('corpus.json', JSON.stringify(corpus));
 }
 
 const ops = {
   async defaults() {
     await ready;
-    return { defaults: fine_tune_defaults(), limits: train_limits(), cores: navigator.hardwareConcurrency ?? 1 };
+    return { defaults: fine_tune_defaults(), distill: distill_defaults(), limits: train_limits(), cores: navigator.hardwareConcurrency ?? 1 };
+  },
+
+  // {config}: a student shape's parameters and file size per precision.
+  async modelSize({ config }) {
+    await ready;
+    return model_size(config);
   },
 
   // {texts: [{name, text}]} → documents, tokens and the held-out part, or why it cannot train.
@@ -184,7 +228,7 @@ const ops = {
     job = null;
     const bytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
     job = new TrainingJob(bytes, tokenizer, asSources(texts), settings, base.name);
-    meta = { base: { name: base.name, url: base.url ?? null }, texts, settings, sample };
+    meta = { kind: 'fine-tune', base: { name: base.name, url: base.url ?? null }, texts, settings, sample };
     const info = job.info();
     await persist(null, info);
     return { info, history: job.history() };
@@ -196,7 +240,7 @@ const ops = {
     const checkpoint = await readFile('checkpoint.safetensors');
     if (!file || !checkpoint) return null;
     const saved = JSON.parse(await file.text());
-    return { ...saved, texts: undefined, documents: saved.texts.length, storage: await storageUsed() };
+    return { ...saved, kind: saved.kind ?? 'fine-tune', texts: undefined, documents: saved.texts.length, storage: await storageUsed() };
   },
 
   // Loads the saved job from its checkpoint (same texts): it continues where it stopped.
@@ -208,8 +252,15 @@ const ops = {
     const saved = JSON.parse(await file.text());
     stopPool();
     job?.free();
-    job = TrainingJob.resume(new Uint8Array(await checkpoint.arrayBuffer()), tokenizer, asSources(saved.texts));
-    meta = { base: saved.base, texts: saved.texts, settings: saved.settings, sample: saved.sample };
+    let distill = null;
+    if (saved.kind === 'distill') {
+      teacherSource = await loadTeacher(saved);
+      const corpus = await readFile('corpus.txt');
+      if (!corpus) throw new Error('the saved distillation\'s corpus is missing: start it again');
+      distill = { corpus: await corpus.text(), teacher: teacherSource };
+    }
+    job = TrainingJob.resume(new Uint8Array(await checkpoint.arrayBuffer()), tokenizer, asSources(saved.texts), distill);
+    meta = saved;
     return { info: job.info(), history: job.history(), meta };
   },
 
@@ -220,16 +271,102 @@ const ops = {
     stopPool();
     job?.free();
     job = null;
-    job = TrainingJob.resume(new Uint8Array(checkpoint), tokenizer, asSources(texts));
+    job = TrainingJob.resume(new Uint8Array(checkpoint), tokenizer, asSources(texts), null);
     const info = job.info();
-    meta = { base: { name: info.base || 'a checkpoint file', url: null }, texts, settings: info.spec, sample };
+    meta = { kind: 'fine-tune', base: { name: info.base || 'a checkpoint file', url: null }, texts, settings: info.spec, sample };
     await persist(new Uint8Array(checkpoint), info);
     return { info, history: job.history(), meta };
   },
 
+  // {teacher, settings: {tokens, seed, temperature, top_p}, workers}: the teacher writes a
+  // corpus on `workers` CPU workers, story i from its own seed, streaming each story (in index
+  // order) as an event; a corpus of the same teacher and settings saved earlier continues
+  // from the stories it has. Resolves to {text, stories, tokens}.
+  async writeCorpus({ teacher, settings, workers = 1 }, emit) {
+    const tokenizer = await ready;
+    teacherSource = await teacherFrom(teacher);
+    const key = JSON.stringify({ teacher: teacher.name, settings });
+    const saved = await readFile('corpus.json');
+    let stories = {};
+    if (saved) {
+      const s = JSON.parse(await saved.text());
+      if (s.key === key) stories = s.stories;
+    }
+    const corpus = new Corpus(settings.tokens);
+    for (const [i, st] of Object.entries(stories)) corpus.insert(Number(i), st.text, st.tokens);
+    let shown = 0;
+    const show = () => {
+      // Stories reach the page in index order: those before the first gap.
+      while (shown < corpus.stories()) {
+        emit({ type: 'story', index: shown, text: stories[shown].text, tokens: corpus.tokens(), target: settings.tokens });
+        shown += 1;
+      }
+    };
+    show();
+    request = { pause: false, stop: false };
+    const writers = [];
+    for (let k = 0; k < workers && !corpus.complete(); k++) {
+      const w = new Worker('/shard-worker.js', { type: 'module' });
+      const { call } = connect(w, `story writer ${k + 1}`);
+      writers.push({ worker: w, call: (op, args) => call(op, args).promise });
+    }
+    try {
+      await Promise.all(writers.map((w) => w.call('writer', { teacher: teacherSource, tokenizer, settings })));
+      let next = 0;
+      let lastSave = Date.now();
+      await Promise.all(writers.map(async (w) => {
+        while (!corpus.complete() && !request.stop && !request.pause) {
+          while (stories[next]) next += 1;
+          const i = next++;
+          const st = await w.call('story', { i });
+          stories[i] = st;
+          corpus.insert(i, st.text, st.tokens);
+          show();
+          if (Date.now() - lastSave > 1000) {
+            lastSave = Date.now();
+            await saveCorpus({ key, stories });
+          }
+        }
+      }));
+    } finally {
+      for (const w of writers) w.worker.terminate();
+    }
+    await saveCorpus({ key, stories });
+    const text = corpus.text();
+    return { text, stories: corpus.stories(), tokens: corpus.tokens(), complete: corpus.complete() };
+  },
+
+  // {student: {name, url|bytes} | {config}, teacher, corpus, texts, settings, sample}: a new
+  // distillation (replacing any job) on the corpus the teacher wrote (and the visitor's texts).
+  async startDistill({ student, teacher, corpus, texts, settings, sample, corpusSettings }) {
+    const tokenizer = await ready;
+    stopPool();
+    job?.free();
+    job = null;
+    teacherSource = await teacherFrom(teacher);
+    let studentArg = student;
+    if (!student.config) {
+      const bytes = student.bytes ? new Uint8Array(student.bytes) : (await fetchCached(student.url, () => {})).bytes;
+      studentArg = { bytes, name: student.name };
+    }
+    job = TrainingJob.distill(studentArg, teacherSource, teacher.name, corpus, asSources(texts), tokenizer, settings);
+    const t = { name: teacher.name, kind: teacherSource.kind, url: teacher.url ?? null };
+    meta = { kind: 'distill', base: { name: student.name ?? 'a fresh student', url: null }, teacher: t, corpusSettings, texts, settings, sample };
+    await writeFile('corpus.txt', corpus);
+    await saveTeacher(teacher);
+    const info = job.info();
+    await persist(null, info);
+    return { info, history: job.history() };
+  },
+
+  // The teacher's story for a request, beside the student's (a distillation's last card).
+  async teacherSample({ request }) {
+    return job?.teacher_sample(request) ?? null;
+  },
+
   // {backend: 'auto' | 'cpu' | 'webgpu', workers}: advances until done, paused or stopped.
   async run({ backend = 'auto', workers = 1 }, emit) {
-    if (!job) throw new Error('no fine-tune to run (start one first)');
+    if (!job) throw new Error('no job to run (start one first)');
     request = { pause: false, stop: false };
     if (!pool && !job.backend().startsWith('WebGPU')) {
       emit({ type: 'note', message: await chooseBackend(backend, workers, emit) });

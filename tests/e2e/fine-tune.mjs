@@ -21,7 +21,7 @@ const NAME_PROMPT = 'Once upon a time, there was a little moon-otter named';
 
 const dataset = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
 const waitFor = (page, fn, arg, timeout = 120_000) => page.waitForFunction(fn, arg, { timeout });
-const stateIs = (page, states, timeout) => waitFor(page, (s) => s.includes(document.body.dataset.fineTuneState), states, timeout);
+const stateIs = (page, states, timeout) => waitFor(page, (s) => s.includes(document.body.dataset.ftState), states, timeout);
 
 async function openTab(page) {
   await page.goto(url, { waitUntil: 'commit', timeout: 120_000 });
@@ -74,8 +74,8 @@ const CROSS_TOLERANCE = 2e-3;
 
 // After a job: the done card, Use this model, a greedy story with the sample's character.
 async function useTunedModel(page, label) {
-  await waitFor(page, () => document.body.dataset.fineTuneCompared);
-  const family = await dataset(page, 'fineTuneFamily');
+  await waitFor(page, () => document.body.dataset.ftCompared);
+  const family = await dataset(page, 'ftFamily');
   const options = await page.$$eval('#model-select option', (o) => o.map((x) => x.value));
   for (const p of ['f32', 'f16', 'q8', 'q4']) assert.ok(options.includes(`${family}-${p}`), `${family}-${p} is in the picker`);
   await page.click('#ft-use');
@@ -107,9 +107,9 @@ async function useTunedModel(page, label) {
   // Pause: the steps stop; Resume: they go on.
   await page.click('#ft-pause');
   await stateIs(page, ['paused']);
-  const pausedAt = Number(await dataset(page, 'fineTuneStep'));
+  const pausedAt = Number(await dataset(page, 'ftStep'));
   await page.waitForTimeout(700);
-  assert.equal(Number(await dataset(page, 'fineTuneStep')), pausedAt, 'no step while paused');
+  assert.equal(Number(await dataset(page, 'ftStep')), pausedAt, 'no step while paused');
   assert.match(await page.textContent('#ft-status'), /^Paused: step \d+ of 60/);
   // The paused job's checkpoint, to continue natively below.
   const checkpointDownload = page.waitForEvent('download');
@@ -117,7 +117,7 @@ async function useTunedModel(page, label) {
   const pageCheckpoint = `${outDir}/page-step-${pausedAt}.checkpoint.safetensors`;
   await (await checkpointDownload).saveAs(pageCheckpoint);
   await page.click('#ft-resume');
-  await waitFor(page, (k) => Number(document.body.dataset.fineTuneStep) > k, pausedAt);
+  await waitFor(page, (k) => Number(document.body.dataset.ftStep) > k, pausedAt);
   step(`paused at step ${pausedAt}, resumed`);
 
   // Reload mid-job: the checkpoint saved in the browser (at the pause, or every 20 steps) resumes.
@@ -125,7 +125,7 @@ async function useTunedModel(page, label) {
   await waitFor(page, () => document.body?.dataset.backendSettled, null, 180_000);
   await page.click('#tab-finetune');
   await page.waitForSelector('#ft-saved:not([hidden])');
-  const saved = Number(await dataset(page, 'fineTuneSaved'));
+  const saved = Number(await dataset(page, 'ftSaved'));
   assert.ok(saved >= pausedAt, `the saved job is at step ${saved} ≥ ${pausedAt}`);
   step(`after a reload: ${await page.textContent('#ft-saved-text')}`);
   await page.click('#ft-restore');
@@ -142,7 +142,7 @@ async function useTunedModel(page, label) {
   const evals = JSON.parse(await page.getAttribute('#ft-bpb-chart', 'data-evals'));
   const yours = evals['your text (held out)'];
   assert.ok(yours.length >= 7 && yours[yours.length - 1][1] < yours[0][1] - 0.2, `held-out BPB falls: ${JSON.stringify(yours)}`);
-  await waitFor(page, () => document.body.dataset.fineTuneCompared);
+  await waitFor(page, () => document.body.dataset.ftCompared);
   const doneText = await page.textContent('#ft-done-text');
   assert.match(doneText, /^Fine-tune finished: 60 steps/);
   const after = await page.textContent('#ft-after');
@@ -178,7 +178,7 @@ async function useTunedModel(page, label) {
   await page.selectOption('#ft-backend', 'webgpu');
   await page.click('#ft-start');
   await stateIs(page, ['done', 'failed'], 300_000);
-  assert.equal(await dataset(page, 'fineTuneState'), 'done', await page.textContent('#ft-error'));
+  assert.equal(await dataset(page, 'ftState'), 'done', await page.textContent('#ft-error'));
   assert.match(await page.textContent('#ft-note'), /Training on WebGPU/);
   assert.equal((await lossCurve(page)).length, 3);
   step(`pinned WebGPU: ${await page.textContent('#ft-note')}; ${await page.textContent('#ft-status')}`);
@@ -212,7 +212,7 @@ async function useTunedModel(page, label) {
   await page.fill('#ft-lr', '0.0005');
   await page.click('#ft-start');
   await stateIs(page, ['done', 'failed'], 300_000);
-  assert.equal(await dataset(page, 'fineTuneState'), 'done', await page.textContent('#ft-error'));
+  assert.equal(await dataset(page, 'ftState'), 'done', await page.textContent('#ft-error'));
   const note = await page.textContent('#ft-note');
   assert.match(note, /WebGPU unavailable.*→ CPU workers/, note);
   const loss = await lossCurve(page);
@@ -237,9 +237,9 @@ async function useTunedModel(page, label) {
   await page.click('#tab-finetune');
   await useSample(page);
   await page.setInputFiles('#ft-checkpoint-file', `${outDir}/native-to-page/checkpoint.safetensors`);
-  await waitFor(page, () => document.body.dataset.fineTuneState === 'running');
+  await waitFor(page, () => document.body.dataset.ftState === 'running');
   await stateIs(page, ['done', 'failed'], 300_000);
-  assert.equal(await dataset(page, 'fineTuneState'), 'done', await page.textContent('#ft-error'));
+  assert.equal(await dataset(page, 'ftState'), 'done', await page.textContent('#ft-error'));
   const resumed = await lossCurve(page);
   assert.equal(resumed.length, 60);
   const nativeToPage = worstRelative(resumed, straight, Array.from({ length: 30 }, (_, i) => 31 + i));

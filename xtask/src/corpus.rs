@@ -48,8 +48,8 @@ pub fn run(a: CorpusArgs) -> Result<()> {
     let settings = CorpusSettings {
         tokens: a.tokens,
         seed: a.seed,
-        temperature: a.temperature,
-        top_p: a.top_p,
+        temperature: a.temperature as f64,
+        top_p: a.top_p as f64,
     };
     settings.validate()?;
     let teller = StoryTeller::Llama2(&model, &tok);

@@ -23,8 +23,9 @@ pub struct CorpusSettings {
     /// Teacher tokens to sample in total (the last story may run past it).
     pub tokens: usize,
     pub seed: u64,
-    pub temperature: f32,
-    pub top_p: f32,
+    /// f64 so that settings read as typed (0.9, not 0.8999999761); the sampler takes f32.
+    pub temperature: f64,
+    pub top_p: f64,
 }
 
 impl CorpusSettings {
@@ -51,9 +52,9 @@ impl CorpusSettings {
     /// Story `i`'s sampler settings: its own seed from (seed, i).
     pub fn sampling(&self, i: usize) -> SamplingSettings {
         SamplingSettings {
-            temperature: self.temperature,
+            temperature: self.temperature as f32,
             top_k: 0,
-            top_p: self.top_p,
+            top_p: self.top_p as f32,
             seed: story_seed(self.seed, i),
         }
     }
