@@ -42,6 +42,42 @@ pub struct CorpusArgs {
     threads: Option<usize>,
 }
 
+/// The corpus `settings` describe, its stories written by `threads` threads: a thread takes
+/// the next story index until the stories finished so far in index order (up to the first
+/// gap) hold enough tokens.
+pub fn write(teller: &StoryTeller, settings: &CorpusSettings, threads: usize) -> Result<CorpusBuilder> {
+    let bar = ProgressBar::new(settings.tokens as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} teacher tokens  {per_sec}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(CorpusBuilder::new(settings.tokens));
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let lock = || done.lock().map_err(|_| anyhow::anyhow!("a sampling thread panicked"));
+                    while !lock()?.is_complete() {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let story = teller.story(settings, i)?;
+                        bar.inc(story.tokens as u64);
+                        lock()?.insert(i, story);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("a sampling thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    done.into_inner()
+        .map_err(|_| anyhow::anyhow!("a sampling thread panicked"))
+}
+
 pub fn run(a: CorpusArgs) -> Result<()> {
     let model = Llama2::from_file(&a.teacher)?;
     let tok = Llama2Tokenizer::from_file(&a.tokenizer, model.config.vocab_size)?;
@@ -58,41 +94,8 @@ pub fn run(a: CorpusArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
 
-    let bar = ProgressBar::new(a.tokens as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} teacher tokens  {per_sec}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     let start = Instant::now();
-    // Stories are handed out by index; a worker stops once the stories finished so far in
-    // index order (up to the first gap) already hold enough tokens.
-    let next = AtomicUsize::new(0);
-    let done = Mutex::new(CorpusBuilder::new(a.tokens));
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let lock = || done.lock().map_err(|_| anyhow::anyhow!("a sampling thread panicked"));
-                    while !lock()?.is_complete() {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let story = teller.story(&settings, i)?;
-                        bar.inc(story.tokens as u64);
-                        lock()?.insert(i, story);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().map_err(|_| anyhow::anyhow!("a sampling thread panicked"))??;
-        }
-        Ok(())
-    })?;
-    bar.finish_and_clear();
-
-    let corpus = done
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("a sampling thread panicked"))?;
+    let corpus = write(&teller, &settings, threads)?;
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?,
     );

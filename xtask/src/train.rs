@@ -18,10 +18,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use itera_core::gpu::train::GpuStep;
 use itera_core::gpu::Gpu;
+use itera_core::llama2c::{Llama2, Llama2Tokenizer};
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
-    encode_corpus, Budget, Checkpoint, CpuStep, DistillSpec, EvalSet, Event, FineTuneText, Job, JobData, Provenance,
-    StepBackend, TrainSpec,
+    encode_corpus, Budget, Checkpoint, CorpusSettings, CpuStep, DistillSpec, EvalSet, Event, FineTuneText, Job,
+    JobData, Provenance, StepBackend, StoryTeller, TrainSpec,
 };
 use itera_core::{format, Precision, Weights};
 use serde_json::json;
@@ -171,9 +172,20 @@ pub enum TrainBackend {
 
 #[derive(Args)]
 pub struct DistillArgs {
-    /// The teacher: an itera model file of any precision; the student uses its tokenizer.
+    /// The teacher: an itera model file of any precision (logit distillation; the student
+    /// uses its tokenizer), or a llama2.c checkpoint (sequence-level: the student learns the
+    /// stories it writes into --corpus, with --tokenizer, by default weights/tokenizer.json).
     #[arg(long)]
     teacher: PathBuf,
+    /// A llama2.c teacher's tokenizer.bin (default: tok<vocab>.bin or tokenizer.bin next to it).
+    #[arg(long)]
+    teacher_tokenizer: Option<PathBuf>,
+    /// With a llama2.c teacher: when --corpus does not exist yet, the teacher writes this many
+    /// tokens into it first (as `cargo xtask corpus` does).
+    #[arg(long, default_value_t = CorpusSettings::DEFAULT.tokens)]
+    corpus_tokens: usize,
+    #[arg(long, default_value_t = CorpusSettings::DEFAULT.seed)]
+    corpus_seed: u64,
     /// Weight β of the distillation term β·T²·KL (CE gets 1 − β).
     #[arg(long, default_value_t = DistillSpec::DEFAULT.beta)]
     beta: f64,
@@ -184,11 +196,12 @@ pub struct DistillArgs {
     train: TrainArgs,
 }
 
-/// The model a student learns from.
+/// The model a student learns from: its logits (an itera teacher: `weights` and `spec`), or
+/// only the corpus it wrote (a llama2.c teacher: neither).
 struct Teacher {
     path: PathBuf,
-    weights: Weights,
-    spec: DistillSpec,
+    weights: Option<Weights>,
+    spec: Option<DistillSpec>,
 }
 
 /// Logit distillation: the student is trained with a teacher loaded from `a.teacher`.
@@ -199,12 +212,9 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
     };
     // Settings are checked before any file is read.
     spec_of(&a.train, Some(spec)).validate()?;
-    let AnyModel::Itera { weights, .. } = models::load(&a.teacher, None)? else {
-        bail!(
-            "{} is a llama2.c checkpoint: distill needs an itera teacher with the student's tokenizer \
-             (sample a corpus from a llama2.c model with `cargo xtask corpus` and `train` on it instead)",
-            a.teacher.display()
-        );
+    let weights = match models::load(&a.teacher, a.teacher_tokenizer.as_deref())? {
+        AnyModel::Itera { weights, .. } => weights,
+        AnyModel::Llama2 { model, tokenizer } => return distill_stories(a, &model, &tokenizer),
     };
     if a.train.tokenizer.is_none() {
         let dir = a.teacher.parent().unwrap_or(Path::new("."));
@@ -215,8 +225,47 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
     }
     let teacher = Teacher {
         path: a.teacher,
-        weights,
-        spec,
+        weights: Some(weights),
+        spec: Some(spec),
+    };
+    run_with(a.train, Some(teacher))
+}
+
+/// Sequence-level distillation from a llama2.c teacher (another tokenizer): the teacher writes
+/// the corpus (unless --corpus exists already), the student learns it with cross-entropy.
+fn distill_stories(mut a: DistillArgs, model: &Llama2, tok: &Llama2Tokenizer) -> Result<()> {
+    let Some(corpus) = a.train.corpus.clone() else {
+        bail!("a llama2.c teacher writes its stories into --corpus FILE (give one)");
+    };
+    if !corpus.exists() {
+        let settings = CorpusSettings {
+            tokens: a.corpus_tokens,
+            seed: a.corpus_seed,
+            ..CorpusSettings::DEFAULT
+        };
+        settings.validate()?;
+        eprintln!(
+            "the teacher writes {} tokens of stories into {}",
+            settings.tokens,
+            corpus.display()
+        );
+        let written = crate::corpus::write(&StoryTeller::Llama2(model, tok), &settings, threads(&a.train))?;
+        write_atomic(&corpus, written.text().as_bytes())?;
+    }
+    a.train
+        .tokenizer
+        .get_or_insert_with(|| crate::project_root().join("weights/tokenizer.json"));
+    if a.train.init.is_none() {
+        a.train.config.get_or_insert_with(|| "micro".into());
+    }
+    eprintln!(
+        "sequence-level distillation: the student learns the stories of {}",
+        a.teacher.display()
+    );
+    let teacher = Teacher {
+        path: a.teacher,
+        weights: None,
+        spec: None,
     };
     run_with(a.train, Some(teacher))
 }
@@ -356,7 +405,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
         tokenizer,
         stream,
         eval_sets,
-        teacher: teacher.as_ref().map(|t| t.weights.clone()),
+        teacher: teacher.as_ref().and_then(|t| t.weights.clone()),
     };
     let start = Instant::now();
     let clock = Box::new(move || start.elapsed().as_secs_f64());
@@ -371,7 +420,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
                 differ.join(", ")
             );
         }
-        if teacher.as_ref().map(|t| t.spec) != checkpoint.spec.distill {
+        if teacher.as_ref().and_then(|t| t.spec) != checkpoint.spec.distill {
             bail!("a resumed run keeps its own distillation settings (β, T, or none)");
         }
         let job = Job::resume(checkpoint, data, clock)?;
@@ -383,20 +432,20 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
             teacher: teacher.as_ref().map(|t| t.path.display().to_string()),
             base: a.init.as_ref().map(|p| p.display().to_string()),
         };
-        let spec = spec_of(&a, teacher.as_ref().map(|t| t.spec));
+        let spec = spec_of(&a, teacher.as_ref().and_then(|t| t.spec));
         let base = base_model(&a, &data.tokenizer, spec.seed)?;
         Job::new(spec, &base, data, provenance, clock)?
     };
     if let Some(s) = a.stop_at {
         job.stop_at(s);
     }
-    if let Some(t) = &teacher {
+    if let Some((w, spec)) = teacher.as_ref().and_then(|t| t.weights.as_ref().zip(t.spec)) {
         eprintln!(
-            "distilling from {} ({} parameters), β = {}, T = {}",
-            t.path.display(),
-            t.weights.table.total_params(),
-            t.spec.beta,
-            t.spec.temperature
+            "distilling the logits of {} ({} parameters), β = {}, T = {}",
+            teacher.as_ref().map_or(String::new(), |t| t.path.display().to_string()),
+            w.table.total_params(),
+            spec.beta,
+            spec.temperature
         );
     }
     let w = &job.state().weights;

@@ -191,3 +191,57 @@ fn xtask_distill_takes_the_pages_distillation_steps() {
         }
     }
 }
+
+/// `xtask distill` with a llama2.c teacher (from ../shared/data when present): the teacher
+/// writes the corpus — the very corpus `xtask corpus` writes for the same settings — and the
+/// student learns it through the same job (sequence-level: no KL); its summary says so.
+#[test]
+fn distill_from_a_llama2c_teacher_learns_its_stories() {
+    let teacher = root().join("../shared/data/teacher/stories260K.bin");
+    if !teacher.exists() {
+        println!(
+            "SKIPPED: {} is absent (reference data is not part of the repository)",
+            teacher.display()
+        );
+        return;
+    }
+    let dir = fresh("distill-llama2c");
+    let corpus = dir.join("corpus.txt");
+    let t = teacher.display().to_string();
+    #[rustfmt::skip]
+    let args = [
+        "distill", "--teacher", &t, "--corpus", &corpus.display().to_string(), "--corpus-tokens", "3000",
+        "--corpus-seed", "4", "--out-dir", &dir.join("run").display().to_string(), "--steps", "30", "--batch", "4",
+        "--seq-len", "32", "--warmup", "3", "--eval-every", "30", "--heldout", "web/eval-stories.txt", "--threads", "2",
+    ];
+    xtask(&args.map(String::from));
+    let reference = dir.join("reference.txt");
+    #[rustfmt::skip]
+    let args = [
+        "corpus", "--teacher", &t, "--tokenizer", &root().join("../shared/data/teacher/tok512.bin").display().to_string(),
+        "--tokens", "3000", "--seed", "4", "--out", &reference.display().to_string(),
+    ];
+    xtask(&args.map(String::from));
+    assert_eq!(
+        std::fs::read(&corpus).unwrap(),
+        std::fs::read(&reference).unwrap(),
+        "the same corpus"
+    );
+    let steps = log(&dir.join("run"));
+    assert_eq!(steps.len(), 30);
+    assert!(steps.iter().all(|s| s["kl"] == 0.0), "no KL across tokenizers");
+    let first = steps[0]["ce"].as_f64().unwrap();
+    assert!(
+        steps[29]["ce"].as_f64().unwrap() < first - 1.0,
+        "the student learns the stories"
+    );
+    let bytes = std::fs::read(dir.join("run/model.safetensors")).unwrap();
+    let summary = itera_core::format::read_header(&bytes)
+        .unwrap()
+        .config
+        .training
+        .unwrap();
+    let from = summary.distilled_from.unwrap();
+    assert_eq!(from.mode, itera_core::train::DistillMode::Sequence);
+    assert!(from.teacher.ends_with("stories260K.bin"));
+}
