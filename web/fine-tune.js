@@ -165,20 +165,23 @@ export function setupFineTune(app) {
     tbody.replaceChildren();
     const n = defaultWorkers(t.defaults.cores, t.defaults.defaults.batch);
     const counts = n > 1 ? [1, n] : [1];
-    status.textContent = `Running (${counts.join(' and ')} worker${n > 1 ? 's' : ''}, then WebGPU)…`;
+    status.textContent = `Running: a fine-tune, the teacher writing stories and a distillation, each on ${counts.join(' and ')} worker${n > 1 ? 's' : ''}, then WebGPU…`;
     const key = app.current();
-    let one = null;
+    const ones = {}; // each job's 1-worker speed
     try {
       const sample = await (await fetch(SAMPLE_URL)).text();
-      const rows = await t.call('benchmark', { base: app.source(key), texts: [{ name: 'sample stories', text: sample }], workers: counts }, (ev) => {
+      const args = { base: app.source(key), teacher: app.source('itera-tiny-q8'), texts: [{ name: 'sample stories', text: sample }], workers: counts };
+      const rows = await t.call('benchmark', args, (ev) => {
         if (ev.type !== 'row') return;
         const r = ev.row;
-        if (r.backend === 'cpu' && r.workers === 1) one = r.tokensPerSecond;
+        if (r.backend === 'cpu' && r.workers === 1) ones[r.job] = r.tokensPerSecond;
+        const one = ones[r.job];
         const tr = document.createElement('tr');
+        const label = { 'fine-tune': `fine-tune ${key}`, corpus: 'itera-tiny q8 writes stories', distill: 'distil itera-tiny q8 → fresh micro' }[r.job];
         const cells = r.error
-          ? [r.backend === 'webgpu' ? 'WebGPU' : 'CPU', '–', `unavailable: ${r.error}`, '', '']
-          : [r.backend === 'webgpu' ? `WebGPU (${r.adapter})` : 'CPU (wasm SIMD)', r.workers ?? '–', fmtInt(r.tokensPerSecond),
-            one ? `${(r.tokensPerSecond / one).toFixed(2)}×` : '', r.firstLoss.toFixed(6)];
+          ? [label, r.backend === 'webgpu' ? 'WebGPU' : 'CPU', '–', `unavailable: ${r.error}`, '', '']
+          : [label, r.backend === 'webgpu' ? `WebGPU (${r.adapter})` : 'CPU (wasm SIMD)', r.workers ?? '–', fmtInt(r.tokensPerSecond),
+            one && r.backend === 'cpu' ? `${(r.tokensPerSecond / one).toFixed(2)}×` : '', r.firstLoss?.toFixed(6) ?? ''];
         for (const c of cells) {
           const td = document.createElement('td');
           td.textContent = c;

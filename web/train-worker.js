@@ -202,6 +202,81 @@ async function saveCorpus(corpus) {
   await writeFile('corpus.json', JSON.stringify(corpus));
 }
 
+// The corpus `settings` describe, written by `k` CPU workers holding the teacher: a worker
+// takes the next story index until the stories in index order reach the target (or a pause
+// or stop comes). `stories` (index → {text, tokens}) holds those already written, and gets
+// the new ones; `onStory(i, story, corpus)` sees each story once it is part of the corpus.
+async function writeStories(tokenizer, teacher, settings, k, stories, onStory = () => {}) {
+  const corpus = new Corpus(settings.tokens);
+  for (const [i, st] of Object.entries(stories)) corpus.insert(Number(i), st.text, st.tokens);
+  let shown = 0;
+  const show = () => {
+    while (shown < corpus.stories()) {
+      onStory(shown, stories[shown], corpus);
+      shown += 1;
+    }
+  };
+  show();
+  const writers = [];
+  for (let w = 0; w < k && !corpus.complete(); w++) {
+    const worker = new Worker('/shard-worker.js', { type: 'module' });
+    const { call } = connect(worker, `story writer ${w + 1}`);
+    writers.push({ worker, call: (op, args) => call(op, args).promise });
+  }
+  try {
+    await Promise.all(writers.map((w) => w.call('writer', { teacher, tokenizer, settings })));
+    let next = 0;
+    await Promise.all(writers.map(async (w) => {
+      while (!corpus.complete() && !request.stop && !request.pause) {
+        while (stories[next]) next += 1;
+        const i = next++;
+        const st = await w.call('story', { i });
+        stories[i] = st;
+        corpus.insert(i, st.text, st.tokens);
+        show();
+      }
+    }));
+  } finally {
+    for (const w of writers) w.worker.terminate();
+  }
+  return { corpus, stories };
+}
+
+// Tokens/s of a job made by `make()` on 1 and N CPU workers (`counts`) and on WebGPU: one
+// warm-up step, then `steps` timed ones (WebGPU stops after `gpuSeconds`). Emits a row each.
+async function benchJob(name, make, counts, steps, gpuSeconds, row) {
+  const time = async (j, limitSeconds = Infinity) => {
+    await j.advance(1, 1e9); // warm-up: pipelines, caches, first allocation
+    const t0 = performance.now();
+    let n = 0;
+    while (n < steps && (performance.now() - t0) / 1000 < limitSeconds) {
+      await j.advance(1, 1e9);
+      n += 1;
+    }
+    const info = j.info();
+    return (n * info.spec.batch * info.spec.seq_len) / ((performance.now() - t0) / 1000);
+  };
+  for (const k of counts) {
+    const j = make();
+    await startPool(k, j);
+    const tokensPerSecond = await time(j);
+    stopPool();
+    const info = j.info();
+    row({ job: name, backend: 'cpu', workers: k, shards: info.spec.shards, tokensPerSecond, firstLoss: j.history().loss[0], batch: info.spec.batch, seqLen: info.spec.seq_len });
+    j.free();
+  }
+  try {
+    await gpu_init();
+    const j = make();
+    j.use_gpu();
+    const tokensPerSecond = await time(j, gpuSeconds);
+    row({ job: name, backend: 'webgpu', adapter: j.backend(), tokensPerSecond, firstLoss: j.history().loss[0] });
+    j.free();
+  } catch (e) {
+    row({ job: name, backend: 'webgpu', error: e.message ?? String(e) });
+  }
+}
+
 const ops = {
   async defaults() {
     await ready;
@@ -287,53 +362,22 @@ const ops = {
     teacherSource = await teacherFrom(teacher);
     const key = JSON.stringify({ teacher: teacher.name, settings });
     const saved = await readFile('corpus.json');
-    let stories = {};
+    let known = {};
     if (saved) {
       const s = JSON.parse(await saved.text());
-      if (s.key === key) stories = s.stories;
+      if (s.key === key) known = s.stories;
     }
-    const corpus = new Corpus(settings.tokens);
-    for (const [i, st] of Object.entries(stories)) corpus.insert(Number(i), st.text, st.tokens);
-    let shown = 0;
-    const show = () => {
-      // Stories reach the page in index order: those before the first gap.
-      while (shown < corpus.stories()) {
-        emit({ type: 'story', index: shown, text: stories[shown].text, tokens: corpus.tokens(), target: settings.tokens });
-        shown += 1;
-      }
-    };
-    show();
     request = { pause: false, stop: false };
-    const writers = [];
-    for (let k = 0; k < workers && !corpus.complete(); k++) {
-      const w = new Worker('/shard-worker.js', { type: 'module' });
-      const { call } = connect(w, `story writer ${k + 1}`);
-      writers.push({ worker: w, call: (op, args) => call(op, args).promise });
-    }
-    try {
-      await Promise.all(writers.map((w) => w.call('writer', { teacher: teacherSource, tokenizer, settings })));
-      let next = 0;
-      let lastSave = Date.now();
-      await Promise.all(writers.map(async (w) => {
-        while (!corpus.complete() && !request.stop && !request.pause) {
-          while (stories[next]) next += 1;
-          const i = next++;
-          const st = await w.call('story', { i });
-          stories[i] = st;
-          corpus.insert(i, st.text, st.tokens);
-          show();
-          if (Date.now() - lastSave > 1000) {
-            lastSave = Date.now();
-            await saveCorpus({ key, stories });
-          }
-        }
-      }));
-    } finally {
-      for (const w of writers) w.worker.terminate();
-    }
+    let lastSave = Date.now();
+    const { corpus, stories } = await writeStories(tokenizer, teacherSource, settings, workers, known, (i, st, c) => {
+      emit({ type: 'story', index: i, text: st.text, tokens: c.tokens(), target: settings.tokens });
+      if (Date.now() - lastSave > 1000) {
+        lastSave = Date.now();
+        saveCorpus({ key, stories: known });
+      }
+    });
     await saveCorpus({ key, stories });
-    const text = corpus.text();
-    return { text, stories: corpus.stories(), tokens: corpus.tokens(), complete: corpus.complete() };
+    return { text: corpus.text(), stories: corpus.stories(), tokens: corpus.tokens(), complete: corpus.complete() };
   },
 
   // {student: {name, url|bytes} | {config}, teacher, corpus, texts, settings, sample}: a new
@@ -429,50 +473,33 @@ const ops = {
     return { bytes };
   },
 
-  // Training tokens/s of `base` on the sample text with each CPU worker count in `workers`
-  // (the same job — the same shards — every time) and on WebGPU: one warm-up step, then
-  // `steps` timed ones (WebGPU stops after `gpuSeconds`).
-  async benchmark({ base, texts, workers, steps = 6, gpuSeconds = 30 }, emit) {
+  // The page's training speeds, each on the CPU with every worker count in `workers` (the same
+  // job — the same shards — every time) and on WebGPU: a fine-tune of `base` on `texts`; the
+  // teacher writing `corpusTokens` of stories; a logit distillation of the teacher into a
+  // fresh micro student on that corpus. Emits one row per measurement.
+  async benchmark({ base, teacher, texts, workers, steps = 6, gpuSeconds = 30, corpusTokens = 3000 }, emit) {
     const tokenizer = await ready;
-    if (job) throw new Error('a fine-tune is loaded: clear it or wait for it to end before benchmarking');
-    const bytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
+    if (job) throw new Error('a training job is loaded: clear it or wait for it to end before benchmarking');
     const shards = Math.max(...workers);
-    const settings = { steps: steps + 2, warmup: 1, eval_every: 1_000_000, checkpoint_every: 1_000_000, shards };
-    const fresh = () => new TrainingJob(bytes, tokenizer, asSources(texts), settings, base.name);
-    const time = async (j, limitSeconds = Infinity) => {
-      await j.advance(1, 1e9); // warm-up: pipelines, caches, first allocation
-      const t0 = performance.now();
-      let n = 0;
-      while (n < steps && (performance.now() - t0) / 1000 < limitSeconds) {
-        await j.advance(1, 1e9);
-        n += 1;
-      }
-      const info = j.info();
-      return (n * info.spec.batch * info.spec.seq_len) / ((performance.now() - t0) / 1000);
-    };
+    const timing = { steps: steps + 2, warmup: 1, eval_every: 1_000_000, checkpoint_every: 1_000_000, shards };
     const rows = [];
+    const row = (r) => { rows.push(r); emit({ type: 'row', row: r }); };
+    const baseBytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
+    await benchJob('fine-tune', () => new TrainingJob(baseBytes, tokenizer, asSources(texts), timing, base.name), workers, steps, gpuSeconds, row);
+    teacherSource = await teacherFrom(teacher);
+    const settings = { ...distill_defaults().corpus, tokens: corpusTokens };
+    let corpus = null;
     for (const k of workers) {
-      const j = fresh();
-      await startPool(k, j);
-      const tokensPerSecond = await time(j);
-      const first = j.history().loss[0];
-      stopPool();
-      const info = j.info();
-      j.free();
-      rows.push({ backend: 'cpu', workers: k, shards, tokensPerSecond, firstLoss: first, batch: info.spec.batch, seqLen: info.spec.seq_len });
-      emit({ type: 'row', row: rows[rows.length - 1] });
+      request = { pause: false, stop: false };
+      const t0 = performance.now();
+      const written = await writeStories(tokenizer, teacherSource, settings, k, {});
+      row({ job: 'corpus', backend: 'cpu', workers: k, tokensPerSecond: written.corpus.tokens() / ((performance.now() - t0) / 1000), stories: written.corpus.stories() });
+      corpus = written.corpus.text();
     }
-    try {
-      await gpu_init();
-      const j = fresh();
-      j.use_gpu();
-      const tokensPerSecond = await time(j, gpuSeconds);
-      rows.push({ backend: 'webgpu', adapter: j.backend(), tokensPerSecond, firstLoss: j.history().loss[0] });
-      j.free();
-    } catch (e) {
-      rows.push({ backend: 'webgpu', error: e.message ?? String(e) });
-    }
-    emit({ type: 'row', row: rows[rows.length - 1] });
+    const student = { config: { ...distill_defaults().student, vocab_size: 4096 } };
+    await benchJob('distill', () => TrainingJob.distill(student, teacherSource, teacher.name, corpus, [], tokenizer, { ...distill_defaults().settings, ...timing }),
+      workers, steps, gpuSeconds, row);
+    teacherSource = null;
     return rows;
   },
 

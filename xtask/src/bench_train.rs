@@ -1,71 +1,147 @@
-//! `cargo xtask bench --train-wasm`: fine-tuning speed in the page against native training,
-//! in one run. The same job each time — itera-tiny q8 on the sample stories, the page's
-//! 8 × 64-token batches, one shard per CPU worker — natively on 1 and N threads (before and
-//! after the browser, best kept) and in headless Chromium on 1 and N CPU workers and on
-//! WebGPU, through the Benchmarks tab's "Run training benchmark" (tests/bench/train-tab.mjs).
+//! `cargo xtask bench --train-wasm`: training in the page against training natively, in one
+//! run, for the page's three jobs — a fine-tune of itera-tiny q8 on the sample stories,
+//! itera-tiny q8 writing a corpus of stories, and a logit distillation of it into a fresh
+//! micro student on that corpus (8 × 64-token batches, one shard per CPU worker). Natively on
+//! 1 and N threads (before and after the browser, best kept); in headless Chromium on 1 and N
+//! CPU workers and on WebGPU, through the Benchmarks tab's "Run training benchmark"
+//! (tests/bench/train-tab.mjs).
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use itera_core::train::{Budget, CpuStep, TrainSpec};
-use itera_web::page_job::{PageJob, Source};
+use itera_core::tokenizer::Tokenizer;
+use itera_core::train::{Budget, CorpusSettings, CpuStep, TrainSpec};
+use itera_core::Config;
+use itera_web::page_job::{PageJob, Source, Student, Teacher};
 use serde::Serialize;
 use serde_json::Value;
 
 /// Timed steps per measurement, after one warm-up step.
 const STEPS: usize = 6;
-/// The page's largest pool (fine-tune.js `MAX_WORKERS`).
+/// The page's largest pool (trainer.js `MAX_WORKERS`).
 const MAX_WORKERS: usize = 8;
+/// Teacher tokens of the corpus measured (the page's `corpusTokens`).
+const CORPUS_TOKENS: usize = 3000;
+const JOBS: [&str; 3] = ["fine-tune", "corpus", "distill"];
 
+/// One job's speeds (tokens/s): natively and in the page.
 #[derive(Serialize)]
-pub struct TrainBench {
-    pub workers: usize,
+pub struct JobSpeeds {
+    pub job: &'static str,
     pub native_1_thread: f64,
     pub native_n_threads: f64,
     pub tab_1_worker: f64,
     pub tab_n_workers: f64,
     pub tab_webgpu: Option<f64>,
-    pub tab_webgpu_adapter: Option<String>,
     /// The first step's loss on 1 and N workers: equal bits (the same maths).
     pub tab_first_losses: Vec<f64>,
+}
+
+#[derive(Serialize)]
+pub struct TrainBench {
+    pub workers: usize,
+    pub jobs: Vec<JobSpeeds>,
+    pub tab_webgpu_adapter: Option<String>,
     pub tab_rows: Vec<Value>,
 }
 
-/// Tokens/s of the page's fine-tune job natively on `threads` threads, `shards` shards.
-fn native(shards: usize, threads: usize) -> Result<f64> {
-    let root = crate::project_root();
-    let base = std::fs::read(root.join("weights/itera-tiny-q8.safetensors"))?;
-    let tok = std::fs::read(root.join("weights/tokenizer.json"))?;
-    let text = std::fs::read(root.join("web/finetune-stories.txt"))?;
-    let spec = TrainSpec {
+fn read(path: &str) -> Result<Vec<u8>> {
+    let p = crate::project_root().join(path);
+    std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// The measured settings: `shards` shards, a warm-up step and the timed ones, no evaluation.
+fn timing(base: TrainSpec, shards: usize) -> TrainSpec {
+    TrainSpec {
         steps: STEPS + 2,
         warmup: 1,
         eval_every: 1_000_000,
         checkpoint_every: 1_000_000,
         shards,
-        ..TrainSpec::FINE_TUNE
-    };
-    let sources = [Source {
-        name: "finetune-stories.txt",
-        bytes: &text,
-    }];
-    let start = Instant::now();
-    let clock = Box::new(move || start.elapsed().as_secs_f64());
-    let mut t = PageJob::fine_tune(&base, &tok, &sources, spec.clone(), "itera-tiny-q8", clock)?;
-    let mut cpu = CpuStep::new(&t.job.state().weights, spec.step_config(), threads);
-    let mut step = |n| pollster::block_on(t.job.advance(&mut cpu, Budget::steps(n), &mut |_| Ok(())));
+        ..base
+    }
+}
+
+/// Tokens/s of a job on `threads` threads after one warm-up step.
+fn steps_per_s(mut job: PageJob, threads: usize) -> Result<f64> {
+    let spec = job.job.spec().clone();
+    let mut cpu = CpuStep::new(&job.job.state().weights, spec.step_config(), threads);
+    let mut step = |n| pollster::block_on(job.job.advance(&mut cpu, Budget::steps(n), &mut |_| Ok(())));
     step(1)?;
     let t0 = Instant::now();
     step(STEPS)?;
     Ok((STEPS * spec.tokens_per_step()) as f64 / t0.elapsed().as_secs_f64())
 }
 
+fn clock() -> itera_core::train::Clock {
+    let start = Instant::now();
+    Box::new(move || start.elapsed().as_secs_f64())
+}
+
+/// Native tokens/s of `job` with `shards` shards on `threads` threads.
+fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
+    let tok = read("weights/tokenizer.json")?;
+    let teacher = || -> Result<Teacher> { Ok(Teacher::itera(&read("weights/itera-tiny-q8.safetensors")?)?) };
+    let corpus = CorpusSettings {
+        tokens: CORPUS_TOKENS,
+        ..CorpusSettings::PAGE
+    };
+    match job {
+        "fine-tune" => {
+            let text = read("web/finetune-stories.txt")?;
+            let sources = [Source {
+                name: "finetune-stories.txt",
+                bytes: &text,
+            }];
+            let spec = timing(TrainSpec::FINE_TUNE, shards);
+            steps_per_s(
+                PageJob::fine_tune(
+                    &read("weights/itera-tiny-q8.safetensors")?,
+                    &tok,
+                    &sources,
+                    spec,
+                    "itera-tiny-q8",
+                    clock(),
+                )?,
+                threads,
+            )
+        }
+        "corpus" => {
+            let t = teacher()?;
+            let tokenizer = Tokenizer::from_json(&tok)?;
+            let t0 = Instant::now();
+            let written = crate::corpus::write(&t.teller(&tokenizer), &corpus, threads)?;
+            Ok(written.tokens() as f64 / t0.elapsed().as_secs_f64())
+        }
+        _ => {
+            let t = teacher()?;
+            let tokenizer = Tokenizer::from_json(&tok)?;
+            let text = crate::corpus::write(&t.teller(&tokenizer), &corpus, threads)?.text();
+            let spec = timing(TrainSpec::DISTILL, shards);
+            let job = PageJob::distill(
+                Student::Fresh(Config::preset("micro")?),
+                t,
+                "itera-tiny-q8",
+                &text,
+                &[],
+                &tok,
+                spec,
+                clock(),
+            )?;
+            steps_per_s(job, threads)
+        }
+    }
+}
+
 pub fn run() -> Result<TrainBench> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = cores.clamp(1, MAX_WORKERS.min(TrainSpec::FINE_TUNE.batch));
     crate::web::build()?;
-    eprintln!("native training, 1 and {n} threads…");
-    let mut best = [native(n, 1)?, native(n, n)?];
+    eprintln!("native, 1 and {n} threads…");
+    let mut best: Vec<[f64; 2]> = JOBS
+        .iter()
+        .map(|j| Ok([native(j, n, 1)?, native(j, n, n)?]))
+        .collect::<Result<_>>()?;
     eprintln!("in the page (headless Chromium): 1 and {n} CPU workers, WebGPU…");
     let server = crate::web::Server::start(None)?;
     let out = std::process::Command::new("node")
@@ -80,70 +156,74 @@ pub fn run() -> Result<TrainBench> {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).context("the page's benchmark rows")?;
-    eprintln!("native training again…");
-    best[0] = best[0].max(native(n, 1)?);
-    best[1] = best[1].max(native(n, n)?);
-    let cpu = |workers: usize| {
-        rows.iter()
-            .find(|r| r["backend"] == "cpu" && r["workers"] == workers)
-            .and_then(|r| r["tokensPerSecond"].as_f64())
-            .unwrap_or(f64::NAN)
-    };
-    let gpu = rows.iter().find(|r| r["backend"] == "webgpu");
-    let bench = TrainBench {
-        workers: n,
-        native_1_thread: best[0],
-        native_n_threads: best[1],
-        tab_1_worker: cpu(1),
-        tab_n_workers: cpu(n),
-        tab_webgpu: gpu.and_then(|r| r["tokensPerSecond"].as_f64()),
-        tab_webgpu_adapter: gpu.and_then(|r| r["adapter"].as_str().or(r["error"].as_str()).map(String::from)),
-        tab_first_losses: rows
-            .iter()
-            .filter(|r| r["backend"] == "cpu")
-            .filter_map(|r| r["firstLoss"].as_f64())
-            .collect(),
-        tab_rows: rows,
-    };
-    let b = &bench;
-    println!("\nfine-tuning itera-tiny q8, 8 × 64 tokens per step, {n} shards (tokens/s)");
-    println!("{:<26} {:>10} {:>16}", "", "tokens/s", "ratio");
-    println!("{:<26} {:>10.0}", "native, 1 thread", b.native_1_thread);
-    println!(
-        "{:<26} {:>10.0} {:>16}",
-        format!("native, {n} threads"),
-        b.native_n_threads,
-        format!("{:.2}× 1 thread", b.native_n_threads / b.native_1_thread)
-    );
-    println!(
-        "{:<26} {:>10.0} {:>16}",
-        "page, 1 CPU worker",
-        b.tab_1_worker,
-        format!("{:.2}× native 1", b.tab_1_worker / b.native_1_thread)
-    );
-    println!(
-        "{:<26} {:>10.0} {:>16}",
-        format!("page, {n} CPU workers"),
-        b.tab_n_workers,
-        format!("{:.2}× 1 worker", b.tab_n_workers / b.tab_1_worker)
-    );
-    match b.tab_webgpu {
-        Some(g) => println!(
-            "{:<26} {:>10.1}   ({})",
-            "page, WebGPU",
-            g,
-            b.tab_webgpu_adapter.as_deref().unwrap_or("")
-        ),
-        None => println!(
-            "page, WebGPU: {}",
-            b.tab_webgpu_adapter.as_deref().unwrap_or("unavailable")
-        ),
+    eprintln!("native again…");
+    for (j, b) in JOBS.iter().zip(&mut best) {
+        b[0] = b[0].max(native(j, n, 1)?);
+        b[1] = b[1].max(native(j, n, n)?);
     }
-    let same = b.tab_first_losses.windows(2).all(|w| w[0].to_bits() == w[1].to_bits());
+    let tab = |job: &str, backend: &str, workers: Option<usize>| {
+        rows.iter()
+            .find(|r| r["job"] == job && r["backend"] == backend && workers.is_none_or(|w| r["workers"] == w))
+    };
+    let speed = |r: Option<&Value>| r.and_then(|r| r["tokensPerSecond"].as_f64());
+    let jobs: Vec<JobSpeeds> = JOBS
+        .iter()
+        .zip(&best)
+        .map(|(&job, b)| JobSpeeds {
+            job,
+            native_1_thread: b[0],
+            native_n_threads: b[1],
+            tab_1_worker: speed(tab(job, "cpu", Some(1))).unwrap_or(f64::NAN),
+            tab_n_workers: speed(tab(job, "cpu", Some(n))).unwrap_or(f64::NAN),
+            tab_webgpu: speed(tab(job, "webgpu", None)),
+            tab_first_losses: rows
+                .iter()
+                .filter(|r| r["job"] == job && r["backend"] == "cpu")
+                .filter_map(|r| r["firstLoss"].as_f64())
+                .collect(),
+        })
+        .collect();
+    let adapter = rows
+        .iter()
+        .find(|r| r["backend"] == "webgpu")
+        .and_then(|r| r["adapter"].as_str().or(r["error"].as_str()).map(String::from));
     println!(
-        "first step's loss on 1 and {n} workers: {:?} ({})",
-        b.tab_first_losses,
-        if same { "equal bits" } else { "DIFFERENT" }
+        "\ntokens/s in one run ({n} shards; corpus: teacher tokens written; WebGPU: {})",
+        adapter.as_deref().unwrap_or("–")
     );
-    Ok(bench)
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>13} {:>12}",
+        "job",
+        "native 1",
+        format!("native {n}"),
+        "page 1",
+        format!("page {n}"),
+        "WebGPU",
+        "page÷native 1",
+        format!("page {n}÷1")
+    );
+    for j in &jobs {
+        let same = j.tab_first_losses.windows(2).all(|w| w[0].to_bits() == w[1].to_bits());
+        println!(
+            "{:<10} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>13.2} {:>12}",
+            j.job,
+            j.native_1_thread,
+            j.native_n_threads,
+            j.tab_1_worker,
+            j.tab_n_workers,
+            j.tab_webgpu.map_or("–".into(), |g| format!("{g:.1}")),
+            j.tab_1_worker / j.native_1_thread,
+            format!(
+                "{:.2}{}",
+                j.tab_n_workers / j.tab_1_worker,
+                if same { "" } else { " (losses DIFFER)" }
+            ),
+        );
+    }
+    Ok(TrainBench {
+        workers: n,
+        jobs,
+        tab_webgpu_adapter: adapter,
+        tab_rows: rows,
+    })
 }
