@@ -170,14 +170,15 @@ export function setupFineTune(app) {
     const ones = {}; // each job's 1-worker speed
     try {
       const sample = await (await fetch(SAMPLE_URL)).text();
-      const args = { base: app.source(key), teacher: app.source('itera-tiny-q8'), texts: [{ name: 'sample stories', text: sample }], workers: counts };
+      const llama2 = app.models().find((m) => m.kind === 'llama2');
+      const args = { base: app.source(key), teacher: app.source('itera-tiny-q8'), llama2: llama2 && app.source(llama2.key), texts: [{ name: 'sample stories', text: sample }], workers: counts };
       const rows = await t.call('benchmark', args, (ev) => {
         if (ev.type !== 'row') return;
         const r = ev.row;
         if (r.backend === 'cpu' && r.workers === 1) ones[r.job] = r.tokensPerSecond;
         const one = ones[r.job];
         const tr = document.createElement('tr');
-        const label = { 'fine-tune': `fine-tune ${key}`, corpus: 'itera-tiny q8 writes stories', distill: 'distil itera-tiny q8 → fresh micro' }[r.job];
+        const label = { 'fine-tune': `fine-tune ${key}`, corpus: 'itera-tiny q8 writes stories', 'corpus-llama2': `${llama2?.key.slice(7)} writes stories`, distill: 'distil itera-tiny q8 → fresh micro' }[r.job];
         const cells = r.error
           ? [label, r.backend === 'webgpu' ? 'WebGPU' : 'CPU', '–', `unavailable: ${r.error}`, '', '']
           : [label, r.backend === 'webgpu' ? `WebGPU (${r.adapter})` : 'CPU (wasm SIMD)', r.workers ?? '–', fmtInt(r.tokensPerSecond),

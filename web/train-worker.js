@@ -477,7 +477,7 @@ const ops = {
   // job — the same shards — every time) and on WebGPU: a fine-tune of `base` on `texts`; the
   // teacher writing `corpusTokens` of stories; a logit distillation of the teacher into a
   // fresh micro student on that corpus. Emits one row per measurement.
-  async benchmark({ base, teacher, texts, workers, steps = 6, gpuSeconds = 30, corpusTokens = 3000 }, emit) {
+  async benchmark({ base, teacher, llama2, texts, workers, steps = 6, gpuSeconds = 30, corpusTokens = 3000 }, emit) {
     const tokenizer = await ready;
     if (job) throw new Error('a training job is loaded: clear it or wait for it to end before benchmarking');
     const shards = Math.max(...workers);
@@ -486,8 +486,18 @@ const ops = {
     const row = (r) => { rows.push(r); emit({ type: 'row', row: r }); };
     const baseBytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
     await benchJob('fine-tune', () => new TrainingJob(baseBytes, tokenizer, asSources(texts), timing, base.name), workers, steps, gpuSeconds, row);
-    teacherSource = await teacherFrom(teacher);
     const settings = { ...distill_defaults().corpus, tokens: corpusTokens };
+    // A llama2.c teacher in the picker (the bench opens stories260K) writes stories too.
+    if (llama2) {
+      const source = await teacherFrom(llama2);
+      for (const k of workers) {
+        request = { pause: false, stop: false };
+        const t0 = performance.now();
+        const written = await writeStories(tokenizer, source, settings, k, {});
+        row({ job: 'corpus-llama2', backend: 'cpu', workers: k, tokensPerSecond: written.corpus.tokens() / ((performance.now() - t0) / 1000), stories: written.corpus.stories() });
+      }
+    }
+    teacherSource = await teacherFrom(teacher);
     let corpus = null;
     for (const k of workers) {
       request = { pause: false, stop: false };

@@ -1,7 +1,8 @@
 //! `cargo xtask bench --train-wasm`: training in the page against training natively, in one
-//! run, for the page's three jobs — a fine-tune of itera-tiny q8 on the sample stories,
-//! itera-tiny q8 writing a corpus of stories, and a logit distillation of it into a fresh
-//! micro student on that corpus (8 × 64-token batches, one shard per CPU worker). Natively on
+//! run, for the page's jobs — a fine-tune of itera-tiny q8 on the sample stories, itera-tiny
+//! q8 (and stories260K from ../shared/data, when present: `xtask corpus`'s teacher) writing a
+//! corpus of stories, and a logit distillation of itera-tiny into a fresh micro student on its
+//! corpus (8 × 64-token batches, one shard per CPU worker). Natively on
 //! 1 and N threads (before and after the browser, best kept); in headless Chromium on 1 and N
 //! CPU workers and on WebGPU, through the Benchmarks tab's "Run training benchmark"
 //! (tests/bench/train-tab.mjs).
@@ -20,9 +21,9 @@ use serde_json::Value;
 const STEPS: usize = 6;
 /// The page's largest pool (trainer.js `MAX_WORKERS`).
 const MAX_WORKERS: usize = 8;
-/// Teacher tokens of the corpus measured (the page's `corpusTokens`).
+/// Teacher tokens of each corpus measured (the page's `corpusTokens`).
 const CORPUS_TOKENS: usize = 3000;
-const JOBS: [&str; 3] = ["fine-tune", "corpus", "distill"];
+const JOBS: [&str; 4] = ["fine-tune", "corpus", "corpus-llama2", "distill"];
 
 /// One job's speeds (tokens/s): natively and in the page.
 #[derive(Serialize)]
@@ -106,6 +107,14 @@ fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
                 threads,
             )
         }
+        "corpus-llama2" => {
+            let dir = crate::shared_data().context("../shared/data is absent")?.join("teacher");
+            let t = Teacher::llama2(&std::fs::read(dir.join("stories260K.bin"))?, &std::fs::read(dir.join("tok512.bin"))?)?;
+            let tokenizer = Tokenizer::from_json(&tok)?;
+            let t0 = Instant::now();
+            let written = crate::corpus::write(&t.teller(&tokenizer), &corpus, threads)?;
+            Ok(written.tokens() as f64 / t0.elapsed().as_secs_f64())
+        }
         "corpus" => {
             let t = teacher()?;
             let tokenizer = Tokenizer::from_json(&tok)?;
@@ -138,7 +147,12 @@ pub fn run() -> Result<TrainBench> {
     let n = cores.clamp(1, MAX_WORKERS.min(TrainSpec::FINE_TUNE.batch));
     crate::web::build()?;
     eprintln!("native, 1 and {n} threads…");
-    let mut best: Vec<[f64; 2]> = JOBS
+    // stories260K writes stories when ../shared/data holds it.
+    let jobs: Vec<&'static str> = JOBS
+        .into_iter()
+        .filter(|&j| j != "corpus-llama2" || crate::shared_data().is_some())
+        .collect();
+    let mut best: Vec<[f64; 2]> = jobs
         .iter()
         .map(|j| Ok([native(j, n, 1)?, native(j, n, n)?]))
         .collect::<Result<_>>()?;
@@ -157,7 +171,7 @@ pub fn run() -> Result<TrainBench> {
     );
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).context("the page's benchmark rows")?;
     eprintln!("native again…");
-    for (j, b) in JOBS.iter().zip(&mut best) {
+    for (j, b) in jobs.iter().zip(&mut best) {
         b[0] = b[0].max(native(j, n, 1)?);
         b[1] = b[1].max(native(j, n, n)?);
     }
@@ -166,7 +180,7 @@ pub fn run() -> Result<TrainBench> {
             .find(|r| r["job"] == job && r["backend"] == backend && workers.is_none_or(|w| r["workers"] == w))
     };
     let speed = |r: Option<&Value>| r.and_then(|r| r["tokensPerSecond"].as_f64());
-    let jobs: Vec<JobSpeeds> = JOBS
+    let jobs: Vec<JobSpeeds> = jobs
         .iter()
         .zip(&best)
         .map(|(&job, b)| JobSpeeds {
