@@ -197,12 +197,7 @@ export function setupDistill(app) {
       fillSettings(form, r.meta.settings, t.defaults.limits);
       $('ds-saved').hidden = true;
       $('ds-corpus-status').textContent = `${r.info.text.documents} stories (kept in this browser)`;
-      view.show(r);
-      view.setState(r.info.done ? 'done' : 'paused');
-      view.showProgress();
-      setButtons();
-      if (r.info.done) await view.finish();
-      else await runView();
+      await view.resume(r, setButtons, runView);
     } catch (e) {
       view.note('error', e.message);
     }

@@ -133,12 +133,7 @@ export function setupFineTune(app) {
       inspectNow();
       $('ft-prompt').value = r.meta.sample?.prompt ?? $('ft-prompt').value;
       $('ft-saved').hidden = true;
-      view.show(r);
-      view.setState(r.info.done ? 'done' : 'paused');
-      view.showProgress();
-      setButtons();
-      if (r.info.done) await view.finish();
-      else await runView();
+      await view.resume(r, setButtons, runView);
     } catch (e) {
       view.note('error', e.message);
     }

@@ -274,6 +274,17 @@ export class JobView {
     this.resetCurves(r.history, [...new Set(r.history.evals.map((e) => e.name))]);
   }
 
+  // Shows a restored job (`r` as for show) and runs it on with `run`, or shows its result when
+  // it had finished; `setButtons` follows the state.
+  async resume(r, setButtons, run) {
+    this.show(r);
+    this.setState(r.info.done ? 'done' : 'paused');
+    this.showProgress();
+    setButtons();
+    if (r.info.done) await this.finish();
+    else await run();
+  }
+
   onEvent(ev) {
     if (ev.type === 'events') {
       let last = null;

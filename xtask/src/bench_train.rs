@@ -108,8 +108,13 @@ fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
             )
         }
         "corpus-llama2" => {
-            let dir = crate::shared_data().context("../shared/data is absent")?.join("teacher");
-            let t = Teacher::llama2(&std::fs::read(dir.join("stories260K.bin"))?, &std::fs::read(dir.join("tok512.bin"))?)?;
+            let dir = crate::shared_data()
+                .context("../shared/data is absent")?
+                .join("teacher");
+            let t = Teacher::llama2(
+                &std::fs::read(dir.join("stories260K.bin"))?,
+                &std::fs::read(dir.join("tok512.bin"))?,
+            )?;
             let tokenizer = Tokenizer::from_json(&tok)?;
             let t0 = Instant::now();
             let written = crate::corpus::write(&t.teller(&tokenizer), &corpus, threads)?;

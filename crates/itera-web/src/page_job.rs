@@ -220,6 +220,70 @@ fn stories_in(corpus: &str) -> usize {
     corpus.split(END_OF_TEXT).filter(|s| !s.trim().is_empty()).count()
 }
 
+/// What a distillation trains on, made once for a new job and again for its resume: the
+/// corpus (the teacher's stories) and the visitor's texts as one stream, the held-out sets,
+/// and the teacher's bits per byte on them (the figure the student is compared with).
+struct DistillData {
+    data: JobData,
+    text: TextInfo,
+    teacher_bpb: Vec<EvalResult>,
+    visitor_documents: usize,
+}
+
+fn distill_data(
+    tokenizer: Tokenizer,
+    corpus: &str,
+    sources: &[Source],
+    teacher: &Teacher,
+    logits: bool,
+) -> Result<DistillData> {
+    let stories = stories_in(corpus);
+    if stories == 0 {
+        return Err(Error::EmptyInput("the teacher's corpus (write some stories first)"));
+    }
+    let visitor = visitor_text(sources)?;
+    let stream = encode_corpus(&tokenizer, &distill_text(corpus, visitor.as_ref()))?;
+    let heldout = visitor.as_ref().map_or("", |v| v.heldout.as_str());
+    let eval_sets = eval_sets(heldout);
+    let teacher_bpb = eval_sets
+        .iter()
+        .map(|s| {
+            Ok(EvalResult {
+                name: s.name.clone(),
+                bits_per_byte: teacher.bits_per_byte(&tokenizer, &s.texts)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let visitor_documents = visitor.as_ref().map_or(0, |v| v.documents);
+    let text = TextInfo {
+        documents: stories + visitor_documents,
+        heldout_documents: visitor.as_ref().map_or(0, |v| v.heldout_documents),
+        bytes: corpus.len() + visitor.as_ref().map_or(0, |v| v.bytes),
+        heldout_bytes: visitor.as_ref().map_or(0, |v| v.heldout_bytes),
+        tokens: stream.len(),
+        heldout_tokens: if heldout.is_empty() {
+            0
+        } else {
+            tokenizer.encode(heldout)?.len()
+        },
+    };
+    let teacher = match teacher {
+        Teacher::Itera(w) if logits => Some(w.clone()),
+        _ => None,
+    };
+    Ok(DistillData {
+        data: JobData {
+            tokenizer,
+            stream,
+            eval_sets,
+            teacher,
+        },
+        text,
+        teacher_bpb,
+        visitor_documents,
+    })
+}
+
 impl PageJob {
     /// A new fine-tune of `base` (a weight file of any precision, trained in f32; the base
     /// itself is never changed) on the visitor's texts, its held-out figures taken once
@@ -292,64 +356,28 @@ impl PageJob {
                 (Weights::init_random(&config, spec.seed)?, String::new())
             }
         };
-        let stories = stories_in(corpus);
-        if stories == 0 {
-            return Err(Error::EmptyInput("the teacher's corpus (write some stories first)"));
-        }
-        let visitor = visitor_text(sources)?;
-        let stream = encode_corpus(&tokenizer, &distill_text(corpus, visitor.as_ref()))?;
-        let heldout = visitor.as_ref().map_or("", |v| v.heldout.as_str());
-        let sets = eval_sets(heldout);
-        let teacher_bpb = sets
-            .iter()
-            .map(|s| {
-                Ok(EvalResult {
-                    name: s.name.clone(),
-                    bits_per_byte: teacher.bits_per_byte(&tokenizer, &s.texts)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let text = TextInfo {
-            documents: stories + visitor.as_ref().map_or(0, |v| v.documents),
-            heldout_documents: visitor.as_ref().map_or(0, |v| v.heldout_documents),
-            bytes: corpus.len() + visitor.as_ref().map_or(0, |v| v.bytes),
-            heldout_bytes: visitor.as_ref().map_or(0, |v| v.heldout_bytes),
-            tokens: stream.len(),
-            heldout_tokens: if heldout.is_empty() {
-                0
-            } else {
-                tokenizer.encode(heldout)?.len()
-            },
-        };
+        let d = distill_data(tokenizer, corpus, sources, &teacher, spec.distill.is_some())?;
+        let stories = d.text.documents - d.visitor_documents;
         let provenance = Provenance {
             corpus: Some(format!(
                 "{stories} stories written by {teacher_name} in the page{}",
-                visitor.as_ref().map_or(String::new(), |v| format!(
-                    " and {} of the visitor's documents",
-                    v.documents
-                ))
+                match d.visitor_documents {
+                    0 => String::new(),
+                    n => format!(" and {n} of the visitor's documents"),
+                }
             )),
             teacher: Some(teacher_name.into()),
             base: (!base_name.is_empty()).then(|| base_name.clone()),
         };
-        let data = JobData {
-            tokenizer,
-            stream,
-            eval_sets: sets,
-            teacher: match (&teacher, spec.distill) {
-                (Teacher::Itera(w), Some(_)) => Some(w.clone()),
-                _ => None,
-            },
-        };
-        let mut job = Job::new(spec, &weights, data, provenance, clock)?;
+        let mut job = Job::new(spec, &weights, d.data, provenance, clock)?;
         job.evaluate_start()?;
         Ok(PageJob {
             job,
-            text,
+            text: d.text,
             base_name,
             teacher: Some(teacher),
             teacher_name: Some(teacher_name.into()),
-            teacher_bpb,
+            teacher_bpb: d.teacher_bpb,
         })
     }
 
@@ -384,42 +412,16 @@ impl PageJob {
                 teacher_bpb: Vec::new(),
             });
         };
-        let visitor = visitor_text(sources)?;
-        let stream = encode_corpus(&tokenizer, &distill_text(corpus, visitor.as_ref()))?;
-        let heldout = visitor.as_ref().map_or("", |v| v.heldout.as_str());
-        let sets = eval_sets(heldout);
-        let teacher_bpb = sets
-            .iter()
-            .map(|s| {
-                Ok(EvalResult {
-                    name: s.name.clone(),
-                    bits_per_byte: teacher.bits_per_byte(&tokenizer, &s.texts)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let text = TextInfo {
-            documents: stories_in(corpus) + visitor.as_ref().map_or(0, |v| v.documents),
-            tokens: stream.len(),
-            ..TextInfo::default()
-        };
-        let data = JobData {
-            tokenizer,
-            stream,
-            eval_sets: sets,
-            teacher: match (&teacher, checkpoint.spec.distill) {
-                (Teacher::Itera(w), Some(_)) => Some(w.clone()),
-                _ => None,
-            },
-        };
+        let d = distill_data(tokenizer, corpus, sources, &teacher, checkpoint.spec.distill.is_some())?;
         let teacher_name = summary.distilled_from.map(|d| d.teacher);
-        let job = Job::resume(checkpoint, data, clock)?;
+        let job = Job::resume(checkpoint, d.data, clock)?;
         Ok(PageJob {
             job,
-            text,
+            text: d.text,
             base_name,
             teacher: Some(teacher),
             teacher_name,
-            teacher_bpb,
+            teacher_bpb: d.teacher_bpb,
         })
     }
 

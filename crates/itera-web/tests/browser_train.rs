@@ -139,11 +139,16 @@ async fn browser_steps_use_the_native_batches_and_follow_its_losses() {
     }
 }
 
-/// A pool whose `k` ShardWorkers take the shards round-robin, as the page's workers do.
-fn pool(job: &TrainingJob, k: usize) -> Function {
+/// A pool whose `k` ShardWorkers (holding `teacher`'s weights when the job distils) take the
+/// shards round-robin, as the page's workers do.
+fn pool(job: &TrainingJob, k: usize, teacher: Option<&[u8]>) -> Function {
     let setup = job.shard_setup().map_err(message).unwrap();
     let mut workers: Vec<ShardWorker> = (0..k)
-        .map(|_| ShardWorker::new(setup.clone(), None).map_err(message).unwrap())
+        .map(|_| {
+            ShardWorker::new(setup.clone(), teacher.map(<[u8]>::to_vec))
+                .map_err(message)
+                .unwrap()
+        })
         .collect();
     let compute =
         Closure::<dyn FnMut(Float32Array, Array) -> Promise>::new(move |weights: Float32Array, shards: Array| {
@@ -168,7 +173,7 @@ async fn n_workers_give_the_one_worker_step_bit_for_bit() {
     for k in [0, 1, 2, 4] {
         let job = new_job(&spec);
         if k > 0 {
-            job.use_workers(pool(&job, k), k as u32).unwrap();
+            job.use_workers(pool(&job, k, None), k as u32).unwrap();
         }
         run(&job, 3).await;
         let file = JsFuture::from(job.export("f32".into())).await.unwrap();
@@ -400,29 +405,7 @@ async fn a_distillation_follows_xtask_distill_and_the_teacher_writes_the_same_st
 
     let pooled = make();
     let setup = pooled.shard_setup().unwrap();
-    let mut workers: Vec<ShardWorker> = (0..2)
-        .map(|_| {
-            ShardWorker::new(setup.clone(), Some(TINY_Q8.to_vec()))
-                .map_err(message)
-                .unwrap()
-        })
-        .collect();
-    let compute =
-        Closure::<dyn FnMut(Float32Array, Array) -> Promise>::new(move |weights: Float32Array, shards: Array| {
-            let weights = weights.to_vec();
-            let results: Array = shards
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    workers[i % 2]
-                        .gradients(&weights, &Uint32Array::from(t).to_vec())
-                        .map_err(message)
-                        .unwrap()
-                })
-                .collect();
-            Promise::resolve(&JsValue::from(results))
-        });
-    pooled.use_workers(compute.into_js_value().unchecked_into(), 2).unwrap();
+    pooled.use_workers(pool(&pooled, 2, Some(TINY_Q8)), 2).unwrap();
     run(&pooled, 3).await;
     let (a, b) = (losses(&job), losses(&pooled));
     assert!(

@@ -10,7 +10,7 @@ mod fine_tune_fixture;
 
 use std::path::PathBuf;
 
-use fine_tune_fixture::{distill_corpus, distill_spec};
+use fine_tune_fixture::{distill_corpus, distill_spec, same};
 use itera_core::tokenizer::Tokenizer;
 use itera_core::train::{ready, Budget, CorpusBuilder, CpuStep, Event, TrainSpec};
 use itera_core::Config;
@@ -54,21 +54,6 @@ fn run(job: &mut PageJob) -> Vec<Value> {
     }))
     .unwrap();
     steps
-}
-
-/// Equal JSON, numbers to 1e-12 (a decimal read back may land one unit in the last place off).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            (x - y).abs() <= 1e-12 * x.abs().max(1.0)
-        }
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
 }
 
 #[test]

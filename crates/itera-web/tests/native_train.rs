@@ -7,7 +7,7 @@
 
 mod fine_tune_fixture;
 
-use fine_tune_fixture::{fnv, spec};
+use fine_tune_fixture::{fnv, same, spec};
 use std::path::PathBuf;
 
 use itera_core::train::{ready, Budget, CpuStep, Event, TrainSpec};
@@ -64,21 +64,6 @@ fn a_fine_tune_matches_the_golden_curve() {
     let first = steps[0]["loss"].as_f64().unwrap();
     let last = steps[5]["loss"].as_f64().unwrap();
     assert!(last < first, "the loss falls: {first} → {last}");
-}
-
-/// Equal JSON, numbers to 1e-12 (a decimal read back may land one unit in the last place off).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            (x - y).abs() <= 1e-12 * x.abs().max(1.0)
-        }
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
 }
 
 #[test]

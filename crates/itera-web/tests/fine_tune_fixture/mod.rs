@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use itera_core::train::TrainSpec;
+use serde_json::Value;
 
 /// 6 steps of the page's fine-tune, small batches, two shards.
 pub fn spec() -> TrainSpec {
@@ -49,5 +50,20 @@ pub fn distill_spec() -> TrainSpec {
         checkpoint_every: 3,
         shards: 2,
         ..TrainSpec::DISTILL
+    }
+}
+
+/// Equal JSON, numbers to 1e-12 (a decimal read back may land one unit in the last place off).
+pub fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * x.abs().max(1.0)
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
     }
 }
