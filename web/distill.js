@@ -173,9 +173,7 @@ export function setupDistill(app) {
       const r = await t.rpc('startDistill', { student, teacher, corpus: written.text, texts: visitorTexts(), settings, sample: sampleRequest(), corpusSettings: corpus });
       view.show(r);
     } catch (e) {
-      view.setState('failed');
-      view.note('error', e.message);
-      view.status('Not started: see the message below.');
+      view.notStarted(e);
       setButtons();
       return;
     }

@@ -106,9 +106,7 @@ export function setupFineTune(app) {
     try {
       view.show(await t.rpc('start', { base: app.source(baseKey), texts: given, settings, sample: sampleRequest() }));
     } catch (e) {
-      view.setState('failed');
-      view.note('error', e.message);
-      view.status('Not started: see the message below.');
+      view.notStarted(e);
       setButtons();
       return;
     }

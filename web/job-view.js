@@ -274,6 +274,13 @@ export class JobView {
     this.resetCurves(r.history, [...new Set(r.history.evals.map((e) => e.name))]);
   }
 
+  // A job that could not start: says why, and the form stays as it was.
+  notStarted(e) {
+    this.setState('failed');
+    this.note('error', e.message);
+    this.status('Not started: see the message below.');
+  }
+
   // Shows a restored job (`r` as for show) and runs it on with `run`, or shows its result when
   // it had finished; `setButtons` follows the state.
   async resume(r, setButtons, run) {
