@@ -33,6 +33,11 @@ pub struct Config {
     pub training: Option<TrainingSummary>,
 }
 
+/// The most tensors a model may have (64 layers with 64 experts in each: 13,058).
+pub const MAX_TENSORS: usize = 1 << 16;
+/// The most scalar parameters a model may have: 4 GiB of f32, beyond what a tab can hold.
+pub const MAX_PARAMS: usize = 1 << 30;
+
 impl Config {
     /// A named preset: `test` (odd sizes for gradient checks), `micro` (~260K), `tiny` (~1.5M),
     /// `15m` (~15M, the benchmark size). micro and tiny are the shipped models; their 4096-id
@@ -119,6 +124,16 @@ impl Config {
                     reason: format!("larger than the supported maximum {MAX_DIM}"),
                 });
             }
+        }
+        // Each dimension is bounded, but their products are not: n_layers = n_experts = 2^20
+        // in a 300-byte file would build a table of 2^41 tensors. The counts come first.
+        let implied = crate::params::Implied::of(self);
+        if implied.tensors > MAX_TENSORS as u128 || implied.params > MAX_PARAMS as u128 {
+            return Err(Error::InvalidConfig {
+                field: "shape",
+                value: format!("{} tensors, {} parameters", implied.tensors, implied.params),
+                reason: format!("the supported maximum is {MAX_TENSORS} tensors and {MAX_PARAMS} parameters"),
+            });
         }
         if self.vocab_size > u32::MAX as usize {
             return Err(Error::InvalidConfig {

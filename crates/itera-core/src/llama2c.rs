@@ -52,6 +52,13 @@ pub struct Llama2 {
     wcls: Option<Vec<f32>>,    // (V, dim) when not shared
 }
 
+/// The largest KV cache a checkpoint may ask for (its `Llama2State`: keys and values of every
+/// layer at every position): stories110M at seq_len 1024 needs 75 MB.
+pub const MAX_KV_CACHE_BYTES: usize = 1 << 29;
+
+/// `<unk>`, `<s>`, `</s>` and the 256 byte-fallback pieces `<0x00>`..`<0xFF>` (ids 3–258).
+const MIN_VOCAB: usize = 3 + 256;
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::Llama2c(msg.into())
 }
@@ -104,6 +111,38 @@ impl Llama2 {
         if !floats.len().is_multiple_of(4) {
             return Err(bad("data is not a whole number of f32 values"));
         }
+        // Counted in u128: each field is at most 2^20, so no product of three overflows (a
+        // usize would, on wasm32), and the file is checked before anything is allocated.
+        let [l, d, h, kv, v, hs, t] = [
+            c.n_layers,
+            c.dim,
+            c.hidden_dim,
+            c.kv_dim(),
+            c.vocab_size,
+            c.head_size(),
+            c.seq_len,
+        ]
+        .map(|x| x as u128);
+        let per_layer = 2 * d + 2 * d * d + 2 * kv * d + 3 * h * d; // norms, wq wo, wk wv, w1 w2 w3
+        let classifier = if c.shared_classifier { 0 } else { v * d };
+        let need = v * d + l * per_layer + d + t * hs + classifier; // + freq_cis_real/imag
+        if (floats.len() / 4) as u128 != need {
+            return Err(bad(format!(
+                "expected {need} f32 values for this header, found {}",
+                floats.len() / 4
+            )));
+        }
+        let cache = 2 * 4 * l * t * kv;
+        if cache > MAX_KV_CACHE_BYTES as u128 {
+            return Err(bad(format!(
+                "its KV cache ({n_layers} layers × seq_len {seq_len} × kv_dim {kv_dim}, keys and values) would take \
+                 {cache} bytes, more than the {MAX_KV_CACHE_BYTES} this build allows",
+                n_layers = c.n_layers,
+                seq_len = c.seq_len,
+                kv_dim = c.kv_dim(),
+            )));
+        }
+        // The file holds them all, so these products fit a usize.
         let (l, d, h, kv, v) = (c.n_layers, c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
         let sizes = [
             v * d,
@@ -118,14 +157,7 @@ impl Llama2 {
             l * h * d,
             d,
         ];
-        let freq = c.seq_len * c.head_size(); // freq_cis_real + freq_cis_imag
-        let need: usize = sizes.iter().sum::<usize>() + freq + if c.shared_classifier { 0 } else { v * d };
-        if floats.len() / 4 != need {
-            return Err(bad(format!(
-                "expected {need} f32 values for this header, found {}",
-                floats.len() / 4
-            )));
-        }
+        let freq = c.seq_len * c.head_size();
         let mut offset = 0;
         let mut take = |n: usize| -> Result<Vec<f32>> {
             let v: Vec<f32> = floats[offset * 4..(offset + n) * 4]
@@ -316,6 +348,12 @@ pub const EOS: u32 = 2;
 impl Llama2Tokenizer {
     /// Parses `tokenizer.bin` for a vocabulary of `vocab_size` (from the checkpoint header).
     pub fn from_bytes(bytes: &[u8], vocab_size: usize) -> Result<Llama2Tokenizer> {
+        if vocab_size < MIN_VOCAB {
+            return Err(bad(format!(
+                "the checkpoint's vocabulary has {vocab_size} tokens; a llama2.c tokenizer has <unk>, <s>, </s> and \
+                 the 256 byte pieces, at least {MIN_VOCAB}"
+            )));
+        }
         let mut at = 4usize; // skips max_token_length
         let mut read = |n: usize| -> Result<&[u8]> {
             let s = bytes

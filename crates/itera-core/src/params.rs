@@ -157,6 +157,33 @@ impl ParamTable {
     }
 }
 
+/// The tensors and scalar parameters a config implies, counted without building its table
+/// (in u128: every dimension is at most 2^20, so no product of four overflows). A hostile
+/// config is refused on these figures before any table or buffer exists; a unit test holds
+/// them equal to `ParamTable::new`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Implied {
+    pub tensors: u128,
+    pub params: u128,
+}
+
+impl Implied {
+    pub fn of(c: &Config) -> Implied {
+        let [v, d, l, e, f, k] =
+            [c.vocab_size, c.d_model, c.n_layers, c.n_experts, c.d_ff, c.d_conv].map(|x| x as u128);
+        let di = c.expand as u128 * d;
+        let (n, r) = (c.d_state as u128, c.dt_rank as u128);
+        let moe = if c.moe_every == 0 { 0 } else { l / c.moe_every as u128 };
+        // Per layer: 7 vectors (norms, conv, dt bias, A_log, Dskip) and 4 SSM matrices.
+        let ssm = 2 * d + di * k + 3 * di + di * n + 2 * di * d + (r + 2 * n) * di + di * r + d * di;
+        let swiglu = 3 * f * d;
+        Implied {
+            tensors: 2 + l * (7 + 4 + 3) + moe * (1 + 3 * e - 3),
+            params: v * d + d + l * (ssm + swiglu) + moe * (e * d + (e - 1) * swiglu),
+        }
+    }
+}
+
 /// A model's size before it exists: parameters, and the bytes of its weight file in each
 /// precision (tensor data exactly, the safetensors header estimated from the names — within
 /// about a kilobyte), so the page can show them while a student's shape is being edited.
@@ -201,6 +228,34 @@ mod size_tests {
     use super::*;
     use crate::precision::Precision;
     use crate::weights::Weights;
+
+    #[test]
+    fn the_implied_counts_are_the_tables() {
+        for preset in ["test", "micro", "tiny", "15m"] {
+            let base = Config::preset(preset).unwrap();
+            for (moe_every, n_layers, expand) in [
+                (base.moe_every, base.n_layers, base.expand),
+                (0, 3, 1),
+                (1, 5, 3),
+                (3, 7, 2),
+            ] {
+                let c = Config {
+                    moe_every,
+                    n_layers,
+                    expand,
+                    ..base.clone()
+                };
+                let table = ParamTable::new(&c);
+                let implied = Implied::of(&c);
+                assert_eq!(implied.tensors, table.len() as u128, "{preset} {moe_every} {n_layers}");
+                assert_eq!(
+                    implied.params,
+                    table.total_params() as u128,
+                    "{preset} {moe_every} {n_layers}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_estimated_file_sizes_are_within_a_kilobyte_of_the_real_ones() {

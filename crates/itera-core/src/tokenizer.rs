@@ -100,6 +100,22 @@ impl Tokenizer {
     }
 
     fn from_inner(inner: tokenizers::Tokenizer) -> Result<Tokenizer> {
+        // Token bytes come from the byte-level alphabet below, which is only the text when
+        // the model is BPE and the text is split and decoded byte-level (a WordPiece vocabulary
+        // of ASCII pieces would pass the alphabet check and decode wrongly).
+        use tokenizers::{DecoderWrapper, ModelWrapper, PreTokenizerWrapper};
+        if !matches!(inner.get_model(), ModelWrapper::BPE(_)) {
+            return Err(Error::Tokenizer(
+                "the model is not BPE (expected byte-level BPE)".into(),
+            ));
+        }
+        if !matches!(inner.get_pre_tokenizer(), Some(PreTokenizerWrapper::ByteLevel(_)))
+            || !matches!(inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_)))
+        {
+            return Err(Error::Tokenizer(
+                "the pre-tokenizer and decoder are not ByteLevel (expected byte-level BPE)".into(),
+            ));
+        }
         let char_to_byte: HashMap<char, u8> = byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
         let n = inner.get_vocab_size(true);
         let mut token_bytes = vec![Vec::new(); n];

@@ -156,6 +156,28 @@ fn config_does_not_match_tensors() {
 }
 
 #[test]
+fn a_config_whose_products_are_absurd_is_refused_before_any_table() {
+    // Every field within its bound, but 2^20 layers of 2^20 experts: 2^42 tensors from a file
+    // of a few kilobytes. Refused on the counts, before the parameter table is built.
+    let bytes = rewrite(Precision::Q8, |_, m| {
+        let mut c: serde_json::Value = serde_json::from_str(&m["config"]).unwrap();
+        c["n_layers"] = (1 << 20).into();
+        c["n_experts"] = (1 << 20).into();
+        m.insert("config".into(), c.to_string());
+    });
+    let e = err(&bytes);
+    assert!(matches!(&e, Error::InvalidConfig { field: "shape", .. }), "{e}");
+    assert!(e.to_string().contains("65536 tensors"), "{e}");
+    // Wide instead of deep: few tensors, 2^40 parameters.
+    let c = Config {
+        d_model: 1 << 20,
+        d_ff: 1 << 20,
+        ..Config::preset("test").unwrap()
+    };
+    assert!(matches!(c.validate(), Err(Error::InvalidConfig { field: "shape", .. })));
+}
+
+#[test]
 fn nan_weights() {
     let bytes = rewrite(Precision::F32, |t, _| {
         let e = t.get_mut("layers.1.dt_b").unwrap();
@@ -262,6 +284,29 @@ fn wrong_tokenizer_for_the_model() {
         Tokenizer::from_json(b"{\"model\": 3}"),
         Err(Error::Tokenizer(_))
     ));
+}
+
+#[test]
+fn a_tokenizer_that_is_not_byte_level_bpe() {
+    let shipped: serde_json::Value = serde_json::from_str(&tokenizer(280).to_json().unwrap()).unwrap();
+    let refused = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut t = shipped.clone();
+        edit(&mut t);
+        match Tokenizer::from_json(t.to_string().as_bytes()) {
+            Err(Error::Tokenizer(msg)) => msg,
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    };
+    // WordPiece over ASCII pieces: every piece is in the byte-level alphabet, yet the text is not.
+    let msg = refused(&|t| {
+        let vocab = t["model"]["vocab"].clone();
+        t["model"] = serde_json::json!({"type": "WordPiece", "unk_token": "a", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": vocab});
+    });
+    assert!(msg.contains("not BPE"), "{msg}");
+    let msg = refused(&|t| t["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"}));
+    assert!(msg.contains("not ByteLevel"), "{msg}");
+    let msg = refused(&|t| t["decoder"] = serde_json::Value::Null);
+    assert!(msg.contains("not ByteLevel"), "{msg}");
 }
 
 #[test]

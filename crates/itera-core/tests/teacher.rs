@@ -84,3 +84,45 @@ fn malformed_checkpoints_are_rejected() {
     zero_dim[..4].copy_from_slice(&0i32.to_le_bytes());
     assert!(Llama2::from_bytes(&zero_dim).unwrap_err().to_string().contains("dim"));
 }
+
+/// A llama2.c file of the right size for `header` (dim, hidden, layers, heads, kv heads,
+/// vocab, seq_len), all weights zero: the loader's own count of the values it expects sizes it.
+fn checkpoint_of(header: [i32; 7]) -> Vec<u8> {
+    let mut bytes: Vec<u8> = header.iter().flat_map(|h| h.to_le_bytes()).collect();
+    let e = Llama2::from_bytes(&bytes).unwrap_err().to_string();
+    let need: usize = e
+        .split("expected ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{e}"));
+    bytes.resize(28 + 4 * need, 0);
+    bytes
+}
+
+#[test]
+fn a_kv_cache_larger_than_the_bound_is_refused_before_it_is_allocated() {
+    // 8.8 MB on disk (dim 2, 4096 layers, seq_len 2^20): its cache would need 64 GiB.
+    let bytes = checkpoint_of([2, 2, 4096, 1, 1, 512, 1 << 20]);
+    assert!(bytes.len() < 10_000_000);
+    let e = Llama2::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(e.contains("KV cache") && e.contains("68719476736 bytes"), "{e}");
+    // The same shape with a short context loads.
+    let ok = checkpoint_of([2, 2, 4096, 1, 1, 512, 16]);
+    assert_eq!(Llama2::from_bytes(&ok).unwrap().config.n_layers, 4096);
+}
+
+#[test]
+fn a_vocabulary_without_the_byte_pieces_is_refused() {
+    // vocab 1 (with any tokenizer.bin) used to index past the vocabulary when a character fell
+    // back to its bytes.
+    let bytes = checkpoint_of([2, 2, 1, 1, 1, 1, 16]);
+    let model = Llama2::from_bytes(&bytes).unwrap();
+    let tokenizer: Vec<u8> = [4i32.to_le_bytes(), 0f32.to_le_bytes(), 1i32.to_le_bytes()]
+        .concat()
+        .into_iter()
+        .chain(*b"a")
+        .collect();
+    let e = Llama2Tokenizer::from_bytes(&tokenizer, model.config.vocab_size).unwrap_err();
+    assert!(e.to_string().contains("at least 259"), "{e}");
+}
