@@ -1,60 +1,53 @@
-//! The HTTP/1.1 layer under `cargo xtask serve`: one thread per connection, keep-alive, request
-//! heads parsed by `httparse`, bodies framed by Content-Length.
+//! The HTTP layer under `cargo xtask serve`: hyper's HTTP/1.1 server on tokio, with limits on
+//! what a client may hold. The file logic (`web::respond`) stays synchronous and runs on
+//! tokio's blocking pool; this module only frames, bounds and refuses.
 //!
-//! It replaces `tiny_http`, whose connection pool can queue a new connection behind live
-//! keep-alive ones when several arrive at once (its accept thread counts an idle worker that
-//! has already been handed a connection). Chromium opens six connections for the page's first
-//! load, and a CI run saw the seventh request wait 120 s for a worker; a thread per
-//! connection cannot starve.
+//! - request heads: at most `MAX_HEAD` bytes; a head must arrive within `Limits::head_timeout`,
+//!   which also closes a keep-alive connection idle that long and a client that sends its head
+//!   a byte at a time;
+//! - a socket that accepts no bytes of a response for `Limits::write_timeout` is dropped;
+//! - at most `Limits::max_connections` at once (a further one waits to be accepted);
+//! - the Host must be the loopback address or localhost (a DNS-rebound name is refused, so a
+//!   page elsewhere cannot read what is served here); requests with a body are refused;
+//! - Ctrl-C or SIGTERM stop accepting and let answers in flight finish (at most `Limits::drain`).
 
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::future::Future;
+use std::net::TcpListener;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 /// The parts of a request the file server looks at.
 pub struct Request {
     pub method: String,
     pub target: String,
-    headers: Vec<(String, String)>,
-    /// The client will send another request on this connection.
-    keep_alive: bool,
-    /// A body follows the head (no route takes one).
-    has_body: bool,
+    headers: hyper::HeaderMap,
 }
 
 impl Request {
-    /// The first value of a header, by case-insensitive name.
+    /// A header's value, by case-insensitive name (None when absent or not text).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-pub enum Body {
-    Bytes(Arc<Vec<u8>>),
-    File(std::fs::File, u64),
-}
-
-impl Body {
-    pub fn len(&self) -> u64 {
-        match self {
-            Body::Bytes(b) => b.len() as u64,
-            Body::File(_, len) => *len,
-        }
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Body,
+    pub body: Bytes,
 }
 
 impl Response {
-    pub fn new(status: u16, body: Body) -> Response {
+    pub fn new(status: u16, body: Bytes) -> Response {
         Response {
             status,
             headers: Vec::new(),
@@ -67,150 +60,359 @@ impl Response {
     }
 }
 
-/// Largest request head accepted (a browser's is under 2 KB).
-const MAX_HEAD: usize = 32 * 1024;
-/// How long an idle keep-alive connection is kept.
-const IDLE: Duration = Duration::from_secs(60);
-
-/// Accepts connections forever, each on its own thread; `handle` answers one request and
-/// `log` hears (request, status, body bytes, time taken) for each.
-pub fn serve<H, L>(listener: TcpListener, handle: H, log: L) -> io::Result<()>
-where
-    H: Fn(&Request) -> Response + Send + Sync + 'static,
-    L: Fn(&Request, u16, u64, Duration) + Send + Sync + 'static,
-{
-    let (handle, log) = (Arc::new(handle), Arc::new(log));
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let (handle, log) = (handle.clone(), log.clone());
-        std::thread::spawn(move || {
-            // A client that goes away mid-response is not the server's error.
-            let _ = connection(stream, &*handle, &*log);
-        });
-    }
-    Ok(())
-}
-
-fn connection(
-    mut stream: TcpStream,
-    handle: &dyn Fn(&Request) -> Response,
-    log: &dyn Fn(&Request, u16, u64, Duration),
-) -> io::Result<()> {
-    stream.set_read_timeout(Some(IDLE))?;
-    stream.set_nodelay(true)?;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    loop {
-        let Some((request, head_len)) = read_head(&mut stream, &mut buf)? else {
-            return Ok(());
-        };
-        buf.drain(..head_len);
-        let started = Instant::now();
-        let response = if request.has_body {
-            // No route takes a body; not reading it means the connection cannot continue.
-            plain(400, "bad request")
-        } else {
-            handle(&request)
-        };
-        let keep_alive = request.keep_alive && !request.has_body;
-        let (status, len) = (response.status, response.body.len());
-        write_response(&mut stream, response, keep_alive, request.method == "HEAD")?;
-        log(&request, status, len, started.elapsed());
-        if !keep_alive {
-            return Ok(());
-        }
-    }
-}
-
-/// Reads until a whole request head is in `buf`; None when the client closed or went idle.
-/// Malformed heads get a 400 and close the connection.
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<(Request, usize)>> {
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let mut request = Request {
-                    method: parsed.method.unwrap_or_default().to_string(),
-                    target: parsed.path.unwrap_or_default().to_string(),
-                    headers: parsed
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                        .collect(),
-                    keep_alive: false,
-                    has_body: false,
-                };
-                let connection = request.header("Connection").unwrap_or_default().to_ascii_lowercase();
-                request.keep_alive = match parsed.version {
-                    Some(1) => !connection.contains("close"),
-                    _ => connection.contains("keep-alive"),
-                };
-                request.has_body = request.header("Content-Length").is_some_and(|n| n.trim() != "0")
-                    || request.header("Transfer-Encoding").is_some();
-                return Ok(Some((request, head_len)));
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            _ => {
-                write_response(stream, plain(400, "bad request"), false, false)?;
-                return Ok(None);
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// A short text response.
 pub fn plain(status: u16, text: &str) -> Response {
-    let mut r = Response::new(status, Body::Bytes(Arc::new(text.as_bytes().to_vec())));
+    let mut r = Response::new(status, Bytes::copy_from_slice(text.as_bytes()));
     r.header("Content-Type", "text/plain; charset=utf-8");
     r
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        _ => "",
-    }
+/// Largest request head accepted (a browser's is under 2 KB; hyper's floor is 8 KiB).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines in one request head.
+const MAX_HEADERS: usize = 64;
+
+/// What one client may hold, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a request head may take to arrive, counted from when the connection is idle.
+    pub head_timeout: Duration,
+    /// How long a client may leave a response unread.
+    pub write_timeout: Duration,
+    /// Connections served at once (a further one waits to be accepted).
+    pub max_connections: usize,
+    /// How long a shutdown waits for answers in flight.
+    pub drain: Duration,
 }
 
-/// Writes the head and, unless `head_only` (a HEAD request) or a 304, the body.
-fn write_response(stream: &mut TcpStream, response: Response, keep_alive: bool, head_only: bool) -> io::Result<()> {
-    // 304 and HEAD answers carry the headers of the body they stand for, but no body.
-    let send_body = response.status != 304 && !head_only;
-    let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
-    for (name, value) in &response.headers {
-        head += &format!("{name}: {value}\r\n");
-    }
-    if response.status != 304 {
-        head += &format!("Content-Length: {}\r\n", response.body.len());
-    }
-    head += if keep_alive {
-        "Connection: keep-alive\r\n\r\n"
-    } else {
-        "Connection: close\r\n\r\n"
+impl Limits {
+    /// `cargo xtask serve`'s limits.
+    pub const SERVE: Limits = Limits {
+        head_timeout: Duration::from_secs(20),
+        write_timeout: Duration::from_secs(30),
+        max_connections: 1024,
+        drain: Duration::from_secs(5),
     };
-    let mut out = io::BufWriter::with_capacity(64 * 1024, stream);
-    out.write_all(head.as_bytes())?;
-    if send_body {
-        match response.body {
-            Body::Bytes(bytes) => out.write_all(&bytes)?,
-            Body::File(file, len) => {
-                io::copy(&mut file.take(len), &mut out)?;
+}
+
+type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+/// Hears (method, target, status, body bytes, time taken) of each answer.
+type Logger = dyn Fn(&str, &str, u16, u64, Duration) + Send + Sync;
+
+/// Serves with `Limits::SERVE` until Ctrl-C or SIGTERM; `handle` answers one request (on the
+/// blocking pool) and `log` hears each answer.
+pub fn serve<H, L>(listener: TcpListener, handle: H, log: L) -> std::io::Result<()>
+where
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
+    L: Fn(&str, &str, u16, u64, Duration) + Send + Sync + 'static,
+{
+    serve_until(listener, Limits::SERVE, handle, log, shutdown_signal())
+}
+
+/// Serves under `limits` until `stop` completes, then lets answers in flight finish.
+pub fn serve_until<H, L>(
+    listener: TcpListener,
+    limits: Limits,
+    handle: H,
+    log: L,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
+    L: Fn(&str, &str, u16, u64, Duration) + Send + Sync + 'static,
+{
+    let (handle, log): (Arc<Handler>, Arc<Logger>) = (Arc::new(handle), Arc::new(log));
+    listener.set_nonblocking(true)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(accept_loop(listener, limits, handle, log, stop))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    limits: Limits,
+    handle: Arc<Handler>,
+    log: Arc<Logger>,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS);
+    let mut stop = pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut stop => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue, // out of descriptors for a moment, a reset before accept: next
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let (handle, log) = (handle.clone(), log.clone());
+        let service = service_fn(move |request| answer(request, port, handle.clone(), log.clone()));
+        let connection = http.serve_connection(TokioIo::new(Box::pin(stream)), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away mid-response is not the server's error.
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.drain) => {}
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    out.flush()
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Whether `host` (a Host header) names this server: 127.0.0.1, localhost or [::1], with this
+/// port or none.
+pub fn is_loopback_host(host: &str, port: u16) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, p)) if !name.ends_with(':') && !host.ends_with(']') => {
+            if p.parse() != Ok(port) {
+                return false;
+            }
+            name
+        }
+        _ => host,
+    };
+    matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost" | "[::1]")
+}
+
+async fn answer(
+    request: hyper::Request<Incoming>,
+    port: u16,
+    handle: Arc<Handler>,
+    log: Arc<Logger>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let started = Instant::now();
+    let has_body = request.headers().contains_key(hyper::header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .is_some_and(|n| n.as_bytes().trim_ascii() != b"0");
+    let host_ok = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| is_loopback_host(h, port));
+    let (parts, _body) = request.into_parts();
+    let request = Request {
+        method: parts.method.to_string(),
+        target: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        headers: parts.headers,
+    };
+    let (method, target) = (request.method.clone(), request.target.clone());
+    let (response, close) = if !host_ok {
+        (plain(403, "this server answers only for 127.0.0.1 and localhost"), true)
+    } else if has_body {
+        // No route takes a body; refusing without reading it ends the connection.
+        (plain(400, "bad request: no route takes a body"), true)
+    } else {
+        match tokio::task::spawn_blocking(move || handle(&request)).await {
+            Ok(r) => (r, false),
+            Err(_) => (plain(500, "the file server failed"), true),
+        }
+    };
+    log(
+        &method,
+        &target,
+        response.status,
+        response.body.len() as u64,
+        started.elapsed(),
+    );
+    Ok(to_hyper(response, close))
+}
+
+fn to_hyper(r: Response, close: bool) -> hyper::Response<Full<Bytes>> {
+    let mut out = hyper::Response::new(Full::new(r.body));
+    *out.status_mut() = hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = out.headers_mut();
+    for (name, value) in r.headers {
+        // from_bytes takes `web.rs`'s usual spelling ("Content-Type") and lower-cases it.
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            headers.append(name, value);
+        }
+    }
+    if close {
+        headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::thread::JoinHandle;
+
+    /// A server on a free loopback port under `limits`, answering "ok" after `delay`; stopped
+    /// (and joined) by the returned function.
+    fn start(limits: Limits, delay: Duration) -> (String, impl FnOnce() -> Duration) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server: JoinHandle<std::io::Result<()>> = std::thread::spawn(move || {
+            let handle = move |_: &Request| {
+                std::thread::sleep(delay);
+                plain(200, "ok")
+            };
+            serve_until(listener, limits, handle, |_, _, _, _, _| {}, async {
+                let _ = rx.await;
+            })
+        });
+        let stop = move || {
+            let asked = Instant::now();
+            tx.send(()).unwrap();
+            server.join().unwrap().unwrap();
+            asked.elapsed()
+        };
+        (addr, stop)
+    }
+
+    fn connect(addr: &str) -> TcpStream {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    fn get(s: &mut TcpStream, addr: &str) {
+        write!(s, "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    }
+
+    fn read_all(s: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    }
+
+    const QUICK: Limits = Limits {
+        head_timeout: Duration::from_millis(600),
+        write_timeout: Duration::from_secs(5),
+        max_connections: 2,
+        drain: Duration::from_secs(5),
+    };
+
+    #[test]
+    fn idle_and_byte_at_a_time_clients_are_closed_after_the_head_timeout() {
+        let (addr, stop) = start(QUICK, Duration::ZERO);
+        let mut idle = connect(&addr);
+        let mut slow = connect(&addr);
+        let opened = Instant::now();
+        for b in b"GET / HT" {
+            if slow.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for s in [&mut idle, &mut slow] {
+            let answer = read_all(s);
+            assert!(!answer.contains(" 200 "), "{answer}");
+        }
+        let took = opened.elapsed();
+        assert!(took >= QUICK.head_timeout && took < QUICK.head_timeout * 5, "{took:?}");
+        // Both slots are free again: an ordinary request is answered.
+        let mut s = connect(&addr);
+        get(&mut s, &addr);
+        assert!(read_all(&mut s).starts_with("HTTP/1.1 200 OK"));
+        stop();
+    }
+
+    #[test]
+    fn a_connection_beyond_the_cap_waits_for_a_free_slot() {
+        let limits = Limits {
+            head_timeout: Duration::from_secs(30),
+            ..QUICK
+        };
+        let (addr, stop) = start(limits, Duration::ZERO);
+        let held: Vec<TcpStream> = (0..limits.max_connections).map(|_| connect(&addr)).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut waiting = connect(&addr);
+        waiting.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        get(&mut waiting, &addr);
+        let mut byte = [0u8; 1];
+        let early = waiting.read(&mut byte);
+        assert!(early.is_err(), "answered while every slot was held: {early:?}");
+        drop(held);
+        waiting.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert!(read_all(&mut waiting).starts_with("HTTP/1.1 200 OK"));
+        stop();
+    }
+
+    #[test]
+    fn shutdown_lets_the_answer_in_flight_finish() {
+        let (addr, stop) = start(QUICK, Duration::from_millis(400));
+        let mut s = connect(&addr);
+        get(&mut s, &addr);
+        std::thread::sleep(Duration::from_millis(100));
+        let took = stop();
+        let answer = read_all(&mut s);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("ok"),
+            "{answer}"
+        );
+        assert!(took < QUICK.drain, "{took:?}");
+        assert!(TcpStream::connect(&addr).is_err(), "still accepting after shutdown");
+    }
+
+    #[test]
+    fn only_loopback_names_are_this_server() {
+        for ok in [
+            "127.0.0.1:8000",
+            "localhost:8000",
+            "LOCALHOST",
+            "[::1]:8000",
+            "[::1]",
+            "127.0.0.1",
+        ] {
+            assert!(is_loopback_host(ok, 8000), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8000",
+            "127.0.0.1:8001",
+            "localhost.evil.example:8000",
+            "127.0.0.2:8000",
+            "",
+            "[::1]:80",
+        ] {
+            assert!(!is_loopback_host(bad, 8000), "{bad}");
+        }
+    }
 }

@@ -7,17 +7,18 @@
 //! `/vendor/` → the chart library; `/weights/` → the shipped models.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
 use clap::Args;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use percent_encoding::percent_decode_str;
 
-use crate::http::{self, Body, Response};
+use crate::http::{self, Response};
 use crate::tools::{ensure_npm_packages, ensure_wasm_bindgen, ensure_wasm_target, sh};
 
 #[derive(Args)]
@@ -182,14 +183,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         None => None,
     };
     let started = std::time::Instant::now();
-    let log = move |request: &http::Request, status: u16, bytes: u64, took: std::time::Duration| {
+    let log = move |method: &str, target: &str, status: u16, bytes: u64, took: std::time::Duration| {
         if let Some(Ok(mut f)) = access_log.as_ref().map(|l| l.lock()) {
             let _ = writeln!(
                 f,
                 "{:9.3} s  {} {} → {status} {bytes} B {:.0} ms",
                 (started.elapsed() - took).as_secs_f64(),
-                request.method,
-                request.target,
+                method,
+                target,
                 took.as_secs_f64() * 1e3
             );
         }
@@ -214,6 +215,8 @@ pub enum Refusal {
     /// A `..` or hidden segment, or a path that resolves outside its folder: 403.
     Forbidden,
     NotFound,
+    /// Any method but GET and HEAD: 405.
+    MethodNotAllowed,
 }
 
 impl Mounts {
@@ -284,7 +287,7 @@ worker-src 'self'; connect-src 'self'; img-src 'self' data: blob:; style-src 'se
 object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Compressed bodies by (file, ETag) with their decoded length: each file is gzipped once.
-type GzipCache = Mutex<HashMap<(PathBuf, String), (Arc<Vec<u8>>, usize)>>;
+type GzipCache = Mutex<HashMap<(PathBuf, String), (Bytes, usize)>>;
 
 fn accepts_gzip(request: &http::Request) -> bool {
     request.header("Accept-Encoding").is_some_and(|v| v.contains("gzip"))
@@ -295,7 +298,7 @@ fn compressible(path: &Path) -> bool {
     !matches!(path.extension().and_then(|e| e.to_str()), Some("png" | "ico"))
 }
 
-fn gzipped(cache: &GzipCache, path: &Path, tag: &str) -> Option<(Arc<Vec<u8>>, usize)> {
+fn gzipped(cache: &GzipCache, path: &Path, tag: &str) -> Option<(Bytes, usize)> {
     let key = (path.to_path_buf(), tag.to_string());
     if let Some(hit) = cache.lock().ok()?.get(&key) {
         return Some(hit.clone());
@@ -303,7 +306,7 @@ fn gzipped(cache: &GzipCache, path: &Path, tag: &str) -> Option<(Arc<Vec<u8>>, u
     let bytes = std::fs::read(path).ok()?;
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(&bytes).ok()?;
-    let entry = (Arc::new(encoder.finish().ok()?), bytes.len());
+    let entry = (Bytes::from(encoder.finish().ok()?), bytes.len());
     cache.lock().ok()?.insert(key, entry.clone());
     Some(entry)
 }
@@ -320,7 +323,7 @@ fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: &http::Request) -> 
     let outcome = if matches!(request.method.as_str(), "GET" | "HEAD") {
         mounts.resolve(&request.target)
     } else {
-        Err(Refusal::BadRequest)
+        Err(Refusal::MethodNotAllowed)
     };
     let mut r = match outcome.map(|p| (std::fs::File::open(&p), p)) {
         Ok((Ok(file), path)) => {
@@ -334,16 +337,19 @@ fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: &http::Request) -> 
                 _ => None,
             };
             let mut r = if unchanged {
-                Response::new(304, Body::Bytes(Arc::default()))
+                Response::new(304, Bytes::new())
             } else if let Some((gz, decoded_len)) = body {
-                let mut r = Response::new(200, Body::Bytes(gz));
+                let mut r = Response::new(200, gz);
                 r.header("Content-Encoding", "gzip");
                 // The page's download progress counts decoded bytes.
                 r.header("X-Decoded-Length", decoded_len.to_string());
                 r
             } else {
-                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                Response::new(200, Body::File(file, len))
+                let mut bytes = Vec::new();
+                match (&file).read_to_end(&mut bytes) {
+                    Ok(_) => Response::new(200, Bytes::from(bytes)),
+                    Err(_) => return http::plain(404, "not found"),
+                }
             };
             r.header("Vary", "Accept-Encoding");
             r.header("Content-Type", content_type(&path));
@@ -355,6 +361,11 @@ fn respond(mounts: &Mounts, gzip_cache: &GzipCache, request: &http::Request) -> 
         Err(Refusal::BadRequest) => http::plain(400, "bad request"),
         Err(Refusal::Forbidden) => http::plain(403, "forbidden"),
         Err(Refusal::NotFound) | Ok((Err(_), _)) => http::plain(404, "not found"),
+        Err(Refusal::MethodNotAllowed) => {
+            let mut r = http::plain(405, "only GET and HEAD are served");
+            r.header("Allow", "GET, HEAD");
+            r
+        }
     };
     r.header("Content-Security-Policy", CONTENT_SECURITY_POLICY);
     r.header("X-Content-Type-Options", "nosniff");
