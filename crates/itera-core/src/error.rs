@@ -66,7 +66,7 @@ pub enum Error {
     InvalidSetting {
         name: &'static str,
         value: String,
-        expected: &'static str,
+        expected: std::borrow::Cow<'static, str>,
     },
 
     #[error("invalid setting {name} = {value}: expected a number from {min} to {max}")]
@@ -123,11 +123,15 @@ impl Error {
     }
 
     /// An out-of-range user setting: its name, the value given and what is accepted.
-    pub fn setting(name: &'static str, value: impl fmt::Display, expected: &'static str) -> Self {
+    pub fn setting(
+        name: &'static str,
+        value: impl fmt::Display,
+        expected: impl Into<std::borrow::Cow<'static, str>>,
+    ) -> Self {
         Error::InvalidSetting {
             name,
             value: value.to_string(),
-            expected,
+            expected: expected.into(),
         }
     }
 }

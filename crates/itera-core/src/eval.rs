@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::layers::activations::log_sum_exp;
 use crate::llama2c::{Llama2, Llama2State, Llama2Tokenizer, BOS};
-use crate::model::{prefill_with_cache, Cache, State};
+use crate::model::{prefill_chunked, Cache, State};
 use crate::tokenizer::{Tokenizer, END_OF_TEXT};
 use crate::weights::Weights;
 
@@ -61,9 +61,6 @@ fn check_text(text: &str) -> Result<Vec<&str>> {
     Ok(docs)
 }
 
-/// Tokens per forward chunk: bounds logits memory to CHUNK × V floats on long documents.
-const CHUNK: usize = 256;
-
 pub fn eval_itera(w: &Weights, tok: &Tokenizer, text: &str) -> Result<EvalReport> {
     if tok.vocab_size() != w.config.vocab_size {
         return Err(Error::Tokenizer(format!(
@@ -80,16 +77,15 @@ pub fn eval_itera(w: &Weights, tok: &Tokenizer, text: &str) -> Result<EvalReport
         let mut ids: Vec<u32> = tok.end_of_text().into_iter().collect();
         ids.extend(tok.encode(doc)?);
         st.reset();
-        for start in (0..ids.len()).step_by(CHUNK) {
-            let chunk = &ids[start..(start + CHUNK).min(ids.len())];
-            prefill_with_cache(w, chunk, &mut st, &mut cache)?;
+        prefill_chunked(w, &ids, &mut st, &mut cache, |start, cache| {
             for (i, logits) in cache.logits.chunks_exact(v).enumerate() {
                 if let Some(&target) = ids.get(start + i + 1) {
                     report.total_ce += (log_sum_exp(logits) - logits[target as usize]) as f64;
                     report.tokens += 1;
                 }
             }
-        }
+            Ok(())
+        })?;
         report.documents += 1;
         report.bytes += doc.len();
     }

@@ -12,8 +12,14 @@ use crate::sampling::{Sampler, SamplingSettings};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::weights::Weights;
 
-/// Longest prompt accepted (in bytes): far beyond any story, small enough to stay responsive.
-pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+/// Most tokens a prompt may encode to (the start-of-story token before it not counted): the
+/// one prompt limit every surface applies. Memory does not grow with it (the prefill runs in
+/// `PREFILL_CHUNK`s); time does, linearly (about 4 s natively for the tiny model, so Stop is
+/// never far away in the page).
+pub const MAX_PROMPT_TOKENS: usize = 16_384;
+/// Longest prompt in bytes, checked before the tokenizer runs so its work is bounded too:
+/// four bytes a token, more than English takes with the shipped tokenizer (about 3.7).
+pub const MAX_PROMPT_BYTES: usize = 4 * MAX_PROMPT_TOKENS;
 /// Most tokens one call may generate.
 pub const MAX_NEW_TOKENS: usize = 1 << 20;
 /// Prompts up to this many tokens run through recurrent steps instead of the batch prefill:
@@ -130,9 +136,7 @@ impl Generation {
 /// Checks a generation request and encodes its prompt after `<|endoftext|>` (the beginning of
 /// a story), as every backend starts from it.
 pub(crate) fn prompt_sequence(c: &Config, tok: &Tokenizer, prompt: &str, opts: &GenerateOptions) -> Result<Vec<u32>> {
-    if prompt.len() > MAX_PROMPT_BYTES {
-        return Err(Error::setting("prompt length", prompt.len(), "at most 1 MiB"));
-    }
+    check_prompt_bytes(prompt)?;
     if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
         return Err(Error::setting("max_tokens", opts.max_tokens, "between 1 and 1048576"));
     }
@@ -145,13 +149,39 @@ pub(crate) fn prompt_sequence(c: &Config, tok: &Tokenizer, prompt: &str, opts: &
     }
     opts.sampling.validate()?;
     let mut sequence: Vec<u32> = tok.end_of_text().into_iter().collect();
-    sequence.extend(tok.encode(prompt)?);
+    let prompt_tokens = tok.encode(prompt)?;
+    check_prompt_tokens(prompt_tokens.len())?;
+    sequence.extend(prompt_tokens);
     if sequence.is_empty() {
         return Err(Error::EmptyInput(
             "prompt (and the tokenizer has no end-of-text token to start from)",
         ));
     }
     Ok(sequence)
+}
+
+/// Refuses a prompt longer than `MAX_PROMPT_BYTES`, before it is encoded.
+pub fn check_prompt_bytes(prompt: &str) -> Result<()> {
+    if prompt.len() > MAX_PROMPT_BYTES {
+        return Err(Error::setting(
+            "prompt length",
+            format!("{} bytes", prompt.len()),
+            format!("at most {MAX_PROMPT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a prompt that encodes to more than `MAX_PROMPT_TOKENS`.
+pub fn check_prompt_tokens(tokens: usize) -> Result<()> {
+    if tokens > MAX_PROMPT_TOKENS {
+        return Err(Error::setting(
+            "prompt length",
+            format!("{tokens} tokens"),
+            format!("at most {MAX_PROMPT_TOKENS} tokens"),
+        ));
+    }
+    Ok(())
 }
 
 /// Generates after `prompt`. `on_text` receives each complete piece of text and returns false

@@ -340,6 +340,8 @@ pub struct Llama2Tokenizer {
     vocab: Vec<Vec<u8>>,
     scores: Vec<f32>,
     lookup: HashMap<Vec<u8>, u32>,
+    /// Bytes in the longest piece: no token covers more of a text.
+    longest: usize,
 }
 
 pub const BOS: u32 = 1;
@@ -379,7 +381,13 @@ impl Llama2Tokenizer {
             )));
         }
         let lookup = vocab.iter().enumerate().map(|(i, v)| (v.clone(), i as u32)).collect();
-        Ok(Llama2Tokenizer { vocab, scores, lookup })
+        let longest = vocab.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        Ok(Llama2Tokenizer {
+            vocab,
+            scores,
+            lookup,
+            longest,
+        })
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -491,7 +499,20 @@ impl Llama2Generation {
         if opts.max_tokens == 0 {
             return Err(Error::setting("max_tokens", 0, "at least 1"));
         }
+        // The merge loop is quadratic in the prompt's pieces, so a prompt that cannot fit the
+        // context whatever its merges (BOS, the dummy-prefix space, then at most `longest`
+        // bytes a token) is refused before it is encoded.
+        crate::generate::check_prompt_bytes(prompt)?;
+        let fewest_tokens = 1 + (prompt.len() + 1).div_ceil(tok.longest);
+        if fewest_tokens >= model.config.seq_len {
+            return Err(Error::setting(
+                "prompt length",
+                format!("{} bytes (at least {fewest_tokens} tokens)", prompt.len()),
+                "fewer tokens than the checkpoint's context (seq_len)",
+            ));
+        }
         let sequence = tok.encode(prompt, true);
+        crate::generate::check_prompt_tokens(sequence.len() - 1)?;
         if sequence.len() >= model.config.seq_len {
             return Err(Error::setting(
                 "prompt length",

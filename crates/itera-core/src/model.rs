@@ -379,6 +379,9 @@ pub fn decode_step<'s>(w: &Weights, st: &'s mut State, token: u32) -> Result<&'s
 /// `st`, and leaves the state as if each token had been stepped. Returns the last position's
 /// logits; every position's logits stay in `cache.logits`.
 pub fn prefill_with_cache<'s>(w: &Weights, tokens: &[u32], st: &'s mut State, cache: &mut Cache) -> Result<&'s [f32]> {
+    if tokens.is_empty() {
+        return Err(Error::EmptyInput("prefill tokens"));
+    }
     let bd = BatchDims {
         batch: 1,
         t: tokens.len(),
@@ -400,7 +403,33 @@ pub fn prefill_with_cache<'s>(w: &Weights, tokens: &[u32], st: &'s mut State, ca
     Ok(&st.logits)
 }
 
-/// `prefill_with_cache` when only the last logits matter.
+/// Tokens per CPU prefill chunk. A chunk's cache (every position's activations, scan states
+/// and logits) is what a prefill holds, so memory stays that of one chunk whatever the prompt's
+/// length; 128 rows keep the GEMMs as fast as whole-prompt batches.
+pub const PREFILL_CHUNK: usize = 128;
+
+/// Runs `tokens` through the batch forward `PREFILL_CHUNK` tokens at a time, continuing from
+/// `st`, reusing `cache` for each chunk; `on_chunk(start, cache)` sees each chunk's cache
+/// (its logits are those of positions `start..start + chunk length`). Returns the last
+/// position's logits.
+pub fn prefill_chunked<'s>(
+    w: &Weights,
+    tokens: &[u32],
+    st: &'s mut State,
+    cache: &mut Cache,
+    mut on_chunk: impl FnMut(usize, &Cache) -> Result<()>,
+) -> Result<&'s [f32]> {
+    if tokens.is_empty() {
+        return Err(Error::EmptyInput("prefill tokens"));
+    }
+    for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+        prefill_with_cache(w, chunk, st, cache)?;
+        on_chunk(i * PREFILL_CHUNK, cache)?;
+    }
+    Ok(&st.logits)
+}
+
+/// A chunked prefill when only the last logits matter.
 pub fn prefill<'s>(w: &Weights, tokens: &[u32], st: &'s mut State) -> Result<&'s [f32]> {
-    prefill_with_cache(w, tokens, st, &mut Cache::default())
+    prefill_chunked(w, tokens, st, &mut Cache::default(), |_, _| Ok(()))
 }

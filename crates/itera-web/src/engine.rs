@@ -4,16 +4,14 @@
 //! shared token sequence, and evaluation on a text.
 
 use itera_core::eval::eval_itera;
-use itera_core::generate::{GenerateOptions, Generation, Token};
+use itera_core::generate::{check_prompt_bytes, GenerateOptions, Generation, Token};
 use itera_core::layers::activations::log_sum_exp;
-use itera_core::model::{prefill_with_cache, Cache, Route, State};
+use itera_core::model::{prefill_with_cache, Cache, Route, State, PREFILL_CHUNK};
 use itera_core::sampling::{argmax, SamplingSettings};
 use itera_core::tokenizer::Tokenizer;
 use itera_core::{format, Error, Result, Weights};
 use serde::{Deserialize, Serialize};
 
-/// Longest prompt the page accepts, in bytes.
-pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 /// Most tokens one generation may produce.
 pub const MAX_NEW_TOKENS: usize = 4096;
 
@@ -37,11 +35,10 @@ pub struct GenerateRequest {
 }
 
 impl GenerateRequest {
-    /// The core's options, after the page's own limits on prompt length and token count.
+    /// The core's options, after the prompt's length (the core's one limit) and the page's own
+    /// limit on the token count.
     pub fn options(&self) -> Result<GenerateOptions> {
-        if self.prompt.len() > MAX_PROMPT_BYTES {
-            return Err(Error::setting("prompt length", self.prompt.len(), "at most 64 KiB"));
-        }
+        check_prompt_bytes(&self.prompt)?;
         if self.max_tokens == 0 || self.max_tokens > MAX_NEW_TOKENS {
             return Err(Error::setting("max_tokens", self.max_tokens, "between 1 and 4096"));
         }
@@ -271,28 +268,31 @@ pub fn compare(reference: &Engine, other: &Engine, tokens: &[u32], from: usize) 
             "comparison sequence (generate at least one token first)",
         ));
     }
-    let forward = |w: &Weights| -> Result<Cache> {
-        let mut cache = Cache::default();
-        prefill_with_cache(w, tokens, &mut State::new(w), &mut cache)?;
-        Ok(cache)
-    };
-    let (ca, cb) = (forward(a)?, forward(b)?);
     let c = &a.config;
-    let v = c.vocab_size;
+    let (v, k) = (c.vocab_size, c.top_k);
     let mut out = Comparison::default();
     let (mut agree, mut routed, mut same_route) = (0usize, 0usize, 0usize);
-    for pos in from - 1..tokens.len() - 1 {
-        let (la, lb) = (&ca.logits[pos * v..][..v], &cb.logits[pos * v..][..v]);
-        out.kl.push(kl_divergence(la, lb));
-        agree += usize::from(argmax(la) == argmax(lb));
-        for l in (0..c.n_layers).filter(|&l| c.is_moe(l)) {
-            let k = c.top_k;
-            let mut ea = ca.layers[l].moe.experts[pos * k..][..k].to_vec();
-            let mut eb = cb.layers[l].moe.experts[pos * k..][..k].to_vec();
-            ea.sort_unstable();
-            eb.sort_unstable();
-            routed += 1;
-            same_route += usize::from(ea == eb);
+    // Both models step through the sequence one prefill chunk at a time, so memory is that of
+    // one chunk however long the sequence; the last token predicts nothing and is not run.
+    let (mut state_a, mut state_b) = (State::new(a), State::new(b));
+    let (mut ca, mut cb) = (Cache::default(), Cache::default());
+    let predicting = &tokens[..tokens.len() - 1];
+    for (i, chunk) in predicting.chunks(PREFILL_CHUNK).enumerate() {
+        prefill_with_cache(a, chunk, &mut state_a, &mut ca)?;
+        prefill_with_cache(b, chunk, &mut state_b, &mut cb)?;
+        let start = i * PREFILL_CHUNK;
+        for row in (from - 1).saturating_sub(start)..chunk.len() {
+            let (la, lb) = (&ca.logits[row * v..][..v], &cb.logits[row * v..][..v]);
+            out.kl.push(kl_divergence(la, lb));
+            agree += usize::from(argmax(la) == argmax(lb));
+            for l in (0..c.n_layers).filter(|&l| c.is_moe(l)) {
+                let mut ea = ca.layers[l].moe.experts[row * k..][..k].to_vec();
+                let mut eb = cb.layers[l].moe.experts[row * k..][..k].to_vec();
+                ea.sort_unstable();
+                eb.sort_unstable();
+                routed += 1;
+                same_route += usize::from(ea == eb);
+            }
         }
     }
     out.positions = out.kl.len();

@@ -2,8 +2,12 @@
 //! every shipped model loads from bytes and its greedy tokens equal native CPU's (the golden
 //! fixture that tests/native.rs checks natively), streaming and comparison work through the
 //! JS-facing types, a GPU training step (plain and distilling) matches the CPU on WebGPU, and
-//! malformed input is a `JsError` with a clear message, never a trap.
+//! malformed input is a `JsError` with a clear message, never a trap; the longest prompt
+//! runs within a fixed heap and a longer one is refused with a message.
 #![cfg(target_arch = "wasm32")]
+
+#[path = "../../itera-core/tests/peak_heap/mod.rs"]
+mod peak_heap;
 
 use itera_web::{compare, gpu_init, Model};
 use serde_json::Value;
@@ -283,6 +287,38 @@ fn malformed_input_is_a_js_error_with_a_clear_message() {
     assert!(err.contains("top_p"), "{err}");
     let err = message(m.step(1).err().unwrap());
     assert!(err.contains("start"), "{err}");
+}
+
+/// The prompt limits as the page meets them, with the heap counted: a prompt of the most tokens
+/// accepted generates within the same fixed bound as natively (tests/prompt_memory.rs in the
+/// core), and the 65,536-byte prompt of one token a byte is refused with a message.
+#[wasm_bindgen_test]
+fn the_longest_prompt_runs_in_bounded_memory_and_a_longer_one_is_refused() {
+    use itera_core::generate::{MAX_PROMPT_BYTES, MAX_PROMPT_TOKENS};
+    let mut m = Model::new(MODELS[2].1, TOKENIZER).map_err(message).unwrap();
+    let mut run = |prompt: String| {
+        let req = serde_json::json!({ "prompt": prompt, "max_tokens": 1, "stop_at_end_of_text": false });
+        m.start(js(&req)).map_err(message)?;
+        let out = value(m.step(1).map_err(message)?);
+        Ok::<usize, String>(out["tokens"].as_array().unwrap().len())
+    };
+    let started = js_sys::Date::now();
+    let (peak, generated) = peak_heap::peak_of(|| run("🦀".repeat(MAX_PROMPT_TOKENS / 4)));
+    let took = js_sys::Date::now() - started;
+    assert_eq!(generated, Ok(1));
+    let (refused_peak, refused) = peak_heap::peak_of(|| run("🦀".repeat(MAX_PROMPT_BYTES / 4)));
+    let err = refused.unwrap_err();
+    assert!(err.contains(&format!("at most {MAX_PROMPT_TOKENS} tokens")), "{err}");
+    web_sys_log(&format!(
+        "peak heap in wasm: a {MAX_PROMPT_TOKENS}-token prompt {:.1} MiB ({:.1} s); {MAX_PROMPT_BYTES} bytes \
+         refused ({err}) {:.1} MiB",
+        peak as f64 / (1 << 20) as f64,
+        took / 1e3,
+        refused_peak as f64 / (1 << 20) as f64
+    ));
+    for peak in [peak, refused_peak] {
+        assert!(peak < peak_heap::BOUND, "peaked at {peak} bytes");
+    }
 }
 
 /// The wasm SIMD128 scan lanes against the portable loops, bit for bit, forward and backward,

@@ -145,6 +145,42 @@ fn comparison_of_a_model_with_itself_is_exact_and_quantization_is_close() {
     assert!(compare(&f32_model, &f32_model, &tokens, 0).is_err());
 }
 
+/// The comparison walks the sequence one prefill chunk at a time; over chunk boundaries it
+/// scores every position as one whole-sequence forward does.
+#[test]
+fn comparison_across_prefill_chunks_equals_one_whole_forward() {
+    use itera_core::layers::activations::log_sum_exp;
+    use itera_core::model::{prefill_with_cache, Cache, State, PREFILL_CHUNK};
+    let (a, b) = (engine("itera-tiny-f32"), engine("itera-tiny-q4"));
+    let tokens: Vec<u32> = (0..2 * PREFILL_CHUNK as u32 + 45)
+        .map(|i| (i * 37 + 11) % 4096)
+        .collect();
+    let from = PREFILL_CHUNK - 3;
+    let chunked = compare(&a, &b, &tokens, from).unwrap();
+    let whole = |w: &itera_core::Weights| {
+        let mut cache = Cache::default();
+        prefill_with_cache(w, &tokens, &mut State::new(w), &mut cache).unwrap();
+        cache.logits
+    };
+    let (la, lb) = (whole(&a.weights), whole(&b.weights));
+    let v = a.weights.config.vocab_size;
+    assert_eq!(chunked.positions, tokens.len() - from);
+    for (i, pos) in (from - 1..tokens.len() - 1).enumerate() {
+        let (p, q) = (&la[pos * v..][..v], &lb[pos * v..][..v]);
+        let (lp, lq) = (log_sum_exp(p), log_sum_exp(q));
+        let kl: f64 = p
+            .iter()
+            .zip(q)
+            .map(|(&x, &y)| ((x - lp) as f64).exp() * ((x - lp) as f64 - (y - lq) as f64))
+            .sum();
+        let got = chunked.kl[i] as f64;
+        assert!(
+            (got - kl.max(0.0)).abs() <= 1e-5 + 1e-3 * kl.abs(),
+            "position {pos}: {got} vs {kl}"
+        );
+    }
+}
+
 #[test]
 fn evaluation_gives_bits_per_byte() {
     let e = engine("itera-micro-q8");

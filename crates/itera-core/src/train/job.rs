@@ -193,7 +193,8 @@ impl Job {
             return Err(Error::InvalidSetting {
                 name: "seq_len",
                 value: format!("{} (the training text has {} tokens)", spec.seq_len, data.stream.len()),
-                expected: "at most the number of tokens in the training text: give more text or shorter sequences",
+                expected: "at most the number of tokens in the training text: give more text or shorter sequences"
+                    .into(),
             });
         }
         let completed = state.opt.step;

@@ -208,7 +208,7 @@ impl TrainSpec {
             return Err(Error::InvalidSetting {
                 name: "batch × seq_len",
                 value: format!("{} × {} = {tokens}", self.batch, self.seq_len),
-                expected: "at most 16384 tokens per step",
+                expected: format!("at most {MAX_TOKENS_PER_STEP} tokens per step").into(),
             });
         }
         if self.min_lr > self.lr {
