@@ -215,6 +215,8 @@ export function setupDistill(app) {
   // ---- wiring -----------------------------------------------------------------------------
   document.addEventListener('models-changed', () => t && fillTeachers());
   document.addEventListener('saved-job-changed', () => t && showSaved());
+  // The training worker was replaced: the job it ran is gone, the one saved here can resume.
+  document.addEventListener('trainer-restarted', () => t && showSaved().catch(() => {}));
   $('tab-distill').addEventListener('click', () => ready().catch((e) => view.note('error', e.message)));
   $('ds-teacher').addEventListener('change', () => { showMode(); showStudent(); });
   $('ds-student').addEventListener('change', showStudent);

@@ -206,6 +206,8 @@ export function setupFineTune(app) {
   // ---- wiring -----------------------------------------------------------------------------
   document.addEventListener('models-changed', fillBases);
   document.addEventListener('saved-job-changed', () => t && showSaved());
+  // The training worker was replaced: the job it ran is gone, the one saved here can resume.
+  document.addEventListener('trainer-restarted', () => t && showSaved().catch(() => {}));
   fillBases();
   $('tab-finetune').addEventListener('click', () => { fillBases(); ready().catch((e) => view.note('error', e.message)); });
   $('ft-text').addEventListener('input', inspectSoon);

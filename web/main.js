@@ -15,7 +15,10 @@ const DEFAULT_MODEL = 'itera-tiny-q8';
 const TOKENIZER_URL = '/weights/tokenizer.json';
 
 // ---- worker RPC -------------------------------------------------------------------------
-const { call, rpc } = connect(new Worker('/worker.js', { type: 'module' }), 'model worker');
+// A model worker that dies is replaced (rpc.js); the page then reloads the model it was using.
+const { call, rpc } = connect(() => new Worker('/worker.js', { type: 'module' }), 'model worker', (message) => {
+  recoverModelWorker(message).catch(showError);
+});
 
 // ---- state ------------------------------------------------------------------------------
 const state = {
@@ -114,6 +117,22 @@ async function loadModel(key, bytes = null) {
   bar.style.width = '100%';
   state.loaded.set(key, info);
   return info;
+}
+
+// After the model worker was replaced: nothing is loaded in the new one, and nothing runs.
+async function recoverModelWorker(message) {
+  state.loaded.clear();
+  state.generation = null;
+  setBusy(true);
+  const key = state.current;
+  showError(new Error(`${message}; reloading ${key}…`));
+  document.body.dataset.workerRestarts = String(Number(document.body.dataset.workerRestarts ?? 0) + 1);
+  try {
+    await loadModel(key);
+    showError(new Error(`${message}; ${key} was reloaded and is ready.`));
+  } finally {
+    setBusy(false);
+  }
 }
 
 function describeModel(key, l) {
@@ -377,7 +396,7 @@ function backendNote() {
   if (!gpu) {
     text = 'WebGPU is not available in this browser: the model runs on the CPU (wasm SIMD).';
   } else if (b.failure) {
-    text = `WebGPU failed (${b.failure}); the model runs on the CPU (wasm SIMD).`;
+    text = `WebGPU failed (${b.failure}); the model runs on the CPU (wasm SIMD). Pick a backend again to retry with a new device.`;
   } else {
     const found = `WebGPU adapter found (${[gpu.vendor, gpu.architecture].filter(Boolean).join(' ') || 'unnamed'}).`;
     const c = b.calibration.get(key);
@@ -492,6 +511,8 @@ async function main() {
   $('export-bench').addEventListener('click', exportBench);
   $('backend-select').addEventListener('change', (e) => {
     state.backend.mode = e.target.value;
+    // Picking a backend again tries WebGPU afresh after a failure (the worker asks for a new device).
+    state.backend.failure = null;
     backendNote();
     calibrate(state.current);
   });

@@ -10,6 +10,7 @@
 // result} or {id, type: 'error', message}.
 
 import init, { ShardWorker, StoryWriter } from '/pkg/itera_web.js';
+import { serve } from '/rpc.js';
 
 const ready = init({ module_or_path: '/pkg/itera_web_bg.wasm' });
 let shard = null;
@@ -39,7 +40,7 @@ const ops = {
   },
 
   // → [{loss, grads}] for `shards` in order.
-  async gradients({ weights, shards }, transfer) {
+  async gradients({ weights, shards }, emit, transfer) {
     if (!shard) throw new Error('the CPU worker was not set up');
     return shards.map((tokens) => {
       const r = shard.gradients(weights, tokens);
@@ -49,13 +50,4 @@ const ops = {
   },
 };
 
-self.onmessage = async ({ data }) => {
-  const { id, op, ...args } = data;
-  try {
-    const transfer = [];
-    const result = await ops[op](args, transfer);
-    self.postMessage({ id, type: 'result', result }, transfer);
-  } catch (e) {
-    self.postMessage({ id, type: 'error', message: e instanceof Error ? e.message : String(e) });
-  }
-};
+serve(ops);

@@ -10,7 +10,7 @@
 
 import init, { Corpus, TrainingJob, distill_defaults, fine_tune_defaults, gpu_init, inspect_text, model_size, train_limits } from '/pkg/itera_web.js';
 import { fetchCached } from '/fetch.js';
-import { connect } from '/rpc.js';
+import { connect, serve } from '/rpc.js';
 
 const TOKENIZER_URL = '/weights/tokenizer.json';
 // Steps stop starting after this much of a slice, so Pause and Stop take effect quickly.
@@ -81,7 +81,7 @@ async function startPool(size, target = job) {
   const workers = [];
   for (let i = 0; i < size; i++) {
     const w = new Worker('/shard-worker.js', { type: 'module' });
-    const { call } = connect(w, `CPU worker ${i + 1}`);
+    const { call } = connect(() => w, `CPU worker ${i + 1}`);
     workers.push({ worker: w, call: (op, args, transfer) => call(op, args, null, transfer).promise });
   }
   // A job that distils logits gives every worker the teacher, whose forward each runs on its shards.
@@ -220,7 +220,7 @@ async function writeStories(tokenizer, teacher, settings, k, stories, onStory = 
   const writers = [];
   for (let w = 0; w < k && !corpus.complete(); w++) {
     const worker = new Worker('/shard-worker.js', { type: 'module' });
-    const { call } = connect(worker, `story writer ${w + 1}`);
+    const { call } = connect(() => worker, `story writer ${w + 1}`);
     writers.push({ worker, call: (op, args) => call(op, args).promise });
   }
   try {
@@ -534,15 +534,4 @@ const ops = {
   },
 };
 
-self.onmessage = async (event) => {
-  const { id, op, ...args } = event.data;
-  const emit = (msg) => self.postMessage({ id, ...msg });
-  try {
-    if (!(op in ops)) throw new Error(`unknown operation ${op}`);
-    const transfer = [];
-    const result = await ops[op](args, emit, transfer);
-    self.postMessage({ id, type: 'result', result }, transfer);
-  } catch (e) {
-    emit({ type: 'error', message: e instanceof Error ? e.message : String(e) });
-  }
-};
+serve(ops);

@@ -8,7 +8,11 @@ let client = null;
 // Resolves to {call, rpc, defaults}: `defaults` = the core's settings, bounds and core count.
 export function trainer() {
   client ??= (async () => {
-    const c = connect(new Worker('/train-worker.js', { type: 'module' }), 'training worker');
+    // A training worker that dies is replaced; its job is gone with it, so the tabs hear of it
+    // and offer the job saved in this browser (its last checkpoint) to resume.
+    const c = connect(() => new Worker('/train-worker.js', { type: 'module' }), 'training worker', (message) => {
+      document.dispatchEvent(new CustomEvent('trainer-restarted', { detail: message }));
+    });
     return { ...c, defaults: await c.rpc('defaults') };
   })();
   return client;

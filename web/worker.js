@@ -6,6 +6,7 @@
 
 import init, { Llama2Model, Model, compare, gpu_init } from '/pkg/itera_web.js';
 import { fetchCached } from '/fetch.js';
+import { serve } from '/rpc.js';
 
 const models = new Map(); // key → { model, info }
 const cancelled = new Set();
@@ -70,13 +71,14 @@ const ops = {
     return {};
   },
 
-  // Opens WebGPU once; resolves to the adapter description or rejects with the reason.
+  // Opens WebGPU (once, and again after a failure); resolves to the adapter description or
+  // rejects with the reason.
   async gpuInit() {
     await ready;
     if (!gpuReady) {
       const t0 = performance.now();
       gpuReady = gpu_init();
-      gpuReady.then(() => { gpuSetup.deviceAndShadersMs = performance.now() - t0; }, () => {});
+      gpuReady.then(() => { gpuSetup.deviceAndShadersMs = performance.now() - t0; }, () => { gpuReady = null; });
     }
     return { adapter: await gpuReady };
   },
@@ -84,7 +86,7 @@ const ops = {
   // Streams tokens on `backend` ('cpu' | 'webgpu'); calls are sized to ~20 ms of work so the
   // stream stays smooth and Stop is quick. If WebGPU fails (device lost, GPU error), the
   // worker says so with a 'fallback' event and runs the same request on the CPU.
-  async generate({ key, request, stopFlag, backend = 'cpu', timeLimitMs = Infinity }, emit, id) {
+  async generate({ key, request, stopFlag, backend = 'cpu', timeLimitMs = Infinity }, emit, transfer, id) {
     const t0 = performance.now();
     const stopped = () => cancelled.has(id) || (stopFlag && Atomics.load(stopFlag, 0) !== 0)
       || performance.now() - t0 > timeLimitMs;
@@ -95,7 +97,10 @@ const ops = {
         return await stream(gpuSteps(e.model), request, stopped, emit, id, !stopFlag);
       } catch (err) {
         emit({ type: 'fallback', message: err instanceof Error ? err.message : String(err) });
-        e.gpuBroken = true;
+        // The device may be lost: the next WebGPU use asks for a fresh one (gpu_init replaces
+        // a device that fails its check) and uploads the weights to it again.
+        e.gpuEnabled = false;
+        gpuReady = null;
       }
     }
     return stream(cpuSteps(e.model), request, stopped, emit, id, !stopFlag);
@@ -171,7 +176,6 @@ const gpuSteps = (model) => ({
 });
 
 async function enableGpu(e) {
-  if (e.gpuBroken) throw new Error('WebGPU failed earlier for this model');
   if (e.loadInfo.info.kind === 'llama2') throw new Error('llama2.c checkpoints run on the CPU only');
   await ops.gpuInit();
   if (!e.gpuEnabled) {
@@ -234,14 +238,4 @@ function entry(key) {
 
 ready = initWasm();
 
-self.onmessage = async (event) => {
-  const { id, op, ...args } = event.data;
-  const emit = (msg) => self.postMessage({ id, ...msg });
-  try {
-    if (!(op in ops)) throw new Error(`unknown operation ${op}`);
-    const result = await ops[op](args, emit, id);
-    emit({ type: 'result', result });
-  } catch (e) {
-    emit({ type: 'error', message: e instanceof Error ? e.message : String(e) });
-  }
-};
+serve(ops);

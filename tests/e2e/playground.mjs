@@ -162,6 +162,39 @@ async function inkedPixels(page, selector) {
   await page.waitForFunction(() => !document.getElementById('generate').disabled && Number(document.getElementById('stat-count').textContent) > 0);
   step('a local .safetensors file loads and generates; a bad one shows a clear error');
 
+  // The longest prompt the page accepts in bytes (65,536: 16,384 crabs) encodes to more tokens
+  // than a prompt may have: refused with the limit, the page still usable.
+  await page.fill('#prompt', '🦀'.repeat(16384));
+  await page.click('#generate');
+  await page.waitForSelector('#error-note:not([hidden])');
+  const tooLong = await page.textContent('#error-note');
+  assert.match(tooLong, /prompt length = 65536 tokens: at most 16384 tokens/, tooLong);
+  problems.length = 0; // the refusal is reported on purpose
+  step(`a 65,536-byte prompt: "${tooLong.trim()}"`);
+
+  // A model worker that dies mid-generation: the waiting call fails with a visible message, a
+  // fresh worker starts, the model in use (here a local file, from the bytes the page kept)
+  // is loaded into it, and the next story is written.
+  await page.fill('#prompt', 'Once upon a time');
+  await page.fill('#max-tokens', '4096');
+  await page.click('#generate');
+  await page.waitForFunction(() => Number(document.getElementById('stat-count').textContent) > 5);
+  const modelWorker = page.workers().find((w) => w.url().endsWith('/worker.js'));
+  await modelWorker.evaluate(() => { setTimeout(() => { throw new Error('injected crash'); }); });
+  await page.waitForFunction(() => document.body.dataset.workerRestarts === '1'
+    && /reloaded and is ready/.test(document.getElementById('error-note').textContent), null, { timeout: 60_000 });
+  const recovered = await page.textContent('#error-note');
+  assert.match(recovered, /the model worker stopped \(.*injected crash\); a fresh one was started; local:itera-micro-q4.safetensors was reloaded/, recovered);
+  assert.equal(await page.isDisabled('#generate'), false);
+  await page.screenshot({ path: `${outDir}/worker-recovered.png`, fullPage: true });
+  problems.length = 0; // the crash is reported on purpose
+  await page.fill('#max-tokens', '30');
+  await page.click('#generate');
+  await page.waitForFunction(() => !document.getElementById('generate').disabled
+    && Number(document.getElementById('stat-count').textContent) > 0, null, { timeout: 60_000 });
+  assert.ok((await page.textContent('#output .generated')).length > 5);
+  step(`a crashed model worker: "${recovered.trim()}", then a new story`);
+
   // Phone width.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.click('#tab-generate');

@@ -10,6 +10,7 @@ mod export;
 mod http;
 mod inspect;
 mod models;
+mod mounts;
 mod run;
 mod test;
 mod tools;

@@ -21,8 +21,8 @@ use itera_core::gpu::Gpu;
 use itera_core::llama2c::{Llama2, Llama2Tokenizer};
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
-    encode_corpus, Budget, Checkpoint, CorpusSettings, CpuStep, DistillSpec, EvalSet, Event, FineTuneText, Job,
-    JobData, Provenance, StepBackend, StoryTeller, TrainSpec,
+    encode_corpus, Budget, Checkpoint, CorpusSettings, CpuStep, DataFingerprint, DistillSpec, EvalSet, Event,
+    FineTuneText, Job, JobData, Provenance, StepBackend, StoryTeller, TrainSpec,
 };
 use itera_core::{format, Precision, Weights};
 use serde_json::json;
@@ -220,7 +220,8 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
         let dir = a.teacher.parent().unwrap_or(Path::new("."));
         a.train.tokenizer = Some(models::find_itera_tokenizer(dir, weights.config.tokenizer.as_deref())?);
     }
-    if a.train.init.is_none() {
+    // A fresh student is micro by default; a resumed one is the run's own.
+    if a.train.init.is_none() && !a.train.resuming() {
         a.train.config.get_or_insert_with(|| "micro".into());
     }
     let teacher = Teacher {
@@ -255,7 +256,8 @@ fn distill_stories(mut a: DistillArgs, model: &Llama2, tok: &Llama2Tokenizer) ->
     a.train
         .tokenizer
         .get_or_insert_with(|| crate::project_root().join("weights/tokenizer.json"));
-    if a.train.init.is_none() {
+    // A fresh student is micro by default; a resumed one is the run's own.
+    if a.train.init.is_none() && !a.train.resuming() {
         a.train.config.get_or_insert_with(|| "micro".into());
     }
     eprintln!(
@@ -268,6 +270,12 @@ fn distill_stories(mut a: DistillArgs, model: &Llama2, tok: &Llama2Tokenizer) ->
         spec: None,
     };
     run_with(a.train, Some(teacher))
+}
+
+impl TrainArgs {
+    fn resuming(&self) -> bool {
+        self.resume || self.resume_from.is_some()
+    }
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -330,7 +338,18 @@ fn training_text(a: &TrainArgs) -> Result<(String, Vec<EvalSet>, String)> {
 /// trained on the corpus.
 fn tokenizer_for(a: &TrainArgs, corpus: &str, tok_path: &Path) -> Result<Tokenizer> {
     if a.resume && tok_path.exists() {
-        return Ok(Tokenizer::from_file(tok_path)?);
+        let own = Tokenizer::from_file(tok_path)?;
+        if let Some(p) = &a.tokenizer {
+            let given = Tokenizer::from_file(p)?;
+            if DataFingerprint::of_tokenizer(&given) != DataFingerprint::of_tokenizer(&own) {
+                bail!(
+                    "--tokenizer {} is not this run's tokenizer ({}): a resumed run keeps its own",
+                    p.display(),
+                    tok_path.display()
+                );
+            }
+        }
+        return Ok(own);
     }
     if let Some(p) = &a.tokenizer {
         return Ok(Tokenizer::from_file(p)?);
@@ -347,6 +366,41 @@ fn tokenizer_for(a: &TrainArgs, corpus: &str, tok_path: &Path) -> Result<Tokeniz
     eprintln!("training a {}-id byte-level BPE tokenizer on the corpus", a.vocab_size);
     let docs = corpus.split(END_OF_TEXT).map(|d| format!("{d}{END_OF_TEXT}"));
     Ok(Tokenizer::train(docs.collect::<Vec<_>>().into_iter(), a.vocab_size)?)
+}
+
+/// Writes the run's tokenizer.json, or checks the one there: a run's tokenizer is never
+/// replaced (its checkpoint's token ids mean nothing with another).
+fn keep_run_tokenizer(path: &Path, tokenizer: &Tokenizer) -> Result<()> {
+    if !path.exists() {
+        return write_atomic(path, tokenizer.to_json()?.as_bytes());
+    }
+    let there = Tokenizer::from_file(path).with_context(|| format!("the run's tokenizer {}", path.display()))?;
+    if DataFingerprint::of_tokenizer(&there) != DataFingerprint::of_tokenizer(tokenizer) {
+        bail!(
+            "{} is another tokenizer than this run's, and a run's tokenizer is never replaced: give another --out-dir",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// A resumed run continues its own model: `--init` is refused, and `--config` must name its
+/// shape.
+fn check_same_model(a: &TrainArgs, run: &itera_core::Config, vocab_size: usize) -> Result<()> {
+    if let Some(init) = &a.init {
+        bail!(
+            "--init {} starts a new run; a resumed run continues its own weights",
+            init.display()
+        );
+    }
+    if let Some(name) = &a.config {
+        let mut given = crate::run::load_config(name)?;
+        given.vocab_size = vocab_size;
+        if given.architecture() != run.architecture() {
+            bail!("--config {name} is not this run's model shape; a resumed run keeps its own (leave --config out)");
+        }
+    }
+    Ok(())
 }
 
 /// The weights a new run starts from: `--init`'s (dequantized) or random ones of `--config`.
@@ -377,10 +431,16 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     let tok_path = a.out_dir.join("tokenizer.json");
     let checkpoint_path = a.out_dir.join("checkpoint.safetensors");
     let model_path = a.out_dir.join("model.safetensors");
-    let tokenizer = tokenizer_for(&a, &corpus, &tok_path)?;
-    if !a.resume {
-        write_atomic(&tok_path, tokenizer.to_json()?.as_bytes())?;
+    let resume_from = a.resume_from.clone().or(a.resume.then(|| checkpoint_path.clone()));
+    if resume_from.as_ref() != Some(&checkpoint_path) && checkpoint_path.exists() {
+        bail!(
+            "{} holds a run already ({}): continue it with --resume, or give another --out-dir",
+            a.out_dir.display(),
+            checkpoint_path.display()
+        );
     }
+    let tokenizer = tokenizer_for(&a, &corpus, &tok_path)?;
+    keep_run_tokenizer(&tok_path, &tokenizer)?;
     let stream = encode_corpus(&tokenizer, &corpus).with_context(|| format!("corpus {corpus_name}"))?;
     eprintln!(
         "corpus: {} bytes → {} tokens ({:.2} bytes/token)",
@@ -409,10 +469,10 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     };
     let start = Instant::now();
     let clock = Box::new(move || start.elapsed().as_secs_f64());
-    let resume_from = a.resume_from.clone().or(a.resume.then(|| checkpoint_path.clone()));
     let mut job = if let Some(from) = resume_from {
         let bytes = std::fs::read(&from).with_context(|| format!("resuming: no checkpoint at {}", from.display()))?;
         let checkpoint = Checkpoint::from_bytes(&bytes).with_context(|| format!("resuming {}", from.display()))?;
+        check_same_model(&a, &checkpoint.state.weights.config, data.tokenizer.vocab_size())?;
         let differ = a.spec.differences(&checkpoint.spec);
         if !differ.is_empty() {
             bail!(

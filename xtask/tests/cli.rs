@@ -322,6 +322,56 @@ fn train_resumes_exactly_where_it_stopped() {
     ]);
 }
 
+/// A run's files are never mixed up: a resume keeps its model shape and tokenizer, a new run
+/// does not land on an old one, and settings that are not finite are refused by name.
+#[test]
+fn a_run_refuses_what_would_corrupt_it() {
+    let dir = temp_dir("cli-train-integrity");
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, STORY.repeat(40).replace('\n', "<|endoftext|>")).unwrap();
+    let run = dir.join("run");
+    #[rustfmt::skip]
+    let base = ["train", "--corpus", s(&corpus), "--out-dir", s(&run), "--vocab-size", "300", "--steps", "4",
+        "--batch", "2", "--seq-len", "16", "--warmup", "1", "--threads", "1", "--eval-every", "4"];
+    let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    ok(&with(&["--config", "test", "--stop-at", "2"]));
+    let checkpoint = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    let tokenizer = std::fs::read(run.join("tokenizer.json")).unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../weights/tokenizer.json");
+    let elsewhere = dir.join("nan");
+    let mut nan = with(&["--config", "test", "--min-lr", "NaN"]);
+    nan[4] = s(&elsewhere);
+    let refusals: [(Vec<&str>, &str); 5] = [
+        (with(&["--config", "test"]), "holds a run already"),
+        (with(&["--config", "micro", "--resume"]), "not this run's model shape"),
+        (with(&["--resume", "--tokenizer", shipped]), "not this run's tokenizer"),
+        (
+            with(&["--resume", "--init", "weights/itera-micro-f32.safetensors"]),
+            "starts a new run",
+        ),
+        (nan, "min_lr = NaN"),
+    ];
+    for (args, expected) in refusals {
+        let (success, _, err) = xtask(&args);
+        assert!(
+            !success && err.contains(expected),
+            "{args:?}: expected {expected:?}, got:\n{err}"
+        );
+        assert_eq!(
+            std::fs::read(run.join("checkpoint.safetensors")).unwrap(),
+            checkpoint,
+            "{args:?}"
+        );
+        assert_eq!(
+            std::fs::read(run.join("tokenizer.json")).unwrap(),
+            tokenizer,
+            "{args:?}"
+        );
+    }
+    // With the run's own shape named, or none, the resume goes on.
+    ok(&with(&["--config", "test", "--resume"]));
+}
+
 /// The whole shipping pipeline on a toy scale: corpus (from the llama2.c teacher when the
 /// shared data is present) → tokenizer + training → distillation → export in every precision
 /// with a model card → the exported q4 file loads and generates.

@@ -781,7 +781,7 @@ fn gradient_norm_clipping_and_adamw_match_the_cpu_optimiser() {
         v.copy_from_slice(&v0[at..at + len]);
         at += len;
     }
-    opt.update(&mut w, &grads, lr);
+    opt.update(&mut w, &grads, lr).unwrap();
     let want: Vec<f32> = w.tensors.iter().flat_map(|t| t.as_f32().unwrap().to_vec()).collect();
     assert_close(&data.params, &want, 1e-6, 1e-5, "weights after AdamW");
     assert_close(

@@ -223,8 +223,31 @@ fn inputs_that_cannot_train_are_refused_with_the_reason() {
     let mut job = new_job(spec());
     run(&mut job, &[12]);
     let cp = job.checkpoint().unwrap();
-    let e = err(Job::resume(cp, data(EVAL), clock()));
+    let e = err(Job::resume(cp.clone(), data(EVAL), clock()));
     assert!(e.contains("same text"), "{e}");
+    // ... or with another tokenizer of the same size (two pieces swapped).
+    let mut json: serde_json::Value = serde_json::from_slice(TOKENIZER).unwrap();
+    let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+    let (a, b) = (vocab["a"].clone(), vocab["b"].clone());
+    (vocab["a"], vocab["b"]) = (b, a);
+    let mut swapped = data(STORIES);
+    swapped.tokenizer = Tokenizer::from_json(json.to_string().as_bytes()).unwrap();
+    swapped.stream = swapped
+        .tokenizer
+        .encode(&FineTuneText::new(&[STORIES]).unwrap().corpus)
+        .unwrap();
+    let e = err(Job::resume(cp.clone(), swapped, clock()));
+    assert!(e.contains("another tokenizer"), "{e}");
+    // A checkpoint whose model and optimiser are of different steps.
+    let mut torn = cp;
+    torn.state.weights.config.training.as_mut().unwrap().steps = 7;
+    let e = Checkpoint::from_bytes(&torn.to_bytes().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("optimiser is at step 12") && e.contains("summary at step 7"),
+        "{e}"
+    );
     // Bytes that are not a checkpoint.
     let model = itera_core::format::save(&base()).unwrap();
     let e = Checkpoint::from_bytes(&model).unwrap_err().to_string();

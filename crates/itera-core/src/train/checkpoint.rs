@@ -20,30 +20,72 @@ use super::step::TrainState;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::{f32s, metadata};
+use crate::tokenizer::Tokenizer;
 use crate::weights::{Grads, Weights};
 
 pub const CHECKPOINT_FORMAT: &str = "itera-checkpoint";
 pub const CHECKPOINT_VERSION: &str = "1";
 
-/// Identifies the token stream a run trains on, so a resume on other text is refused.
+/// Identifies the token stream a run trains on and the tokenizer that made it, so a resume on
+/// other text or with another tokenizer is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataFingerprint {
     pub tokens: usize,
     /// FNV-1a (64-bit) over the token ids' little-endian bytes, in hex.
     pub fnv1a: String,
+    /// FNV-1a over the tokenizer's vocabulary (each id's byte length and bytes, in id order),
+    /// in hex; absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+}
+
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 impl DataFingerprint {
-    pub fn of(stream: &[u32]) -> DataFingerprint {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in stream.iter().flat_map(|t| t.to_le_bytes()) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+    pub fn of(stream: &[u32], tokenizer: &Tokenizer) -> DataFingerprint {
         DataFingerprint {
             tokens: stream.len(),
-            fnv1a: format!("{h:016x}"),
+            fnv1a: fnv1a(stream.iter().flat_map(|t| t.to_le_bytes())),
+            tokenizer: Some(DataFingerprint::of_tokenizer(tokenizer)),
         }
+    }
+
+    /// The `tokenizer` field: two tokenizers with the same fingerprint encode alike.
+    pub fn of_tokenizer(tokenizer: &Tokenizer) -> String {
+        fnv1a((0..tokenizer.vocab_size() as u32).flat_map(|id| {
+            let piece = tokenizer.token_bytes(id).unwrap_or_default();
+            (piece.len() as u32)
+                .to_le_bytes()
+                .into_iter()
+                .chain(piece.iter().copied())
+        }))
+    }
+
+    /// Refuses `found` (the data a resume was given) unless it is the data of this run.
+    pub fn check_resume(&self, found: &DataFingerprint) -> Result<()> {
+        if let (Some(run), Some(given)) = (&self.tokenizer, &found.tokenizer) {
+            if run != given {
+                return Err(Error::Tokenizer(format!(
+                    "this checkpoint's run used another tokenizer (vocabulary fingerprint {run}, the one given is \
+                     {given}): resume with the run's own tokenizer"
+                )));
+            }
+        }
+        if (self.tokens, &self.fnv1a) != (found.tokens, &found.fnv1a) {
+            return Err(Error::Metadata(format!(
+                "this checkpoint trained on {} tokens (fingerprint {}), the text given has {} ({}): resume on the \
+                 same text, or start a new run from these weights",
+                self.tokens, self.fnv1a, found.tokens, found.fnv1a
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -134,6 +176,15 @@ impl Checkpoint {
         let step: usize = get("step")?
             .parse()
             .map_err(|_| Error::Metadata("checkpoint `step` is not a whole number".into()))?;
+        // The optimiser's step, the model's summary and the run's length must tell one story.
+        let model_steps = config.training.as_ref().map_or(step, |t| t.steps);
+        if model_steps != step || step > spec.steps {
+            return Err(Error::Metadata(format!(
+                "checkpoint: the optimiser is at step {step}, the model's summary at step {model_steps} and the run \
+                 has {} steps; a checkpoint holds one step of one run",
+                spec.steps
+            )));
+        }
 
         let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
         let table = crate::params::ParamTable::new(&config);

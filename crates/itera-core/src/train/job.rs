@@ -141,14 +141,9 @@ impl Job {
 
     /// Continues the run of `checkpoint` on the same data (refused if the tokens differ).
     pub fn resume(checkpoint: Checkpoint, data: JobData, clock: Clock) -> Result<Job> {
-        let found = DataFingerprint::of(&data.stream);
-        if found != checkpoint.data {
-            return Err(Error::Metadata(format!(
-                "this checkpoint trained on {} tokens (fingerprint {}), the text given has {} ({}): resume on the \
-                 same text, or start a new run from these weights",
-                checkpoint.data.tokens, checkpoint.data.fnv1a, found.tokens, found.fnv1a
-            )));
-        }
+        checkpoint
+            .data
+            .check_resume(&DataFingerprint::of(&data.stream, &data.tokenizer))?;
         let summary = checkpoint.state.weights.config.training.clone().unwrap_or_default();
         let provenance = Provenance {
             corpus: summary.corpus,
@@ -451,7 +446,7 @@ impl Job {
         Ok(Checkpoint {
             spec: self.spec.clone(),
             state,
-            data: DataFingerprint::of(&self.data.stream),
+            data: DataFingerprint::of(&self.data.stream, &self.data.tokenizer),
             history: {
                 let mut h = self.history.clone();
                 h.truncate(self.state.opt.step);

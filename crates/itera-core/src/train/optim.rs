@@ -1,6 +1,7 @@
 //! AdamW (Loshchilov & Hutter 2019) with moments laid out by the parameter table, and a
 //! linear-warmup + cosine learning-rate schedule.
 
+use crate::error::{Error, Result};
 use crate::params::ParamKind;
 use crate::weights::{Grads, Weights};
 
@@ -57,27 +58,54 @@ impl AdamW {
         }
     }
 
-    /// One update of f32 weights with learning rate `lr`.
-    pub fn update(&mut self, w: &mut Weights, g: &Grads, lr: f32) {
-        self.step += 1;
-        let t = self.step as i32;
-        let (b1, b2) = (self.beta1, self.beta2);
+    /// One update of f32 weights with learning rate `lr`. The new weights and moments are
+    /// computed and checked first: when any would not be finite the update is refused
+    /// (`Error::Diverged`, "the weights") and the weights, moments and step stay as they were.
+    pub fn update(&mut self, w: &mut Weights, g: &Grads, lr: f32) -> Result<()> {
+        let t = (self.step + 1) as i32;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        for (slot, spec) in w.table.specs.clone().iter().enumerate() {
-            let decay = if spec.kind == ParamKind::Matrix {
-                self.weight_decay
-            } else {
-                0.0
-            };
+        let decays: Vec<f32> = w
+            .table
+            .specs
+            .iter()
+            .map(|spec| {
+                if spec.kind == ParamKind::Matrix {
+                    self.weight_decay
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        // One element's update: (weight, m, v) after the step.
+        let updated = |p: f32, m: f32, v: f32, g: f32, decay: f32| {
+            let m = b1 * m + (1.0 - b1) * g;
+            let v = b2 * v + (1.0 - b2) * g * g;
+            let update = (m / c1) / ((v / c2).sqrt() + eps);
+            (p - lr * (update + decay * p), m, v)
+        };
+        for (slot, &decay) in decays.iter().enumerate() {
+            let p = w.tensors[slot].as_f32().expect("training needs f32 weights");
+            let (m, v, g) = (&self.m.tensors[slot], &self.v.tensors[slot], &g.tensors[slot]);
+            for i in 0..p.len() {
+                let (p, m, v) = updated(p[i], m[i], v[i], g[i], decay);
+                if !(p.is_finite() && m.is_finite() && v.is_finite()) {
+                    return Err(Error::Diverged {
+                        step: self.step,
+                        what: "the weights",
+                    });
+                }
+            }
+        }
+        for (slot, &decay) in decays.iter().enumerate() {
             let p = w.tensors[slot].as_f32_mut().expect("training needs f32 weights");
             let (m, v, g) = (&mut self.m.tensors[slot], &mut self.v.tensors[slot], &g.tensors[slot]);
             for i in 0..p.len() {
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                let update = (m[i] / c1) / ((v[i] / c2).sqrt() + self.eps);
-                p[i] -= lr * (update + decay * p[i]);
+                (p[i], m[i], v[i]) = updated(p[i], m[i], v[i], g[i], decay);
             }
         }
+        self.step += 1;
+        Ok(())
     }
 }
 
@@ -97,5 +125,30 @@ mod tests {
         assert!((s.at(10) - 1.0).abs() < 1e-6);
         assert!((s.at(60) - 0.55).abs() < 1e-6);
         assert!((s.at(110) - 0.1).abs() < 1e-6 && (s.at(500) - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn an_update_that_would_leave_a_weight_not_finite_changes_nothing() {
+        let c = crate::config::Config::preset("test").unwrap();
+        let mut w = Weights::init_random(&c, 1).unwrap();
+        let mut opt = AdamW::new(&w, 0.1);
+        let mut g = Grads::zeros(&w.table);
+        g.tensors.iter_mut().flatten().for_each(|x| *x = 0.01);
+        opt.update(&mut w, &g, 1e-3).unwrap();
+        // Adam's step is bounded (about lr), so only a weight already out of range makes a
+        // non-finite one: whatever put it there, the update is refused rather than spread.
+        let last = w.tensors.len() - 1;
+        w.tensors[last].as_f32_mut().unwrap()[0] = f32::INFINITY;
+        let (before, opt_before) = (w.clone(), opt.clone());
+        let e = opt.update(&mut w, &g, 1.0).unwrap_err();
+        assert!(e.to_string().contains("the weights"), "{e}");
+        assert_eq!(opt.step, opt_before.step);
+        assert_eq!(
+            (&opt.m.tensors, &opt.v.tensors),
+            (&opt_before.m.tensors, &opt_before.v.tensors)
+        );
+        for (a, b) in w.tensors.iter().zip(&before.tensors) {
+            assert_eq!(a.as_f32().unwrap(), b.as_f32().unwrap());
+        }
     }
 }

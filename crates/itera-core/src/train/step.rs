@@ -229,7 +229,7 @@ pub fn finish_step(
         let s = cfg.clip / grad_norm;
         g.tensors.iter_mut().flatten().for_each(|x| *x *= s);
     }
-    state.opt.update(&mut state.weights, g, lr);
+    state.opt.update(&mut state.weights, g, lr)?;
     Ok(StepReport {
         step,
         loss: total,

@@ -414,6 +414,16 @@ impl StepBackend for GpuStep {
     async fn sync(&mut self, state: &mut TrainState) -> Result<()> {
         let fresh = self.trainer.weights(&self.gpu).await?;
         let (m, v) = self.trainer.moments(&self.gpu).await?;
+        // The device updates without a per-step read-back, so its weights are checked here,
+        // before they replace the host's last good state (which a checkpoint then keeps).
+        let finite = |xs: &[f32]| xs.iter().all(|x| x.is_finite());
+        let weights_finite = fresh.tensors.iter().all(|t| t.as_f32().is_some_and(finite));
+        if !(weights_finite && m.tensors.iter().chain(&v.tensors).all(|t| finite(t))) {
+            return Err(Error::Diverged {
+                step: self.trainer.step,
+                what: "the weights on the device",
+            });
+        }
         for (dst, src) in state.weights.tensors.iter_mut().zip(fresh.tensors) {
             *dst = src;
         }

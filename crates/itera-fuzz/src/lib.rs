@@ -1,0 +1,194 @@
+//! One entry per untrusted input, each taking raw bytes and returning nothing: an input may be
+//! refused (that is what a malformed one should get) but must never panic, abort or allocate
+//! without bound. `fuzz/` (cargo-fuzz, nightly) drives these; `tests/replay.rs` replays the
+//! seeds and every input that ever crashed (`crashes/<target>/`) on stable with `cargo test`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use itera_core::generate::{GenerateOptions, Generation};
+use itera_core::llama2c::{Llama2, Llama2Tokenizer};
+use itera_core::sampling::SamplingSettings;
+use itera_core::tokenizer::Tokenizer;
+use itera_core::Weights;
+
+#[path = "../../../xtask/src/mounts.rs"]
+#[allow(dead_code)] // the server's file also holds what only the server uses
+mod mounts;
+
+/// A fuzz target's entry: any bytes in, refused or handled, never a panic.
+pub type Entry = fn(&[u8]);
+
+/// The fuzz targets by name (`cargo xtask fuzz --target NAME`), with their entries.
+pub const TARGETS: &[(&str, Entry)] = &[
+    ("safetensors", safetensors),
+    ("llama2c", llama2c),
+    ("tokenizer_json", tokenizer_json),
+    ("generation_settings", generation_settings),
+    ("server_path", server_path),
+];
+
+/// The repository's root (the shipped models and the served folders are read from it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// An itera weight file: parsed, and when it loads, one decode step run on it.
+pub fn safetensors(data: &[u8]) {
+    if let Ok(w) = itera_core::format::load(data) {
+        let mut st = itera_core::State::new(&w);
+        let _ = itera_core::model::decode_step(&w, &mut st, 0);
+    }
+}
+
+/// A llama2.c checkpoint and tokenizer.bin: the first four bytes give the checkpoint's length
+/// (little-endian), the rest is the tokenizer. When both load, a prompt is encoded and one
+/// token generated.
+pub fn llama2c(data: &[u8]) {
+    let Some((head, rest)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let split = (u32::from_le_bytes(*head) as usize).min(rest.len());
+    let (checkpoint, tokenizer) = rest.split_at(split);
+    let Ok(model) = Llama2::from_bytes(checkpoint) else {
+        return;
+    };
+    let Ok(tok) = Llama2Tokenizer::from_bytes(tokenizer, model.config.vocab_size) else {
+        return;
+    };
+    let _ = tok.encode("Once upon a time 🦀", true);
+    if let Ok(mut g) = itera_core::llama2c::Llama2Generation::start(&model, &tok, "Once", options(2, 0.0)) {
+        let _ = g.next(&model, &tok);
+    }
+}
+
+/// A tokenizer.json: parsed, and when it loads, a text encoded and decoded.
+pub fn tokenizer_json(data: &[u8]) {
+    if let Ok(tok) = Tokenizer::from_json(data) {
+        if let Ok(ids) = tok.encode("Once upon a time, a fox 🦀 said \"hi\".\n") {
+            let _ = tok.decode(&ids);
+        }
+    }
+}
+
+/// Generation settings as the page and the CLI pass them, from raw bytes: temperature, top-p,
+/// top-k, seed and token count from the first 24 bytes (any bit pattern: NaN, infinities,
+/// zero, huge), the rest the prompt. Refused or run for the few tokens asked, on the shipped
+/// micro model.
+pub fn generation_settings(data: &[u8]) {
+    let Some((head, prompt)) = data.split_first_chunk::<24>() else {
+        return;
+    };
+    let f32_at = |i: usize| f32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    let opts = GenerateOptions {
+        // At most 4 tokens run (the count itself is validated from the full value first).
+        max_tokens: u32_at(12) as usize,
+        sampling: SamplingSettings {
+            temperature: f32_at(0),
+            top_p: f32_at(4),
+            top_k: u32_at(8) as usize,
+            seed: u64::from(u32_at(16)) << 32 | u64::from(u32_at(20)),
+        },
+        stop_at_end_of_text: head[12] & 1 == 0,
+    };
+    let (w, tok) = micro();
+    let prompt = String::from_utf8_lossy(prompt);
+    if let Ok(mut g) = Generation::start(w, tok, &prompt, opts) {
+        for _ in 0..4 {
+            if !matches!(g.next(w, tok), Ok(Some(_))) {
+                break;
+            }
+        }
+        let _ = g.finish();
+    }
+}
+
+/// A request target for the dev server: it resolves to a file inside a served folder, or is
+/// refused — never to anything outside them.
+pub fn server_path(data: &[u8]) {
+    let Ok(target) = std::str::from_utf8(data) else { return };
+    let root = root();
+    let m = mounts::Mounts::new(&root);
+    if let Ok(path) = m.resolve(target) {
+        let inside = ["web", "weights", "target/web"]
+            .iter()
+            .filter_map(|d| root.join(d).canonicalize().ok())
+            .any(|d| path.starts_with(d));
+        assert!(
+            inside,
+            "{target:?} resolved outside the served folders: {}",
+            path.display()
+        );
+    }
+}
+
+/// The inputs a target starts from: the shipped files (and the reference data in
+/// ../shared/data when present), a few hand-made ones.
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let read = |p: PathBuf| std::fs::read(p).ok();
+    let weights = root().join("weights");
+    match target {
+        "safetensors" => ["itera-micro-q4", "itera-micro-f16", "itera-tiny-q8"]
+            .iter()
+            .filter_map(|n| read(weights.join(format!("{n}.safetensors"))))
+            .collect(),
+        "llama2c" => {
+            let data = root().join("../shared/data");
+            match (read(data.join("stories260K.bin")), read(data.join("tok512.bin"))) {
+                (Some(checkpoint), Some(tokenizer)) => {
+                    let mut seed = (checkpoint.len() as u32).to_le_bytes().to_vec();
+                    seed.extend(checkpoint);
+                    seed.extend(tokenizer);
+                    vec![seed]
+                }
+                _ => Vec::new(),
+            }
+        }
+        "tokenizer_json" => read(weights.join("tokenizer.json")).into_iter().collect(),
+        "generation_settings" => [(0.8f32, 0.9f32, 0u32, 8u32, "Once upon a time"), (0.0, 1.0, 40, 3, "")]
+            .iter()
+            .map(|&(temperature, top_p, top_k, tokens, prompt)| {
+                let mut seed = Vec::new();
+                for word in [temperature.to_bits(), top_p.to_bits(), top_k, tokens, 0, 7] {
+                    seed.extend(word.to_le_bytes());
+                }
+                seed.extend(prompt.as_bytes());
+                seed
+            })
+            .collect(),
+        "server_path" => [
+            "/",
+            "/weights/tokenizer.json?v=1",
+            "/pkg/itera_web.js",
+            "/%2e%2e/Cargo.toml",
+        ]
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn options(max_tokens: usize, temperature: f32) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        sampling: SamplingSettings {
+            temperature,
+            ..SamplingSettings::default()
+        },
+        stop_at_end_of_text: true,
+    }
+}
+
+/// The shipped micro q4 model and the tokenizer, loaded once.
+fn micro() -> &'static (Weights, Tokenizer) {
+    static MODEL: OnceLock<(Weights, Tokenizer)> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = root().join("weights");
+        (
+            itera_core::format::load_file(&dir.join("itera-micro-q4.safetensors")).expect("the shipped model"),
+            Tokenizer::from_file(&dir.join("tokenizer.json")).expect("the shipped tokenizer"),
+        )
+    })
+}

@@ -1,0 +1,27 @@
+//! Every fuzz target on stable: its seeds and every input that ever crashed it (kept in
+//! `crashes/<target>/`, one file each, named by what it found) run through the same entry the
+//! fuzzer calls. An input that panics fails this test.
+
+use std::path::Path;
+
+#[test]
+fn seeds_and_every_past_crash_are_handled() {
+    let crashes = Path::new(env!("CARGO_MANIFEST_DIR")).join("crashes");
+    for &(name, entry) in itera_fuzz::TARGETS {
+        let seeds = itera_fuzz::seeds(name);
+        let mut past = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(crashes.join(name)) {
+            for file in dir.flatten() {
+                past.push((file.path(), std::fs::read(file.path()).unwrap()));
+            }
+        }
+        for seed in &seeds {
+            entry(seed);
+        }
+        for (path, input) in &past {
+            eprintln!("replaying {}", path.display());
+            entry(input);
+        }
+        println!("{name}: {} seeds and {} past crashes handled", seeds.len(), past.len());
+    }
+}
