@@ -7,6 +7,7 @@ mod bench_train;
 mod bench_wasm;
 mod corpus;
 mod export;
+mod fuzz;
 mod http;
 mod inspect;
 mod models;
@@ -56,6 +57,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Decode-speed benchmarks (JSON + table).
     Bench(bench::BenchArgs),
+    /// Fuzz the loaders, the generation settings and the server's paths (nightly; off CI).
+    Fuzz(fuzz::FuzzArgs),
     /// Build the playground (wasm, JS glue, chart library) into target/web.
     BuildWeb,
     /// Build and serve the playground on 127.0.0.1 (prints the URL).
@@ -77,6 +80,7 @@ fn main() {
         Command::Eval(a) => run::eval(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Fuzz(a) => fuzz::run(a),
         Command::BuildWeb => web::build(),
         Command::Serve(a) => web::serve(a),
     };

@@ -1,6 +1,7 @@
 //! The outside tools the build and the test suite need, installed when missing: the wasm32
-//! target, wasm-bindgen-cli (pinned to the crate's version), the npm packages, and the
-//! system packages for the browser and GPU tests (Chromium, chromedriver, lavapipe).
+//! target, wasm-bindgen-cli (pinned to the crate's version), the npm packages, the system
+//! packages for the browser and GPU tests (Chromium, chromedriver, lavapipe), and the
+//! fuzzers' pinned nightly and cargo-fuzz.
 
 use std::path::Path;
 use std::process::Command;
@@ -36,6 +37,30 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The nightly the fuzzers build with (cargo-fuzz needs -Zsanitizer); the product builds on
+/// stable.
+pub const FUZZ_NIGHTLY: &str = "nightly-2026-05-20";
+
+pub fn ensure_fuzz_nightly() -> Result<()> {
+    let installed =
+        output("rustup", &["toolchain", "list"]).context("rustup is required to install the fuzzers' nightly")?;
+    if installed.lines().any(|l| l.starts_with(FUZZ_NIGHTLY)) {
+        return Ok(());
+    }
+    sh(
+        "rustup",
+        &["toolchain", "install", FUZZ_NIGHTLY, "--profile", "minimal"],
+    )
+}
+
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if output("cargo", &["fuzz", "--version"]).is_some() {
+        return Ok(());
+    }
+    eprintln!("installing cargo-fuzz (about 2 minutes on 2 cores)");
+    sh("cargo", &["install", "cargo-fuzz"])
 }
 
 pub fn ensure_wasm_target() -> Result<()> {

@@ -32,6 +32,25 @@ impl Llama2Config {
     pub fn kv_dim(&self) -> usize {
         self.dim * self.n_kv_heads / self.n_heads
     }
+
+    /// f32 values a checkpoint of this header holds after it (weights and the RoPE tables).
+    /// Counted in u128: each field is at most 2^20, so no product of three overflows (a usize
+    /// would, on wasm32), and the file is checked before anything is allocated.
+    pub fn file_floats(&self) -> u128 {
+        let [l, d, h, kv, v, hs, t] = [
+            self.n_layers,
+            self.dim,
+            self.hidden_dim,
+            self.kv_dim(),
+            self.vocab_size,
+            self.head_size(),
+            self.seq_len,
+        ]
+        .map(|x| x as u128);
+        let per_layer = 2 * d + 2 * d * d + 2 * kv * d + 3 * h * d; // norms, wq wo, wk wv, w1 w2 w3
+        let classifier = if self.shared_classifier { 0 } else { v * d };
+        v * d + l * per_layer + d + t * hs + classifier // + freq_cis_real/imag
+    }
 }
 
 /// Weights of a llama2.c model. Matrices are (out, in) row-major, stacked over layers.
@@ -111,27 +130,14 @@ impl Llama2 {
         if !floats.len().is_multiple_of(4) {
             return Err(bad("data is not a whole number of f32 values"));
         }
-        // Counted in u128: each field is at most 2^20, so no product of three overflows (a
-        // usize would, on wasm32), and the file is checked before anything is allocated.
-        let [l, d, h, kv, v, hs, t] = [
-            c.n_layers,
-            c.dim,
-            c.hidden_dim,
-            c.kv_dim(),
-            c.vocab_size,
-            c.head_size(),
-            c.seq_len,
-        ]
-        .map(|x| x as u128);
-        let per_layer = 2 * d + 2 * d * d + 2 * kv * d + 3 * h * d; // norms, wq wo, wk wv, w1 w2 w3
-        let classifier = if c.shared_classifier { 0 } else { v * d };
-        let need = v * d + l * per_layer + d + t * hs + classifier; // + freq_cis_real/imag
+        let need = c.file_floats();
         if (floats.len() / 4) as u128 != need {
             return Err(bad(format!(
                 "expected {need} f32 values for this header, found {}",
                 floats.len() / 4
             )));
         }
+        let (l, t, kv) = (c.n_layers as u128, c.seq_len as u128, c.kv_dim() as u128);
         let cache = 2 * 4 * l * t * kv;
         if cache > MAX_KV_CACHE_BYTES as u128 {
             return Err(bad(format!(

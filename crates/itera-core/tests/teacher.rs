@@ -126,3 +126,35 @@ fn a_vocabulary_without_the_byte_pieces_is_refused() {
     let e = Llama2Tokenizer::from_bytes(&tokenizer, model.config.vocab_size).unwrap_err();
     assert!(e.to_string().contains("at least 259"), "{e}");
 }
+
+/// A prompt that cannot fit the checkpoint's context whatever its merges is refused before
+/// the (quadratic) encoding runs; one that fits runs.
+#[test]
+fn a_prompt_longer_than_the_context_can_hold_is_refused_before_it_is_encoded() {
+    let model = Llama2::from_bytes(&checkpoint_of([8, 16, 1, 2, 2, 260, 16])).unwrap();
+    let mut pieces: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"<s>".to_vec(), b"</s>".to_vec()];
+    pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
+    pieces.push(b" ".to_vec());
+    let mut bin = 6u32.to_le_bytes().to_vec();
+    for p in &pieces {
+        bin.extend(0f32.to_le_bytes());
+        bin.extend((p.len() as i32).to_le_bytes());
+        bin.extend(p);
+    }
+    let tok = Llama2Tokenizer::from_bytes(&bin, 260).unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 1,
+        sampling: Default::default(),
+        stop_at_end_of_text: false,
+    };
+    // The longest piece is 6 bytes, so 100 bytes need at least 1 + ⌈101 / 6⌉ = 18 tokens.
+    let e = Llama2Generation::start(&model, &tok, &"a".repeat(100), opts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("100 bytes (at least 18 tokens)") && e.contains("seq_len"),
+        "{e}"
+    );
+    assert!(Llama2Generation::start(&model, &tok, "ab", opts).is_ok());
+}

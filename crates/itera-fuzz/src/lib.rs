@@ -73,8 +73,8 @@ pub fn tokenizer_json(data: &[u8]) {
 
 /// Generation settings as the page and the CLI pass them, from raw bytes: temperature, top-p,
 /// top-k, seed and token count from the first 24 bytes (any bit pattern: NaN, infinities,
-/// zero, huge), the rest the prompt. Refused or run for the few tokens asked, on the shipped
-/// micro model.
+/// zero, huge), the rest the prompt (its first 256 bytes: the prompt limits have their own
+/// test). Refused or run for at most 4 tokens, on the shipped micro model.
 pub fn generation_settings(data: &[u8]) {
     let Some((head, prompt)) = data.split_first_chunk::<24>() else {
         return;
@@ -93,7 +93,7 @@ pub fn generation_settings(data: &[u8]) {
         stop_at_end_of_text: head[12] & 1 == 0,
     };
     let (w, tok) = micro();
-    let prompt = String::from_utf8_lossy(prompt);
+    let prompt = String::from_utf8_lossy(&prompt[..prompt.len().min(256)]);
     if let Ok(mut g) = Generation::start(w, tok, &prompt, opts) {
         for _ in 0..4 {
             if !matches!(g.next(w, tok), Ok(Some(_))) {
@@ -129,23 +129,33 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let read = |p: PathBuf| std::fs::read(p).ok();
     let weights = root().join("weights");
     match target {
-        "safetensors" => ["itera-micro-q4", "itera-micro-f16", "itera-tiny-q8"]
-            .iter()
-            .filter_map(|n| read(weights.join(format!("{n}.safetensors"))))
-            .collect(),
-        "llama2c" => {
-            let data = root().join("../shared/data");
-            match (read(data.join("stories260K.bin")), read(data.join("tok512.bin"))) {
-                (Some(checkpoint), Some(tokenizer)) => {
-                    let mut seed = (checkpoint.len() as u32).to_le_bytes().to_vec();
-                    seed.extend(checkpoint);
-                    seed.extend(tokenizer);
-                    vec![seed]
-                }
-                _ => Vec::new(),
-            }
+        // Small files mutate fast: the test shape in every precision, and one shipped model.
+        "safetensors" => {
+            let c = itera_core::Config::preset("test").expect("the test preset");
+            let w = Weights::init_random(&c, 1).expect("random weights");
+            let mut seeds: Vec<Vec<u8>> = itera_core::Precision::ALL
+                .iter()
+                .filter_map(|&p| itera_core::format::save(&w.to_precision(p)).ok())
+                .collect();
+            seeds.extend(read(weights.join("itera-micro-q4.safetensors")));
+            seeds
         }
-        "tokenizer_json" => read(weights.join("tokenizer.json")).into_iter().collect(),
+        "llama2c" => {
+            let mut seeds = vec![llama2c_seed(&tiny_llama2c(), &tiny_llama2c_tokenizer())];
+            let data = root().join("../shared/data");
+            if let (Some(checkpoint), Some(tokenizer)) =
+                (read(data.join("stories260K.bin")), read(data.join("tok512.bin")))
+            {
+                seeds.push(llama2c_seed(&checkpoint, &tokenizer));
+            }
+            seeds
+        }
+        // A small trained tokenizer (the shipped one is 250 KB of JSON: slow to mutate).
+        "tokenizer_json" => {
+            let text = "Once upon a time, a little fox found a red ball. 🦀 \"Hi!\" said Tom.\n".repeat(8);
+            let tok = Tokenizer::train(std::iter::once(text), 300).expect("a small tokenizer");
+            tok.to_json().map(String::into_bytes).into_iter().collect()
+        }
         "generation_settings" => [(0.8f32, 0.9f32, 0u32, 8u32, "Once upon a time"), (0.0, 1.0, 40, 3, "")]
             .iter()
             .map(|&(temperature, top_p, top_k, tokens, prompt)| {
@@ -168,6 +178,57 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         .collect(),
         _ => Vec::new(),
     }
+}
+
+/// A `llama2c` input: the checkpoint's length, the checkpoint, the tokenizer.
+fn llama2c_seed(checkpoint: &[u8], tokenizer: &[u8]) -> Vec<u8> {
+    let mut seed = (checkpoint.len() as u32).to_le_bytes().to_vec();
+    seed.extend(checkpoint);
+    seed.extend(tokenizer);
+    seed
+}
+
+/// The smallest useful llama2.c checkpoint: dim 8, one layer, the 259 + 1 pieces of
+/// `tiny_llama2c_tokenizer`, context 16, small deterministic weights.
+fn tiny_llama2c() -> Vec<u8> {
+    let c = itera_core::llama2c::Llama2Config {
+        dim: 8,
+        hidden_dim: 16,
+        n_layers: 1,
+        n_heads: 2,
+        n_kv_heads: 2,
+        vocab_size: 260,
+        seq_len: 16,
+        shared_classifier: true,
+    };
+    let header = [
+        c.dim,
+        c.hidden_dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.vocab_size,
+        c.seq_len,
+    ];
+    let mut bytes: Vec<u8> = header.iter().flat_map(|&h| (h as i32).to_le_bytes()).collect();
+    for i in 0..c.file_floats() as usize {
+        bytes.extend((((i * 37) % 19) as f32 / 19.0 - 0.5).to_le_bytes());
+    }
+    bytes
+}
+
+/// A llama2.c tokenizer.bin: <unk>, <s>, </s>, the 256 byte pieces, a space.
+fn tiny_llama2c_tokenizer() -> Vec<u8> {
+    let mut pieces: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"<s>".to_vec(), b"</s>".to_vec()];
+    pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
+    pieces.push(b" ".to_vec());
+    let mut bytes = 6u32.to_le_bytes().to_vec(); // max_token_length
+    for (i, piece) in pieces.iter().enumerate() {
+        bytes.extend((-(i as f32)).to_le_bytes());
+        bytes.extend((piece.len() as i32).to_le_bytes());
+        bytes.extend(piece);
+    }
+    bytes
 }
 
 fn options(max_tokens: usize, temperature: f32) -> GenerateOptions {

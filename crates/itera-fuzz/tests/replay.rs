@@ -15,6 +15,7 @@ fn seeds_and_every_past_crash_are_handled() {
                 past.push((file.path(), std::fs::read(file.path()).unwrap()));
             }
         }
+        assert!(!seeds.is_empty(), "{name} has no seeds");
         for seed in &seeds {
             entry(seed);
         }
@@ -23,5 +24,21 @@ fn seeds_and_every_past_crash_are_handled() {
             entry(input);
         }
         println!("{name}: {} seeds and {} past crashes handled", seeds.len(), past.len());
+    }
+}
+
+/// The seeds are inputs that load: fuzzing starts from the accepted shapes, not from noise.
+#[test]
+fn the_seeds_are_valid_inputs() {
+    for seed in itera_fuzz::seeds("safetensors") {
+        itera_core::format::load(&seed).unwrap();
+    }
+    for seed in itera_fuzz::seeds("llama2c") {
+        let n = u32::from_le_bytes(seed[..4].try_into().unwrap()) as usize;
+        let model = itera_core::llama2c::Llama2::from_bytes(&seed[4..4 + n]).unwrap();
+        itera_core::llama2c::Llama2Tokenizer::from_bytes(&seed[4 + n..], model.config.vocab_size).unwrap();
+    }
+    for seed in itera_fuzz::seeds("tokenizer_json") {
+        itera_core::tokenizer::Tokenizer::from_json(&seed).unwrap();
     }
 }

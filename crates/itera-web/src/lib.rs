@@ -54,7 +54,20 @@ pub(crate) fn to_js(value: &impl Serialize) -> Result<JsValue, JsError> {
 pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T, JsError> {
     let json: serde_json::Value =
         serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("{what}: {e}")))?;
-    serde_json::from_value(json).map_err(|e| js_error(format!("{what}: {e}")))
+    from_json(json, what).map_err(js_error)
+}
+
+/// `from_js` after the JS value is read (native tests reach it): the error names `what` and
+/// the path of the field at fault ("generation settings: prompt: invalid type: …").
+pub fn from_json<T: DeserializeOwned>(json: serde_json::Value, what: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            format!("{what}: {}", e.inner())
+        } else {
+            format!("{what}: {path}: {}", e.inner())
+        }
+    })
 }
 
 thread_local! {

@@ -51,14 +51,19 @@ pub fn train_limits() -> Result<JsValue, JsError> {
 /// refused by name).
 fn settings_over(value: JsValue, defaults: &TrainSpec) -> Result<TrainSpec, JsError> {
     let given: serde_json::Value = from_js(value, "training settings")?;
+    settings_from_json(given, defaults).map_err(js_error)
+}
+
+/// `settings_over` after the JS value is read: the JSON layer, which native tests reach.
+pub fn settings_from_json(given: serde_json::Value, defaults: &TrainSpec) -> Result<TrainSpec, String> {
     let Some(given) = given.as_object() else {
-        return Err(js_error("training settings: expected an object of settings"));
+        return Err("training settings: expected an object of settings".into());
     };
-    let mut merged = serde_json::to_value(defaults).map_err(js_error)?;
+    let mut merged = serde_json::to_value(defaults).map_err(|e| e.to_string())?;
     for (k, v) in given {
         merged[k] = v.clone();
     }
-    serde_json::from_value(merged).map_err(|e| js_error(format!("training settings: {e}")))
+    crate::from_json(merged, "training settings")
 }
 
 fn fine_tune_settings(value: JsValue) -> Result<TrainSpec, JsError> {
