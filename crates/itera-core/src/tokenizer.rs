@@ -84,8 +84,12 @@ impl Tokenizer {
 
     /// Loads a `tokenizer.json`.
     pub fn from_json(json: &[u8]) -> Result<Tokenizer> {
-        let inner = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| Error::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
+        // Read as JSON first: the tokenizers crate panics (an `expect` in its decoder's
+        // Deserialize, found by fuzzing) on a syntax error inside "decoder", and from a parsed
+        // value there are none left to hit it.
+        let invalid = |e: serde_json::Error| Error::Tokenizer(format!("not a valid tokenizer.json: {e}"));
+        let value: serde_json::Value = serde_json::from_slice(json).map_err(invalid)?;
+        let inner: tokenizers::Tokenizer = serde_json::from_value(value).map_err(invalid)?;
         Self::from_inner(inner)
     }
 

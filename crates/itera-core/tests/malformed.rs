@@ -286,6 +286,23 @@ fn wrong_tokenizer_for_the_model() {
     ));
 }
 
+/// Found by fuzzing: a syntax error inside "decoder" made the tokenizers crate panic.
+#[test]
+fn a_tokenizer_json_with_a_syntax_error_in_its_decoder() {
+    let json = String::from_utf8(include_bytes!("../../../weights/tokenizer.json").to_vec()).unwrap();
+    let at = json.find("\"decoder\"").unwrap();
+    let broken = format!(
+        "{}\"decoder\": {{\"type\": \"Byte\u{1}Level\"}}, \"x\": {}",
+        &json[..at],
+        &json[at..]
+    );
+    let e = Tokenizer::from_json(broken.as_bytes()).err().unwrap().to_string();
+    assert!(
+        e.contains("not a valid tokenizer.json") && e.contains("control character"),
+        "{e}"
+    );
+}
+
 #[test]
 fn a_tokenizer_that_is_not_byte_level_bpe() {
     let shipped: serde_json::Value = serde_json::from_str(&tokenizer(280).to_json().unwrap()).unwrap();

@@ -142,7 +142,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         }
         "llama2c" => {
             let mut seeds = vec![llama2c_seed(&tiny_llama2c(), &tiny_llama2c_tokenizer())];
-            let data = root().join("../shared/data");
+            let data = root().join("../shared/data/teacher");
             if let (Some(checkpoint), Some(tokenizer)) =
                 (read(data.join("stories260K.bin")), read(data.join("tok512.bin")))
             {
