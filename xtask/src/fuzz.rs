@@ -24,6 +24,16 @@ pub struct FuzzArgs {
     target: Option<String>,
 }
 
+impl FuzzArgs {
+    /// The suite's smoke run: every target, a few seconds each.
+    pub fn smoke() -> FuzzArgs {
+        FuzzArgs {
+            seconds: 5,
+            target: None,
+        }
+    }
+}
+
 fn target_names() -> Vec<&'static str> {
     itera_fuzz::TARGETS.iter().map(|(name, _)| *name).collect()
 }

@@ -1,8 +1,8 @@
 //! `cargo xtask test`: the whole suite. Installs what it needs when missing (the wasm32
 //! target, wasm-bindgen-cli, Chromium + chromedriver, lavapipe, the npm packages), then runs
 //! every native test, the GPU kernels against their CPU twins on lavapipe, the
-//! wasm-bindgen-test suites in headless Chromium, and the page's end-to-end test against a
-//! real `cargo xtask serve`.
+//! wasm-bindgen-test suites in headless Chromium, the page's end-to-end test against a
+//! real `cargo xtask serve`, and every fuzz target for a few seconds.
 
 use std::time::Instant;
 
@@ -77,6 +77,11 @@ pub fn run(a: TestArgs) -> Result<()> {
         })?;
         step("playground build", &crate::web::build)?;
         step("playground end-to-end (Playwright + Chromium)", &page_end_to_end)?;
+        // The long runs (a million executions a target) are `cargo xtask fuzz`'s, off CI; this
+        // proves every target builds and runs from its seeds.
+        step("fuzz smoke: every target for 5 s (nightly, cargo-fuzz)", &|| {
+            crate::fuzz::run(crate::fuzz::FuzzArgs::smoke())
+        })?;
     }
     eprintln!("\nall steps passed:");
     for (name, secs) in steps {

@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("llama2c", llama2c),
     ("tokenizer_json", tokenizer_json),
     ("generation_settings", generation_settings),
+    ("sampling", sampling),
     ("server_path", server_path),
 ];
 
@@ -73,8 +74,10 @@ pub fn tokenizer_json(data: &[u8]) {
 
 /// Generation settings as the page and the CLI pass them, from raw bytes: temperature, top-p,
 /// top-k, seed and token count from the first 24 bytes (any bit pattern: NaN, infinities,
-/// zero, huge), the rest the prompt (its first 256 bytes: the prompt limits have their own
-/// test). Refused or run for at most 4 tokens, on the shipped micro model.
+/// zero, huge), the rest the prompt (its first 40 bytes: a prompt that short runs through
+/// decode steps, a few hundred times faster to fuzz than the batch prefill, which the prompt
+/// limit and parity tests cover). Refused or run for at most 4 tokens, on the shipped micro
+/// model.
 pub fn generation_settings(data: &[u8]) {
     let Some((head, prompt)) = data.split_first_chunk::<24>() else {
         return;
@@ -93,7 +96,7 @@ pub fn generation_settings(data: &[u8]) {
         stop_at_end_of_text: head[12] & 1 == 0,
     };
     let (w, tok) = micro();
-    let prompt = String::from_utf8_lossy(&prompt[..prompt.len().min(256)]);
+    let prompt = String::from_utf8_lossy(&prompt[..prompt.len().min(40)]);
     if let Ok(mut g) = Generation::start(w, tok, &prompt, opts) {
         for _ in 0..4 {
             if !matches!(g.next(w, tok), Ok(Some(_))) {
@@ -101,6 +104,41 @@ pub fn generation_settings(data: &[u8]) {
             }
         }
         let _ = g.finish();
+    }
+}
+
+/// The sampler alone, fast enough for millions of runs: settings from the first 20 bytes as in
+/// `generation_settings`, the rest as logits (any f32 bit patterns: NaN, ±∞, ties). Settings
+/// the core accepts must sample an id inside the vocabulary, several times in a row.
+pub fn sampling(data: &[u8]) {
+    let Some((head, rest)) = data.split_first_chunk::<20>() else {
+        return;
+    };
+    let f32_at = |i: usize| f32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    let settings = SamplingSettings {
+        temperature: f32_at(0),
+        top_p: f32_at(4),
+        top_k: u32_at(8) as usize,
+        seed: u64::from(u32_at(12)) << 32 | u64::from(u32_at(16)),
+    };
+    let logits: Vec<f32> = rest
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let Ok(mut sampler) = itera_core::sampling::Sampler::new(settings) else {
+        return;
+    };
+    if logits.is_empty() {
+        return;
+    }
+    for _ in 0..3 {
+        let id = sampler.sample(&logits) as usize;
+        assert!(
+            id < logits.len(),
+            "sampled {id} of {} logits with {settings:?}",
+            logits.len()
+        );
     }
 }
 
@@ -162,6 +200,19 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                     seed.extend(word.to_le_bytes());
                 }
                 seed.extend(prompt.as_bytes());
+                seed
+            })
+            .collect(),
+        "sampling" => [(0.8f32, 0.9f32, 0u32), (0.0, 1.0, 3), (1.5, 0.5, 40)]
+            .iter()
+            .map(|&(temperature, top_p, top_k)| {
+                let mut seed = Vec::new();
+                for word in [temperature.to_bits(), top_p.to_bits(), top_k, 0, 7] {
+                    seed.extend(word.to_le_bytes());
+                }
+                for i in 0..64 {
+                    seed.extend(((i * 7 % 13) as f32 - 6.0).to_le_bytes());
+                }
                 seed
             })
             .collect(),
