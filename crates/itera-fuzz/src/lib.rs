@@ -72,28 +72,35 @@ pub fn tokenizer_json(data: &[u8]) {
     }
 }
 
-/// Generation settings as the page and the CLI pass them, from raw bytes: temperature, top-p,
-/// top-k, seed and token count from the first 24 bytes (any bit pattern: NaN, infinities,
-/// zero, huge), the rest the prompt (its first 40 bytes: a prompt that short runs through
-/// decode steps, a few hundred times faster to fuzz than the batch prefill, which the prompt
-/// limit and parity tests cover). Refused or run for at most 4 tokens, on the shipped micro
-/// model.
+/// Sampling settings from 20 raw bytes (any bit pattern: NaN, infinities, zero, huge):
+/// temperature, top-p, top-k, then the seed's high and low words.
+fn sampling_settings(head: &[u8; 20]) -> SamplingSettings {
+    let f32_at = |i: usize| f32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    SamplingSettings {
+        temperature: f32_at(0),
+        top_p: f32_at(4),
+        top_k: u32_at(8) as usize,
+        seed: u64::from(u32_at(12)) << 32 | u64::from(u32_at(16)),
+    }
+}
+
+/// Generation settings as the page and the CLI pass them, from raw bytes: the sampling
+/// settings from the first 20 (`sampling_settings`), the token count from the next 4, the rest
+/// the prompt (its first 40 bytes: a prompt that short runs through decode steps, a few
+/// hundred times faster to fuzz than the batch prefill, which the prompt limit and parity
+/// tests cover). Refused or run for at most 4 tokens, on the shipped micro model.
 pub fn generation_settings(data: &[u8]) {
     let Some((head, prompt)) = data.split_first_chunk::<24>() else {
         return;
     };
-    let f32_at = |i: usize| f32::from_le_bytes(head[i..i + 4].try_into().unwrap());
-    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    let (sampling, count) = head.split_first_chunk::<20>().expect("24 bytes hold 20");
+    let count: [u8; 4] = count.try_into().expect("and 4 more");
     let opts = GenerateOptions {
         // At most 4 tokens run (the count itself is validated from the full value first).
-        max_tokens: u32_at(12) as usize,
-        sampling: SamplingSettings {
-            temperature: f32_at(0),
-            top_p: f32_at(4),
-            top_k: u32_at(8) as usize,
-            seed: u64::from(u32_at(16)) << 32 | u64::from(u32_at(20)),
-        },
-        stop_at_end_of_text: head[12] & 1 == 0,
+        max_tokens: u32::from_le_bytes(count) as usize,
+        sampling: sampling_settings(sampling),
+        stop_at_end_of_text: count[0] & 1 == 0,
     };
     let (w, tok) = micro();
     let prompt = String::from_utf8_lossy(&prompt[..prompt.len().min(40)]);
@@ -107,21 +114,14 @@ pub fn generation_settings(data: &[u8]) {
     }
 }
 
-/// The sampler alone, fast enough for millions of runs: settings from the first 20 bytes as in
-/// `generation_settings`, the rest as logits (any f32 bit patterns: NaN, ±∞, ties). Settings
+/// The sampler alone, fast enough for millions of runs: settings from the first 20 bytes
+/// (`sampling_settings`), the rest as logits (any f32 bit patterns: NaN, ±∞, ties). Settings
 /// the core accepts must sample an id inside the vocabulary, several times in a row.
 pub fn sampling(data: &[u8]) {
     let Some((head, rest)) = data.split_first_chunk::<20>() else {
         return;
     };
-    let f32_at = |i: usize| f32::from_le_bytes(head[i..i + 4].try_into().unwrap());
-    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap());
-    let settings = SamplingSettings {
-        temperature: f32_at(0),
-        top_p: f32_at(4),
-        top_k: u32_at(8) as usize,
-        seed: u64::from(u32_at(12)) << 32 | u64::from(u32_at(16)),
-    };
+    let settings = sampling_settings(head);
     let logits: Vec<f32> = rest
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
@@ -196,7 +196,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             .iter()
             .map(|&(temperature, top_p, top_k, tokens, prompt)| {
                 let mut seed = Vec::new();
-                for word in [temperature.to_bits(), top_p.to_bits(), top_k, tokens, 0, 7] {
+                for word in [temperature.to_bits(), top_p.to_bits(), top_k, 0, 7, tokens] {
                     seed.extend(word.to_le_bytes());
                 }
                 seed.extend(prompt.as_bytes());
