@@ -8,7 +8,8 @@
 // The uniform comes from a counter-based hash of (seed, absolute position), so a seed
 // reproduces a story and needs no generator state on the GPU. Writes tokens[step + 1] (unless
 // it is a forced prompt token), the log-prob of that token at temperature 1, and advances the
-// step counter. CPU twin: gpu::sample::sample_reference (the same arithmetic in the same order).
+// step counter. CPU twin: sampling::Sampler, the CPU decoder's own sampler (the same
+// arithmetic in the same order; it finds the same thresholds by selection).
 
 struct Sample {
     vocab: u32,

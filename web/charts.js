@@ -1,7 +1,7 @@
 // Charts: uPlot line charts that follow their container's width, a stacked load-time bar,
 // and the routing heatmap (canvas: one column per generated token, one row per MoE layer).
 
-import uPlot from '/vendor/uPlot.esm.js';
+import uPlot from './vendor/uPlot.esm.js';
 
 export const PALETTE = ['#3b6fd8', '#d8793b', '#2f9e6e', '#b543a8', '#c9a227', '#5a5a8c', '#c0392b', '#16a2b8'];
 

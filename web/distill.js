@@ -6,8 +6,8 @@
 // stories stream into the Corpus card, seeded, and a reload continues it — then the student
 // trains on it (and on the visitor's text, if given). The job's view is a JobView.
 
-import { fmtBytes, fmtInt, JobView } from '/job-view.js';
-import { defaultWorkers, fillSettings, MAX_WORKERS, readSettings, trainer } from '/trainer.js';
+import { fmtBytes, fmtInt, JobView } from './job-view.js';
+import { defaultWorkers, fillSettings, MAX_WORKERS, readSettings, trainer } from './trainer.js';
 
 const $ = (id) => document.getElementById(id);
 const SHAPE_FIELDS = ['d_model', 'n_layers', 'n_experts', 'top_k', 'd_ff'];
@@ -60,7 +60,7 @@ export function setupDistill(app) {
       select.value = [...select.options].some((o) => o.value === before) ? before : fallback;
     };
     const models = app.models();
-    keep($('ds-teacher'), models.map((m) => new Option(m.label, m.key)), models.find((m) => m.key === 'itera-tiny-q8')?.key ?? models[0]?.key);
+    keep($('ds-teacher'), models.map((m) => new Option(m.label, m.key)), models.find((m) => m.key === app.defaultModel())?.key ?? models[0]?.key);
     const fresh = [...$('ds-student').options].filter((o) => o.value.startsWith('fresh:')).map((o) => new Option(o.textContent, o.value));
     const loaded = models.filter((m) => m.kind === 'itera').map((m) => new Option(`${m.label} (continue training it)`, m.key));
     keep($('ds-student'), [...fresh, ...loaded], 'fresh:micro');

@@ -4,11 +4,11 @@
 // the training worker. A job's checkpoint is kept in the browser, so a reload offers to
 // resume it. Also the Benchmarks tab's training benchmark, which uses the same worker.
 
-import { fmtBytes, fmtInt, JobView } from '/job-view.js';
-import { defaultWorkers, fillSettings, MAX_WORKERS, readSettings, trainer } from '/trainer.js';
+import { fmtBytes, fmtInt, JobView } from './job-view.js';
+import { defaultWorkers, fillSettings, MAX_WORKERS, readSettings, trainer } from './trainer.js';
 
 const $ = (id) => document.getElementById(id);
-const SAMPLE_URL = '/finetune-stories.txt';
+const SAMPLE_URL = 'finetune-stories.txt';
 
 export function setupFineTune(app) {
   let t = null; // the training worker, once the tab is used
@@ -164,14 +164,15 @@ export function setupFineTune(app) {
     try {
       const sample = await (await fetch(SAMPLE_URL)).text();
       const llama2 = app.models().find((m) => m.kind === 'llama2');
-      const args = { base: app.source(key), teacher: app.source('itera-tiny-q8'), llama2: llama2 && app.source(llama2.key), texts: [{ name: 'sample stories', text: sample }], workers: counts };
+      const args = { base: app.source(key), teacher: app.source(app.defaultModel()), llama2: llama2 && app.source(llama2.key), texts: [{ name: 'sample stories', text: sample }], workers: counts };
       const rows = await t.call('benchmark', args, (ev) => {
         if (ev.type !== 'row') return;
         const r = ev.row;
         if (r.backend === 'cpu' && r.workers === 1) ones[r.job] = r.tokensPerSecond;
         const one = ones[r.job];
         const tr = document.createElement('tr');
-        const label = { 'fine-tune': `fine-tune ${key}`, corpus: 'itera-tiny q8 writes stories', 'corpus-llama2': `${llama2?.key.slice(7)} writes stories`, distill: 'distil itera-tiny q8 → fresh micro' }[r.job];
+        const teacher = app.defaultModel();
+        const label = { 'fine-tune': `fine-tune ${key}`, corpus: `${teacher} writes stories`, 'corpus-llama2': `${llama2?.key.slice(7)} writes stories`, distill: `distil ${teacher} → fresh micro` }[r.job];
         const cells = r.error
           ? [label, r.backend === 'webgpu' ? 'WebGPU' : 'CPU', '–', `unavailable: ${r.error}`, '', '']
           : [label, r.backend === 'webgpu' ? `WebGPU (${r.adapter})` : 'CPU (wasm SIMD)', r.workers ?? '–', fmtInt(r.tokensPerSecond),

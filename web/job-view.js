@@ -5,7 +5,7 @@
 // (Use this model, Download .safetensors, two stories side by side). Each view builds its
 // elements under one id prefix (`ft-…`, `ds-…`) inside its tab.
 
-import { lineChart, PALETTE } from '/charts.js';
+import { lineChart, PALETTE } from './charts.js';
 
 const $ = (id) => document.getElementById(id);
 const PRECISIONS = ['f32', 'f16', 'q8', 'q4'];

@@ -2,28 +2,30 @@
 // fine-tune.js), benchmarks. All model work happens in workers (worker.js for the models,
 // train-worker.js for training); these modules only drive the UI.
 
-import { lineChart, loadBreakdown, RoutingHeatmap } from '/charts.js';
-import { detectWebGpu, deviceInfo } from '/device.js';
-import { setupDistill } from '/distill.js';
-import { setupFineTune } from '/fine-tune.js';
-import { connect } from '/rpc.js';
+import { lineChart, loadBreakdown, RoutingHeatmap } from './charts.js';
+import { detectWebGpu, deviceInfo } from './device.js';
+import { setupDistill } from './distill.js';
+import { setupFineTune } from './fine-tune.js';
+import { connect } from './rpc.js';
 
 const $ = (id) => document.getElementById(id);
-const MODELS = ['itera-tiny', 'itera-micro'];
+// The shipped models, their files, sizes and held-out BPB, and the default: written by
+// `cargo xtask export` (URLs are relative, so the page works under any path).
+const MANIFEST_URL = 'weights/manifest.json';
+// The precisions a fine-tune exports (a shipped model's come from the manifest).
 const PRECISIONS = ['f32', 'f16', 'q8', 'q4'];
-const DEFAULT_MODEL = 'itera-tiny-q8';
-const TOKENIZER_URL = '/weights/tokenizer.json';
+const TOKENIZER_URL = 'weights/tokenizer.json';
 
 // ---- worker RPC -------------------------------------------------------------------------
 // A model worker that dies is replaced (rpc.js); the page then reloads the model it was using.
-const { call, rpc } = connect(() => new Worker('/worker.js', { type: 'module' }), 'model worker', (message) => {
+const { call, rpc } = connect(() => new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }), 'model worker', (message) => {
   recoverModelWorker(message).catch(showError);
 });
 
 // ---- state ------------------------------------------------------------------------------
 const state = {
-  cards: {},
-  current: DEFAULT_MODEL,
+  manifest: { default: null, models: [] },
+  current: null,
   loaded: new Map(), // key → load info
   // Models that are not files on the server: key → weight file bytes (a local file, a
   // fine-tune's precisions), kept so they can be reloaded and fine-tuned further.
@@ -59,14 +61,10 @@ const fmtMs = (ms) => (ms == null ? '–' : ms >= 1000 ? `${(ms / 1000).toFixed(
 function fillPicker() {
   const select = $('model-select');
   select.replaceChildren();
-  for (const m of MODELS) {
+  for (const m of state.manifest.models) {
     const group = document.createElement('optgroup');
-    group.label = m;
-    for (const p of PRECISIONS) {
-      const card = state.cards[m]?.precisions?.find((v) => v.precision === p);
-      const o = new Option(`${m} · ${p}${card ? ` · ${fmtBytes(card.bytes)}` : ''}`, `${m}-${p}`);
-      group.append(o);
-    }
+    group.label = m.name;
+    for (const v of m.precisions) group.append(new Option(`${m.name} · ${v.precision} · ${fmtBytes(v.bytes)}`, v.key));
     select.append(group);
   }
   for (const { family, label } of state.tuned) {
@@ -86,8 +84,11 @@ function fillPicker() {
   document.dispatchEvent(new Event('models-changed'));
 }
 
-const urlOf = (key) => `/weights/${key}.safetensors`;
+const urlOf = (key) => `weights/${key}.safetensors`;
 const familyOf = (key) => key.replace(/-(f32|f16|q8|q4)$/, '');
+// A shipped model's manifest entry (`familyOf(key)`), and one precision's file entry.
+const shippedModel = (family) => state.manifest.models.find((m) => m.name === family);
+const shippedFile = (key) => shippedModel(familyOf(key))?.precisions.find((v) => v.key === key);
 
 const isLlama2 = (key) => key.startsWith('llama2:');
 
@@ -143,7 +144,7 @@ function describeModel(key, l) {
     return;
   }
   const family = familyOf(key);
-  const card = state.cards[family]?.precisions?.find((v) => v.precision === i.precision);
+  const card = shippedFile(key);
   const tuned = state.tuned.find((t) => t.family === family);
   const bpb = card ? ` · held-out ${card.bits_per_byte.toFixed(3)} bits/byte` : tuned ? ` · ${tuned.about}` : '';
   $('model-meta').textContent = `${key}: ${(i.params / 1e6).toFixed(2)}M parameters (${(i.active_params / 1e6).toFixed(2)}M active per token), `
@@ -170,6 +171,22 @@ async function selectModel(key, bytes = null) {
 }
 
 // ---- generation -------------------------------------------------------------------------
+// The Generate tab's values and bounds, from the core (the wasm's generation_defaults).
+// Settings are f32 in the core: 0.8 arrives as 0.800000011920929, shown (and checked against
+// the input's step) as the 7 digits an f32 holds.
+const asF32 = (v) => (Number.isInteger(v) ? v : Number(v.toPrecision(7)));
+function fillGenerateSettings(d) {
+  const bounds = new Map(d.settings.map((l) => [l.name, l]));
+  for (const input of $('generate-form').querySelectorAll('[data-request]')) {
+    const name = input.dataset.request;
+    if (input.type === 'checkbox') input.checked = d.request[name];
+    else input.value = asF32(d.request[name]);
+    const b = bounds.get(name);
+    if (b) { input.min = b.min; input.max = b.max; }
+  }
+  $('prompt').maxLength = d.max_prompt_bytes;
+}
+
 function settings() {
   const num = (id) => Number($(id).value);
   return {
@@ -266,7 +283,7 @@ const klChart = { el: $('kl-chart'), chart: null };
 
 async function runCompare() {
   showError(null);
-  const family = familyOf(state.current).replace(/^local:.*/, 'itera-tiny');
+  const family = familyOf(state.current.startsWith('local:') ? state.manifest.default : state.current);
   const variants = [...document.querySelectorAll('input[name=variant]:checked')].map((c) => c.value);
   if (variants.length < 2) { showError(new Error('pick at least two precisions to compare')); return; }
   setBusy(true);
@@ -283,7 +300,7 @@ async function runCompare() {
     cols[p] = col;
   }
   try {
-    evalText ??= await (await fetch('/eval-stories.txt')).text();
+    evalText ??= await (await fetch('eval-stories.txt')).text();
     const request = settings();
     const results = {};
     const needed = variants.includes('f32') ? variants : ['f32', ...variants];
@@ -493,13 +510,22 @@ function fineTuneApp(showTab) {
     generateSettings: settings,
     recordRun: (run) => state.runs.push(run),
     // Parameters of `key`, when known (loaded, or a shipped model's card).
-    params: (key) => state.loaded.get(key)?.info.params ?? state.cards[familyOf(key)]?.parameters?.total ?? null,
+    params: (key) => state.loaded.get(key)?.info.params ?? shippedModel(familyOf(key))?.parameters?.total ?? null,
+    // The model the page opens with (the manifest's default).
+    defaultModel: () => state.manifest.default,
   };
 }
 
 // ---- start ------------------------------------------------------------------------------
 async function main() {
   const showTab = setupTabs();
+  const init = rpc('init'); // the wasm compiles while the manifest downloads
+  const manifest = await fetch(MANIFEST_URL).then((r) => {
+    if (!r.ok) throw new Error(`${MANIFEST_URL}: HTTP ${r.status}`);
+    return r.json();
+  });
+  state.manifest = manifest;
+  state.current = manifest.default;
   fillPicker();
   const app = fineTuneApp(showTab);
   const fineTune = setupFineTune(app);
@@ -541,18 +567,16 @@ async function main() {
   });
 
   const webgpuDetected = detectWebGpu().then((g) => { state.backend.webgpu = g; backendNote(); });
-  for (const m of MODELS) {
-    fetch(`/weights/${m}.json`).then((r) => r.json()).then((card) => { state.cards[m] = card; fillPicker(); }).catch(() => {});
-  }
   deviceInfo().then((info) => {
     const dl = $('device-info');
     for (const [k, v] of Object.entries(info)) dl.insertAdjacentHTML('beforeend', `<dt>${k}</dt><dd></dd>`), dl.lastElementChild.textContent = typeof v === 'object' ? JSON.stringify(v) : String(v);
   });
 
   const tStart = performance.now();
-  const init = rpc('init');
-  const l = await selectModel(DEFAULT_MODEL); // downloads while the wasm compiles
-  state.timings.wasmMs = (await init).wasmMs;
+  const l = await selectModel(manifest.default); // downloads while the wasm compiles
+  const ready = await init;
+  fillGenerateSettings(ready.generation);
+  state.timings.wasmMs = ready.wasmMs;
   const tModel = performance.now();
   state.firstTokenAt = null;
   await generate();

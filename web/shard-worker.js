@@ -9,10 +9,10 @@
 // shards}; or {id, op: 'writer', …} then {id, op: 'story', i}; answers {id, type: 'result',
 // result} or {id, type: 'error', message}.
 
-import init, { ShardWorker, StoryWriter } from '/pkg/itera_web.js';
-import { serve } from '/rpc.js';
+import init, { ShardWorker, StoryWriter } from './pkg/itera_web.js';
+import { serve } from './rpc.js';
 
-const ready = init({ module_or_path: '/pkg/itera_web_bg.wasm' });
+const ready = init({ module_or_path: new URL('./pkg/itera_web_bg.wasm', import.meta.url) });
 let shard = null;
 let writer = null;
 

@@ -8,17 +8,17 @@
 // {type: 'result'} or {type: 'error', message}. `run` streams until the job is done, paused
 // or stopped; `pause` and `stop` end a running `run` between slices.
 
-import init, { Corpus, TrainingJob, distill_defaults, fine_tune_defaults, gpu_init, inspect_text, model_size, train_limits } from '/pkg/itera_web.js';
-import { fetchCached } from '/fetch.js';
-import { connect, serve } from '/rpc.js';
+import init, { Corpus, TrainingJob, distill_defaults, fine_tune_defaults, gpu_init, inspect_text, model_size, train_limits } from './pkg/itera_web.js';
+import { fetchCached } from './fetch.js';
+import { connect, serve } from './rpc.js';
 
-const TOKENIZER_URL = '/weights/tokenizer.json';
+const TOKENIZER_URL = 'weights/tokenizer.json';
 // Steps stop starting after this much of a slice, so Pause and Stop take effect quickly.
 const SLICE_MS = 150;
 const SAVE_DIR = 'fine-tune';
 
 const ready = (async () => {
-  await init({ module_or_path: '/pkg/itera_web_bg.wasm' });
+  await init({ module_or_path: new URL('./pkg/itera_web_bg.wasm', import.meta.url) });
   return (await fetchCached(TOKENIZER_URL, () => {})).bytes;
 })();
 
@@ -80,7 +80,7 @@ async function startPool(size, target = job) {
   const setup = target.shard_setup();
   const workers = [];
   for (let i = 0; i < size; i++) {
-    const w = new Worker('/shard-worker.js', { type: 'module' });
+    const w = new Worker(new URL('./shard-worker.js', import.meta.url), { type: 'module' });
     const { call } = connect(() => w, `CPU worker ${i + 1}`);
     workers.push({ worker: w, call: (op, args, transfer) => call(op, args, null, transfer).promise });
   }
@@ -219,7 +219,7 @@ async function writeStories(tokenizer, teacher, settings, k, stories, onStory = 
   show();
   const writers = [];
   for (let w = 0; w < k && !corpus.complete(); w++) {
-    const worker = new Worker('/shard-worker.js', { type: 'module' });
+    const worker = new Worker(new URL('./shard-worker.js', import.meta.url), { type: 'module' });
     const { call } = connect(() => worker, `story writer ${w + 1}`);
     writers.push({ worker, call: (op, args) => call(op, args).promise });
   }

@@ -1,7 +1,7 @@
 // The training worker (train-worker.js), shared by the Fine-tune and Distill tabs — one job at
 // a time — made on first use: the page's first story loads faster without it.
 
-import { connect } from '/rpc.js';
+import { connect } from './rpc.js';
 
 let client = null;
 
@@ -10,7 +10,7 @@ export function trainer() {
   client ??= (async () => {
     // A training worker that dies is replaced; its job is gone with it, so the tabs hear of it
     // and offer the job saved in this browser (its last checkpoint) to resume.
-    const c = connect(() => new Worker('/train-worker.js', { type: 'module' }), 'training worker', (message) => {
+    const c = connect(() => new Worker(new URL('./train-worker.js', import.meta.url), { type: 'module' }), 'training worker', (message) => {
       document.dispatchEvent(new CustomEvent('trainer-restarted', { detail: message }));
     });
     return { ...c, defaults: await c.rpc('defaults') };

@@ -4,14 +4,15 @@
 // same id: zero or more {type: 'progress' | 'tokens'} events, then one {type: 'result'} or
 // {type: 'error', message}. A {op: 'cancel', target} stops a running generation between steps.
 
-import init, { Llama2Model, Model, compare, gpu_init } from '/pkg/itera_web.js';
-import { fetchCached } from '/fetch.js';
-import { serve } from '/rpc.js';
+import init, { Llama2Model, Model, compare, generation_defaults, gpu_init } from './pkg/itera_web.js';
+import { fetchCached } from './fetch.js';
+import { serve } from './rpc.js';
 
 const models = new Map(); // key → { model, info }
 const cancelled = new Set();
 let ready = null;
-let gpuReady = null; // Promise<adapter description>, rejected without a usable WebGPU device
+let gpuReady = null;
+let generation = null; // the core's request defaults and bounds, once the wasm is up // Promise<adapter description>, rejected without a usable WebGPU device
 const gpuSetup = {}; // how long WebGPU took to set up: device + pipelines, weight upload
 
 // Stop requests. With cross-origin isolation (the server sends COOP/COEP) the page flips a
@@ -22,8 +23,9 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function initWasm() {
   const t0 = performance.now();
-  await init({ module_or_path: '/pkg/itera_web_bg.wasm' });
-  return { wasmMs: performance.now() - t0 };
+  await init({ module_or_path: new URL('./pkg/itera_web_bg.wasm', import.meta.url) });
+  generation = generation_defaults();
+  return { wasmMs: performance.now() - t0, generation };
 }
 
 const ops = {
@@ -166,13 +168,13 @@ const cpuSteps = (model) => ({
   start: async (request) => model.start(request),
   step: async (n) => model.step(n),
   sequence: () => ({ sequence: Array.from(model.sequence()), promptLen: model.prompt_len() }),
-  maxStep: 64,
+  maxStep: generation.max_tokens_per_step,
 });
 const gpuSteps = (model) => ({
   start: (request) => model.start_gpu(request),
   step: (n) => model.step_gpu(n),
   sequence: () => ({ sequence: Array.from(model.gpu_sequence()), promptLen: model.gpu_prompt_len() }),
-  maxStep: 64,
+  maxStep: generation.max_tokens_per_step,
 });
 
 async function enableGpu(e) {

@@ -2,13 +2,17 @@
 // playwright-core: open the page served by `cargo xtask serve`, watch the first story stream
 // in, reload (warm cache), compare f32 with q8, run the benchmark, check the charts and the
 // routing heatmap draw, and check the CPU fallback note with WebGPU unavailable.
-// Usage: node tests/e2e/playground.mjs URL OUT_DIR   (screenshots + results.json in OUT_DIR)
+// Usage: node tests/e2e/playground.mjs URL OUT_DIR [static-site]   (screenshots + results.json
+// in OUT_DIR). With `static-site`, URL is the folder of `cargo xtask build-web --out` under a
+// sub-path of a plain static file server: no COOP/COEP, so the page is not cross-origin
+// isolated and Stop reaches the generation as a message.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { BASE_FLAGS, NO_WEBGPU_FLAGS, WEBGPU_FLAGS, open, step } from './browser.mjs';
 
-const [url, outDir] = process.argv.slice(2);
+const [url, outDir, mode] = process.argv.slice(2);
+const staticSite = mode === 'static-site';
 if (!url || !outDir) throw new Error('usage: playground.mjs URL OUT_DIR');
 mkdirSync(outDir, { recursive: true });
 const results = {};
@@ -41,7 +45,12 @@ async function inkedPixels(page, selector) {
   const cold = await firstStory(page);
   step(`cold start: page load → first token ${cold.ms.toFixed(0)} ms, ${cold.tps} tokens/s`);
   assert.equal(cold.fromCache, false);
-  assert.equal(await page.evaluate(() => self.crossOriginIsolated), true, 'COOP/COEP make the page cross-origin isolated');
+  if (staticSite) {
+    assert.equal(await page.evaluate(() => self.crossOriginIsolated), false, 'a plain static host sends no COOP/COEP');
+    assert.match(await page.evaluate(() => location.pathname), /^\/.+\/$/, 'served under a sub-path');
+  } else {
+    assert.equal(await page.evaluate(() => self.crossOriginIsolated), true, 'COOP/COEP make the page cross-origin isolated');
+  }
   await page.waitForSelector('#backend-note:not([hidden])');
   const note = await page.textContent('#backend-note');
   assert.match(note, /WebGPU adapter found/, note);

@@ -1,5 +1,5 @@
 //! `cargo xtask bench --wasm`: the playground's wasm decode speed against native CPU, same
-//! models, same engine code (`itera-web`), same greedy 256-token generations, in one run.
+//! models (weights/manifest.json), same engine code (`itera-web`), same greedy 256-token generations, in one run.
 //! The wasm runs in Node's V8 (the engine inside Chromium), built exactly as for the page;
 //! native runs before and after it and keeps its best round, so drift on a shared machine
 //! cannot flatter the ratio.
@@ -10,22 +10,12 @@ use anyhow::{Context, Result};
 use itera_web::engine::{Engine, GenerateRequest};
 use serde::Serialize;
 
-const MODELS: [&str; 8] = [
-    "itera-tiny-f32",
-    "itera-tiny-f16",
-    "itera-tiny-q8",
-    "itera-tiny-q4",
-    "itera-micro-f32",
-    "itera-micro-f16",
-    "itera-micro-q8",
-    "itera-micro-q4",
-];
 const TOKENS: usize = 256;
 const ROUNDS: usize = 3;
 
 #[derive(Serialize)]
 pub struct WasmRecord {
-    model: &'static str,
+    model: String,
     native_tokens_per_s: f64,
     wasm_tokens_per_s: f64,
     wasm_vs_native: f64,
@@ -60,13 +50,14 @@ pub fn run() -> Result<Vec<WasmRecord>> {
     let pkg_str = pkg.to_str().context("UTF-8 path")?;
     let weights = root.join("weights");
     let tokenizer = std::fs::read(weights.join("tokenizer.json"))?;
-    let mut engines = MODELS
+    let models = crate::manifest::keys(&crate::manifest::shipped()?);
+    let mut engines = models
         .iter()
         .map(|m| {
             Engine::load(&std::fs::read(weights.join(format!("{m}.safetensors")))?, &tokenizer).map_err(Into::into)
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut native = vec![0.0; MODELS.len()];
+    let mut native = vec![0.0; models.len()];
     eprintln!("native decode ({ROUNDS} rounds)…");
     native_speeds(&mut engines, &mut native)?;
     eprintln!("wasm decode in node ({ROUNDS} rounds)…");
@@ -77,7 +68,7 @@ pub fn run() -> Result<Vec<WasmRecord>> {
         TOKENS.to_string(),
         ROUNDS.to_string(),
     ];
-    args.extend(MODELS.iter().map(|m| m.to_string()));
+    args.extend(models.iter().cloned());
     let out = std::process::Command::new("node")
         .args(&args)
         .current_dir(&root)
@@ -91,11 +82,11 @@ pub fn run() -> Result<Vec<WasmRecord>> {
     let wasm: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout)?;
     eprintln!("native decode again…");
     native_speeds(&mut engines, &mut native)?;
-    let records: Vec<WasmRecord> = MODELS
-        .iter()
+    let records: Vec<WasmRecord> = models
+        .into_iter()
         .zip(native)
-        .map(|(&model, native)| {
-            let wasm = wasm.get(model).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        .map(|(model, native)| {
+            let wasm = wasm.get(&model).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
             WasmRecord {
                 model,
                 native_tokens_per_s: native,

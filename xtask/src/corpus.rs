@@ -31,12 +31,12 @@ pub struct CorpusArgs {
     tokens: usize,
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = CorpusSettings::DEFAULT.seed)]
     seed: u64,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
-    #[arg(long, default_value_t = 0.9)]
-    top_p: f32,
+    #[arg(long, default_value_t = CorpusSettings::DEFAULT.temperature)]
+    temperature: f64,
+    #[arg(long, default_value_t = CorpusSettings::DEFAULT.top_p)]
+    top_p: f64,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -84,8 +84,8 @@ pub fn run(a: CorpusArgs) -> Result<()> {
     let settings = CorpusSettings {
         tokens: a.tokens,
         seed: a.seed,
-        temperature: a.temperature as f64,
-        top_p: a.top_p as f64,
+        temperature: a.temperature,
+        top_p: a.top_p,
     };
     settings.validate()?;
     let teller = StoryTeller::Llama2(&model, &tok);

@@ -1,7 +1,7 @@
 //! `cargo xtask export`: a trained checkpoint → one safetensors file per precision, the
 //! tokenizer, and a model card (`NAME.md` + `NAME.json`) with everything measured on the
 //! exported files themselves: held-out BPB per precision and for the teachers on the same
-//! text, file sizes, decode speed and sample stories.
+//! text, file sizes, decode speed and sample stories; then the folder's manifest.json.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -181,7 +181,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&card)? + "\n")?;
     let md_path = a.out_dir.join(format!("{}.md", a.name));
     std::fs::write(&md_path, card_markdown(&card))?;
-    eprintln!("wrote {} and {}", md_path.display(), json_path.display());
+    let manifest = crate::manifest::rebuild(&a.out_dir, None)?;
+    eprintln!(
+        "wrote {}, {} and {} (default model {})",
+        md_path.display(),
+        json_path.display(),
+        a.out_dir.join(crate::manifest::FILE).display(),
+        manifest["default"]
+    );
     Ok(())
 }
 

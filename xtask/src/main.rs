@@ -10,9 +10,11 @@ mod export;
 mod fuzz;
 mod http;
 mod inspect;
+mod manifest;
 mod models;
 mod mounts;
 mod run;
+mod site;
 mod test;
 mod tools;
 mod train;
@@ -45,6 +47,9 @@ enum Command {
     Distill(train::DistillArgs),
     /// Export a checkpoint in every precision with a model card (markdown + JSON).
     Export(export::ExportArgs),
+    /// Rebuild weights/manifest.json from the model cards (export does it too); --default
+    /// picks the model the page opens with.
+    Manifest(manifest::ManifestArgs),
     /// Train a byte-level BPE tokenizer on a text file.
     Tokenizer(run::TokenizerArgs),
     /// Convert a model to another precision.
@@ -59,8 +64,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Fuzz the loaders, the generation settings and the server's paths (nightly; off CI).
     Fuzz(fuzz::FuzzArgs),
-    /// Build the playground (wasm, JS glue, chart library) into target/web.
-    BuildWeb,
+    /// Build the playground (wasm, JS glue, chart library) into target/web; with --out DIR,
+    /// also a self-contained static site for any static host.
+    BuildWeb(web::BuildWebArgs),
     /// Build and serve the playground on 127.0.0.1 (prints the URL).
     Serve(web::ServeArgs),
 }
@@ -74,6 +80,7 @@ fn main() {
         Command::Train(a) => train::run(a),
         Command::Distill(a) => train::distill(a),
         Command::Export(a) => export::run(a),
+        Command::Manifest(a) => manifest::run(a),
         Command::Tokenizer(a) => run::tokenizer(a),
         Command::Convert(a) => run::convert(a),
         Command::Generate(a) => run::generate(a),
@@ -81,7 +88,10 @@ fn main() {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Fuzz(a) => fuzz::run(a),
-        Command::BuildWeb => web::build(),
+        Command::BuildWeb(a) => match a.out {
+            Some(out) => site::build(&out),
+            None => web::build(),
+        },
         Command::Serve(a) => web::serve(a),
     };
     if let Err(e) = result {

@@ -135,17 +135,17 @@ pub struct GenerateArgs {
     tokenizer: Option<PathBuf>,
     #[arg(long, default_value = "")]
     prompt: String,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = itera_core::generate::DEFAULT_NEW_TOKENS)]
     max_tokens: usize,
     /// 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = SamplingSettings::default().temperature)]
     temperature: f32,
     /// 0 = no top-k limit.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingSettings::default().top_k)]
     top_k: usize,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = SamplingSettings::default().top_p)]
     top_p: f32,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingSettings::default().seed)]
     seed: u64,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: Backend,

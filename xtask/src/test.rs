@@ -2,7 +2,8 @@
 //! target, wasm-bindgen-cli, Chromium + chromedriver, lavapipe, the npm packages), then runs
 //! every native test, the GPU kernels against their CPU twins on lavapipe, the
 //! wasm-bindgen-test suites in headless Chromium, the page's end-to-end test against a
-//! real `cargo xtask serve`, and every fuzz target for a few seconds.
+//! real `cargo xtask serve` and against the static site under a sub-path of a plain static
+//! server, and every fuzz target for a few seconds.
 
 use std::time::Instant;
 
@@ -77,6 +78,10 @@ pub fn run(a: TestArgs) -> Result<()> {
         })?;
         step("playground build", &crate::web::build)?;
         step("playground end-to-end (Playwright + Chromium)", &page_end_to_end)?;
+        step(
+            "static site (build-web --out) under a sub-path of a plain static server, end-to-end",
+            &static_site_end_to_end,
+        )?;
         // The long runs (a million executions a target) are `cargo xtask fuzz`'s, off CI; this
         // proves every target builds and runs from its seeds.
         step("fuzz smoke: every target for 5 s (nightly, cargo-fuzz)", &|| {
@@ -119,5 +124,55 @@ fn page_end_to_end() -> Result<()> {
             eprintln!("  {l}");
         }
     }
+    result
+}
+
+/// `cargo xtask build-web --out` into target/e2e-site/itera/, served by Python's plain static
+/// file server (no COOP/COEP, no gzip, no rewriting) from target/e2e-site, so the page lives
+/// under the sub-path /itera/; then tests/e2e/playground.mjs runs against it.
+fn static_site_end_to_end() -> Result<()> {
+    let root = crate::project_root();
+    let served = root.join("target/e2e-site");
+    if served.exists() {
+        std::fs::remove_dir_all(&served)?;
+    }
+    crate::site::build(&served.join("itera"))?;
+    // A free port: bound here, released, then given to the server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(&served)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting `python3 -m http.server` (the plain static server the site is tested on)")?;
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let out = root.join("target/e2e/static-site");
+    let result = if up {
+        let url = format!("http://127.0.0.1:{port}/itera/");
+        sh(
+            "node",
+            &[
+                "tests/e2e/playground.mjs",
+                &url,
+                out.to_str().context("UTF-8 path")?,
+                "static-site",
+            ],
+        )
+    } else {
+        Err(anyhow::anyhow!("the static server did not start on port {port}"))
+    };
+    let _ = server.kill();
+    let _ = server.wait();
     result
 }

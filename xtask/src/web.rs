@@ -14,12 +14,18 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use clap::Args;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 
 use crate::http::{self, Response};
 use crate::mounts::{Mounts, Refusal};
 use crate::tools::{ensure_npm_packages, ensure_wasm_bindgen, ensure_wasm_target, sh};
+
+#[derive(Args)]
+pub struct BuildWebArgs {
+    /// Also write a self-contained static site (relative URLs, gzip twins) into DIR, for any
+    /// static host; see the README's "Publish the playground".
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -157,12 +163,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     // Compress the first visit's big files now, not while a visitor waits for them.
     {
         let (mounts, gzip_cache) = (mounts.clone(), gzip_cache.clone());
+        let default_model = crate::manifest::shipped().and_then(|m| crate::manifest::default_key(&m));
         std::thread::spawn(move || {
-            for url in [
-                "/pkg/itera_web_bg.wasm",
-                "/weights/itera-tiny-q8.safetensors",
-                "/weights/tokenizer.json",
-            ] {
+            let default_model = default_model.map(|k| format!("/weights/{k}.safetensors"));
+            let urls = ["/pkg/itera_web_bg.wasm", "/weights/tokenizer.json"];
+            for url in urls.iter().copied().chain(default_model.as_deref().ok()) {
                 if let Ok(path) = mounts.resolve(url) {
                     let tag = std::fs::File::open(&path).ok().and_then(|f| entity_tag(&f));
                     if let Some(tag) = tag {
@@ -227,7 +232,7 @@ fn accepts_gzip(request: &http::Request) -> bool {
 }
 
 /// Everything but already-compressed images (the wasm shrinks 2.9×, the tokenizer 6×).
-fn compressible(path: &Path) -> bool {
+pub fn compressible(path: &Path) -> bool {
     !matches!(path.extension().and_then(|e| e.to_str()), Some("png" | "ico"))
 }
 
@@ -237,9 +242,8 @@ fn gzipped(cache: &GzipCache, path: &Path, tag: &str) -> Option<(Bytes, usize)> 
         return Some(hit.clone());
     }
     let bytes = std::fs::read(path).ok()?;
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
-    encoder.write_all(&bytes).ok()?;
-    let entry = (Bytes::from(encoder.finish().ok()?), bytes.len());
+    let packed = crate::site::gzip(&bytes, flate2::Compression::default()).ok()?;
+    let entry = (Bytes::from(packed), bytes.len());
     cache.lock().ok()?.insert(key, entry.clone());
     Some(entry)
 }

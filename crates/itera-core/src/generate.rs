@@ -20,8 +20,11 @@ pub const MAX_PROMPT_TOKENS: usize = 16_384;
 /// Longest prompt in bytes, checked before the tokenizer runs so its work is bounded too:
 /// four bytes a token, more than English takes with the shipped tokenizer (about 3.7).
 pub const MAX_PROMPT_BYTES: usize = 4 * MAX_PROMPT_TOKENS;
-/// Most tokens one call may generate.
-pub const MAX_NEW_TOKENS: usize = 1 << 20;
+/// Most tokens one generation may produce (every surface: CLI, page, GPU). A story is a few
+/// hundred; the page keeps each token's routing for its heatmap, so this bounds that too.
+pub const MAX_NEW_TOKENS: usize = 16_384;
+/// Tokens generated when a request does not say.
+pub const DEFAULT_NEW_TOKENS: usize = 256;
 /// Prompts up to this many tokens run through recurrent steps instead of the batch prefill:
 /// the batch path dequantizes every matrix for its GEMMs, which costs more than a few matvecs.
 const SHORT_PROMPT_TOKENS: usize = 48;
@@ -100,7 +103,8 @@ impl Generation {
         if self.done {
             return Ok(None);
         }
-        let id = self.sampler.sample(&self.logits);
+        // The random stream is counted by the position of the token just consumed.
+        let id = self.sampler.sample(&self.logits, (self.sequence.len() - 1) as u32);
         if self.opts.stop_at_end_of_text && Some(id) == tok.end_of_text() {
             self.done = true;
             return Ok(None);
@@ -138,7 +142,11 @@ impl Generation {
 pub(crate) fn prompt_sequence(c: &Config, tok: &Tokenizer, prompt: &str, opts: &GenerateOptions) -> Result<Vec<u32>> {
     check_prompt_bytes(prompt)?;
     if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
-        return Err(Error::setting("max_tokens", opts.max_tokens, "between 1 and 1048576"));
+        return Err(Error::setting(
+            "max_tokens",
+            opts.max_tokens,
+            format!("between 1 and {MAX_NEW_TOKENS}"),
+        ));
     }
     if tok.vocab_size() != c.vocab_size {
         return Err(Error::Tokenizer(format!(

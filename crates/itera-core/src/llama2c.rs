@@ -548,7 +548,7 @@ impl Llama2Generation {
         if self.done {
             return Ok(None);
         }
-        let id = self.sampler.sample(&self.logits);
+        let id = self.sampler.sample(&self.logits, (self.sequence.len() - 1) as u32);
         if self.opts.stop_at_end_of_text && id == BOS {
             self.done = true;
             return Ok(None);
@@ -598,7 +598,7 @@ pub fn generate(
         let logits = model.forward(&mut st, token)?;
         let next = match prompt_ids.get(pos + 1) {
             Some(&id) => id,
-            None => sampler.sample(logits),
+            None => sampler.sample(logits, pos as u32),
         };
         if next == BOS {
             break;

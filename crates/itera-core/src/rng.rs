@@ -1,7 +1,8 @@
-//! A small seeded random generator (PCG32, O'Neill 2014) shared by initialisation and sampling.
+//! A small seeded random generator (PCG32, O'Neill 2014) for initialisation and batch sampling.
 //!
 //! Hand-written rather than taken from `rand` because the same arithmetic must be reproducible
-//! bit-for-bit on every platform (native, wasm) and later in WGSL for GPU sampling.
+//! bit-for-bit on every platform (native, wasm). (Token sampling uses a counter-based hash instead,
+//! see `sampling`, so the GPU needs no generator state.)
 
 #[derive(Clone, Debug)]
 pub struct Pcg32 {

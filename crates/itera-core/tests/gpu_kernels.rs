@@ -13,13 +13,12 @@ use itera_core::gpu::kernels::precision_index;
 use itera_core::gpu::kernels::Kernel;
 use itera_core::gpu::linear::GpuMatrix;
 use itera_core::gpu::oneshot::{run_blocking, Inputs};
-use itera_core::gpu::sample::sample_reference;
 use itera_core::gpu::Gpu;
 use itera_core::layers::activations::{silu, softmax, softplus};
 use itera_core::layers::{conv, moe, norm, scan};
 use itera_core::matrix::Matrix;
 use itera_core::rng::Pcg32;
-use itera_core::sampling::SamplingSettings;
+use itera_core::sampling::{Sampler, SamplingSettings};
 use itera_core::Precision;
 
 /// Runs one kernel with its uniform block `args`; returns the arena and control words after.
@@ -500,7 +499,7 @@ fn sampling_matches_its_cpu_twin_for_every_setting() {
                     ..Default::default()
                 };
                 let (_, out) = launch(&g, &g.kernels.sample, args, inputs, (1, 1));
-                let want = sample_reference(&logits, s, position);
+                let want = Sampler::new(s).unwrap().sample(&logits, position);
                 assert_eq!(out[5], want, "vocab {vocab} {s:?} position {position}");
                 assert_eq!(out[0], 1, "the step counter advances");
                 let max = logits.iter().fold(f32::MIN, |m, &x| m.max(x));

@@ -132,8 +132,8 @@ pub fn sampling(data: &[u8]) {
     if logits.is_empty() {
         return;
     }
-    for _ in 0..3 {
-        let id = sampler.sample(&logits) as usize;
+    for position in [0, 1, u32::MAX] {
+        let id = sampler.sample(&logits, position) as usize;
         assert!(
             id < logits.len(),
             "sampled {id} of {} logits with {settings:?}",

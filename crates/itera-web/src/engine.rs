@@ -4,44 +4,85 @@
 //! shared token sequence, and evaluation on a text.
 
 use itera_core::eval::eval_itera;
-use itera_core::generate::{check_prompt_bytes, GenerateOptions, Generation, Token};
+use itera_core::generate::{
+    check_prompt_bytes, GenerateOptions, Generation, Token, DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_PROMPT_BYTES,
+    MAX_PROMPT_TOKENS,
+};
+use itera_core::gpu::model::MAX_STEPS;
 use itera_core::layers::activations::log_sum_exp;
 use itera_core::model::{prefill_with_cache, Cache, Route, State, PREFILL_CHUNK};
-use itera_core::sampling::{argmax, SamplingSettings};
+use itera_core::sampling::{argmax, SamplingSettings, MAX_TEMPERATURE};
 use itera_core::tokenizer::Tokenizer;
+use itera_core::train::Limit;
 use itera_core::{format, Error, Result, Weights};
 use serde::{Deserialize, Serialize};
 
-/// Most tokens one generation may produce.
-pub const MAX_NEW_TOKENS: usize = 4096;
-
-/// What the page asks for; field names are the JSON the worker sends.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What the page asks for; field names are the JSON the worker sends. A field left out takes
+/// the core's default (`GenerateRequest::default`, which the page also shows).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct GenerateRequest {
-    #[serde(default)]
     pub prompt: String,
     pub max_tokens: usize,
-    #[serde(default)]
     pub temperature: f32,
-    #[serde(default)]
     pub top_k: usize,
-    #[serde(default = "one")]
     pub top_p: f32,
-    #[serde(default)]
     pub seed: u64,
-    #[serde(default = "yes")]
     pub stop_at_end_of_text: bool,
 }
 
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        let s = SamplingSettings::default();
+        GenerateRequest {
+            prompt: String::new(),
+            max_tokens: DEFAULT_NEW_TOKENS,
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            seed: s.seed,
+            stop_at_end_of_text: true,
+        }
+    }
+}
+
+/// What the page shows before a model is loaded: the request's defaults and every bound, all
+/// read from the core (`SamplingSettings::default`, `generate`'s limits, the GPU's steps per
+/// submission), so the HTML states none of them.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerationDefaults {
+    pub request: GenerateRequest,
+    /// `[{name, min, max}]` for the request's numeric fields.
+    pub settings: Vec<Limit>,
+    pub max_prompt_bytes: usize,
+    pub max_prompt_tokens: usize,
+    /// Most tokens one `step` call hands out on WebGPU (one submission); the worker uses it
+    /// for the CPU's calls too.
+    pub max_tokens_per_step: usize,
+}
+
+pub fn generation_defaults() -> GenerationDefaults {
+    let limit = |name, min, max| Limit { name, min, max };
+    GenerationDefaults {
+        request: GenerateRequest::default(),
+        settings: vec![
+            limit("max_tokens", 1.0, MAX_NEW_TOKENS as f64),
+            limit("temperature", 0.0, MAX_TEMPERATURE as f64),
+            limit("top_k", 0.0, u32::MAX as f64),
+            limit("top_p", 0.0, 1.0),
+            limit("seed", 0.0, u64::MAX as f64),
+        ],
+        max_prompt_bytes: MAX_PROMPT_BYTES,
+        max_prompt_tokens: MAX_PROMPT_TOKENS,
+        max_tokens_per_step: MAX_STEPS,
+    }
+}
+
 impl GenerateRequest {
-    /// The core's options, after the prompt's length (the core's one limit) and the page's own
-    /// limit on the token count.
+    /// The core's options (its checks run when the generation starts: the prompt's length is
+    /// checked here too, before anything is encoded).
     pub fn options(&self) -> Result<GenerateOptions> {
         check_prompt_bytes(&self.prompt)?;
-        if self.max_tokens == 0 || self.max_tokens > MAX_NEW_TOKENS {
-            return Err(Error::setting("max_tokens", self.max_tokens, "between 1 and 4096"));
-        }
         Ok(GenerateOptions {
             max_tokens: self.max_tokens,
             sampling: SamplingSettings {
@@ -53,14 +94,6 @@ impl GenerateRequest {
             stop_at_end_of_text: self.stop_at_end_of_text,
         })
     }
-}
-
-fn one() -> f32 {
-    1.0
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A model's description for the page.

@@ -28,7 +28,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-pub use model::{compare, Llama2Model, Model};
+pub use model::{compare, generation_defaults, Llama2Model, Model};
 pub use training::{ShardWorker, TrainingJob};
 
 #[wasm_bindgen(start)]

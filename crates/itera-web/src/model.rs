@@ -144,6 +144,12 @@ impl Model {
 
 /// Compares `other` with `reference` on one token sequence (predictions for tokens `from..`):
 /// `{kl, mean_kl, top1_agreement, routing_agreement, positions}`.
+/// The Generate tab's defaults and bounds (`engine::GenerationDefaults`), from the core.
+#[wasm_bindgen]
+pub fn generation_defaults() -> Result<JsValue, JsError> {
+    to_js(&engine::generation_defaults())
+}
+
 #[wasm_bindgen]
 pub fn compare(reference: &Model, other: &Model, tokens: &[u32], from: u32) -> Result<JsValue, JsError> {
     let c = engine::compare(&reference.engine, &other.engine, tokens, from as usize).map_err(js_error)?;

@@ -1,6 +1,6 @@
 //! The wasm API inside headless Chromium (wasm-bindgen-test; run by `cargo xtask test`):
-//! every shipped model loads from bytes and its greedy tokens equal native CPU's (the golden
-//! fixture that tests/native.rs checks natively), streaming and comparison work through the
+//! every shipped model loads from bytes and its greedy and sampled tokens equal native CPU's,
+//! on the CPU and on WebGPU (the golden fixture that tests/native.rs checks natively), streaming and comparison work through the
 //! JS-facing types, a GPU training step (plain and distilling) matches the CPU on WebGPU, and
 //! malformed input is a `JsError` with a clear message, never a trap; the longest prompt
 //! runs within a fixed heap and a longer one is refused with a message.
@@ -18,7 +18,7 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 const TOKENIZER: &[u8] = include_bytes!("../../../weights/tokenizer.json");
-const GOLDEN: &str = include_str!("../../../tests/golden/greedy-tokens.json");
+const GOLDEN: &str = include_str!("../../../tests/golden/generated-tokens.json");
 
 macro_rules! shipped {
     ($($name:literal),*) => {
@@ -51,9 +51,19 @@ fn value(v: JsValue) -> Value {
     serde_json::from_str(&String::from(js_sys::JSON::stringify(&v).unwrap())).unwrap()
 }
 
-fn greedy(m: &mut Model, prompt: &str, n: u64) -> Vec<u64> {
-    let req = serde_json::json!({ "prompt": prompt, "max_tokens": n, "stop_at_end_of_text": false });
-    m.start(js(&req)).map_err(message).unwrap();
+/// The fixture's request for one of its settings (greedy or sampled).
+fn golden_request(golden: &Value, label: &str) -> Value {
+    let mut req = serde_json::json!({
+        "prompt": golden["prompt"], "max_tokens": golden["tokens"], "stop_at_end_of_text": false,
+    });
+    req.as_object_mut()
+        .unwrap()
+        .extend(golden["settings"][label].as_object().unwrap().clone());
+    req
+}
+
+fn tokens_on_the_cpu(m: &mut Model, req: &Value) -> Vec<u64> {
+    m.start(js(req)).map_err(message).unwrap();
     let mut tokens = Vec::new();
     loop {
         let out = value(m.step(5).map_err(message).unwrap());
@@ -64,15 +74,17 @@ fn greedy(m: &mut Model, prompt: &str, n: u64) -> Vec<u64> {
     }
 }
 
+/// Greedy and sampled runs of every shipped model equal native CPU's.
 #[wasm_bindgen_test]
-fn greedy_tokens_equal_native_cpu_for_every_shipped_model() {
+fn generated_tokens_equal_native_cpu_for_every_shipped_model() {
     let golden: Value = serde_json::from_str(GOLDEN).unwrap();
-    let prompt = golden["prompt"].as_str().unwrap();
-    let n = golden["tokens"].as_u64().unwrap();
     for (name, bytes) in MODELS {
         let mut m = Model::new(bytes, TOKENIZER).map_err(message).unwrap();
-        let want: Vec<u64> = serde_json::from_value(golden["models"][name].clone()).unwrap();
-        assert_eq!(greedy(&mut m, prompt, n), want, "{name}");
+        for (label, want) in golden["models"][name].as_object().unwrap() {
+            let want: Vec<u64> = serde_json::from_value(want.clone()).unwrap();
+            let got = tokens_on_the_cpu(&mut m, &golden_request(&golden, label));
+            assert_eq!(got, want, "{name}, {label}");
+        }
     }
 }
 
@@ -80,9 +92,8 @@ fn js_message(e: JsValue) -> String {
     js_sys::Error::from(e).message().into()
 }
 
-async fn greedy_on_webgpu(m: &Model, prompt: &str, n: u64) -> Vec<u64> {
-    let req = serde_json::json!({ "prompt": prompt, "max_tokens": n, "stop_at_end_of_text": false });
-    JsFuture::from(m.start_gpu(js(&req))).await.map_err(js_message).unwrap();
+async fn tokens_on_webgpu(m: &Model, req: &Value) -> Vec<u64> {
+    JsFuture::from(m.start_gpu(js(req))).await.map_err(js_message).unwrap();
     let mut tokens = Vec::new();
     loop {
         let out = value(JsFuture::from(m.step_gpu(7)).await.map_err(js_message).unwrap());
@@ -100,29 +111,37 @@ async fn greedy_on_webgpu(m: &Model, prompt: &str, n: u64) -> Vec<u64> {
 }
 
 /// The same golden tokens with every matrix multiply, the routing and the sampling on WebGPU
-/// (SwiftShader in CI: no shader-f16, so f16 runs through unpack2x16float). Every precision
-/// (itera-micro's four) plus the page's default, itera-tiny q8: SwiftShader runs each dispatch
-/// on the CPU, and the other three tiny files add minutes while covering no new kernel (all
-/// eight run on lavapipe in tests/gpu_native.rs).
+/// (SwiftShader in CI: no shader-f16, so f16 runs through unpack2x16float): greedy for every
+/// precision (itera-micro's four) plus the page's default, itera-tiny q8, and the sampled runs
+/// (one sampler on the CPU and the GPU) for itera-micro q4 and itera-tiny q8. SwiftShader
+/// runs each dispatch on the CPU, and the other three tiny files add minutes while covering no
+/// new kernel (all eight run every setting on lavapipe in tests/gpu_native.rs).
 #[wasm_bindgen_test]
-async fn greedy_tokens_on_webgpu_equal_native_cpu_for_every_shipped_model() {
+async fn generated_tokens_on_webgpu_equal_native_cpu_for_every_shipped_model() {
     let adapter = JsFuture::from(gpu_init())
         .await
         .map_err(js_message)
         .expect("WebGPU must be available (Chromium flags in webdriver.json)");
     web_sys_log(&format!("WebGPU adapter: {}", adapter.as_string().unwrap_or_default()));
     let golden: Value = serde_json::from_str(GOLDEN).unwrap();
-    let prompt = golden["prompt"].as_str().unwrap();
-    let n = golden["tokens"].as_u64().unwrap();
+    let mut sampled = 0;
     for (name, bytes) in MODELS
         .into_iter()
         .filter(|(n, _)| n.starts_with("itera-micro") || *n == "itera-tiny-q8")
     {
         let m = Model::new(bytes, TOKENIZER).map_err(message).unwrap();
         m.enable_gpu().map_err(message).unwrap();
-        let want: Vec<u64> = serde_json::from_value(golden["models"][name].clone()).unwrap();
-        assert_eq!(greedy_on_webgpu(&m, prompt, n).await, want, "{name} on WebGPU");
+        for (label, want) in golden["models"][name].as_object().unwrap() {
+            if label != "greedy" && !matches!(name, "itera-micro-q4" | "itera-tiny-q8") {
+                continue;
+            }
+            sampled += usize::from(label != "greedy");
+            let want: Vec<u64> = serde_json::from_value(want.clone()).unwrap();
+            let got = tokens_on_webgpu(&m, &golden_request(&golden, label)).await;
+            assert_eq!(got, want, "{name}, {label} on WebGPU");
+        }
     }
+    assert_eq!(sampled, 4, "two sampled settings on two models");
 }
 
 /// One GPU training step on WebGPU against the CPU, plain and distilling: the odd-sized
@@ -228,7 +247,8 @@ fn web_sys_log(s: &str) {
 fn comparison_and_evaluation_run_in_the_browser() {
     let mut reference = Model::new(MODELS[0].1, TOKENIZER).map_err(message).unwrap();
     let q8 = Model::new(MODELS[2].1, TOKENIZER).map_err(message).unwrap();
-    greedy(&mut reference, "The cat", 20);
+    let req = serde_json::json!({ "prompt": "The cat", "max_tokens": 20, "stop_at_end_of_text": false });
+    tokens_on_the_cpu(&mut reference, &req);
     let c = value(
         compare(&reference, &q8, &reference.sequence(), reference.prompt_len())
             .map_err(message)

@@ -1,5 +1,6 @@
 //! The page's WebGPU engine, natively on lavapipe (the browser runs the same code on WebGPU,
-//! tests/browser.rs): greedy tokens of every shipped model equal the golden CPU fixture, every
+//! tests/browser.rs): greedy and sampled tokens of every shipped model equal the golden CPU
+//! fixture, every
 //! token arrives with its routing, and a sampled story equals the CPU engine's text shape.
 //! Without an adapter it prints SKIPPED; `cargo xtask test` sets ITERA_REQUIRE_GPU.
 #![cfg(not(target_arch = "wasm32"))]
@@ -44,32 +45,40 @@ fn request(prompt: &str, max_tokens: u64, temperature: f32) -> GenerateRequest {
     .unwrap()
 }
 
+/// Greedy and sampled: the GPU samples with the CPU's sampler, so every run of the fixture
+/// gives the CPU's tokens.
 #[test]
-fn greedy_tokens_on_the_gpu_match_the_golden_cpu_fixture() {
+fn generated_tokens_on_the_gpu_match_the_golden_cpu_fixture() {
     let Some(g) = gpu() else { return };
     let golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("tests/golden/greedy-tokens.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/golden/generated-tokens.json")).unwrap())
             .unwrap();
     let (prompt, n) = (golden["prompt"].as_str().unwrap(), golden["tokens"].as_u64().unwrap());
-    for (name, want) in golden["models"].as_object().unwrap() {
+    for (name, runs) in golden["models"].as_object().unwrap() {
         let mut e = gpu_engine(&g, name);
-        block_on(e.start(&request(prompt, n, 0.0))).unwrap();
-        let mut tokens = Vec::new();
-        loop {
-            let out = block_on(e.step(6)).unwrap();
-            assert_eq!(
-                out.routing.len(),
-                out.tokens.len(),
-                "{name}: every token comes with its routing"
-            );
-            tokens.extend(out.tokens);
-            if out.done {
-                break;
+        for (label, want) in runs.as_object().unwrap() {
+            let mut req = json!({ "prompt": prompt, "max_tokens": n, "stop_at_end_of_text": false });
+            req.as_object_mut()
+                .unwrap()
+                .extend(golden["settings"][label].as_object().unwrap().clone());
+            block_on(e.start(&serde_json::from_value(req).unwrap())).unwrap();
+            let mut tokens = Vec::new();
+            loop {
+                let out = block_on(e.step(6)).unwrap();
+                assert_eq!(
+                    out.routing.len(),
+                    out.tokens.len(),
+                    "{name}: every token comes with its routing"
+                );
+                tokens.extend(out.tokens);
+                if out.done {
+                    break;
+                }
             }
+            let want: Vec<u32> = serde_json::from_value(want.clone()).unwrap();
+            assert_eq!(tokens, want, "{name}, {label}");
+            assert_eq!(e.sequence().0.len() - e.sequence().1, tokens.len());
         }
-        let want: Vec<u32> = serde_json::from_value(want.clone()).unwrap();
-        assert_eq!(tokens, want, "{name}");
-        assert_eq!(e.sequence().0.len() - e.sequence().1, tokens.len());
     }
 }
 

@@ -1,5 +1,5 @@
-//! The page's engine, natively: greedy tokens match the committed golden fixture that the
-//! browser suite (tests/browser.rs) also checks, streaming in small steps gives the same
+//! The page's engine, natively: greedy and sampled tokens match the committed golden fixture
+//! that the GPU and browser suites (tests/gpu_native.rs, tests/browser.rs) also check, streaming in small steps gives the same
 //! text as the core generator, comparison and evaluation behave, and bad input is refused
 //! with a specific message. `ITERA_UPDATE_GOLDEN=1` rewrites the fixture.
 #![cfg(not(target_arch = "wasm32"))]
@@ -36,11 +36,12 @@ fn request(max_tokens: usize, temperature: f32) -> GenerateRequest {
     .unwrap()
 }
 
-fn greedy(e: &mut Engine) -> Vec<u32> {
-    e.start(&request(GREEDY_TOKENS, 0.0)).unwrap();
+/// The tokens of a run to the end, `step` at a time.
+fn run(e: &mut Engine, req: &GenerateRequest, step: usize) -> Vec<u32> {
+    e.start(req).unwrap();
     let mut tokens = Vec::new();
     loop {
-        let out = e.step(7).unwrap();
+        let out = e.step(step).unwrap();
         tokens.extend(out.tokens);
         if out.done {
             return tokens;
@@ -48,30 +49,72 @@ fn greedy(e: &mut Engine) -> Vec<u32> {
     }
 }
 
+fn greedy(e: &mut Engine) -> Vec<u32> {
+    run(e, &request(GREEDY_TOKENS, 0.0), 7)
+}
+
+/// The settings of tests/golden/generated-tokens.json: greedy, then two sampled ones (one
+/// sampler on every backend, so the GPU suites expect these stories too).
+fn golden_settings() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "greedy",
+            json!({ "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0 }),
+        ),
+        (
+            "T 0.8, top-p 0.9, seed 7",
+            json!({ "temperature": 0.8, "top_k": 0, "top_p": 0.9, "seed": 7 }),
+        ),
+        (
+            "T 1, top-k 40, top-p 0.95, seed 2^40 + 3",
+            json!({ "temperature": 1.0, "top_k": 40, "top_p": 0.95, "seed": (1u64 << 40) + 3 }),
+        ),
+    ]
+}
+
 #[test]
-fn greedy_tokens_match_the_golden_fixture_for_every_shipped_model() {
-    let path = root().join("tests/golden/greedy-tokens.json");
+fn generated_tokens_match_the_golden_fixture_for_every_shipped_model() {
+    let path = root().join("tests/golden/generated-tokens.json");
+    let settings = golden_settings();
     let mut models = serde_json::Map::new();
     for model in ["itera-tiny", "itera-micro"] {
         for precision in ["f32", "f16", "q8", "q4"] {
             let name = format!("{model}-{precision}");
-            models.insert(name.clone(), json!(greedy(&mut engine(&name))));
+            let mut e = engine(&name);
+            let runs: serde_json::Map<String, Value> = settings
+                .iter()
+                .map(|(label, s)| {
+                    let mut req =
+                        json!({ "prompt": PROMPT, "max_tokens": GREEDY_TOKENS, "stop_at_end_of_text": false });
+                    req.as_object_mut().unwrap().extend(s.as_object().unwrap().clone());
+                    let req: GenerateRequest = serde_json::from_value(req).unwrap();
+                    (label.to_string(), json!(run(&mut e, &req, 7)))
+                })
+                .collect();
+            models.insert(name, Value::Object(runs));
         }
     }
-    let fresh = json!({ "prompt": PROMPT, "tokens": GREEDY_TOKENS, "models": models });
+    let settings = Value::Object(settings.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+    let fresh = json!({ "prompt": PROMPT, "tokens": GREEDY_TOKENS, "settings": settings, "models": models });
     if std::env::var_os("ITERA_UPDATE_GOLDEN").is_some() {
-        // One line per model keeps diffs readable.
-        let lines: Vec<String> = models.iter().map(|(k, v)| format!("    {k:?}: {v}")).collect();
-        let text = format!(
-            "{{\n  \"prompt\": {PROMPT:?},\n  \"tokens\": {GREEDY_TOKENS},\n  \"models\": {{\n{}\n  }}\n}}\n",
+        // One line per run keeps diffs readable.
+        let line = |v: &Value| serde_json::to_string(v).unwrap();
+        let block = |m: &serde_json::Map<String, Value>, indent: &str, each: &dyn Fn(&Value) -> String| {
+            let lines: Vec<String> = m.iter().map(|(k, v)| format!("{indent}{k:?}: {}", each(v))).collect();
             lines.join(",\n")
+        };
+        let runs = |v: &Value| format!("{{\n{}\n    }}", block(v.as_object().unwrap(), "      ", &line));
+        let text = format!(
+            "{{\n  \"prompt\": {PROMPT:?},\n  \"tokens\": {GREEDY_TOKENS},\n  \"settings\": {{\n{}\n  }},\n  \"models\": {{\n{}\n  }}\n}}\n",
+            block(fresh["settings"].as_object().unwrap(), "    ", &line),
+            block(&models, "    ", &runs),
         );
         std::fs::write(&path, text).unwrap();
     }
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(
         golden, fresh,
-        "run with ITERA_UPDATE_GOLDEN=1 after retraining the shipped models"
+        "run with ITERA_UPDATE_GOLDEN=1 after retraining the shipped models or changing the sampler"
     );
 }
 

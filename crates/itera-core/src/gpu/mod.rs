@@ -7,7 +7,6 @@
 //! - `plan` + `model`: a model uploaded once, its activation arena and the recorded list of
 //!   dispatches for one decode step; `decode` chains K steps in one submission and reads back
 //!   only the sampled ids and their log-probs;
-//! - `sample`: the CPU twin of the GPU sampler;
 //! - `train`: a training step (forward, backward, AdamW) on the GPU, its pipelines built on
 //!   first use;
 //! - `oneshot`: runs a single kernel on given data, for the parity tests.
@@ -22,7 +21,6 @@ pub mod oneshot;
 mod plan;
 pub mod profile;
 mod readback;
-pub mod sample;
 pub mod train;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -132,7 +132,8 @@ fn llama2_story(model: &Llama2, tok: &Llama2Tokenizer, settings: SamplingSetting
     let mut st = Llama2State::new(&model.config);
     let (mut token, mut bytes, mut tokens) = (BOS, Vec::new(), 0);
     while st.pos < model.config.seq_len {
-        let next = sampler.sample(model.forward(&mut st, token)?);
+        let position = st.pos as u32;
+        let next = sampler.sample(model.forward(&mut st, token)?, position);
         tokens += 1;
         if next == BOS {
             break;
