@@ -1,3 +1,5 @@
+// Prelude: activations.wgsl
+//
 // Causal depthwise conv over time followed by silu, for `tokens` consecutive tokens (1 when
 // decoding, the prompt when prefilling): for channel c and token t,
 // u_t = silu(b[c] + Σ_j w[c, j] · x_{t−K+1+j}[c]) where the last tap multiplies the current
@@ -22,10 +24,6 @@ struct Conv {
 @group(0) @binding(0) var<uniform> p: Conv;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> act: array<f32>;
-
-fn silu(x: f32) -> f32 {
-    return x / (1.0 + exp(-x));
-}
 
 @compute @workgroup_size(64)
 fn conv(@builtin(global_invocation_id) gid: vec3<u32>) {

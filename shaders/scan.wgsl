@@ -1,3 +1,5 @@
+// Prelude: activations.wgsl
+//
 // The selective SSM scan over `tokens` consecutive tokens (1 when decoding, the prompt when
 // prefilling), with the gate fused: for channel i and each token in order,
 //   dt = softplus(dt_raw[i] + dt_b[i]);  A = −exp(A_log[i, :])
@@ -29,14 +31,6 @@ struct Scan {
 @group(0) @binding(0) var<uniform> p: Scan;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> act: array<f32>;
-
-fn softplus(x: f32) -> f32 {
-    return select(log(1.0 + exp(x)), x, x > 20.0);
-}
-
-fn silu(x: f32) -> f32 {
-    return x / (1.0 + exp(-x));
-}
 
 @compute @workgroup_size(64)
 fn scan(@builtin(global_invocation_id) gid: vec3<u32>) {

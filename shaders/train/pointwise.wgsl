@@ -1,3 +1,5 @@
+// Prelude: activations.wgsl
+//
 // Element-wise steps of the training forward and backward, one thread per element of a
 // (rows × cols) block; operand x is read at x_off + row·x_rs + col in the activations, so
 // column blocks of wider rows (z inside xz) need no copies. `op` picks the formula:
@@ -32,27 +34,21 @@ struct Pointwise {
     g_off: u32,
 }
 
+// The `op` codes (gpu::train::args::Op; tests/shaders.rs checks the two agree).
+const OP_DT: u32 = 0u;
+const OP_GATE: u32 = 1u;
+const OP_GATE_BACK: u32 = 2u;
+const OP_DT_BACK: u32 = 3u;
+const OP_SWIGLU: u32 = 4u;
+const OP_SWIGLU_BACK: u32 = 5u;
+const OP_ROW_AXPY: u32 = 6u;
+const OP_ROW_SCALE: u32 = 7u;
+const OP_COPY: u32 = 8u;
+
 @group(0) @binding(0) var<uniform> p: Pointwise;
 @group(0) @binding(1) var<storage, read_write> prm: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grd: array<f32>;
 @group(0) @binding(3) var<storage, read_write> act: array<f32>;
-
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-fn silu(x: f32) -> f32 {
-    return x * sigmoid(x);
-}
-
-fn silu_grad(x: f32) -> f32 {
-    let s = sigmoid(x);
-    return s * (1.0 + x * (1.0 - s));
-}
-
-fn softplus(x: f32) -> f32 {
-    return select(log(1.0 + exp(x)), x, x > 20.0);
-}
 
 @compute @workgroup_size(64)
 fn pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -69,39 +65,39 @@ fn pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let di = p.d_off + row * p.d_rs + col;
     let ei = p.e_off + row * p.e_rs + col;
     switch p.op {
-        case 0u: {
+        case OP_DT: {
             let pre = act[ai] + prm[p.bias_off + col];
             act[ai] = pre;
             act[bi] = softplus(pre);
         }
-        case 1u: {
+        case OP_GATE: {
             act[ci] = act[ai] * silu(act[bi]);
         }
-        case 2u: {
+        case OP_GATE_BACK: {
             let z = act[bi];
             let dg = act[ci];
             act[di] = dg * silu(z);
             act[ei] = dg * act[ai] * silu_grad(z);
         }
-        case 3u: {
+        case OP_DT_BACK: {
             act[ai] *= sigmoid(act[bi]);
         }
-        case 4u: {
+        case OP_SWIGLU: {
             act[ci] = silu(act[ai]) * act[bi];
         }
-        case 5u: {
+        case OP_SWIGLU_BACK: {
             let a = act[ai];
             let dh = act[ci];
             act[di] = dh * act[bi] * silu_grad(a);
             act[ei] = dh * silu(a);
         }
-        case 6u: {
+        case OP_ROW_AXPY: {
             act[ci] += act[p.b_off + row * p.b_rs] * act[ai];
         }
-        case 7u: {
+        case OP_ROW_SCALE: {
             act[ci] = act[p.b_off + row * p.b_rs] * act[ai];
         }
-        default: {
+        case OP_COPY, default: {
             act[ci] = act[ai];
         }
     }

@@ -1,3 +1,5 @@
+// Prelude: activations.wgsl
+//
 // The SSM block's sequence kernels for training, over `batch` sequences of `t` tokens
 // (M = batch·t rows, every sequence starting from zero state):
 // - conv_forward: causal depthwise conv of u_pre (the first Di columns of xz) + bias, and
@@ -55,19 +57,6 @@ struct Ssm {
 
 // The most states a channel can have (scan_backward keeps them in registers).
 const MAX_N: u32 = 64u;
-
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-fn silu(x: f32) -> f32 {
-    return x * sigmoid(x);
-}
-
-fn silu_grad(x: f32) -> f32 {
-    let s = sigmoid(x);
-    return s * (1.0 + x * (1.0 - s));
-}
 
 @compute @workgroup_size(64)
 fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: single-thread decode speed of the `tiny` and `15m` configs in every
-//! precision, at context positions 100 and 4000, plus the llama2.c teacher. Prints a table
+//! precision, at context positions 100 and 4000, the sampler's cost per token, plus the
+//! llama2.c teacher. Prints a table
 //! and writes JSON records {config, precision, backend, threads, position, tokens_per_s, …}.
 //! Ratios in the table come from the same run, so they survive a noisy shared machine.
 
@@ -11,7 +12,7 @@ use clap::Args;
 use itera_core::llama2c::{Llama2, Llama2State, BOS};
 use itera_core::model::{decode_step, prefill, State};
 use itera_core::rng::Pcg32;
-use itera_core::sampling::argmax;
+use itera_core::sampling::{argmax, Sampler, SamplingSettings};
 use itera_core::{Config, Precision, Weights};
 use serde::Serialize;
 
@@ -102,6 +103,31 @@ fn teacher_speed(model: &Llama2) -> Result<f64> {
 }
 
 /// Writes the records as JSON to `path`, when one was given.
+/// Tokens sampled per second from the logits `w` gives after a few tokens (its whole
+/// vocabulary), for each `settings`: the sampler alone, as every generated token pays it.
+fn sampler_speeds(w: &Weights, settings: &[SamplingSettings]) -> Result<Vec<f64>> {
+    let mut st = State::new(w);
+    let mut logits = Vec::new();
+    for token in [0, 13, 250, 7] {
+        logits = decode_step(w, &mut st, token)?.to_vec();
+    }
+    let mut best = vec![0.0f64; settings.len()];
+    for _ in 0..5 {
+        for (s, best) in settings.iter().zip(best.iter_mut()) {
+            let mut sampler = Sampler::new(*s)?;
+            let n = 2000;
+            let t = Instant::now();
+            let mut sum = 0u64;
+            for position in 0..n {
+                sum += u64::from(sampler.sample(&logits, position));
+            }
+            std::hint::black_box(sum);
+            *best = best.max(f64::from(n) / t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(best)
+}
+
 fn write_json(path: Option<&std::path::Path>, records: &impl Serialize) -> Result<()> {
     if let Some(path) = path {
         std::fs::write(path, serde_json::to_string_pretty(records)?)?;
@@ -161,6 +187,39 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 });
             }
         }
+    }
+    // The sampler on the default shipped model's logits, greedy to top-k + top-p.
+    let manifest = crate::manifest::shipped()?;
+    let default = crate::manifest::default_key(&manifest)?;
+    let vocab_model =
+        itera_core::format::load_file(&crate::project_root().join(format!("weights/{default}.safetensors")))?;
+    let sampled = |temperature, top_k, top_p| SamplingSettings {
+        temperature,
+        top_k,
+        top_p,
+        seed: 1,
+    };
+    let settings = [
+        ("greedy", SamplingSettings::greedy()),
+        ("T 0.8, top-p 0.9 (default)", SamplingSettings::default()),
+        ("T 1, top-k 40, top-p 0.95", sampled(1.0, 40, 0.95)),
+        ("T 1, no limits", sampled(1.0, 0, 1.0)),
+    ];
+    let speeds = sampler_speeds(&vocab_model, &settings.map(|s| s.1))?;
+    for ((label, _), samples_per_s) in settings.iter().zip(speeds) {
+        eprintln!("  sampler, {label}: {:.1} µs a token", 1e6 / samples_per_s);
+        records.push(Record {
+            kind: "sample",
+            config: label.to_string(),
+            precision: "-".into(),
+            backend: "cpu",
+            threads: 1,
+            position: 0,
+            tokens_per_s: samples_per_s,
+            params: vocab_model.config.vocab_size,
+            active_params: 0,
+            weight_bytes: 0,
+        });
     }
     match crate::shared_data()
         .map(|d| d.join("teacher/stories260K.bin"))
@@ -233,4 +292,12 @@ fn print_table(records: &[Record], [near, far]: [usize; 2]) {
         );
     }
     println!("(single thread, CPU; tokens/s at position {near}; last column: speed at {far} ÷ speed at {near})");
+    for r in records.iter().filter(|r| r.kind == "sample") {
+        println!(
+            "sampler over {} logits, {:<28} {:>8.1} µs a token",
+            r.params,
+            r.config,
+            1e6 / r.tokens_per_s
+        );
+    }
 }

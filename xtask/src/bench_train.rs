@@ -82,7 +82,10 @@ fn clock() -> itera_core::train::Clock {
 /// Native tokens/s of `job` with `shards` shards on `threads` threads.
 fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
     let tok = read("weights/tokenizer.json")?;
-    let teacher = || -> Result<Teacher> { Ok(Teacher::itera(&read("weights/itera-tiny-q8.safetensors")?)?) };
+    // The page's jobs start from the default model (weights/manifest.json).
+    let default = crate::manifest::default_key(&crate::manifest::shipped()?)?;
+    let default_file = format!("weights/{default}.safetensors");
+    let teacher = || -> Result<Teacher> { Ok(Teacher::itera(&read(&default_file)?)?) };
     let corpus = CorpusSettings {
         tokens: CORPUS_TOKENS,
         ..CorpusSettings::PAGE
@@ -96,14 +99,7 @@ fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
             }];
             let spec = timing(TrainSpec::FINE_TUNE, shards);
             steps_per_s(
-                PageJob::fine_tune(
-                    &read("weights/itera-tiny-q8.safetensors")?,
-                    &tok,
-                    &sources,
-                    spec,
-                    "itera-tiny-q8",
-                    clock(),
-                )?,
+                PageJob::fine_tune(&read(&default_file)?, &tok, &sources, spec, &default, clock())?,
                 threads,
             )
         }
@@ -135,7 +131,7 @@ fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
             let job = PageJob::distill(
                 Student::Fresh(Config::preset("micro")?),
                 t,
-                "itera-tiny-q8",
+                &default,
                 &text,
                 &[],
                 &tok,

@@ -1,6 +1,6 @@
-//! The shipped models in weights/ are what their cards say: every file loads with the shared
-//! tokenizer, has the recorded size, generates, and (with the reference data present) the
-//! default q8 model scores the card's held-out bits per byte.
+//! The shipped models in weights/ are what their cards and manifest.json say: every file loads
+//! with the shared tokenizer, has the recorded size, generates, and (with the reference data
+//! present) the manifest's default model scores its held-out bits per byte.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,9 +22,21 @@ fn xtask(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+fn manifest() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(weights_dir().join("manifest.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn shipped_files_match_their_cards() {
-    for name in ["itera-tiny", "itera-micro"] {
+    let manifest = manifest();
+    let names: Vec<&str> = manifest["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "weights/manifest.json lists the two shipped models");
+    for name in names {
         let card: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(weights_dir().join(format!("{name}.json"))).unwrap())
                 .unwrap();
@@ -58,22 +70,28 @@ fn default_model_scores_the_cards_heldout_bpb() {
         println!("SKIPPED: ../shared/data is absent, so the held-out text is too");
         return;
     }
-    let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(weights_dir().join("itera-tiny.json")).unwrap()).unwrap();
-    let q8 = card["precisions"]
+    // The page's default model, as the manifest names it, with the BPB the manifest shows.
+    let manifest = manifest();
+    let default = manifest["default"].as_str().unwrap();
+    let entry = manifest["models"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["precision"] == "q8")
+        .flat_map(|m| m["precisions"].as_array().unwrap())
+        .find(|v| v["key"] == default)
         .unwrap();
+    let model = weights_dir().join(entry["file"].as_str().unwrap());
     #[rustfmt::skip]
     let out = xtask(&[
-        "eval", "--model", weights_dir().join("itera-tiny-q8.safetensors").to_str().unwrap(), "--json", "--text",
+        "eval", "--model", model.to_str().unwrap(), "--json", "--text",
         heldout.join("tinystories-valid-a.txt").to_str().unwrap(), heldout.join("tinystories-sample-b.txt").to_str().unwrap(),
     ]);
     let got = serde_json::from_str::<serde_json::Value>(&out).unwrap()["bits_per_byte"]
         .as_f64()
         .unwrap();
-    let want = q8["bits_per_byte"].as_f64().unwrap();
-    assert!((got - want).abs() < 1e-6 * want, "card says {want}, measured {got}");
+    let want = entry["bits_per_byte"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() < 1e-6 * want,
+        "the manifest says {want}, measured {got}"
+    );
 }

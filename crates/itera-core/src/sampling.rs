@@ -90,6 +90,8 @@ pub struct Sampler {
     settings: SamplingSettings,
     q: Vec<f32>,
     candidates: Vec<f32>,
+    /// (lane = id % 256, q) of the values a top-p probe still adds, in id order.
+    active: Vec<(u8, f32)>,
 }
 
 impl Sampler {
@@ -99,6 +101,7 @@ impl Sampler {
             settings,
             q: Vec::new(),
             candidates: Vec::new(),
+            active: Vec::new(),
         })
     }
 
@@ -133,18 +136,35 @@ impl Sampler {
     /// shader's bisection finds it. The kept mass changes only at the q values (and rounding
     /// is monotone, so it never grows with t), so that t is the largest q value ≥ `floor`
     /// that reaches the goal, or `floor` itself: a binary search over the candidates by
-    /// selection, each probe one pass over the vocabulary.
+    /// selection. Each probe sums the values still ≥ the search's lower end (in id order, with
+    /// their lanes): the rest add nothing to any later probe, and adding 0 changes no sum, so
+    /// dropping them keeps every sum exact while the work halves as the search climbs.
     fn top_p_threshold(&mut self, floor: f32, top_p: f32) -> f32 {
         let goal = top_p * kept_mass(&self.q, floor);
         self.candidates.clear();
         self.candidates.extend(self.q.iter().copied().filter(|&v| v > floor));
+        self.active.clear();
+        self.active.extend(
+            self.q
+                .iter()
+                .enumerate()
+                .filter(|(_, &v)| v >= floor)
+                .map(|(i, &v)| (i as u8, v)),
+        );
         let (mut best, mut rest) = (floor, &mut self.candidates[..]);
         while !rest.is_empty() {
             let mid = rest.len() / 2;
             let (below, &mut pivot, above) = rest.select_nth_unstable_by(mid, f32::total_cmp);
-            if kept_mass(&self.q, pivot) >= goal {
+            let mut lanes = [0.0f32; LANES];
+            for &(lane, v) in &self.active {
+                if v >= pivot {
+                    lanes[lane as usize] += v;
+                }
+            }
+            if crate::kernels::reduce(lanes) >= goal {
                 best = pivot;
                 rest = above;
+                self.active.retain(|&(_, v)| v >= pivot);
             } else {
                 rest = below;
             }

@@ -37,6 +37,20 @@ const MODELS: [(&str, &[u8]); 8] = shipped!(
     "itera-micro-q4"
 );
 
+/// The embedded files are the manifest's models, in its order.
+#[wasm_bindgen_test]
+fn the_embedded_models_are_the_manifests() {
+    let manifest: Value = serde_json::from_str(include_str!("../../../weights/manifest.json")).unwrap();
+    let keys: Vec<&str> = manifest["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["precisions"].as_array().unwrap())
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, MODELS.map(|m| m.0), "weights/manifest.json");
+}
+
 fn message(e: wasm_bindgen::JsError) -> String {
     js_sys::Error::from(JsValue::from(e)).message().into()
 }

@@ -77,9 +77,11 @@ fn generated_tokens_match_the_golden_fixture_for_every_shipped_model() {
     let path = root().join("tests/golden/generated-tokens.json");
     let settings = golden_settings();
     let mut models = serde_json::Map::new();
-    for model in ["itera-tiny", "itera-micro"] {
-        for precision in ["f32", "f16", "q8", "q4"] {
-            let name = format!("{model}-{precision}");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("weights/manifest.json")).unwrap()).unwrap();
+    for model in manifest["models"].as_array().unwrap() {
+        for file in model["precisions"].as_array().unwrap() {
+            let name = file["key"].as_str().unwrap().to_string();
             let mut e = engine(&name);
             let runs: serde_json::Map<String, Value> = settings
                 .iter()

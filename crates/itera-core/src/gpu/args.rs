@@ -1,29 +1,68 @@
 //! The uniform blocks of the WGSL kernels, field for field (each struct mirrors the one at the
-//! top of its shader file). Offsets are in f32 elements of the activation arena or u32 words
+//! top of its shader file; tests/shaders.rs compares every field's name, offset and size with
+//! the struct naga reflects). Offsets are in f32 elements of the activation arena or u32 words
 //! of the control buffer.
 
 use bytemuck::{Pod, Zeroable};
 
+/// A uniform struct's layout as Rust lays it out: the WGSL struct it mirrors (shader file
+/// under shaders/, struct name) and its fields.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub shader: &'static str,
+    pub wgsl_struct: &'static str,
+    pub rust_struct: &'static str,
+    pub size: usize,
+    /// (name, byte offset, byte size) in declaration order.
+    pub fields: &'static [(&'static str, usize, usize)],
+}
+
+/// Declares a `#[repr(C)]` uniform struct mirroring `"SHADER" WgslStruct`, with its `LAYOUT`.
+macro_rules! uniform {
+    (
+        $shader:literal $wgsl:ident,
+        $(#[$meta:meta])*
+        pub struct $name:ident { $(pub $field:ident: $ty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        pub struct $name { $(pub $field: $ty,)* }
+
+        impl $name {
+            pub const LAYOUT: $crate::gpu::args::Layout = $crate::gpu::args::Layout {
+                shader: $shader,
+                wgsl_struct: stringify!($wgsl),
+                rust_struct: stringify!($name),
+                size: std::mem::size_of::<$name>(),
+                fields: &[$((stringify!($field), std::mem::offset_of!($name, $field), std::mem::size_of::<$ty>()),)*],
+            };
+        }
+    };
+}
+pub(crate) use uniform;
+
 /// `route_slot` of a matvec that is not an expert dispatch.
 pub const NO_ROUTE: u32 = u32::MAX;
 
-/// linear.wgsl `Linear` (matvec and embed_row).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct LinearArgs {
-    pub rows: u32,
-    pub cols: u32,
-    pub x_off: u32,
-    pub y_off: u32,
-    pub accumulate: u32,
-    pub route_slot: u32,
-    pub route_scale: u32,
-    pub route_base: u32,
-    pub route_stride: u32,
-    pub token_base: u32,
-    pub tokens: u32,
-    pub x_stride: u32,
-    pub y_stride: u32,
+uniform! {
+    "linear.wgsl" Linear,
+    /// linear.wgsl `Linear` (matvec and embed_row).
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct LinearArgs {
+        pub rows: u32,
+        pub cols: u32,
+        pub x_off: u32,
+        pub y_off: u32,
+        pub accumulate: u32,
+        pub route_slot: u32,
+        pub route_scale: u32,
+        pub route_base: u32,
+        pub route_stride: u32,
+        pub token_base: u32,
+        pub tokens: u32,
+        pub x_stride: u32,
+        pub y_stride: u32,
+    }
 }
 
 impl LinearArgs {
@@ -80,91 +119,114 @@ impl LinearArgs {
     }
 }
 
-/// norm.wgsl `Norm`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct NormArgs {
-    pub d: u32,
-    pub rows: u32,
-    pub x_off: u32,
-    pub y_off: u32,
-    pub w_off: u32,
-    pub stride: u32,
+uniform! {
+    "norm.wgsl" Norm,
+    /// norm.wgsl `Norm`.
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct NormArgs {
+        pub d: u32,
+        pub rows: u32,
+        pub x_off: u32,
+        pub y_off: u32,
+        pub w_off: u32,
+        pub stride: u32,
+    }
 }
 
-/// conv.wgsl `Conv`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct ConvArgs {
-    pub channels: u32,
-    pub k: u32,
-    pub x_off: u32,
-    pub tail_off: u32,
-    pub y_off: u32,
-    pub w_off: u32,
-    pub b_off: u32,
-    pub tokens: u32,
-    pub x_stride: u32,
-    pub y_stride: u32,
+uniform! {
+    "conv.wgsl" Conv,
+    /// conv.wgsl `Conv`.
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct ConvArgs {
+        pub channels: u32,
+        pub k: u32,
+        pub x_off: u32,
+        pub tail_off: u32,
+        pub y_off: u32,
+        pub w_off: u32,
+        pub b_off: u32,
+        pub tokens: u32,
+        pub x_stride: u32,
+        pub y_stride: u32,
+    }
 }
 
-/// scan.wgsl `Scan`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct ScanArgs {
-    pub channels: u32,
-    pub n: u32,
-    pub u_off: u32,
-    pub dt_off: u32,
-    pub b_off: u32,
-    pub z_off: u32,
-    pub h_off: u32,
-    pub y_off: u32,
-    pub dt_b_off: u32,
-    pub a_log_off: u32,
-    pub d_skip_off: u32,
-    pub tokens: u32,
-    pub in_stride: u32,
-    pub out_stride: u32,
+uniform! {
+    "scan.wgsl" Scan,
+    /// scan.wgsl `Scan`.
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct ScanArgs {
+        pub channels: u32,
+        pub n: u32,
+        pub u_off: u32,
+        pub dt_off: u32,
+        pub b_off: u32,
+        pub z_off: u32,
+        pub h_off: u32,
+        pub y_off: u32,
+        pub dt_b_off: u32,
+        pub a_log_off: u32,
+        pub d_skip_off: u32,
+        pub tokens: u32,
+        pub in_stride: u32,
+        pub out_stride: u32,
+    }
 }
 
-/// swiglu.wgsl `Swiglu`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct SwigluArgs {
-    pub n: u32,
-    pub a_off: u32,
-    pub b_off: u32,
-    pub tokens: u32,
-    pub stride: u32,
+uniform! {
+    "swiglu.wgsl" Swiglu,
+    /// swiglu.wgsl `Swiglu`.
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct SwigluArgs {
+        pub n: u32,
+        pub a_off: u32,
+        pub b_off: u32,
+        pub tokens: u32,
+        pub stride: u32,
+    }
 }
 
-/// moe.wgsl `Route`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct RouteArgs {
-    pub experts: u32,
-    pub k: u32,
-    pub logits_off: u32,
-    pub route_base: u32,
-    pub route_stride: u32,
-    pub stride: u32,
+uniform! {
+    "moe.wgsl" Route,
+    /// moe.wgsl `Route`.
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct RouteArgs {
+        pub experts: u32,
+        pub k: u32,
+        pub logits_off: u32,
+        pub route_base: u32,
+        pub route_stride: u32,
+        pub stride: u32,
+    }
 }
 
-/// sample.wgsl `Sample`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct SampleArgs {
-    pub vocab: u32,
-    pub logits_off: u32,
-    pub temperature: f32,
-    pub top_k: u32,
-    pub top_p: f32,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    pub tokens_base: u32,
-    pub logprobs_base: u32,
+uniform! {
+    "sample.wgsl" Sample,
+    /// sample.wgsl `Sample`.
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct SampleArgs {
+        pub vocab: u32,
+        pub logits_off: u32,
+        pub temperature: f32,
+        pub top_k: u32,
+        pub top_p: f32,
+        pub seed_lo: u32,
+        pub seed_hi: u32,
+        pub tokens_base: u32,
+        pub logprobs_base: u32,
+    }
 }
+
+/// Every decode kernel's uniform block, for the layout test.
+pub const LAYOUTS: [Layout; 7] = [
+    LinearArgs::LAYOUT,
+    NormArgs::LAYOUT,
+    ConvArgs::LAYOUT,
+    ScanArgs::LAYOUT,
+    SwigluArgs::LAYOUT,
+    RouteArgs::LAYOUT,
+    SampleArgs::LAYOUT,
+];
 
 /// Workgroups for one thread per item with 64-thread groups.
 pub fn groups_for(items: usize) -> (u32, u32) {

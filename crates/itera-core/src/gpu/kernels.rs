@@ -99,6 +99,12 @@ const LINEAR_NATIVE_F16: &str = concat!(
     include_str!("../../../../shaders/linear.wgsl")
 );
 
+/// A shader whose first line names the activations prelude, behind it.
+pub(crate) fn with_activations(source: &str) -> String {
+    debug_assert!(source.starts_with("// Prelude: activations.wgsl"));
+    [include_str!("../../../../shaders/activations.wgsl"), source].concat()
+}
+
 /// The value of linear.wgsl's PRECISION constant.
 pub fn precision_index(p: Precision) -> usize {
     match p {
@@ -134,8 +140,8 @@ impl Kernels {
             module("linear", LINEAR_PACKED_F16)
         };
         let norm = module("norm", include_str!("../../../../shaders/norm.wgsl"));
-        let conv = module("conv", include_str!("../../../../shaders/conv.wgsl"));
-        let scan = module("scan", include_str!("../../../../shaders/scan.wgsl"));
+        let conv = module("conv", &with_activations(include_str!("../../../../shaders/conv.wgsl")));
+        let scan = module("scan", &with_activations(include_str!("../../../../shaders/scan.wgsl")));
         let swiglu = module("swiglu", include_str!("../../../../shaders/swiglu.wgsl"));
         let moe = module("moe", include_str!("../../../../shaders/moe.wgsl"));
         let sample = module("sample", include_str!("../../../../shaders/sample.wgsl"));

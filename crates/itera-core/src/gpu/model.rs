@@ -6,7 +6,7 @@
 //! wrote on the GPU, so K tokens cost one submission and one read-back.
 
 use super::args::*;
-use super::dispatch::{run_pass, Dispatch};
+use super::dispatch::{run_pass, Dispatch, Recorder};
 use super::kernels::{Bindings, Kernel};
 use super::linear::GpuMatrix;
 use super::plan::{ffn_matrices, layer_matrices, Arena, CtlLayout, ParamOffsets, PREFILL_ROWS};
@@ -20,9 +20,6 @@ use crate::weights::Weights;
 
 /// Most decode steps in one submission (prompts longer than this go in several).
 pub const MAX_STEPS: usize = 64;
-
-/// Uniform blocks sit at multiples of WebGPU's minimum uniform offset alignment.
-const UNIFORM_SLOT: u64 = 256;
 
 /// What one submission produced: for each step, the token it wrote, that token's log-prob
 /// (temperature 1) and, when asked, the routing of every layer (empty for dense layers).
@@ -56,19 +53,16 @@ pub struct GpuModel {
     _params: wgpu::Buffer,
 }
 
-/// Builds the dispatch list: uniform blocks first (one buffer), then the bind groups.
-struct Recorder<'g> {
+/// The decode step's and the prefill's dispatches, recorded with the uploaded matrices at hand
+/// (a dispatch's extra binding is the index of the matrix it reads, if any).
+struct StepRecorder<'g> {
     gpu: &'g Gpu,
     /// The uploaded matrices, addressed by their index in upload order.
     weights: &'g [GpuMatrix],
-    uniform_bytes: Vec<u8>,
-    specs: Vec<Spec<'g>>,
+    rec: Recorder<'g, Option<usize>>,
 }
 
-/// A dispatch before its bind group exists: kernel, uniform slot, weight matrix, workgroups.
-type Spec<'g> = (&'g Kernel, u64, Option<usize>, (u32, u32));
-
-impl<'g> Recorder<'g> {
+impl<'g> StepRecorder<'g> {
     fn push<A: bytemuck::Pod>(
         &mut self,
         kernel: &'g Kernel,
@@ -76,30 +70,74 @@ impl<'g> Recorder<'g> {
         weights: Option<usize>,
         groups: (u32, u32),
     ) -> u64 {
-        let slot = self.uniform_bytes.len() as u64;
-        self.uniform_bytes.extend_from_slice(bytemuck::bytes_of(&args));
-        self.uniform_bytes.resize((slot + UNIFORM_SLOT) as usize, 0);
-        self.specs.push((kernel, slot, weights, groups));
-        slot
+        self.rec.push(kernel, args, weights, groups)
     }
 
-    /// A matvec by uploaded matrix `weights`, one workgroup per dispatched row.
-    fn linear(&mut self, weights: usize, args: LinearArgs, rows_dispatched: usize) {
+    /// `args` by uploaded matrix `weights` over `rows`: a matvec (one workgroup per row of W)
+    /// for one token, the tiled Y = X·Wᵀ for many.
+    fn project(&mut self, weights: usize, rows: Rows, args: LinearArgs) {
+        let precision = self.weights[weights].precision_index();
+        if rows.count == 1 {
+            let groups = groups_per_row(args.rows as usize);
+            self.push(&self.gpu.kernels.matvec[precision], args, Some(weights), groups);
+        } else {
+            let groups = groups_for_tiles(args.rows as usize, args.tokens as usize);
+            self.push(&self.gpu.kernels.matmul[precision], args, Some(weights), groups);
+        }
+    }
+
+    /// A routed expert's matvec for each of `rows` (the y axis): each token reads the rows of
+    /// its own expert in the slot `args` names.
+    fn expert(&mut self, weights: usize, rows: Rows, args: LinearArgs) {
         let kernel = &self.gpu.kernels.matvec[self.weights[weights].precision_index()];
-        self.push(kernel, args, Some(weights), groups_per_row(rows_dispatched));
-    }
-
-    /// A matvec per token (`args.tokens` of them on the y axis): the prefill's routed experts.
-    fn linear_tokens(&mut self, weights: usize, args: LinearArgs) {
-        let kernel = &self.gpu.kernels.matvec[self.weights[weights].precision_index()];
-        self.push(kernel, args, Some(weights), (args.rows, args.tokens));
-    }
-
-    /// The tiled Y = X·Wᵀ over `args.tokens` tokens.
-    fn matmul(&mut self, weights: usize, args: LinearArgs) {
-        let kernel = &self.gpu.kernels.matmul[self.weights[weights].precision_index()];
-        let groups = groups_for_tiles(args.rows as usize, args.tokens as usize);
+        let groups = if rows.count == 1 {
+            groups_per_row(args.rows as usize)
+        } else {
+            (args.rows, rows.count as u32)
+        };
         self.push(kernel, args, Some(weights), groups);
+    }
+}
+
+/// The tokens one recording of the layers covers: one (a decode step, its activations at the
+/// arena's single-token offsets) or PREFILL_ROWS (the batched prefill, rows `stride` apart
+/// from `base`).
+#[derive(Clone, Copy)]
+struct Rows {
+    count: usize,
+    base: usize,
+    stride: usize,
+}
+
+impl Rows {
+    const DECODE: Rows = Rows {
+        count: 1,
+        base: 0,
+        stride: 0,
+    };
+
+    fn prefill(a: &Arena) -> Rows {
+        Rows {
+            count: PREFILL_ROWS,
+            base: a.prefill,
+            stride: a.row,
+        }
+    }
+
+    /// Where activation `off` starts for these rows (its row 0).
+    fn at(&self, off: usize) -> usize {
+        self.base + off
+    }
+
+    /// A (out × in) projection from activation `x` to `y` over these rows.
+    fn linear(&self, (out, inp): (usize, usize), x: usize, y: usize) -> LinearArgs {
+        LinearArgs::matmul(
+            out,
+            inp,
+            self.count,
+            (self.at(x), self.stride),
+            (self.at(y), self.stride),
+        )
     }
 }
 
@@ -157,40 +195,31 @@ impl GpuModel {
         );
         let logits_read = gpu.buffer("logits read-back", c.vocab_size as u64 * 4, U::MAP_READ | U::COPY_DST);
 
-        let mut rec = Recorder {
+        let mut rec = StepRecorder {
             gpu,
             weights: &weights,
-            uniform_bytes: Vec::new(),
-            specs: Vec::new(),
+            rec: Recorder::new(),
         };
-        let sample_slot = record_step(&mut rec, &c, &arena, &ctl_layout, &vectors, &layer_slots);
-        let step_len = rec.specs.len();
-        record_prefill(&mut rec, &c, &arena, &ctl_layout, &vectors, &layer_slots);
-        let uniforms = gpu.buffer_init("uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
-        let mut step: Vec<Dispatch> = rec
-            .specs
-            .iter()
-            .map(|&(kernel, slot, wi, groups)| {
-                let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &uniforms,
-                    offset: slot,
-                    size: wgpu::BufferSize::new(UNIFORM_SLOT),
-                });
-                let resources = kernel.signature.resources(Bindings {
-                    uniform,
-                    weights: wi.map(|i| &weights[i]),
-                    params: &params,
-                    act: &act,
-                    ctl: &ctl,
-                });
-                Dispatch {
-                    label: kernel.label,
-                    pipeline: kernel.pipeline.clone(),
-                    bind_group: gpu.bind_group(gpu.kernels.layout(kernel.signature), &resources),
-                    groups,
-                }
-            })
-            .collect();
+        let plan = Plan {
+            c: &c,
+            a: &arena,
+            l: &ctl_layout,
+            v: &vectors,
+            layer_slots: &layer_slots,
+        };
+        let sample_slot = record_step(&mut rec, &plan);
+        let step_len = rec.rec.specs.len();
+        record_layers(&mut rec, &plan, Rows::prefill(&arena));
+        let uniforms = gpu.buffer_init("uniform blocks", &rec.rec.uniform_bytes, U::UNIFORM)?;
+        let mut step = rec.rec.bind(gpu, &uniforms, |kernel, matrix, uniform| {
+            Ok(kernel.signature.resources(Bindings {
+                uniform,
+                weights: matrix.map(|i| &weights[i]),
+                params: &params,
+                act: &act,
+                ctl: &ctl,
+            }))
+        })?;
         let prefill_step = step.split_off(step_len);
         let mut model = GpuModel {
             precision: w.precision,
@@ -382,122 +411,20 @@ impl GpuModel {
     }
 }
 
-/// Records one decode step; returns the uniform slot of the sampler (rewritten per run).
-fn record_step<'g>(
-    rec: &mut Recorder<'g>,
-    c: &Config,
-    a: &Arena,
-    l: &CtlLayout,
-    v: &ParamOffsets,
-    layer_slots: &[usize],
-) -> u64 {
-    let gpu = rec.gpu;
-    let k = &gpu.kernels;
-    let (d, di, n, r) = (c.d_model, c.d_inner(), c.d_state, c.dt_rank);
-    let embed = &rec.weights[0];
-    let embed_args = LinearArgs {
-        token_base: l.tokens as u32,
-        ..LinearArgs::matvec(c.vocab_size, d, 0, a.x)
-    };
+/// Records one decode step — the layers over one token, the final norm, the logits and the
+/// sampler; returns the sampler's uniform slot (rewritten per run).
+fn record_step<'g>(rec: &mut StepRecorder<'g>, m: &Plan) -> u64 {
+    let (c, a) = (m.c, m.a);
+    let k = &rec.gpu.kernels;
+    record_layers(rec, m, Rows::DECODE);
     rec.push(
-        &k.embed_row[embed.precision_index()],
-        embed_args,
-        Some(0),
-        groups_for(d),
+        &k.rmsnorm,
+        norm_args(c, a.x, a.xn, m.v.final_norm, Rows::DECODE),
+        None,
+        (1, 1),
     );
-    let norm = |rec: &mut Recorder<'g>, x: usize, y: usize, w_off: usize| {
-        let args = NormArgs {
-            d: d as u32,
-            rows: 1,
-            x_off: x as u32,
-            y_off: y as u32,
-            w_off: w_off as u32,
-            stride: d as u32,
-        };
-        rec.push(&k.rmsnorm, args, None, (1, 1));
-    };
-    for (layer, &first) in layer_slots.iter().enumerate() {
-        let lv = &v.layers[layer];
-        let [in_proj, x_proj, dt_proj, out_proj] = [first, first + 1, first + 2, first + 3];
-        norm(rec, a.x, a.xn, lv.ssm_norm);
-        rec.linear(in_proj, LinearArgs::matvec(2 * di, d, a.xn, a.xz), 2 * di);
-        let conv = ConvArgs {
-            channels: di as u32,
-            k: c.d_conv as u32,
-            x_off: a.xz as u32,
-            tail_off: a.tail[layer] as u32,
-            y_off: a.u as u32,
-            w_off: lv.conv_w as u32,
-            b_off: lv.conv_b as u32,
-            tokens: 1,
-            x_stride: 0,
-            y_stride: 0,
-        };
-        rec.push(&k.conv, conv, None, groups_for(di));
-        rec.linear(x_proj, LinearArgs::matvec(r + 2 * n, di, a.u, a.bc), r + 2 * n);
-        rec.linear(dt_proj, LinearArgs::matvec(di, r, a.bc, a.dt), di);
-        let scan = ScanArgs {
-            channels: di as u32,
-            n: n as u32,
-            u_off: a.u as u32,
-            dt_off: a.dt as u32,
-            b_off: (a.bc + r) as u32,
-            z_off: (a.xz + di) as u32,
-            h_off: a.h[layer] as u32,
-            y_off: a.y as u32,
-            dt_b_off: lv.dt_b as u32,
-            a_log_off: lv.a_log as u32,
-            d_skip_off: lv.d_skip as u32,
-            tokens: 1,
-            in_stride: 0,
-            out_stride: 0,
-        };
-        rec.push(&k.scan, scan, None, groups_for(di));
-        let residual = LinearArgs::matvec(d, di, a.y, a.x).accumulating();
-        rec.linear(out_proj, residual, d);
-
-        norm(rec, a.x, a.xn, lv.ffn_norm);
-        let f = c.d_ff;
-        let swiglu = SwigluArgs {
-            n: f as u32,
-            a_off: a.ffn_a as u32,
-            b_off: a.ffn_b as u32,
-            tokens: 1,
-            stride: 0,
-        };
-        let w1 = LinearArgs::matvec(f, d, a.xn, a.ffn_a);
-        let w3 = LinearArgs::matvec(f, d, a.xn, a.ffn_b);
-        let w2 = LinearArgs::matvec(d, f, a.ffn_a, a.x).accumulating();
-        if c.is_moe(layer) {
-            let (router, w1s, w3s, w2s) = (first + 4, first + 5, first + 6, first + 7);
-            let e = c.n_experts;
-            rec.linear(router, LinearArgs::matvec(e, d, a.xn, a.router), e);
-            let (base, stride) = (l.route_base(c, layer), l.trace_stride);
-            let route = RouteArgs {
-                experts: e as u32,
-                k: c.top_k as u32,
-                logits_off: a.router as u32,
-                route_base: base as u32,
-                route_stride: stride as u32,
-                stride: 0,
-            };
-            rec.push(&k.route, route, None, (1, 1));
-            for slot in 0..c.top_k {
-                rec.linear(w1s, w1.routed(slot, base, stride, false), f);
-                rec.linear(w3s, w3.routed(slot, base, stride, false), f);
-                rec.push(&k.swiglu, swiglu, None, groups_for(f));
-                rec.linear(w2s, w2.routed(slot, base, stride, true), d);
-            }
-        } else {
-            let (w1i, w3i, w2i) = (first + 4, first + 5, first + 6);
-            rec.linear(w1i, w1, f);
-            rec.linear(w3i, w3, f);
-            rec.push(&k.swiglu, swiglu, None, groups_for(f));
-            rec.linear(w2i, w2, d);
-        }
-    }
-    norm(rec, a.x, a.xn, v.final_norm);
-    rec.linear(0, LinearArgs::matvec(c.vocab_size, d, a.xn, a.logits), c.vocab_size);
+    let logits = LinearArgs::matvec(c.vocab_size, c.d_model, a.xn, a.logits);
+    rec.project(0, Rows::DECODE, logits);
     let placeholder = SampleArgs {
         vocab: 0,
         logits_off: 0,
@@ -512,126 +439,123 @@ fn record_step<'g>(
     rec.push(&k.sample, placeholder, None, (1, 1))
 }
 
-/// Records the batched prefill of PREFILL_ROWS tokens (the decode step's layers over all of
-/// them at once; CPU twin: `model::prefill`): the embedding rows of tokens[0..T], then per
-/// layer the norms, tiled matmuls, conv and scan over T (continuing the decode state), and
-/// the FFN — MoE tokens each routed and sent to their own experts. No logits, no sampling.
-fn record_prefill<'g>(
-    rec: &mut Recorder<'g>,
-    c: &Config,
-    a: &Arena,
-    l: &CtlLayout,
-    v: &ParamOffsets,
-    layer_slots: &[usize],
-) {
+/// What recording the layers reads: the model's shape, its arena, control and parameter
+/// layouts, and where each layer's matrices start in upload order.
+struct Plan<'p> {
+    c: &'p Config,
+    a: &'p Arena,
+    l: &'p CtlLayout,
+    v: &'p ParamOffsets,
+    layer_slots: &'p [usize],
+}
+
+fn norm_args(c: &Config, x: usize, y: usize, w_off: usize, rows: Rows) -> NormArgs {
+    NormArgs {
+        d: c.d_model as u32,
+        rows: rows.count as u32,
+        x_off: rows.at(x) as u32,
+        y_off: rows.at(y) as u32,
+        w_off: w_off as u32,
+        stride: if rows.count == 1 { c.d_model } else { rows.stride } as u32,
+    }
+}
+
+/// Records the embedding of `rows` tokens (the ids in the control words) and every layer over
+/// them — the one layer sequence of both the decode step (one token: matvecs) and the batched
+/// prefill (PREFILL_ROWS tokens: tiled matmuls; it continues the decode state and samples
+/// nothing). CPU twins: `model::decode_step` and `model::prefill`. MoE tokens are each routed
+/// and sent to their own experts.
+fn record_layers<'g>(rec: &mut StepRecorder<'g>, m: &Plan, rows: Rows) {
+    let (c, a, l, v) = (m.c, m.a, m.l, m.v);
     let gpu = rec.gpu;
     let k = &gpu.kernels;
-    let (t, w) = (PREFILL_ROWS, a.row);
     let (d, di, n, r, f) = (c.d_model, c.d_inner(), c.d_state, c.dt_rank, c.d_ff);
-    // Row 0 of an activation; row i is `w` further.
-    let at = |off: usize| a.prefill + off;
-    let rows = |rows: usize, cols: usize, x: usize, y: usize| LinearArgs::matmul(rows, cols, t, (at(x), w), (at(y), w));
+    let (t, w) = (rows.count as u32, rows.stride as u32);
     let embed = LinearArgs {
         token_base: l.tokens as u32,
-        tokens: t as u32,
-        y_stride: w as u32,
-        ..LinearArgs::matvec(c.vocab_size, d, 0, at(a.x))
+        tokens: t,
+        y_stride: w,
+        ..LinearArgs::matvec(c.vocab_size, d, 0, rows.at(a.x))
     };
     let embed_kernel = &k.embed_row[rec.weights[0].precision_index()];
-    rec.push(embed_kernel, embed, Some(0), (groups_for(d).0, t as u32));
-    let norm = |rec: &mut Recorder<'g>, w_off: usize| {
-        let args = NormArgs {
-            d: d as u32,
-            rows: t as u32,
-            x_off: at(a.x) as u32,
-            y_off: at(a.xn) as u32,
-            w_off: w_off as u32,
-            stride: w as u32,
-        };
-        rec.push(&k.rmsnorm, args, None, (t as u32, 1));
-    };
-    for (layer, &first) in layer_slots.iter().enumerate() {
+    rec.push(embed_kernel, embed, Some(0), (groups_for(d).0, t));
+    for (layer, &first) in m.layer_slots.iter().enumerate() {
         let lv = &v.layers[layer];
         let [in_proj, x_proj, dt_proj, out_proj] = [first, first + 1, first + 2, first + 3];
-        norm(rec, lv.ssm_norm);
-        rec.matmul(in_proj, rows(2 * di, d, a.xn, a.xz));
+        rec.push(&k.rmsnorm, norm_args(c, a.x, a.xn, lv.ssm_norm, rows), None, (t, 1));
+        rec.project(in_proj, rows, rows.linear((2 * di, d), a.xn, a.xz));
         let conv = ConvArgs {
             channels: di as u32,
             k: c.d_conv as u32,
-            x_off: at(a.xz) as u32,
+            x_off: rows.at(a.xz) as u32,
             tail_off: a.tail[layer] as u32,
-            y_off: at(a.u) as u32,
+            y_off: rows.at(a.u) as u32,
             w_off: lv.conv_w as u32,
             b_off: lv.conv_b as u32,
-            tokens: t as u32,
-            x_stride: w as u32,
-            y_stride: w as u32,
+            tokens: t,
+            x_stride: w,
+            y_stride: w,
         };
         rec.push(&k.conv, conv, None, groups_for(di));
-        rec.matmul(x_proj, rows(r + 2 * n, di, a.u, a.bc));
-        rec.matmul(dt_proj, rows(di, r, a.bc, a.dt));
+        rec.project(x_proj, rows, rows.linear((r + 2 * n, di), a.u, a.bc));
+        rec.project(dt_proj, rows, rows.linear((di, r), a.bc, a.dt));
         let scan = ScanArgs {
             channels: di as u32,
             n: n as u32,
-            u_off: at(a.u) as u32,
-            dt_off: at(a.dt) as u32,
-            b_off: (at(a.bc) + r) as u32,
-            z_off: (at(a.xz) + di) as u32,
+            u_off: rows.at(a.u) as u32,
+            dt_off: rows.at(a.dt) as u32,
+            b_off: (rows.at(a.bc) + r) as u32,
+            z_off: (rows.at(a.xz) + di) as u32,
             h_off: a.h[layer] as u32,
-            y_off: at(a.y) as u32,
+            y_off: rows.at(a.y) as u32,
             dt_b_off: lv.dt_b as u32,
             a_log_off: lv.a_log as u32,
             d_skip_off: lv.d_skip as u32,
-            tokens: t as u32,
-            in_stride: w as u32,
-            out_stride: w as u32,
+            tokens: t,
+            in_stride: w,
+            out_stride: w,
         };
         rec.push(&k.scan, scan, None, groups_for(di));
-        rec.matmul(out_proj, rows(d, di, a.y, a.x).accumulating());
+        rec.project(out_proj, rows, rows.linear((d, di), a.y, a.x).accumulating());
 
-        norm(rec, lv.ffn_norm);
+        rec.push(&k.rmsnorm, norm_args(c, a.x, a.xn, lv.ffn_norm, rows), None, (t, 1));
         let swiglu = SwigluArgs {
             n: f as u32,
-            a_off: at(a.ffn_a) as u32,
-            b_off: at(a.ffn_b) as u32,
-            tokens: t as u32,
-            stride: w as u32,
+            a_off: rows.at(a.ffn_a) as u32,
+            b_off: rows.at(a.ffn_b) as u32,
+            tokens: t,
+            stride: w,
         };
-        let swiglu_groups = (groups_for(f).0, t as u32);
+        let swiglu_groups = (groups_for(f).0, t);
+        let w1 = rows.linear((f, d), a.xn, a.ffn_a);
+        let w3 = rows.linear((f, d), a.xn, a.ffn_b);
+        let w2 = rows.linear((d, f), a.ffn_a, a.x).accumulating();
         if c.is_moe(layer) {
             let (router, w1s, w3s, w2s) = (first + 4, first + 5, first + 6, first + 7);
             let e = c.n_experts;
-            rec.matmul(router, rows(e, d, a.xn, a.router));
+            rec.project(router, rows, rows.linear((e, d), a.xn, a.router));
             let (base, stride) = (l.route_base(c, layer), l.trace_stride);
             let route = RouteArgs {
                 experts: e as u32,
                 k: c.top_k as u32,
-                logits_off: at(a.router) as u32,
+                logits_off: rows.at(a.router) as u32,
                 route_base: base as u32,
                 route_stride: stride as u32,
-                stride: w as u32,
+                stride: w,
             };
-            rec.push(&k.route, route, None, (t as u32, 1));
-            // Each token's slot-j expert, one matvec per token (the y axis).
-            let per_token = |rows: usize, cols: usize, x: usize, y: usize| LinearArgs {
-                tokens: t as u32,
-                x_stride: w as u32,
-                y_stride: w as u32,
-                ..LinearArgs::matvec(rows, cols, at(x), at(y))
-            };
+            rec.push(&k.route, route, None, (t, 1));
             for slot in 0..c.top_k {
-                rec.linear_tokens(w1s, per_token(f, d, a.xn, a.ffn_a).routed(slot, base, stride, false));
-                rec.linear_tokens(w3s, per_token(f, d, a.xn, a.ffn_b).routed(slot, base, stride, false));
+                rec.expert(w1s, rows, w1.routed(slot, base, stride, false));
+                rec.expert(w3s, rows, w3.routed(slot, base, stride, false));
                 rec.push(&k.swiglu, swiglu, None, swiglu_groups);
-                let down = per_token(d, f, a.ffn_a, a.x).accumulating();
-                rec.linear_tokens(w2s, down.routed(slot, base, stride, true));
+                rec.expert(w2s, rows, w2.routed(slot, base, stride, true));
             }
         } else {
             let (w1i, w3i, w2i) = (first + 4, first + 5, first + 6);
-            rec.matmul(w1i, rows(f, d, a.xn, a.ffn_a));
-            rec.matmul(w3i, rows(f, d, a.xn, a.ffn_b));
+            rec.project(w1i, rows, w1);
+            rec.project(w3i, rows, w3);
             rec.push(&k.swiglu, swiglu, None, swiglu_groups);
-            rec.matmul(w2i, rows(d, f, a.ffn_a, a.x).accumulating());
+            rec.project(w2i, rows, w2);
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::gpu::args::{uniform, Layout};
+
 /// Which f32 buffer a GEMM operand lives in (gemm.wgsl `load`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -51,21 +53,29 @@ pub enum Write {
     Residual(usize, usize),
 }
 
-/// gemm.wgsl `Gemm`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct GemmArgs {
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub a: [u32; 4],
-    pub b: [u32; 4],
-    pub c_buf: u32,
-    pub c_off: u32,
-    pub c_rs: u32,
-    pub mode: u32,
-    pub r_off: u32,
-    pub r_rs: u32,
+uniform! {
+    "train/gemm.wgsl" Gemm,
+    /// gemm.wgsl `Gemm`.
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct GemmArgs {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub a_buf: u32,
+        pub a_off: u32,
+        pub a_rs: u32,
+        pub a_cs: u32,
+        pub b_buf: u32,
+        pub b_off: u32,
+        pub b_rs: u32,
+        pub b_cs: u32,
+        pub c_buf: u32,
+        pub c_off: u32,
+        pub c_rs: u32,
+        pub mode: u32,
+        pub r_off: u32,
+        pub r_rs: u32,
+    }
 }
 
 impl GemmArgs {
@@ -77,7 +87,6 @@ impl GemmArgs {
         c: (Buf, usize, usize),
         write: Write,
     ) -> GemmArgs {
-        let op = |o: Operand| [o.buf as u32, o.off as u32, o.rs as u32, o.cs as u32];
         let (mode, r_off, r_rs) = match write {
             Write::Set => (0, 0, 0),
             Write::Add => (1, 0, 0),
@@ -87,8 +96,14 @@ impl GemmArgs {
             m: m as u32,
             n: n as u32,
             k: k as u32,
-            a: op(a),
-            b: op(b),
+            a_buf: a.buf as u32,
+            a_off: a.off as u32,
+            a_rs: a.rs as u32,
+            a_cs: a.cs as u32,
+            b_buf: b.buf as u32,
+            b_off: b.off as u32,
+            b_rs: b.rs as u32,
+            b_cs: b.cs as u32,
             c_buf: c.0 as u32,
             c_off: c.1 as u32,
             c_rs: c.2 as u32,
@@ -99,56 +114,60 @@ impl GemmArgs {
     }
 }
 
-/// norm.wgsl `Norm`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct NormArgs {
-    pub rows: u32,
-    pub d: u32,
-    pub x_off: u32,
-    pub y_off: u32,
-    pub rstd_off: u32,
-    pub w_off: u32,
-    pub dy_off: u32,
-    pub dx_off: u32,
-    pub gw_off: u32,
-    pub accumulate: u32,
+uniform! {
+    "train/norm.wgsl" Norm,
+    /// norm.wgsl `Norm`.
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct NormArgs {
+        pub rows: u32,
+        pub d: u32,
+        pub x_off: u32,
+        pub y_off: u32,
+        pub rstd_off: u32,
+        pub w_off: u32,
+        pub dy_off: u32,
+        pub dx_off: u32,
+        pub gw_off: u32,
+        pub accumulate: u32,
+    }
 }
 
-/// ssm.wgsl `Ssm`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SsmArgs {
-    pub batch: u32,
-    pub t: u32,
-    pub di: u32,
-    pub n: u32,
-    pub k: u32,
-    pub xz_off: u32,
-    pub conv_off: u32,
-    pub u_off: u32,
-    pub dt_off: u32,
-    pub bc_off: u32,
-    pub xo: u32,
-    pub b_col: u32,
-    pub y_off: u32,
-    pub conv_w: u32,
-    pub conv_b: u32,
-    pub a_log: u32,
-    pub d_skip: u32,
-    pub dxz_off: u32,
-    pub du_off: u32,
-    pub ddt_off: u32,
-    pub dy_off: u32,
-    pub dbc_off: u32,
-    pub g_conv_w: u32,
-    pub g_conv_b: u32,
-    pub g_a_log: u32,
-    pub g_d_skip: u32,
-    pub mode: u32,
+uniform! {
+    "train/ssm.wgsl" Ssm,
+    /// ssm.wgsl `Ssm`.
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct SsmArgs {
+        pub batch: u32,
+        pub t: u32,
+        pub di: u32,
+        pub n: u32,
+        pub k: u32,
+        pub xz_off: u32,
+        pub conv_off: u32,
+        pub u_off: u32,
+        pub dt_off: u32,
+        pub bc_off: u32,
+        pub xo: u32,
+        pub b_col: u32,
+        pub y_off: u32,
+        pub conv_w: u32,
+        pub conv_b: u32,
+        pub a_log: u32,
+        pub d_skip: u32,
+        pub dxz_off: u32,
+        pub du_off: u32,
+        pub ddt_off: u32,
+        pub dy_off: u32,
+        pub dbc_off: u32,
+        pub g_conv_w: u32,
+        pub g_conv_b: u32,
+        pub g_a_log: u32,
+        pub g_d_skip: u32,
+        pub mode: u32,
+    }
 }
 
-/// pointwise.wgsl `op` values.
+/// pointwise.wgsl `op` values (its `OP_…` constants; tests/shaders.rs checks both sides).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Op {
@@ -163,100 +182,159 @@ pub enum Op {
     Copy = 8,
 }
 
-/// pointwise.wgsl `Pointwise`: operands a..e as (offset, row stride).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct PointwiseArgs {
-    pub rows: u32,
-    pub cols: u32,
-    pub op: u32,
-    pub operands: [[u32; 2]; 5],
-    pub bias_off: u32,
-    pub g_off: u32,
-}
+impl Op {
+    pub const ALL: [Op; 9] = [
+        Op::Dt,
+        Op::Gate,
+        Op::GateBack,
+        Op::DtBack,
+        Op::Swiglu,
+        Op::SwigluBack,
+        Op::RowAxpy,
+        Op::RowScale,
+        Op::Copy,
+    ];
 
-impl PointwiseArgs {
-    pub fn new(op: Op, (rows, cols): (usize, usize), operands: &[(usize, usize)]) -> PointwiseArgs {
-        let mut args = PointwiseArgs {
-            rows: rows as u32,
-            cols: cols as u32,
-            op: op as u32,
-            ..Default::default()
-        };
-        for (dst, &(off, rs)) in args.operands.iter_mut().zip(operands) {
-            *dst = [off as u32, rs as u32];
+    /// The name of its constant in pointwise.wgsl.
+    pub fn wgsl_name(self) -> &'static str {
+        match self {
+            Op::Dt => "OP_DT",
+            Op::Gate => "OP_GATE",
+            Op::GateBack => "OP_GATE_BACK",
+            Op::DtBack => "OP_DT_BACK",
+            Op::Swiglu => "OP_SWIGLU",
+            Op::SwigluBack => "OP_SWIGLU_BACK",
+            Op::RowAxpy => "OP_ROW_AXPY",
+            Op::RowScale => "OP_ROW_SCALE",
+            Op::Copy => "OP_COPY",
         }
-        args
     }
 }
 
-/// moe.wgsl `Route`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct RouteArgs {
-    pub rows: u32,
-    pub e: u32,
-    pub k: u32,
-    pub probs_off: u32,
-    pub w_off: u32,
-    pub experts_off: u32,
-    pub counts_off: u32,
-    pub report_off: u32,
-    pub aux_weight: f32,
-    pub dw_off: u32,
-    pub dlogits_off: u32,
-    pub aux_scale: f32,
-    pub d: u32,
-    pub expert: u32,
-    pub dout_off: u32,
-    pub out_off: u32,
+uniform! {
+    "train/pointwise.wgsl" Pointwise,
+    /// pointwise.wgsl `Pointwise`: operands a..e as (offset, row stride).
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct PointwiseArgs {
+        pub rows: u32,
+        pub cols: u32,
+        pub op: u32,
+        pub a_off: u32,
+        pub a_rs: u32,
+        pub b_off: u32,
+        pub b_rs: u32,
+        pub c_off: u32,
+        pub c_rs: u32,
+        pub d_off: u32,
+        pub d_rs: u32,
+        pub e_off: u32,
+        pub e_rs: u32,
+        pub bias_off: u32,
+        pub g_off: u32,
+    }
 }
 
-/// loss.wgsl `Loss`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct LossArgs {
-    pub rows: u32,
-    pub t: u32,
-    pub v: u32,
-    pub logits_off: u32,
-    pub teacher_off: u32,
-    pub tokens_off: u32,
-    pub rowloss_off: u32,
-    pub distill: u32,
-    pub ce_scale: f32,
-    pub kl_scale: f32,
-    pub tau: f32,
-    pub report_off: u32,
-    pub ce_weight: f32,
-    pub kl_weight: f32,
+impl PointwiseArgs {
+    /// Operands a, b, … in order as (offset, row stride); those not given are 0.
+    pub fn new(op: Op, (rows, cols): (usize, usize), operands: &[(usize, usize)]) -> PointwiseArgs {
+        let mut o = [[0u32; 2]; 5];
+        for (dst, &(off, rs)) in o.iter_mut().zip(operands) {
+            *dst = [off as u32, rs as u32];
+        }
+        PointwiseArgs {
+            rows: rows as u32,
+            cols: cols as u32,
+            op: op as u32,
+            a_off: o[0][0],
+            a_rs: o[0][1],
+            b_off: o[1][0],
+            b_rs: o[1][1],
+            c_off: o[2][0],
+            c_rs: o[2][1],
+            d_off: o[3][0],
+            d_rs: o[3][1],
+            e_off: o[4][0],
+            e_rs: o[4][1],
+            ..Default::default()
+        }
+    }
 }
 
-/// embed.wgsl `Embed`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct EmbedArgs {
-    pub rows: u32,
-    pub d: u32,
-    pub tokens_off: u32,
-    pub table_off: u32,
-    pub x_off: u32,
-    pub g_off: u32,
+uniform! {
+    "train/moe.wgsl" Route,
+    /// moe.wgsl `Route`.
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct RouteArgs {
+        pub rows: u32,
+        pub e: u32,
+        pub k: u32,
+        pub probs_off: u32,
+        pub w_off: u32,
+        pub experts_off: u32,
+        pub counts_off: u32,
+        pub report_off: u32,
+        pub aux_weight: f32,
+        pub dw_off: u32,
+        pub dlogits_off: u32,
+        pub aux_scale: f32,
+        pub d: u32,
+        pub expert: u32,
+        pub dout_off: u32,
+        pub out_off: u32,
+    }
 }
 
-/// adamw.wgsl `Adam`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct AdamArgs {
-    pub len: u32,
-    pub off: u32,
-    pub report_off: u32,
-    pub partial_off: u32,
-    pub decay: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub clip: f32,
+uniform! {
+    "train/loss.wgsl" Loss,
+    /// loss.wgsl `Loss`.
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct LossArgs {
+        pub rows: u32,
+        pub t: u32,
+        pub v: u32,
+        pub logits_off: u32,
+        pub teacher_off: u32,
+        pub tokens_off: u32,
+        pub rowloss_off: u32,
+        pub distill: u32,
+        pub ce_scale: f32,
+        pub kl_scale: f32,
+        pub tau: f32,
+        pub report_off: u32,
+        pub ce_weight: f32,
+        pub kl_weight: f32,
+    }
+}
+
+uniform! {
+    "train/embed.wgsl" Embed,
+    /// embed.wgsl `Embed`.
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct EmbedArgs {
+        pub rows: u32,
+        pub d: u32,
+        pub tokens_off: u32,
+        pub table_off: u32,
+        pub x_off: u32,
+        pub g_off: u32,
+    }
+}
+
+uniform! {
+    "train/adamw.wgsl" Adam,
+    /// adamw.wgsl `Adam`.
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct AdamArgs {
+        pub len: u32,
+        pub off: u32,
+        pub report_off: u32,
+        pub partial_off: u32,
+        pub decay: f32,
+        pub beta1: f32,
+        pub beta2: f32,
+        pub eps: f32,
+        pub clip: f32,
+    }
 }
 
 /// adamw.wgsl: the report's slots and the number of partial sums of the norm.
@@ -279,3 +357,15 @@ pub fn groups_2d(items: usize, wg: usize) -> (u32, u32) {
     let x = groups.min(65_535);
     (x, groups.div_ceil(x))
 }
+
+/// Every training kernel's uniform block, for the layout test.
+pub const LAYOUTS: [Layout; 8] = [
+    GemmArgs::LAYOUT,
+    NormArgs::LAYOUT,
+    SsmArgs::LAYOUT,
+    PointwiseArgs::LAYOUT,
+    RouteArgs::LAYOUT,
+    LossArgs::LAYOUT,
+    EmbedArgs::LAYOUT,
+    AdamArgs::LAYOUT,
+];

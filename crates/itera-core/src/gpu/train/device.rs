@@ -3,7 +3,7 @@
 
 use super::kernels::TrainBuffers;
 use super::layout::ActLayout;
-use super::record::{Recorder, Slots, UNIFORM_SLOT};
+use super::record::{Slots, TrainRecorder};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::Gpu;
@@ -33,7 +33,7 @@ impl OnDevice {
         w: &Weights,
         layout: &ActLayout,
         trained: bool,
-        rec: &Recorder,
+        rec: &TrainRecorder,
         cuts: &[usize],
     ) -> Result<OnDevice> {
         use wgpu::BufferUsages as U;
@@ -54,12 +54,8 @@ impl OnDevice {
         let states: Vec<wgpu::Buffer> = (0..c.n_layers)
             .map(|_| gpu.buffer("train states", state_len, U::STORAGE))
             .collect();
-        let uniforms = gpu.buffer_init("train uniform blocks", &rec.uniform_bytes, U::UNIFORM)?;
-        let mut segments = vec![Vec::new()];
-        for (i, &(kernel, slot, slots, groups)) in rec.specs.iter().enumerate() {
-            if cuts.contains(&i) {
-                segments.push(Vec::new());
-            }
+        let uniforms = gpu.buffer_init("train uniform blocks", &rec.rec.uniform_bytes, U::UNIFORM)?;
+        let dispatches = rec.rec.bind(gpu, &uniforms, |_, slots, uniform| {
             let (slot4, slot5) = match (slots, &moments) {
                 (Slots::States(layer), _) => (&ints, &states[layer]),
                 (Slots::Moments, Some([m, v])) => (m, v),
@@ -72,18 +68,14 @@ impl OnDevice {
                 ints: slot4,
                 states: slot5,
             };
-            let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &uniforms,
-                offset: slot,
-                size: wgpu::BufferSize::new(UNIFORM_SLOT),
-            });
-            let bind_group = gpu.bind_group(gpu.kernels.layout(kernel.signature), &buffers.resources(uniform));
-            segments.last_mut().expect("one segment at least").push(Dispatch {
-                label: kernel.label,
-                pipeline: kernel.pipeline.clone(),
-                bind_group,
-                groups,
-            });
+            Ok(buffers.resources(uniform))
+        })?;
+        let mut segments: Vec<Vec<Dispatch>> = vec![Vec::new()];
+        for (i, d) in dispatches.into_iter().enumerate() {
+            if cuts.contains(&i) {
+                segments.push(Vec::new());
+            }
+            segments.last_mut().expect("one segment at least").push(d);
         }
         Ok(OnDevice {
             params,

@@ -1,7 +1,7 @@
 //! The training pipelines (shaders/train/), built on first use so that inference — the page's
 //! WebGPU setup above all — never compiles them.
 
-use crate::gpu::kernels::{Kernel, Kernels, Signature};
+use crate::gpu::kernels::{with_activations, Kernel, Kernels, Signature};
 
 pub struct TrainKernels {
     pub gemm: Kernel,
@@ -39,8 +39,14 @@ impl TrainKernels {
         };
         let gemm = module("gemm", include_str!("../../../../../shaders/train/gemm.wgsl"));
         let norm = module("train norm", include_str!("../../../../../shaders/train/norm.wgsl"));
-        let ssm = module("train ssm", include_str!("../../../../../shaders/train/ssm.wgsl"));
-        let pointwise = module("pointwise", include_str!("../../../../../shaders/train/pointwise.wgsl"));
+        let ssm = module(
+            "train ssm",
+            &with_activations(include_str!("../../../../../shaders/train/ssm.wgsl")),
+        );
+        let pointwise = module(
+            "pointwise",
+            &with_activations(include_str!("../../../../../shaders/train/pointwise.wgsl")),
+        );
         let moe = module("train moe", include_str!("../../../../../shaders/train/moe.wgsl"));
         let loss = module("loss", include_str!("../../../../../shaders/train/loss.wgsl"));
         let embed = module("train embed", include_str!("../../../../../shaders/train/embed.wgsl"));
@@ -84,8 +90,8 @@ pub(crate) struct TrainBuffers<'a> {
     pub states: &'a wgpu::Buffer,
 }
 
-impl TrainBuffers<'_> {
-    pub fn resources<'a>(&'a self, uniform: wgpu::BindingResource<'a>) -> Vec<wgpu::BindingResource<'a>> {
+impl<'a> TrainBuffers<'a> {
+    pub fn resources(self, uniform: wgpu::BindingResource<'a>) -> Vec<wgpu::BindingResource<'a>> {
         vec![
             uniform,
             self.params.as_entire_binding(),

@@ -36,7 +36,7 @@ use crate::weights::{Grads, Weights};
 use args::{report, AdamArgs};
 use device::OnDevice;
 use layout::{ActLayout, ParamLayout};
-use record::{MicroBatch, Recorder};
+use record::{MicroBatch, TrainRecorder};
 
 pub struct GpuTrainer {
     pub config: StepConfig,
@@ -156,14 +156,14 @@ impl GpuTrainer {
         };
 
         // The student: per micro-batch forward + loss + backward, then the optimiser.
-        let mut rec = Recorder::new(kernels, c, &w.table, &plan, &layout);
+        let mut rec = TrainRecorder::new(kernels, c, &w.table, &plan, &layout);
         let mut cuts = Vec::new();
         for i in 0..micro {
             let mb = micro_batch(i, &layout);
             rec.forward(mb);
             rec.loss(mb);
             rec.backward(mb);
-            cuts.push(rec.specs.len());
+            cuts.push(rec.len());
         }
         rec.optimizer(AdamArgs {
             decay: config.weight_decay,
@@ -180,11 +180,11 @@ impl GpuTrainer {
             Some(tw) => {
                 let tl = ActLayout::new(&tw.config, seqs, t, micro, false);
                 let tp = ParamLayout::new(&tw.table);
-                let mut rec = Recorder::new(kernels, &tw.config, &tw.table, &tp, &tl);
+                let mut rec = TrainRecorder::new(kernels, &tw.config, &tw.table, &tp, &tl);
                 let mut cuts = Vec::new();
                 for i in 0..micro {
                     rec.forward(micro_batch(i, &tl));
-                    cuts.push(rec.specs.len());
+                    cuts.push(rec.len());
                 }
                 cuts.pop();
                 Some((OnDevice::new(gpu, tw, &tl, false, &rec, &cuts)?, tl.logits))

@@ -8,12 +8,10 @@ use super::kernels::TrainKernels;
 use super::layout::{ActLayout, LayerActs, ParamLayout};
 use crate::config::Config;
 use crate::gpu::args::{groups_for, groups_per_row};
+use crate::gpu::dispatch::Recorder;
 use crate::gpu::kernels::Kernel;
 use crate::model::LossWeights;
 use crate::params::{FfnParams, LayerParams, ParamKind, ParamTable, SwigluParams};
-
-/// Uniform blocks sit at multiples of WebGPU's minimum uniform offset alignment.
-pub const UNIFORM_SLOT: u64 = 256;
 
 /// What a dispatch binds in the two slots after the activations: the ids and one layer's SSM
 /// states (every kernel but AdamW), or AdamW's two moments.
@@ -23,13 +21,10 @@ pub(crate) enum Slots {
     Moments,
 }
 
-/// A dispatch before its bind group exists: kernel, uniform slot, what it binds, workgroups.
-pub(crate) type Spec<'k> = (&'k Kernel, u64, Slots, (u32, u32));
-
-pub(crate) struct Recorder<'k> {
+/// The training step's dispatches, recorded with the model's layouts at hand.
+pub(crate) struct TrainRecorder<'k> {
     k: &'k TrainKernels,
-    pub uniform_bytes: Vec<u8>,
-    pub specs: Vec<Spec<'k>>,
+    pub rec: Recorder<'k, Slots>,
     c: &'k Config,
     table: &'k ParamTable,
     params: &'k ParamLayout,
@@ -48,18 +43,17 @@ pub(crate) struct MicroBatch {
     pub distill: bool,
 }
 
-impl<'k> Recorder<'k> {
+impl<'k> TrainRecorder<'k> {
     pub fn new(
         k: &'k TrainKernels,
         c: &'k Config,
         table: &'k ParamTable,
         params: &'k ParamLayout,
         a: &'k ActLayout,
-    ) -> Recorder<'k> {
-        Recorder {
+    ) -> TrainRecorder<'k> {
+        TrainRecorder {
             k,
-            uniform_bytes: Vec::new(),
-            specs: Vec::new(),
+            rec: Recorder::new(),
             c,
             table,
             params,
@@ -69,10 +63,12 @@ impl<'k> Recorder<'k> {
     }
 
     fn push<A: bytemuck::Pod>(&mut self, kernel: &'k Kernel, args: A, groups: (u32, u32)) {
-        let slot = self.uniform_bytes.len() as u64;
-        self.uniform_bytes.extend_from_slice(bytemuck::bytes_of(&args));
-        self.uniform_bytes.resize((slot + UNIFORM_SLOT) as usize, 0);
-        self.specs.push((kernel, slot, self.slots, groups));
+        self.rec.push(kernel, args, self.slots, groups);
+    }
+
+    /// Dispatches recorded so far.
+    pub fn len(&self) -> usize {
+        self.rec.specs.len()
     }
 
     fn p(&self, slot: usize) -> usize {
