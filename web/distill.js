@@ -139,7 +139,8 @@ export function setupDistill(app) {
   }
 
   // ---- the job ----------------------------------------------------------------------------
-  const sampleRequest = () => ({ prompt: $('ds-prompt').value, max_tokens: 60, temperature: 0.8, top_p: 0.9, seed: 1, stop_at_end_of_text: true });
+  // A sample story after each evaluation: the core's sampling defaults, 60 tokens, seed 1.
+  const sampleRequest = () => ({ ...app.generationDefaults(), prompt: $('ds-prompt').value, max_tokens: 60, seed: 1 });
   const workers = () => Number($('ds-workers').value) || 1;
   const visitorTexts = () => ($('ds-text').value.trim() ? [{ name: 'your text', text: $('ds-text').value }] : []);
 

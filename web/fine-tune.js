@@ -88,7 +88,8 @@ export function setupFineTune(app) {
   }
 
   // ---- jobs -------------------------------------------------------------------------------
-  const sampleRequest = () => ({ prompt: $('ft-prompt').value, max_tokens: 60, temperature: 0.8, top_p: 0.9, seed: 1, stop_at_end_of_text: true });
+  // A sample story after each evaluation: the core's sampling defaults, 60 tokens, seed 1.
+  const sampleRequest = () => ({ ...app.generationDefaults(), prompt: $('ft-prompt').value, max_tokens: 60, seed: 1 });
   const workers = () => Number($('ft-workers').value) || 1;
 
   async function start() {

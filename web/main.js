@@ -25,6 +25,7 @@ const { call, rpc } = connect(() => new Worker(new URL('./worker.js', import.met
 // ---- state ------------------------------------------------------------------------------
 const state = {
   manifest: { default: null, models: [] },
+  requestDefaults: null, // the core's, once the model worker's wasm is up
   current: null,
   loaded: new Map(), // key → load info
   // Models that are not files on the server: key → weight file bytes (a local file, a
@@ -513,6 +514,8 @@ function fineTuneApp(showTab) {
     params: (key) => state.loaded.get(key)?.info.params ?? shippedModel(familyOf(key))?.parameters?.total ?? null,
     // The model the page opens with (the manifest's default).
     defaultModel: () => state.manifest.default,
+    // The core's generation request defaults (temperature, top-p, …; generation_defaults).
+    generationDefaults: () => state.requestDefaults,
   };
 }
 
@@ -575,6 +578,7 @@ async function main() {
   const tStart = performance.now();
   const l = await selectModel(manifest.default); // downloads while the wasm compiles
   const ready = await init;
+  state.requestDefaults = ready.generation.request;
   fillGenerateSettings(ready.generation);
   state.timings.wasmMs = ready.wasmMs;
   const tModel = performance.now();
