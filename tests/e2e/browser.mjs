@@ -19,7 +19,11 @@ export async function open(args, name) {
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
-  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+  // A navigation the test makes aborts what the previous page still had in flight (say, a
+  // worker revalidating its kept tokenizer): net::ERR_ABORTED is that, not a failure.
+  page.on('requestfailed', (r) => {
+    if (r.failure()?.errorText !== 'net::ERR_ABORTED') problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
+  });
   console.log(`[${name}]`);
   return { browser, page, problems };
 }

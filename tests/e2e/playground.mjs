@@ -2,16 +2,17 @@
 // playwright-core: open the page served by `cargo xtask serve`, watch the first story stream
 // in, reload (warm cache), compare f32 with q8, run the benchmark, check the charts and the
 // routing heatmap draw, and check the CPU fallback note with WebGPU unavailable.
-// Usage: node tests/e2e/playground.mjs URL OUT_DIR [static-site]   (screenshots + results.json
-// in OUT_DIR). With `static-site`, URL is the folder of `cargo xtask build-web --out` under a
-// sub-path of a plain static file server: no COOP/COEP, so the page is not cross-origin
-// isolated and Stop reaches the generation as a message.
+// Usage: node tests/e2e/playground.mjs URL OUT_DIR [static-site SITE_DIR]   (screenshots +
+// results.json in OUT_DIR). With `static-site`, URL is SITE_DIR (`cargo xtask build-web --out`)
+// under a sub-path of a plain static file server: no COOP/COEP, so the page is not
+// cross-origin isolated and Stop reaches the generation as a message; and a model file
+// republished under its old name is loaded anew, not from the copy the page kept.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { BASE_FLAGS, NO_WEBGPU_FLAGS, WEBGPU_FLAGS, open, step } from './browser.mjs';
 
-const [url, outDir, mode] = process.argv.slice(2);
+const [url, outDir, mode, siteDir] = process.argv.slice(2);
 const staticSite = mode === 'static-site';
 if (!url || !outDir) throw new Error('usage: playground.mjs URL OUT_DIR');
 mkdirSync(outDir, { recursive: true });
@@ -224,6 +225,23 @@ async function inkedPixels(page, selector) {
   assert.match(note, /WebGPU is not available.*CPU/, note);
   await page.screenshot({ path: `${outDir}/cpu-fallback.png`, fullPage: true });
   step(`CPU fallback note shown; first token ${story.ms.toFixed(0)} ms`);
+  if (staticSite) {
+    // Republish the default model's file with other weights (itera-micro q8's): the kept copy
+    // is revalidated with the host, so the reload loads the new file.
+    const { copyFileSync, readFileSync, writeFileSync: write } = await import('node:fs');
+    const file = `${siteDir}/weights/itera-tiny-q8.safetensors`;
+    const original = readFileSync(file);
+    await new Promise((r) => setTimeout(r, 1100)); // a later Last-Modified (whole seconds)
+    copyFileSync(`${siteDir}/weights/itera-micro-q8.safetensors`, file);
+    try {
+      const again = await firstStory(page);
+      assert.equal(again.fromCache, false, 'a republished file is downloaded again');
+      assert.match(await page.textContent('#model-meta'), /0\.26M parameters/, 'and it is the new file');
+      step('a model file republished under its old name is loaded anew (not the kept copy)');
+    } finally {
+      write(file, original);
+    }
+  }
   assert.deepEqual(problems, []);
   results.noWebGpuFirstTokenMs = story.ms;
   await browser.close();

@@ -160,15 +160,12 @@ fn static_site_end_to_end() -> Result<()> {
     let out = root.join("target/e2e/static-site");
     let result = if up {
         let url = format!("http://127.0.0.1:{port}/itera/");
-        sh(
-            "node",
-            &[
-                "tests/e2e/playground.mjs",
-                &url,
-                out.to_str().context("UTF-8 path")?,
-                "static-site",
-            ],
-        )
+        let site = served.join("itera");
+        let (out, site) = (
+            out.to_str().context("UTF-8 path")?,
+            site.to_str().context("UTF-8 path")?,
+        );
+        sh("node", &["tests/e2e/playground.mjs", &url, out, "static-site", site])
     } else {
         Err(anyhow::anyhow!("the static server did not start on port {port}"))
     };
