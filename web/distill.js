@@ -159,26 +159,25 @@ export function setupDistill(app) {
     setButtons();
     $('ds-corpus').replaceChildren();
     $('ds-saved').hidden = true;
+    let written;
     try {
-      const written = await t.call('writeCorpus', { teacher, settings: corpus, workers: workers() }, (ev) => { if (ev.type === 'story') addStory(ev); }).promise;
-      if (!written.complete) {
-        view.setState('paused');
-        view.status(`Corpus paused at ${written.stories} stories (${fmtInt(written.tokens)} teacher tokens); Start continues it.`);
-        setButtons();
-        return;
-      }
-      if (written.stories === 0) throw new Error('the teacher wrote no stories: the corpus cannot be made with these settings');
-      $('ds-corpus-status').textContent = `${written.stories} stories, ${fmtInt(written.tokens)} teacher tokens: complete`;
-      view.setState('starting');
-      view.status('Starting the distillation…');
-      const r = await t.rpc('startDistill', { student, teacher, corpus: written.text, texts: visitorTexts(), settings, sample: sampleRequest(), corpusSettings: corpus });
-      view.show(r);
+      written = await t.call('writeCorpus', { teacher, settings: corpus, workers: workers() }, (ev) => { if (ev.type === 'story') addStory(ev); }).promise;
     } catch (e) {
       view.notStarted(e);
-      setButtons();
       return;
     }
-    await runView();
+    if (!written.complete) {
+      view.setState('paused');
+      view.status(`Corpus paused at ${written.stories} stories (${fmtInt(written.tokens)} teacher tokens); Start continues it.`);
+      return;
+    }
+    if (written.stories === 0) {
+      view.notStarted(new Error('the teacher wrote no stories: the corpus cannot be made with these settings'));
+      return;
+    }
+    $('ds-corpus-status').textContent = `${written.stories} stories, ${fmtInt(written.tokens)} teacher tokens: complete`;
+    const begin = () => t.rpc('startDistill', { student, teacher, corpus: written.text, texts: visitorTexts(), settings, sample: sampleRequest(), corpusSettings: corpus });
+    if (await view.start('Starting the distillation…', begin)) await runView();
   }
 
   async function runView() {

@@ -101,17 +101,8 @@ export function setupFineTune(app) {
     const settings = readSettings(form, t.defaults.defaults);
     settings.shards = Math.min(workers(), MAX_WORKERS, Number(settings.batch) || 1);
     const baseKey = $('ft-base').value;
-    view.setState('starting');
-    setButtons();
-    view.status(`Starting a fine-tune of ${baseKey}…`);
-    try {
-      view.show(await t.rpc('start', { base: app.source(baseKey), texts: given, settings, sample: sampleRequest() }));
-    } catch (e) {
-      view.notStarted(e);
-      setButtons();
-      return;
-    }
-    await runView();
+    const begin = () => t.rpc('start', { base: app.source(baseKey), texts: given, settings, sample: sampleRequest() });
+    if (await view.start(`Starting a fine-tune of ${baseKey}…`, begin)) await runView();
   }
 
   async function runView() {

@@ -274,6 +274,20 @@ export class JobView {
     this.resetCurves(r.history, [...new Set(r.history.evals.map((e) => e.name))]);
   }
 
+  // Starts a job: says `what` while `begin()` (the worker's start call) runs, then shows the
+  // job; one that could not start says why. Resolves to whether it started.
+  async start(what, begin) {
+    this.setState('starting');
+    this.status(what);
+    try {
+      this.show(await begin());
+      return true;
+    } catch (e) {
+      this.notStarted(e);
+      return false;
+    }
+  }
+
   // A job that could not start: says why, and the form stays as it was.
   notStarted(e) {
     this.setState('failed');
