@@ -140,9 +140,6 @@ impl Sampler {
     /// their lanes): the rest add nothing to any later probe, and adding 0 changes no sum, so
     /// dropping them keeps every sum exact while the work halves as the search climbs.
     fn top_p_threshold(&mut self, floor: f32, top_p: f32) -> f32 {
-        let goal = top_p * kept_mass(&self.q, floor);
-        self.candidates.clear();
-        self.candidates.extend(self.q.iter().copied().filter(|&v| v > floor));
         self.active.clear();
         self.active.extend(
             self.q
@@ -151,17 +148,14 @@ impl Sampler {
                 .filter(|(_, &v)| v >= floor)
                 .map(|(i, &v)| (i as u8, v)),
         );
+        let goal = top_p * kept_mass(&self.active, floor);
+        self.candidates.clear();
+        self.candidates.extend(self.q.iter().copied().filter(|&v| v > floor));
         let (mut best, mut rest) = (floor, &mut self.candidates[..]);
         while !rest.is_empty() {
             let mid = rest.len() / 2;
             let (below, &mut pivot, above) = rest.select_nth_unstable_by(mid, f32::total_cmp);
-            let mut lanes = [0.0f32; LANES];
-            for &(lane, v) in &self.active {
-                if v >= pivot {
-                    lanes[lane as usize] += v;
-                }
-            }
-            if crate::kernels::reduce(lanes) >= goal {
+            if kept_mass(&self.active, pivot) >= goal {
                 best = pivot;
                 rest = above;
                 self.active.retain(|&(_, v)| v >= pivot);
@@ -178,14 +172,15 @@ impl Sampler {
     fn draw(&self, threshold: f32, u: f32) -> u32 {
         let run = self.q.len().div_ceil(LANES);
         let kept = |&v: &f32| v >= threshold;
-        let total = self
-            .q
-            .chunks(run)
-            .fold(0.0f32, |acc, r| acc + r.iter().filter(|v| kept(v)).sum::<f32>());
+        // At most LANES runs: each run's kept mass once, then their sum in run order.
+        let mut masses = [0.0f32; LANES];
+        for (mass, ids) in masses.iter_mut().zip(self.q.chunks(run)) {
+            *mass = ids.iter().filter(|v| kept(v)).sum::<f32>();
+        }
+        let total = masses.iter().fold(0.0f32, |acc, &m| acc + m);
         let r = u * total;
         let mut before = 0.0f32;
-        for (lane, ids) in self.q.chunks(run).enumerate() {
-            let mass = ids.iter().filter(|v| kept(v)).sum::<f32>();
+        for ((lane, ids), &mass) in self.q.chunks(run).enumerate().zip(&masses) {
             if r >= before && r < before + mass {
                 let mut left = r - before;
                 for (i, &v) in ids.iter().enumerate() {
@@ -204,15 +199,14 @@ impl Sampler {
     }
 }
 
-/// Sum of the values ≥ `threshold`, in the shader's order: lane i % 256 adds value i in id
-/// order, then the 256 lane sums are reduced as a tree.
-fn kept_mass(q: &[f32], threshold: f32) -> f32 {
+/// Sum of the values ≥ `threshold` among (lane = id % 256, value) entries in id order, in the
+/// shader's order: each lane adds its values in id order, then the 256 lane sums are reduced
+/// as a tree.
+fn kept_mass(entries: &[(u8, f32)], threshold: f32) -> f32 {
     let mut lanes = [0.0f32; LANES];
-    for ids in q.chunks(LANES) {
-        for (lane, &v) in lanes.iter_mut().zip(ids) {
-            if v >= threshold {
-                *lane += v;
-            }
+    for &(lane, v) in entries {
+        if v >= threshold {
+            lanes[lane as usize] += v;
         }
     }
     crate::kernels::reduce(lanes)
@@ -359,7 +353,8 @@ mod tests {
                         "top-k threshold, vocab {vocab}"
                     );
                 }
-                let want = bisect(&q, floor, top_p * kept_mass(&q, floor), false);
+                let entries: Vec<(u8, f32)> = q.iter().enumerate().map(|(i, &v)| (i as u8, v)).collect();
+                let want = bisect(&q, floor, top_p * kept_mass(&entries, floor), false);
                 assert_eq!(
                     s.top_p_threshold(floor, top_p).to_bits(),
                     want.to_bits(),
