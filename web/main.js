@@ -85,11 +85,15 @@ function fillPicker() {
   document.dispatchEvent(new Event('models-changed'));
 }
 
-const urlOf = (key) => `weights/${key}.safetensors`;
 const familyOf = (key) => key.replace(/-(f32|f16|q8|q4)$/, '');
-// A shipped model's manifest entry (`familyOf(key)`), and one precision's file entry.
+// A shipped model's manifest entry (`familyOf(key)`), one precision's file entry, its URL.
 const shippedModel = (family) => state.manifest.models.find((m) => m.name === family);
 const shippedFile = (key) => shippedModel(familyOf(key))?.precisions.find((v) => v.key === key);
+const urlOf = (key) => {
+  const f = shippedFile(key);
+  if (!f) throw new Error(`${key} is not a shipped model (weights/manifest.json)`);
+  return `weights/${f.file}`;
+};
 
 const isLlama2 = (key) => key.startsWith('llama2:');
 

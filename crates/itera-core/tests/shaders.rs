@@ -84,6 +84,7 @@ fn every_shader_parses_and_validates() {
 }
 
 /// A shader as the kernels compile it: behind its (first) prelude when it names one.
+#[cfg(feature = "gpu")]
 fn composed(relative: &str) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders");
     let source = std::fs::read_to_string(dir.join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
@@ -93,6 +94,7 @@ fn composed(relative: &str) -> String {
     }
 }
 
+#[cfg(feature = "gpu")]
 fn parse(relative: &str) -> naga::Module {
     let source = composed(relative);
     naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{relative}: {}", e.emit_to_string(&source)))
