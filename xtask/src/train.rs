@@ -471,7 +471,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     let clock = Box::new(move || start.elapsed().as_secs_f64());
     let mut job = if let Some(from) = resume_from {
         let bytes = std::fs::read(&from).with_context(|| format!("resuming: no checkpoint at {}", from.display()))?;
-        let checkpoint = Checkpoint::from_bytes(&bytes).with_context(|| format!("resuming {}", from.display()))?;
+        let checkpoint = <Checkpoint>::from_bytes(&bytes).with_context(|| format!("resuming {}", from.display()))?;
         check_same_model(&a, &checkpoint.state.weights.config, data.tokenizer.vocab_size())?;
         let differ = a.spec.differences(&checkpoint.spec);
         if !differ.is_empty() {

@@ -8,9 +8,9 @@
 //! predicted: itera models start from `<|endoftext|>`, the teacher from BOS.
 
 use crate::error::{Error, Result};
+use crate::family::Architecture;
 use crate::layers::activations::log_sum_exp;
 use crate::llama2c::{Llama2, Llama2State, Llama2Tokenizer, BOS};
-use crate::model::{prefill_chunked, Cache, State};
 use crate::tokenizer::{Tokenizer, END_OF_TEXT};
 use crate::weights::Weights;
 
@@ -62,30 +62,45 @@ fn check_text(text: &str) -> Result<Vec<&str>> {
 }
 
 pub fn eval_itera(w: &Weights, tok: &Tokenizer, text: &str) -> Result<EvalReport> {
-    if tok.vocab_size() != w.config.vocab_size {
+    eval_model(w, tok, text)
+}
+
+/// Evaluates a model of any family with the project's tokenizer. A document longer than the
+/// model's context is scored in windows that each restart from `<|endoftext|>` (never for
+/// itera models, whose context is unbounded).
+pub fn eval_model<A: Architecture>(w: &Weights<A>, tok: &Tokenizer, text: &str) -> Result<EvalReport> {
+    let v = A::vocab_size(&w.config);
+    if tok.vocab_size() != v {
         return Err(Error::Tokenizer(format!(
-            "tokenizer has {} ids but the model's vocabulary is {}: wrong tokenizer for these weights",
+            "tokenizer has {} ids but the model's vocabulary is {v}: wrong tokenizer for these weights",
             tok.vocab_size(),
-            w.config.vocab_size
         )));
     }
-    let v = w.config.vocab_size;
+    let start: Vec<u32> = tok.end_of_text().into_iter().collect();
+    // Targets per window: the context less the start token (at least one).
+    let window = A::max_context(&w.config).saturating_sub(start.len()).max(1);
     let mut report = EvalReport::default();
-    let mut st = State::new(w);
-    let mut cache = Cache::default();
+    let mut st = A::new_state(w);
+    let mut cache = A::Cache::default();
+    let mut ids = Vec::new();
     for doc in check_text(text)? {
-        let mut ids: Vec<u32> = tok.end_of_text().into_iter().collect();
-        ids.extend(tok.encode(doc)?);
-        st.reset();
-        prefill_chunked(w, &ids, &mut st, &mut cache, |start, cache| {
-            for (i, logits) in cache.logits.chunks_exact(v).enumerate() {
-                if let Some(&target) = ids.get(start + i + 1) {
-                    report.total_ce += (log_sum_exp(logits) - logits[target as usize]) as f64;
-                    report.tokens += 1;
+        let targets = tok.encode(doc)?;
+        for piece in targets.chunks(window) {
+            ids.clear();
+            ids.extend_from_slice(&start);
+            ids.extend_from_slice(piece);
+            A::reset(&mut st);
+            // Position i's logits predict ids[i + 1].
+            A::prefill_chunked(w, &ids, &mut st, &mut cache, &mut |at, logits| {
+                for (i, logits) in logits.chunks_exact(v).enumerate() {
+                    if let Some(&target) = ids.get(at + i + 1) {
+                        report.total_ce += (log_sum_exp(logits) - logits[target as usize]) as f64;
+                        report.tokens += 1;
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+        }
         report.documents += 1;
         report.bytes += doc.len();
     }

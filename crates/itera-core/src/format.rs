@@ -1,5 +1,6 @@
 //! Weight files: safetensors with `__metadata__` {format = "itera", format_version,
-//! precision, config}, tensor names from the parameter table (SPEC "Weight files").
+//! family, precision, config}, tensor names from the family's parameter table (SPEC "Weight
+//! files", "Model families"). A file without `family` is an itera model (older files).
 //!
 //! Loading validates everything before a model exists: header, metadata, every expected
 //! tensor's presence, dtype and shape, no unexpected tensors, finite values.
@@ -9,20 +10,20 @@ use std::collections::{HashMap, HashSet};
 use half::f16;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::family::{Architecture, Family, Specs};
 use crate::matrix::{Matrix, MatrixData};
-use crate::params::{ParamKind, ParamSpec, ParamTable};
+use crate::params::{ParamKind, ParamSpec};
 use crate::precision::{groups_per_row, q4_bytes_per_row, Precision};
 use crate::weights::{Tensor, Weights};
 
 pub const FORMAT: &str = "itera";
 pub const FORMAT_VERSION: &str = "1";
 
-/// Serialises weights to safetensors bytes.
-pub fn save(w: &Weights) -> Result<Vec<u8>> {
+/// Serialises weights of any family to safetensors bytes.
+pub fn save<A: Architecture>(w: &Weights<A>) -> Result<Vec<u8>> {
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (spec, t) in w.table.specs.iter().zip(&w.tensors) {
+    for (spec, t) in w.specs().iter().zip(&w.tensors) {
         match t {
             Tensor::Vector(v) if w.precision.vectors_in_f16() => {
                 let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
@@ -81,6 +82,7 @@ pub fn save(w: &Weights) -> Result<Vec<u8>> {
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        ("family".to_string(), A::FAMILY.to_string()),
         ("precision".to_string(), w.precision.to_string()),
         ("config".to_string(), config),
     ]);
@@ -95,11 +97,11 @@ pub fn save(w: &Weights) -> Result<Vec<u8>> {
     safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Safetensors(e.to_string()))
 }
 
-/// The metadata of a weights file, read without touching tensor data.
+/// The metadata of an itera weights file, read without touching tensor data.
 #[derive(Clone, Debug)]
-pub struct Header {
+pub struct Header<A: Architecture = crate::itera::Itera> {
     pub precision: Precision,
-    pub config: Config,
+    pub config: A::Config,
 }
 
 /// A safetensors file's `__metadata__` block, read without touching tensor data.
@@ -110,9 +112,26 @@ pub(crate) fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
         .ok_or_else(|| Error::Metadata("no __metadata__ block".into()))
 }
 
-/// Parses and checks the metadata block.
+/// Parses and checks the metadata block of an itera file.
 pub fn read_header(bytes: &[u8]) -> Result<Header> {
+    read_header_as::<crate::itera::Itera>(bytes)
+}
+
+/// The family a weights file holds (its format and version checked; absent = itera).
+pub fn read_family(bytes: &[u8]) -> Result<Family> {
     let info = metadata(bytes)?;
+    check_format(&info)?;
+    family_of(&info)
+}
+
+fn family_of(info: &HashMap<String, String>) -> Result<Family> {
+    info.get("family").map_or(Ok(Family::Itera), |f| {
+        f.parse()
+            .map_err(|_| Error::Metadata(format!("family `{f}` is not one this build knows (itera, transformer)")))
+    })
+}
+
+fn check_format(info: &HashMap<String, String>) -> Result<()> {
     let get = |key: &str| {
         info.get(key)
             .ok_or_else(|| Error::Metadata(format!("missing key `{key}`")))
@@ -127,20 +146,46 @@ pub fn read_header(bytes: &[u8]) -> Result<Header> {
             "format_version {version} is not supported (this build reads {FORMAT_VERSION})"
         )));
     }
+    Ok(())
+}
+
+/// Parses and checks the metadata block of a file of family `A` (another family's file is
+/// refused, naming it).
+pub fn read_header_as<A: Architecture>(bytes: &[u8]) -> Result<Header<A>> {
+    let info = metadata(bytes)?;
+    let get = |key: &str| {
+        info.get(key)
+            .ok_or_else(|| Error::Metadata(format!("missing key `{key}`")))
+    };
+    check_format(&info)?;
+    let family = family_of(&info)?;
+    if family != A::FAMILY {
+        return Err(Error::Metadata(format!(
+            "this file holds a {family} model ({}) where a {} model ({}) was expected",
+            family.description(),
+            A::FAMILY,
+            A::FAMILY.description()
+        )));
+    }
     let precision: Precision = get("precision")?.parse()?;
-    let config = Config::from_json(get("config")?)?;
+    let config = A::config_from_json(get("config")?)?;
     Ok(Header { precision, config })
 }
 
-/// Loads and fully validates a weights file.
+/// Loads and fully validates an itera weights file.
 pub fn load(bytes: &[u8]) -> Result<Weights> {
-    let header = read_header(bytes)?;
+    load_as(bytes)
+}
+
+/// Loads and fully validates a weights file of family `A`.
+pub fn load_as<A: Architecture>(bytes: &[u8]) -> Result<Weights<A>> {
+    let header = read_header_as::<A>(bytes)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
-    let table = ParamTable::new(&header.config);
+    let table = A::table(&header.config);
     let p = header.precision;
     let mut expected: HashSet<String> = HashSet::new();
-    let mut tensors = Vec::with_capacity(table.len());
-    for spec in &table.specs {
+    let mut tensors = Vec::with_capacity(table.specs().len());
+    for spec in table.specs() {
         expected.insert(spec.name.clone());
         let quantized = spec.kind == ParamKind::Matrix && matches!(p, Precision::Q8 | Precision::Q4);
         if quantized {
@@ -247,7 +292,7 @@ pub fn load_file(path: &std::path::Path) -> Result<Weights> {
 
 /// Writes a weights file to disk.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn save_file(w: &Weights, path: &std::path::Path) -> Result<()> {
+pub fn save_file<A: Architecture>(w: &Weights<A>, path: &std::path::Path) -> Result<()> {
     let bytes = save(w)?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path.display(), e))
 }
@@ -255,6 +300,7 @@ pub fn save_file(w: &Weights, path: &std::path::Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     /// save → load reproduces every tensor bit for bit, the config and the precision, in
     /// every precision; the file carries the SPEC's metadata and tensor names.

@@ -6,10 +6,12 @@
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod family;
 pub mod format;
 pub mod generate;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod itera;
 pub mod kernels;
 pub mod layers;
 pub mod llama2c;
@@ -21,10 +23,14 @@ pub mod rng;
 pub mod sampling;
 pub mod tokenizer;
 pub mod train;
+pub mod transformer;
 pub mod weights;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use family::{Architecture, Family};
+pub use itera::Itera;
 pub use model::{BatchDims, Cache, LossParts, LossWeights, State};
 pub use precision::Precision;
+pub use transformer::Transformer;
 pub use weights::{Grads, Weights};

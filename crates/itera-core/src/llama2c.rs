@@ -231,6 +231,52 @@ impl Llama2 {
             + self.wcls.as_ref().map_or(0, Vec::len)
     }
 
+    /// The same model as a `Transformer` (SPEC "Model families": llama2.c files load into the
+    /// family's type): every tensor moved to its `model.py` name, the checkpoint's seq_len
+    /// as `max_seq_len`.
+    pub fn to_transformer(&self) -> crate::transformer::TransformerWeights {
+        let c = &self.config;
+        let config = crate::transformer::TransformerConfig {
+            dim: c.dim,
+            n_layers: c.n_layers,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            vocab_size: c.vocab_size,
+            hidden_dim: c.hidden_dim,
+            norm_eps: crate::layers::norm::EPS,
+            max_seq_len: c.seq_len,
+            shared_classifier: c.shared_classifier,
+            tokenizer: None,
+            training: None,
+        };
+        let table = crate::transformer::TransformerTable::new(&config);
+        let mut values: Vec<Vec<f32>> = table.specs.iter().map(|_| Vec::new()).collect();
+        let layer = |stacked: &[f32], l: usize| {
+            stacked
+                .chunks_exact(stacked.len() / c.n_layers)
+                .nth(l)
+                .unwrap_or(&[])
+                .to_vec()
+        };
+        values[table.embed] = self.token_embedding.clone();
+        for (l, p) in table.layers.iter().enumerate() {
+            values[p.attention_norm] = layer(&self.rms_att, l);
+            values[p.wq] = layer(&self.wq, l);
+            values[p.wk] = layer(&self.wk, l);
+            values[p.wv] = layer(&self.wv, l);
+            values[p.wo] = layer(&self.wo, l);
+            values[p.ffn_norm] = layer(&self.rms_ffn, l);
+            values[p.ffn.w1] = layer(&self.w1, l);
+            values[p.ffn.w2] = layer(&self.w2, l);
+            values[p.ffn.w3] = layer(&self.w3, l);
+        }
+        values[table.norm] = self.rms_final.clone();
+        if let (Some(slot), Some(wcls)) = (table.output, &self.wcls) {
+            values[slot] = wcls.clone();
+        }
+        crate::weights::Weights::from_f32_tensors(config, values)
+    }
+
     /// One token at position `st.pos`: appends to the KV cache and returns next-token logits.
     pub fn forward<'s>(&self, st: &'s mut Llama2State, token: u32) -> Result<&'s [f32]> {
         let c = &self.config;

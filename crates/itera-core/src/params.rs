@@ -70,6 +70,12 @@ pub struct ParamTable {
     pub layers: Vec<LayerParams>,
 }
 
+impl crate::family::Specs for ParamTable {
+    fn specs(&self) -> &[ParamSpec] {
+        &self.specs
+    }
+}
+
 impl ParamTable {
     pub fn new(c: &Config) -> ParamTable {
         let (d, di, f) = (c.d_model, c.d_inner(), c.d_ff);

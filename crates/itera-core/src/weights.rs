@@ -5,6 +5,8 @@ use half::f16;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::family::{Architecture, Specs};
+use crate::itera::Itera;
 use crate::matrix::Matrix;
 use crate::params::{ParamKind, ParamTable};
 use crate::precision::Precision;
@@ -42,21 +44,43 @@ impl Tensor {
     }
 }
 
-/// A model's parameters: `tensors[i]` belongs to `table.specs[i]`.
-#[derive(Clone, Debug)]
-pub struct Weights {
-    pub config: Config,
-    pub table: ParamTable,
+/// A model's parameters: `tensors[i]` belongs to the table's i-th spec. One type for every
+/// family (`A`, the SSM + MoE model by default) and every precision.
+pub struct Weights<A: Architecture = Itera> {
+    pub config: A::Config,
+    pub table: A::Table,
     pub precision: Precision,
     pub tensors: Vec<Tensor>,
 }
 
-impl Weights {
+impl<A: Architecture> Clone for Weights<A> {
+    fn clone(&self) -> Self {
+        Weights {
+            config: self.config.clone(),
+            table: self.table.clone(),
+            precision: self.precision,
+            tensors: self.tensors.clone(),
+        }
+    }
+}
+
+impl<A: Architecture> std::fmt::Debug for Weights<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("family", &A::FAMILY)
+            .field("config", &self.config)
+            .field("precision", &self.precision)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl<A: Architecture> Weights<A> {
     /// Builds f32 weights from one f32 vector per table slot (shapes checked by the caller).
-    pub fn from_f32_tensors(config: Config, values: Vec<Vec<f32>>) -> Weights {
-        let table = ParamTable::new(&config);
+    pub fn from_f32_tensors(config: A::Config, values: Vec<Vec<f32>>) -> Weights<A> {
+        let table = A::table(&config);
         let tensors = table
-            .specs
+            .specs()
             .iter()
             .zip(values)
             .map(|(spec, v)| match spec.kind {
@@ -72,7 +96,110 @@ impl Weights {
         }
     }
 
-    /// Random initialisation in f32, deterministic for a seed.
+    pub fn family(&self) -> crate::family::Family {
+        A::FAMILY
+    }
+
+    /// The spec of every slot, in table order.
+    pub fn specs(&self) -> &[crate::params::ParamSpec] {
+        self.table.specs()
+    }
+
+    /// The same model in another precision (matrices quantized; vectors rounded through f16
+    /// except in f32, as the file formats store them — see `Precision::vectors_in_f16`).
+    pub fn to_precision(&self, precision: Precision) -> Weights<A> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|t| match t {
+                Tensor::Matrix(m) => Tensor::Matrix(m.to_precision(precision)),
+                Tensor::Vector(v) if precision.vectors_in_f16() => {
+                    Tensor::Vector(v.iter().map(|&x| f16::from_f32(x).to_f32()).collect())
+                }
+                Tensor::Vector(v) => Tensor::Vector(v.clone()),
+            })
+            .collect();
+        Weights {
+            config: self.config.clone(),
+            table: self.table.clone(),
+            precision,
+            tensors,
+        }
+    }
+
+    pub fn matrix(&self, slot: usize) -> &Matrix {
+        match &self.tensors[slot] {
+            Tensor::Matrix(m) => m,
+            Tensor::Vector(_) => panic!("parameter `{}` is not a matrix", self.specs()[slot].name),
+        }
+    }
+
+    pub fn vector(&self, slot: usize) -> &[f32] {
+        match &self.tensors[slot] {
+            Tensor::Vector(v) => v,
+            Tensor::Matrix(_) => panic!("parameter `{}` is not a vector", self.specs()[slot].name),
+        }
+    }
+
+    /// f32 view of any slot; only valid for f32 weights (training, backward).
+    pub fn f32(&self, slot: usize) -> &[f32] {
+        self.tensors[slot]
+            .as_f32()
+            .unwrap_or_else(|| panic!("parameter `{}` is not stored as f32", self.specs()[slot].name))
+    }
+
+    /// Every value of f32 weights in table order (what a browser worker is sent per step).
+    pub fn flat_f32(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.total_params());
+        for (slot, t) in self.tensors.iter().enumerate() {
+            let values = t
+                .as_f32()
+                .ok_or_else(|| Error::setting("precision", self.precision, "f32 weights"))?;
+            debug_assert_eq!(values.len(), self.specs()[slot].numel());
+            out.extend_from_slice(values);
+        }
+        Ok(out)
+    }
+
+    /// Overwrites f32 weights with `flat` (table order, `flat_f32`'s layout).
+    pub fn load_flat(&mut self, flat: &[f32]) -> Result<()> {
+        let total = self.total_params();
+        if flat.len() != total {
+            return Err(Error::ShapeMismatch {
+                op: "weights",
+                detail: format!("{} values for {total} parameters", flat.len()),
+            });
+        }
+        if self.precision != Precision::F32 {
+            return Err(Error::setting("precision", self.precision, "f32 weights"));
+        }
+        let mut at = 0;
+        for dst in self.tensors.iter_mut().filter_map(Tensor::as_f32_mut) {
+            dst.copy_from_slice(&flat[at..at + dst.len()]);
+            at += dst.len();
+        }
+        Ok(())
+    }
+
+    /// Total number of scalar parameters.
+    pub fn total_params(&self) -> usize {
+        self.specs().iter().map(crate::params::ParamSpec::numel).sum()
+    }
+
+    /// Bytes of parameter data in memory.
+    pub fn size_bytes(&self) -> usize {
+        self.tensors
+            .iter()
+            .map(|t| match t {
+                Tensor::Vector(v) => v.len() * 4,
+                Tensor::Matrix(m) => m.size_bytes(),
+            })
+            .sum()
+    }
+}
+
+impl Weights {
+    /// Random initialisation of an itera model in f32, deterministic for a seed.
     ///
     /// Projections: N(0, 1/fan_in), with residual outputs (out_proj, w2) further scaled by
     /// 1/sqrt(2·n_layers) as in GPT-2 so the residual stream does not grow with depth.
@@ -115,93 +242,6 @@ impl Weights {
         }
         Ok(Weights::from_f32_tensors(config.clone(), values))
     }
-
-    /// The same model in another precision (matrices quantized; vectors rounded through f16
-    /// except in f32, as the file formats store them — see `Precision::vectors_in_f16`).
-    pub fn to_precision(&self, precision: Precision) -> Weights {
-        let tensors = self
-            .tensors
-            .iter()
-            .map(|t| match t {
-                Tensor::Matrix(m) => Tensor::Matrix(m.to_precision(precision)),
-                Tensor::Vector(v) if precision.vectors_in_f16() => {
-                    Tensor::Vector(v.iter().map(|&x| f16::from_f32(x).to_f32()).collect())
-                }
-                Tensor::Vector(v) => Tensor::Vector(v.clone()),
-            })
-            .collect();
-        Weights {
-            config: self.config.clone(),
-            table: self.table.clone(),
-            precision,
-            tensors,
-        }
-    }
-
-    pub fn matrix(&self, slot: usize) -> &Matrix {
-        match &self.tensors[slot] {
-            Tensor::Matrix(m) => m,
-            Tensor::Vector(_) => panic!("parameter `{}` is not a matrix", self.table.specs[slot].name),
-        }
-    }
-
-    pub fn vector(&self, slot: usize) -> &[f32] {
-        match &self.tensors[slot] {
-            Tensor::Vector(v) => v,
-            Tensor::Matrix(_) => panic!("parameter `{}` is not a vector", self.table.specs[slot].name),
-        }
-    }
-
-    /// f32 view of any slot; only valid for f32 weights (training, backward).
-    pub fn f32(&self, slot: usize) -> &[f32] {
-        self.tensors[slot]
-            .as_f32()
-            .unwrap_or_else(|| panic!("parameter `{}` is not stored as f32", self.table.specs[slot].name))
-    }
-
-    /// Every value of f32 weights in table order (what a browser worker is sent per step).
-    pub fn flat_f32(&self) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(self.table.total_params());
-        for (slot, t) in self.tensors.iter().enumerate() {
-            let values = t
-                .as_f32()
-                .ok_or_else(|| Error::setting("precision", self.precision, "f32 weights"))?;
-            debug_assert_eq!(values.len(), self.table.specs[slot].numel());
-            out.extend_from_slice(values);
-        }
-        Ok(out)
-    }
-
-    /// Overwrites f32 weights with `flat` (table order, `flat_f32`'s layout).
-    pub fn load_flat(&mut self, flat: &[f32]) -> Result<()> {
-        let total = self.table.total_params();
-        if flat.len() != total {
-            return Err(Error::ShapeMismatch {
-                op: "weights",
-                detail: format!("{} values for {total} parameters", flat.len()),
-            });
-        }
-        if self.precision != Precision::F32 {
-            return Err(Error::setting("precision", self.precision, "f32 weights"));
-        }
-        let mut at = 0;
-        for dst in self.tensors.iter_mut().filter_map(Tensor::as_f32_mut) {
-            dst.copy_from_slice(&flat[at..at + dst.len()]);
-            at += dst.len();
-        }
-        Ok(())
-    }
-
-    /// Bytes of parameter data in memory.
-    pub fn size_bytes(&self) -> usize {
-        self.tensors
-            .iter()
-            .map(|t| match t {
-                Tensor::Vector(v) => v.len() * 4,
-                Tensor::Matrix(m) => m.size_bytes(),
-            })
-            .sum()
-    }
 }
 
 /// Gradients (or AdamW moments): one f32 buffer per table slot, zero-initialised.
@@ -211,9 +251,9 @@ pub struct Grads {
 }
 
 impl Grads {
-    pub fn zeros(table: &ParamTable) -> Grads {
+    pub fn zeros(table: &(impl Specs + ?Sized)) -> Grads {
         Grads {
-            tensors: table.specs.iter().map(|s| vec![0.0; s.numel()]).collect(),
+            tensors: table.specs().iter().map(|s| vec![0.0; s.numel()]).collect(),
         }
     }
 

@@ -118,7 +118,12 @@ fn slices_and_resumes_do_not_change_the_run() {
     else {
         panic!("a checkpoint at the stop: {events_first:?}");
     };
-    let mut resumed = Job::resume(Checkpoint::from_bytes(&bytes).unwrap(), data(STORIES), Box::new(|| 0.0)).unwrap();
+    let mut resumed = Job::resume(
+        <Checkpoint>::from_bytes(&bytes).unwrap(),
+        data(STORIES),
+        Box::new(|| 0.0),
+    )
+    .unwrap();
     assert_eq!(resumed.completed(), 7);
     run(&mut resumed, &[2]);
     assert!(bits(&resumed) == want, "stopped at 7 and resumed");
@@ -241,7 +246,7 @@ fn inputs_that_cannot_train_are_refused_with_the_reason() {
     // A checkpoint whose model and optimiser are of different steps.
     let mut torn = cp;
     torn.state.weights.config.training.as_mut().unwrap().steps = 7;
-    let e = Checkpoint::from_bytes(&torn.to_bytes().unwrap())
+    let e = <Checkpoint>::from_bytes(&torn.to_bytes().unwrap())
         .unwrap_err()
         .to_string();
     assert!(
@@ -250,7 +255,7 @@ fn inputs_that_cannot_train_are_refused_with_the_reason() {
     );
     // Bytes that are not a checkpoint.
     let model = itera_core::format::save(&base()).unwrap();
-    let e = Checkpoint::from_bytes(&model).unwrap_err().to_string();
+    let e = <Checkpoint>::from_bytes(&model).unwrap_err().to_string();
     assert!(e.contains("itera-checkpoint"), "{e}");
 }
 

@@ -390,7 +390,7 @@ impl PageJob {
         distill: Option<(&str, Teacher)>,
         clock: Clock,
     ) -> Result<PageJob> {
-        let checkpoint = Checkpoint::from_bytes(checkpoint)?;
+        let checkpoint = <Checkpoint>::from_bytes(checkpoint)?;
         let tokenizer = Tokenizer::from_json(tokenizer_json)?;
         let summary = checkpoint.state.weights.config.training.clone().unwrap_or_default();
         let base_name = summary.fine_tuned_from.clone().unwrap_or_default();

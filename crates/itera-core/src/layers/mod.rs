@@ -2,6 +2,7 @@
 //! forward fills what its backward needs, and each backward ADDS into its gradients.
 
 pub mod activations;
+pub mod attention;
 pub mod conv;
 pub mod linear;
 pub mod loss;

@@ -3,6 +3,7 @@
 
 use super::activations::{silu, silu_grad};
 use super::linear::linear_backward;
+use crate::family::Architecture;
 use crate::params::SwigluParams;
 use crate::weights::{Grads, Weights};
 
@@ -15,8 +16,15 @@ pub struct SwigluCache {
 }
 
 /// out (n, D) = SwiGLU(x (n, D)).
-pub fn swiglu_forward(out: &mut [f32], x: &[f32], n: usize, w: &Weights, p: &SwigluParams, k: &mut SwigluCache) {
-    let f = w.config.d_ff;
+pub fn swiglu_forward<A: Architecture>(
+    out: &mut [f32],
+    x: &[f32],
+    n: usize,
+    w: &Weights<A>,
+    p: &SwigluParams,
+    k: &mut SwigluCache,
+) {
+    let f = w.matrix(p.w1).rows;
     for v in [&mut k.a, &mut k.b, &mut k.h] {
         v.clear();
         v.resize(n * f, 0.0);
@@ -31,17 +39,17 @@ pub fn swiglu_forward(out: &mut [f32], x: &[f32], n: usize, w: &Weights, p: &Swi
 
 /// dx (n, D) += ∂L/∂x; weight gradients added into `grads`.
 #[allow(clippy::too_many_arguments)]
-pub fn swiglu_backward(
+pub fn swiglu_backward<A: Architecture>(
     dx: &mut [f32],
     dout: &[f32],
     x: &[f32],
     n: usize,
-    w: &Weights,
+    w: &Weights<A>,
     p: &SwigluParams,
     k: &SwigluCache,
     grads: &mut Grads,
 ) {
-    let (d, f) = (w.config.d_model, w.config.d_ff);
+    let (d, f) = (w.matrix(p.w2).rows, w.matrix(p.w1).rows);
     let g = &mut grads.tensors;
     let mut dh = vec![0.0; n * f];
     linear_backward(Some(&mut dh), &mut g[p.w2], dout, &k.h, w.f32(p.w2), n, d, f);
@@ -56,7 +64,14 @@ pub fn swiglu_backward(
 }
 
 /// One row: out (D) = SwiGLU(x (D)); `a`, `b` are F-sized scratch.
-pub fn swiglu_step(out: &mut [f32], x: &[f32], w: &Weights, p: &SwigluParams, a: &mut [f32], b: &mut [f32]) {
+pub fn swiglu_step<A: Architecture>(
+    out: &mut [f32],
+    x: &[f32],
+    w: &Weights<A>,
+    p: &SwigluParams,
+    a: &mut [f32],
+    b: &mut [f32],
+) {
     w.matrix(p.w1).matvec(x, a);
     w.matrix(p.w3).matvec(x, b);
     for (a, b) in a.iter_mut().zip(b.iter()) {

@@ -17,9 +17,10 @@ use super::history::History;
 use super::optim::AdamW;
 use super::spec::TrainSpec;
 use super::step::TrainState;
-use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::family::{Architecture, Specs};
 use crate::format::{f32s, metadata};
+use crate::itera::Itera;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Grads, Weights};
 
@@ -90,10 +91,10 @@ impl DataFingerprint {
 }
 
 #[derive(Clone, Debug)]
-pub struct Checkpoint {
+pub struct Checkpoint<A: Architecture = Itera> {
     pub spec: TrainSpec,
     /// The weights carry the run's summary in `config.training`.
-    pub state: TrainState,
+    pub state: TrainState<A>,
     pub data: DataFingerprint,
     pub history: History,
 }
@@ -102,12 +103,12 @@ fn json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Metadata(e.to_string()))
 }
 
-impl Checkpoint {
+impl<A: Architecture> Checkpoint<A> {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let w = &self.state.weights;
         let opt = &self.state.opt;
         let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
-        for (slot, spec) in w.table.specs.iter().enumerate() {
+        for (slot, spec) in w.specs().iter().enumerate() {
             tensors.push((spec.name.clone(), spec.shape.clone(), w.f32(slot)));
             tensors.push((
                 format!("adam.m.{}", spec.name),
@@ -134,6 +135,7 @@ impl Checkpoint {
         let metadata = HashMap::from([
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
             ("format_version".to_string(), CHECKPOINT_VERSION.to_string()),
+            ("family".to_string(), A::FAMILY.to_string()),
             ("config".to_string(), json(&w.config)?),
             ("spec".to_string(), json(&self.spec)?),
             ("step".to_string(), opt.step.to_string()),
@@ -145,7 +147,7 @@ impl Checkpoint {
 
     /// Parses and checks a checkpoint: metadata, every tensor's presence, shape and finiteness,
     /// curves as long as the step count.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint<A>> {
         let info = metadata(bytes)?;
         let get = |key: &str| {
             info.get(key)
@@ -167,7 +169,14 @@ impl Checkpoint {
                 get("format_version")?
             )));
         }
-        let config = Config::from_json(get("config")?)?;
+        let family = info.get("family").map_or("itera", String::as_str);
+        if family != A::FAMILY.as_str() {
+            return Err(Error::Metadata(format!(
+                "this checkpoint trains a {family} model, not a {} one",
+                A::FAMILY
+            )));
+        }
+        let config = A::config_from_json(get("config")?)?;
         let spec: TrainSpec =
             serde_json::from_value(parse("spec")?).map_err(|e| Error::Metadata(format!("checkpoint `spec`: {e}")))?;
         spec.validate()?;
@@ -177,7 +186,7 @@ impl Checkpoint {
             .parse()
             .map_err(|_| Error::Metadata("checkpoint `step` is not a whole number".into()))?;
         // The optimiser's step, the model's summary and the run's length must tell one story.
-        let model_steps = config.training.as_ref().map_or(step, |t| t.steps);
+        let model_steps = A::training(&config).map_or(step, |t| t.steps);
         if model_steps != step || step > spec.steps {
             return Err(Error::Metadata(format!(
                 "checkpoint: the optimiser is at step {step}, the model's summary at step {model_steps} and the run \
@@ -187,10 +196,11 @@ impl Checkpoint {
         }
 
         let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
-        let table = crate::params::ParamTable::new(&config);
-        let mut weights = Vec::with_capacity(table.len());
-        let (mut m, mut v) = (Vec::with_capacity(table.len()), Vec::with_capacity(table.len()));
-        for spec in &table.specs {
+        let table = A::table(&config);
+        let specs = table.specs();
+        let mut weights = Vec::with_capacity(specs.len());
+        let (mut m, mut v) = (Vec::with_capacity(specs.len()), Vec::with_capacity(specs.len()));
+        for spec in specs {
             weights.push(f32s(&st, &spec.name, &spec.shape)?);
             m.push(f32s(&st, &format!("adam.m.{}", spec.name), &spec.shape)?);
             v.push(f32s(&st, &format!("adam.v.{}", spec.name), &spec.shape)?);
@@ -203,14 +213,14 @@ impl Checkpoint {
         for (name, column) in history.columns_mut() {
             *column = f32s(&st, &format!("history.{name}"), &[step])?;
         }
-        let expected = 3 * table.len() + history.columns().len();
+        let expected = 3 * specs.len() + history.columns().len();
         if st.len() != expected {
             return Err(Error::Metadata(format!(
                 "checkpoint holds {} tensors, expected {expected} for this config",
                 st.len()
             )));
         }
-        let weights = Weights::from_f32_tensors(config, weights);
+        let weights = Weights::<A>::from_f32_tensors(config, weights);
         let mut opt = AdamW::new(&weights, spec.weight_decay as f32);
         opt.m = Grads { tensors: m };
         opt.v = Grads { tensors: v };

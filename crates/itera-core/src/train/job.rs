@@ -19,7 +19,9 @@ use super::step::{check_teacher, StepBackend, TrainState};
 use super::summary::{DistillMode, DistilledFrom, TrainingSummary};
 use super::trainer::sample_batch;
 use crate::error::{Error, Result};
-use crate::eval::{eval_itera, EvalReport};
+use crate::eval::{eval_model, EvalReport};
+use crate::family::Architecture;
+use crate::itera::Itera;
 use crate::rng::Pcg32;
 use crate::tokenizer::Tokenizer;
 use crate::weights::Weights;
@@ -112,12 +114,12 @@ pub struct Provenance {
     pub base: Option<String>,
 }
 
-pub struct Job {
+pub struct Job<A: Architecture = Itera> {
     spec: TrainSpec,
     data: JobData,
     provenance: Provenance,
     /// Host copy of the weights and optimiser; behind `completed` on a device until `sync`.
-    state: TrainState,
+    state: TrainState<A>,
     history: History,
     /// Steps taken (by any backend).
     completed: usize,
@@ -131,20 +133,28 @@ pub struct Job {
     session_first_step: usize,
 }
 
-impl Job {
+impl<A: Architecture> Job<A> {
     /// A new run from `base` (any precision; trained in f32, the base itself untouched).
-    pub fn new(spec: TrainSpec, base: &Weights, data: JobData, provenance: Provenance, clock: Clock) -> Result<Job> {
+    pub fn new(
+        spec: TrainSpec,
+        base: &Weights<A>,
+        data: JobData,
+        provenance: Provenance,
+        clock: Clock,
+    ) -> Result<Job<A>> {
         spec.validate()?;
         let state = TrainState::new(base, spec.weight_decay as f32);
         Job::start(spec, state, data, provenance, History::default(), 0.0, clock)
     }
 
     /// Continues the run of `checkpoint` on the same data (refused if the tokens differ).
-    pub fn resume(checkpoint: Checkpoint, data: JobData, clock: Clock) -> Result<Job> {
+    pub fn resume(checkpoint: Checkpoint<A>, data: JobData, clock: Clock) -> Result<Job<A>> {
         checkpoint
             .data
             .check_resume(&DataFingerprint::of(&data.stream, &data.tokenizer))?;
-        let summary = checkpoint.state.weights.config.training.clone().unwrap_or_default();
+        let summary = A::training(&checkpoint.state.weights.config)
+            .cloned()
+            .unwrap_or_default();
         let provenance = Provenance {
             corpus: summary.corpus,
             teacher: summary.distilled_from.map(|d| d.teacher),
@@ -163,19 +173,19 @@ impl Job {
 
     fn start(
         spec: TrainSpec,
-        state: TrainState,
+        state: TrainState<A>,
         data: JobData,
         provenance: Provenance,
         history: History,
         prior_seconds: f64,
         clock: Clock,
-    ) -> Result<Job> {
+    ) -> Result<Job<A>> {
         let w = &state.weights;
-        if data.tokenizer.vocab_size() != w.config.vocab_size {
+        if data.tokenizer.vocab_size() != A::vocab_size(&w.config) {
             return Err(Error::Tokenizer(format!(
                 "the tokenizer has {} ids but the model's vocabulary is {}",
                 data.tokenizer.vocab_size(),
-                w.config.vocab_size
+                A::vocab_size(&w.config)
             )));
         }
         match (&data.teacher, spec.distill) {
@@ -223,7 +233,7 @@ impl Job {
     }
 
     /// The host copy of the run's weights and optimiser (current after `sync`).
-    pub fn state(&self) -> &TrainState {
+    pub fn state(&self) -> &TrainState<A> {
         &self.state
     }
 
@@ -265,7 +275,7 @@ impl Job {
     /// Takes steps on `backend` until the budget is spent or the run is done, reporting each
     /// event to `on_event` as it happens (a checkpoint's bytes, say, while the state is that
     /// step's). An error (a diverged step, a lost device) leaves every completed step in place.
-    pub async fn advance<B: StepBackend>(
+    pub async fn advance<B: StepBackend<A>>(
         &mut self,
         backend: &mut B,
         budget: Budget,
@@ -283,7 +293,7 @@ impl Job {
         Ok(())
     }
 
-    async fn one_step<B: StepBackend>(
+    async fn one_step<B: StepBackend<A>>(
         &mut self,
         backend: &mut B,
         t0: f64,
@@ -317,7 +327,7 @@ impl Job {
             grad_norm: report.grad_norm,
             tokens_per_s,
             elapsed_s: elapsed,
-            expert_load: report.routing.fractions(self.state.weights.config.n_experts),
+            expert_load: report.routing.fractions(A::n_experts(&self.state.weights.config)),
             aux_layers: report.routing.aux.clone(),
         })?;
         let n = self.completed;
@@ -351,7 +361,7 @@ impl Job {
     }
 
     /// Makes the host state current (a device's weights and moments read back).
-    pub async fn sync<B: StepBackend>(&mut self, backend: &mut B) -> Result<()> {
+    pub async fn sync<B: StepBackend<A>>(&mut self, backend: &mut B) -> Result<()> {
         backend.sync(&mut self.state).await
     }
 
@@ -387,7 +397,7 @@ impl Job {
             .map(|set| {
                 let mut r = EvalReport::default();
                 for text in &set.texts {
-                    r.merge(&eval_itera(&self.state.weights, &self.data.tokenizer, text)?);
+                    r.merge(&eval_model(&self.state.weights, &self.data.tokenizer, text)?);
                 }
                 Ok(EvalResult {
                     name: set.name.clone(),
@@ -433,16 +443,16 @@ impl Job {
     }
 
     /// The host state's weights (f32) with the run's summary in their config.
-    pub fn model(&self) -> Weights {
+    pub fn model(&self) -> Weights<A> {
         let mut w = self.state.weights.clone();
-        w.config.training = Some(self.summary());
+        *A::training_mut(&mut w.config) = Some(self.summary());
         w
     }
 
     /// The host state as a checkpoint (sync a device first).
-    pub fn checkpoint(&self) -> Result<Checkpoint> {
+    pub fn checkpoint(&self) -> Result<Checkpoint<A>> {
         let mut state = self.state.clone();
-        state.weights.config.training = Some(self.summary());
+        *A::training_mut(&mut state.weights.config) = Some(self.summary());
         Ok(Checkpoint {
             spec: self.spec.clone(),
             state,

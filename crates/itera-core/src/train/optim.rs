@@ -2,6 +2,7 @@
 //! linear-warmup + cosine learning-rate schedule.
 
 use crate::error::{Error, Result};
+use crate::family::Architecture;
 use crate::params::ParamKind;
 use crate::weights::{Grads, Weights};
 
@@ -46,7 +47,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(w: &Weights, weight_decay: f32) -> AdamW {
+    pub fn new<A: Architecture>(w: &Weights<A>, weight_decay: f32) -> AdamW {
         AdamW {
             beta1: BETA1,
             beta2: BETA2,
@@ -61,13 +62,12 @@ impl AdamW {
     /// One update of f32 weights with learning rate `lr`. The new weights and moments are
     /// computed and checked first: when any would not be finite the update is refused
     /// (`Error::Diverged`, "the weights") and the weights, moments and step stay as they were.
-    pub fn update(&mut self, w: &mut Weights, g: &Grads, lr: f32) -> Result<()> {
+    pub fn update<A: Architecture>(&mut self, w: &mut Weights<A>, g: &Grads, lr: f32) -> Result<()> {
         let t = (self.step + 1) as i32;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         let decays: Vec<f32> = w
-            .table
-            .specs
+            .specs()
             .iter()
             .map(|spec| {
                 if spec.kind == ParamKind::Matrix {

@@ -14,14 +14,25 @@ use std::task::{Context, Poll, Waker};
 use super::optim::AdamW;
 use super::spec::StepConfig;
 use crate::error::{Error, Result};
-use crate::model::{forward, loss, BatchDims, Cache, LossParts, LossWeights};
+use crate::family::Architecture;
+use crate::itera::Itera;
+use crate::model::{forward, BatchDims, Cache, LossParts, LossWeights};
 use crate::weights::{Grads, Weights};
 
 /// What a checkpoint holds of a run: the f32 weights and the optimiser (moments and step).
-#[derive(Clone, Debug)]
-pub struct TrainState {
-    pub weights: Weights,
+#[derive(Debug)]
+pub struct TrainState<A: Architecture = Itera> {
+    pub weights: Weights<A>,
     pub opt: AdamW,
+}
+
+impl<A: Architecture> Clone for TrainState<A> {
+    fn clone(&self) -> Self {
+        TrainState {
+            weights: self.weights.clone(),
+            opt: self.opt.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -62,20 +73,20 @@ impl ExpertLoad {
 /// Runs optimisation steps somewhere: CPU threads (`CpuStep`), the GPU (`GpuStep`), or a pool
 /// of browser workers (itera-web). The job owns the schedule, the batches and `state`.
 #[allow(async_fn_in_trait)] // single-threaded callers (the CLI, a browser worker)
-pub trait StepBackend {
+pub trait StepBackend<A: Architecture = Itera> {
     /// One step on `tokens` (batch × seq_len) at learning rate `lr`. On the CPU it updates
     /// `state`; a device may keep its own copy until `sync`. A non-finite loss or gradient
     /// returns `Error::Diverged` and changes nothing.
     async fn step(
         &mut self,
-        state: &mut TrainState,
+        state: &mut TrainState<A>,
         tokens: &[u32],
         lr: f32,
         teacher: Option<&Weights>,
     ) -> Result<StepReport>;
 
     /// Makes `state` hold the backend's current weights and optimiser (a device reads them back).
-    async fn sync(&mut self, state: &mut TrainState) -> Result<()>;
+    async fn sync(&mut self, state: &mut TrainState<A>) -> Result<()>;
 
     /// Where the steps run, for logs and the page ("2 threads", "WebGPU: …").
     fn describe(&self) -> String;
@@ -83,16 +94,16 @@ pub trait StepBackend {
 
 /// One shard's activations and gradients, kept between steps so a step allocates nothing.
 #[derive(Debug)]
-pub struct ShardScratch {
-    cache: Cache,
+pub struct ShardScratch<A: Architecture = Itera> {
+    cache: A::Cache,
     teacher_cache: Cache,
     pub grads: Grads,
 }
 
-impl ShardScratch {
-    pub fn new(w: &Weights) -> ShardScratch {
+impl<A: Architecture> ShardScratch<A> {
+    pub fn new(w: &Weights<A>) -> ShardScratch<A> {
         ShardScratch {
-            cache: Cache::default(),
+            cache: A::Cache::default(),
             teacher_cache: Cache::default(),
             grads: Grads::zeros(&w.table),
         }
@@ -102,7 +113,7 @@ impl ShardScratch {
     /// (zeroed first). With a `teacher` its forward runs too, for the distillation term.
     pub fn gradients(
         &mut self,
-        w: &Weights,
+        w: &Weights<A>,
         tokens: &[u32],
         seq_len: usize,
         teacher: Option<&Weights>,
@@ -127,22 +138,18 @@ impl ShardScratch {
             None => None,
         };
         self.grads.zero();
-        loss(w, tokens, bd, teach, lw, &mut self.cache, Some(&mut self.grads))
+        A::loss(w, tokens, bd, teach, lw, &mut self.cache, Some(&mut self.grads))
     }
 
     /// The routing of the last `gradients` call's tokens.
     pub fn expert_load(&self) -> ExpertLoad {
-        let layers = self.cache.layers.iter().filter(|l| !l.moe.counts.is_empty());
-        ExpertLoad {
-            counts: layers.flat_map(|l| l.moe.counts.iter().map(|&c| c as u32)).collect(),
-            aux: self.cache.aux.clone(),
-        }
+        A::expert_load(&self.cache)
     }
 }
 
 /// A teacher must predict the student's vocabulary.
-pub fn check_teacher(student: &Weights, teacher: &Weights) -> Result<()> {
-    let (s, t) = (student.config.vocab_size, teacher.config.vocab_size);
+pub fn check_teacher<A: Architecture>(student: &Weights<A>, teacher: &Weights) -> Result<()> {
+    let (s, t) = (A::vocab_size(&student.config), teacher.config.vocab_size);
     if s != t {
         return Err(Error::ShapeMismatch {
             op: "distillation",
@@ -170,8 +177,8 @@ pub fn check_finite(step: usize, loss: f32, grad_norm: f32) -> Result<()> {
 /// batch; the sum lands in `grads[0]`), checks them, clips by global norm and updates `state`
 /// with AdamW at `lr`. The shards' routing counts add up; their aux losses average like the
 /// losses.
-pub fn finish_step(
-    state: &mut TrainState,
+pub fn finish_step<A: Architecture>(
+    state: &mut TrainState<A>,
     cfg: &StepConfig,
     lr: f32,
     losses: &[LossParts],

@@ -7,6 +7,8 @@ use super::optim::AdamW;
 use super::spec::StepConfig;
 use super::step::{check_teacher, finish_step, ExpertLoad, ShardScratch, StepBackend, StepReport, TrainState};
 use crate::error::{Error, Result};
+use crate::family::Architecture;
+use crate::itera::Itera;
 use crate::model::LossParts;
 use crate::precision::Precision;
 use crate::rng::Pcg32;
@@ -31,7 +33,7 @@ pub fn sample_batch(stream: &[u32], batch: usize, seq_len: usize, rng: &mut Pcg3
 }
 
 /// Checks what every backend needs before a step: f32 weights and a whole batch of tokens.
-pub fn check_step_input(w: &Weights, cfg: &StepConfig, tokens: &[u32]) -> Result<()> {
+pub fn check_step_input<A: Architecture>(w: &Weights<A>, cfg: &StepConfig, tokens: &[u32]) -> Result<()> {
     if w.precision != Precision::F32 {
         return Err(Error::setting(
             "precision",
@@ -49,14 +51,14 @@ pub fn check_step_input(w: &Weights, cfg: &StepConfig, tokens: &[u32]) -> Result
 }
 
 /// Training steps on this machine's CPU threads.
-pub struct CpuStep {
+pub struct CpuStep<A: Architecture = Itera> {
     pub config: StepConfig,
     threads: usize,
-    shards: Vec<ShardScratch>,
+    shards: Vec<ShardScratch<A>>,
 }
 
-impl CpuStep {
-    pub fn new(w: &Weights, config: StepConfig, threads: usize) -> CpuStep {
+impl<A: Architecture> CpuStep<A> {
+    pub fn new(w: &Weights<A>, config: StepConfig, threads: usize) -> CpuStep<A> {
         let n = config.shard_ranges().len();
         CpuStep {
             config,
@@ -66,10 +68,10 @@ impl CpuStep {
     }
 
     /// Every shard's loss (gradients into each scratch), threads taking contiguous runs.
-    fn shard_losses(&mut self, w: &Weights, tokens: &[u32], teacher: Option<&Weights>) -> Result<Vec<LossParts>> {
+    fn shard_losses(&mut self, w: &Weights<A>, tokens: &[u32], teacher: Option<&Weights>) -> Result<Vec<LossParts>> {
         let StepConfig { seq_len, loss: lw, .. } = self.config;
         let ranges = self.config.shard_ranges();
-        let run = |(scratch, range): (&mut ShardScratch, &std::ops::Range<usize>)| {
+        let run = |(scratch, range): (&mut ShardScratch<A>, &std::ops::Range<usize>)| {
             scratch.gradients(
                 w,
                 &tokens[range.start * seq_len..range.end * seq_len],
@@ -100,7 +102,7 @@ impl CpuStep {
     /// One step (the `StepBackend` interface without the future, for native callers).
     pub fn step_now(
         &mut self,
-        state: &mut TrainState,
+        state: &mut TrainState<A>,
         tokens: &[u32],
         lr: f32,
         teacher: Option<&Weights>,
@@ -116,10 +118,10 @@ impl CpuStep {
     }
 }
 
-impl StepBackend for CpuStep {
+impl<A: Architecture> StepBackend<A> for CpuStep<A> {
     async fn step(
         &mut self,
-        state: &mut TrainState,
+        state: &mut TrainState<A>,
         tokens: &[u32],
         lr: f32,
         teacher: Option<&Weights>,
@@ -127,7 +129,7 @@ impl StepBackend for CpuStep {
         self.step_now(state, tokens, lr, teacher)
     }
 
-    async fn sync(&mut self, _state: &mut TrainState) -> Result<()> {
+    async fn sync(&mut self, _state: &mut TrainState<A>) -> Result<()> {
         Ok(())
     }
 
@@ -139,9 +141,9 @@ impl StepBackend for CpuStep {
     }
 }
 
-impl TrainState {
+impl<A: Architecture> TrainState<A> {
     /// A fresh optimiser for `weights` (converted to f32 if quantized).
-    pub fn new(weights: &Weights, weight_decay: f32) -> TrainState {
+    pub fn new(weights: &Weights<A>, weight_decay: f32) -> TrainState<A> {
         let weights = weights.to_precision(Precision::F32);
         TrainState {
             opt: AdamW::new(&weights, weight_decay),
