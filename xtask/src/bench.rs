@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use itera_core::llama2c::{Llama2, Llama2State, BOS};
+use itera_core::llama2c::{Llama2, BOS};
 use itera_core::model::{decode_step, prefill, State};
 use itera_core::rng::Pcg32;
 use itera_core::sampling::{argmax, Sampler, SamplingSettings};
@@ -91,7 +91,7 @@ fn teacher_speed(model: &Llama2) -> Result<f64> {
     let steps = 256.min(model.config.seq_len);
     let mut best = 0.0f64;
     for _ in 0..3 {
-        let mut st = Llama2State::new(&model.config);
+        let mut st = model.new_state();
         let mut token = BOS;
         let start = Instant::now();
         for _ in 0..steps {

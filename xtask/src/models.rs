@@ -1,18 +1,28 @@
-//! Loads any model the commands accept: an itera safetensors file (any precision) with its
-//! tokenizer.json, or a llama2.c checkpoint with its tokenizer.bin.
+//! Loads any model the commands accept: a safetensors file of either family (any precision)
+//! with its tokenizer.json, or a llama2.c checkpoint with its tokenizer.bin.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use itera_core::llama2c::{Llama2, Llama2Tokenizer};
 use itera_core::tokenizer::Tokenizer;
-use itera_core::{format, Weights};
+use itera_core::{format, Family, Transformer, Weights};
 
 // One per command: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum AnyModel {
-    Itera { weights: Weights, tokenizer: Tokenizer },
-    Llama2 { model: Llama2, tokenizer: Llama2Tokenizer },
+    Itera {
+        weights: Weights,
+        tokenizer: Tokenizer,
+    },
+    Transformer {
+        weights: Weights<Transformer>,
+        tokenizer: Tokenizer,
+    },
+    Llama2 {
+        model: Llama2,
+        tokenizer: Llama2Tokenizer,
+    },
 }
 
 /// safetensors files start with a little-endian u64 header length followed by `{`.
@@ -26,14 +36,26 @@ pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<AnyModel> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     if is_safetensors(&bytes) {
-        let weights = format::load(&bytes).with_context(|| format!("loading {}", path.display()))?;
-        let tok_path = match tokenizer {
-            Some(p) => p.to_path_buf(),
-            None => find_itera_tokenizer(dir, weights.config.tokenizer.as_deref())?,
+        let loading = || format!("loading {}", path.display());
+        let tok = |named: Option<&str>| -> Result<Tokenizer> {
+            let tok_path = match tokenizer {
+                Some(p) => p.to_path_buf(),
+                None => find_itera_tokenizer(dir, named)?,
+            };
+            Tokenizer::from_file(&tok_path).with_context(|| format!("loading tokenizer {}", tok_path.display()))
         };
-        let tokenizer =
-            Tokenizer::from_file(&tok_path).with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
-        return Ok(AnyModel::Itera { weights, tokenizer });
+        return Ok(match format::read_family(&bytes).with_context(loading)? {
+            Family::Itera => {
+                let weights = format::load(&bytes).with_context(loading)?;
+                let tokenizer = tok(weights.config.tokenizer.as_deref())?;
+                AnyModel::Itera { weights, tokenizer }
+            }
+            Family::Transformer => {
+                let weights = format::load_as::<Transformer>(&bytes).with_context(loading)?;
+                let tokenizer = tok(weights.config.tokenizer.as_deref())?;
+                AnyModel::Transformer { weights, tokenizer }
+            }
+        });
     }
     let model = Llama2::from_bytes(&bytes).with_context(|| {
         format!(

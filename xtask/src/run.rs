@@ -13,16 +13,19 @@ use itera_core::gpu::model::GpuModel;
 use itera_core::gpu::Gpu;
 use itera_core::sampling::{Sampler, SamplingSettings};
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
-use itera_core::{format, llama2c, Config, Precision, Weights};
+use itera_core::{format, llama2c, Architecture, Family, Precision};
 use serde_json::json;
 
 use crate::models::{self, AnyModel};
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// A preset (test, micro, tiny, 15m) or a config JSON file.
+    /// A preset (test, micro, tiny, 15m) or a config JSON file (of --family's keys).
     #[arg(long)]
     config: String,
+    /// `itera` (SSM + MoE) or `transformer` (the llama2.c architecture).
+    #[arg(long, default_value_t = Family::Itera)]
+    family: Family,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "f32")]
@@ -40,34 +43,42 @@ pub fn read_text(path: &Path) -> Result<String> {
     String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
-pub fn load_config(spec: &str) -> Result<Config> {
+/// A config of family `A`: a preset name or a JSON file.
+pub fn load_family_config<A: itera_core::Architecture>(spec: &str) -> Result<A::Config> {
     if spec.ends_with(".json") {
         let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read config {spec}"))?;
-        return Ok(Config::from_json(&text)?);
+        return Ok(A::config_from_json(&text)?);
     }
-    Ok(Config::preset(spec)?)
+    Ok(A::preset(spec)?)
 }
 
 pub fn init(a: InitArgs) -> Result<()> {
-    let mut config = load_config(&a.config)?;
+    match a.family {
+        Family::Itera => init_family::<itera_core::Itera>(&a),
+        Family::Transformer => init_family::<itera_core::Transformer>(&a),
+    }
+}
+
+fn init_family<A: Architecture>(a: &InitArgs) -> Result<()> {
+    let mut config = load_family_config::<A>(&a.config)?;
     let precision: Precision = a.precision.parse()?;
     if let Some(tp) = &a.tokenizer {
         let tok = Tokenizer::from_file(tp)?;
-        config.vocab_size = tok.vocab_size();
         let name = tp.file_name().context("tokenizer path has no file name")?;
         let dest = a.out.parent().unwrap_or(std::path::Path::new(".")).join(name);
         if !dest.exists() {
             std::fs::copy(tp, &dest).with_context(|| format!("copying tokenizer to {}", dest.display()))?;
         }
-        config.tokenizer = Some(name.to_string_lossy().into_owned());
+        config = A::with_tokenizer(&config, tok.vocab_size(), Some(name.to_string_lossy().into_owned()));
     }
-    let w = Weights::init_random(&config, a.seed)?.to_precision(precision);
+    let w = A::init_random(&config, a.seed)?.to_precision(precision);
     format::save_file(&w, &a.out)?;
     eprintln!(
-        "wrote {} ({} parameters, {} active per token, {precision}, {} bytes)",
+        "wrote {} ({}, {} parameters, {} active per token, {precision}, {} bytes)",
         a.out.display(),
-        w.table.total_params(),
-        w.table.active_params(&w.config),
+        A::FAMILY.description(),
+        w.total_params(),
+        A::active_params(&w.config),
         std::fs::metadata(&a.out)?.len()
     );
     Ok(())
@@ -165,64 +176,57 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
     };
     let start = Instant::now();
-    match models::load(&a.model, a.tokenizer.as_deref())? {
-        AnyModel::Itera { weights, tokenizer } => {
-            let opts = GenerateOptions {
-                max_tokens: a.max_tokens,
-                sampling,
-                stop_at_end_of_text: true,
-            };
-            let mut stdout = std::io::stdout();
-            if !a.json {
-                print!("{}", a.prompt);
+    let opts = GenerateOptions {
+        max_tokens: a.max_tokens,
+        sampling,
+        stop_at_end_of_text: true,
+    };
+    let model = models::load(&a.model, a.tokenizer.as_deref())?;
+    let mut stdout = std::io::stdout();
+    // A llama2.c generation returns the prompt with its story.
+    if !a.json && !matches!(model, AnyModel::Llama2 { .. }) {
+        print!("{}", a.prompt);
+    }
+    let mut first_token = None;
+    let on_text = |piece: &str| {
+        first_token.get_or_insert_with(|| start.elapsed());
+        if !a.json {
+            print!("{piece}");
+            let _ = stdout.flush();
+        }
+        true
+    };
+    let (g, backend, precision) = match model {
+        AnyModel::Itera { weights, tokenizer } => match a.backend {
+            Backend::Cpu => (
+                generate_itera(&weights, &tokenizer, &a.prompt, opts, on_text)?,
+                "cpu".to_string(),
+                weights.precision,
+            ),
+            Backend::Gpu => {
+                let gpu = Gpu::new_blocking()?;
+                let mut model = GpuModel::new(&gpu, &weights)?;
+                let g = pollster::block_on(gpu_generate(
+                    &gpu,
+                    &mut model,
+                    &tokenizer,
+                    &a.prompt,
+                    opts,
+                    a.tokens_per_submission,
+                    on_text,
+                ))?;
+                (g, gpu.describe(), weights.precision)
             }
-            let mut first_token = None;
-            let on_text = |piece: &str| {
-                first_token.get_or_insert_with(|| start.elapsed());
-                if !a.json {
-                    print!("{piece}");
-                    let _ = stdout.flush();
-                }
-                true
-            };
-            let (g, backend) = match a.backend {
-                Backend::Cpu => (
-                    generate_itera(&weights, &tokenizer, &a.prompt, opts, on_text)?,
-                    "cpu".to_string(),
-                ),
-                Backend::Gpu => {
-                    let gpu = Gpu::new_blocking()?;
-                    let mut model = GpuModel::new(&gpu, &weights)?;
-                    let g = pollster::block_on(gpu_generate(
-                        &gpu,
-                        &mut model,
-                        &tokenizer,
-                        &a.prompt,
-                        opts,
-                        a.tokens_per_submission,
-                        on_text,
-                    ))?;
-                    (g, gpu.describe())
-                }
-            };
-            let secs = start.elapsed().as_secs_f64();
-            let tps = g.tokens.len() as f64 / secs;
-            if a.json {
-                let out = json!({
-                    "prompt": a.prompt, "text": g.text, "tokens": g.tokens, "prompt_tokens": g.prompt_tokens,
-                    "precision": weights.precision.as_str(), "backend": backend, "seconds": secs, "tokens_per_s": tps,
-                    "time_to_first_token_s": first_token.map(|d| d.as_secs_f64()),
-                    "routing": g.routing.iter().map(|layers| layers.iter().map(|r| json!({"experts": r.experts, "weights": r.weights})).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                });
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                println!();
-                eprintln!(
-                    "[{} tokens in {secs:.2} s, {tps:.1} tokens/s, {}, {backend}]",
-                    g.tokens.len(),
-                    weights.precision
-                );
+        },
+        AnyModel::Transformer { weights, tokenizer } => {
+            if a.backend == Backend::Gpu {
+                bail!("the Transformer decodes on the CPU only for now (--backend cpu)");
             }
+            (
+                generate_itera(&weights, &tokenizer, &a.prompt, opts, on_text)?,
+                "cpu".to_string(),
+                weights.precision,
+            )
         }
         AnyModel::Llama2 { model, tokenizer } => {
             if a.backend == Backend::Gpu {
@@ -242,7 +246,25 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
                 println!("{text}");
                 eprintln!("[{secs:.2} s, llama2.c]");
             }
+            return Ok(());
         }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let tps = g.tokens.len() as f64 / secs;
+    if a.json {
+        let out = json!({
+            "prompt": a.prompt, "text": g.text, "tokens": g.tokens, "prompt_tokens": g.prompt_tokens,
+            "precision": precision.as_str(), "backend": backend, "seconds": secs, "tokens_per_s": tps,
+            "time_to_first_token_s": first_token.map(|d| d.as_secs_f64()),
+            "routing": g.routing.iter().map(|layers| layers.iter().map(|r| json!({"experts": r.experts, "weights": r.weights})).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!();
+        eprintln!(
+            "[{} tokens in {secs:.2} s, {tps:.1} tokens/s, {precision}, {backend}]",
+            g.tokens.len(),
+        );
     }
     Ok(())
 }
@@ -263,6 +285,7 @@ pub struct EvalArgs {
 pub fn eval_model(model: &AnyModel, text: &str) -> Result<EvalReport> {
     Ok(match model {
         AnyModel::Itera { weights, tokenizer } => eval_itera(weights, tokenizer, text)?,
+        AnyModel::Transformer { weights, tokenizer } => itera_core::eval::eval_model(weights, tokenizer, text)?,
         AnyModel::Llama2 { model, tokenizer } => eval_llama2(model, tokenizer, text)?,
     })
 }

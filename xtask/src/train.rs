@@ -24,7 +24,7 @@ use itera_core::train::{
     encode_corpus, Budget, Checkpoint, CorpusSettings, CpuStep, DataFingerprint, DistillSpec, EvalSet, Event,
     FineTuneText, Job, JobData, Provenance, StepBackend, StoryTeller, TrainSpec,
 };
-use itera_core::{format, Precision, Weights};
+use itera_core::{format, Architecture, Family, Itera, Precision, Transformer, Weights};
 use serde_json::json;
 
 use crate::models::{self, AnyModel};
@@ -128,6 +128,11 @@ pub struct TrainArgs {
     /// for train, `micro` for distill.
     #[arg(long, alias = "student-config")]
     config: Option<String>,
+    /// The model family of a new run: `itera` (SSM + MoE) or `transformer` (the llama2.c
+    /// architecture; its presets have the itera presets' parameter counts). A fine-tune or a
+    /// resumed run keeps the family of its model or checkpoint.
+    #[arg(long, alias = "student-family", default_value_t = Family::Itera)]
+    family: Family,
     /// Fine-tune this model (any precision; a quantized file is dequantized to f32) instead
     /// of starting from random weights; its tokenizer is used unless --tokenizer is given,
     /// and the settings default to the page's fine-tune.
@@ -214,6 +219,11 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
     spec_of(&a.train, Some(spec)).validate()?;
     let weights = match models::load(&a.teacher, a.teacher_tokenizer.as_deref())? {
         AnyModel::Itera { weights, .. } => weights,
+        AnyModel::Transformer { .. } => bail!(
+            "--teacher {}: distilling from a Transformer's logits is not supported yet; use an itera teacher or a \
+             llama2.c checkpoint (sequence-level)",
+            a.teacher.display()
+        ),
         AnyModel::Llama2 { model, tokenizer } => return distill_stories(a, &model, &tokenizer),
     };
     if a.train.tokenizer.is_none() {
@@ -355,10 +365,13 @@ fn tokenizer_for(a: &TrainArgs, corpus: &str, tok_path: &Path) -> Result<Tokeniz
         return Ok(Tokenizer::from_file(p)?);
     }
     if let Some(init) = &a.init {
-        let AnyModel::Itera { tokenizer, .. } = models::load(init, None)? else {
-            bail!("--init {}: fine-tuning needs an itera model", init.display());
+        return match models::load(init, None)? {
+            AnyModel::Itera { tokenizer, .. } | AnyModel::Transformer { tokenizer, .. } => Ok(tokenizer),
+            AnyModel::Llama2 { .. } => bail!(
+                "--init {}: a llama2.c checkpoint has its own tokenizer; fine-tune a model of this project",
+                init.display()
+            ),
         };
-        return Ok(tokenizer);
     }
     if a.resume_from.is_some() {
         bail!("--resume-from: pass the run's --tokenizer (the page's runs use weights/tokenizer.json)");
@@ -386,7 +399,7 @@ fn keep_run_tokenizer(path: &Path, tokenizer: &Tokenizer) -> Result<()> {
 
 /// A resumed run continues its own model: `--init` is refused, and `--config` must name its
 /// shape.
-fn check_same_model(a: &TrainArgs, run: &itera_core::Config, vocab_size: usize) -> Result<()> {
+fn check_same_model<A: Architecture>(a: &TrainArgs, run: &A::Config, vocab_size: usize) -> Result<()> {
     if let Some(init) = &a.init {
         bail!(
             "--init {} starts a new run; a resumed run continues its own weights",
@@ -394,9 +407,8 @@ fn check_same_model(a: &TrainArgs, run: &itera_core::Config, vocab_size: usize) 
         );
     }
     if let Some(name) = &a.config {
-        let mut given = crate::run::load_config(name)?;
-        given.vocab_size = vocab_size;
-        if given.architecture() != run.architecture() {
+        let given = A::with_tokenizer(&crate::run::load_family_config::<A>(name)?, vocab_size, None);
+        if A::architecture(&given) != A::architecture(run) {
             bail!("--config {name} is not this run's model shape; a resumed run keeps its own (leave --config out)");
         }
     }
@@ -404,34 +416,93 @@ fn check_same_model(a: &TrainArgs, run: &itera_core::Config, vocab_size: usize) 
 }
 
 /// The weights a new run starts from: `--init`'s (dequantized) or random ones of `--config`.
-fn base_model(a: &TrainArgs, tokenizer: &Tokenizer, seed: u64) -> Result<Weights> {
+fn base_model<A: Architecture>(a: &TrainArgs, tokenizer: &Tokenizer, seed: u64) -> Result<Weights<A>> {
     if let Some(init) = &a.init {
-        let AnyModel::Itera { weights, .. } = models::load(init, None)? else {
-            bail!("--init {}: fine-tuning needs an itera model", init.display());
-        };
-        if weights.config.vocab_size != tokenizer.vocab_size() {
+        let bytes = std::fs::read(init).with_context(|| format!("cannot read --init {}", init.display()))?;
+        let weights = format::load_as::<A>(&bytes).with_context(|| {
+            format!(
+                "--init {}: fine-tuning needs a model file of this project",
+                init.display()
+            )
+        })?;
+        let vocab = A::vocab_size(&weights.config);
+        if vocab != tokenizer.vocab_size() {
             bail!(
-                "--init {} has {} token ids but the tokenizer has {}",
+                "--init {} has {vocab} token ids but the tokenizer has {}",
                 init.display(),
-                weights.config.vocab_size,
                 tokenizer.vocab_size()
             );
         }
         return Ok(weights.to_precision(Precision::F32));
     }
-    let mut config = crate::run::load_config(a.config.as_deref().unwrap_or("tiny"))?;
-    config.vocab_size = tokenizer.vocab_size();
-    config.tokenizer = Some("tokenizer.json".into());
-    Ok(Weights::init_random(&config, seed)?)
+    let config = crate::run::load_family_config::<A>(a.config.as_deref().unwrap_or("tiny"))?;
+    let config = A::with_tokenizer(&config, tokenizer.vocab_size(), Some("tokenizer.json".into()));
+    Ok(A::init_random(&config, seed)?)
+}
+
+/// The family a run trains: the checkpoint's on a resume, the model's on a fine-tune, else
+/// `--family`.
+fn run_family(a: &TrainArgs) -> Result<Family> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    if let Some(from) = resume_path(a).filter(|p| p.exists()) {
+        return Ok(itera_core::train::checkpoint_family(&read(&from)?)?);
+    }
+    if let Some(init) = &a.init {
+        return Ok(format::read_family(&read(init)?).unwrap_or(Family::Itera));
+    }
+    Ok(a.family)
+}
+
+/// The checkpoint a run continues from, if it does.
+fn resume_path(a: &TrainArgs) -> Option<PathBuf> {
+    let own = a.out_dir.join("checkpoint.safetensors");
+    a.resume_from.clone().or(a.resume.then_some(own))
 }
 
 fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
+    let threads = threads(&a);
+    match run_family(&a)? {
+        Family::Itera => {
+            let (mut job, files) = prepare::<Itera>(&a, teacher)?;
+            match a.backend {
+                TrainBackend::Cpu => {
+                    let mut cpu = CpuStep::new(&job.state().weights, job.spec().step_config(), threads);
+                    drive(&mut job, &mut cpu, files)
+                }
+                TrainBackend::Gpu => {
+                    let gpu = Rc::new(Gpu::new_blocking().context("--backend gpu")?);
+                    let cfg = job.spec().step_config();
+                    let mut on_gpu =
+                        GpuStep::new(gpu, job.state(), cfg, job.data().teacher.as_ref()).context("--backend gpu")?;
+                    eprintln!(
+                        "GPU: {}, {} dispatches per step",
+                        on_gpu.describe(),
+                        on_gpu.trainer.dispatches_per_step()
+                    );
+                    drive(&mut job, &mut on_gpu, files)
+                }
+            }
+        }
+        Family::Transformer => {
+            if a.backend == TrainBackend::Gpu {
+                bail!("--backend gpu trains the itera family only for now; train a Transformer with --backend cpu");
+            }
+            let (mut job, files) = prepare::<Transformer>(&a, teacher)?;
+            let mut cpu = CpuStep::new(&job.state().weights, job.spec().step_config(), threads);
+            drive(&mut job, &mut cpu, files)
+        }
+    }
+}
+
+/// Everything a run needs before its first step: the text and tokenizer, the job (new or
+/// resumed) and its files.
+fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<Teacher>) -> Result<(Job<A>, RunFiles)> {
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    let (corpus, mut eval_sets, corpus_name) = training_text(&a)?;
+    let (corpus, mut eval_sets, corpus_name) = training_text(a)?;
     let tok_path = a.out_dir.join("tokenizer.json");
     let checkpoint_path = a.out_dir.join("checkpoint.safetensors");
     let model_path = a.out_dir.join("model.safetensors");
-    let resume_from = a.resume_from.clone().or(a.resume.then(|| checkpoint_path.clone()));
+    let resume_from = resume_path(a);
     if resume_from.as_ref() != Some(&checkpoint_path) && checkpoint_path.exists() {
         bail!(
             "{} holds a run already ({}): continue it with --resume, or give another --out-dir",
@@ -439,7 +510,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
             checkpoint_path.display()
         );
     }
-    let tokenizer = tokenizer_for(&a, &corpus, &tok_path)?;
+    let tokenizer = tokenizer_for(a, &corpus, &tok_path)?;
     keep_run_tokenizer(&tok_path, &tokenizer)?;
     let stream = encode_corpus(&tokenizer, &corpus).with_context(|| format!("corpus {corpus_name}"))?;
     eprintln!(
@@ -460,7 +531,6 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
             });
         }
     }
-    let threads = threads(&a);
     let data = JobData {
         tokenizer,
         stream,
@@ -471,8 +541,8 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     let clock = Box::new(move || start.elapsed().as_secs_f64());
     let mut job = if let Some(from) = resume_from {
         let bytes = std::fs::read(&from).with_context(|| format!("resuming: no checkpoint at {}", from.display()))?;
-        let checkpoint = <Checkpoint>::from_bytes(&bytes).with_context(|| format!("resuming {}", from.display()))?;
-        check_same_model(&a, &checkpoint.state.weights.config, data.tokenizer.vocab_size())?;
+        let checkpoint = Checkpoint::<A>::from_bytes(&bytes).with_context(|| format!("resuming {}", from.display()))?;
+        check_same_model::<A>(a, &checkpoint.state.weights.config, data.tokenizer.vocab_size())?;
         let differ = a.spec.differences(&checkpoint.spec);
         if !differ.is_empty() {
             bail!(
@@ -492,8 +562,8 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
             teacher: teacher.as_ref().map(|t| t.path.display().to_string()),
             base: a.init.as_ref().map(|p| p.display().to_string()),
         };
-        let spec = spec_of(&a, teacher.as_ref().and_then(|t| t.spec));
-        let base = base_model(&a, &data.tokenizer, spec.seed)?;
+        let spec = spec_of(a, teacher.as_ref().and_then(|t| t.spec));
+        let base = base_model::<A>(a, &data.tokenizer, spec.seed)?;
         Job::new(spec, &base, data, provenance, clock)?
     };
     if let Some(s) = a.stop_at {
@@ -510,9 +580,11 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
     }
     let w = &job.state().weights;
     eprintln!(
-        "model: {} parameters ({} active per token); batch {} × {} tokens in {} shard(s)",
-        w.table.total_params(),
-        w.table.active_params(&w.config),
+        "model: {} ({}), {} parameters ({} active per token); batch {} × {} tokens in {} shard(s)",
+        A::FAMILY,
+        A::FAMILY.description(),
+        w.total_params(),
+        A::active_params(&w.config),
         job.spec().batch,
         job.spec().seq_len,
         job.spec().shards,
@@ -525,24 +597,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
         checkpoint: checkpoint_path,
         model: model_path,
     };
-    match a.backend {
-        TrainBackend::Cpu => {
-            let mut cpu = CpuStep::new(&job.state().weights, job.spec().step_config(), threads);
-            drive(&mut job, &mut cpu, files)
-        }
-        TrainBackend::Gpu => {
-            let gpu = Rc::new(Gpu::new_blocking().context("--backend gpu")?);
-            let cfg = job.spec().step_config();
-            let mut on_gpu =
-                GpuStep::new(gpu, job.state(), cfg, job.data().teacher.as_ref()).context("--backend gpu")?;
-            eprintln!(
-                "GPU: {}, {} dispatches per step",
-                on_gpu.describe(),
-                on_gpu.trainer.dispatches_per_step()
-            );
-            drive(&mut job, &mut on_gpu, files)
-        }
-    }
+    Ok((job, files))
 }
 
 struct RunFiles {
@@ -553,7 +608,7 @@ struct RunFiles {
 
 /// Advances the job one step at a time: a log line per step (with its evaluations), the
 /// checkpoint and model files at each checkpoint, the progress bar throughout.
-fn drive<B: StepBackend>(job: &mut Job, backend: &mut B, mut files: RunFiles) -> Result<()> {
+fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, mut files: RunFiles) -> Result<()> {
     eprintln!("training on {}", backend.describe());
     let bar = ProgressBar::new(job.spec().steps as u64);
     bar.set_style(

@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::family::Architecture;
 use crate::layers::activations::log_sum_exp;
-use crate::llama2c::{Llama2, Llama2State, Llama2Tokenizer, BOS};
+use crate::llama2c::{Llama2, Llama2Tokenizer, BOS};
 use crate::tokenizer::{Tokenizer, END_OF_TEXT};
 use crate::weights::Weights;
 
@@ -111,14 +111,14 @@ pub fn eval_model<A: Architecture>(w: &Weights<A>, tok: &Tokenizer, text: &str) 
 /// each restart from BOS (slightly pessimistic, and rare for TinyStories-length stories).
 pub fn eval_llama2(model: &Llama2, tok: &Llama2Tokenizer, text: &str) -> Result<EvalReport> {
     let mut report = EvalReport::default();
-    let mut st = Llama2State::new(&model.config);
+    let mut st = model.new_state();
     // At least one token per window: a checkpoint with seq_len 1 then fails in `forward`
     // with a clear error instead of a zero-sized chunk.
     let window = model.config.seq_len.saturating_sub(1).max(1);
     for doc in check_text(text)? {
         let ids = tok.encode(doc, false);
         for chunk in ids.chunks(window) {
-            st.pos = 0;
+            st.reset();
             let mut prev = BOS;
             for &target in chunk {
                 let logits = model.forward(&mut st, prev)?;

@@ -97,6 +97,10 @@ pub trait Architecture: Sized + Send + Sync + 'static {
 
     /// Parses and validates a config (the file's metadata, a `--config FILE.json`).
     fn config_from_json(text: &str) -> Result<Self::Config>;
+    /// A named preset (`test`, `micro`, `tiny`, `15m`).
+    fn preset(name: &str) -> Result<Self::Config>;
+    /// The config for a tokenizer of `vocab_size` ids saved as `tokenizer` next to the weights.
+    fn with_tokenizer(c: &Self::Config, vocab_size: usize, tokenizer: Option<String>) -> Self::Config;
     fn table(c: &Self::Config) -> Self::Table;
     fn vocab_size(c: &Self::Config) -> usize;
     /// Experts per MoE layer (0 for a family without routing).

@@ -1,13 +1,14 @@
-//! Text generation with an itera model: prompt → prefill → sample/decode loop. `Generation`
+//! Text generation with a model of any family: prompt → prefill → sample/decode loop. `Generation`
 //! is the loop one token at a time (the playground streams it in slices and stops between
 //! them); `generate` runs it to the end, streaming complete UTF-8 text to a callback that can
 //! stop it. The routing of every generated token is recorded. Timing is left to callers
 //! (there is no clock on bare wasm32).
 
-use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::family::Architecture;
+use crate::itera::Itera;
 use crate::layers::activations::log_sum_exp_fast;
-use crate::model::{decode_step, prefill, Route, State};
+use crate::model::Route;
 use crate::sampling::{Sampler, SamplingSettings};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::weights::Weights;
@@ -57,8 +58,10 @@ pub struct Token {
 }
 
 /// A generation in progress: the prompt has been run; `next` samples a token and feeds it back.
-pub struct Generation {
-    state: State,
+/// It ends at the token budget, at the end of a story when asked, or where the model's
+/// context ends (a Transformer's `max_seq_len`).
+pub struct Generation<A: Architecture = Itera> {
+    state: A::State,
     sampler: Sampler,
     decoder: StreamDecoder,
     logits: Vec<f32>,
@@ -69,21 +72,30 @@ pub struct Generation {
     done: bool,
 }
 
-impl Generation {
+impl<A: Architecture> Generation<A> {
     /// Validates the settings, encodes `prompt` (which may be empty: the context then starts at
     /// end-of-text, the beginning of a story) and runs it through the model.
-    pub fn start(w: &Weights, tok: &Tokenizer, prompt: &str, opts: GenerateOptions) -> Result<Generation> {
+    pub fn start(w: &Weights<A>, tok: &Tokenizer, prompt: &str, opts: GenerateOptions) -> Result<Generation<A>> {
         let sampler = Sampler::new(opts.sampling)?;
-        let sequence = prompt_sequence(&w.config, tok, prompt, &opts)?;
-        let mut state = State::new(w);
+        let sequence = prompt_sequence(A::vocab_size(&w.config), tok, prompt, &opts)?;
+        let context = A::max_context(&w.config);
+        if sequence.len() >= context {
+            return Err(Error::setting(
+                "prompt length",
+                format!("{} tokens", sequence.len()),
+                format!("fewer than the model's context of {context} tokens"),
+            ));
+        }
+        let mut state = A::new_state(w);
         let logits = if sequence.len() <= SHORT_PROMPT_TOKENS {
             let mut logits = Vec::new();
             for &t in &sequence {
-                logits = decode_step(w, &mut state, t)?.to_vec();
+                logits = A::decode_step(w, &mut state, t)?.to_vec();
             }
             logits
         } else {
-            prefill(w, &sequence, &mut state)?.to_vec()
+            A::prefill_chunked(w, &sequence, &mut state, &mut A::Cache::default(), &mut |_, _| Ok(()))?;
+            A::state_logits(&state).to_vec()
         };
         Ok(Generation {
             state,
@@ -99,7 +111,7 @@ impl Generation {
 
     /// The next token, or None once the generation has ended (length reached, or end of
     /// story when asked to stop there); then `finish` returns any text still held back.
-    pub fn next(&mut self, w: &Weights, tok: &Tokenizer) -> Result<Option<Token>> {
+    pub fn next(&mut self, w: &Weights<A>, tok: &Tokenizer) -> Result<Option<Token>> {
         if self.done {
             return Ok(None);
         }
@@ -111,9 +123,15 @@ impl Generation {
         }
         let logprob = self.logits[id as usize] - log_sum_exp_fast(&self.logits);
         let text = self.decoder.push(tok.token_bytes(id)?);
-        self.logits.copy_from_slice(decode_step(w, &mut self.state, id)?);
+        // The token is consumed (its routing then describes it) unless the context is full,
+        // which ends the generation.
+        let context = A::max_context(&w.config);
+        if A::position(&self.state) < context {
+            self.logits.copy_from_slice(A::decode_step(w, &mut self.state, id)?);
+        }
         self.sequence.push(id);
-        self.done = self.sequence.len() - self.prompt_len >= self.opts.max_tokens;
+        self.done =
+            self.sequence.len() - self.prompt_len >= self.opts.max_tokens || A::position(&self.state) >= context;
         Ok(Some(Token { id, text, logprob }))
     }
 
@@ -128,7 +146,7 @@ impl Generation {
 
     /// Routing of the last token consumed, per layer (empty for dense layers).
     pub fn routing(&self) -> &[Route] {
-        &self.state.routing
+        A::routing(&self.state)
     }
 
     /// Prompt + generated tokens, and where the generated part starts.
@@ -139,7 +157,12 @@ impl Generation {
 
 /// Checks a generation request and encodes its prompt after `<|endoftext|>` (the beginning of
 /// a story), as every backend starts from it.
-pub(crate) fn prompt_sequence(c: &Config, tok: &Tokenizer, prompt: &str, opts: &GenerateOptions) -> Result<Vec<u32>> {
+pub(crate) fn prompt_sequence(
+    vocab_size: usize,
+    tok: &Tokenizer,
+    prompt: &str,
+    opts: &GenerateOptions,
+) -> Result<Vec<u32>> {
     check_prompt_bytes(prompt)?;
     if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
         return Err(Error::setting(
@@ -148,11 +171,10 @@ pub(crate) fn prompt_sequence(c: &Config, tok: &Tokenizer, prompt: &str, opts: &
             format!("between 1 and {MAX_NEW_TOKENS}"),
         ));
     }
-    if tok.vocab_size() != c.vocab_size {
+    if tok.vocab_size() != vocab_size {
         return Err(Error::Tokenizer(format!(
-            "tokenizer has {} ids but the model's vocabulary is {}",
+            "tokenizer has {} ids but the model's vocabulary is {vocab_size}",
             tok.vocab_size(),
-            c.vocab_size
         )));
     }
     opts.sampling.validate()?;
@@ -194,8 +216,8 @@ pub fn check_prompt_tokens(tokens: usize) -> Result<()> {
 
 /// Generates after `prompt`. `on_text` receives each complete piece of text and returns false
 /// to stop.
-pub fn generate(
-    w: &Weights,
+pub fn generate<A: Architecture>(
+    w: &Weights<A>,
     tok: &Tokenizer,
     prompt: &str,
     opts: GenerateOptions,

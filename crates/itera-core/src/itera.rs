@@ -24,6 +24,18 @@ impl Architecture for Itera {
         Config::from_json(text)
     }
 
+    fn preset(name: &str) -> Result<Config> {
+        Config::preset(name)
+    }
+
+    fn with_tokenizer(c: &Config, vocab_size: usize, tokenizer: Option<String>) -> Config {
+        Config {
+            vocab_size,
+            tokenizer,
+            ..c.clone()
+        }
+    }
+
     fn table(c: &Config) -> ParamTable {
         ParamTable::new(c)
     }

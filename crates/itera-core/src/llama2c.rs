@@ -1,6 +1,8 @@
-//! The teacher: a llama2.c checkpoint (Karpathy's `run.c` format) and its `tokenizer.bin`,
-//! with a CPU forward pass using a KV cache. Used to sample the training corpus, as a
-//! baseline in evaluation, and as a golden test of the whole reading/forward/decoding path.
+//! The teacher: a llama2.c checkpoint (Karpathy's `run.c` format) and its `tokenizer.bin`.
+//! The checkpoint loads into the Transformer family's type (`Llama2::weights`), so it runs
+//! through that family's one forward and KV-cache decoder. Used to sample the training
+//! corpus, as a baseline in evaluation, and as a golden test of the whole
+//! reading/forward/decoding path.
 //!
 //! Checkpoint: 7 little-endian i32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads,
 //! vocab_size — negative when the classifier is not shared —, seq_len), then f32 tensors in
@@ -10,8 +12,12 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::kernels::matvec_f32;
-use crate::layers::activations::{silu, softmax};
+use crate::family::Architecture;
+use crate::transformer::{Transformer, TransformerConfig, TransformerState, TransformerTable, TransformerWeights};
+use crate::weights::Weights;
+
+/// The decoding state of a llama2.c model: the Transformer's KV cache.
+pub type Llama2State = TransformerState;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Llama2Config {
@@ -53,22 +59,12 @@ impl Llama2Config {
     }
 }
 
-/// Weights of a llama2.c model. Matrices are (out, in) row-major, stacked over layers.
+/// A llama2.c checkpoint: its header and the Transformer it holds (tensors moved to their
+/// `model.py` names, the header's seq_len as `max_seq_len`).
 #[derive(Clone, Debug)]
 pub struct Llama2 {
     pub config: Llama2Config,
-    token_embedding: Vec<f32>, // (V, dim)
-    rms_att: Vec<f32>,         // (L, dim)
-    wq: Vec<f32>,              // (L, dim, dim)
-    wk: Vec<f32>,              // (L, kv_dim, dim)
-    wv: Vec<f32>,              // (L, kv_dim, dim)
-    wo: Vec<f32>,              // (L, dim, dim)
-    rms_ffn: Vec<f32>,         // (L, dim)
-    w1: Vec<f32>,              // (L, hidden, dim)
-    w2: Vec<f32>,              // (L, dim, hidden)
-    w3: Vec<f32>,              // (L, hidden, dim)
-    rms_final: Vec<f32>,       // (dim)
-    wcls: Option<Vec<f32>>,    // (V, dim) when not shared
+    pub weights: TransformerWeights,
 }
 
 /// The largest KV cache a checkpoint may ask for (its `Llama2State`: keys and values of every
@@ -176,67 +172,14 @@ impl Llama2 {
             }
             Ok(v)
         };
+        // run.c's order: each kind of tensor stacked over the layers.
         let token_embedding = take(sizes[0])?;
-        let (rms_att, wq, wk, wv, wo) = (
-            take(sizes[1])?,
-            take(sizes[2])?,
-            take(sizes[3])?,
-            take(sizes[4])?,
-            take(sizes[5])?,
-        );
-        let (rms_ffn, w1, w2, w3) = (take(sizes[6])?, take(sizes[7])?, take(sizes[8])?, take(sizes[9])?);
+        let stacked: Vec<Vec<f32>> = sizes[1..10].iter().map(|&n| take(n)).collect::<Result<_>>()?;
         let rms_final = take(sizes[10])?;
         let _freq_cis = take(freq)?; // RoPE is recomputed; stored tables are unused (as in run.c)
         let wcls = if c.shared_classifier { None } else { Some(take(v * d)?) };
-        Ok(Llama2 {
-            config,
-            token_embedding,
-            rms_att,
-            wq,
-            wk,
-            wv,
-            wo,
-            rms_ffn,
-            w1,
-            w2,
-            w3,
-            rms_final,
-            wcls,
-        })
-    }
 
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn from_file(path: &std::path::Path) -> Result<Llama2> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
-        Self::from_bytes(&bytes)
-    }
-
-    pub fn param_count(&self) -> usize {
-        [
-            &self.token_embedding,
-            &self.rms_att,
-            &self.wq,
-            &self.wk,
-            &self.wv,
-            &self.wo,
-            &self.rms_ffn,
-            &self.w1,
-            &self.w2,
-            &self.w3,
-            &self.rms_final,
-        ]
-        .iter()
-        .map(|v| v.len())
-        .sum::<usize>()
-            + self.wcls.as_ref().map_or(0, Vec::len)
-    }
-
-    /// The same model as a `Transformer` (SPEC "Model families": llama2.c files load into the
-    /// family's type): every tensor moved to its `model.py` name, the checkpoint's seq_len
-    /// as `max_seq_len`.
-    pub fn to_transformer(&self) -> crate::transformer::TransformerWeights {
-        let c = &self.config;
-        let config = crate::transformer::TransformerConfig {
+        let tc = TransformerConfig {
             dim: c.dim,
             n_layers: c.n_layers,
             n_heads: c.n_heads,
@@ -249,140 +192,55 @@ impl Llama2 {
             tokenizer: None,
             training: None,
         };
-        let table = crate::transformer::TransformerTable::new(&config);
-        let mut values: Vec<Vec<f32>> = table.specs.iter().map(|_| Vec::new()).collect();
-        let layer = |stacked: &[f32], l: usize| {
-            stacked
-                .chunks_exact(stacked.len() / c.n_layers)
-                .nth(l)
-                .unwrap_or(&[])
-                .to_vec()
-        };
-        values[table.embed] = self.token_embedding.clone();
+        let table = TransformerTable::new(&tc);
+        let mut values: Vec<Vec<f32>> = vec![Vec::new(); table.specs.len()];
+        values[table.embed] = token_embedding;
+        // The stacked tensors in file order: rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3.
         for (l, p) in table.layers.iter().enumerate() {
-            values[p.attention_norm] = layer(&self.rms_att, l);
-            values[p.wq] = layer(&self.wq, l);
-            values[p.wk] = layer(&self.wk, l);
-            values[p.wv] = layer(&self.wv, l);
-            values[p.wo] = layer(&self.wo, l);
-            values[p.ffn_norm] = layer(&self.rms_ffn, l);
-            values[p.ffn.w1] = layer(&self.w1, l);
-            values[p.ffn.w2] = layer(&self.w2, l);
-            values[p.ffn.w3] = layer(&self.w3, l);
+            let slots = [
+                p.attention_norm,
+                p.wq,
+                p.wk,
+                p.wv,
+                p.wo,
+                p.ffn_norm,
+                p.ffn.w1,
+                p.ffn.w2,
+                p.ffn.w3,
+            ];
+            for (slot, all) in slots.into_iter().zip(&stacked) {
+                let per_layer = all.len() / c.n_layers;
+                values[slot] = all[l * per_layer..(l + 1) * per_layer].to_vec();
+            }
         }
-        values[table.norm] = self.rms_final.clone();
-        if let (Some(slot), Some(wcls)) = (table.output, &self.wcls) {
-            values[slot] = wcls.clone();
+        values[table.norm] = rms_final;
+        if let (Some(slot), Some(wcls)) = (table.output, wcls) {
+            values[slot] = wcls;
         }
-        crate::weights::Weights::from_f32_tensors(config, values)
+        Ok(Llama2 {
+            config,
+            weights: Weights::from_f32_tensors(tc, values),
+        })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_file(path: &std::path::Path) -> Result<Llama2> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+        Self::from_bytes(&bytes)
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.weights.total_params()
+    }
+
+    /// A fresh decoding state (an empty KV cache).
+    pub fn new_state(&self) -> Llama2State {
+        Transformer::new_state(&self.weights)
     }
 
     /// One token at position `st.pos`: appends to the KV cache and returns next-token logits.
     pub fn forward<'s>(&self, st: &'s mut Llama2State, token: u32) -> Result<&'s [f32]> {
-        let c = &self.config;
-        Error::check_token(token, c.vocab_size)?;
-        if st.pos >= c.seq_len {
-            return Err(Error::setting("position", st.pos, "below the checkpoint's seq_len"));
-        }
-        let (d, hd, kv, hs) = (c.dim, c.hidden_dim, c.kv_dim(), c.head_size());
-        let pos = st.pos;
-        let kv_mul = c.n_heads / c.n_kv_heads;
-        st.x.copy_from_slice(&self.token_embedding[token as usize * d..(token as usize + 1) * d]);
-        for l in 0..c.n_layers {
-            rmsnorm(&mut st.xb, &st.x, &self.rms_att[l * d..(l + 1) * d]);
-            let (kc, vc) = (
-                &mut st.key_cache[(l * c.seq_len + pos) * kv..][..kv],
-                &mut st.value_cache[(l * c.seq_len + pos) * kv..][..kv],
-            );
-            matvec_f32(&self.wq[l * d * d..(l + 1) * d * d], d, &st.xb, &mut st.q);
-            matvec_f32(&self.wk[l * kv * d..(l + 1) * kv * d], d, &st.xb, kc);
-            matvec_f32(&self.wv[l * kv * d..(l + 1) * kv * d], d, &st.xb, vc);
-            // RoPE on adjacent pairs: rotate (v[i], v[i+1]) by pos · 10000^(−(i mod hs)/hs).
-            for i in (0..d).step_by(2) {
-                let freq = 1.0 / 10000f32.powf((i % hs) as f32 / hs as f32);
-                let (fci, fcr) = (pos as f32 * freq).sin_cos();
-                let rotate = |v: &mut [f32]| {
-                    let (v0, v1) = (v[i], v[i + 1]);
-                    v[i] = v0 * fcr - v1 * fci;
-                    v[i + 1] = v0 * fci + v1 * fcr;
-                };
-                rotate(&mut st.q);
-                if i < kv {
-                    rotate(kc);
-                }
-            }
-            // Grouped-query attention over positions 0..=pos.
-            for h in 0..c.n_heads {
-                let q = &st.q[h * hs..(h + 1) * hs];
-                let kvh = (h / kv_mul) * hs;
-                let att = &mut st.att[..=pos];
-                for (t, a) in att.iter_mut().enumerate() {
-                    let k = &st.key_cache[(l * c.seq_len + t) * kv + kvh..][..hs];
-                    *a = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (hs as f32).sqrt();
-                }
-                softmax(att);
-                let out = &mut st.xb[h * hs..(h + 1) * hs];
-                out.fill(0.0);
-                for (t, &a) in att.iter().enumerate() {
-                    let v = &st.value_cache[(l * c.seq_len + t) * kv + kvh..][..hs];
-                    out.iter_mut().zip(v).for_each(|(o, v)| *o += a * v);
-                }
-            }
-            matvec_f32(&self.wo[l * d * d..(l + 1) * d * d], d, &st.xb, &mut st.xb2);
-            st.x.iter_mut().zip(&st.xb2).for_each(|(x, y)| *x += y);
-            // SwiGLU FFN
-            rmsnorm(&mut st.xb, &st.x, &self.rms_ffn[l * d..(l + 1) * d]);
-            matvec_f32(&self.w1[l * hd * d..(l + 1) * hd * d], d, &st.xb, &mut st.hb);
-            matvec_f32(&self.w3[l * hd * d..(l + 1) * hd * d], d, &st.xb, &mut st.hb2);
-            st.hb.iter_mut().zip(&st.hb2).for_each(|(a, b)| *a = silu(*a) * b);
-            matvec_f32(&self.w2[l * d * hd..(l + 1) * d * hd], hd, &st.hb, &mut st.xb2);
-            st.x.iter_mut().zip(&st.xb2).for_each(|(x, y)| *x += y);
-        }
-        rmsnorm(&mut st.xb, &st.x, &self.rms_final);
-        let wcls = self.wcls.as_deref().unwrap_or(&self.token_embedding);
-        matvec_f32(wcls, d, &st.xb, &mut st.logits);
-        st.pos += 1;
-        Ok(&st.logits)
-    }
-}
-
-fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32]) {
-    let mut rstd = [0.0];
-    crate::layers::norm::rmsnorm_forward(out, &mut rstd, x, w, x.len());
-}
-
-/// Activations and KV cache of one llama2.c sequence.
-#[derive(Clone, Debug)]
-pub struct Llama2State {
-    pub pos: usize,
-    x: Vec<f32>,
-    xb: Vec<f32>,
-    xb2: Vec<f32>,
-    hb: Vec<f32>,
-    hb2: Vec<f32>,
-    q: Vec<f32>,
-    att: Vec<f32>,
-    logits: Vec<f32>,
-    key_cache: Vec<f32>,   // (L, seq_len, kv_dim)
-    value_cache: Vec<f32>, // (L, seq_len, kv_dim)
-}
-
-impl Llama2State {
-    pub fn new(c: &Llama2Config) -> Llama2State {
-        let cache = c.n_layers * c.seq_len * c.kv_dim();
-        Llama2State {
-            pos: 0,
-            x: vec![0.0; c.dim],
-            xb: vec![0.0; c.dim],
-            xb2: vec![0.0; c.dim],
-            hb: vec![0.0; c.hidden_dim],
-            hb2: vec![0.0; c.hidden_dim],
-            q: vec![0.0; c.dim],
-            att: vec![0.0; c.seq_len],
-            logits: vec![0.0; c.vocab_size],
-            key_cache: vec![0.0; cache],
-            value_cache: vec![0.0; cache],
-        }
+        Transformer::decode_step(&self.weights, st, token)
     }
 }
 
@@ -572,7 +430,7 @@ impl Llama2Generation {
                 "fewer tokens than the checkpoint's context (seq_len)",
             ));
         }
-        let mut state = Llama2State::new(&model.config);
+        let mut state = model.new_state();
         let mut logits = Vec::new();
         for &t in &sequence {
             logits = model.forward(&mut state, t)?.to_vec();
@@ -637,7 +495,7 @@ pub fn generate(
 ) -> Result<String> {
     let prompt_ids = tok.encode(prompt, true);
     let steps = steps.min(model.config.seq_len);
-    let mut st = Llama2State::new(&model.config);
+    let mut st = model.new_state();
     let mut token = prompt_ids[0];
     let mut bytes = Vec::new();
     for pos in 0..steps {

@@ -221,7 +221,7 @@ fn stories260k_through_the_family_reproduces_its_golden_text() {
     let Some(dir) = teacher_dir() else { return };
     let llama = Llama2::from_file(&dir.join("stories260K.bin")).unwrap();
     let tok = Llama2Tokenizer::from_file(&dir.join("tok512.bin"), 512).unwrap();
-    let w = llama.to_transformer();
+    let w = llama.weights;
     assert_eq!(w.total_params(), 260_032);
     let want = std::fs::read_to_string(dir.join("greedy-from-bos.txt")).unwrap();
     let mut st = TransformerState::new(&w);

@@ -90,6 +90,13 @@ impl DataFingerprint {
     }
 }
 
+/// The family a checkpoint trains (absent = itera, for checkpoints written before families).
+pub fn checkpoint_family(bytes: &[u8]) -> Result<crate::family::Family> {
+    let info = metadata(bytes)?;
+    info.get("family")
+        .map_or(Ok(crate::family::Family::Itera), |f| f.parse())
+}
+
 #[derive(Clone, Debug)]
 pub struct Checkpoint<A: Architecture = Itera> {
     pub spec: TrainSpec,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions};
-use crate::llama2c::{Llama2, Llama2State, Llama2Tokenizer, BOS};
+use crate::llama2c::{Llama2, Llama2Tokenizer, BOS};
 use crate::sampling::{Sampler, SamplingSettings};
 use crate::tokenizer::{Tokenizer, END_OF_TEXT};
 use crate::weights::Weights;
@@ -129,7 +129,7 @@ impl StoryTeller<'_> {
 /// context is full.
 fn llama2_story(model: &Llama2, tok: &Llama2Tokenizer, settings: SamplingSettings) -> Result<Story> {
     let mut sampler = Sampler::new(settings)?;
-    let mut st = Llama2State::new(&model.config);
+    let mut st = model.new_state();
     let (mut token, mut bytes, mut tokens) = (BOS, Vec::new(), 0);
     while st.pos < model.config.seq_len {
         let position = st.pos as u32;

@@ -15,7 +15,7 @@ pub mod step;
 pub mod summary;
 mod trainer;
 
-pub use checkpoint::{Checkpoint, DataFingerprint};
+pub use checkpoint::{checkpoint_family, Checkpoint, DataFingerprint};
 pub use corpus::{CorpusBuilder, CorpusSettings, Story, StoryTeller};
 pub use data::{encode_corpus, split_documents, EvalSet, FineTuneText};
 pub use history::{EvalPoint, History};

@@ -33,6 +33,18 @@ impl Architecture for Transformer {
         TransformerConfig::from_json(text)
     }
 
+    fn preset(name: &str) -> Result<TransformerConfig> {
+        TransformerConfig::preset(name)
+    }
+
+    fn with_tokenizer(c: &TransformerConfig, vocab_size: usize, tokenizer: Option<String>) -> TransformerConfig {
+        TransformerConfig {
+            vocab_size,
+            tokenizer,
+            ..c.clone()
+        }
+    }
+
     fn table(c: &TransformerConfig) -> TransformerTable {
         TransformerTable::new(c)
     }
