@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use itera_core::gpu::train::GpuStep;
 use itera_core::gpu::Gpu;
 use itera_core::llama2c::{Llama2, Llama2Tokenizer};
+use itera_core::lm::AnyWeights;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
     encode_corpus, Budget, Checkpoint, CorpusSettings, CpuStep, DataFingerprint, DistillSpec, EvalSet, Event,
@@ -205,7 +206,7 @@ pub struct DistillArgs {
 /// only the corpus it wrote (a llama2.c teacher: neither).
 struct Teacher {
     path: PathBuf,
-    weights: Option<Weights>,
+    weights: Option<AnyWeights>,
     spec: Option<DistillSpec>,
 }
 
@@ -217,18 +218,14 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
     };
     // Settings are checked before any file is read.
     spec_of(&a.train, Some(spec)).validate()?;
-    let weights = match models::load(&a.teacher, a.teacher_tokenizer.as_deref())? {
-        AnyModel::Itera { weights, .. } => weights,
-        AnyModel::Transformer { .. } => bail!(
-            "--teacher {}: distilling from a Transformer's logits is not supported yet; use an itera teacher or a \
-             llama2.c checkpoint (sequence-level)",
-            a.teacher.display()
-        ),
+    let (tokenizer_name, weights) = match models::load(&a.teacher, a.teacher_tokenizer.as_deref())? {
+        AnyModel::Itera { weights, .. } => (weights.config.tokenizer.clone(), AnyWeights::from(weights)),
+        AnyModel::Transformer { weights, .. } => (weights.config.tokenizer.clone(), AnyWeights::from(weights)),
         AnyModel::Llama2 { model, tokenizer } => return distill_stories(a, &model, &tokenizer),
     };
     if a.train.tokenizer.is_none() {
         let dir = a.teacher.parent().unwrap_or(Path::new("."));
-        a.train.tokenizer = Some(models::find_itera_tokenizer(dir, weights.config.tokenizer.as_deref())?);
+        a.train.tokenizer = Some(models::find_itera_tokenizer(dir, tokenizer_name.as_deref())?);
     }
     // A fresh student is micro by default; a resumed one is the run's own.
     if a.train.init.is_none() && !a.train.resuming() {
@@ -573,7 +570,7 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<Teacher>) -> Result<(
         eprintln!(
             "distilling the logits of {} ({} parameters), β = {}, T = {}",
             teacher.as_ref().map_or(String::new(), |t| t.path.display().to_string()),
-            w.table.total_params(),
+            w.total_params(),
             spec.beta,
             spec.temperature
         );

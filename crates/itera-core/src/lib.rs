@@ -15,6 +15,7 @@ pub mod itera;
 pub mod kernels;
 pub mod layers;
 pub mod llama2c;
+pub mod lm;
 pub mod matrix;
 pub mod model;
 pub mod params;

@@ -273,7 +273,7 @@ impl itera_core::train::StepBackend for Device {
         state: &mut itera_core::train::TrainState,
         tokens: &[u32],
         lr: f32,
-        teacher: Option<&Weights>,
+        teacher: Option<&itera_core::lm::AnyWeights>,
     ) -> itera_core::Result<itera_core::train::StepReport> {
         let own = self.own.get_or_insert_with(|| state.clone());
         if own.opt.step == self.lost_at {

@@ -268,7 +268,7 @@ fn distill_data(
         },
     };
     let teacher = match teacher {
-        Teacher::Itera(w) if logits => Some(w.clone()),
+        Teacher::Itera(w) if logits => Some(w.clone().into()),
         _ => None,
     };
     Ok(DistillData {

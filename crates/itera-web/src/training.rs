@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use itera_core::gpu::train::GpuStep;
+use itera_core::lm::AnyWeights;
 use itera_core::model::{LossParts, LossWeights};
 use itera_core::train::{
     check_step_input, finish_step, Budget, Clock, CpuStep, Event, ExpertLoad, ShardScratch, StepBackend, StepConfig,
@@ -272,7 +273,7 @@ impl StepBackend for Backend {
         state: &mut TrainState,
         tokens: &[u32],
         lr: f32,
-        teacher: Option<&Weights>,
+        teacher: Option<&AnyWeights>,
     ) -> Result<StepReport> {
         match self {
             Backend::Cpu(b) => b.step(state, tokens, lr, teacher).await,
@@ -383,7 +384,7 @@ impl StepBackend for PoolStep {
         state: &mut TrainState,
         tokens: &[u32],
         lr: f32,
-        _teacher: Option<&Weights>,
+        _teacher: Option<&AnyWeights>,
     ) -> Result<StepReport> {
         check_step_input(&state.weights, &self.config, tokens)?;
         let (losses, loads) = self.shard_results(&state.weights, tokens).await?;
@@ -408,7 +409,7 @@ impl StepBackend for PoolStep {
 #[wasm_bindgen]
 pub struct ShardWorker {
     weights: Weights,
-    teacher: Option<Weights>,
+    teacher: Option<AnyWeights>,
     scratch: ShardScratch,
     seq_len: usize,
     loss: LossWeights,
@@ -423,10 +424,7 @@ impl ShardWorker {
         let s: ShardSetup = from_js(setup, "shard setup")?;
         s.config.validate().map_err(js_error)?;
         let weights = Weights::init_random(&s.config, 0).map_err(js_error)?;
-        let teacher = teacher
-            .map(|b| itera_core::format::load(&b))
-            .transpose()
-            .map_err(js_error)?;
+        let teacher = teacher.map(|b| AnyWeights::load(&b)).transpose().map_err(js_error)?;
         if s.loss.distill_beta > 0.0 && teacher.is_none() {
             return Err(js_error("shard setup: the job distils, but no teacher was given"));
         }

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::eval::{eval_model, EvalReport};
 use crate::family::Architecture;
 use crate::itera::Itera;
+use crate::lm::AnyWeights;
 use crate::rng::Pcg32;
 use crate::tokenizer::Tokenizer;
 use crate::weights::Weights;
@@ -101,7 +102,7 @@ pub struct JobData {
     /// Held-out sets scored at each evaluation.
     pub eval_sets: Vec<EvalSet>,
     /// The distillation teacher (required exactly when the spec distils).
-    pub teacher: Option<Weights>,
+    pub teacher: Option<AnyWeights>,
 }
 
 /// Where a run's inputs came from, recorded in its summary.

@@ -16,7 +16,8 @@ use super::spec::StepConfig;
 use crate::error::{Error, Result};
 use crate::family::Architecture;
 use crate::itera::Itera;
-use crate::model::{forward, BatchDims, Cache, LossParts, LossWeights};
+use crate::lm::{AnyCache, AnyWeights};
+use crate::model::{BatchDims, LossParts, LossWeights};
 use crate::weights::{Grads, Weights};
 
 /// What a checkpoint holds of a run: the f32 weights and the optimiser (moments and step).
@@ -82,7 +83,7 @@ pub trait StepBackend<A: Architecture = Itera> {
         state: &mut TrainState<A>,
         tokens: &[u32],
         lr: f32,
-        teacher: Option<&Weights>,
+        teacher: Option<&AnyWeights>,
     ) -> Result<StepReport>;
 
     /// Makes `state` hold the backend's current weights and optimiser (a device reads them back).
@@ -96,7 +97,7 @@ pub trait StepBackend<A: Architecture = Itera> {
 #[derive(Debug)]
 pub struct ShardScratch<A: Architecture = Itera> {
     cache: A::Cache,
-    teacher_cache: Cache,
+    teacher_cache: AnyCache,
     pub grads: Grads,
 }
 
@@ -104,7 +105,7 @@ impl<A: Architecture> ShardScratch<A> {
     pub fn new(w: &Weights<A>) -> ShardScratch<A> {
         ShardScratch {
             cache: A::Cache::default(),
-            teacher_cache: Cache::default(),
+            teacher_cache: AnyCache::default(),
             grads: Grads::zeros(&w.table),
         }
     }
@@ -116,7 +117,7 @@ impl<A: Architecture> ShardScratch<A> {
         w: &Weights<A>,
         tokens: &[u32],
         seq_len: usize,
-        teacher: Option<&Weights>,
+        teacher: Option<&AnyWeights>,
         lw: LossWeights,
     ) -> Result<LossParts> {
         if seq_len == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(seq_len) {
@@ -132,8 +133,7 @@ impl<A: Architecture> ShardScratch<A> {
         let teach = match teacher {
             Some(tw) => {
                 check_teacher(w, tw)?;
-                forward(tw, tokens, bd, false, &mut self.teacher_cache)?;
-                Some(self.teacher_cache.logits.as_slice())
+                Some(tw.logits(tokens, bd, &mut self.teacher_cache)?)
             }
             None => None,
         };
@@ -148,8 +148,8 @@ impl<A: Architecture> ShardScratch<A> {
 }
 
 /// A teacher must predict the student's vocabulary.
-pub fn check_teacher<A: Architecture>(student: &Weights<A>, teacher: &Weights) -> Result<()> {
-    let (s, t) = (A::vocab_size(&student.config), teacher.config.vocab_size);
+pub fn check_teacher<A: Architecture>(student: &Weights<A>, teacher: &AnyWeights) -> Result<()> {
+    let (s, t) = (A::vocab_size(&student.config), teacher.vocab_size());
     if s != t {
         return Err(Error::ShapeMismatch {
             op: "distillation",

@@ -9,6 +9,7 @@ use super::step::{check_teacher, finish_step, ExpertLoad, ShardScratch, StepBack
 use crate::error::{Error, Result};
 use crate::family::Architecture;
 use crate::itera::Itera;
+use crate::lm::AnyWeights;
 use crate::model::LossParts;
 use crate::precision::Precision;
 use crate::rng::Pcg32;
@@ -68,7 +69,7 @@ impl<A: Architecture> CpuStep<A> {
     }
 
     /// Every shard's loss (gradients into each scratch), threads taking contiguous runs.
-    fn shard_losses(&mut self, w: &Weights<A>, tokens: &[u32], teacher: Option<&Weights>) -> Result<Vec<LossParts>> {
+    fn shard_losses(&mut self, w: &Weights<A>, tokens: &[u32], teacher: Option<&AnyWeights>) -> Result<Vec<LossParts>> {
         let StepConfig { seq_len, loss: lw, .. } = self.config;
         let ranges = self.config.shard_ranges();
         let run = |(scratch, range): (&mut ShardScratch<A>, &std::ops::Range<usize>)| {
@@ -105,7 +106,7 @@ impl<A: Architecture> CpuStep<A> {
         state: &mut TrainState<A>,
         tokens: &[u32],
         lr: f32,
-        teacher: Option<&Weights>,
+        teacher: Option<&AnyWeights>,
     ) -> Result<StepReport> {
         check_step_input(&state.weights, &self.config, tokens)?;
         if let Some(tw) = teacher {
@@ -124,7 +125,7 @@ impl<A: Architecture> StepBackend<A> for CpuStep<A> {
         state: &mut TrainState<A>,
         tokens: &[u32],
         lr: f32,
-        teacher: Option<&Weights>,
+        teacher: Option<&AnyWeights>,
     ) -> Result<StepReport> {
         self.step_now(state, tokens, lr, teacher)
     }
@@ -249,6 +250,7 @@ mod tests {
     #[test]
     fn distillation_pulls_the_student_towards_the_teacher() {
         let (_, teacher) = run(1, 1);
+        let teacher = AnyWeights::from(teacher);
         let (mut state, mut cfg, spec, stream) = setup(2);
         cfg.loss = LossWeights {
             aux_alpha: 0.01,
@@ -287,7 +289,7 @@ mod tests {
         let (mut state, cfg, _, stream) = setup(1);
         let mut c = Config::preset("test").unwrap();
         c.vocab_size = 40;
-        let teacher = Weights::init_random(&c, 1).unwrap();
+        let teacher = AnyWeights::from(Weights::init_random(&c, 1).unwrap());
         let b = sample_batch(&stream, 4, 16, &mut Pcg32::new(0)).unwrap();
         let before = state.weights.tensors.clone();
         let mut t = CpuStep::new(&state.weights, cfg, 1);

@@ -386,12 +386,25 @@ pub struct GpuStep {
 }
 
 impl GpuStep {
-    /// Uploads `state` (weights, moments, step) and records the step; with a `teacher`, the
-    /// distillation step.
-    pub fn new(gpu: Rc<Gpu>, state: &TrainState, config: StepConfig, teacher: Option<&Weights>) -> Result<GpuStep> {
+    /// Uploads `state` (weights, moments, step) and records the step; with a `teacher` (an
+    /// itera model: the GPU runs that family's forward only), the distillation step.
+    pub fn new(
+        gpu: Rc<Gpu>,
+        state: &TrainState,
+        config: StepConfig,
+        teacher: Option<&crate::lm::AnyWeights>,
+    ) -> Result<GpuStep> {
         let w = &state.weights;
         let mut trainer = match teacher {
-            Some(t) => GpuTrainer::with_teacher(&gpu, w, t, config, None)?,
+            Some(t) => {
+                let t = t.as_itera().ok_or_else(|| {
+                    Error::Gpu(format!(
+                        "a {} teacher's forward runs on the CPU only: distil from it with the CPU backend",
+                        t.family().description()
+                    ))
+                })?;
+                GpuTrainer::with_teacher(&gpu, w, t, config, None)?
+            }
             None => GpuTrainer::new(&gpu, w, config, None)?,
         };
         trainer.set_optimizer_state(&gpu, state.opt.step, &state.opt.m, &state.opt.v)?;
@@ -405,7 +418,7 @@ impl StepBackend for GpuStep {
         state: &mut TrainState,
         tokens: &[u32],
         lr: f32,
-        _teacher: Option<&Weights>,
+        _teacher: Option<&crate::lm::AnyWeights>,
     ) -> Result<StepReport> {
         check_step_input(&state.weights, &self.trainer.config, tokens)?;
         self.trainer.step(&self.gpu, tokens, lr).await

@@ -1,0 +1,98 @@
+//! A model of either family chosen at run time (a file's `family` metadata): what the CLI, the
+//! page and a distillation teacher hold when the family is not known when compiling. Code
+//! that knows its family uses `Weights<A>` directly; this enum only dispatches.
+
+use crate::error::Result;
+use crate::family::{Architecture, Family};
+use crate::itera::Itera;
+use crate::model::{self, BatchDims, Cache};
+use crate::precision::Precision;
+use crate::transformer::{self, Transformer, TransformerCache};
+use crate::weights::Weights;
+
+/// Weights of any family.
+#[derive(Clone, Debug)]
+pub enum AnyWeights {
+    Itera(Weights<Itera>),
+    Transformer(Weights<Transformer>),
+}
+
+/// Activations of a teacher's forward, for either family (kept between steps).
+#[derive(Debug, Default)]
+pub struct AnyCache {
+    itera: Cache,
+    transformer: TransformerCache,
+}
+
+impl From<Weights<Itera>> for AnyWeights {
+    fn from(w: Weights<Itera>) -> AnyWeights {
+        AnyWeights::Itera(w)
+    }
+}
+
+impl From<Weights<Transformer>> for AnyWeights {
+    fn from(w: Weights<Transformer>) -> AnyWeights {
+        AnyWeights::Transformer(w)
+    }
+}
+
+impl AnyWeights {
+    /// Loads and validates a weights file of whichever family it holds.
+    pub fn load(bytes: &[u8]) -> Result<AnyWeights> {
+        Ok(match crate::format::read_family(bytes)? {
+            Family::Itera => AnyWeights::Itera(crate::format::load_as(bytes)?),
+            Family::Transformer => AnyWeights::Transformer(crate::format::load_as(bytes)?),
+        })
+    }
+
+    pub fn family(&self) -> Family {
+        match self {
+            AnyWeights::Itera(_) => Family::Itera,
+            AnyWeights::Transformer(_) => Family::Transformer,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            AnyWeights::Itera(w) => Itera::vocab_size(&w.config),
+            AnyWeights::Transformer(w) => Transformer::vocab_size(&w.config),
+        }
+    }
+
+    pub fn total_params(&self) -> usize {
+        match self {
+            AnyWeights::Itera(w) => w.total_params(),
+            AnyWeights::Transformer(w) => w.total_params(),
+        }
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self {
+            AnyWeights::Itera(w) => w.precision,
+            AnyWeights::Transformer(w) => w.precision,
+        }
+    }
+
+    /// The itera weights, when that is the family.
+    pub fn as_itera(&self) -> Option<&Weights<Itera>> {
+        match self {
+            AnyWeights::Itera(w) => Some(w),
+            AnyWeights::Transformer(_) => None,
+        }
+    }
+
+    /// Every position's logits (B·T, V) of `tokens` from the empty context: what a
+    /// distillation teacher gives its student.
+    pub fn logits<'c>(&self, tokens: &[u32], bd: BatchDims, cache: &'c mut AnyCache) -> Result<&'c [f32]> {
+        Ok(match self {
+            AnyWeights::Itera(w) => {
+                model::forward(w, tokens, bd, false, &mut cache.itera)?;
+                &cache.itera.logits
+            }
+            AnyWeights::Transformer(w) => {
+                transformer::model::forward(w, tokens, bd, false, &mut cache.transformer)?;
+                &cache.transformer.logits
+            }
+        })
+    }
+}
