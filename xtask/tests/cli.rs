@@ -322,6 +322,121 @@ fn train_resumes_exactly_where_it_stopped() {
     ]);
 }
 
+/// The Transformer family through the same commands: `train --family transformer` (resumed
+/// bit for bit without naming the family again), `eval`, `generate`, `init`, a logit
+/// distillation into an itera student, and the refusals that name the family.
+#[test]
+fn transformer_family_trains_resumes_evaluates_and_generates() {
+    let dir = temp_dir("cli-transformer");
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, STORY.repeat(40).replace('\n', "<|endoftext|>")).unwrap();
+    let heldout = dir.join("heldout.txt");
+    std::fs::write(&heldout, STORY).unwrap();
+    let train = |out: &Path, stop_at: &str, resume: bool| {
+        #[rustfmt::skip]
+        let mut args = vec![
+            "train", "--corpus", s(&corpus), "--out-dir", s(out), "--vocab-size", "300", "--config", "test",
+            "--steps", "8", "--stop-at", stop_at, "--batch", "4", "--seq-len", "24", "--lr", "1e-2", "--warmup", "2",
+            "--threads", "2", "--eval-every", "4", "--checkpoint-every", "4", "--heldout", s(&heldout), "--seed", "9",
+        ];
+        if resume {
+            args.push("--resume");
+        } else {
+            args.extend(["--family", "transformer"]);
+        }
+        let (success, _, stderr) = xtask(&args);
+        assert!(success, "xtask {args:?} failed:\n{stderr}");
+        stderr
+    };
+    let (straight, split) = (dir.join("straight"), dir.join("split"));
+    let said = train(&straight, "8", false);
+    assert!(said.contains("model: transformer (Transformer)"), "{said}");
+    train(&split, "4", false);
+    train(&split, "8", true);
+    let tensors = |p: &Path| {
+        let bytes = std::fs::read(p.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut t: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
+        t.sort();
+        t
+    };
+    let (a, b) = (tensors(&straight), tensors(&split));
+    assert!(a == b, "the resumed Transformer run differs from the straight one");
+    assert!(a.iter().any(|(name, _)| name == "layers.1.attention.wq.weight"));
+    let model = straight.join("model.safetensors");
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(straight.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(log.len(), 8);
+    assert!(log[7]["loss"].as_f64().unwrap() < log[0]["loss"].as_f64().unwrap());
+    assert!(log[7]["heldout_bpb"].as_f64().is_some());
+
+    let eval: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--model", s(&model), "--text", s(&heldout), "--json"])).unwrap();
+    let bpb = eval["bits_per_byte"].as_f64().unwrap();
+    assert!(bpb.is_finite() && bpb > 0.0, "{eval}");
+    // The job's last held-out figure is the same evaluation.
+    assert!(
+        (bpb - log[7]["heldout_bpb"].as_f64().unwrap()).abs() < 1e-9,
+        "{bpb} vs {}",
+        log[7]
+    );
+    #[rustfmt::skip]
+    let out = ok(&["generate", "--model", s(&model), "--prompt", "Once", "--max-tokens", "10", "--temperature", "0", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(!json["tokens"].as_array().unwrap().is_empty(), "{json}");
+
+    // An itera student learns the Transformer's logits (the same tokenizer).
+    #[rustfmt::skip]
+    let distilled = ok_stderr(&[
+        "distill", "--teacher", s(&model), "--corpus", s(&corpus), "--out-dir", s(&dir.join("student")),
+        "--student-config", "test", "--steps", "3", "--batch", "2", "--seq-len", "16", "--warmup", "1",
+        "--eval-every", "3", "--checkpoint-every", "3", "--heldout", s(&heldout),
+    ]);
+    assert!(distilled.contains("model: itera (SSM + MoE)"), "{distilled}");
+
+    // init writes either family.
+    let fresh = dir.join("fresh.safetensors");
+    let tok = straight.join("tokenizer.json");
+    #[rustfmt::skip]
+    ok(&["init", "--family", "transformer", "--config", "micro", "--out", s(&fresh), "--tokenizer", s(&tok), "--precision", "q8"]);
+    let bytes = std::fs::read(&fresh).unwrap();
+    let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1;
+    assert_eq!(meta.metadata().as_ref().unwrap()["family"], "transformer");
+
+    // Refusals that name what is wrong.
+    #[rustfmt::skip]
+    let (success, _, stderr) = xtask(&[
+        "train", "--family", "transformer", "--corpus", s(&corpus), "--out-dir", s(&dir.join("gpu")), "--vocab-size",
+        "300", "--config", "test", "--steps", "2", "--warmup", "1", "--backend", "gpu",
+    ]);
+    assert!(!success && stderr.contains("--backend cpu"), "{stderr}");
+    #[rustfmt::skip]
+    let (success, _, stderr) = xtask(&[
+        "train", "--family", "transformer", "--corpus", s(&corpus), "--out-dir", s(&dir.join("long")), "--vocab-size",
+        "300", "--config", "test", "--steps", "2", "--warmup", "1", "--seq-len", "65",
+    ]);
+    assert!(!success && stderr.contains("max_seq_len"), "{stderr}");
+    let (success, _, stderr) = xtask(&[
+        "train",
+        "--family",
+        "mamba",
+        "--corpus",
+        s(&corpus),
+        "--out-dir",
+        s(&dir),
+    ]);
+    assert!(!success && stderr.contains("itera or transformer"), "{stderr}");
+}
+
+fn ok_stderr(args: &[&str]) -> String {
+    let (success, _, stderr) = xtask(args);
+    assert!(success, "xtask {args:?} failed:\n{stderr}");
+    stderr
+}
+
 /// A run's files are never mixed up: a resume keeps its model shape and tokenizer, a new run
 /// does not land on an old one, and settings that are not finite are refused by name.
 #[test]

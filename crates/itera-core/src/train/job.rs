@@ -195,6 +195,14 @@ impl<A: Architecture> Job<A> {
             (None, Some(_)) => return Err(Error::setting("distill", "set", "a teacher model to distil from")),
             (Some(_), None) => return Err(Error::setting("distill", "not set", "β and T when a teacher is given")),
         }
+        let context = A::max_context(&w.config);
+        if spec.seq_len > context {
+            return Err(Error::setting(
+                "seq_len",
+                spec.seq_len,
+                format!("at most the model's context (max_seq_len {context})"),
+            ));
+        }
         if data.stream.len() < spec.seq_len {
             return Err(Error::InvalidSetting {
                 name: "seq_len",
