@@ -8,13 +8,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use itera_core::eval::{eval_model, EvalReport};
 use itera_core::generate::{generate, GenerateOptions};
 use itera_core::sampling::SamplingSettings;
-use itera_core::{format, Precision, Weights};
+use itera_core::tokenizer::Tokenizer;
+use itera_core::{format, Architecture, Precision, Weights};
 use serde_json::{json, Value};
 
 use crate::models::{self, AnyModel};
-use crate::run::eval_files;
+use crate::run::{eval_files, read_text};
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -54,7 +56,7 @@ struct Variant {
 }
 
 /// Greedy decode speed: best of three runs of `n` tokens from end-of-text.
-fn decode_speed(w: &Weights, tok: &itera_core::tokenizer::Tokenizer, n: usize) -> Result<f64> {
+fn decode_speed<A: Architecture>(w: &Weights<A>, tok: &Tokenizer, n: usize) -> Result<f64> {
     let opts = GenerateOptions {
         max_tokens: n,
         sampling: SamplingSettings::greedy(),
@@ -70,9 +72,28 @@ fn decode_speed(w: &Weights, tok: &itera_core::tokenizer::Tokenizer, n: usize) -
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
-    let AnyModel::Itera { weights, tokenizer } = models::load(&a.checkpoint, None)? else {
-        bail!("{} is not an itera model", a.checkpoint.display());
-    };
+    match models::load(&a.checkpoint, None)? {
+        AnyModel::Itera { weights, tokenizer } => export(&a, weights, tokenizer),
+        AnyModel::Transformer { weights, tokenizer } => export(&a, weights, tokenizer),
+        AnyModel::Llama2 { .. } => bail!(
+            "{} is a llama2.c checkpoint; export models of this project (train or convert first)",
+            a.checkpoint.display()
+        ),
+    }
+}
+
+/// Held-out BPB of `w` over every file (their counts summed).
+fn heldout_bpb<A: Architecture>(w: &Weights<A>, tok: &Tokenizer, files: &[PathBuf]) -> Result<f64> {
+    let mut total = EvalReport::default();
+    for path in files {
+        total.merge(
+            &eval_model(w, tok, &read_text(path)?).with_context(|| format!("evaluating on {}", path.display()))?,
+        );
+    }
+    Ok(total.bits_per_byte())
+}
+
+fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Tokenizer) -> Result<()> {
     if weights.precision != Precision::F32 {
         bail!(
             "{} is {}; export from the f32 training checkpoint so every precision is quantized once",
@@ -97,8 +118,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
     std::fs::write(&tok_path, &tok_json)?;
 
     let heldout = crate::heldout_or_default(&a.heldout);
-    let mut base = weights.clone();
-    base.config.tokenizer = Some("tokenizer.json".into());
+    let vocab = A::vocab_size(&weights.config);
+    let base = Weights::<A> {
+        config: A::with_tokenizer(&weights.config, vocab, Some("tokenizer.json".into())),
+        ..weights.clone()
+    };
 
     let mut variants = Vec::new();
     for &p in &precisions {
@@ -106,20 +130,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
         let path = a.out_dir.join(&file);
         std::fs::write(&path, format::save(&base.to_precision(p))?)?;
         // Everything below is measured on the file as written, loaded back.
-        let model = models::load(&path, None)?;
-        let AnyModel::Itera {
-            weights: w,
-            tokenizer: t,
-        } = &model
-        else {
-            bail!("{} did not load back as an itera model", path.display());
-        };
+        let w = format::load_as::<A>(&std::fs::read(&path)?).with_context(|| format!("loading {}", path.display()))?;
+        let t = Tokenizer::from_file(&tok_path)?;
         let bpb = if heldout.is_empty() {
             None
         } else {
-            Some(eval_files(&model, &heldout)?.0.bits_per_byte())
+            Some(heldout_bpb(&w, &t, &heldout)?)
         };
-        let tokens_per_s = decode_speed(w, t, a.bench_tokens)?;
+        let tokens_per_s = decode_speed(&w, &t, a.bench_tokens)?;
         let bytes = std::fs::metadata(&path)?.len();
         eprintln!(
             "{file}: {bytes} bytes, {} bits/byte, {tokens_per_s:.0} tokens/s",
@@ -139,10 +157,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         if let Some(d) = crate::shared_data() {
             compare.push(d.join("teacher/stories260K.bin"));
         }
-        let distilled = weights
-            .config
-            .training
-            .as_ref()
+        let distilled = A::training(&weights.config)
             .and_then(|t| t.distilled_from.as_ref())
             .map(|d| d.teacher.as_str());
         if let Some(p) = distilled.map(PathBuf::from).filter(|p| p.exists()) {
@@ -176,7 +191,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         samples.push(json!({"seed": seed, "temperature": 0.8, "text": text, "distinct_4grams": distinct_4grams(text)}));
     }
 
-    let card = card_json(&a, &weights, &variants, &heldout, references, samples)?;
+    let card = card_json(a, &weights, &variants, &heldout, references, samples)?;
     let json_path = a.out_dir.join(format!("{}.json", a.name));
     std::fs::write(&json_path, serde_json::to_string_pretty(&card)? + "\n")?;
     let md_path = a.out_dir.join(format!("{}.md", a.name));
@@ -214,9 +229,23 @@ fn short_path(p: &Path) -> String {
     }
 }
 
-fn card_json(
+/// Context lengths at which the cards state a token's cost (those of `compare-arch`).
+pub const COST_CONTEXTS: [usize; 4] = [64, 512, 2048, 8192];
+
+/// FLOPs and decoding state at each of `COST_CONTEXTS`, from the config.
+pub fn token_costs<A: Architecture>(c: &A::Config) -> Value {
+    COST_CONTEXTS
+        .iter()
+        .map(|&n| {
+            let cost = A::token_cost(c, n);
+            json!({"context": n, "flops": cost.flops, "state_bytes": cost.state_bytes})
+        })
+        .collect()
+}
+
+fn card_json<A: Architecture>(
     a: &ExportArgs,
-    w: &Weights,
+    w: &Weights<A>,
     variants: &[Variant],
     heldout: &[PathBuf],
     references: Vec<Value>,
@@ -230,16 +259,18 @@ fn card_json(
         .iter()
         .find(|v| v.precision == Precision::F32)
         .and_then(|v| v.bpb);
-    let summary = w.config.training.clone().unwrap_or_default();
+    let summary = A::training(&w.config).cloned().unwrap_or_default();
     let tokens_trained = summary.steps * summary.batch * summary.seq_len;
     let seconds = summary.seconds;
     let training = serde_json::to_value(summary).context("serialising the training summary")?;
-    let mut config = serde_json::to_value(w.config.architecture()).context("serialising the config")?;
+    let mut config = serde_json::to_value(A::architecture(&w.config)).context("serialising the config")?;
     config["tokenizer"] = json!("tokenizer.json");
     Ok(json!({
         "name": a.name,
+        "family": A::FAMILY,
         "config": config,
-        "parameters": {"total": w.table.total_params(), "active_per_token": w.table.active_params(&w.config)},
+        "parameters": {"total": w.total_params(), "active_per_token": A::active_params(&w.config)},
+        "per_token": token_costs::<A>(&w.config),
         "training": training,
         "training_tokens": tokens_trained,
         "training_tokens_per_s": (seconds > 0.0).then(|| tokens_trained as f64 / seconds),
@@ -266,10 +297,22 @@ fn card_markdown(c: &Value) -> String {
     let mut md = format!("# {}\n\n", c["name"].as_str().unwrap_or("model"));
     let p = &c["parameters"];
     let t = &c["training"];
+    let what = match c["family"].as_str() {
+        Some("transformer") => "A Transformer story model (the llama2.c architecture)",
+        _ => "A selective-SSM + Mixture-of-Experts story model",
+    };
     md += &format!(
-        "A selective-SSM + Mixture-of-Experts story model: {} parameters, {} active per token.\n\n",
+        "{what}: {} parameters, {} active per token.\n\n",
         p["total"], p["active_per_token"]
     );
+    if let Some(costs) = c["per_token"].as_array() {
+        md += "Cost of a decoded token at a context length (counted from the config: 2 × the multiply-adds \
+               of every matrix product; the state decoding keeps, in f32):\n\n| context | FLOPs/token | state bytes |\n|---:|---:|---:|\n";
+        for k in costs {
+            md += &format!("| {} | {} | {} |\n", k["context"], k["flops"], k["state_bytes"]);
+        }
+        md += "\n";
+    }
     md += "## Held-out quality and size\n\n";
     md += &format!(
         "Bits per byte on the real TinyStories held-out text ({}), every file loaded back and \

@@ -5,6 +5,7 @@ mod bench;
 mod bench_gpu;
 mod bench_train;
 mod bench_wasm;
+mod compare_arch;
 mod corpus;
 mod export;
 mod fuzz;
@@ -62,6 +63,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Decode-speed benchmarks (JSON + table).
     Bench(bench::BenchArgs),
+    /// The SSM + MoE models against the Transformers of the same size: held-out BPB, decode
+    /// speed against the context, prefill and training speed, FLOPs and state per token.
+    CompareArch(compare_arch::CompareArchArgs),
     /// Fuzz the loaders, the generation settings and the server's paths (nightly; off CI).
     Fuzz(fuzz::FuzzArgs),
     /// Build the playground (wasm, JS glue, chart library) into target/web; with --out DIR,
@@ -87,6 +91,7 @@ fn main() {
         Command::Eval(a) => run::eval(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::CompareArch(a) => compare_arch::run(a),
         Command::Fuzz(a) => fuzz::run(a),
         Command::BuildWeb(a) => match a.out {
             Some(out) => site::build(&out),

@@ -117,10 +117,24 @@ fn model_entry(dir: &Path, card: &Value) -> Result<Value> {
             "bits_per_byte": v["bits_per_byte"],
         }));
     }
+    // Cards written before families existed are itera models.
+    let family: itera_core::Family = card["family"].as_str().unwrap_or("itera").parse()?;
+    let config = card["config"].to_string();
+    let per_token = match family {
+        itera_core::Family::Itera => {
+            crate::export::token_costs::<itera_core::Itera>(&itera_core::Config::from_json(&config)?)
+        }
+        itera_core::Family::Transformer => crate::export::token_costs::<itera_core::Transformer>(
+            &itera_core::transformer::TransformerConfig::from_json(&config)?,
+        ),
+    };
     Ok(json!({
         "name": name,
+        "family": family,
         "card": format!("{name}.md"),
         "parameters": card["parameters"],
+        // FLOPs and decoding state per token at a few context lengths (from the config).
+        "per_token": per_token,
         "precisions": precisions,
     }))
 }
