@@ -1,7 +1,9 @@
 //! `weights/manifest.json`: the shipped models as the page, the tests and the benchmarks read
-//! them — each model's precisions with their files, sizes and held-out bits per byte, the
-//! shared tokenizer, and the default model. Built from the model cards (`NAME.json`, written
-//! by `xtask export`, which rebuilds the manifest after writing its card), never by hand.
+//! them — each model's family, precisions with their files, sizes and held-out bits per byte,
+//! FLOPs and decoding state per token, the shared tokenizer, and the default model; the
+//! Transformer baselines under `baselines` (the page does not run that family yet). Built
+//! from the model cards (`NAME.json`, written by `xtask export`, which rebuilds the manifest
+//! after writing its card), never by hand.
 
 use std::path::Path;
 
@@ -72,7 +74,10 @@ pub fn build(dir: &Path, default: Option<&str>) -> Result<Value> {
         )
     };
     cards.sort_by_key(rank);
-    let models: Vec<Value> = cards.iter().map(|c| model_entry(dir, c)).collect::<Result<_>>()?;
+    let entries: Vec<Value> = cards.iter().map(|c| model_entry(dir, c)).collect::<Result<_>>()?;
+    // The page runs the itera family; the Transformer baselines are listed apart until it
+    // runs them too (`compare-arch` and the CLI read both).
+    let (models, baselines): (Vec<Value>, Vec<Value>) = entries.into_iter().partition(|m| m["family"] == "itera");
     let keys = keys(&json!({ "models": models }));
     let first_q8 = keys.iter().find(|k| k.ends_with("-q8")).or(keys.first());
     let wanted = default.or_else(|| current.as_ref().and_then(|m| m["default"].as_str()));
@@ -88,6 +93,7 @@ pub fn build(dir: &Path, default: Option<&str>) -> Result<Value> {
         "default": default,
         "tokenizer": "tokenizer.json",
         "models": models,
+        "baselines": baselines,
     }))
 }
 

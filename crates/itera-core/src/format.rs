@@ -161,7 +161,7 @@ pub fn read_header_as<A: Architecture>(bytes: &[u8]) -> Result<Header<A>> {
     let family = family_of(&info)?;
     if family != A::FAMILY {
         return Err(Error::Metadata(format!(
-            "this file holds a {family} model ({}) where a {} model ({}) was expected",
+            "this file holds a model of the {family} family ({}) where one of the {} family ({}) was expected",
             family.description(),
             A::FAMILY,
             A::FAMILY.description()

@@ -178,7 +178,7 @@ fn weight_files_carry_the_family_and_model_py_names() {
         assert_eq!(back.config, q.config);
         assert_eq!(back.tensors, q.tensors, "{p}");
         let e = format::load(&bytes).unwrap_err().to_string();
-        assert!(e.contains("transformer model"), "{e}");
+        assert!(e.contains("transformer family"), "{e}");
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         for name in [
             "tok_embeddings.weight",
@@ -197,7 +197,7 @@ fn weight_files_carry_the_family_and_model_py_names() {
     let bytes = format::save(&itera).unwrap();
     assert_eq!(format::read_family(&bytes).unwrap(), itera_core::Family::Itera);
     let e = format::load_as::<Transformer>(&bytes).unwrap_err().to_string();
-    assert!(e.contains("itera model"), "{e}");
+    assert!(e.contains("itera family"), "{e}");
 }
 
 fn teacher_dir() -> Option<PathBuf> {
