@@ -1,13 +1,17 @@
 //! `cargo xtask inspect`: dumps tokens, logits, the loss parts and the gradient of the loss
-//! w.r.t. every parameter for one text, for comparison with an independent implementation.
+//! w.r.t. every parameter for one text, for comparison with an independent implementation;
+//! for a model of either family (`family` in the dump's metadata, gradients under the
+//! family's tensor names).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use itera_core::model::{loss, BatchDims, Cache, LossWeights};
-use itera_core::{Grads, Precision};
+use itera_core::family::Architecture;
+use itera_core::model::{BatchDims, LossWeights};
+use itera_core::tokenizer::Tokenizer;
+use itera_core::{Grads, Precision, Weights};
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::models::{self, AnyModel};
@@ -28,9 +32,14 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let AnyModel::Itera { weights, tokenizer } = models::load(&a.model, a.tokenizer.as_deref())? else {
-        bail!("inspect works on itera models, not llama2.c checkpoints");
-    };
+    match models::load(&a.model, a.tokenizer.as_deref())? {
+        AnyModel::Itera { weights, tokenizer } => dump(&a, &weights, &tokenizer),
+        AnyModel::Transformer { weights, tokenizer } => dump(&a, &weights, &tokenizer),
+        AnyModel::Llama2 { .. } => bail!("inspect works on models of this project, not llama2.c checkpoints"),
+    }
+}
+
+fn dump<A: Architecture>(a: &InspectArgs, weights: &Weights<A>, tokenizer: &Tokenizer) -> Result<()> {
     // Gradients are defined on the f32 weights: quantized files are dequantized first.
     let w = weights.to_precision(Precision::F32);
     let tokens = tokenizer.encode(&a.text)?;
@@ -48,12 +57,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
         aux_alpha: a.alpha,
         ..LossWeights::default()
     };
-    let mut cache = Cache::default();
+    let mut cache = A::Cache::default();
     let mut grads = Grads::zeros(&w.table);
-    let parts = loss(&w, &tokens, bd, None, lw, &mut cache, Some(&mut grads))?;
+    let parts = A::loss(&w, &tokens, bd, None, lw, &mut cache, Some(&mut grads))?;
 
     let tokens_i64: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-    let v = w.config.vocab_size;
+    let v = A::vocab_size(&w.config);
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![
         (
             "tokens".into(),
@@ -65,13 +74,13 @@ pub fn run(a: InspectArgs) -> Result<()> {
             "logits".into(),
             Dtype::F32,
             vec![tokens.len(), v],
-            bytemuck::cast_slice(&cache.logits).to_vec(),
+            bytemuck::cast_slice(A::logits(&cache)).to_vec(),
         ),
         ("loss".into(), Dtype::F32, vec![], parts.total.to_le_bytes().to_vec()),
         ("ce".into(), Dtype::F32, vec![], parts.ce.to_le_bytes().to_vec()),
         ("aux".into(), Dtype::F32, vec![], parts.aux.to_le_bytes().to_vec()),
     ];
-    for (spec, g) in w.table.specs.iter().zip(&grads.tensors) {
+    for (spec, g) in w.specs().iter().zip(&grads.tensors) {
         tensors.push((
             format!("grad.{}", spec.name),
             Dtype::F32,
@@ -86,6 +95,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let meta = HashMap::from([
         ("model".to_string(), a.model.display().to_string()),
         ("alpha".to_string(), a.alpha.to_string()),
+        ("family".to_string(), A::FAMILY.to_string()),
         ("config".to_string(), serde_json::to_string(&w.config)?),
     ]);
     safetensors::serialize_to_file(views, Some(meta), &a.out)
@@ -98,7 +108,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         parts.ce,
         a.alpha,
         parts.aux,
-        w.table.len()
+        w.specs().len()
     );
     Ok(())
 }

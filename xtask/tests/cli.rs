@@ -388,6 +388,22 @@ fn transformer_family_trains_resumes_evaluates_and_generates() {
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(!json["tokens"].as_array().unwrap().is_empty(), "{json}");
 
+    // inspect dumps the gradient of every tensor under model.py's names.
+    let dump = dir.join("dump.safetensors");
+    ok(&[
+        "inspect",
+        "--model",
+        s(&model),
+        "--text",
+        "Once upon a time, Lily saw a dog.",
+        "--out",
+        s(&dump),
+    ]);
+    let bytes = std::fs::read(&dump).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.tensor("grad.layers.0.attention.wk.weight").is_ok());
+    assert!(st.tensor("logits").is_ok() && st.tensor("ce").is_ok());
+
     // An itera student learns the Transformer's logits (the same tokenizer).
     #[rustfmt::skip]
     let distilled = ok_stderr(&[
