@@ -193,6 +193,13 @@ fn weight_files_carry_the_family_and_model_py_names() {
             assert!(st.tensor(name).is_ok(), "{name} missing from the {p} file");
         }
     }
+    // A config whose KV cache could not be held is refused before anything is allocated.
+    let huge = TransformerConfig {
+        max_seq_len: 1 << 20,
+        ..TransformerConfig::preset("tiny").unwrap()
+    };
+    let e = huge.validate().unwrap_err().to_string();
+    assert!(e.contains("max_seq_len") && e.contains("KV cache"), "{e}");
     let itera = Weights::init_random(&itera_core::Config::preset("test").unwrap(), 1).unwrap();
     let bytes = format::save(&itera).unwrap();
     assert_eq!(format::read_family(&bytes).unwrap(), itera_core::Family::Itera);

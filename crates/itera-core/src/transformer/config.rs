@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{MAX_PARAMS, MAX_TENSORS};
 use crate::error::{Error, Result};
 use crate::layers::norm::EPS;
+use crate::llama2c::MAX_KV_CACHE_BYTES;
 use crate::train::TrainingSummary;
 
 /// Every hyper-parameter of a Transformer (llama2.c `model.py` keys), serialised as JSON into
@@ -141,6 +142,15 @@ impl TransformerConfig {
                 "norm_eps",
                 self.norm_eps.to_string(),
                 format!("every model here normalises with {EPS}"),
+            ));
+        }
+        // Decoding grows a KV cache up to max_seq_len: bounded like a llama2.c checkpoint's.
+        let kv_bytes = 2 * 4 * self.n_layers as u128 * self.max_seq_len as u128 * self.kv_dim() as u128;
+        if kv_bytes > MAX_KV_CACHE_BYTES as u128 {
+            return Err(invalid(
+                "max_seq_len",
+                self.max_seq_len.to_string(),
+                format!("its KV cache would reach {kv_bytes} bytes, more than the {MAX_KV_CACHE_BYTES} allowed"),
             ));
         }
         let implied = super::params::Implied::of(self);
