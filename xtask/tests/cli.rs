@@ -281,14 +281,7 @@ fn train_resumes_exactly_where_it_stopped() {
     train(&straight, "8", false);
     train(&split, "4", false);
     train(&split, "8", true);
-    let tensors = |p: &Path| {
-        let bytes = std::fs::read(p.join("model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut t: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
-        t.sort();
-        t
-    };
-    let (a, b) = (tensors(&straight), tensors(&split));
+    let (a, b) = (model_tensors(&straight), model_tensors(&split));
     let differ: Vec<&str> = a
         .iter()
         .zip(&b)
@@ -353,14 +346,7 @@ fn transformer_family_trains_resumes_evaluates_and_generates() {
     assert!(said.contains("model: transformer (Transformer)"), "{said}");
     train(&split, "4", false);
     train(&split, "8", true);
-    let tensors = |p: &Path| {
-        let bytes = std::fs::read(p.join("model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut t: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
-        t.sort();
-        t
-    };
-    let (a, b) = (tensors(&straight), tensors(&split));
+    let (a, b) = (model_tensors(&straight), model_tensors(&split));
     assert!(a == b, "the resumed Transformer run differs from the straight one");
     assert!(a.iter().any(|(name, _)| name == "layers.1.attention.wq.weight"));
     let model = straight.join("model.safetensors");
@@ -445,6 +431,16 @@ fn transformer_family_trains_resumes_evaluates_and_generates() {
         s(&dir),
     ]);
     assert!(!success && stderr.contains("itera or transformer"), "{stderr}");
+}
+
+/// Every tensor of a run's model.safetensors, by name (the metadata holds the run's seconds,
+/// which differ between runs that take the same steps).
+fn model_tensors(run: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(run.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut t: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
+    t.sort();
+    t
 }
 
 fn ok_stderr(args: &[&str]) -> String {

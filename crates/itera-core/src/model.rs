@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::layers::linear::linear_backward;
-use crate::layers::loss::{cross_entropy, distill_kl};
+use crate::layers::loss::output_losses;
 use crate::layers::moe::{moe_backward, moe_forward, moe_step, MoeCache, MoeScratch};
 use crate::layers::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::layers::ssm::{a_matrix, ssm_backward, ssm_forward, ssm_step, SsmCache, SsmScratch, SsmState};
@@ -231,25 +231,9 @@ pub fn loss(
     grads: Option<&mut Grads>,
 ) -> Result<LossParts> {
     let v = w.config.vocab_size;
-    if lw.distill_beta > 0.0 && teacher.is_none_or(|t| t.len() != bd.rows() * v) {
-        return Err(Error::ShapeMismatch {
-            op: "distillation",
-            detail: format!("teacher logits must be {} × {v}", bd.rows()),
-        });
-    }
     forward(w, tokens, bd, grads.is_some(), cache)?;
-    let mut dlogits = grads.is_some().then(|| {
-        let mut d = std::mem::take(&mut cache.dlogits);
-        d.clear();
-        d.resize(bd.rows() * v, 0.0);
-        d
-    });
-    let beta = lw.distill_beta;
-    let ce = cross_entropy(&cache.logits, tokens, bd, v, dlogits.as_deref_mut(), 1.0 - beta);
-    let kl = match teacher {
-        Some(t) if beta > 0.0 => distill_kl(&cache.logits, t, bd, v, lw.temperature, dlogits.as_deref_mut(), beta),
-        _ => 0.0,
-    };
+    let mut dlogits = grads.is_some().then(|| std::mem::take(&mut cache.dlogits));
+    let (ce, kl) = output_losses(&cache.logits, tokens, bd, v, teacher, lw, dlogits.as_mut())?;
     let n_moe = cache.aux.len();
     let aux = if n_moe > 0 {
         cache.aux.iter().sum::<f32>() / n_moe as f32

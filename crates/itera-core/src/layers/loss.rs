@@ -5,6 +5,40 @@
 
 use super::activations::exp_shifted;
 use super::ssm::BatchDims;
+use crate::error::{Error, Result};
+use crate::model::LossWeights;
+
+/// The terms of the training loss that read the logits — `(1−β)·CE` and `β·τ²·KL` — for any
+/// family: checks the teacher's logits, and with `dlogits` (resized to the logits) fills in
+/// ∂/∂logits. Returns (CE, τ²·KL).
+pub fn output_losses(
+    logits: &[f32],
+    tokens: &[u32],
+    bd: BatchDims,
+    v: usize,
+    teacher: Option<&[f32]>,
+    lw: LossWeights,
+    mut dlogits: Option<&mut Vec<f32>>,
+) -> Result<(f32, f32)> {
+    if lw.distill_beta > 0.0 && teacher.is_none_or(|t| t.len() != bd.rows() * v) {
+        return Err(Error::ShapeMismatch {
+            op: "distillation",
+            detail: format!("teacher logits must be {} × {v}", bd.rows()),
+        });
+    }
+    if let Some(d) = dlogits.as_deref_mut() {
+        d.clear();
+        d.resize(bd.rows() * v, 0.0);
+    }
+    let beta = lw.distill_beta;
+    let mut dl = dlogits.map(|d| d.as_mut_slice());
+    let ce = cross_entropy(logits, tokens, bd, v, dl.as_deref_mut(), 1.0 - beta);
+    let kl = match teacher {
+        Some(t) if beta > 0.0 => distill_kl(logits, t, bd, v, lw.temperature, dl, beta),
+        _ => 0.0,
+    };
+    Ok((ce, kl))
+}
 
 /// Number of positions the losses average over.
 pub fn predicted_positions(bd: BatchDims) -> usize {

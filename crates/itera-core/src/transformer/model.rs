@@ -14,7 +14,7 @@ use super::Transformer;
 use crate::error::{Error, Result};
 use crate::layers::attention::{attention_backward, attention_forward, rope_angles, rope_rotate, AttnDims};
 use crate::layers::linear::linear_backward;
-use crate::layers::loss::{cross_entropy, distill_kl};
+use crate::layers::loss::output_losses;
 use crate::layers::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::layers::swiglu::{swiglu_backward, swiglu_forward, swiglu_step, SwigluCache};
 use crate::model::{check_tokens, BatchDims, LossParts, LossWeights, PREFILL_CHUNK};
@@ -373,24 +373,9 @@ pub fn loss(
     grads: Option<&mut Grads>,
 ) -> Result<LossParts> {
     let v = w.config.vocab_size;
-    if lw.distill_beta > 0.0 && teacher.is_none_or(|t| t.len() != bd.rows() * v) {
-        return Err(Error::ShapeMismatch {
-            op: "distillation",
-            detail: format!("teacher logits must be {} × {v}", bd.rows()),
-        });
-    }
     forward(w, tokens, bd, grads.is_some(), cache)?;
-    let mut dlogits = grads.is_some().then(|| {
-        let mut d = std::mem::take(&mut cache.dlogits);
-        resize(&mut d, bd.rows() * v);
-        d
-    });
-    let beta = lw.distill_beta;
-    let ce = cross_entropy(&cache.logits, tokens, bd, v, dlogits.as_deref_mut(), 1.0 - beta);
-    let kl = match teacher {
-        Some(t) if beta > 0.0 => distill_kl(&cache.logits, t, bd, v, lw.temperature, dlogits.as_deref_mut(), beta),
-        _ => 0.0,
-    };
+    let mut dlogits = grads.is_some().then(|| std::mem::take(&mut cache.dlogits));
+    let (ce, kl) = output_losses(&cache.logits, tokens, bd, v, teacher, lw, dlogits.as_mut())?;
     let total = lw.total(ce, kl, 0.0);
     if let (Some(g), Some(dl)) = (grads, dlogits) {
         backward(w, cache, &dl, g);
