@@ -74,7 +74,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `t` queries at positions `past..past + t` attend to keys `0..=` their own position:
 /// out_i = Σ_j softmax_j(q_i · k_j / √hs) v_j per head. `q`, `out`: (t, D); `keys`,
 /// `values`: (past + t, KV), already rotated. With `probs` ((H, t, t), only from the empty
-/// context) the probabilities are kept for the backward; otherwise `row` is scratch.
+/// context) the probabilities are kept for the backward. `row` is scratch.
+///
+/// The query heads that share a kv head are done together, so each key and value is read
+/// once per kv head (decoding a long context is bound by reading the cache); every head's
+/// arithmetic is in the same order as one head at a time.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     out: &mut [f32],
@@ -87,34 +91,45 @@ pub fn attention_forward(
     mut probs: Option<&mut [f32]>,
     row: &mut Vec<f32>,
 ) {
-    let (d, kv, hs) = (a.dim(), a.kv_dim(), a.head_size);
+    let (d, kv, hs, g) = (a.dim(), a.kv_dim(), a.head_size, a.group());
     assert!(
         probs.is_none() || past == 0,
         "attention probabilities are kept from the empty context only"
     );
     assert!(keys.len() >= (past + t) * kv && values.len() >= (past + t) * kv && q.len() >= t * d);
-    if row.len() < past + t {
-        row.resize(past + t, 0.0);
+    let stride = past + t;
+    if row.len() < g * stride {
+        row.resize(g * stride, 0.0);
     }
     let scale = (hs as f32).sqrt();
-    for h in 0..a.n_heads {
-        let kvh = (h / a.group()) * hs;
+    for kvh in 0..a.n_kv_heads {
+        let heads = kvh * g..(kvh + 1) * g;
         for i in 0..t {
             let n = past + i + 1;
-            let p = match probs.as_deref_mut() {
-                Some(kept) => &mut kept[(h * t + i) * t..][..n],
-                None => &mut row[..n],
-            };
-            let qi = &q[i * d + h * hs..][..hs];
-            for (j, pj) in p.iter_mut().enumerate() {
-                *pj = dot(qi, &keys[j * kv + kvh..][..hs]) / scale;
+            let qi = &q[i * d..(i + 1) * d];
+            for (j, kj) in keys.chunks_exact(kv).take(n).enumerate() {
+                let kj = &kj[kvh * hs..(kvh + 1) * hs];
+                for (gi, h) in heads.clone().enumerate() {
+                    row[gi * stride + j] = dot(&qi[h * hs..(h + 1) * hs], kj) / scale;
+                }
             }
-            softmax(p);
-            let o = &mut out[i * d + h * hs..][..hs];
-            o.fill(0.0);
-            for (j, &pj) in p.iter().enumerate() {
-                let vj = &values[j * kv + kvh..][..hs];
-                o.iter_mut().zip(vj).for_each(|(o, v)| *o += pj * v);
+            for (gi, h) in heads.clone().enumerate() {
+                let p = &mut row[gi * stride..gi * stride + n];
+                softmax(p);
+                if let Some(kept) = probs.as_deref_mut() {
+                    kept[(h * t + i) * t..][..n].copy_from_slice(p);
+                }
+                out[i * d + h * hs..][..hs].fill(0.0);
+            }
+            for (j, vj) in values.chunks_exact(kv).take(n).enumerate() {
+                let vj = &vj[kvh * hs..(kvh + 1) * hs];
+                for (gi, h) in heads.clone().enumerate() {
+                    let pj = row[gi * stride + j];
+                    out[i * d + h * hs..][..hs]
+                        .iter_mut()
+                        .zip(vj)
+                        .for_each(|(o, v)| *o += pj * v);
+                }
             }
         }
     }
