@@ -10,7 +10,7 @@ use crate::itera::Itera;
 use crate::layers::activations::log_sum_exp_fast;
 use crate::model::Route;
 use crate::sampling::{Sampler, SamplingSettings};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::tokenizer::{Codec, StreamDecoder};
 use crate::weights::Weights;
 
 /// Most tokens a prompt may encode to (the start-of-story token before it not counted): the
@@ -75,15 +75,15 @@ pub struct Generation<A: Architecture = Itera> {
 impl<A: Architecture> Generation<A> {
     /// Validates the settings, encodes `prompt` (which may be empty: the context then starts at
     /// end-of-text, the beginning of a story) and runs it through the model.
-    pub fn start(w: &Weights<A>, tok: &Tokenizer, prompt: &str, opts: GenerateOptions) -> Result<Generation<A>> {
+    pub fn start(w: &Weights<A>, tok: &impl Codec, prompt: &str, opts: GenerateOptions) -> Result<Generation<A>> {
         let sampler = Sampler::new(opts.sampling)?;
-        let sequence = prompt_sequence(A::vocab_size(&w.config), tok, prompt, &opts)?;
         let context = A::max_context(&w.config);
+        let sequence = prompt_sequence(A::vocab_size(&w.config), tok, prompt, &opts, context)?;
         if sequence.len() >= context {
             return Err(Error::setting(
                 "prompt length",
                 format!("{} tokens", sequence.len()),
-                format!("fewer than the model's context of {context} tokens"),
+                format!("fewer tokens than the model's context ({context})"),
             ));
         }
         let mut state = A::new_state(w);
@@ -111,18 +111,19 @@ impl<A: Architecture> Generation<A> {
 
     /// The next token, or None once the generation has ended (length reached, or end of
     /// story when asked to stop there); then `finish` returns any text still held back.
-    pub fn next(&mut self, w: &Weights<A>, tok: &Tokenizer) -> Result<Option<Token>> {
+    pub fn next(&mut self, w: &Weights<A>, tok: &impl Codec) -> Result<Option<Token>> {
         if self.done {
             return Ok(None);
         }
         // The random stream is counted by the position of the token just consumed.
         let id = self.sampler.sample(&self.logits, (self.sequence.len() - 1) as u32);
-        if self.opts.stop_at_end_of_text && Some(id) == tok.end_of_text() {
+        if self.opts.stop_at_end_of_text && Some(id) == tok.end_of_story() {
             self.done = true;
             return Ok(None);
         }
         let logprob = self.logits[id as usize] - log_sum_exp_fast(&self.logits);
-        let text = self.decoder.push(tok.token_bytes(id)?);
+        let prev = self.sequence.last().copied().unwrap_or_default();
+        let text = self.decoder.push(tok.piece(prev, id)?);
         // The token is consumed (its routing then describes it) unless the context is full,
         // which ends the generation.
         let context = A::max_context(&w.config);
@@ -159,9 +160,10 @@ impl<A: Architecture> Generation<A> {
 /// a story), as every backend starts from it.
 pub(crate) fn prompt_sequence(
     vocab_size: usize,
-    tok: &Tokenizer,
+    tok: &impl Codec,
     prompt: &str,
     opts: &GenerateOptions,
+    context: usize,
 ) -> Result<Vec<u32>> {
     check_prompt_bytes(prompt)?;
     if opts.max_tokens == 0 || opts.max_tokens > MAX_NEW_TOKENS {
@@ -178,10 +180,7 @@ pub(crate) fn prompt_sequence(
         )));
     }
     opts.sampling.validate()?;
-    let mut sequence: Vec<u32> = tok.end_of_text().into_iter().collect();
-    let prompt_tokens = tok.encode(prompt)?;
-    check_prompt_tokens(prompt_tokens.len())?;
-    sequence.extend(prompt_tokens);
+    let sequence = tok.story_prompt(prompt, context)?;
     if sequence.is_empty() {
         return Err(Error::EmptyInput(
             "prompt (and the tokenizer has no end-of-text token to start from)",
@@ -218,7 +217,7 @@ pub fn check_prompt_tokens(tokens: usize) -> Result<()> {
 /// to stop.
 pub fn generate<A: Architecture>(
     w: &Weights<A>,
-    tok: &Tokenizer,
+    tok: &impl Codec,
     prompt: &str,
     opts: GenerateOptions,
     mut on_text: impl FnMut(&str) -> bool,

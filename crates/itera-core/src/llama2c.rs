@@ -382,105 +382,37 @@ static BYTE_TABLE: [u8; 256] = {
     t
 };
 
-/// A llama2.c generation in progress, one token at a time (the playground streams it like an
-/// itera `Generation`): BOS and the prompt are run first, then tokens are sampled until the
-/// teacher samples BOS (its end of story, when asked to stop there), the token budget or the
-/// checkpoint's context is reached.
-pub struct Llama2Generation {
-    state: Llama2State,
-    sampler: crate::sampling::Sampler,
-    decoder: crate::tokenizer::StreamDecoder,
-    logits: Vec<f32>,
-    /// BOS + the prompt's tokens, then every generated token.
-    sequence: Vec<u32>,
-    prompt_len: usize,
-    opts: crate::generate::GenerateOptions,
-    done: bool,
-}
+/// A llama2.c tokenizer in the one generation loop (`generate::Generation` over the
+/// checkpoint's `weights`): a story starts from BOS and ends where the teacher samples BOS;
+/// a leading space is dropped right after BOS.
+impl crate::tokenizer::Codec for Llama2Tokenizer {
+    fn vocab_size(&self) -> usize {
+        Llama2Tokenizer::vocab_size(self)
+    }
 
-impl Llama2Generation {
-    pub fn start(
-        model: &Llama2,
-        tok: &Llama2Tokenizer,
-        prompt: &str,
-        opts: crate::generate::GenerateOptions,
-    ) -> Result<Llama2Generation> {
-        let sampler = crate::sampling::Sampler::new(opts.sampling)?;
-        if opts.max_tokens == 0 {
-            return Err(Error::setting("max_tokens", 0, "at least 1"));
-        }
-        // The merge loop is quadratic in the prompt's pieces, so a prompt that cannot fit the
-        // context whatever its merges (BOS, the dummy-prefix space, then at most `longest`
-        // bytes a token) is refused before it is encoded.
-        crate::generate::check_prompt_bytes(prompt)?;
-        let fewest_tokens = 1 + (prompt.len() + 1).div_ceil(tok.longest);
-        if fewest_tokens >= model.config.seq_len {
+    /// BOS and the prompt. The merge loop is quadratic in the prompt's pieces, so a prompt
+    /// that cannot fit the context whatever its merges (BOS, the dummy-prefix space, then at
+    /// most `longest` bytes a token) is refused before it is encoded.
+    fn story_prompt(&self, prompt: &str, context: usize) -> Result<Vec<u32>> {
+        let fewest_tokens = 1 + (prompt.len() + 1).div_ceil(self.longest);
+        if fewest_tokens >= context {
             return Err(Error::setting(
                 "prompt length",
                 format!("{} bytes (at least {fewest_tokens} tokens)", prompt.len()),
                 "fewer tokens than the checkpoint's context (seq_len)",
             ));
         }
-        let sequence = tok.encode(prompt, true);
+        let sequence = self.encode(prompt, true);
         crate::generate::check_prompt_tokens(sequence.len() - 1)?;
-        if sequence.len() >= model.config.seq_len {
-            return Err(Error::setting(
-                "prompt length",
-                format!("{} tokens", sequence.len()),
-                "fewer tokens than the checkpoint's context (seq_len)",
-            ));
-        }
-        let mut state = model.new_state();
-        let mut logits = Vec::new();
-        for &t in &sequence {
-            logits = model.forward(&mut state, t)?.to_vec();
-        }
-        Ok(Llama2Generation {
-            state,
-            sampler,
-            decoder: Default::default(),
-            logits,
-            prompt_len: sequence.len(),
-            sequence,
-            opts,
-            done: false,
-        })
+        Ok(sequence)
     }
 
-    /// The next token, or None once the generation has ended.
-    pub fn next(&mut self, model: &Llama2, tok: &Llama2Tokenizer) -> Result<Option<crate::generate::Token>> {
-        if self.done {
-            return Ok(None);
-        }
-        let id = self.sampler.sample(&self.logits, (self.sequence.len() - 1) as u32);
-        if self.opts.stop_at_end_of_text && id == BOS {
-            self.done = true;
-            return Ok(None);
-        }
-        let logprob = self.logits[id as usize] - crate::layers::activations::log_sum_exp(&self.logits);
-        let prev = *self.sequence.last().unwrap_or(&BOS);
-        let text = self.decoder.push(tok.decode_piece(prev, id));
-        self.sequence.push(id);
-        let generated = self.sequence.len() - self.prompt_len;
-        self.done = generated >= self.opts.max_tokens || self.state.pos >= model.config.seq_len;
-        if !self.done {
-            self.logits.copy_from_slice(model.forward(&mut self.state, id)?);
-        }
-        Ok(Some(crate::generate::Token { id, text, logprob }))
+    fn end_of_story(&self) -> Option<u32> {
+        Some(BOS)
     }
 
-    /// Text held back at the end of the stream (an incomplete character becomes U+FFFD).
-    pub fn finish(&mut self) -> String {
-        self.decoder.finish()
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// BOS + prompt + generated tokens, and where the generated part starts.
-    pub fn sequence(&self) -> (&[u32], usize) {
-        (&self.sequence, self.prompt_len)
+    fn piece(&self, prev: u32, token: u32) -> Result<&[u8]> {
+        Ok(self.decode_piece(prev, token))
     }
 }
 

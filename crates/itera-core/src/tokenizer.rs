@@ -48,6 +48,42 @@ fn byte_to_char() -> [char; 256] {
     map
 }
 
+/// What a generation needs from a tokenizer — the project's byte-level BPE (`Tokenizer`) or a
+/// llama2.c checkpoint's (`Llama2Tokenizer`) — so one generation loop serves both.
+pub trait Codec {
+    fn vocab_size(&self) -> usize;
+    /// The token a story starts from, then the prompt's tokens. A prompt that cannot fit in
+    /// `context` tokens may be refused before it is encoded.
+    fn story_prompt(&self, prompt: &str, context: usize) -> Result<Vec<u32>>;
+    /// The token that ends a story.
+    fn end_of_story(&self) -> Option<u32>;
+    /// The bytes `token` prints after `prev`.
+    fn piece(&self, prev: u32, token: u32) -> Result<&[u8]>;
+}
+
+impl Codec for Tokenizer {
+    fn vocab_size(&self) -> usize {
+        Tokenizer::vocab_size(self)
+    }
+
+    /// `<|endoftext|>` (the beginning of a story) and the prompt's tokens.
+    fn story_prompt(&self, prompt: &str, _context: usize) -> Result<Vec<u32>> {
+        let mut sequence: Vec<u32> = self.end_of_text().into_iter().collect();
+        let prompt_tokens = self.encode(prompt)?;
+        crate::generate::check_prompt_tokens(prompt_tokens.len())?;
+        sequence.extend(prompt_tokens);
+        Ok(sequence)
+    }
+
+    fn end_of_story(&self) -> Option<u32> {
+        self.end_of_text()
+    }
+
+    fn piece(&self, _prev: u32, token: u32) -> Result<&[u8]> {
+        self.token_bytes(token)
+    }
+}
+
 impl Tokenizer {
     /// Trains byte-level BPE on `texts` to `vocab_size` ids (256 bytes + merges + the
     /// end-of-text special token).

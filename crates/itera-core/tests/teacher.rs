@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use itera_core::generate::GenerateOptions;
-use itera_core::llama2c::{generate, Llama2, Llama2Generation, Llama2Tokenizer};
+use itera_core::generate::Generation;
+use itera_core::llama2c::{generate, Llama2, Llama2Tokenizer};
 use itera_core::sampling::{Sampler, SamplingSettings};
 
 fn data_dir() -> Option<PathBuf> {
@@ -38,9 +39,9 @@ fn greedy_from_bos_matches_the_documented_output() {
         sampling: SamplingSettings::greedy(),
         stop_at_end_of_text: true,
     };
-    let mut run = Llama2Generation::start(&model, &tok, "", opts).unwrap();
+    let mut run = Generation::start(&model.weights, &tok, "", opts).unwrap();
     let mut streamed = String::new();
-    while let Some(t) = run.next(&model, &tok).unwrap() {
+    while let Some(t) = run.next(&model.weights, &tok).unwrap() {
         assert!(t.logprob <= 0.0);
         streamed.push_str(&t.text);
     }
@@ -148,7 +149,7 @@ fn a_prompt_longer_than_the_context_can_hold_is_refused_before_it_is_encoded() {
         stop_at_end_of_text: false,
     };
     // The longest piece is 6 bytes, so 100 bytes need at least 1 + ⌈101 / 6⌉ = 18 tokens.
-    let e = Llama2Generation::start(&model, &tok, &"a".repeat(100), opts)
+    let e = Generation::start(&model.weights, &tok, &"a".repeat(100), opts)
         .err()
         .unwrap()
         .to_string();
@@ -156,5 +157,5 @@ fn a_prompt_longer_than_the_context_can_hold_is_refused_before_it_is_encoded() {
         e.contains("100 bytes (at least 18 tokens)") && e.contains("seq_len"),
         "{e}"
     );
-    assert!(Llama2Generation::start(&model, &tok, "ab", opts).is_ok());
+    assert!(Generation::start(&model.weights, &tok, "ab", opts).is_ok());
 }

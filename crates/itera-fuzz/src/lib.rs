@@ -58,8 +58,8 @@ pub fn llama2c(data: &[u8]) {
         return;
     };
     let _ = tok.encode("Once upon a time 🦀", true);
-    if let Ok(mut g) = itera_core::llama2c::Llama2Generation::start(&model, &tok, "Once", options(2, 0.0)) {
-        let _ = g.next(&model, &tok);
+    if let Ok(mut g) = itera_core::generate::Generation::start(&model.weights, &tok, "Once", options(2, 0.0)) {
+        let _ = g.next(&model.weights, &tok);
     }
 }
 

@@ -4,7 +4,9 @@
 //! match its size, or a tokenizer.bin that does not fit it, is refused by the core's loaders.
 
 use itera_core::eval::eval_llama2;
-use itera_core::llama2c::{Llama2, Llama2Generation, Llama2Tokenizer};
+use itera_core::generate::Generation;
+use itera_core::llama2c::{Llama2, Llama2Tokenizer};
+use itera_core::Transformer;
 use itera_core::{Error, Result};
 
 use crate::engine::{EvalOutput, GenerateRequest, ModelInfo, StepOutput};
@@ -12,7 +14,7 @@ use crate::engine::{EvalOutput, GenerateRequest, ModelInfo, StepOutput};
 pub struct Llama2Engine {
     pub model: Llama2,
     pub tokenizer: Llama2Tokenizer,
-    run: Option<Llama2Generation>,
+    run: Option<Generation<Transformer>>,
 }
 
 impl Llama2Engine {
@@ -47,7 +49,7 @@ impl Llama2Engine {
     /// As `Engine::start`: BOS and the prompt run, the prompt's token count returned.
     pub fn start(&mut self, req: &GenerateRequest) -> Result<usize> {
         self.run = None;
-        let run = Llama2Generation::start(&self.model, &self.tokenizer, &req.prompt, req.options()?)?;
+        let run = Generation::start(&self.model.weights, &self.tokenizer, &req.prompt, req.options()?)?;
         let n = run.sequence().1;
         self.run = Some(run);
         Ok(n)
@@ -60,7 +62,7 @@ impl Llama2Engine {
         let mut out = StepOutput::default();
         for _ in 0..n {
             let prev = run.sequence().0.last().copied().unwrap_or_default();
-            let Some(t) = run.next(&self.model, &self.tokenizer)? else {
+            let Some(t) = run.next(&self.model.weights, &self.tokenizer)? else {
                 break;
             };
             let piece = String::from_utf8_lossy(self.tokenizer.decode_piece(prev, t.id)).into_owned();

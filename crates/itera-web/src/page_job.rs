@@ -8,7 +8,7 @@
 use itera_core::eval::{eval_itera, eval_llama2, EvalReport};
 use itera_core::format;
 use itera_core::generate::generate;
-use itera_core::llama2c::{Llama2, Llama2Generation, Llama2Tokenizer};
+use itera_core::llama2c::{Llama2, Llama2Tokenizer};
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
     encode_corpus, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, Provenance, StoryTeller,
@@ -133,15 +133,7 @@ impl Teacher {
         let opts = req.options()?;
         match self {
             Teacher::Itera(w) => Ok(generate(w, tokenizer, &req.prompt, opts, |_| true)?.text),
-            Teacher::Llama2(m, tok) => {
-                let mut run = Llama2Generation::start(m, tok, &req.prompt, opts)?;
-                let mut text = String::new();
-                while let Some(t) = run.next(m, tok)? {
-                    text.push_str(&t.text);
-                }
-                text.push_str(&run.finish());
-                Ok(text)
-            }
+            Teacher::Llama2(m, tok) => Ok(generate(&m.weights, tok, &req.prompt, opts, |_| true)?.text),
         }
     }
 }

@@ -40,7 +40,7 @@ impl GpuGeneration {
         opts: GenerateOptions,
         trace: bool,
     ) -> Result<GpuGeneration> {
-        let sequence = prompt_sequence(m.config.vocab_size, tok, prompt, &opts)?;
+        let sequence = prompt_sequence(m.config.vocab_size, tok, prompt, &opts, usize::MAX)?;
         m.set_sampling(gpu, opts.sampling)?;
         m.reset();
         let first = m.prefill(gpu, &sequence, false).await?;
