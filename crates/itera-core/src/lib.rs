@@ -1,7 +1,9 @@
-//! itera-core: the Itera-Lite selective-SSM + Mixture-of-Experts language model.
+//! itera-core: the Itera-Lite selective-SSM + Mixture-of-Experts language model and its
+//! Transformer baseline, two families behind one interface (`family::Architecture`).
 //!
-//! CPU kernels for every weight precision, forward/backward, the recurrent decoder, weight
-//! files, the tokenizer and the llama2.c teacher. Builds for native targets and wasm32.
+//! CPU kernels for every weight precision, forward/backward, the recurrent decoder and the KV
+//! cache, weight files, the tokenizers, one generation loop, evaluation, the training job and
+//! the llama2.c teacher. Builds for native targets and wasm32.
 
 pub mod config;
 pub mod error;
