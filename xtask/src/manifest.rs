@@ -82,11 +82,11 @@ pub fn build(dir: &Path, default: Option<&str>) -> Result<Value> {
     let first_q8 = keys.iter().find(|k| k.ends_with("-q8")).or(keys.first());
     let wanted = default.or_else(|| current.as_ref().and_then(|m| m["default"].as_str()));
     let default = match wanted {
-        Some(k) if keys.iter().any(|x| x == k) => k.to_string(),
+        Some(k) if keys.iter().any(|x| x == k) => json!(k),
         Some(k) if default.is_some() => bail!("--default {k}: not one of {}", keys.join(", ")),
-        _ => first_q8
-            .context("no model cards (NAME.json with precisions) in the folder")?
-            .clone(),
+        // A folder of baselines alone has no model for the page to open.
+        _ if models.is_empty() && !baselines.is_empty() => Value::Null,
+        _ => json!(first_q8.context("no model cards (NAME.json with precisions) in the folder")?),
     };
     Ok(json!({
         "about": "The shipped models, written by `cargo xtask export` / `cargo xtask manifest` from the model cards.",

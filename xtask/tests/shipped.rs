@@ -36,6 +36,14 @@ fn shipped_files_match_their_cards() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     assert_eq!(names.len(), 2, "weights/manifest.json lists the two shipped models");
+    // The Transformer baselines (compare-arch's) are checked the same way.
+    let baselines = manifest["baselines"].as_array().unwrap();
+    for b in baselines {
+        assert_eq!(b["family"], "transformer", "{b}");
+    }
+    let names = names
+        .into_iter()
+        .chain(baselines.iter().map(|m| m["name"].as_str().unwrap()));
     for name in names {
         let card: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(weights_dir().join(format!("{name}.json"))).unwrap())

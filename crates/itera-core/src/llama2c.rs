@@ -186,7 +186,7 @@ impl Llama2 {
             n_kv_heads: c.n_kv_heads,
             vocab_size: c.vocab_size,
             hidden_dim: c.hidden_dim,
-            norm_eps: crate::layers::norm::EPS,
+            norm_eps: crate::transformer::config::NORM_EPS,
             max_seq_len: c.seq_len,
             shared_classifier: c.shared_classifier,
             tokenizer: None,

@@ -193,6 +193,11 @@ fn weight_files_carry_the_family_and_model_py_names() {
             assert!(st.tensor(name).is_ok(), "{name} missing from the {p} file");
         }
     }
+    // The config states the norm's ε as model.py does; it is the one every layer uses.
+    assert_eq!(
+        itera_core::transformer::config::NORM_EPS as f32,
+        itera_core::layers::norm::EPS
+    );
     // A config whose KV cache could not be held is refused before anything is allocated.
     let huge = TransformerConfig {
         max_seq_len: 1 << 20,

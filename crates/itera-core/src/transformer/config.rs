@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{MAX_PARAMS, MAX_TENSORS};
 use crate::error::{Error, Result};
 use crate::layers::norm::EPS;
+
+/// `layers::norm::EPS` as the config states it.
+pub const NORM_EPS: f64 = 1e-5;
 use crate::llama2c::MAX_KV_CACHE_BYTES;
 use crate::train::TrainingSummary;
 
@@ -20,7 +23,9 @@ pub struct TransformerConfig {
     pub n_kv_heads: usize,
     pub vocab_size: usize,
     pub hidden_dim: usize,
-    pub norm_eps: f32,
+    /// RMSNorm's ε, which must be the 1e-5 every model here normalises with (an f64 so that a
+    /// file says 1e-5, as model.py does, not the f32 nearest to it).
+    pub norm_eps: f64,
     /// The longest context: positions beyond it are refused.
     pub max_seq_len: usize,
     /// Whether the classifier is the token embedding (model.py ties them); otherwise the
@@ -60,7 +65,7 @@ impl TransformerConfig {
             n_kv_heads,
             vocab_size,
             hidden_dim,
-            norm_eps: EPS,
+            norm_eps: NORM_EPS,
             max_seq_len: PRESET_MAX_SEQ_LEN,
             shared_classifier: true,
             tokenizer: None,
@@ -137,7 +142,8 @@ impl TransformerConfig {
                 format!("must divide n_heads = {}", self.n_heads),
             ));
         }
-        if self.norm_eps != EPS {
+        // Within an f32's rounding of 1e-5: a file written with the f32 value still loads.
+        if (self.norm_eps - NORM_EPS).abs() > 1e-12 {
             return Err(invalid(
                 "norm_eps",
                 self.norm_eps.to_string(),
