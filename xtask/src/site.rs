@@ -48,8 +48,18 @@ pub fn build(out: &Path) -> Result<()> {
         n.ends_with(".js") || n.ends_with(".wasm")
     })?;
     copy_dir(&build.join("vendor"), &out.join("vendor"), &|_| true)?;
+    // The models the page runs (the manifest's `models`; not the baselines it cannot run yet),
+    // their cards, the tokenizer and the manifest.
+    let manifest = crate::manifest::shipped()?;
+    let mut published: Vec<String> = vec![crate::manifest::FILE.into(), "tokenizer.json".into()];
+    for m in manifest["models"].as_array().into_iter().flatten() {
+        let name = m["name"].as_str().unwrap_or_default();
+        published.extend([format!("{name}.md"), format!("{name}.json")]);
+        let files = m["precisions"].as_array().into_iter().flatten();
+        published.extend(files.filter_map(|p| p["file"].as_str().map(String::from)));
+    }
     copy_dir(&root.join("weights"), &out.join("weights"), &|n| {
-        n.ends_with(".safetensors") || n.ends_with(".json") || n.ends_with(".md")
+        published.iter().any(|p| p == n)
     })?;
     let (gz, bytes, gz_bytes) = compress_all(out)?;
     eprintln!(
