@@ -6,7 +6,8 @@
 //!
 //! Interleaving: every measurement alternates between the two models of a pair (and decode
 //! speed is measured position by position for both before moving on), so a slow drift in the
-//! load of a shared machine moves both alike and their ratios hold.
+//! load of a shared machine moves both alike and their ratios hold; each speed is the best of
+//! `--rounds`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,6 +41,10 @@ pub struct CompareArchArgs {
     /// Tokens decoded per measurement.
     #[arg(long, default_value_t = 64)]
     tokens: usize,
+    /// Rounds of every speed measurement (decode from the same saved state each round); the
+    /// best is kept, as a shared machine only ever slows a round down.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Training steps timed per model (batch 8 × 256 tokens, one thread), after one untimed.
     #[arg(long, default_value_t = 3)]
     train_steps: usize,
@@ -93,8 +98,9 @@ trait Subject {
     fn bpb(&self, tok: &Tokenizer, texts: &[String]) -> Result<f64>;
     fn prefill_speed(&mut self, tokens: &[u32]) -> Result<f64>;
     fn train_speed(&self, stream: &[u32], steps: usize) -> Result<f64>;
-    /// Prefills up to `context` tokens, then decodes `n` and returns tokens/s.
-    fn decode_speed_at(&mut self, context: usize, n: usize, filler: &[u32]) -> Result<f64>;
+    /// Prefills up to `context` tokens, then decodes `n` from that state in each of `rounds`
+    /// and returns the best tokens/s.
+    fn decode_speed_at(&mut self, context: usize, n: usize, rounds: usize, filler: &[u32]) -> Result<f64>;
     /// The figures gathered so far.
     fn result(&mut self) -> &mut ModelResult;
 }
@@ -181,7 +187,7 @@ impl<A: Architecture> Subject for Measured<A> {
         Ok((steps * spec.tokens_per_step()) as f64 / seconds)
     }
 
-    fn decode_speed_at(&mut self, context: usize, n: usize, filler: &[u32]) -> Result<f64> {
+    fn decode_speed_at(&mut self, context: usize, n: usize, rounds: usize, filler: &[u32]) -> Result<f64> {
         let at = A::position(&self.state);
         if context > at {
             let fill = &filler[at..context];
@@ -193,12 +199,17 @@ impl<A: Architecture> Subject for Measured<A> {
                 &mut |_, _| Ok(()),
             )?;
         }
-        let mut token = argmax(A::state_logits(&self.state));
-        let start = Instant::now();
-        for _ in 0..n {
-            token = argmax(A::decode_step(&self.weights, &mut self.state, token)?);
+        let saved = self.state.clone();
+        let mut speed = 0.0f64;
+        for _ in 0..rounds.max(1) {
+            let mut st = saved.clone();
+            let mut token = argmax(A::state_logits(&st));
+            let start = Instant::now();
+            for _ in 0..n {
+                token = argmax(A::decode_step(&self.weights, &mut st, token)?);
+            }
+            speed = speed.max(n as f64 / start.elapsed().as_secs_f64());
         }
-        let speed = n as f64 / start.elapsed().as_secs_f64();
         let cost = A::token_cost(&self.weights.config, context);
         self.result.contexts.push(AtContext {
             context,
@@ -254,9 +265,12 @@ pub fn run(a: CompareArchArgs) -> Result<()> {
                 s.result().heldout_bpb = Some(bpb);
             }
         }
-        for s in both.iter_mut() {
-            let speed = s.prefill_speed(&filler[..512])?;
-            s.result().prefill_tokens_per_s = speed;
+        for _ in 0..a.rounds.max(1) {
+            for s in both.iter_mut() {
+                let speed = s.prefill_speed(&filler[..512])?;
+                let best = &mut s.result().prefill_tokens_per_s;
+                *best = best.max(speed);
+            }
         }
         for s in both.iter_mut() {
             let speed = s.train_speed(&filler, a.train_steps)?;
@@ -268,7 +282,7 @@ pub fn run(a: CompareArchArgs) -> Result<()> {
         }
         for &c in &contexts {
             for s in both.iter_mut() {
-                let speed = s.decode_speed_at(c, a.tokens, &filler)?;
+                let speed = s.decode_speed_at(c, a.tokens, a.rounds, &filler)?;
                 eprintln!("  {}: context {c}: {speed:.0} tokens/s", s.name());
             }
         }

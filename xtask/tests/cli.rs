@@ -433,6 +433,41 @@ fn transformer_family_trains_resumes_evaluates_and_generates() {
     assert!(!success && stderr.contains("itera or transformer"), "{stderr}");
 }
 
+/// `compare-arch` on the shipped micro pair: both models measured at every context, the
+/// Transformer's state growing with it and the SSM's not, a crossover stated, JSON and SVG.
+#[test]
+fn compare_arch_measures_the_shipped_micro_pair() {
+    let dir = temp_dir("cli-compare-arch");
+    let (json, svg) = (dir.join("out.json"), dir.join("out.svg"));
+    let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../weights");
+    #[rustfmt::skip]
+    let table = ok(&[
+        "compare-arch", "--dir", s(&weights), "--sizes", "micro", "--contexts", "16,96", "--tokens", "4",
+        "--train-steps", "1", "--rounds", "1", "--json", s(&json), "--svg", s(&svg),
+    ]);
+    assert!(
+        table.contains("itera-micro") && table.contains("transformer-micro"),
+        "{table}"
+    );
+    let pairs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let [ssm, tf] = [&pairs[0]["models"][0], &pairs[0]["models"][1]];
+    assert_eq!(
+        (ssm["family"].as_str(), tf["family"].as_str()),
+        (Some("itera"), Some("transformer"))
+    );
+    assert_eq!(ssm["params"], tf["params"], "a same-size pair");
+    let state = |m: &serde_json::Value, i: usize| m["contexts"][i]["state_bytes"].as_u64().unwrap();
+    assert_eq!(state(ssm, 0), state(ssm, 1), "the SSM's state does not grow");
+    assert_eq!(state(tf, 1), 6 * state(tf, 0), "the KV cache grows with the context");
+    for m in [ssm, tf] {
+        for c in m["contexts"].as_array().unwrap() {
+            assert!(c["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{c}");
+        }
+    }
+    assert!(pairs[0]["crossover"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+}
+
 /// Every tensor of a run's model.safetensors, by name (the metadata holds the run's seconds,
 /// which differ between runs that take the same steps).
 fn model_tensors(run: &Path) -> Vec<(String, Vec<u8>)> {
