@@ -1,25 +1,14 @@
 //! The llama2.c teacher reproduces its documented greedy output from BOS, byte for byte:
 //! a check of checkpoint reading, RoPE, grouped-query attention, SwiGLU and the tokenizer.
 
-use std::path::PathBuf;
-
 use itera_core::generate::GenerateOptions;
 use itera_core::generate::Generation;
 use itera_core::llama2c::{generate, Llama2, Llama2Tokenizer};
 use itera_core::sampling::{Sampler, SamplingSettings};
 
-fn data_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/teacher");
-    if dir.join("stories260K.bin").exists() {
-        Some(dir)
-    } else {
-        println!(
-            "SKIPPED: {} is absent (reference data is not part of the repository)",
-            dir.display()
-        );
-        None
-    }
-}
+mod teacher_data;
+
+use teacher_data::teacher_dir as data_dir;
 
 #[test]
 fn greedy_from_bos_matches_the_documented_output() {

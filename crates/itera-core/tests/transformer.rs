@@ -7,8 +7,6 @@
 //! Tolerances as in `gradients.rs`: central differences with h = 1e-2 on the f32 model pass
 //! when |fd − analytic| ≤ 3e-4 + 2e-2·|fd|.
 
-use std::path::PathBuf;
-
 use itera_core::family::Architecture;
 use itera_core::layers::ssm::BatchDims;
 use itera_core::model::{LossParts, LossWeights};
@@ -212,18 +210,9 @@ fn weight_files_carry_the_family_and_model_py_names() {
     assert!(e.contains("itera family"), "{e}");
 }
 
-fn teacher_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/teacher");
-    if dir.join("stories260K.bin").exists() {
-        Some(dir)
-    } else {
-        println!(
-            "SKIPPED: {} is absent (reference data is not part of the repository)",
-            dir.display()
-        );
-        None
-    }
-}
+mod teacher_data;
+
+use teacher_data::teacher_dir;
 
 /// stories260K as a `Transformer`: its greedy story from BOS is the documented one, and its
 /// batch forward agrees with decoding.
