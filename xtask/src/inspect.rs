@@ -92,23 +92,30 @@ fn dump<A: Architecture>(a: &InspectArgs, weights: &Weights<A>, tokenizer: &Toke
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    // What decoding the text's last token costs, from the config (`Architecture::token_cost`).
+    let cost = A::token_cost(&w.config, tokens.len());
     let meta = HashMap::from([
         ("model".to_string(), a.model.display().to_string()),
         ("alpha".to_string(), a.alpha.to_string()),
         ("family".to_string(), A::FAMILY.to_string()),
         ("config".to_string(), serde_json::to_string(&w.config)?),
+        ("flops_per_token".to_string(), cost.flops.to_string()),
+        ("state_bytes".to_string(), cost.state_bytes.to_string()),
     ]);
     safetensors::serialize_to_file(views, Some(meta), &a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
-        "wrote {}: {} tokens, loss {:.5} (CE {:.5} + {} × aux {:.5}), {} gradients",
+        "wrote {}: {} tokens, loss {:.5} (CE {:.5} + {} × aux {:.5}), {} gradients; decoding the last \
+         token: {} FLOPs, {} bytes of state",
         a.out.display(),
         tokens.len(),
         parts.total,
         parts.ce,
         a.alpha,
         parts.aux,
-        w.specs().len()
+        w.specs().len(),
+        cost.flops,
+        cost.state_bytes
     );
     Ok(())
 }

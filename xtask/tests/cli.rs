@@ -389,6 +389,13 @@ fn transformer_family_trains_resumes_evaluates_and_generates() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert!(st.tensor("grad.layers.0.attention.wk.weight").is_ok());
     assert!(st.tensor("logits").is_ok() && st.tensor("ce").is_ok());
+    // The cost of decoding its last token, from the config: the KV cache of every position.
+    let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1;
+    let meta = meta.metadata().as_ref().unwrap();
+    let tokens = st.tensor("tokens").unwrap().shape()[0];
+    let kv = 2 * 4 * 6 * 2; // keys and values, f32, kv_dim 2 heads × 6, the test config's
+    assert_eq!(meta["state_bytes"], (2 * kv * tokens).to_string(), "two layers");
+    assert!(meta["flops_per_token"].parse::<u64>().unwrap() > 0);
 
     // An itera student learns the Transformer's logits (the same tokenizer).
     #[rustfmt::skip]
