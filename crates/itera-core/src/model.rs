@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::layers::linear::linear_backward;
-use crate::layers::loss::output_losses;
+use crate::layers::loss::{check_teacher_logits, output_losses};
 use crate::layers::moe::{moe_backward, moe_forward, moe_step, MoeCache, MoeScratch};
 use crate::layers::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::layers::ssm::{a_matrix, ssm_backward, ssm_forward, ssm_step, SsmCache, SsmScratch, SsmState};
@@ -231,6 +231,7 @@ pub fn loss(
     grads: Option<&mut Grads>,
 ) -> Result<LossParts> {
     let v = w.config.vocab_size;
+    check_teacher_logits(teacher, lw, bd, v)?;
     forward(w, tokens, bd, grads.is_some(), cache)?;
     let mut dlogits = grads.is_some().then(|| std::mem::take(&mut cache.dlogits));
     let (ce, kl) = output_losses(&cache.logits, tokens, bd, v, teacher, lw, dlogits.as_mut())?;

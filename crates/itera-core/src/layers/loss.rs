@@ -8,9 +8,21 @@ use super::ssm::BatchDims;
 use crate::error::{Error, Result};
 use crate::model::LossWeights;
 
+/// Refuses distillation without teacher logits for every row (B·T, V): checked before a
+/// forward runs, so a bad teacher costs nothing.
+pub fn check_teacher_logits(teacher: Option<&[f32]>, lw: LossWeights, bd: BatchDims, v: usize) -> Result<()> {
+    if lw.distill_beta > 0.0 && teacher.is_none_or(|t| t.len() != bd.rows() * v) {
+        return Err(Error::ShapeMismatch {
+            op: "distillation",
+            detail: format!("teacher logits must be {} × {v}", bd.rows()),
+        });
+    }
+    Ok(())
+}
+
 /// The terms of the training loss that read the logits — `(1−β)·CE` and `β·τ²·KL` — for any
-/// family: checks the teacher's logits, and with `dlogits` (resized to the logits) fills in
-/// ∂/∂logits. Returns (CE, τ²·KL).
+/// family (teacher logits checked by `check_teacher_logits`); with `dlogits` (resized to the
+/// logits) fills in ∂/∂logits. Returns (CE, τ²·KL).
 pub fn output_losses(
     logits: &[f32],
     tokens: &[u32],
@@ -20,12 +32,7 @@ pub fn output_losses(
     lw: LossWeights,
     mut dlogits: Option<&mut Vec<f32>>,
 ) -> Result<(f32, f32)> {
-    if lw.distill_beta > 0.0 && teacher.is_none_or(|t| t.len() != bd.rows() * v) {
-        return Err(Error::ShapeMismatch {
-            op: "distillation",
-            detail: format!("teacher logits must be {} × {v}", bd.rows()),
-        });
-    }
+    check_teacher_logits(teacher, lw, bd, v)?;
     if let Some(d) = dlogits.as_deref_mut() {
         d.clear();
         d.resize(bd.rows() * v, 0.0);

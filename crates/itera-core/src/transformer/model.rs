@@ -14,7 +14,7 @@ use super::Transformer;
 use crate::error::{Error, Result};
 use crate::layers::attention::{attention_backward, attention_forward, rope_angles, rope_rotate, AttnDims};
 use crate::layers::linear::linear_backward;
-use crate::layers::loss::output_losses;
+use crate::layers::loss::{check_teacher_logits, output_losses};
 use crate::layers::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::layers::swiglu::{swiglu_backward, swiglu_forward, swiglu_step, SwigluCache};
 use crate::model::{check_tokens, BatchDims, LossParts, LossWeights, PREFILL_CHUNK};
@@ -373,6 +373,7 @@ pub fn loss(
     grads: Option<&mut Grads>,
 ) -> Result<LossParts> {
     let v = w.config.vocab_size;
+    check_teacher_logits(teacher, lw, bd, v)?;
     forward(w, tokens, bd, grads.is_some(), cache)?;
     let mut dlogits = grads.is_some().then(|| std::mem::take(&mut cache.dlogits));
     let (ce, kl) = output_losses(&cache.logits, tokens, bd, v, teacher, lw, dlogits.as_mut())?;
