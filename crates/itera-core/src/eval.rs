@@ -10,8 +10,8 @@
 use crate::error::{Error, Result};
 use crate::family::Architecture;
 use crate::layers::activations::log_sum_exp;
-use crate::llama2c::{Llama2, Llama2Tokenizer, BOS};
-use crate::tokenizer::{Tokenizer, END_OF_TEXT};
+use crate::llama2c::{Llama2, Llama2Tokenizer};
+use crate::tokenizer::{Codec, Tokenizer, END_OF_TEXT};
 use crate::weights::Weights;
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -65,10 +65,10 @@ pub fn eval_itera(w: &Weights, tok: &Tokenizer, text: &str) -> Result<EvalReport
     eval_model(w, tok, text)
 }
 
-/// Evaluates a model of any family with the project's tokenizer. A document longer than the
-/// model's context is scored in windows that each restart from `<|endoftext|>` (never for
-/// itera models, whose context is unbounded).
-pub fn eval_model<A: Architecture>(w: &Weights<A>, tok: &Tokenizer, text: &str) -> Result<EvalReport> {
+/// Evaluates a model of any family with its tokenizer (the project's, or a llama2.c
+/// checkpoint's). A document longer than the model's context is scored in windows that each
+/// restart from the story's start token (never for itera models, whose context is unbounded).
+pub fn eval_model<A: Architecture>(w: &Weights<A>, tok: &impl Codec, text: &str) -> Result<EvalReport> {
     let v = A::vocab_size(&w.config);
     if tok.vocab_size() != v {
         return Err(Error::Tokenizer(format!(
@@ -76,7 +76,7 @@ pub fn eval_model<A: Architecture>(w: &Weights<A>, tok: &Tokenizer, text: &str) 
             tok.vocab_size(),
         )));
     }
-    let start: Vec<u32> = tok.end_of_text().into_iter().collect();
+    let start = tok.story_start();
     // Targets per window: the context less the start token (at least one).
     let window = A::max_context(&w.config).saturating_sub(start.len()).max(1);
     let mut report = EvalReport::default();
@@ -84,7 +84,7 @@ pub fn eval_model<A: Architecture>(w: &Weights<A>, tok: &Tokenizer, text: &str) 
     let mut cache = A::Cache::default();
     let mut ids = Vec::new();
     for doc in check_text(text)? {
-        let targets = tok.encode(doc)?;
+        let targets = tok.encode_text(doc)?;
         for piece in targets.chunks(window) {
             ids.clear();
             ids.extend_from_slice(&start);
@@ -107,28 +107,9 @@ pub fn eval_model<A: Architecture>(w: &Weights<A>, tok: &Tokenizer, text: &str) 
     Ok(report)
 }
 
-/// Evaluates a llama2.c model; documents longer than its context are scored in windows that
-/// each restart from BOS (slightly pessimistic, and rare for TinyStories-length stories).
+/// Evaluates a llama2.c model: its Transformer with its own tokenizer, documents longer than
+/// its context in windows that each restart from BOS (slightly pessimistic, and rare for
+/// TinyStories-length stories).
 pub fn eval_llama2(model: &Llama2, tok: &Llama2Tokenizer, text: &str) -> Result<EvalReport> {
-    let mut report = EvalReport::default();
-    let mut st = model.new_state();
-    // At least one token per window: a checkpoint with seq_len 1 then fails in `forward`
-    // with a clear error instead of a zero-sized chunk.
-    let window = model.config.seq_len.saturating_sub(1).max(1);
-    for doc in check_text(text)? {
-        let ids = tok.encode(doc, false);
-        for chunk in ids.chunks(window) {
-            st.reset();
-            let mut prev = BOS;
-            for &target in chunk {
-                let logits = model.forward(&mut st, prev)?;
-                report.total_ce += (log_sum_exp(logits) - logits[target as usize]) as f64;
-                report.tokens += 1;
-                prev = target;
-            }
-        }
-        report.documents += 1;
-        report.bytes += doc.len();
-    }
-    Ok(report)
+    eval_model(&model.weights, tok, text)
 }

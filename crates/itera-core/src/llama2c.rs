@@ -411,6 +411,14 @@ impl crate::tokenizer::Codec for Llama2Tokenizer {
         Some(BOS)
     }
 
+    fn story_start(&self) -> Vec<u32> {
+        vec![BOS]
+    }
+
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode(text, false))
+    }
+
     fn piece(&self, prev: u32, token: u32) -> Result<&[u8]> {
         Ok(self.decode_piece(prev, token))
     }

@@ -57,6 +57,10 @@ pub trait Codec {
     fn story_prompt(&self, prompt: &str, context: usize) -> Result<Vec<u32>>;
     /// The token that ends a story.
     fn end_of_story(&self) -> Option<u32>;
+    /// The tokens a story starts from (before its first token is predicted).
+    fn story_start(&self) -> Vec<u32>;
+    /// The tokens of a text, without the start.
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>>;
     /// The bytes `token` prints after `prev`.
     fn piece(&self, prev: u32, token: u32) -> Result<&[u8]>;
 }
@@ -77,6 +81,14 @@ impl Codec for Tokenizer {
 
     fn end_of_story(&self) -> Option<u32> {
         self.end_of_text()
+    }
+
+    fn story_start(&self) -> Vec<u32> {
+        self.end_of_text().into_iter().collect()
+    }
+
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text)
     }
 
     fn piece(&self, _prev: u32, token: u32) -> Result<&[u8]> {
