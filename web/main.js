@@ -1,9 +1,10 @@
-// The playground page: model picker, generation, precision comparison, fine-tuning (in
-// fine-tune.js), benchmarks. All model work happens in workers (worker.js for the models,
+// The playground page: model picker, generation, benchmarks; comparison (compare.js),
+// fine-tuning (fine-tune.js) and distillation (distill.js) get what they need of it here. All model work happens in workers (worker.js for the models,
 // train-worker.js for training); these modules only drive the UI.
 
 import { lineChart, loadBreakdown, RoutingHeatmap } from './charts.js';
 import { detectWebGpu, deviceInfo } from './device.js';
+import { setupCompare } from './compare.js';
 import { setupDistill } from './distill.js';
 import { setupFineTune } from './fine-tune.js';
 import { connect } from './rpc.js';
@@ -24,7 +25,7 @@ const { call, rpc } = connect(() => new Worker(new URL('./worker.js', import.met
 
 // ---- state ------------------------------------------------------------------------------
 const state = {
-  manifest: { default: null, models: [] },
+  manifest: { default: null, models: [], baselines: [] },
   requestDefaults: null, // the core's, once the model worker's wasm is up
   current: null,
   loaded: new Map(), // key → load info
@@ -54,17 +55,22 @@ function setBusy(busy) {
   $('stop').disabled = !busy || !state.generation;
 }
 
+const fmtParams = (n) => `${(n / 1e6).toFixed(2)}M`;
 const fmtBytes = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(0)} KB`);
 const fmtRate = (r) => (r == null ? '–' : r.toFixed(r < 10 ? 1 : 0));
 const fmtMs = (ms) => (ms == null ? '–' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 
 // ---- model picker -----------------------------------------------------------------------
+// The shipped models: the SSM + MoE models, then the Transformer baselines they are compared with.
+const shippedModels = () => [...state.manifest.models, ...(state.manifest.baselines ?? [])];
+const FAMILY_NAMES = { itera: 'SSM + MoE', transformer: 'Transformer' };
+
 function fillPicker() {
   const select = $('model-select');
   select.replaceChildren();
-  for (const m of state.manifest.models) {
+  for (const m of shippedModels()) {
     const group = document.createElement('optgroup');
-    group.label = m.name;
+    group.label = `${m.name} (${FAMILY_NAMES[m.family ?? 'itera']})`;
     for (const v of m.precisions) group.append(new Option(`${m.name} · ${v.precision} · ${fmtBytes(v.bytes)}`, v.key));
     select.append(group);
   }
@@ -87,7 +93,7 @@ function fillPicker() {
 
 const familyOf = (key) => key.replace(/-(f32|f16|q8|q4)$/, '');
 // A shipped model's manifest entry (`familyOf(key)`), one precision's file entry, its URL.
-const shippedModel = (family) => state.manifest.models.find((m) => m.name === family);
+const shippedModel = (family) => shippedModels().find((m) => m.name === family);
 const shippedFile = (key) => shippedModel(familyOf(key))?.precisions.find((v) => v.key === key);
 const urlOf = (key) => {
   const f = shippedFile(key);
@@ -96,6 +102,10 @@ const urlOf = (key) => {
 };
 
 const isLlama2 = (key) => key.startsWith('llama2:');
+// The positions at which the page states a token's cost: the manifest's (`cargo xtask export`).
+const costPositions = () => shippedModels()[0]?.per_token?.map((p) => p.context) ?? [512];
+// 'itera', 'transformer' or 'llama2': from the model once loaded, else the manifest's family.
+const kindOf = (key) => state.loaded.get(key)?.info.kind ?? (isLlama2(key) ? 'llama2' : shippedModel(familyOf(key))?.family ?? 'itera');
 
 async function loadModel(key, bytes = null) {
   if (state.loaded.has(key)) return state.loaded.get(key);
@@ -108,13 +118,13 @@ async function loadModel(key, bytes = null) {
   let transfer = [];
   if (isLlama2(key)) {
     const llama2 = { checkpoint: kept.checkpoint.slice(0), tokenizer: kept.tokenizer.slice(0) };
-    args = { key, llama2 };
+    args = { key, llama2, positions: costPositions() };
     transfer = [llama2.checkpoint, llama2.tokenizer];
   } else if (kept) {
-    args = { key, bytes: kept.slice(0), tokenizerUrl: TOKENIZER_URL };
+    args = { key, bytes: kept.slice(0), tokenizerUrl: TOKENIZER_URL, positions: costPositions() };
     transfer = [args.bytes];
   } else {
-    args = { key, url: urlOf(key), tokenizerUrl: TOKENIZER_URL };
+    args = { key, url: urlOf(key), tokenizerUrl: TOKENIZER_URL, positions: costPositions() };
   }
   const info = await call('load', args, (ev) => {
     if (ev.type === 'progress' && ev.total) bar.style.width = `${(100 * ev.received) / ev.total}%`;
@@ -141,20 +151,38 @@ async function recoverModelWorker(message) {
   }
 }
 
+const fmtFlops = (n) => `${(n / 1e6).toFixed(2)} MFLOPs`;
+
+// What a token costs at the stated positions: a fixed state, or a KV cache that grows.
+function describeCost(l) {
+  const c = l.costs ?? [];
+  if (c.length === 0) return '';
+  if (c.every((x) => x.state_bytes === c[0].state_bytes && x.flops === c[0].flops)) {
+    return ` · per token ${fmtFlops(c[0].flops)}, decode state ${fmtBytes(c[0].state_bytes)} at any position`;
+  }
+  const at = (x) => `${fmtFlops(x.flops)} + ${fmtBytes(x.state_bytes)} KV cache at ${x.position}`;
+  return ` · per token ${at(c[0])}, ${at(c[c.length - 1])}`;
+}
+
 function describeModel(key, l) {
   const i = l.info;
+  const cost = describeCost(l);
+  const cpuOnly = i.webgpu ? '' : ' · decodes on the CPU';
   if (i.kind === 'llama2') {
-    $('model-meta').textContent = `${key.slice(7)}: a llama2.c checkpoint, ${(i.params / 1e6).toFixed(2)}M parameters, `
-      + `${i.n_layers} layers, dim ${i.d_model}, vocabulary ${i.vocab_size}, ${fmtBytes(l.bytes)} · runs on the CPU (no experts to route)`;
+    $('model-meta').textContent = `${key.slice(7)}: a llama2.c checkpoint (Transformer), ${fmtParams(i.params)} parameters, `
+      + `${i.n_layers} layers, dim ${i.d_model}, vocabulary ${i.vocab_size}, ${fmtBytes(l.bytes)}${cost}${cpuOnly}`;
     return;
   }
   const family = familyOf(key);
   const card = shippedFile(key);
   const tuned = state.tuned.find((t) => t.family === family);
   const bpb = card ? ` · held-out ${card.bits_per_byte.toFixed(3)} bits/byte` : tuned ? ` · ${tuned.about}` : '';
-  $('model-meta').textContent = `${key}: ${(i.params / 1e6).toFixed(2)}M parameters (${(i.active_params / 1e6).toFixed(2)}M active per token), `
-    + `${i.n_layers} layers, ${i.n_experts} experts (top-${i.top_k}) on layers ${i.moe_layers.join(', ')}, `
-    + `${fmtBytes(l.bytes)} ${l.fromCache ? '(from cache)' : 'downloaded'}${bpb}`;
+  const shape = i.kind === 'transformer'
+    ? `${fmtParams(i.params)} parameters, ${i.n_layers} layers, dim ${i.d_model}, ${i.n_heads} heads (${i.n_kv_heads} key/value)`
+    : `${fmtParams(i.params)} parameters (${fmtParams(i.active_params)} active per token), `
+      + `${i.n_layers} layers, ${i.n_experts} experts (top-${i.top_k}) on layers ${i.moe_layers.join(', ')}`;
+  $('model-meta').textContent = `${key}: ${i.description}, ${shape}, `
+    + `${fmtBytes(l.bytes)} ${l.fromCache ? '(from cache)' : 'downloaded'}${bpb}${cost}${cpuOnly}`;
 }
 
 async function selectModel(key, bytes = null) {
@@ -282,72 +310,6 @@ async function generate({ onStart } = {}) {
 
 const pick = (o, keys) => Object.fromEntries(keys.map((k) => [k, o[k]]));
 
-// ---- compare ----------------------------------------------------------------------------
-let evalText = null;
-const klChart = { el: $('kl-chart'), chart: null };
-
-async function runCompare() {
-  showError(null);
-  const family = familyOf(state.current.startsWith('local:') ? state.manifest.default : state.current);
-  const variants = [...document.querySelectorAll('input[name=variant]:checked')].map((c) => c.value);
-  if (variants.length < 2) { showError(new Error('pick at least two precisions to compare')); return; }
-  setBusy(true);
-  const columns = $('compare-columns');
-  columns.replaceChildren();
-  const cols = {};
-  for (const p of variants) {
-    const col = document.createElement('article');
-    col.className = 'card column';
-    col.dataset.precision = p;
-    col.innerHTML = `<h3>${family} · ${p}</h3><p class="text" aria-live="polite"><b class="prompt-echo"></b><span></span></p><table class="metrics"><tbody></tbody></table>`;
-    col.querySelector('.prompt-echo').textContent = $('prompt').value;
-    columns.append(col);
-    cols[p] = col;
-  }
-  try {
-    evalText ??= await (await fetch('eval-stories.txt')).text();
-    const request = settings();
-    const results = {};
-    const needed = variants.includes('f32') ? variants : ['f32', ...variants];
-    for (const p of needed) {
-      const key = `${family}-${p}`;
-      const l = await loadModel(key);
-      const col = cols[p];
-      const text = col?.querySelector('.text span');
-      const gen = await call('generate', { key, request }, (ev) => { if (text) text.textContent += ev.text; }).promise;
-      const ev = await rpc('eval', { key, text: evalText });
-      results[p] = { key, l, gen, ev };
-    }
-    const ref = results.f32;
-    const klSeries = [];
-    for (const p of variants) {
-      const r = results[p];
-      const c = await rpc('compare', { reference: ref.key, other: r.key, sequence: ref.gen.sequence, from: ref.gen.promptLen });
-      r.cmp = c;
-      if (p !== 'f32') klSeries.push([p, c.kl]);
-      const rows = [
-        ['file size', fmtBytes(r.l.bytes)],
-        ['tokens/s', r.gen.tokensPerSecond ? r.gen.tokensPerSecond.toFixed(0) : '–'],
-        ['eval bits/byte', r.ev.bits_per_byte.toFixed(4)],
-        ['mean KL vs f32', c.mean_kl.toExponential(2)],
-        ['top-1 agreement', `${(100 * c.top1_agreement).toFixed(1)}%`],
-        ['routing agreement', `${(100 * c.routing_agreement).toFixed(1)}%`],
-      ];
-      const tbody = cols[p].querySelector('tbody');
-      for (const [k, v] of rows) tbody.insertAdjacentHTML('beforeend', `<tr><th>${k}</th><td>${v}</td></tr>`);
-      state.runs.push({ kind: 'compare', model: r.key, bytes: r.l.bytes, tokensPerSecond: r.gen.tokensPerSecond, bitsPerByte: r.ev.bits_per_byte, meanKl: c.mean_kl, top1: c.top1_agreement, routing: c.routing_agreement });
-    }
-    if (klChart.chart) { klChart.chart.plot.destroy(); klChart.el.replaceChildren(); }
-    klChart.chart = lineChart(klChart.el, { xLabel: 'generated token', yLabel: 'KL (nats)', series: klSeries.map(([p]) => p), yFormat: (v) => (v === 0 ? '0' : v.toExponential(0)) });
-    const n = Math.max(0, ...klSeries.map(([, kl]) => kl.length));
-    klChart.chart.set([Array.from({ length: n }, (_, i) => i + 1), ...klSeries.map(([, kl]) => kl)]);
-  } catch (e) {
-    showError(e);
-  } finally {
-    setBusy(false);
-  }
-}
-
 // ---- benchmarks -------------------------------------------------------------------------
 const benchChart = lineChart($('bench-chart'), { xLabel: 'run', yLabel: 'tokens/s', series: ['CPU (wasm)', 'WebGPU'], bars: true });
 const benchRows = []; // per run: {cpu, gpu} tokens/s (gpu null without WebGPU)
@@ -361,7 +323,7 @@ async function runBench() {
     const tbody = $('bench-table').querySelector('tbody');
     const row = { cpu: null, gpu: null };
     const backends = [['cpu', 'CPU (wasm SIMD)']];
-    if (state.backend.webgpu && !state.backend.failure) backends.push(['webgpu', 'WebGPU']);
+    if (state.backend.webgpu && !state.backend.failure && !cpuOnly(key)) backends.push(['webgpu', 'WebGPU']);
     for (const [backend, label] of backends) {
       let fellBack = false;
       // At most 128 tokens or 5 s per backend: a software WebGPU adapter may do 1 token/s.
@@ -400,12 +362,15 @@ async function exportBench() {
 // backends in the worker and the faster one runs from then on. The user can pin either.
 function backendFor(key) {
   const b = state.backend;
-  if (isLlama2(key)) return 'cpu';
+  if (cpuOnly(key)) return 'cpu';
   if (!b.webgpu || b.failure || b.mode === 'cpu') return 'cpu';
   if (b.mode === 'webgpu') return 'webgpu';
   const c = b.calibration.get(key);
   return c && c.gpu > c.cpu ? 'webgpu' : 'cpu';
 }
+
+// A model that decodes on the CPU only (a Transformer: WebGPU decoding is the SSM + MoE family's).
+const cpuOnly = (key) => state.loaded.get(key)?.info.webgpu === false;
 
 const BACKEND_NAMES = { cpu: 'the CPU (wasm SIMD)', webgpu: 'WebGPU' };
 
@@ -422,7 +387,8 @@ function backendNote() {
   } else {
     const found = `WebGPU adapter found (${[gpu.vendor, gpu.architecture].filter(Boolean).join(' ') || 'unnamed'}).`;
     const c = b.calibration.get(key);
-    if (b.mode !== 'auto') text = `${found} Running on ${chosen}, as selected.`;
+    if (cpuOnly(key)) text = `${found} ${key} is a ${state.loaded.get(key).info.description}: it decodes on the CPU (wasm SIMD); WebGPU decoding is for SSM + MoE models.`;
+    else if (b.mode !== 'auto') text = `${found} Running on ${chosen}, as selected.`;
     else if (c) text = `${found} Auto measured ${key}: CPU ${fmtRate(c.cpu)} tokens/s, WebGPU ${fmtRate(c.gpu)} tokens/s → ${chosen}.`;
     else if (b.calibrating === key) text = `${found} Auto is measuring CPU and WebGPU speed for ${key}…`;
     else text = `${found} Auto runs on the CPU until it has measured both for ${key}.`;
@@ -434,7 +400,7 @@ function backendNote() {
 
 async function calibrate(key) {
   const b = state.backend;
-  if (b.mode !== 'auto' || !b.webgpu || b.failure || b.calibration.has(key) || state.busy || isLlama2(key)) return;
+  if (b.mode !== 'auto' || !b.webgpu || b.failure || b.calibration.has(key) || state.busy || cpuOnly(key)) return;
   b.calibrating = key;
   setBusy(true);
   backendNote();
@@ -483,8 +449,8 @@ function setupTabs() {
 // to add the models they make to the picker, and generation for their side-by-side stories.
 function fineTuneApp(showTab) {
   return {
-    // [{key, label, kind: 'itera' | 'llama2'}] of every model in the picker.
-    models: () => [...$('model-select').options].map((o) => ({ key: o.value, label: o.textContent, kind: isLlama2(o.value) ? 'llama2' : 'itera' })),
+    // [{key, label, kind: 'itera' | 'transformer' | 'llama2'}] of every model in the picker.
+    models: () => [...$('model-select').options].map((o) => ({ key: o.value, label: o.textContent, kind: kindOf(o.value) })),
     current: () => state.current,
     // Where the training worker gets a model: shipped files by URL, the rest as bytes (a
     // llama2.c checkpoint with its tokenizer.bin).
@@ -520,6 +486,36 @@ function fineTuneApp(showTab) {
     defaultModel: () => state.manifest.default,
     // The core's generation request defaults (temperature, top-p, …; generation_defaults).
     generationDefaults: () => state.requestDefaults,
+    // The same call's bounds: `{settings: [{name, min, max}], …}`.
+    generationBounds: () => state.generationBounds,
+    // For the Compare tab: the model worker, loading, the page's busy state and error line.
+    call,
+    rpc,
+    loadModel,
+    busy: () => state.busy,
+    setBusy,
+    showError,
+    async builtinEvalText() {
+      state.evalText ??= await (await fetch('eval-stories.txt')).text();
+      return state.evalText;
+    },
+    // Every precision of the model `key` is one of (shipped or fine-tuned), `key` alone else.
+    precisionsOf(key) {
+      const m = shippedModel(familyOf(key));
+      if (m) return m.precisions.map((v) => v.key);
+      if (state.tuned.some((t) => t.family === familyOf(key))) return PRECISIONS.map((p) => `${familyOf(key)}-${p}`);
+      return [key];
+    },
+    // `key` and the shipped model of the other family with the same size and precision
+    // (itera-tiny-q8 → transformer-tiny-q8); the default model and the first baseline else.
+    familyPair(key) {
+      const [, size, precision] = /^(?:itera|transformer)-(.+)-(f32|f16|q8|q4)$/.exec(key) ?? [];
+      const other = { itera: 'transformer', transformer: 'itera' }[kindOf(key)];
+      const twin = other && shippedFile(`${other}-${size}-${precision}`);
+      if (twin) return [key, twin.key];
+      const baseline = state.manifest.baselines?.[0]?.precisions.find((v) => v.key.endsWith(`-${precision ?? 'q8'}`)) ?? state.manifest.baselines?.[0]?.precisions[0];
+      return baseline ? [key, baseline.key] : [key, state.manifest.default];
+    },
   };
 }
 
@@ -537,9 +533,9 @@ async function main() {
   const app = fineTuneApp(showTab);
   const fineTune = setupFineTune(app);
   setupDistill(app);
+  const compare = setupCompare(app);
   $('generate-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
   $('stop').addEventListener('click', () => { if (state.generation) state.stop(); });
-  $('compare-form').addEventListener('submit', (e) => { e.preventDefault(); runCompare(); });
   $('bench').addEventListener('click', runBench);
   $('export-bench').addEventListener('click', exportBench);
   $('backend-select').addEventListener('change', (e) => {
@@ -583,6 +579,8 @@ async function main() {
   const l = await selectModel(manifest.default); // downloads while the wasm compiles
   const ready = await init;
   state.requestDefaults = ready.generation.request;
+  state.generationBounds = ready.generation;
+  compare.ready();
   fillGenerateSettings(ready.generation);
   state.timings.wasmMs = ready.wasmMs;
   const tModel = performance.now();

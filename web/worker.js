@@ -4,7 +4,7 @@
 // same id: zero or more {type: 'progress' | 'tokens'} events, then one {type: 'result'} or
 // {type: 'error', message}. A {op: 'cancel', target} stops a running generation between steps.
 
-import init, { Llama2Model, Model, compare, generation_defaults, gpu_init } from './pkg/itera_web.js';
+import init, { Model, compare, generation_defaults, gpu_init } from './pkg/itera_web.js';
 import { fetchCached } from './fetch.js';
 import { serve } from './rpc.js';
 
@@ -33,16 +33,18 @@ const ops = {
     return ready;
   },
 
-  // {key, url | bytes, tokenizerUrl}: loads (or reuses) an itera model under `key`; with
-  // {llama2: {checkpoint, tokenizer}} a llama2.c checkpoint and its tokenizer.bin instead.
-  // Downloads while the wasm is still compiling; parses once both are there.
-  async load({ key, url, bytes, tokenizerUrl, llama2 }, emit) {
+  // {key, url | bytes, tokenizerUrl}: loads (or reuses) a model of either family under `key`;
+  // with {llama2: {checkpoint, tokenizer}} a llama2.c checkpoint and its tokenizer.bin instead.
+  // Downloads while the wasm is still compiling; parses once both are there. The result
+  // carries the model's description and its cost per token at `positions`.
+  async load({ key, url, bytes, tokenizerUrl, llama2, positions = [] }, emit) {
     if (models.has(key)) return { ...models.get(key).loadInfo, reused: true };
+    const costs = (model) => positions.map((position) => ({ position, ...model.token_cost(position) }));
     if (llama2) {
       await ready;
       const t1 = performance.now();
-      const model = new Llama2Model(new Uint8Array(llama2.checkpoint), new Uint8Array(llama2.tokenizer));
-      const loadInfo = { info: model.info(), bytes: llama2.checkpoint.byteLength, fromCache: false, downloadMs: 0, parseMs: performance.now() - t1 };
+      const model = Model.llama2(new Uint8Array(llama2.checkpoint), new Uint8Array(llama2.tokenizer));
+      const loadInfo = { info: model.info(), costs: costs(model), bytes: llama2.checkpoint.byteLength, fromCache: false, downloadMs: 0, parseMs: performance.now() - t1 };
       models.set(key, { model, loadInfo });
       return loadInfo;
     }
@@ -62,7 +64,7 @@ const ops = {
     const model = new Model(bytes, tok.bytes);
     const t2 = performance.now();
     const info = model.info();
-    const loadInfo = { info, bytes: bytes.length, fromCache, downloadMs, parseMs: t2 - t1 };
+    const loadInfo = { info, costs: costs(model), bytes: bytes.length, fromCache, downloadMs, parseMs: t2 - t1 };
     models.set(key, { model, loadInfo });
     return loadInfo;
   },
@@ -144,6 +146,43 @@ const ops = {
     return { cpu, gpu, adapter: await gpuReady, setup };
   },
 
+  // Decode speed and memory against position: `key` writes `length` tokens greedily on the
+  // CPU from a short prompt, timed in `points` equal segments; each point is the segment's
+  // tokens/s at its last position, with the FLOPs and decode-state bytes there. Events
+  // `{type: 'progress', produced, length}` between segments.
+  async positionRun({ key, length, points = 32 }, emit, transfer, id) {
+    const { model } = entry(key);
+    const request = { prompt: 'Once upon a time', max_tokens: length, temperature: 0, stop_at_end_of_text: false };
+    const promptTokens = model.start(request);
+    const segment = Math.max(1, Math.ceil(length / points));
+    const out = [];
+    let produced = 0;
+    let lastIdle = performance.now();
+    while (produced < length && !cancelled.has(id)) {
+      const t0 = performance.now();
+      const step = model.step(Math.min(segment, length - produced));
+      const ms = performance.now() - t0;
+      if (step.tokens.length === 0) break;
+      produced += step.tokens.length;
+      const position = promptTokens + produced;
+      out.push({ position, tokensPerSecond: step.tokens.length / (ms / 1000), ...model.token_cost(position) });
+      emit({ type: 'progress', produced, length });
+      if (step.done) break;
+      if (performance.now() - lastIdle > 100) {
+        await sleep(0); // a cancel message can arrive
+        lastIdle = performance.now();
+      }
+    }
+    cancelled.delete(id);
+    return { points: out, promptTokens, produced };
+  },
+
+  // FLOPs of one decode step and the decode state held, at each of `positions`.
+  async cost({ key, positions }) {
+    const { model } = entry(key);
+    return positions.map((position) => ({ position, ...model.token_cost(position) }));
+  },
+
   async cancel({ target }) {
     cancelled.add(target);
     return {};
@@ -178,7 +217,7 @@ const gpuSteps = (model) => ({
 });
 
 async function enableGpu(e) {
-  if (e.loadInfo.info.kind === 'llama2') throw new Error('llama2.c checkpoints run on the CPU only');
+  if (!e.loadInfo.info.webgpu) throw new Error(`${e.loadInfo.info.description} models decode on the CPU only (WebGPU decoding is for SSM + MoE models)`);
   await ops.gpuInit();
   if (!e.gpuEnabled) {
     const t0 = performance.now();

@@ -48,11 +48,12 @@ pub fn build(out: &Path) -> Result<()> {
         n.ends_with(".js") || n.ends_with(".wasm")
     })?;
     copy_dir(&build.join("vendor"), &out.join("vendor"), &|_| true)?;
-    // The models the page runs (the manifest's `models`; not the baselines it cannot run yet),
-    // their cards, the tokenizer and the manifest.
+    // The models the page runs (the manifest's `models` and the Transformer `baselines` it
+    // compares them with), their cards, the tokenizer and the manifest.
     let manifest = crate::manifest::shipped()?;
     let mut published: Vec<String> = vec![crate::manifest::FILE.into(), "tokenizer.json".into()];
-    for m in manifest["models"].as_array().into_iter().flatten() {
+    let lists = ["models", "baselines"].map(|list| manifest[list].as_array().into_iter().flatten());
+    for m in lists.into_iter().flatten() {
         let name = m["name"].as_str().unwrap_or_default();
         published.extend([format!("{name}.md"), format!("{name}.json")]);
         let files = m["precisions"].as_array().into_iter().flatten();

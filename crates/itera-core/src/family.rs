@@ -163,4 +163,9 @@ pub trait Architecture: Sized + Send + Sync + 'static {
     fn routing(_st: &Self::State) -> &[crate::model::Route] {
         &[]
     }
+    /// The experts each MoE layer chose (sorted, one list per MoE layer) for row `row` of the
+    /// last forward or prefill chunk in `cache`; empty for a family without experts.
+    fn chunk_routes(_c: &Self::Config, _cache: &Self::Cache, _row: usize) -> Vec<Vec<usize>> {
+        Vec::new()
+    }
 }

@@ -162,4 +162,15 @@ impl Architecture for Itera {
     fn routing(st: &State) -> &[Route] {
         &st.routing
     }
+
+    fn chunk_routes(c: &Config, cache: &Cache, row: usize) -> Vec<Vec<usize>> {
+        (0..c.n_layers)
+            .filter(|&l| c.is_moe(l))
+            .map(|l| {
+                let mut experts = cache.layers[l].moe.experts[row * c.top_k..][..c.top_k].to_vec();
+                experts.sort_unstable();
+                experts
+            })
+            .collect()
+    }
 }

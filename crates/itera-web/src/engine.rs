@@ -1,20 +1,26 @@
-//! The playground's model engine in plain Rust (no JS types, so it is tested natively):
-//! a loaded model with its tokenizer, the core's resumable `Generation` handed out a few tokens
-//! per call (the worker streams them and can stop between calls), precision comparison on a
-//! shared token sequence, and evaluation on a text.
+//! The playground's model engine in plain Rust (no JS types, so it is tested natively): a
+//! loaded model of either family (SSM + MoE or Transformer, a llama2.c checkpoint included)
+//! with its tokenizer, the core's resumable `Generation` handed out a few tokens per call (the
+//! worker streams them and can stop between calls), the cost of a token at a position, and
+//! evaluation on a text. Comparing two engines is `compare`'s.
 
-use itera_core::eval::eval_itera;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use itera_core::eval::{eval_model, EvalReport};
+use itera_core::family::TokenCost;
 use itera_core::generate::{
     check_prompt_bytes, GenerateOptions, Generation, Token, DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_PROMPT_BYTES,
     MAX_PROMPT_TOKENS,
 };
 use itera_core::gpu::model::MAX_STEPS;
-use itera_core::layers::activations::log_sum_exp;
-use itera_core::model::{prefill_with_cache, Cache, Route, State, PREFILL_CHUNK};
-use itera_core::sampling::{argmax, SamplingSettings, MAX_TEMPERATURE};
-use itera_core::tokenizer::Tokenizer;
+use itera_core::llama2c::{Llama2, Llama2Tokenizer};
+use itera_core::lm::AnyWeights;
+use itera_core::model::Route;
+use itera_core::sampling::{SamplingSettings, MAX_TEMPERATURE};
+use itera_core::tokenizer::{Codec, Tokenizer};
 use itera_core::train::Limit;
-use itera_core::{format, Error, Result, Weights};
+use itera_core::transformer::TransformerConfig;
+use itera_core::{Architecture, Error, Family, Itera, Result, Transformer, Weights};
 use serde::{Deserialize, Serialize};
 
 /// What the page asks for; field names are the JSON the worker sends. A field left out takes
@@ -99,8 +105,12 @@ impl GenerateRequest {
 /// A model's description for the page.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelInfo {
-    /// "itera", or "llama2" for a llama2.c checkpoint (no experts, no precisions).
+    /// "itera", "transformer", or "llama2" (a llama2.c checkpoint: a Transformer with its own
+    /// tokenizer, one precision).
     pub kind: &'static str,
+    pub family: Family,
+    /// "SSM + MoE" or "Transformer".
+    pub description: &'static str,
     pub precision: &'static str,
     pub params: usize,
     pub active_params: usize,
@@ -108,10 +118,21 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     pub d_model: usize,
     pub n_layers: usize,
+    /// Attention heads and key/value heads (0 for the SSM + MoE family).
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
     pub n_experts: usize,
     pub top_k: usize,
     /// Which layers route through experts (the heatmap's rows).
     pub moe_layers: Vec<usize>,
+    /// The longest context (none: unbounded, a recurrent state).
+    pub max_context: Option<usize>,
+    /// A fingerprint of the tokenizer's vocabulary: two models can be compared token by token
+    /// only when theirs are equal.
+    pub tokenizer: String,
+    /// Whether this model decodes on WebGPU (the SSM + MoE family does; a Transformer runs on
+    /// the CPU).
+    pub webgpu: bool,
 }
 
 /// Tokens produced by one `Engine::step`.
@@ -131,20 +152,14 @@ pub struct StepOutput {
 }
 
 impl StepOutput {
-    /// Appends one token with its routing (per layer; dense layers are left out).
-    pub fn push(&mut self, tok: &Tokenizer, t: Token, routing: &[Route]) -> Result<()> {
-        let piece = String::from_utf8_lossy(tok.token_bytes(t.id)?).into_owned();
-        self.push_piece(piece, t, routes(routing));
-        Ok(())
-    }
-
-    /// Appends one token whose bytes read as `piece`.
-    pub fn push_piece(&mut self, piece: String, t: Token, routing: Vec<RouteOut>) {
-        self.pieces.push(piece);
+    /// Appends one token, whose own bytes are `piece`, with its routing (per layer; dense
+    /// layers are left out).
+    pub fn push(&mut self, piece: &[u8], t: Token, routing: &[Route]) {
+        self.pieces.push(String::from_utf8_lossy(piece).into_owned());
         self.text.push_str(&t.text);
         self.tokens.push(t.id);
         self.logprobs.push(t.logprob);
-        self.routing.push(routing);
+        self.routing.push(routes(routing));
     }
 }
 
@@ -153,19 +168,6 @@ pub struct RouteOut {
     pub layer: usize,
     pub experts: Vec<usize>,
     pub weights: Vec<f32>,
-}
-
-/// How a variant's next-token distributions differ from a reference's on the same tokens.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Comparison {
-    /// KL(reference ‖ variant) in nats at each scored position.
-    pub kl: Vec<f32>,
-    pub mean_kl: f64,
-    /// Fraction of positions whose most likely next token is the same.
-    pub top1_agreement: f64,
-    /// Fraction of (position, MoE layer) pairs that route to the same set of experts.
-    pub routing_agreement: f64,
-    pub positions: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -178,74 +180,89 @@ pub struct EvalOutput {
     pub bits_per_byte: f64,
 }
 
-/// A loaded model, its tokenizer and at most one generation in progress.
-pub struct Engine {
-    pub weights: Weights,
-    pub tokenizer: Tokenizer,
-    run: Option<Generation>,
+
+impl From<EvalReport> for EvalOutput {
+    fn from(r: EvalReport) -> EvalOutput {
+        EvalOutput {
+            documents: r.documents,
+            tokens: r.tokens,
+            bytes: r.bytes,
+            mean_ce: r.mean_ce(),
+            perplexity: r.perplexity(),
+            bits_per_byte: r.bits_per_byte(),
+        }
+    }
 }
 
-impl Engine {
-    /// Parses a weight file and a `tokenizer.json`, and checks that they belong together.
-    pub fn load(model: &[u8], tokenizer_json: &[u8]) -> Result<Engine> {
-        Engine::new(format::load(model)?, Tokenizer::from_json(tokenizer_json)?)
-    }
+/// A loaded model of either family with the tokenizer it reads, and at most one generation in
+/// progress. Everything but the description is written once over `Architecture` (`Session`);
+/// this enum only chooses.
+pub struct Engine {
+    lm: Lm,
+}
 
-    /// Weights and a tokenizer already in memory (a training job's current weights, say).
-    pub fn new(weights: Weights, tokenizer: Tokenizer) -> Result<Engine> {
-        if tokenizer.vocab_size() != weights.config.vocab_size {
+enum Lm {
+    Itera(Session<Itera, Tokenizer>),
+    Transformer(Session<Transformer, Tokenizer>),
+    /// A llama2.c checkpoint with its tokenizer.bin.
+    Llama2(Session<Transformer, Llama2Tokenizer>),
+}
+
+/// `$body` with `$s` bound to the session, whatever the model.
+macro_rules! each {
+    ($lm:expr, $s:ident => $body:expr) => {
+        match $lm {
+            Lm::Itera($s) => $body,
+            Lm::Transformer($s) => $body,
+            Lm::Llama2($s) => $body,
+        }
+    };
+}
+
+/// One model's weights, its codec and its generation in progress.
+struct Session<A: Architecture, C: Codec> {
+    weights: Weights<A>,
+    codec: C,
+    vocabulary: String,
+    run: Option<Generation<A>>,
+}
+
+impl<A: Architecture, C: Codec> Session<A, C> {
+    fn new(weights: Weights<A>, codec: C) -> Result<Session<A, C>> {
+        let v = A::vocab_size(&weights.config);
+        if codec.vocab_size() != v {
             return Err(Error::Tokenizer(format!(
-                "the tokenizer has {} ids but the model's vocabulary is {}: this tokenizer does not belong to these weights",
-                tokenizer.vocab_size(),
-                weights.config.vocab_size
+                "the tokenizer has {} ids but the model's vocabulary is {v}: this tokenizer does not belong to these weights",
+                codec.vocab_size(),
             )));
         }
-        Ok(Engine {
+        let vocabulary = fingerprint(&codec);
+        Ok(Session {
             weights,
-            tokenizer,
+            codec,
+            vocabulary,
             run: None,
         })
     }
 
-    pub fn info(&self) -> ModelInfo {
-        let c = &self.weights.config;
-        ModelInfo {
-            kind: "itera",
-            precision: self.weights.precision.as_str(),
-            params: self.weights.table.total_params(),
-            active_params: self.weights.table.active_params(c),
-            weight_bytes: self.weights.size_bytes(),
-            vocab_size: c.vocab_size,
-            d_model: c.d_model,
-            n_layers: c.n_layers,
-            n_experts: c.n_experts,
-            top_k: c.top_k,
-            moe_layers: (0..c.n_layers).filter(|&l| c.is_moe(l)).collect(),
-        }
-    }
-
-    /// Validates the request, encodes the prompt after `<|endoftext|>` (the start of a story)
-    /// and runs it through the model. Returns the number of prompt tokens. Replaces any
-    /// generation in progress; on error the engine is left without one.
-    pub fn start(&mut self, req: &GenerateRequest) -> Result<usize> {
+    fn start(&mut self, req: &GenerateRequest) -> Result<usize> {
         self.run = None;
-        let opts = req.options()?;
-        let run = Generation::start(&self.weights, &self.tokenizer, &req.prompt, opts)?;
+        let run = Generation::start(&self.weights, &self.codec, &req.prompt, req.options()?)?;
         let prompt_len = run.sequence().1;
         self.run = Some(run);
         Ok(prompt_len)
     }
 
-    /// Generates up to `n` more tokens of the current generation.
-    pub fn step(&mut self, n: usize) -> Result<StepOutput> {
+    fn step(&mut self, n: usize) -> Result<StepOutput> {
         let Some(run) = self.run.as_mut() else {
             return Err(Error::EmptyInput("generation (call start first)"));
         };
-        let (w, tok) = (&self.weights, &self.tokenizer);
+        let (w, codec) = (&self.weights, &self.codec);
         let mut out = StepOutput::default();
         for _ in 0..n {
-            let Some(t) = run.next(w, tok)? else { break };
-            out.push(tok, t, run.routing())?;
+            let prev = run.sequence().0.last().copied().unwrap_or_default();
+            let Some(t) = run.next(w, codec)? else { break };
+            out.push(codec.piece(prev, t.id)?, t, run.routing());
         }
         out.done = run.is_done();
         if out.done {
@@ -254,21 +271,190 @@ impl Engine {
         Ok(out)
     }
 
-    /// Prompt + generated tokens of the current generation, and where the generated part starts.
-    pub fn sequence(&self) -> (&[u32], usize) {
+    fn sequence(&self) -> (&[u32], usize) {
         self.run.as_ref().map_or((&[][..], 0), |r| r.sequence())
     }
 
-    pub fn eval(&self, text: &str) -> Result<EvalOutput> {
-        let r = eval_itera(&self.weights, &self.tokenizer, text)?;
-        Ok(EvalOutput {
-            documents: r.documents,
-            tokens: r.tokens,
-            bytes: r.bytes,
-            mean_ce: r.mean_ce(),
-            perplexity: r.perplexity(),
-            bits_per_byte: r.bits_per_byte(),
+    fn eval(&self, text: &str) -> Result<EvalOutput> {
+        Ok(eval_model(&self.weights, &self.codec, text)?.into())
+    }
+
+    fn token_cost(&self, position: usize) -> TokenCost {
+        A::token_cost(&self.weights.config, position)
+    }
+
+    fn scorer(&self) -> Box<dyn ChunkScorer + '_> {
+        Box::new(Prefill::<A> {
+            w: &self.weights,
+            state: A::new_state(&self.weights),
+            cache: A::Cache::default(),
+            logits: Vec::new(),
         })
+    }
+
+    /// What both families share in the description.
+    fn info(&self, kind: &'static str) -> ModelInfo {
+        let c = &self.weights.config;
+        ModelInfo {
+            kind,
+            family: A::FAMILY,
+            description: A::FAMILY.description(),
+            precision: self.weights.precision.as_str(),
+            params: self.weights.total_params(),
+            active_params: A::active_params(c),
+            weight_bytes: self.weights.size_bytes(),
+            vocab_size: A::vocab_size(c),
+            d_model: 0,
+            n_layers: 0,
+            n_heads: 0,
+            n_kv_heads: 0,
+            n_experts: A::n_experts(c),
+            top_k: 0,
+            moe_layers: Vec::new(),
+            max_context: Some(A::max_context(c)).filter(|&n| n != usize::MAX),
+            tokenizer: self.vocabulary.clone(),
+            webgpu: false,
+        }
+    }
+}
+
+/// A fingerprint of a codec's vocabulary (every token's bytes and the end of a story).
+fn fingerprint(codec: &impl Codec) -> String {
+    let mut h = DefaultHasher::new();
+    for id in 0..codec.vocab_size() as u32 {
+        codec.piece(0, id).ok().hash(&mut h);
+    }
+    codec.end_of_story().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// A model's next-token logits along a sequence, one chunk at a time (the Compare tab's two
+/// models walk the same tokens in step).
+pub(crate) trait ChunkScorer {
+    /// Runs `chunk` after the tokens already run; its rows' logits (chunk × vocabulary).
+    fn run(&mut self, chunk: &[u32]) -> Result<&[f32]>;
+    /// The experts each MoE layer chose at `row` of the last chunk (empty: no experts).
+    fn routes(&self, row: usize) -> Vec<Vec<usize>>;
+}
+
+struct Prefill<'w, A: Architecture> {
+    w: &'w Weights<A>,
+    state: A::State,
+    cache: A::Cache,
+    logits: Vec<f32>,
+}
+
+impl<A: Architecture> ChunkScorer for Prefill<'_, A> {
+    fn run(&mut self, chunk: &[u32]) -> Result<&[f32]> {
+        let logits = &mut self.logits;
+        logits.clear();
+        A::prefill_chunked(self.w, chunk, &mut self.state, &mut self.cache, &mut |_, l| {
+            logits.extend_from_slice(l);
+            Ok(())
+        })?;
+        Ok(logits)
+    }
+
+    fn routes(&self, row: usize) -> Vec<Vec<usize>> {
+        A::chunk_routes(&self.w.config, &self.cache, row)
+    }
+}
+
+impl Engine {
+    /// Parses a weight file of either family and the `tokenizer.json` it was trained with, and
+    /// checks that they belong together.
+    pub fn load(model: &[u8], tokenizer_json: &[u8]) -> Result<Engine> {
+        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
+        Ok(match AnyWeights::load(model)? {
+            AnyWeights::Itera(w) => Engine::new(w, tokenizer)?,
+            AnyWeights::Transformer(w) => Engine {
+                lm: Lm::Transformer(Session::new(w, tokenizer)?),
+            },
+        })
+    }
+
+    /// A llama2.c checkpoint and its tokenizer.bin (refused by the core's loaders when the
+    /// header does not match the size, or the tokenizer does not fit).
+    pub fn llama2(checkpoint: &[u8], tokenizer_bin: &[u8]) -> Result<Engine> {
+        let model = Llama2::from_bytes(checkpoint)?;
+        let codec = Llama2Tokenizer::from_bytes(tokenizer_bin, model.config.vocab_size)?;
+        Ok(Engine {
+            lm: Lm::Llama2(Session::new(model.weights, codec)?),
+        })
+    }
+
+    /// SSM + MoE weights and a tokenizer already in memory (a training job's, say).
+    pub fn new(weights: Weights, tokenizer: Tokenizer) -> Result<Engine> {
+        Ok(Engine {
+            lm: Lm::Itera(Session::new(weights, tokenizer)?),
+        })
+    }
+
+    /// The SSM + MoE weights and tokenizer, when that is the family (the WebGPU engine's).
+    pub fn itera(&self) -> Option<(&Weights, &Tokenizer)> {
+        match &self.lm {
+            Lm::Itera(s) => Some((&s.weights, &s.codec)),
+            _ => None,
+        }
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        match &self.lm {
+            Lm::Itera(s) => {
+                let c = &s.weights.config;
+                ModelInfo {
+                    d_model: c.d_model,
+                    n_layers: c.n_layers,
+                    top_k: c.top_k,
+                    moe_layers: (0..c.n_layers).filter(|&l| c.is_moe(l)).collect(),
+                    webgpu: true,
+                    ..s.info("itera")
+                }
+            }
+            Lm::Transformer(s) => transformer_info(s.info("transformer"), &s.weights.config),
+            Lm::Llama2(s) => transformer_info(s.info("llama2"), &s.weights.config),
+        }
+    }
+
+    /// FLOPs of one decode step at `position` and the bytes of decode state held there
+    /// (the recurrent state, or the KV cache that grows with the position).
+    pub fn token_cost(&self, position: usize) -> TokenCost {
+        each!(&self.lm, s => s.token_cost(position))
+    }
+
+    /// Validates the request, encodes the prompt after the start of a story and runs it
+    /// through the model. Returns the number of prompt tokens. Replaces any generation in
+    /// progress; on error the engine is left without one.
+    pub fn start(&mut self, req: &GenerateRequest) -> Result<usize> {
+        each!(&mut self.lm, s => s.start(req))
+    }
+
+    /// Generates up to `n` more tokens of the current generation.
+    pub fn step(&mut self, n: usize) -> Result<StepOutput> {
+        each!(&mut self.lm, s => s.step(n))
+    }
+
+    /// Prompt + generated tokens of the current generation, and where the generated part starts.
+    pub fn sequence(&self) -> (&[u32], usize) {
+        each!(&self.lm, s => s.sequence())
+    }
+
+    pub fn eval(&self, text: &str) -> Result<EvalOutput> {
+        each!(&self.lm, s => s.eval(text))
+    }
+
+    pub(crate) fn scorer(&self) -> Box<dyn ChunkScorer + '_> {
+        each!(&self.lm, s => s.scorer())
+    }
+}
+
+fn transformer_info(common: ModelInfo, c: &TransformerConfig) -> ModelInfo {
+    ModelInfo {
+        d_model: c.dim,
+        n_layers: c.n_layers,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        ..common
     }
 }
 
@@ -283,72 +469,4 @@ fn routes(routing: &[Route]) -> Vec<RouteOut> {
             weights: r.weights.clone(),
         })
         .collect()
-}
-
-/// Runs both models over `tokens` and compares their predictions for every position from
-/// `from - 1` on (the predictions of the tokens at `from..`): KL(reference ‖ other), top-1
-/// agreement and routing agreement. The two models must share a tokenizer and architecture.
-pub fn compare(reference: &Engine, other: &Engine, tokens: &[u32], from: usize) -> Result<Comparison> {
-    let (a, b) = (&reference.weights, &other.weights);
-    if a.config.architecture() != b.config.architecture() {
-        return Err(Error::ShapeMismatch {
-            op: "compare",
-            detail: "the two models have different architectures; compare precisions of one model".into(),
-        });
-    }
-    if tokens.len() < 2 || from == 0 || from >= tokens.len() {
-        return Err(Error::EmptyInput(
-            "comparison sequence (generate at least one token first)",
-        ));
-    }
-    let c = &a.config;
-    let (v, k) = (c.vocab_size, c.top_k);
-    let mut out = Comparison::default();
-    let (mut agree, mut routed, mut same_route) = (0usize, 0usize, 0usize);
-    // Both models step through the sequence one prefill chunk at a time, so memory is that of
-    // one chunk however long the sequence; the last token predicts nothing and is not run.
-    let (mut state_a, mut state_b) = (State::new(a), State::new(b));
-    let (mut ca, mut cb) = (Cache::default(), Cache::default());
-    let predicting = &tokens[..tokens.len() - 1];
-    for (i, chunk) in predicting.chunks(PREFILL_CHUNK).enumerate() {
-        prefill_with_cache(a, chunk, &mut state_a, &mut ca)?;
-        prefill_with_cache(b, chunk, &mut state_b, &mut cb)?;
-        let start = i * PREFILL_CHUNK;
-        for row in (from - 1).saturating_sub(start)..chunk.len() {
-            let (la, lb) = (&ca.logits[row * v..][..v], &cb.logits[row * v..][..v]);
-            out.kl.push(kl_divergence(la, lb));
-            agree += usize::from(argmax(la) == argmax(lb));
-            for l in (0..c.n_layers).filter(|&l| c.is_moe(l)) {
-                let mut ea = ca.layers[l].moe.experts[row * k..][..k].to_vec();
-                let mut eb = cb.layers[l].moe.experts[row * k..][..k].to_vec();
-                ea.sort_unstable();
-                eb.sort_unstable();
-                routed += 1;
-                same_route += usize::from(ea == eb);
-            }
-        }
-    }
-    out.positions = out.kl.len();
-    out.mean_kl = out.kl.iter().map(|&x| x as f64).sum::<f64>() / out.positions as f64;
-    out.top1_agreement = agree as f64 / out.positions as f64;
-    out.routing_agreement = if routed == 0 {
-        1.0
-    } else {
-        same_route as f64 / routed as f64
-    };
-    Ok(out)
-}
-
-/// KL(softmax(p) ‖ softmax(q)) in nats.
-fn kl_divergence(p: &[f32], q: &[f32]) -> f32 {
-    let (lp, lq) = (log_sum_exp(p), log_sum_exp(q));
-    let kl: f64 = p
-        .iter()
-        .zip(q)
-        .map(|(&zp, &zq)| {
-            let log_p = (zp - lp) as f64;
-            log_p.exp() * (log_p - (zq - lq) as f64)
-        })
-        .sum();
-    kl.max(0.0) as f32
 }

@@ -64,7 +64,7 @@ impl GpuEngine {
         // One routing per handed-out token, in order (GpuGeneration never returns more).
         let paired = routing.len().min(self.held.len());
         for (t, r) in self.held.drain(..paired).zip(routing) {
-            out.push(&self.tokenizer, t, &r)?;
+            out.push(self.tokenizer.token_bytes(t.id)?, t, &r);
         }
         out.done = run.is_done() && self.held.is_empty();
         if out.done {

@@ -1,19 +1,19 @@
 //! itera-web: the thin wasm-bindgen API the playground's Web Workers call.
 //!
-//! Everything model-related lives in plain Rust ([`engine`], [`gpu_engine`], [`llama2_engine`], [`page_job`])
+//! Everything model-related lives in plain Rust ([`engine`], [`compare`], [`gpu_engine`], [`page_job`])
 //! and is tested natively; the wasm classes only convert: settings and results cross as typed
 //! JS values through serde-wasm-bindgen (curves and weights as typed arrays), every error is a
 //! `JsError` with the core crate's message. A panic would be a bug: the hook prints it to the
 //! console instead of an opaque `unreachable`.
 //!
-//! - [`model`]: `Model` (load, streamed generation on the CPU or WebGPU, eval), `compare`, and
-//!   `Llama2Model` (a llama2.c checkpoint: generation on the CPU, eval);
+//! - [`model`]: `Model` (a model of either family, or a llama2.c checkpoint: load, streamed
+//!   generation on the CPU or WebGPU, eval, the cost of a token) and `compare`;
 //! - [`training`]: `TrainingJob` (the training job in a worker, its steps on the CPU, on a
 //!   pool of `ShardWorker`s or on WebGPU) and the settings' defaults and limits.
 
+pub mod compare;
 pub mod engine;
 pub mod gpu_engine;
-pub mod llama2_engine;
 pub mod model;
 pub mod page_job;
 pub mod training;
@@ -28,7 +28,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-pub use model::{compare, generation_defaults, Llama2Model, Model};
+pub use model::{compare, generation_defaults, Model};
 pub use training::{ShardWorker, TrainingJob};
 
 #[wasm_bindgen(start)]

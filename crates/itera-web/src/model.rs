@@ -1,7 +1,7 @@
-//! `Model`: a loaded model for the page's model worker — streamed generation on the CPU or on
-//! WebGPU, evaluation — `compare` for the Compare precisions tab, and `Llama2Model` for a
-//! llama2.c checkpoint opened from disk. Requests and results are plain JS objects
-//! (serde-wasm-bindgen).
+//! `Model`: a loaded model of either family (or a llama2.c checkpoint opened from disk) for the
+//! page's model worker — streamed generation on the CPU or on WebGPU, evaluation, the cost of a
+//! token at a position — and `compare` for the Compare tab. Requests and results are plain JS
+//! objects (serde-wasm-bindgen).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,7 +11,6 @@ use wasm_bindgen::prelude::*;
 
 use crate::engine::{self, Engine, GenerateRequest};
 use crate::gpu_engine::GpuEngine;
-use crate::llama2_engine::Llama2Engine;
 use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
 
 /// A loaded model and its tokenizer; holds at most one generation in progress per backend.
@@ -42,14 +41,16 @@ fn request(value: JsValue) -> Result<GenerateRequest, JsError> {
 
 #[wasm_bindgen]
 impl Model {
-    /// Loads a safetensors weight file (any precision) and the `tokenizer.json` it was trained with.
+    /// Loads a safetensors weight file (either family, any precision) and the
+    /// `tokenizer.json` it was trained with.
     #[wasm_bindgen(constructor)]
     pub fn new(model_bytes: &[u8], tokenizer_json: &[u8]) -> Result<Model, JsError> {
-        let engine = Engine::load(model_bytes, tokenizer_json).map_err(js_error)?;
-        Ok(Model {
-            engine,
-            gpu: Rc::new(RefCell::new(None)),
-        })
+        Ok(Model::from_engine(Engine::load(model_bytes, tokenizer_json).map_err(js_error)?))
+    }
+
+    /// A llama2.c checkpoint with its tokenizer.bin (a Transformer on the CPU).
+    pub fn llama2(checkpoint: &[u8], tokenizer_bin: &[u8]) -> Result<Model, JsError> {
+        Ok(Model::from_engine(Engine::llama2(checkpoint, tokenizer_bin).map_err(js_error)?))
     }
 
     /// A model of `engine`'s weights (from a training job, say).
@@ -60,10 +61,17 @@ impl Model {
         }
     }
 
-    /// `{precision, params, active_params, weight_bytes, vocab_size, d_model, n_layers,
-    /// n_experts, top_k, moe_layers}`.
+    /// `{kind, family, description, precision, params, active_params, weight_bytes,
+    /// vocab_size, d_model, n_layers, n_heads, n_kv_heads, n_experts, top_k, moe_layers,
+    /// max_context, tokenizer, webgpu}` (`engine::ModelInfo`).
     pub fn info(&self) -> Result<JsValue, JsError> {
         to_js(&self.engine.info())
+    }
+
+    /// `{flops, state_bytes}` of one decode step at `position`: FLOPs, and the decode state
+    /// held there (the SSM's fixed state, or a Transformer's KV cache).
+    pub fn token_cost(&self, position: u32) -> Result<JsValue, JsError> {
+        to_js(&self.engine.token_cost(position as usize))
     }
 
     /// Starts a generation from a request `{prompt, max_tokens, temperature, top_k, top_p,
@@ -91,8 +99,12 @@ impl Model {
 
     /// Uploads this model to the worker's WebGPU device (after `gpu_init`).
     pub fn enable_gpu(&self) -> Result<(), JsError> {
-        let engine =
-            GpuEngine::new(worker_gpu()?, &self.engine.weights, self.engine.tokenizer.clone()).map_err(js_error)?;
+        let Some((weights, tokenizer)) = self.engine.itera() else {
+            return Err(js_error(
+                "WebGPU decoding is for SSM + MoE models: a Transformer runs on the CPU (wasm SIMD)",
+            ));
+        };
+        let engine = GpuEngine::new(worker_gpu()?, weights, tokenizer.clone()).map_err(js_error)?;
         let mut slot = self
             .gpu
             .try_borrow_mut()
@@ -142,59 +154,17 @@ impl Model {
     }
 }
 
-/// Compares `other` with `reference` on one token sequence (predictions for tokens `from..`):
-/// `{kl, mean_kl, top1_agreement, routing_agreement, positions}`.
 /// The Generate tab's defaults and bounds (`engine::GenerationDefaults`), from the core.
 #[wasm_bindgen]
 pub fn generation_defaults() -> Result<JsValue, JsError> {
     to_js(&engine::generation_defaults())
 }
 
+/// Compares `other` with `reference` on one token sequence (predictions for tokens `from..`):
+/// `{kl, mean_kl, top1_agreement, routing_agreement, positions}`; the two must share a
+/// tokenizer (`info().tokenizer`).
 #[wasm_bindgen]
 pub fn compare(reference: &Model, other: &Model, tokens: &[u32], from: u32) -> Result<JsValue, JsError> {
-    let c = engine::compare(&reference.engine, &other.engine, tokens, from as usize).map_err(js_error)?;
+    let c = crate::compare::compare(&reference.engine, &other.engine, tokens, from as usize).map_err(js_error)?;
     to_js(&c)
-}
-
-/// A llama2.c checkpoint with its tokenizer.bin: generation on the CPU, the same streaming
-/// calls as `Model` (tokens carry no routing), evaluation.
-#[wasm_bindgen]
-pub struct Llama2Model {
-    engine: Llama2Engine,
-}
-
-#[wasm_bindgen]
-impl Llama2Model {
-    #[wasm_bindgen(constructor)]
-    pub fn new(checkpoint: &[u8], tokenizer_bin: &[u8]) -> Result<Llama2Model, JsError> {
-        Ok(Llama2Model {
-            engine: Llama2Engine::load(checkpoint, tokenizer_bin).map_err(js_error)?,
-        })
-    }
-
-    /// As `Model.info`, with `kind: "llama2"`.
-    pub fn info(&self) -> Result<JsValue, JsError> {
-        to_js(&self.engine.info())
-    }
-
-    pub fn start(&mut self, request_value: JsValue) -> Result<u32, JsError> {
-        let n = self.engine.start(&request(request_value)?).map_err(js_error)?;
-        Ok(n as u32)
-    }
-
-    pub fn step(&mut self, n: u32) -> Result<JsValue, JsError> {
-        to_js(&self.engine.step(n as usize).map_err(js_error)?)
-    }
-
-    pub fn sequence(&self) -> Vec<u32> {
-        self.engine.sequence().0.to_vec()
-    }
-
-    pub fn prompt_len(&self) -> u32 {
-        self.engine.sequence().1 as u32
-    }
-
-    pub fn eval(&self, text: &str) -> Result<JsValue, JsError> {
-        to_js(&self.engine.eval(text).map_err(js_error)?)
-    }
 }
