@@ -1,6 +1,6 @@
 // End-to-end test of the playground as a person uses it, in headless Chromium via
 // playwright-core: open the page served by `cargo xtask serve`, watch the first story stream
-// in, reload (warm cache), compare f32 with q8, run the benchmark, check the charts and the
+// in, reload (warm cache), compare the SSM + MoE model with its same-size Transformer and two precisions, run the benchmark, check the charts and the
 // routing heatmap draw, and check the CPU fallback note with WebGPU unavailable.
 // Usage: node tests/e2e/playground.mjs URL OUT_DIR [static-site SITE_DIR]   (screenshots +
 // results.json in OUT_DIR). With `static-site`, URL is SITE_DIR (`cargo xtask build-web --out`)
@@ -116,27 +116,73 @@ async function inkedPixels(page, selector) {
   assert.ok(stoppedAt < 4096, `stop ends the generation early (${stoppedAt} tokens)`);
   step(`stop button ended a 4096-token generation after ${stoppedAt} tokens`);
 
-  // Compare f32 with q8.
+  // Compare models: the SSM + MoE model against its same-size Transformer (the tab's first
+  // rows), with the visitor's own text and a run of each to a position.
   await page.check('#stop-at-end');
   await page.click('#tab-compare');
-  await page.check('input[name=variant][value=f32]');
-  await page.check('input[name=variant][value=q8]');
+  assert.deepEqual(await page.$$eval('#compare-models select', (s) => s.map((x) => x.value)), ['itera-tiny-q8', 'transformer-tiny-q8']);
+  await page.fill('#compare-text', 'Once upon a time there was a little cat. The cat liked to play with a red ball in the garden.');
+  await page.fill('#compare-length', '192');
   await page.click('#compare');
-  await page.waitForFunction(() => document.querySelectorAll('#compare-columns tbody tr').length >= 12, null, { timeout: 120_000 });
-  const columns = await page.$$eval('#compare-columns .column', (cols) => cols.map((c) => ({
-    precision: c.dataset.precision,
+  await page.waitForFunction(() => /running to position 192: \d+ %/.test(document.getElementById('compare-status').textContent), null, { timeout: 120_000 });
+  await page.waitForFunction(() => /^compared|error/.test(document.getElementById('compare-status').textContent), null, { timeout: 300_000 });
+  assert.equal(await page.textContent('#compare-status'), 'compared 2 models');
+  const columnsOf = () => page.$$eval('#compare-columns .column', (cols) => cols.map((c) => ({
+    key: c.dataset.key,
     text: c.querySelector('.text span').textContent,
     metrics: Object.fromEntries([...c.querySelectorAll('tr')].map((r) => [r.cells[0].textContent, r.cells[1].textContent])),
   })));
+  const columns = await columnsOf();
   for (const c of columns) {
-    assert.ok(c.text.trim().length > 20, `${c.precision} column has text`);
-    assert.match(c.metrics['eval bits/byte'], /^\d\.\d{4}$/);
+    assert.ok(c.text.trim().length > 20, `${c.key} writes a story`);
+    assert.match(c.metrics['built-in bits/byte'], /^\d\.\d{4}$/);
+    assert.match(c.metrics['your text bits/byte'], /^\d\.\d{4}$/);
+    assert.match(c.metrics['FLOPs/token at 192'], /MFLOPs$/);
+    assert.match(c.metrics['tokens/s at 197'], /^\d+$/);
   }
-  const q8 = columns.find((c) => c.precision === 'q8');
-  assert.match(q8.metrics['top-1 agreement'], /%$/);
-  assert.ok((await page.$$('#kl-chart canvas')).length > 0, 'the KL chart is drawn');
+  const [ssm, transformer] = columns;
+  assert.equal(ssm.metrics.family, 'SSM + MoE');
+  assert.equal(transformer.metrics.family, 'Transformer');
+  assert.match(transformer.metrics['top-1 agreement'], /%$/);
+  assert.match(transformer.metrics['routing agreement'], /no.*experts/);
+  const kb = (v) => Number(v.replace(/ KB$/, ''));
+  assert.ok(kb(transformer.metrics['decode state at 192']) > kb(ssm.metrics['decode state at 192']), 'the KV cache at 192 outweighs the SSM state');
+  const points = (await page.getAttribute('#position-speed-chart', 'data-points')).split(',').map(Number);
+  assert.ok(points.length === 2 && points.every((n) => n >= 16), `the position chart has both runs: ${points}`);
+  assert.ok((await inkedPixels(page, '#position-memory-chart canvas')) > 200, 'the memory chart is drawn');
+  assert.ok((await inkedPixels(page, '#kl-chart canvas')) > 200, 'the KL chart is drawn');
+  await page.screenshot({ path: `${outDir}/compare-families.png`, fullPage: true });
+  step(`compare models: ${JSON.stringify(columns.map((c) => [c.key, c.metrics]))}`);
+
+  // Precisions of one model: the tab's own preset, positions not charted this time.
+  await page.click('#compare-precisions');
+  const precisions = await page.$$eval('#compare-models select', (s) => s.map((x) => x.value));
+  assert.deepEqual(precisions, ['itera-tiny-f32', 'itera-tiny-f16', 'itera-tiny-q8', 'itera-tiny-q4']);
+  await page.click('#compare-models .row:nth-child(2) button');
+  await page.click('#compare-models .row:nth-child(2) button');
+  await page.uncheck('#compare-positions');
+  await page.fill('#compare-text', '');
+  await page.click('#compare');
+  await page.waitForFunction(() => /^compared|error/.test(document.getElementById('compare-status').textContent), null, { timeout: 300_000 });
+  const q = await columnsOf();
+  assert.deepEqual(q.map((c) => c.key), ['itera-tiny-f32', 'itera-tiny-q4']);
+  assert.match(q[1].metrics['routing agreement'], /^\d+\.\d%$/);
+  assert.match(q[1].metrics['mean KL vs reference'], /e-/);
   await page.screenshot({ path: `${outDir}/compare.png`, fullPage: true });
-  step(`compare: q8 vs f32 ${JSON.stringify(q8.metrics)}`);
+  step(`compare: q4 vs f32 ${JSON.stringify(q[1].metrics)}`);
+
+  // A Transformer in the picker, with WebGPU available: it says where it decodes, and writes.
+  await page.click('#tab-generate');
+  await page.selectOption('#model-select', 'transformer-tiny-q8');
+  await page.waitForFunction(() => /decodes on the CPU \(wasm SIMD\); WebGPU decoding is for SSM \+ MoE/.test(document.getElementById('backend-note').textContent));
+  assert.match(await page.textContent('#model-meta'), /Transformer, 1\.48M parameters.*KV cache at 8192/);
+  await page.fill('#max-tokens', '40');
+  await page.click('#generate');
+  await page.waitForFunction(() => !document.getElementById('generate').disabled && Number(document.getElementById('stat-count').textContent) > 0, null, { timeout: 60_000 });
+  step(`transformer-tiny-q8 in the picker: ${await page.textContent('#backend-note')}`);
+  await page.selectOption('#model-select', 'itera-tiny-q8');
+  await page.waitForFunction(() => /^itera-tiny-q8: SSM \+ MoE/.test(document.getElementById('model-meta').textContent));
+  await page.fill('#max-tokens', '256');
 
   // Benchmarks.
   await page.click('#tab-bench');
@@ -214,7 +260,7 @@ async function inkedPixels(page, selector) {
 
   assert.deepEqual(problems, [], 'no page errors, console errors or failed requests');
   const timings = await page.evaluate(() => document.body.dataset.loadParts);
-  Object.assign(results, { calibration: measured, webgpuBenchTokensPerSecond: Number(gpuRow[2]), warmLoadParts: JSON.parse(timings ?? 'null'), coldFirstTokenMs: cold.ms, warmFirstTokenMs: warm.ms, firstStoryTokensPerSecond: cold.tps, benchTokensPerSecond: benchTps, compare: columns.map((c) => ({ precision: c.precision, ...c.metrics })) });
+  Object.assign(results, { calibration: measured, webgpuBenchTokensPerSecond: Number(gpuRow[2]), warmLoadParts: JSON.parse(timings ?? 'null'), coldFirstTokenMs: cold.ms, warmFirstTokenMs: warm.ms, firstStoryTokensPerSecond: cold.tps, benchTokensPerSecond: benchTps, compare: columns.map((c) => ({ model: c.key, ...c.metrics })), comparePrecisions: q.map((c) => ({ model: c.key, ...c.metrics })) });
   await browser.close();
 }
 
@@ -225,6 +271,14 @@ async function inkedPixels(page, selector) {
   assert.match(note, /WebGPU is not available.*CPU/, note);
   await page.screenshot({ path: `${outDir}/cpu-fallback.png`, fullPage: true });
   step(`CPU fallback note shown; first token ${story.ms.toFixed(0)} ms`);
+  // The Transformer baseline writes in the Generate tab without WebGPU too.
+  await page.selectOption('#model-select', 'transformer-micro-q8');
+  await page.waitForFunction(() => /^transformer-micro-q8: Transformer/.test(document.getElementById('model-meta').textContent));
+  await page.fill('#max-tokens', '48');
+  await page.click('#generate');
+  await page.waitForFunction(() => !document.getElementById('generate').disabled && Number(document.getElementById('stat-count').textContent) > 0, null, { timeout: 60_000 });
+  assert.match(await page.textContent('#routing-caption'), /no experts/);
+  step(`transformer-micro-q8 writes without WebGPU: "${(await page.textContent('#output .generated')).slice(0, 60)}…"`);
   if (staticSite) {
     // Republish the default model's file with other weights (itera-micro q8's): the kept copy
     // is revalidated with the host, so the reload loads the new file.
