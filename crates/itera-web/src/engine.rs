@@ -180,7 +180,6 @@ pub struct EvalOutput {
     pub bits_per_byte: f64,
 }
 
-
 impl From<EvalReport> for EvalOutput {
     fn from(r: EvalReport) -> EvalOutput {
         EvalOutput {
@@ -364,13 +363,7 @@ impl Engine {
     /// Parses a weight file of either family and the `tokenizer.json` it was trained with, and
     /// checks that they belong together.
     pub fn load(model: &[u8], tokenizer_json: &[u8]) -> Result<Engine> {
-        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
-        Ok(match AnyWeights::load(model)? {
-            AnyWeights::Itera(w) => Engine::new(w, tokenizer)?,
-            AnyWeights::Transformer(w) => Engine {
-                lm: Lm::Transformer(Session::new(w, tokenizer)?),
-            },
-        })
+        Engine::from_weights(AnyWeights::load(model)?, Tokenizer::from_json(tokenizer_json)?)
     }
 
     /// A llama2.c checkpoint and its tokenizer.bin (refused by the core's loaders when the
@@ -383,11 +376,18 @@ impl Engine {
         })
     }
 
-    /// SSM + MoE weights and a tokenizer already in memory (a training job's, say).
+    /// SSM + MoE weights and a tokenizer already in memory.
     pub fn new(weights: Weights, tokenizer: Tokenizer) -> Result<Engine> {
-        Ok(Engine {
-            lm: Lm::Itera(Session::new(weights, tokenizer)?),
-        })
+        Engine::from_weights(weights.into(), tokenizer)
+    }
+
+    /// Weights of either family and a tokenizer already in memory (a training job's, say).
+    pub fn from_weights(weights: AnyWeights, tokenizer: Tokenizer) -> Result<Engine> {
+        let lm = match weights {
+            AnyWeights::Itera(w) => Lm::Itera(Session::new(w, tokenizer)?),
+            AnyWeights::Transformer(w) => Lm::Transformer(Session::new(w, tokenizer)?),
+        };
+        Ok(Engine { lm })
     }
 
     /// The SSM + MoE weights and tokenizer, when that is the family (the WebGPU engine's).

@@ -45,12 +45,16 @@ impl Model {
     /// `tokenizer.json` it was trained with.
     #[wasm_bindgen(constructor)]
     pub fn new(model_bytes: &[u8], tokenizer_json: &[u8]) -> Result<Model, JsError> {
-        Ok(Model::from_engine(Engine::load(model_bytes, tokenizer_json).map_err(js_error)?))
+        Ok(Model::from_engine(
+            Engine::load(model_bytes, tokenizer_json).map_err(js_error)?,
+        ))
     }
 
     /// A llama2.c checkpoint with its tokenizer.bin (a Transformer on the CPU).
     pub fn llama2(checkpoint: &[u8], tokenizer_bin: &[u8]) -> Result<Model, JsError> {
-        Ok(Model::from_engine(Engine::llama2(checkpoint, tokenizer_bin).map_err(js_error)?))
+        Ok(Model::from_engine(
+            Engine::llama2(checkpoint, tokenizer_bin).map_err(js_error)?,
+        ))
     }
 
     /// A model of `engine`'s weights (from a training job, say).

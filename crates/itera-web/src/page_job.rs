@@ -1,7 +1,8 @@
 //! The page's training jobs in plain Rust (no JS types, so they are tested natively): a
-//! fine-tune of a loaded model on the visitor's texts, or a distillation of a teacher (an
-//! itera model, or a llama2.c checkpoint) into a student (a loaded model, or a fresh one of a
-//! preset or custom shape) on stories the teacher wrote, with the visitor's texts if given.
+//! fine-tune of a loaded model of either family on the visitor's texts, or a distillation of a
+//! teacher (an SSM + MoE model, or a llama2.c checkpoint) into a student of either family (a
+//! loaded model, or a fresh one of a preset or custom shape) on stories the teacher wrote,
+//! with the visitor's texts if given.
 //! Both are judged on the built-in eval stories and on the held-back part of the visitor's
 //! texts (so forgetting shows), and sample and export from the current weights.
 
@@ -14,7 +15,7 @@ use itera_core::train::{
     encode_corpus, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, Provenance, StoryTeller,
     TrainSpec,
 };
-use itera_core::{Config, Error, Precision, Result, Weights};
+use itera_core::{Architecture, Error, Itera, Precision, Result, Weights};
 use serde::Serialize;
 
 use crate::engine::GenerateRequest;
@@ -140,16 +141,16 @@ impl Teacher {
 
 /// Where a distillation's student comes from (one per job: the variants' sizes do not matter).
 #[allow(clippy::large_enum_variant)]
-pub enum Student<'a> {
-    /// A weight file (any precision; trained in f32).
+pub enum Student<'a, A: Architecture = Itera> {
+    /// A weight file of the family (any precision; trained in f32).
     Model(&'a [u8], &'a str),
     /// A fresh model of this shape (its vocabulary is the shipped tokenizer's).
-    Fresh(Config),
+    Fresh(A::Config),
 }
 
 /// A job running in the page, and what the page shows about it.
-pub struct PageJob {
-    pub job: Job,
+pub struct PageJob<A: Architecture = Itera> {
+    pub job: Job<A>,
     pub text: TextInfo,
     pub base_name: String,
     pub teacher: Option<Teacher>,
@@ -276,7 +277,7 @@ fn distill_data(
     })
 }
 
-impl PageJob {
+impl<A: Architecture> PageJob<A> {
     /// A new fine-tune of `base` (a weight file of any precision, trained in f32; the base
     /// itself is never changed) on the visitor's texts, its held-out figures taken once
     /// before the first step.
@@ -287,9 +288,9 @@ impl PageJob {
         spec: TrainSpec,
         base_name: &str,
         clock: Clock,
-    ) -> Result<PageJob> {
+    ) -> Result<Self> {
         spec.validate()?;
-        let weights = format::load(base)?;
+        let weights = format::load_as::<A>(base)?;
         let tokenizer = Tokenizer::from_json(tokenizer_json)?;
         let (t, stream, text) = inspect(&tokenizer, &decode(sources)?)?;
         let provenance = Provenance {
@@ -306,7 +307,7 @@ impl PageJob {
         let mut job = Job::new(spec, &weights, data, provenance, clock)?;
         // The base model's figures start the held-out curves (step 0).
         job.evaluate_start()?;
-        Ok(PageJob {
+        Ok(Self {
             job,
             text,
             base_name: base_name.into(),
@@ -322,7 +323,7 @@ impl PageJob {
     /// must not distil: its tokenizer is not the student's).
     #[allow(clippy::too_many_arguments)]
     pub fn distill(
-        student: Student,
+        student: Student<A>,
         teacher: Teacher,
         teacher_name: &str,
         corpus: &str,
@@ -330,7 +331,7 @@ impl PageJob {
         tokenizer_json: &[u8],
         spec: TrainSpec,
         clock: Clock,
-    ) -> Result<PageJob> {
+    ) -> Result<Self> {
         spec.validate()?;
         if spec.distill.is_some() && !teacher.shares_tokenizer() {
             return Err(Error::setting(
@@ -341,11 +342,10 @@ impl PageJob {
         }
         let tokenizer = Tokenizer::from_json(tokenizer_json)?;
         let (weights, base_name) = match student {
-            Student::Model(bytes, name) => (format::load(bytes)?, name.to_string()),
-            Student::Fresh(mut config) => {
-                config.vocab_size = tokenizer.vocab_size();
-                config.tokenizer = Some("tokenizer.json".into());
-                (Weights::init_random(&config, spec.seed)?, String::new())
+            Student::Model(bytes, name) => (format::load_as::<A>(bytes)?, name.to_string()),
+            Student::Fresh(config) => {
+                let config = A::with_tokenizer(&config, tokenizer.vocab_size(), Some("tokenizer.json".into()));
+                (A::init_random(&config, spec.seed)?, String::new())
             }
         };
         let d = distill_data(tokenizer, corpus, sources, &teacher, spec.distill.is_some())?;
@@ -363,7 +363,7 @@ impl PageJob {
         };
         let mut job = Job::new(spec, &weights, d.data, provenance, clock)?;
         job.evaluate_start()?;
-        Ok(PageJob {
+        Ok(Self {
             job,
             text: d.text,
             base_name,
@@ -381,10 +381,12 @@ impl PageJob {
         sources: &[Source],
         distill: Option<(&str, Teacher)>,
         clock: Clock,
-    ) -> Result<PageJob> {
-        let checkpoint = <Checkpoint>::from_bytes(checkpoint)?;
+    ) -> Result<Self> {
+        let checkpoint = Checkpoint::<A>::from_bytes(checkpoint)?;
         let tokenizer = Tokenizer::from_json(tokenizer_json)?;
-        let summary = checkpoint.state.weights.config.training.clone().unwrap_or_default();
+        let summary = A::training(&checkpoint.state.weights.config)
+            .cloned()
+            .unwrap_or_default();
         let base_name = summary.fine_tuned_from.clone().unwrap_or_default();
         let Some((corpus, teacher)) = distill else {
             let (t, stream, text) = inspect(&tokenizer, &decode(sources)?)?;
@@ -395,7 +397,7 @@ impl PageJob {
                 teacher: None,
             };
             let job = Job::resume(checkpoint, data, clock)?;
-            return Ok(PageJob {
+            return Ok(Self {
                 job,
                 text,
                 base_name,
@@ -407,7 +409,7 @@ impl PageJob {
         let d = distill_data(tokenizer, corpus, sources, &teacher, checkpoint.spec.distill.is_some())?;
         let teacher_name = summary.distilled_from.map(|d| d.teacher);
         let job = Job::resume(checkpoint, d.data, clock)?;
-        Ok(PageJob {
+        Ok(Self {
             job,
             text: d.text,
             base_name,
@@ -432,7 +434,7 @@ impl PageJob {
             teacher: self.teacher_name.as_deref(),
             teacher_params: self.teacher.as_ref().map(Teacher::params),
             teacher_bpb: &self.teacher_bpb,
-            params: j.state().weights.table.total_params(),
+            params: j.state().weights.total_params(),
             completed: j.completed(),
             end: j.end(),
             done: j.is_done(),

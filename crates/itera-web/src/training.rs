@@ -1,22 +1,27 @@
 //! The training job in a browser worker: `TrainingJob` runs itera-core's job (a fine-tune of
-//! a loaded model on the visitor's text) on one of three step backends — this worker's CPU, a
-//! pool of CPU workers each holding a `ShardWorker`, or WebGPU — and hands events, curves,
-//! checkpoints and exports to the page. The pool is data-parallel: every step's shards go to
+//! a loaded model of either family on the visitor's text, or a distillation) on one of three
+//! step backends — this worker's CPU, a pool of CPU workers each holding a `ShardWorker`, or
+//! WebGPU (the SSM + MoE family only) — and hands events, curves, checkpoints and exports to
+//! the page. Everything is written once over the family (`Inner<A>`, `Backend<A>`,
+//! `Shard<A>`); the wasm classes hold either family and dispatch. The pool is data-parallel: every step's shards go to
 //! the workers, come back as gradients, and are averaged here in shard order, so N workers
 //! give the 1-worker step bit for bit (the same wasm code computes every shard).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use itera_core::family::Family;
 use itera_core::gpu::train::GpuStep;
+use itera_core::gpu::Gpu;
 use itera_core::lm::AnyWeights;
 use itera_core::model::{LossParts, LossWeights};
 use itera_core::train::{
     check_step_input, finish_step, Budget, Clock, CpuStep, Event, ExpertLoad, ShardScratch, StepBackend, StepConfig,
     StepReport, TrainSpec, TrainState, LIMITS, MAX_TOKENS_PER_STEP,
 };
+use itera_core::train::{checkpoint_family, Job};
 use itera_core::train::{CorpusBuilder, CorpusSettings, Story};
-use itera_core::{Config, Error, Grads, Precision, Result, Weights};
+use itera_core::{format, Architecture, Config, Error, Grads, Itera, Precision, Result, Transformer, Weights};
 use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint32Array, Uint8Array};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
@@ -257,20 +262,77 @@ fn js_reason(e: JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-/// Where a job's steps run (one per job, so the size of the variants does not matter).
-#[allow(clippy::large_enum_variant)]
-enum Backend {
-    /// This worker's CPU, one thread.
-    Cpu(CpuStep),
-    /// CPU workers, each computing shards (`ShardWorker`).
-    Pool(PoolStep),
-    Gpu(GpuStep),
+/// What the page's training needs of a family beyond `Architecture`: its WebGPU step, if it
+/// has one.
+pub trait PageFamily: Architecture {
+    type GpuStep: StepBackend<Self>;
+    fn any(w: Weights<Self>) -> AnyWeights;
+    fn gpu_step(
+        gpu: Rc<Gpu>,
+        state: &TrainState<Self>,
+        config: StepConfig,
+        teacher: Option<&AnyWeights>,
+    ) -> Result<Self::GpuStep>;
 }
 
-impl StepBackend for Backend {
+impl PageFamily for Itera {
+    type GpuStep = GpuStep;
+    fn any(w: Weights) -> AnyWeights {
+        AnyWeights::Itera(w)
+    }
+    fn gpu_step(gpu: Rc<Gpu>, state: &TrainState, config: StepConfig, teacher: Option<&AnyWeights>) -> Result<GpuStep> {
+        GpuStep::new(gpu, state, config, teacher)
+    }
+}
+
+/// The Transformer trains on the CPU (this worker or the pool): WebGPU training is the SSM +
+/// MoE family's (its decoding is too). A value of this type cannot exist.
+pub enum NoGpuStep {}
+
+impl StepBackend<Transformer> for NoGpuStep {
     async fn step(
         &mut self,
-        state: &mut TrainState,
+        _: &mut TrainState<Transformer>,
+        _: &[u32],
+        _: f32,
+        _: Option<&AnyWeights>,
+    ) -> Result<StepReport> {
+        match *self {}
+    }
+    async fn sync(&mut self, _: &mut TrainState<Transformer>) -> Result<()> {
+        match *self {}
+    }
+    fn describe(&self) -> String {
+        match *self {}
+    }
+}
+
+impl PageFamily for Transformer {
+    type GpuStep = NoGpuStep;
+    fn any(w: Weights<Transformer>) -> AnyWeights {
+        AnyWeights::Transformer(w)
+    }
+    fn gpu_step(_: Rc<Gpu>, _: &TrainState<Transformer>, _: StepConfig, _: Option<&AnyWeights>) -> Result<NoGpuStep> {
+        Err(Error::Gpu(
+            "WebGPU training is for SSM + MoE models: a Transformer trains on the CPU workers".into(),
+        ))
+    }
+}
+
+/// Where a job's steps run (one per job, so the size of the variants does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Backend<A: PageFamily> {
+    /// This worker's CPU, one thread.
+    Cpu(CpuStep<A>),
+    /// CPU workers, each computing shards (`ShardWorker`).
+    Pool(PoolStep),
+    Gpu(A::GpuStep),
+}
+
+impl<A: PageFamily> StepBackend<A> for Backend<A> {
+    async fn step(
+        &mut self,
+        state: &mut TrainState<A>,
         tokens: &[u32],
         lr: f32,
         teacher: Option<&AnyWeights>,
@@ -282,10 +344,10 @@ impl StepBackend for Backend {
         }
     }
 
-    async fn sync(&mut self, state: &mut TrainState) -> Result<()> {
+    async fn sync(&mut self, state: &mut TrainState<A>) -> Result<()> {
         match self {
             Backend::Cpu(b) => b.sync(state).await,
-            Backend::Pool(b) => b.sync(state).await,
+            Backend::Pool(b) => StepBackend::<A>::sync(b, state).await,
             Backend::Gpu(b) => b.sync(state).await,
         }
     }
@@ -293,16 +355,18 @@ impl StepBackend for Backend {
     fn describe(&self) -> String {
         match self {
             Backend::Cpu(b) => format!("the CPU ({})", b.describe()),
-            Backend::Pool(b) => b.describe(),
+            Backend::Pool(b) => StepBackend::<A>::describe(b),
             Backend::Gpu(b) => format!("WebGPU: {}", b.describe()),
         }
     }
 }
 
-/// What a `ShardWorker` needs to compute shards of this job's steps.
+/// What a `ShardWorker` needs to compute shards of this job's steps (the config is the
+/// family's).
 #[derive(Serialize, Deserialize)]
 struct ShardSetup {
-    config: Config,
+    family: Family,
+    config: serde_json::Value,
     seq_len: usize,
     loss: LossWeights,
 }
@@ -317,7 +381,11 @@ struct PoolStep {
 }
 
 impl PoolStep {
-    async fn shard_results(&mut self, w: &Weights, tokens: &[u32]) -> Result<(Vec<LossParts>, Vec<ExpertLoad>)> {
+    async fn shard_results<A: Architecture>(
+        &mut self,
+        w: &Weights<A>,
+        tokens: &[u32],
+    ) -> Result<(Vec<LossParts>, Vec<ExpertLoad>)> {
         let worker_error = |what: &str, e: JsValue| Error::Worker(format!("{what}: {}", js_reason(e)));
         let weights = Float32Array::from(w.flat_f32()?.as_slice());
         let seq = self.config.seq_len;
@@ -378,10 +446,10 @@ impl PoolStep {
     }
 }
 
-impl StepBackend for PoolStep {
+impl<A: Architecture> StepBackend<A> for PoolStep {
     async fn step(
         &mut self,
-        state: &mut TrainState,
+        state: &mut TrainState<A>,
         tokens: &[u32],
         lr: f32,
         _teacher: Option<&AnyWeights>,
@@ -392,7 +460,7 @@ impl StepBackend for PoolStep {
         finish_step(state, &self.config, lr, &losses, &loads, &mut grads)
     }
 
-    async fn sync(&mut self, _state: &mut TrainState) -> Result<()> {
+    async fn sync(&mut self, _state: &mut TrainState<A>) -> Result<()> {
         Ok(())
     }
 
@@ -404,31 +472,21 @@ impl StepBackend for PoolStep {
     }
 }
 
-/// Computes shards of a job's steps in a pool worker: forward, loss and backward of the
-/// tokens it is sent, from the weights it is sent (and the teacher's forward, distilling).
-#[wasm_bindgen]
-pub struct ShardWorker {
-    weights: Weights,
+/// One family's shard computation (a `ShardWorker`'s).
+struct Shard<A: Architecture> {
+    weights: Weights<A>,
     teacher: Option<AnyWeights>,
-    scratch: ShardScratch,
+    scratch: ShardScratch<A>,
     seq_len: usize,
     loss: LossWeights,
 }
 
-#[wasm_bindgen]
-impl ShardWorker {
-    /// From `TrainingJob::shard_setup()`; `teacher`: the distillation teacher's weight file
-    /// when the job distils logits (`setup.distill`), else null.
-    #[wasm_bindgen(constructor)]
-    pub fn new(setup: JsValue, teacher: Option<Vec<u8>>) -> Result<ShardWorker, JsError> {
-        let s: ShardSetup = from_js(setup, "shard setup")?;
-        s.config.validate().map_err(js_error)?;
-        let weights = Weights::init_random(&s.config, 0).map_err(js_error)?;
-        let teacher = teacher.map(|b| AnyWeights::load(&b)).transpose().map_err(js_error)?;
-        if s.loss.distill_beta > 0.0 && teacher.is_none() {
-            return Err(js_error("shard setup: the job distils, but no teacher was given"));
-        }
-        Ok(ShardWorker {
+impl<A: Architecture> Shard<A> {
+    fn new(s: ShardSetup, teacher: Option<AnyWeights>) -> Result<Shard<A>> {
+        let config: A::Config = serde_json::from_value(s.config)
+            .map_err(|e| Error::Worker(format!("shard setup: the {} config: {e}", A::FAMILY)))?;
+        let weights = A::init_random(&config, 0)?;
+        Ok(Shard {
             scratch: ShardScratch::new(&weights),
             weights,
             teacher,
@@ -437,9 +495,7 @@ impl ShardWorker {
         })
     }
 
-    /// `{loss: {total, ce, aux, kl}, routing: {counts, aux}, grads: Float32Array}` of one
-    /// shard (whole sequences).
-    pub fn gradients(&mut self, weights: &[f32], tokens: &[u32]) -> Result<JsValue, JsError> {
+    fn gradients(&mut self, weights: &[f32], tokens: &[u32]) -> Result<JsValue, JsError> {
         self.weights.load_flat(weights).map_err(js_error)?;
         let loss = self
             .scratch
@@ -465,15 +521,239 @@ impl ShardWorker {
     }
 }
 
-struct Inner {
-    tune: PageJob,
-    backend: Backend,
+enum AnyShard {
+    Itera(Shard<Itera>),
+    Transformer(Shard<Transformer>),
 }
 
-/// A fine-tune running in this worker.
+/// Computes shards of a job's steps in a pool worker: forward, loss and backward of the
+/// tokens it is sent, from the weights it is sent (and the teacher's forward, distilling).
+#[wasm_bindgen]
+pub struct ShardWorker {
+    shard: AnyShard,
+}
+
+#[wasm_bindgen]
+impl ShardWorker {
+    /// From `TrainingJob::shard_setup()`; `teacher`: the distillation teacher's weight file
+    /// when the job distils logits (`setup.distill`), else null.
+    #[wasm_bindgen(constructor)]
+    pub fn new(setup: JsValue, teacher: Option<Vec<u8>>) -> Result<ShardWorker, JsError> {
+        let s: ShardSetup = from_js(setup, "shard setup")?;
+        let teacher = teacher.map(|b| AnyWeights::load(&b)).transpose().map_err(js_error)?;
+        if s.loss.distill_beta > 0.0 && teacher.is_none() {
+            return Err(js_error("shard setup: the job distils, but no teacher was given"));
+        }
+        let shard = match s.family {
+            Family::Itera => AnyShard::Itera(Shard::new(s, teacher).map_err(js_error)?),
+            Family::Transformer => AnyShard::Transformer(Shard::new(s, teacher).map_err(js_error)?),
+        };
+        Ok(ShardWorker { shard })
+    }
+
+    /// `{loss: {total, ce, aux, kl}, routing: {counts, aux}, grads: Float32Array}` of one
+    /// shard (whole sequences).
+    pub fn gradients(&mut self, weights: &[f32], tokens: &[u32]) -> Result<JsValue, JsError> {
+        match &mut self.shard {
+            AnyShard::Itera(s) => s.gradients(weights, tokens),
+            AnyShard::Transformer(s) => s.gradients(weights, tokens),
+        }
+    }
+}
+
+/// One family's job and where its steps run.
+struct Inner<A: PageFamily> {
+    tune: PageJob<A>,
+    backend: Backend<A>,
+}
+
+/// What `advance` hands the page: the events in order, the last checkpoint's bytes, and the
+/// error that ended the call early, if one did.
+struct Advanced {
+    events: Vec<Event>,
+    checkpoint: Option<Vec<u8>>,
+    error: Option<Error>,
+}
+
+impl<A: PageFamily> Inner<A> {
+    fn new(tune: PageJob<A>) -> Inner<A> {
+        let backend = Inner::cpu(&tune);
+        Inner { tune, backend }
+    }
+
+    fn cpu(tune: &PageJob<A>) -> Backend<A> {
+        Backend::Cpu(CpuStep::new(
+            &tune.job.state().weights,
+            tune.job.spec().step_config(),
+            1,
+        ))
+    }
+
+    fn job(&self) -> &Job<A> {
+        &self.tune.job
+    }
+
+    fn family(&self) -> Family {
+        A::FAMILY
+    }
+
+    fn shard_setup(&self) -> Result<ShardSetup> {
+        let job = self.job();
+        Ok(ShardSetup {
+            family: A::FAMILY,
+            config: serde_json::to_value(&job.state().weights.config).map_err(|e| Error::Worker(e.to_string()))?,
+            seq_len: job.spec().seq_len,
+            loss: job.spec().loss_weights(),
+        })
+    }
+
+    fn use_workers(&mut self, compute: Function, workers: u32) {
+        let job = self.job();
+        let config = job.spec().step_config();
+        let grads = config
+            .shard_ranges()
+            .iter()
+            .map(|_| Grads::zeros(&job.state().weights.table))
+            .collect();
+        self.backend = Backend::Pool(PoolStep {
+            compute,
+            workers: workers.max(1) as usize,
+            config,
+            grads,
+        });
+    }
+
+    fn gpu_step(&self, gpu: Rc<Gpu>) -> Result<A::GpuStep> {
+        let job = self.job();
+        A::gpu_step(gpu, job.state(), job.spec().step_config(), job.data().teacher.as_ref())
+    }
+
+    async fn time_step(&mut self) -> Result<f64, JsError> {
+        let job = &self.tune.job;
+        let mut scratch = job.state().clone();
+        let tokens = job.batch(job.completed()).map_err(js_error)?;
+        let lr = job.spec().schedule().at(job.completed());
+        let t0 = now_seconds();
+        self.backend
+            .step(&mut scratch, &tokens, lr, job.data().teacher.as_ref())
+            .await
+            .map_err(js_error)?;
+        let ms = (now_seconds() - t0) * 1000.0;
+        if matches!(self.backend, Backend::Gpu(_)) {
+            self.backend = Backend::Gpu(self.gpu_step(worker_gpu()?).map_err(js_error)?);
+        }
+        Ok(ms)
+    }
+
+    async fn time_gpu_probe(&self, sequences: u32, seq_len: u32) -> Result<f64, JsError> {
+        let job = self.job();
+        let full = job.spec().step_config();
+        let cfg = StepConfig {
+            batch: (sequences as usize).clamp(1, full.batch),
+            seq_len: (seq_len as usize).clamp(2, full.seq_len),
+            shards: 1,
+            ..full
+        };
+        let tokens: Vec<u32> = job.batch(job.completed()).map_err(js_error)?[..cfg.batch * full.seq_len]
+            .chunks(full.seq_len)
+            .flat_map(|s| s[..cfg.seq_len].iter().copied())
+            .collect();
+        let mut scratch = job.state().clone();
+        let teacher = job.data().teacher.as_ref();
+        let mut probe = A::gpu_step(worker_gpu()?, &scratch, cfg, teacher).map_err(js_error)?;
+        let lr = job.spec().schedule().at(job.completed());
+        let t0 = now_seconds();
+        probe.step(&mut scratch, &tokens, lr, teacher).await.map_err(js_error)?;
+        Ok((now_seconds() - t0) * 1000.0)
+    }
+
+    async fn advance(&mut self, budget: Budget) -> Advanced {
+        let Inner { tune, backend } = self;
+        let mut events = Vec::new();
+        let mut checkpoint = None;
+        let result = tune
+            .job
+            .advance(backend, budget, &mut |e| {
+                if let Event::Checkpoint { bytes, .. } = &e {
+                    checkpoint = Some(bytes.clone());
+                }
+                events.push(e);
+                Ok(())
+            })
+            .await;
+        Advanced {
+            events,
+            checkpoint,
+            error: result.err(),
+        }
+    }
+
+    fn roll_back(&mut self) -> usize {
+        let step = self.tune.job.roll_back_to_host_state();
+        self.backend = Inner::cpu(&self.tune);
+        step
+    }
+
+    fn history(&self) -> Result<JsValue, JsError> {
+        let h = self.job().history();
+        let out = Object::new();
+        for (name, values) in h.columns() {
+            Reflect::set(&out, &name.into(), &Float32Array::from(values.as_slice()))
+                .map_err(|_| js_error("history"))?;
+        }
+        Reflect::set(&out, &"evals".into(), &to_js(&h.evals)?).map_err(|_| js_error("history"))?;
+        Ok(out.into())
+    }
+
+    /// The device's state read back into the host's (a no-op on the CPU).
+    async fn sync(&mut self) -> Result<()> {
+        let Inner { tune, backend } = self;
+        tune.job.sync(backend).await
+    }
+
+    async fn checkpoint(&mut self) -> Result<Vec<u8>> {
+        self.sync().await?;
+        self.tune.job.checkpoint().and_then(|c| c.to_bytes())
+    }
+
+    async fn export(&mut self, p: Precision) -> Result<Vec<u8>> {
+        self.sync().await?;
+        self.tune.export(p)
+    }
+
+    async fn engine(&mut self, p: Precision) -> Result<Engine> {
+        self.sync().await?;
+        let weights = self.tune.job.model().to_precision(p);
+        Engine::from_weights(A::any(weights), self.tune.job.data().tokenizer.clone())
+    }
+
+    async fn sample(&mut self, req: &GenerateRequest) -> Result<String> {
+        self.sync().await?;
+        self.tune.sample(req)
+    }
+}
+
+/// A job of either family.
+#[allow(clippy::large_enum_variant)] // one per job
+enum AnyInner {
+    Itera(Inner<Itera>),
+    Transformer(Inner<Transformer>),
+}
+
+/// `$body` with `$i` bound to the family's `Inner`.
+macro_rules! each_job {
+    ($inner:expr, $i:ident => $body:expr) => {
+        match $inner {
+            AnyInner::Itera($i) => $body,
+            AnyInner::Transformer($i) => $body,
+        }
+    };
+}
+
+/// A training job (a fine-tune or a distillation of either family) running in this worker.
 #[wasm_bindgen]
 pub struct TrainingJob {
-    inner: Rc<RefCell<Inner>>,
+    inner: Rc<RefCell<AnyInner>>,
 }
 
 fn busy() -> JsError {
@@ -488,19 +768,35 @@ macro_rules! job {
     };
 }
 
-fn cpu(tune: &PageJob) -> Backend {
-    Backend::Cpu(CpuStep::new(
-        &tune.job.state().weights,
-        tune.job.spec().step_config(),
-        1,
-    ))
+impl TrainingJob {
+    fn of(inner: AnyInner) -> TrainingJob {
+        TrainingJob {
+            inner: Rc::new(RefCell::new(inner)),
+        }
+    }
+}
+
+/// A JS object's Uint8Array field.
+fn bytes_field(value: &JsValue, name: &str) -> Option<Vec<u8>> {
+    Reflect::get(value, &name.into())
+        .ok()
+        .and_then(|b| b.dyn_into::<Uint8Array>().ok())
+        .map(|b| b.to_vec())
+}
+
+/// The student's shape, `{family, config}` (family absent: SSM + MoE), for a fresh model.
+fn fresh_student<A: Architecture>(student: &JsValue) -> Result<Student<'static, A>, JsError> {
+    let config = Reflect::get(student, &"config".into()).map_err(|_| js_error("student: no config"))?;
+    let json: serde_json::Value = from_js(config, "student shape")?;
+    let config = A::config_from_json(&json.to_string()).map_err(js_error)?;
+    Ok(Student::Fresh(config))
 }
 
 #[wasm_bindgen]
 impl TrainingJob {
-    /// A new fine-tune of `base` (weight file bytes, any precision) on `texts` (`[{name,
-    /// bytes}]`) with `settings` (the fields of `fine_tune_defaults()`), stepping on this
-    /// worker's CPU until told otherwise.
+    /// A new fine-tune of `base` (weight file bytes of either family, any precision) on `texts`
+    /// (`[{name, bytes}]`) with `settings` (the fields of `fine_tune_defaults()`), stepping on
+    /// this worker's CPU until told otherwise.
     #[wasm_bindgen(constructor)]
     pub fn new(
         base: &[u8],
@@ -511,19 +807,25 @@ impl TrainingJob {
     ) -> Result<TrainingJob, JsError> {
         let spec = fine_tune_settings(settings)?;
         let owned = sources(&texts)?;
-        let tune = PageJob::fine_tune(base, tokenizer_json, &as_sources(&owned), spec, base_name, clock())
-            .map_err(js_error)?;
-        let backend = cpu(&tune);
-        Ok(TrainingJob {
-            inner: Rc::new(RefCell::new(Inner { tune, backend })),
-        })
+        let sources = as_sources(&owned);
+        let inner = match format::read_family(base).map_err(js_error)? {
+            Family::Itera => AnyInner::Itera(Inner::new(
+                PageJob::fine_tune(base, tokenizer_json, &sources, spec, base_name, clock()).map_err(js_error)?,
+            )),
+            Family::Transformer => AnyInner::Transformer(Inner::new(
+                PageJob::fine_tune(base, tokenizer_json, &sources, spec, base_name, clock()).map_err(js_error)?,
+            )),
+        };
+        Ok(TrainingJob::of(inner))
     }
 
     /// A new distillation of `teacher` (`{kind: "itera", bytes}` or `{kind: "llama2",
-    /// checkpoint, tokenizer}`) into `student` (`{bytes, name}` of a weight file, or `{config}`
-    /// for a fresh model) on `corpus` (the teacher's stories, as `Corpus.text()` writes them)
-    /// and the visitor's `texts` (`[]` for none). An itera teacher distils its logits (β, T from
-    /// `settings.distill`, default 0.7 and 2); a llama2.c teacher its stories (sequence-level).
+    /// checkpoint, tokenizer}`) into `student` (`{bytes, name}` of a weight file of either
+    /// family, or `{family, config}` for a fresh model: family "itera" (the default) or
+    /// "transformer", config that family's) on `corpus` (the teacher's stories, as
+    /// `Corpus.text()` writes them) and the visitor's `texts` (`[]` for none). An itera teacher
+    /// distils its logits (β, T from `settings.distill`, default 0.7 and 2); a llama2.c teacher
+    /// its stories (sequence-level).
     #[allow(clippy::too_many_arguments)]
     pub fn distill(
         student: JsValue,
@@ -540,42 +842,51 @@ impl TrainingJob {
             spec.distill = None;
         }
         let owned = sources(&texts)?;
-        let student_bytes = Reflect::get(&student, &"bytes".into())
-            .ok()
-            .and_then(|b| b.dyn_into::<Uint8Array>().ok())
-            .map(|b| b.to_vec());
+        let sources = as_sources(&owned);
+        let student_bytes = bytes_field(&student, "bytes");
         let student_name = Reflect::get(&student, &"name".into())
             .ok()
             .and_then(|n| n.as_string())
             .unwrap_or_default();
-        let student = match &student_bytes {
-            Some(bytes) => Student::Model(bytes, &student_name),
-            None => {
-                let config = Reflect::get(&student, &"config".into()).map_err(|_| js_error("student: no config"))?;
-                let config: Config = from_js(config, "student shape")?;
-                config.validate().map_err(js_error)?;
-                Student::Fresh(config)
-            }
+        let family = match &student_bytes {
+            Some(bytes) => format::read_family(bytes).map_err(js_error)?,
+            None => match Reflect::get(&student, &"family".into())
+                .ok()
+                .and_then(|f| f.as_string())
+            {
+                Some(f) => f.parse().map_err(js_error)?,
+                None => Family::Itera,
+            },
         };
-        let tune = PageJob::distill(
-            student,
-            teacher,
-            teacher_name,
-            corpus,
-            &as_sources(&owned),
-            tokenizer_json,
-            spec,
-            clock(),
-        )
-        .map_err(js_error)?;
-        let backend = cpu(&tune);
-        Ok(TrainingJob {
-            inner: Rc::new(RefCell::new(Inner { tune, backend })),
-        })
+        macro_rules! distill_as {
+            ($variant:ident) => {{
+                let student = match &student_bytes {
+                    Some(bytes) => Student::Model(bytes, &student_name),
+                    None => fresh_student(&student)?,
+                };
+                let tune = PageJob::distill(
+                    student,
+                    teacher,
+                    teacher_name,
+                    corpus,
+                    &sources,
+                    tokenizer_json,
+                    spec,
+                    clock(),
+                )
+                .map_err(js_error)?;
+                AnyInner::$variant(Inner::new(tune))
+            }};
+        }
+        let inner = match family {
+            Family::Itera => distill_as!(Itera),
+            Family::Transformer => distill_as!(Transformer),
+        };
+        Ok(TrainingJob::of(inner))
     }
 
-    /// Continues a job from its checkpoint (`checkpoint()`'s bytes) on the same texts; a
-    /// distillation with `distill` = `{corpus, teacher}` as it was started with.
+    /// Continues a job from its checkpoint (`checkpoint()`'s bytes, either family) on the same
+    /// texts; a distillation with `distill` = `{corpus, teacher}` as it was started with.
     pub fn resume(
         checkpoint: &[u8],
         tokenizer_json: &[u8],
@@ -594,42 +905,49 @@ impl TrainingJob {
             Some((corpus, teacher))
         };
         let sources = as_sources(&owned);
-        let tune = match distill {
-            None => PageJob::resume(checkpoint, tokenizer_json, &sources, None, clock()),
-            Some((corpus, teacher)) => {
-                PageJob::resume(checkpoint, tokenizer_json, &sources, Some((&corpus, teacher)), clock())
-            }
+        let (corpus, teacher) = distill.unzip();
+        let distill = corpus.as_deref().zip(teacher);
+        macro_rules! resume_as {
+            ($variant:ident) => {
+                AnyInner::$variant(Inner::new(
+                    PageJob::resume(checkpoint, tokenizer_json, &sources, distill, clock()).map_err(js_error)?,
+                ))
+            };
         }
-        .map_err(js_error)?;
-        let backend = cpu(&tune);
-        Ok(TrainingJob {
-            inner: Rc::new(RefCell::new(Inner { tune, backend })),
-        })
+        let inner = match checkpoint_family(checkpoint).map_err(js_error)? {
+            Family::Itera => resume_as!(Itera),
+            Family::Transformer => resume_as!(Transformer),
+        };
+        Ok(TrainingJob::of(inner))
     }
 
-    /// `{spec, text, base, params, completed, end, done, seconds, backend}`.
+    /// `{mode, spec, text, base, params, completed, end, done, seconds, family, webgpu,
+    /// backend}`: `webgpu` says whether this family's steps can run on WebGPU.
     pub fn info(&self) -> Result<JsValue, JsError> {
         let inner = self.inner.try_borrow().map_err(|_| busy())?;
-        let info = to_js(&inner.tune.info())?;
-        Reflect::set(&info, &"backend".into(), &inner.backend.describe().into()).map_err(|_| js_error("info"))?;
+        let (info, backend, family) =
+            each_job!(&*inner, i => (to_js(&i.tune.info())?, i.backend.describe(), i.family()));
+        let set = |k: &str, v: JsValue| {
+            Reflect::set(&info, &k.into(), &v)
+                .map(drop)
+                .map_err(|_| js_error("info"))
+        };
+        set("backend", backend.into())?;
+        set("family", family.as_str().into())?;
+        set("webgpu", (family == Family::Itera).into())?;
         Ok(info)
     }
 
     /// What a `ShardWorker` of this job is built from.
     pub fn shard_setup(&self) -> Result<JsValue, JsError> {
         let inner = self.inner.try_borrow().map_err(|_| busy())?;
-        let job = &inner.tune.job;
-        to_js(&ShardSetup {
-            config: job.state().weights.config.clone(),
-            seq_len: job.spec().seq_len,
-            loss: job.spec().loss_weights(),
-        })
+        to_js(&each_job!(&*inner, i => i.shard_setup()).map_err(js_error)?)
     }
 
     /// Steps run on this worker's CPU (one thread).
     pub fn use_cpu(&self) -> Result<(), JsError> {
         let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
-        inner.backend = cpu(&inner.tune);
+        each_job!(&mut *inner, i => i.backend = Inner::cpu(&i.tune));
         Ok(())
     }
 
@@ -637,46 +955,31 @@ impl TrainingJob {
     /// Uint32Array[])` resolves to one `{loss, grads: Float32Array}` per shard, in order.
     pub fn use_workers(&self, compute: Function, workers: u32) -> Result<(), JsError> {
         let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
-        let job = &inner.tune.job;
-        let config = job.spec().step_config();
-        let grads = config
-            .shard_ranges()
-            .iter()
-            .map(|_| Grads::zeros(&job.state().weights.table))
-            .collect();
-        inner.backend = Backend::Pool(PoolStep {
-            compute,
-            workers: workers.max(1) as usize,
-            config,
-            grads,
-        });
+        each_job!(&mut *inner, i => i.use_workers(compute, workers));
         Ok(())
     }
 
-    /// Steps run on this worker's WebGPU device (after `gpu_init`), from the host state.
+    /// Steps run on this worker's WebGPU device (after `gpu_init`), from the host state; a
+    /// Transformer's job is refused (it trains on the CPU).
     pub fn use_gpu(&self) -> Result<(), JsError> {
         let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
-        let job = &inner.tune.job;
-        let step = GpuStep::new(
-            worker_gpu()?,
-            job.state(),
-            job.spec().step_config(),
-            job.data().teacher.as_ref(),
-        )
-        .map_err(js_error)?;
-        inner.backend = Backend::Gpu(step);
+        each_job!(&mut *inner, i => {
+            let step = i.gpu_step(worker_gpu()?).map_err(js_error)?;
+            i.backend = Backend::Gpu(step);
+        });
         Ok(())
     }
 
     /// The tokens of step `step`'s batch (batch × seq_len), as the job draws them.
     pub fn batch_tokens(&self, step: u32) -> Result<Vec<u32>, JsError> {
         let inner = self.inner.try_borrow().map_err(|_| busy())?;
-        inner.tune.job.batch(step as usize).map_err(js_error)
+        each_job!(&*inner, i => i.job().batch(step as usize)).map_err(js_error)
     }
 
     /// Where the steps run ("2 CPU workers", "WebGPU: …").
     pub fn backend(&self) -> Result<String, JsError> {
-        Ok(self.inner.try_borrow().map_err(|_| busy())?.backend.describe())
+        let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        Ok(each_job!(&*inner, i => i.backend.describe()))
     }
 
     /// Milliseconds of one step on the current backend, taken from the host state on a copy
@@ -685,23 +988,7 @@ impl TrainingJob {
     pub fn time_step(&self) -> Promise {
         with_cell(&self.inner, |cell| async move {
             job!(cell, inner);
-            let Inner { tune, backend } = &mut *inner;
-            let job = &tune.job;
-            let mut scratch = job.state().clone();
-            let tokens = job.batch(job.completed()).map_err(js_error)?;
-            let lr = job.spec().schedule().at(job.completed());
-            let t0 = now_seconds();
-            backend
-                .step(&mut scratch, &tokens, lr, job.data().teacher.as_ref())
-                .await
-                .map_err(js_error)?;
-            let ms = (now_seconds() - t0) * 1000.0;
-            if matches!(backend, Backend::Gpu(_)) {
-                let teacher = job.data().teacher.as_ref();
-                let fresh =
-                    GpuStep::new(worker_gpu()?, job.state(), job.spec().step_config(), teacher).map_err(js_error)?;
-                *backend = Backend::Gpu(fresh);
-            }
+            let ms = each_job!(&mut *inner, i => i.time_step().await)?;
             Ok(JsValue::from(ms))
         })
     }
@@ -714,25 +1001,8 @@ impl TrainingJob {
     pub fn time_gpu_probe(&self, sequences: u32, seq_len: u32) -> Promise {
         with_cell(&self.inner, move |cell| async move {
             let inner = cell.try_borrow_mut().map_err(|_| busy())?;
-            let job = &inner.tune.job;
-            let full = job.spec().step_config();
-            let cfg = StepConfig {
-                batch: (sequences as usize).clamp(1, full.batch),
-                seq_len: (seq_len as usize).clamp(2, full.seq_len),
-                shards: 1,
-                ..full
-            };
-            let tokens: Vec<u32> = job.batch(job.completed()).map_err(js_error)?[..cfg.batch * full.seq_len]
-                .chunks(full.seq_len)
-                .flat_map(|s| s[..cfg.seq_len].iter().copied())
-                .collect();
-            let mut scratch = job.state().clone();
-            let teacher = job.data().teacher.as_ref();
-            let mut probe = GpuStep::new(worker_gpu()?, &scratch, cfg, teacher).map_err(js_error)?;
-            let lr = job.spec().schedule().at(job.completed());
-            let t0 = now_seconds();
-            probe.step(&mut scratch, &tokens, lr, teacher).await.map_err(js_error)?;
-            Ok(JsValue::from((now_seconds() - t0) * 1000.0))
+            let ms = each_job!(&*inner, i => i.time_gpu_probe(sequences, seq_len).await)?;
+            Ok(JsValue::from(ms))
         })
     }
 
@@ -743,33 +1013,22 @@ impl TrainingJob {
     pub fn advance(&self, max_steps: u32, max_ms: f64) -> Promise {
         with_cell(&self.inner, move |cell| async move {
             job!(cell, inner);
-            let Inner { tune, backend } = &mut *inner;
-            let mut events = Vec::new();
-            let mut checkpoint = None;
             let budget = Budget {
                 steps: max_steps.max(1) as usize,
                 seconds: max_ms / 1000.0,
             };
-            let result = tune
-                .job
-                .advance(backend, budget, &mut |e| {
-                    if let Event::Checkpoint { bytes, .. } = &e {
-                        checkpoint = Some(Uint8Array::from(bytes.as_slice()));
-                    }
-                    events.push(e);
-                    Ok(())
-                })
-                .await;
+            let a = each_job!(&mut *inner, i => i.advance(budget).await);
             let out = Object::new();
             let set = |k: &str, v: &JsValue| {
                 Reflect::set(&out, &k.into(), v)
                     .map(drop)
                     .map_err(|_| js_error("advance"))
             };
-            set("events", &to_js(&events)?)?;
+            set("events", &to_js(&a.events)?)?;
+            let checkpoint = a.checkpoint.map(|b| Uint8Array::from(b.as_slice()));
             set("checkpoint", &checkpoint.map_or(JsValue::NULL, JsValue::from))?;
             // Events before a failure still reach the page: the error comes with them.
-            if let Err(e) = result {
+            if let Some(e) = a.error {
                 set("error", &JsValue::from(e.to_string()))?;
                 set("diverged", &JsValue::from(matches!(e, Error::Diverged { .. })))?;
             }
@@ -782,23 +1041,14 @@ impl TrainingJob {
     /// CPU until told otherwise.
     pub fn roll_back(&self) -> Result<u32, JsError> {
         let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
-        let step = inner.tune.job.roll_back_to_host_state();
-        inner.backend = cpu(&inner.tune);
-        Ok(step as u32)
+        Ok(each_job!(&mut *inner, i => i.roll_back()) as u32)
     }
 
     /// The run's curves: `{loss, ce, aux, kl, lr, grad_norm, tokens_per_s}` as Float32Arrays
     /// (index i = step i + 1) and `evals: [{step, name, bits_per_byte}]`.
     pub fn history(&self) -> Result<JsValue, JsError> {
         let inner = self.inner.try_borrow().map_err(|_| busy())?;
-        let h = inner.tune.job.history();
-        let out = Object::new();
-        for (name, values) in h.columns() {
-            Reflect::set(&out, &name.into(), &Float32Array::from(values.as_slice()))
-                .map_err(|_| js_error("history"))?;
-        }
-        Reflect::set(&out, &"evals".into(), &to_js(&h.evals)?).map_err(|_| js_error("history"))?;
-        Ok(out.into())
+        each_job!(&*inner, i => i.history())
     }
 
     /// The run as checkpoint bytes (the device's state read back first).
@@ -806,9 +1056,7 @@ impl TrainingJob {
     pub fn checkpoint(&self) -> Promise {
         with_cell(&self.inner, |cell| async move {
             job!(cell, inner);
-            let Inner { tune, backend } = &mut *inner;
-            tune.job.sync(backend).await.map_err(js_error)?;
-            let bytes = tune.job.checkpoint().and_then(|c| c.to_bytes()).map_err(js_error)?;
+            let bytes = each_job!(&mut *inner, i => i.checkpoint().await).map_err(js_error)?;
             Ok(Uint8Array::from(bytes.as_slice()).into())
         })
     }
@@ -820,9 +1068,7 @@ impl TrainingJob {
         with_cell(&self.inner, move |cell| async move {
             let p: Precision = precision.parse().map_err(js_error)?;
             job!(cell, inner);
-            let Inner { tune, backend } = &mut *inner;
-            tune.job.sync(backend).await.map_err(js_error)?;
-            let bytes = tune.export(p).map_err(js_error)?;
+            let bytes = each_job!(&mut *inner, i => i.export(p).await).map_err(js_error)?;
             Ok(Uint8Array::from(bytes.as_slice()).into())
         })
     }
@@ -834,10 +1080,7 @@ impl TrainingJob {
         with_cell(&self.inner, move |cell| async move {
             let p: Precision = precision.parse().map_err(js_error)?;
             job!(cell, inner);
-            let Inner { tune, backend } = &mut *inner;
-            tune.job.sync(backend).await.map_err(js_error)?;
-            let weights = tune.job.model().to_precision(p);
-            let engine = Engine::new(weights, tune.job.data().tokenizer.clone()).map_err(js_error)?;
+            let engine = each_job!(&mut *inner, i => i.engine(p).await).map_err(js_error)?;
             Ok(Model::from_engine(engine).into())
         })
     }
@@ -847,9 +1090,7 @@ impl TrainingJob {
     pub fn teacher_sample(&self, request: JsValue) -> Result<JsValue, JsError> {
         let req: GenerateRequest = from_js(request, "generation settings")?;
         let inner = self.inner.try_borrow().map_err(|_| busy())?;
-        Ok(inner
-            .tune
-            .teacher_sample(&req)
+        Ok(each_job!(&*inner, i => i.tune.teacher_sample(&req))
             .map_err(js_error)?
             .map_or(JsValue::NULL, JsValue::from))
     }
@@ -861,9 +1102,8 @@ impl TrainingJob {
         with_cell(&self.inner, move |cell| async move {
             let req = req?;
             job!(cell, inner);
-            let Inner { tune, backend } = &mut *inner;
-            tune.job.sync(backend).await.map_err(js_error)?;
-            Ok(tune.sample(&req).map_err(js_error)?.into())
+            let text = each_job!(&mut *inner, i => i.sample(&req).await).map_err(js_error)?;
+            Ok(text.into())
         })
     }
 }

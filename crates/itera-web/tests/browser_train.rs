@@ -32,6 +32,8 @@ const STORIES: &[u8] = include_bytes!("../../../web/finetune-stories.txt");
 const GOLDEN: &str = include_str!("../../../tests/golden/fine-tune-curve.json");
 const TINY_Q8: &[u8] = include_bytes!("../../../weights/itera-tiny-q8.safetensors");
 const DISTILL_GOLDEN: &str = include_str!("../../../tests/golden/distill-curve.json");
+const TRANSFORMER_MICRO_Q8: &[u8] = include_bytes!("../../../weights/transformer-micro-q8.safetensors");
+const TRANSFORMER_GOLDEN: &str = include_str!("../../../tests/golden/fine-tune-curve-transformer.json");
 
 fn js(v: &Value) -> JsValue {
     js_sys::JSON::parse(&v.to_string()).unwrap()
@@ -289,6 +291,58 @@ async fn a_lost_webgpu_device_continues_on_the_cpu() {
         .map_err(js_message)
         .expect("a new device");
     assert!(itera_web::worker_device().unwrap().check().is_ok(), "{again:?}");
+}
+
+/// The Transformer fine-tunes in the page like the SSM + MoE model: the native job's batches
+/// and losses (tests/golden/fine-tune-curve-transformer.json), two pool workers bit for bit
+/// as one, and WebGPU refused by name (its steps run on the CPU).
+#[wasm_bindgen_test]
+async fn a_transformer_fine_tunes_as_natively_on_one_worker_or_two() {
+    let golden: Value = serde_json::from_str(TRANSFORMER_GOLDEN).unwrap();
+    let settings = || js(&serde_json::to_value(spec()).unwrap());
+    let new = || {
+        TrainingJob::new(
+            TRANSFORMER_MICRO_Q8,
+            TOKENIZER,
+            texts(STORIES),
+            settings(),
+            "transformer-micro-q8",
+        )
+        .map_err(message)
+        .unwrap()
+    };
+    let job = new();
+    let info = value(&job.info().unwrap());
+    assert_eq!(
+        (info["family"].as_str(), info["webgpu"].as_bool()),
+        (Some("transformer"), Some(false))
+    );
+    for (s, want) in golden["batches_fnv1a"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            fnv(&job.batch_tokens(s as u32).unwrap()),
+            want.as_str().unwrap(),
+            "step {s}'s batch"
+        );
+    }
+    let (events, _) = run(&job, 2).await;
+    let worst = worst_relative(&events, &golden);
+    console_log!("Transformer: browser vs native losses: worst relative difference {worst:.2e} over 6 steps");
+    assert!(worst < 1e-3, "{worst}");
+    let pooled = new();
+    pooled.use_workers(pool(&pooled, 2, None), 2).unwrap();
+    run(&pooled, 3).await;
+    let (a, b) = (losses(&job), losses(&pooled));
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == 6,
+        "{a:?} vs {b:?}"
+    );
+    if JsFuture::from(gpu_init()).await.is_ok() {
+        let e = message(job.use_gpu().err().expect("refused"));
+        assert!(e.contains("WebGPU training is for SSM + MoE models"), "{e}");
+    }
+    let file = Uint8Array::from(JsFuture::from(job.export("q8".into())).await.unwrap()).to_vec();
+    let w = itera_core::format::load_as::<itera_core::Transformer>(&file).unwrap();
+    assert_eq!(w.precision, itera_core::Precision::Q8);
 }
 
 #[wasm_bindgen_test]

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use itera_core::generate::{generate, GenerateOptions};
-use itera_core::sampling::SamplingSettings;
 use itera_core::lm::AnyWeights;
+use itera_core::sampling::SamplingSettings;
 use itera_core::tokenizer::Tokenizer;
 use itera_web::compare::compare;
 use itera_web::engine::{Engine, GenerateRequest};
@@ -190,7 +190,9 @@ fn the_page_describes_either_family_and_its_cost_per_token() {
     let (t64, t2048) = (transformer.token_cost(64), transformer.token_cost(2048));
     assert!(t2048.state_bytes == 32 * t64.state_bytes && t2048.flops > t64.flops);
     assert_eq!(itera.token_cost(64), itera.token_cost(2048));
-    let r = transformer.eval("Once upon a time there was a cat.<|endoftext|>The dog ran to the park.").unwrap();
+    let r = transformer
+        .eval("Once upon a time there was a cat.<|endoftext|>The dog ran to the park.")
+        .unwrap();
     assert!(r.bits_per_byte > 0.5 && r.bits_per_byte < 5.0, "{}", r.bits_per_byte);
 }
 

@@ -130,7 +130,7 @@ fn a_llama2c_teacher_distils_its_stories_and_the_students_bpb_falls() {
         i += 1;
     }
     // Logits cannot be distilled across tokenizers.
-    let refused = PageJob::distill(
+    let refused = <PageJob>::distill(
         Student::Fresh(micro()),
         Teacher::llama2(
             &std::fs::read(dir.join("stories260K.bin")).unwrap(),

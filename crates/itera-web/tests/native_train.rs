@@ -11,7 +11,7 @@ use fine_tune_fixture::{fnv, same, spec};
 use std::path::PathBuf;
 
 use itera_core::train::{ready, Budget, CpuStep, Event, TrainSpec};
-use itera_core::{format, Precision};
+use itera_core::{format, Architecture, Precision, Transformer};
 use itera_web::page_job::{PageJob, Source, BUILTIN_STORIES, YOUR_TEXT};
 use serde_json::{json, Value};
 
@@ -20,19 +20,45 @@ fn root() -> PathBuf {
 }
 
 fn fine_tune(spec: TrainSpec) -> PageJob {
-    let base = std::fs::read(root().join("weights/itera-micro-q8.safetensors")).unwrap();
+    fine_tune_of("itera-micro-q8", spec)
+}
+
+/// The page's fine-tune of the shipped model `name` (of family `A`) on the sample stories.
+fn fine_tune_of<A: Architecture>(name: &str, spec: TrainSpec) -> PageJob<A> {
+    let base = std::fs::read(root().join(format!("weights/{name}.safetensors"))).unwrap();
     let tok = std::fs::read(root().join("weights/tokenizer.json")).unwrap();
     let text = std::fs::read(root().join("web/finetune-stories.txt")).unwrap();
     let sources = [Source {
         name: "finetune-stories.txt",
         bytes: &text,
     }];
-    PageJob::fine_tune(&base, &tok, &sources, spec, "itera-micro-q8", Box::new(|| 0.0)).unwrap()
+    PageJob::fine_tune(&base, &tok, &sources, spec, name, Box::new(|| 0.0)).unwrap()
 }
 
 #[test]
 fn a_fine_tune_matches_the_golden_curve() {
-    let mut t = fine_tune(spec());
+    golden_curve(fine_tune(spec()), "fine-tune-curve.json");
+}
+
+/// The Transformer fine-tunes in the page as the SSM + MoE model does, its curve recorded for
+/// the browser suite to follow.
+#[test]
+fn a_transformer_fine_tune_matches_its_golden_curve() {
+    let t = fine_tune_of::<Transformer>("transformer-micro-q8", spec());
+    assert_eq!(t.info().params, 263_456);
+    let exported = golden_curve(t, "fine-tune-curve-transformer.json");
+    let w = format::load_as::<Transformer>(&exported).unwrap();
+    let summary = w.config.training.unwrap();
+    assert_eq!(summary.fine_tuned_from.as_deref(), Some("transformer-micro-q8"));
+    assert!(
+        format::load(&exported).is_err(),
+        "a Transformer file is not read as SSM + MoE"
+    );
+}
+
+/// Six steps of `t` on the CPU against `tests/golden/{file}` (rewritten with
+/// `ITERA_UPDATE_GOLDEN=1`); the loss falls. Returns the run's f32 export.
+fn golden_curve<A: Architecture>(mut t: PageJob<A>, file: &str) -> Vec<u8> {
     let batches: Vec<String> = (0..6).map(|s| fnv(&t.job.batch(s).unwrap())).collect();
     let mut cpu = CpuStep::new(&t.job.state().weights, t.job.spec().step_config(), 1);
     let mut steps = Vec::new();
@@ -47,12 +73,12 @@ fn a_fine_tune_matches_the_golden_curve() {
     }))
     .unwrap();
     let fresh = json!({
-        "about": "6 steps of the page's fine-tune (crates/itera-web/tests/native_train.rs::spec) of itera-micro-q8 on web/finetune-stories.txt, natively; tests/browser_train.rs follows it in Chromium",
+        "about": format!("6 steps of the page's fine-tune (crates/itera-web/tests/native_train.rs::spec) of {} on web/finetune-stories.txt, natively; tests/browser_train.rs follows it in Chromium", t.base_name),
         "batches_fnv1a": batches,
         "steps": steps,
         "evals": evals,
     });
-    let path = root().join("tests/golden/fine-tune-curve.json");
+    let path = root().join("tests/golden").join(file);
     if std::env::var_os("ITERA_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(&fresh).unwrap() + "\n").unwrap();
     }
@@ -64,6 +90,7 @@ fn a_fine_tune_matches_the_golden_curve() {
     let first = steps[0]["loss"].as_f64().unwrap();
     let last = steps[5]["loss"].as_f64().unwrap();
     assert!(last < first, "the loss falls: {first} → {last}");
+    t.export(Precision::F32).unwrap()
 }
 
 #[test]
@@ -92,7 +119,7 @@ fn texts_that_cannot_train_are_refused_by_name() {
             name: "story.txt",
             bytes,
         }];
-        PageJob::fine_tune(&base, &tok, &sources, spec, "base", Box::new(|| 0.0))
+        <PageJob>::fine_tune(&base, &tok, &sources, spec, "base", Box::new(|| 0.0))
             .err()
             .expect("refused")
             .to_string()
