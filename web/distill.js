@@ -1,8 +1,9 @@
 // The Distill tab: a teacher (any model in the picker, a llama2.c checkpoint included) and a
-// student (a fresh model of a preset or custom shape, with its size shown as it is edited, or
-// any loaded itera model). The mode follows from the two and the page says which: logit
-// distillation when they share the tokenizer (an itera teacher), sequence-level when they do
-// not (a llama2.c teacher). Either way the teacher first writes a corpus in the page — its
+// student of either family — SSM + MoE or Transformer — (a fresh model of a preset shape, or
+// for SSM + MoE a custom one, with its size shown as it is edited, or any loaded model of the
+// family). The mode follows from the two and the page says which: logit distillation when they
+// share the tokenizer (a teacher of either family from the picker), sequence-level when they
+// do not (a llama2.c teacher). Either way the teacher first writes a corpus in the page — its
 // stories stream into the Corpus card, seeded, and a reload continues it — then the student
 // trains on it (and on the visitor's text, if given). The job's view is a JobView.
 
@@ -31,6 +32,7 @@ export function setupDistill(app) {
   const form = $('ds-form');
   const own = () => [...form.querySelectorAll('input, select, textarea')].filter((el) => !['ds-start', 'ds-pause', 'ds-resume', 'ds-stop'].includes(el.id));
   const setButtons = () => view.setButtons([...own(), $('ds-restore'), $('ds-discard')]);
+  // presets: family → preset → config (the core's, `distill_defaults().students`).
   const shape = { presets: {}, current: null };
 
   async function ready() {
@@ -39,8 +41,7 @@ export function setupDistill(app) {
     const d = t.defaults.distill;
     fillSettings(form, d.settings, t.defaults.limits);
     for (const input of form.querySelectorAll('[data-corpus]')) input.value = d.corpus[input.dataset.corpus];
-    shape.presets.micro = d.student;
-    shape.presets.tiny = { ...d.student, d_model: 128, d_ff: 128, dt_rank: 8 };
+    for (const p of d.students) (shape.presets[p.family] ??= {})[p.preset] = p.config;
     $('ds-workers').value = defaultWorkers(t.defaults.cores, d.settings.batch);
     $('ds-workers').max = MAX_WORKERS;
     fillTeachers();
@@ -61,10 +62,22 @@ export function setupDistill(app) {
     };
     const models = app.models();
     keep($('ds-teacher'), models.map((m) => new Option(m.label, m.key)), models.find((m) => m.key === app.defaultModel())?.key ?? models[0]?.key);
-    const fresh = [...$('ds-student').options].filter((o) => o.value.startsWith('fresh:')).map((o) => new Option(o.textContent, o.value));
-    const loaded = models.filter((m) => m.kind === 'itera').map((m) => new Option(`${m.label} (continue training it)`, m.key));
-    keep($('ds-student'), [...fresh, ...loaded], 'fresh:micro');
+    fillStudents();
     showMode();
+  }
+
+  // The students of the chosen family: fresh presets (and, for SSM + MoE, a custom shape), then
+  // the loaded models of the family.
+  function fillStudents() {
+    const family = studentFamily();
+    const select = $('ds-student');
+    const before = select.value;
+    const what = family === 'transformer' ? 'Transformer' : 'SSM + MoE model';
+    const fresh = Object.keys(shape.presets[family] ?? {}).map((p) => new Option(`a fresh ${p}-sized ${what} (preset ${p})`, `fresh:${p}`));
+    if (family === 'itera') fresh.push(new Option('a fresh SSM + MoE model of a custom shape…', 'fresh:custom'));
+    const loaded = app.models().filter((m) => m.kind === family).map((m) => new Option(`${m.label} (continue training it)`, m.key));
+    select.replaceChildren(...fresh, ...loaded);
+    select.value = [...select.options].some((o) => o.value === before) ? before : 'fresh:micro';
   }
 
   function showMode() {
@@ -78,13 +91,15 @@ export function setupDistill(app) {
     document.body.dataset.dsMode = llama2 ? 'sequence' : 'logits';
   }
 
+  const studentFamily = () => $('ds-student-family').value;
+
   // The student's shape (a fresh one) or null (a loaded model).
   function studentConfig() {
     const pick = $('ds-student').value;
     if (!pick.startsWith('fresh:')) return null;
     const name = pick.slice(6);
-    if (name !== 'custom') return shape.presets[name];
-    const c = { ...(shape.current ?? shape.presets.micro) };
+    if (name !== 'custom') return shape.presets[studentFamily()][name];
+    const c = { ...(shape.current ?? shape.presets.itera.micro) };
     for (const input of form.querySelectorAll('[data-shape]')) c[input.dataset.shape] = Number(input.value);
     c.dt_rank = Math.ceil(c.d_model / 16);
     return c;
@@ -95,7 +110,7 @@ export function setupDistill(app) {
     $('ds-shape').hidden = !custom;
     const c = studentConfig();
     if (custom && !shape.current) {
-      shape.current = { ...shape.presets.micro };
+      shape.current = { ...shape.presets.itera.micro };
       for (const input of form.querySelectorAll('[data-shape]')) input.value = shape.current[input.dataset.shape];
     }
     const note = $('ds-student-note');
@@ -105,9 +120,10 @@ export function setupDistill(app) {
       return;
     }
     try {
-      const s = await t.rpc('modelSize', { config: { ...c, vocab_size: 4096 } });
+      const s = await t.rpc('modelSize', { config: { ...c, vocab_size: 4096 }, family: studentFamily() });
       const sizes = ['f32', 'f16', 'q8', 'q4'].map((p) => `${p} ≈ ${fmtBytes(s.bytes[p])}`).join(' · ');
-      $('ds-student-size').textContent = `${(s.params / 1e6).toFixed(2)}M parameters (${(s.active_params / 1e6).toFixed(2)}M active per token); files: ${sizes}`;
+      const active = s.active_params === s.params ? '' : ` (${(s.active_params / 1e6).toFixed(2)}M active per token)`;
+      $('ds-student-size').textContent = `${(s.params / 1e6).toFixed(2)}M parameters${active}; files: ${sizes}`;
       $('ds-student-size').classList.remove('error');
       const teacher = app.models().find((m) => m.key === teacherKey());
       const tp = teacher ? await teacherParams(teacher) : null;
@@ -150,7 +166,7 @@ export function setupDistill(app) {
     view.note('note', null);
     const teacher = app.source(teacherKey());
     const config = studentConfig();
-    const student = config ? { config: { ...config, vocab_size: 4096 } } : app.source($('ds-student').value);
+    const student = config ? { family: studentFamily(), config: { ...config, vocab_size: 4096 } } : app.source($('ds-student').value);
     const settings = readSettings(form, t.defaults.distill.settings);
     settings.shards = Math.min(workers(), MAX_WORKERS, Number(settings.batch) || 1);
     if (teacherKind() === 'llama2') settings.distill = null;
@@ -220,6 +236,7 @@ export function setupDistill(app) {
   $('tab-distill').addEventListener('click', () => ready().catch((e) => view.note('error', e.message)));
   $('ds-teacher').addEventListener('change', () => { showMode(); showStudent(); });
   $('ds-student').addEventListener('change', showStudent);
+  $('ds-student-family').addEventListener('change', () => { fillStudents(); showStudent(); });
   for (const input of form.querySelectorAll('[data-shape]')) input.addEventListener('input', showStudent);
   form.addEventListener('submit', (e) => { e.preventDefault(); start(); });
   $('ds-pause').addEventListener('click', () => t.rpc('pause'));

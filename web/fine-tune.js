@@ -189,8 +189,9 @@ export function setupFineTune(app) {
   function fillBases() {
     const select = $('ft-base');
     const before = select.value;
-    // A llama2.c checkpoint can teach (the Distill tab) but not be fine-tuned here.
-    const models = app.models().filter((m) => m.kind === 'itera');
+    // Either family fine-tunes; a llama2.c checkpoint can teach (the Distill tab) but not be
+    // fine-tuned here (its tokenizer is not the page's).
+    const models = app.models().filter((m) => m.kind !== 'llama2');
     select.replaceChildren(...models.map((m) => new Option(m.label, m.key)));
     const pick = [before, app.current()].find((k) => models.some((m) => m.key === k));
     select.value = pick ?? models[0]?.key;

@@ -173,7 +173,10 @@ export class JobView {
     const layers = this.expertLoad?.length ?? 0;
     const el = this.el('load-chart');
     if (layers === 0) {
-      el.textContent = this.curves.step.length ? 'This backend does not report routing (WebGPU keeps it on the device).' : '';
+      const noExperts = this.info?.family === 'transformer';
+      el.textContent = !this.curves.step.length ? ''
+        : noExperts ? 'The student is a Transformer: it has no experts to route.'
+          : 'This backend does not report routing (WebGPU keeps it on the device).';
       return;
     }
     let canvas = el.querySelector('canvas');
@@ -373,7 +376,7 @@ export class JobView {
       info = r.info;
     }
     this.runs += 1;
-    this.tuned = this.family(info, this.runs);
+    this.tuned = { ...this.family(info, this.runs), kind: info.family ?? 'itera' };
     this.app.addTuned({ ...this.tuned, bytes });
     this.exports = bytes;
     const evals = [...this.curves.evals.entries()].map(([name, m]) => {

@@ -105,7 +105,8 @@ const isLlama2 = (key) => key.startsWith('llama2:');
 // The positions at which the page states a token's cost: the manifest's (`cargo xtask export`).
 const costPositions = () => shippedModels()[0]?.per_token?.map((p) => p.context) ?? [512];
 // 'itera', 'transformer' or 'llama2': from the model once loaded, else the manifest's family.
-const kindOf = (key) => state.loaded.get(key)?.info.kind ?? (isLlama2(key) ? 'llama2' : shippedModel(familyOf(key))?.family ?? 'itera');
+const kindOf = (key) => state.loaded.get(key)?.info.kind ?? (isLlama2(key) ? 'llama2'
+  : shippedModel(familyOf(key))?.family ?? state.tuned.find((t) => t.family === familyOf(key))?.kind ?? 'itera');
 
 async function loadModel(key, bytes = null) {
   if (state.loaded.has(key)) return state.loaded.get(key);
@@ -459,10 +460,10 @@ function fineTuneApp(showTab) {
       if (isLlama2(key)) return { name: key.slice(7), llama2: { checkpoint: b.checkpoint.slice(0), tokenizer: b.tokenizer.slice(0) } };
       return b ? { name: key, bytes: b.slice(0) } : { name: key, url: urlOf(key) };
     },
-    // {family, label, about, bytes: {f32, f16, q8, q4}} → four entries in the picker.
+    // {family, label, about, kind, bytes: {f32, f16, q8, q4}} → four entries in the picker.
     addTuned(t) {
       for (const [p, bytes] of Object.entries(t.bytes)) state.bytes.set(`${t.family}-${p}`, bytes);
-      state.tuned = state.tuned.filter((x) => x.family !== t.family).concat([{ family: t.family, label: t.label, about: t.about }]);
+      state.tuned = state.tuned.filter((x) => x.family !== t.family).concat([{ family: t.family, label: t.label, about: t.about, kind: t.kind }]);
       fillPicker();
     },
     async use(key) {

@@ -118,6 +118,11 @@ async function useWebGpu() {
 
 // Auto: one step timed on each (on a copy of the state, thrown away), the faster one kept.
 async function chooseBackend(mode, workers, emit) {
+  if (!job.info().webgpu) {
+    // A Transformer's steps have no WebGPU kernels: the CPU workers, whatever was asked.
+    await startPool(workers);
+    return `Training on ${job.backend()}: a Transformer trains on the CPU (WebGPU training is for SSM + MoE models).`;
+  }
   if (mode === 'webgpu') {
     try {
       await useWebGpu();
@@ -174,7 +179,7 @@ async function sampleNow(step, emit) {
 async function teacherFrom(t) {
   if (t.llama2) return { kind: 'llama2', checkpoint: new Uint8Array(t.llama2.checkpoint), tokenizer: new Uint8Array(t.llama2.tokenizer) };
   const bytes = t.bytes ? new Uint8Array(t.bytes) : (await fetchCached(t.url, () => {})).bytes;
-  return { kind: 'itera', bytes };
+  return { kind: 'model', bytes };
 }
 
 // Keeps a teacher that is not on the server (opened from disk) next to the saved job.
@@ -194,7 +199,7 @@ async function loadTeacher(saved) {
   const lengths = new Uint32Array(all.buffer.slice(0, 4 * n));
   let at = 4 * n;
   const parts = [...lengths].map((len) => { const p = all.slice(at, at + len); at += len; return p; });
-  return saved.teacher.kind === 'llama2' ? { kind: 'llama2', checkpoint: parts[0], tokenizer: parts[1] } : { kind: 'itera', bytes: parts[0] };
+  return saved.teacher.kind === 'llama2' ? { kind: 'llama2', checkpoint: parts[0], tokenizer: parts[1] } : { kind: 'model', bytes: parts[0] };
 }
 
 // The stories of a corpus being written, kept so that a reload continues it.
@@ -283,10 +288,10 @@ const ops = {
     return { defaults: fine_tune_defaults(), distill: distill_defaults(), limits: train_limits(), cores: navigator.hardwareConcurrency ?? 1 };
   },
 
-  // {config}: a student shape's parameters and file size per precision.
-  async modelSize({ config }) {
+  // {config, family}: a student shape's parameters and file size per precision.
+  async modelSize({ config, family = 'itera' }) {
     await ready;
-    return model_size(config);
+    return model_size(config, family);
   },
 
   // {texts: [{name, text}]} → documents, tokens and the held-out part, or why it cannot train.
@@ -506,7 +511,8 @@ const ops = {
       row({ job: 'corpus', backend: 'cpu', workers: k, tokensPerSecond: written.corpus.tokens() / ((performance.now() - t0) / 1000), stories: written.corpus.stories() });
       corpus = written.corpus.text();
     }
-    const student = { config: { ...distill_defaults().student, vocab_size: 4096 } };
+    const micro = distill_defaults().students.find((p) => p.family === 'itera' && p.preset === 'micro');
+    const student = { family: micro.family, config: micro.config };
     await benchJob('distill', () => TrainingJob.distill(student, teacherSource, teacher.name, corpus, [], tokenizer, { ...distill_defaults().settings, ...timing }),
       workers, steps, gpuSeconds, row);
     teacherSource = null;

@@ -1,7 +1,8 @@
 // End-to-end test of the Distill tab as a person uses it, in headless Chromium: the default
 // job (itera-tiny teaches a fresh micro-sized student its logits) — the corpus streams in, KL
 // points appear and fall, the expert-load chart draws, a reload mid-job and Resume, Download
-// loaded by `xtask eval`, a short run pinned to WebGPU; without WebGPU, a llama2.c teacher
+// loaded by `xtask eval`, a short run pinned to WebGPU, a Transformer student of the same
+// teacher (on the CPU workers, as the page says); without WebGPU, a llama2.c teacher
 // opened from ../shared/data (stories260K.bin + tok512.bin): it generates in Generate, writes
 // the corpus `xtask corpus` writes for the same settings (story for story, but for float
 // rounding), and the student's held-out bits per byte fall; bad checkpoints get a message.
@@ -99,6 +100,27 @@ const builtinCurve = async (page) => {
   assert.equal(await dataset(page, 'dsState'), 'done', await page.textContent('#ds-error'));
   assert.match(await page.textContent('#ds-note'), /Training on WebGPU/);
   step(`pinned WebGPU: ${await page.textContent('#ds-note')}; ${await page.textContent('#ds-status')}`);
+
+  // A Transformer student of the SSM + MoE teacher (logits: one tokenizer), on the CPU workers.
+  await page.selectOption('#ds-teacher', 'itera-tiny-q8');
+  await page.selectOption('#ds-student-family', 'transformer');
+  await waitFor(page, () => document.getElementById('ds-student').value === 'fresh:micro'
+    && /^0\.26M parameters; files/.test(document.getElementById('ds-student-size').textContent));
+  await setFields(page, [['ds-corpus-tokens', 3000], ['ds-steps', 40], ['ds-batch', 4], ['ds-seq-len', 32], ['ds-warmup', 4],
+    ['ds-eval-every', 20], ['ds-checkpoint-every', 20]]);
+  await page.selectOption('#ds-backend', 'auto');
+  await page.click('#ds-start');
+  await stateIs(page, ['done', 'failed'], 300_000);
+  assert.equal(await dataset(page, 'dsState'), 'done', await page.textContent('#ds-error'));
+  const transformerNote = await page.textContent('#ds-note');
+  assert.match(transformerNote, /a Transformer trains on the CPU/, transformerNote);
+  const tkl = JSON.parse(await page.getAttribute('#ds-loss-chart', 'data-kl'));
+  assert.ok(tkl.length === 40 && mean(tkl.slice(-5)) < mean(tkl.slice(0, 5)), `the Transformer student's KL falls: ${tkl.slice(0, 3)} … ${tkl.slice(-3)}`);
+  await waitFor(page, () => document.body.dataset.dsCompared);
+  await page.screenshot({ path: `${outDir}/distill-transformer.png`, fullPage: true });
+  const transformerBpb = await downloadAndEval(page, 'distilled-transformer');
+  step(`a Transformer student: ${transformerNote}; ${await page.textContent('#ds-done-text')}; xtask eval ${transformerBpb.toFixed(4)} bits/byte`);
+  results.transformerStudent = { note: transformerNote, klFirst: tkl[0], klLast: tkl[tkl.length - 1], evalBpb: transformerBpb };
   assert.deepEqual(problems, [], 'no page errors, console errors or failed requests');
   await browser.close();
 }

@@ -2,7 +2,8 @@
 // stories, Start, loss points that appear and fall, Pause and Resume, a reload in the middle
 // of the job and Resume from the saved checkpoint, the finished model in the picker (Use this
 // model, then a story that knows the sample's character), Download .safetensors (loaded again
-// by `xtask eval`), a short run pinned to WebGPU; and without WebGPU the same job on the CPU
+// by `xtask eval`), a short run pinned to WebGPU, the Transformer baseline fine-tuned (on the
+// CPU workers, as the page says); and without WebGPU the same job on the CPU
 // workers, plus the messages for a text that is not UTF-8 and for no text at all.
 // Usage: node tests/e2e/fine-tune.mjs URL OUT_DIR XTASK   (screenshots in OUT_DIR)
 
@@ -183,8 +184,26 @@ async function useTunedModel(page, label) {
   assert.equal((await lossCurve(page)).length, 3);
   step(`pinned WebGPU: ${await page.textContent('#ft-note')}; ${await page.textContent('#ft-status')}`);
 
+  // The Transformer baseline fine-tunes on the same stories with the tab's defaults; asked for
+  // WebGPU, it says it trains on the CPU workers.
+  await openTab(page);
+  await useSample(page);
+  await page.selectOption('#ft-base', 'transformer-tiny-q8');
+  await page.selectOption('#ft-backend', 'webgpu');
+  await page.click('#ft-start');
+  await stateIs(page, ['done', 'failed'], 300_000);
+  assert.equal(await dataset(page, 'ftState'), 'done', await page.textContent('#ft-error'));
+  const transformerNote = await page.textContent('#ft-note');
+  assert.match(transformerNote, /a Transformer trains on the CPU \(WebGPU training is for SSM \+ MoE models\)/, transformerNote);
+  const transformerLoss = await lossCurve(page);
+  assert.ok(mean(transformerLoss.slice(-5)) < 0.8 * mean(transformerLoss.slice(0, 5)), `the Transformer's loss falls: ${transformerLoss.map((x) => x.toFixed(2))}`);
+  const transformerTuned = await useTunedModel(page, 'Transformer');
+  assert.match(await page.textContent('#model-meta'), /Transformer/);
+  await page.screenshot({ path: `${outDir}/fine-tune-transformer.png`, fullPage: true });
+  step(`transformer-tiny-q8 fine-tuned: ${transformerNote}; greedy "${transformerTuned.story.trim()}"`);
+
   assert.deepEqual(problems, [], 'no page errors, console errors or failed requests');
-  Object.assign(results, { webgpu: { note, pausedAt, saved, loss, evals, doneText, download: evalOut, before, after: tuned.story, pageToNative } });
+  Object.assign(results, { webgpu: { note, pausedAt, saved, loss, evals, doneText, download: evalOut, before, after: tuned.story, pageToNative }, transformer: { note: transformerNote, loss: transformerLoss, story: transformerTuned.story } });
   await browser.close();
 }
 

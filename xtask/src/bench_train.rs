@@ -85,7 +85,7 @@ fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
     // The page's jobs start from the default model (weights/manifest.json).
     let default = crate::manifest::default_key(&crate::manifest::shipped()?)?;
     let default_file = format!("weights/{default}.safetensors");
-    let teacher = || -> Result<Teacher> { Ok(Teacher::itera(&read(&default_file)?)?) };
+    let teacher = || -> Result<Teacher> { Ok(Teacher::model(&read(&default_file)?)?) };
     let corpus = CorpusSettings {
         tokens: CORPUS_TOKENS,
         ..CorpusSettings::PAGE

@@ -201,13 +201,16 @@ pub struct ModelSize {
 }
 
 impl ModelSize {
-    pub fn of(c: &Config) -> ModelSize {
+    /// The sizes of a model of either family with config `c`.
+    pub fn of<A: crate::family::Architecture>(c: &A::Config) -> ModelSize {
+        use crate::family::Specs;
         use crate::precision::{groups_per_row, q4_bytes_per_row, Precision};
-        let table = ParamTable::new(c);
+        let table = A::table(c);
+        let specs = table.specs();
         let mut bytes = std::collections::BTreeMap::new();
         for p in Precision::ALL {
             let mut total = 8 + 800; // length prefix, metadata (config JSON)
-            for s in &table.specs {
+            for s in specs {
                 let n = s.numel();
                 let (rows, cols) = (s.shape[0], *s.shape.last().unwrap_or(&1));
                 let scales = rows * groups_per_row(cols) * 2;
@@ -222,8 +225,8 @@ impl ModelSize {
             bytes.insert(p.as_str(), total);
         }
         ModelSize {
-            params: table.total_params(),
-            active_params: table.active_params(c),
+            params: specs.iter().map(ParamSpec::numel).sum(),
+            active_params: A::active_params(c),
             bytes,
         }
     }
@@ -267,7 +270,7 @@ mod size_tests {
     fn the_estimated_file_sizes_are_within_a_kilobyte_of_the_real_ones() {
         for preset in ["test", "micro"] {
             let c = Config::preset(preset).unwrap();
-            let size = ModelSize::of(&c);
+            let size = ModelSize::of::<crate::Itera>(&c);
             let w = Weights::init_random(&c, 1).unwrap();
             assert_eq!(size.params, w.table.total_params());
             for p in Precision::ALL {

@@ -6,16 +6,17 @@
 //! Both are judged on the built-in eval stories and on the held-back part of the visitor's
 //! texts (so forgetting shows), and sample and export from the current weights.
 
-use itera_core::eval::{eval_itera, eval_llama2, EvalReport};
+use itera_core::eval::{eval_llama2, eval_model, EvalReport};
 use itera_core::format;
 use itera_core::generate::generate;
 use itera_core::llama2c::{Llama2, Llama2Tokenizer};
+use itera_core::lm::AnyWeights;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
     encode_corpus, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, Provenance, StoryTeller,
     TrainSpec,
 };
-use itera_core::{Architecture, Error, Itera, Precision, Result, Weights};
+use itera_core::{Architecture, Error, Itera, Precision, Result};
 use serde::Serialize;
 
 use crate::engine::GenerateRequest;
@@ -79,17 +80,18 @@ pub fn inspect(tokenizer: &Tokenizer, texts: &[&str]) -> Result<(FineTuneText, V
     Ok((t, stream, info))
 }
 
-/// A model that teaches: an itera model (with the shipped tokenizer: logit distillation), or
-/// a llama2.c checkpoint with its own tokenizer (sequence-level distillation).
+/// A model that teaches: a model of either family with the shipped tokenizer (logit
+/// distillation), or a llama2.c checkpoint with its own tokenizer (sequence-level).
 pub enum Teacher {
-    Itera(Weights),
+    Model(AnyWeights),
     Llama2(Llama2, Llama2Tokenizer),
 }
 
 impl Teacher {
-    /// An itera weight file (any precision), or a llama2.c checkpoint and its tokenizer.bin.
-    pub fn itera(bytes: &[u8]) -> Result<Teacher> {
-        Ok(Teacher::Itera(format::load(bytes)?))
+    /// A weight file of either family (any precision), or a llama2.c checkpoint and its
+    /// tokenizer.bin.
+    pub fn model(bytes: &[u8]) -> Result<Teacher> {
+        Ok(Teacher::Model(AnyWeights::load(bytes)?))
     }
 
     pub fn llama2(checkpoint: &[u8], tokenizer: &[u8]) -> Result<Teacher> {
@@ -100,19 +102,19 @@ impl Teacher {
 
     pub fn params(&self) -> usize {
         match self {
-            Teacher::Itera(w) => w.table.total_params(),
+            Teacher::Model(w) => w.total_params(),
             Teacher::Llama2(m, _) => m.param_count(),
         }
     }
 
     /// Whether the student can match this teacher's logits (the same tokenizer).
     pub fn shares_tokenizer(&self) -> bool {
-        matches!(self, Teacher::Itera(_))
+        matches!(self, Teacher::Model(_))
     }
 
     pub fn teller<'a>(&'a self, tokenizer: &'a Tokenizer) -> StoryTeller<'a> {
         match self {
-            Teacher::Itera(w) => StoryTeller::Itera(w, tokenizer),
+            Teacher::Model(w) => StoryTeller::Model(w, tokenizer),
             Teacher::Llama2(m, tok) => StoryTeller::Llama2(m, tok),
         }
     }
@@ -122,7 +124,8 @@ impl Teacher {
         let mut r = EvalReport::default();
         for t in texts {
             r.merge(&match self {
-                Teacher::Itera(w) => eval_itera(w, tokenizer, t)?,
+                Teacher::Model(AnyWeights::Itera(w)) => eval_model(w, tokenizer, t)?,
+                Teacher::Model(AnyWeights::Transformer(w)) => eval_model(w, tokenizer, t)?,
                 Teacher::Llama2(m, tok) => eval_llama2(m, tok, t)?,
             });
         }
@@ -133,7 +136,8 @@ impl Teacher {
     pub fn sample(&self, tokenizer: &Tokenizer, req: &GenerateRequest) -> Result<String> {
         let opts = req.options()?;
         match self {
-            Teacher::Itera(w) => Ok(generate(w, tokenizer, &req.prompt, opts, |_| true)?.text),
+            Teacher::Model(AnyWeights::Itera(w)) => Ok(generate(w, tokenizer, &req.prompt, opts, |_| true)?.text),
+            Teacher::Model(AnyWeights::Transformer(w)) => Ok(generate(w, tokenizer, &req.prompt, opts, |_| true)?.text),
             Teacher::Llama2(m, tok) => Ok(generate(&m.weights, tok, &req.prompt, opts, |_| true)?.text),
         }
     }
@@ -261,7 +265,7 @@ fn distill_data(
         },
     };
     let teacher = match teacher {
-        Teacher::Itera(w) if logits => Some(w.clone().into()),
+        Teacher::Model(w) if logits => Some(w.clone()),
         _ => None,
     };
     Ok(DistillData {

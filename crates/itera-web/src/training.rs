@@ -21,7 +21,7 @@ use itera_core::train::{
 };
 use itera_core::train::{checkpoint_family, Job};
 use itera_core::train::{CorpusBuilder, CorpusSettings, Story};
-use itera_core::{format, Architecture, Config, Error, Grads, Itera, Precision, Result, Transformer, Weights};
+use itera_core::{format, Architecture, Error, Grads, Itera, Precision, Result, Transformer, Weights};
 use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint32Array, Uint8Array};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
@@ -80,35 +80,71 @@ fn distill_settings(value: JsValue) -> Result<TrainSpec, JsError> {
     settings_over(value, &TrainSpec::DISTILL)
 }
 
-/// The page's distillation defaults (`TrainSpec::DISTILL`) and corpus (`CorpusSettings::PAGE`).
+/// The student shapes the page offers: these presets of each family.
+const STUDENT_PRESETS: [&str; 2] = ["micro", "tiny"];
+
+/// A fresh student's shape: a family's preset config (no tokenizer yet: the page's is given
+/// when the job starts).
+#[derive(Serialize)]
+struct StudentPreset {
+    family: Family,
+    preset: &'static str,
+    config: serde_json::Value,
+}
+
+fn student_presets<A: Architecture>() -> Result<Vec<StudentPreset>> {
+    STUDENT_PRESETS
+        .iter()
+        .map(|&preset| {
+            let c = A::preset(preset)?;
+            let c = A::with_tokenizer(&c, A::vocab_size(&c), None);
+            Ok(StudentPreset {
+                family: A::FAMILY,
+                preset,
+                config: serde_json::to_value(&c).map_err(|e| Error::Metadata(e.to_string()))?,
+            })
+        })
+        .collect()
+}
+
+/// The page's distillation defaults (`TrainSpec::DISTILL`), corpus (`CorpusSettings::PAGE`)
+/// and fresh students (`[{family, preset, config}]`, both families' micro and tiny presets).
 #[wasm_bindgen]
 pub fn distill_defaults() -> Result<JsValue, JsError> {
     #[derive(Serialize)]
     struct Defaults {
         settings: TrainSpec,
         corpus: CorpusSettings,
-        student: Config,
+        students: Vec<StudentPreset>,
     }
-    let mut student = Config::preset("micro").map_err(js_error)?;
-    student.tokenizer = None;
+    let mut students = student_presets::<Itera>().map_err(js_error)?;
+    students.extend(student_presets::<Transformer>().map_err(js_error)?);
     to_js(&Defaults {
         settings: TrainSpec::DISTILL,
         corpus: CorpusSettings::PAGE,
-        student,
+        students,
     })
 }
 
-/// `{params, active_params, bytes: {f32, f16, q8, q4}}` of a model of shape `config` (the
-/// page's student editor): the weight files' sizes, computed without making the model.
+/// `{params, active_params, bytes: {f32, f16, q8, q4}}` of a model of `family` ("itera" or
+/// "transformer") and shape `config` (the page's student editor): the weight files' sizes,
+/// computed without making the model.
 #[wasm_bindgen]
-pub fn model_size(config: JsValue) -> Result<JsValue, JsError> {
-    let config: Config = from_js(config, "model shape")?;
-    config.validate().map_err(js_error)?;
-    to_js(&itera_core::params::ModelSize::of(&config))
+pub fn model_size(config: JsValue, family: &str) -> Result<JsValue, JsError> {
+    fn size<A: Architecture>(json: &serde_json::Value) -> Result<itera_core::params::ModelSize> {
+        let c = A::config_from_json(&json.to_string())?;
+        Ok(itera_core::params::ModelSize::of::<A>(&c))
+    }
+    let json: serde_json::Value = from_js(config, "model shape")?;
+    let s = match family.parse::<Family>().map_err(js_error)? {
+        Family::Itera => size::<Itera>(&json),
+        Family::Transformer => size::<Transformer>(&json),
+    };
+    to_js(&s.map_err(js_error)?)
 }
 
-/// A teacher from the page: `{kind: "itera", bytes}` or `{kind: "llama2", checkpoint,
-/// tokenizer}` (Uint8Arrays).
+/// A teacher from the page: `{kind: "model", bytes}` (a weight file of either family) or
+/// `{kind: "llama2", checkpoint, tokenizer}` (Uint8Arrays).
 fn load_teacher(value: &JsValue) -> Result<Teacher, JsError> {
     let bytes = |name: &str| -> Result<Vec<u8>, JsError> {
         Reflect::get(value, &name.into())
@@ -119,10 +155,10 @@ fn load_teacher(value: &JsValue) -> Result<Teacher, JsError> {
     };
     let kind = Reflect::get(value, &"kind".into()).ok().and_then(|k| k.as_string());
     match kind.as_deref() {
-        Some("itera") => Teacher::itera(&bytes("bytes")?).map_err(js_error),
+        Some("model") => Teacher::model(&bytes("bytes")?).map_err(js_error),
         Some("llama2") => Teacher::llama2(&bytes("checkpoint")?, &bytes("tokenizer")?).map_err(js_error),
         other => Err(js_error(format!(
-            "teacher: kind {other:?} is neither \"itera\" nor \"llama2\""
+            "teacher: kind {other:?} is neither \"model\" nor \"llama2\""
         ))),
     }
 }
@@ -819,12 +855,12 @@ impl TrainingJob {
         Ok(TrainingJob::of(inner))
     }
 
-    /// A new distillation of `teacher` (`{kind: "itera", bytes}` or `{kind: "llama2",
+    /// A new distillation of `teacher` (`{kind: "model", bytes}` or `{kind: "llama2",
     /// checkpoint, tokenizer}`) into `student` (`{bytes, name}` of a weight file of either
     /// family, or `{family, config}` for a fresh model: family "itera" (the default) or
     /// "transformer", config that family's) on `corpus` (the teacher's stories, as
-    /// `Corpus.text()` writes them) and the visitor's `texts` (`[]` for none). An itera teacher
-    /// distils its logits (β, T from `settings.distill`, default 0.7 and 2); a llama2.c teacher
+    /// `Corpus.text()` writes them) and the visitor's `texts` (`[]` for none). A teacher with the
+    /// page's tokenizer (either family) distils its logits (β, T from `settings.distill`, default 0.7 and 2); a llama2.c teacher
     /// its stories (sequence-level).
     #[allow(clippy::too_many_arguments)]
     pub fn distill(

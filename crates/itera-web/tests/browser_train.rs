@@ -402,7 +402,7 @@ fn bad_settings_and_texts_are_js_errors_that_name_the_problem() {
 
 fn tiny_teacher() -> JsValue {
     let t = js_sys::Object::new();
-    Reflect::set(&t, &"kind".into(), &"itera".into()).unwrap();
+    Reflect::set(&t, &"kind".into(), &"model".into()).unwrap();
     Reflect::set(&t, &"bytes".into(), &Uint8Array::from(TINY_Q8)).unwrap();
     t.into()
 }

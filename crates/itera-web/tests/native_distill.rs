@@ -27,7 +27,7 @@ fn read(path: &str) -> Vec<u8> {
 
 /// The fixture's corpus, written by itera-tiny q8 story by story.
 fn corpus(tokenizer: &Tokenizer) -> (String, Vec<String>) {
-    let teacher = Teacher::itera(&read("weights/itera-tiny-q8.safetensors")).unwrap();
+    let teacher = Teacher::model(&read("weights/itera-tiny-q8.safetensors")).unwrap();
     let settings = distill_corpus();
     let mut c = CorpusBuilder::new(settings.tokens);
     let mut i = 0;
@@ -61,7 +61,7 @@ fn a_logit_distillation_matches_the_golden_corpus_and_curve() {
     let tok_json = read("weights/tokenizer.json");
     let tokenizer = Tokenizer::from_json(&tok_json).unwrap();
     let (text, stories) = corpus(&tokenizer);
-    let teacher = Teacher::itera(&read("weights/itera-tiny-q8.safetensors")).unwrap();
+    let teacher = Teacher::model(&read("weights/itera-tiny-q8.safetensors")).unwrap();
     let spec = distill_spec();
     let mut job = PageJob::distill(
         Student::Fresh(micro()),

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions};
 use crate::llama2c::{Llama2, Llama2Tokenizer, BOS};
+use crate::lm::AnyWeights;
 use crate::sampling::{Sampler, SamplingSettings};
 use crate::tokenizer::{Tokenizer, END_OF_TEXT};
-use crate::weights::Weights;
 
 /// How a teacher writes a corpus.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,7 +96,8 @@ pub const MAX_STORY_TOKENS: usize = 512;
 
 /// A model that writes stories: an itera model with its tokenizer, or a llama2.c checkpoint.
 pub enum StoryTeller<'a> {
-    Itera(&'a Weights, &'a Tokenizer),
+    /// A model of either family with the project's tokenizer.
+    Model(&'a AnyWeights, &'a Tokenizer),
     Llama2(&'a Llama2, &'a Llama2Tokenizer),
 }
 
@@ -106,14 +107,17 @@ impl StoryTeller<'_> {
         let sampling = settings.sampling(i);
         match *self {
             StoryTeller::Llama2(model, tok) => llama2_story(model, tok, sampling),
-            StoryTeller::Itera(w, tok) => {
+            StoryTeller::Model(w, tok) => {
                 let opts = GenerateOptions {
                     max_tokens: MAX_STORY_TOKENS,
                     sampling,
                     stop_at_end_of_text: true,
                 };
                 // An empty prompt starts after <|endoftext|>: the beginning of a story.
-                let out = generate(w, tok, "", opts, |_| true)?;
+                let out = match w {
+                    AnyWeights::Itera(w) => generate(w, tok, "", opts, |_| true)?,
+                    AnyWeights::Transformer(w) => generate(w, tok, "", opts, |_| true)?,
+                };
                 // The <|endoftext|> that ended it was sampled too (as a llama2.c BOS is).
                 let ended = usize::from(out.tokens.len() < MAX_STORY_TOKENS);
                 Ok(Story {
