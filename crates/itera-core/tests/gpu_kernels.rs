@@ -242,6 +242,129 @@ fn rmsnorm_matches_the_cpu() {
     }
 }
 
+/// A Transformer layer's decode attention: rope_kv rotates q and k at the step's position
+/// (POSITION + STEP of the control words) and appends k and v to the cache, attention scores
+/// every cached position — against rope_rotate and attention_forward on odd shapes (head
+/// sizes, groups of query heads, contexts past one workgroup).
+#[test]
+fn rope_and_attention_over_the_kv_cache_match_the_cpu() {
+    use itera_core::layers::attention::{attention_forward, rope_angles, rope_rotate, rope_table, AttnDims};
+    let Some(g) = gpu() else { return };
+    let mut rng = Pcg32::new(11);
+    // (query heads, kv heads, head size, position, step within the submission, context)
+    for (h, kvh, hs, pos, step, context) in [
+        (1, 1, 2, 0, 0, 1),
+        (3, 1, 6, 4, 1, 7),
+        (4, 2, 10, 70, 3, 80),
+        (6, 3, 4, 129, 64, 200),
+    ] {
+        let a = AttnDims {
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_size: hs,
+        };
+        let (d, kv) = (a.dim(), a.kv_dim());
+        let (q, k, v) = (random(&mut rng, d), random(&mut rng, kv), random(&mut rng, kv));
+        // The cache's earlier rows (already rotated) and rows past the position (never read).
+        let (keys, values) = (random(&mut rng, context * kv), random(&mut rng, context * kv));
+        let (cos, sin) = rope_table(context, hs);
+        let mut params = vec![0.0; 3];
+        let (cos_off, sin_off) = (params.len(), params.len() + cos.len());
+        params.extend(cos.iter().chain(&sin));
+        // Arena: q, k, v, out, scores (h × context), key cache, value cache, after 2 values.
+        let q_off = 2;
+        let (k_off, v_off, out_off) = (q_off + d, q_off + d + kv, q_off + d + 2 * kv);
+        let scores_off = out_off + d;
+        let k_cache = scores_off + h * context;
+        let v_cache = k_cache + context * kv;
+        let mut act = vec![7.0; 2];
+        act.extend(q.iter().chain(&k).chain(&v));
+        act.resize(scores_off + h * context, 0.0);
+        act.extend(keys.iter().chain(&values));
+        let args = AttentionArgs {
+            q_off: q_off as u32,
+            k_off: k_off as u32,
+            v_off: v_off as u32,
+            out_off: out_off as u32,
+            scores_off: scores_off as u32,
+            k_cache: k_cache as u32,
+            v_cache: v_cache as u32,
+            cos_off: cos_off as u32,
+            sin_off: sin_off as u32,
+            head_size: hs as u32,
+            n_heads: h as u32,
+            n_kv_heads: kvh as u32,
+            context: context as u32,
+            scale: (1.0 / (hs as f32).sqrt()).to_bits(),
+        };
+        let ctl = [step as u32, 1, (pos - step) as u32, 0];
+        let inputs = |act| Inputs {
+            params: &params,
+            act,
+            ctl: &ctl,
+            ..Default::default()
+        };
+        let (rotated, _) = launch(&g, &g.kernels.rope_kv, args, inputs(&act), (1, 1));
+        let (out, _) = launch(&g, &g.kernels.attention, args, inputs(&rotated), (h as u32, 1));
+
+        let (mut c, mut s) = (vec![0.0; hs / 2], vec![0.0; hs / 2]);
+        rope_angles(pos, hs, &mut c, &mut s);
+        let (mut wq, mut wk) = (q.clone(), k.clone());
+        rope_rotate(&mut wq, hs, &c, &s, false);
+        rope_rotate(&mut wk, hs, &c, &s, false);
+        let mut cached_keys = keys[..pos * kv].to_vec();
+        cached_keys.extend_from_slice(&wk);
+        let mut cached_values = values[..pos * kv].to_vec();
+        cached_values.extend_from_slice(&v);
+        let mut want = vec![0.0; d];
+        attention_forward(
+            &mut want,
+            &wq,
+            &cached_keys,
+            &cached_values,
+            pos,
+            1,
+            a,
+            None,
+            &mut Vec::new(),
+        );
+        let what = format!("{h} heads / {kvh} kv × {hs} at position {pos}");
+        assert_close(
+            &rotated[q_off..q_off + d],
+            &wq,
+            1e-6,
+            1e-6,
+            &format!("rotated q, {what}"),
+        );
+        assert_close(
+            &rotated[k_cache..k_cache + (pos + 1) * kv],
+            &cached_keys,
+            0.0,
+            1e-6,
+            &format!("key cache, {what}"),
+        );
+        assert_close(
+            &rotated[v_cache..v_cache + (pos + 1) * kv],
+            &cached_values,
+            0.0,
+            0.0,
+            &format!("value cache, {what}"),
+        );
+        assert_eq!(
+            &rotated[k_cache + (pos + 1) * kv..v_cache],
+            &keys[(pos + 1) * kv..],
+            "rows past the position untouched"
+        );
+        assert_close(
+            &out[out_off..out_off + d],
+            &want,
+            1e-5,
+            1e-4,
+            &format!("attention, {what}"),
+        );
+    }
+}
+
 #[test]
 fn conv_over_one_or_many_tokens_matches_the_cpu_steps_and_shifts_the_tail() {
     let Some(g) = gpu() else { return };

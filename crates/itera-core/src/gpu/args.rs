@@ -217,8 +217,30 @@ uniform! {
     }
 }
 
+uniform! {
+    "attention.wgsl" Attention,
+    /// attention.wgsl `Attention` (rope_kv and attention: a Transformer layer's two dispatches).
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct AttentionArgs {
+        pub q_off: u32,
+        pub k_off: u32,
+        pub v_off: u32,
+        pub out_off: u32,
+        pub scores_off: u32,
+        pub k_cache: u32,
+        pub v_cache: u32,
+        pub cos_off: u32,
+        pub sin_off: u32,
+        pub head_size: u32,
+        pub n_heads: u32,
+        pub n_kv_heads: u32,
+        pub context: u32,
+        pub scale: u32,
+    }
+}
+
 /// Every decode kernel's uniform block, for the layout test.
-pub const LAYOUTS: [Layout; 7] = [
+pub const LAYOUTS: [Layout; 8] = [
     LinearArgs::LAYOUT,
     NormArgs::LAYOUT,
     ConvArgs::LAYOUT,
@@ -226,6 +248,7 @@ pub const LAYOUTS: [Layout; 7] = [
     SwigluArgs::LAYOUT,
     RouteArgs::LAYOUT,
     SampleArgs::LAYOUT,
+    AttentionArgs::LAYOUT,
 ];
 
 /// Workgroups for one thread per item with 64-thread groups.

@@ -16,6 +16,9 @@ pub enum Signature {
     Act,
     /// The arena and the control words (routing, sampling).
     Control,
+    /// The model's f32 vectors, the arena and the control words (attention: RoPE tables,
+    /// the KV cache, the position).
+    ParamsControl,
     /// Training (shaders/train/): parameters, gradients + AdamW moments, activations, token
     /// and routing ids, and one layer's SSM states — all read-write.
     Train,
@@ -29,6 +32,7 @@ impl Signature {
             Signature::Params => &[true, false],
             Signature::Act => &[false],
             Signature::Control => &[false, false],
+            Signature::ParamsControl => &[true, false, false],
             Signature::Train => &[false; 5],
         }
     }
@@ -61,6 +65,11 @@ impl Signature {
             Signature::Params => out.extend([b.params.as_entire_binding(), b.act.as_entire_binding()]),
             Signature::Act => out.push(b.act.as_entire_binding()),
             Signature::Control => out.extend([b.act.as_entire_binding(), b.ctl.as_entire_binding()]),
+            Signature::ParamsControl => out.extend([
+                b.params.as_entire_binding(),
+                b.act.as_entire_binding(),
+                b.ctl.as_entire_binding(),
+            ]),
             Signature::Train => unreachable!("training kernels bind through gpu::train::TrainBuffers"),
         }
         out
@@ -75,7 +84,7 @@ pub struct Kernel {
 }
 
 pub struct Kernels {
-    layouts: [wgpu::BindGroupLayout; 5],
+    layouts: [wgpu::BindGroupLayout; 6],
     /// `matvec`, `matmul` and `embed_row` per precision, indexed by `precision_index`.
     pub matvec: [Kernel; 4],
     pub matmul: [Kernel; 4],
@@ -87,6 +96,9 @@ pub struct Kernels {
     pub swiglu: Kernel,
     pub route: Kernel,
     pub sample: Kernel,
+    /// A Transformer layer's RoPE + KV-cache append, and its attention over the cache.
+    pub rope_kv: Kernel,
+    pub attention: Kernel,
 }
 
 /// linear.wgsl behind each of its two preludes (see the file's first line).
@@ -115,11 +127,12 @@ pub fn precision_index(p: Precision) -> usize {
     }
 }
 
-const SIGNATURES: [Signature; 5] = [
+const SIGNATURES: [Signature; 6] = [
     Signature::Linear,
     Signature::Params,
     Signature::Act,
     Signature::Control,
+    Signature::ParamsControl,
     Signature::Train,
 ];
 
@@ -145,6 +158,7 @@ impl Kernels {
         let swiglu = module("swiglu", include_str!("../../../../shaders/swiglu.wgsl"));
         let moe = module("moe", include_str!("../../../../shaders/moe.wgsl"));
         let sample = module("sample", include_str!("../../../../shaders/sample.wgsl"));
+        let attention = module("attention", include_str!("../../../../shaders/attention.wgsl"));
 
         let kernel =
             |module: &wgpu::ShaderModule, entry: &'static str, signature: Signature, precision: Option<usize>| {
@@ -160,6 +174,8 @@ impl Kernels {
             swiglu: kernel(&swiglu, "swiglu", Signature::Act, None),
             route: kernel(&moe, "route", Signature::Control, None),
             sample: kernel(&sample, "sample", Signature::Control, None),
+            rope_kv: kernel(&attention, "rope_kv", Signature::ParamsControl, None),
+            attention: kernel(&attention, "attention", Signature::ParamsControl, None),
             layouts,
         }
     }
@@ -182,7 +198,7 @@ impl Kernels {
 
 fn pipeline(
     device: &wgpu::Device,
-    layouts: &[wgpu::BindGroupLayout; 5],
+    layouts: &[wgpu::BindGroupLayout; 6],
     module: &wgpu::ShaderModule,
     entry: &'static str,
     signature: Signature,

@@ -44,6 +44,17 @@ pub fn rope_angles(pos: usize, head_size: usize, cos: &mut [f32], sin: &mut [f32
     }
 }
 
+/// `rope_angles` of every position below `context`, position after position (hs/2 values
+/// each): the tables a GPU decode reads, so its angles are the CPU's exactly.
+pub fn rope_table(context: usize, head_size: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = head_size / 2;
+    let (mut cos, mut sin) = (vec![0.0; context * half], vec![0.0; context * half]);
+    for (pos, (c, s)) in cos.chunks_exact_mut(half).zip(sin.chunks_exact_mut(half)).enumerate() {
+        rope_angles(pos, head_size, c, s);
+    }
+    (cos, sin)
+}
+
 /// Rotates each head of the row `v` (heads × hs) by the angles; `inverse` turns back (the
 /// rotation's transpose, which is its backward).
 pub fn rope_rotate(v: &mut [f32], head_size: usize, cos: &[f32], sin: &[f32], inverse: bool) {
