@@ -40,7 +40,17 @@ impl GpuGeneration {
         opts: GenerateOptions,
         trace: bool,
     ) -> Result<GpuGeneration> {
-        let sequence = prompt_sequence(m.config.vocab_size, tok, prompt, &opts, usize::MAX)?;
+        let sequence = prompt_sequence(m.vocab_size, tok, prompt, &opts, m.context)?;
+        if sequence.len() >= m.context {
+            return Err(Error::setting(
+                "prompt length",
+                format!("{} tokens", sequence.len()),
+                format!(
+                    "fewer tokens than the {} positions this model holds on the GPU",
+                    m.context
+                ),
+            ));
+        }
         m.set_sampling(gpu, opts.sampling)?;
         m.reset();
         let first = m.prefill(gpu, &sequence, false).await?;
@@ -49,7 +59,8 @@ impl GpuGeneration {
             opts,
             pending: first.tokens.into_iter().zip(first.logprobs).collect(),
             routing: VecDeque::new(),
-            trace,
+            // A model without experts has no routing to trace (each token gets an empty one).
+            trace: trace && m.routes(),
             last: 0,
             generated: 0,
             routing_taken: 0,
@@ -73,7 +84,14 @@ impl GpuGeneration {
         let mut out = Vec::new();
         while out.len() < chunk && !self.done {
             let Some((id, logprob)) = self.pending.pop_front() else {
-                let want = (chunk - out.len()).min(self.opts.max_tokens - self.generated);
+                // Every token handed out is one the model consumes (as on the CPU): a context
+                // that is full (a Transformer's on the GPU) ends the generation.
+                let room = m.context.saturating_sub(self.prompt_len + self.generated);
+                if room == 0 {
+                    self.done = true;
+                    break;
+                }
+                let want = (chunk - out.len()).min(self.opts.max_tokens - self.generated).min(room);
                 self.sample(gpu, m, want).await?;
                 continue;
             };
@@ -85,7 +103,7 @@ impl GpuGeneration {
             self.sequence.push(id);
             self.last = id;
             self.generated += 1;
-            self.done = self.generated >= self.opts.max_tokens;
+            self.done = self.generated >= self.opts.max_tokens || self.prompt_len + self.generated >= m.context;
             out.push(Token { id, text, logprob });
         }
         if self.done && self.trace && self.routing_taken + self.routing.len() < self.generated {
@@ -105,8 +123,14 @@ impl GpuGeneration {
         Ok(())
     }
 
-    /// Routing of every token handed out so far whose routing is known, oldest first.
+    /// Routing of every token handed out so far whose routing is known, oldest first (an
+    /// empty one per token for a model without experts).
     pub fn take_routing(&mut self) -> Vec<Vec<Route>> {
+        if !self.trace {
+            let n = self.generated - self.routing_taken;
+            self.routing_taken = self.generated;
+            return vec![Vec::new(); n];
+        }
         let known = self.routing.len().min(self.generated - self.routing_taken);
         self.routing_taken += known;
         self.routing.drain(..known).collect()

@@ -22,6 +22,7 @@ mod plan;
 pub mod profile;
 mod readback;
 pub mod train;
+pub mod transformer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

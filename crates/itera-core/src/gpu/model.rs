@@ -31,9 +31,18 @@ pub struct StepsOutput {
 }
 
 pub struct GpuModel {
-    pub config: Config,
+    pub vocab_size: usize,
+    /// Positions the model holds: a Transformer's KV cache on the GPU; unbounded (usize::MAX)
+    /// for the SSM's fixed state.
+    pub context: usize,
     pub precision: Precision,
-    arena: Arena,
+    /// Which layers route, and how many experts each token takes (the trace's layout).
+    routes: RouteLayout,
+    /// Where the logits start in the arena, where the decode state starts (cleared on a
+    /// reset), and the arena's length.
+    logits_off: usize,
+    state_off: usize,
+    arena_len: usize,
     ctl_layout: CtlLayout,
     act: wgpu::Buffer,
     ctl: wgpu::Buffer,
@@ -53,17 +62,43 @@ pub struct GpuModel {
     _params: wgpu::Buffer,
 }
 
-/// The decode step's and the prefill's dispatches, recorded with the uploaded matrices at hand
-/// (a dispatch's extra binding is the index of the matrix it reads, if any).
-struct StepRecorder<'g> {
-    gpu: &'g Gpu,
-    /// The uploaded matrices, addressed by their index in upload order.
-    weights: &'g [GpuMatrix],
-    rec: Recorder<'g, Option<usize>>,
+/// Which layers of a model route through experts, and the experts per token.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RouteLayout {
+    pub moe: Vec<bool>,
+    pub top_k: usize,
 }
 
-impl<'g> StepRecorder<'g> {
-    fn push<A: bytemuck::Pod>(
+/// What a family's recording hands `GpuModel::assemble`: the dispatches (the decode step's
+/// first, then the batched prefill's, if the family has one), the uploaded matrices they
+/// read, the f32 vectors, and the arena's layout.
+pub(super) struct Recorded<'g> {
+    pub rec: Recorder<'g, Option<usize>>,
+    pub step_len: usize,
+    pub sample_slot: u64,
+    pub weights: Vec<GpuMatrix>,
+    pub params: Vec<f32>,
+    pub vocab_size: usize,
+    pub context: usize,
+    pub precision: Precision,
+    pub routes: RouteLayout,
+    pub ctl_layout: CtlLayout,
+    pub logits_off: usize,
+    pub state_off: usize,
+    pub arena_len: usize,
+}
+
+/// The decode step's and the prefill's dispatches, recorded with the uploaded matrices at hand
+/// (a dispatch's extra binding is the index of the matrix it reads, if any).
+pub(super) struct StepRecorder<'g, 'w> {
+    pub gpu: &'g Gpu,
+    /// The uploaded matrices, addressed by their index in upload order.
+    pub weights: &'w [GpuMatrix],
+    pub rec: Recorder<'g, Option<usize>>,
+}
+
+impl<'g> StepRecorder<'g, '_> {
+    pub fn push<A: bytemuck::Pod>(
         &mut self,
         kernel: &'g Kernel,
         args: A,
@@ -75,7 +110,7 @@ impl<'g> StepRecorder<'g> {
 
     /// `args` by uploaded matrix `weights` over `rows`: a matvec (one workgroup per row of W)
     /// for one token, the tiled Y = X·Wᵀ for many.
-    fn project(&mut self, weights: usize, rows: Rows, args: LinearArgs) {
+    pub(super) fn project(&mut self, weights: usize, rows: Rows, args: LinearArgs) {
         let precision = self.weights[weights].precision_index();
         if rows.count == 1 {
             let groups = groups_per_row(args.rows as usize);
@@ -103,14 +138,14 @@ impl<'g> StepRecorder<'g> {
 /// arena's single-token offsets) or PREFILL_ROWS (the batched prefill, rows `stride` apart
 /// from `base`).
 #[derive(Clone, Copy)]
-struct Rows {
+pub(super) struct Rows {
     count: usize,
     base: usize,
     stride: usize,
 }
 
 impl Rows {
-    const DECODE: Rows = Rows {
+    pub(super) const DECODE: Rows = Rows {
         count: 1,
         base: 0,
         stride: 0,
@@ -153,8 +188,8 @@ impl GpuModel {
         let arena = Arena::new(&c);
         let ctl_layout = CtlLayout::new(&c, MAX_STEPS);
         let vectors = ParamOffsets::new(w);
-        // Weight and parameter buffers are checked as they are made (Gpu::buffer_init).
-        gpu.check_binding("the activation arena", arena.len as u64 * 4)?;
+        // Weight and parameter buffers are checked as they are made (Gpu::buffer_init), the
+        // arena by `assemble`.
 
         // Upload: embed, then per layer in_proj, x_proj, dt_proj, out_proj, then the FFN:
         // dense w1, w3, w2, or MoE router + each of w1, w3, w2 stacked over the experts.
@@ -176,25 +211,6 @@ impl GpuModel {
             layer_slots.push(first);
         }
 
-        use wgpu::BufferUsages as U;
-        let params = gpu.buffer_init("params", bytemuck::cast_slice(&vectors.values), U::STORAGE)?;
-        let act = gpu.buffer(
-            "activations",
-            arena.len as u64 * 4,
-            U::STORAGE | U::COPY_SRC | U::COPY_DST,
-        );
-        let ctl = gpu.buffer(
-            "control",
-            ctl_layout.len as u64 * 4,
-            U::STORAGE | U::COPY_SRC | U::COPY_DST,
-        );
-        let ids_read = gpu.buffer(
-            "ids read-back",
-            ((2 * MAX_STEPS) + MAX_STEPS * ctl_layout.trace_stride) as u64 * 4,
-            U::MAP_READ | U::COPY_DST,
-        );
-        let logits_read = gpu.buffer("logits read-back", c.vocab_size as u64 * 4, U::MAP_READ | U::COPY_DST);
-
         let mut rec = StepRecorder {
             gpu,
             weights: &weights,
@@ -210,8 +226,51 @@ impl GpuModel {
         let sample_slot = record_step(&mut rec, &plan);
         let step_len = rec.rec.specs.len();
         record_layers(&mut rec, &plan, Rows::prefill(&arena));
-        let uniforms = gpu.buffer_init("uniform blocks", &rec.rec.uniform_bytes, U::UNIFORM)?;
-        let mut step = rec.rec.bind(gpu, &uniforms, |kernel, matrix, uniform| {
+        let rec = rec.rec;
+        GpuModel::assemble(
+            gpu,
+            Recorded {
+                rec,
+                step_len,
+                sample_slot,
+                weights,
+                params: vectors.values,
+                vocab_size: c.vocab_size,
+                context: usize::MAX,
+                precision: w.precision,
+                routes: RouteLayout {
+                    moe: (0..c.n_layers).map(|l| c.is_moe(l)).collect(),
+                    top_k: c.top_k,
+                },
+                ctl_layout,
+                logits_off: arena.logits,
+                state_off: arena.state,
+                arena_len: arena.len,
+            },
+        )
+    }
+
+    /// The buffers, bind groups and sampler of a recorded model (either family).
+    pub(super) fn assemble<'g>(gpu: &'g Gpu, r: Recorded<'g>) -> Result<GpuModel> {
+        use wgpu::BufferUsages as U;
+        gpu.check_binding("the activation arena", r.arena_len as u64 * 4)?;
+        let params = gpu.buffer_init("params", bytemuck::cast_slice(&r.params), U::STORAGE)?;
+        let act = gpu.buffer(
+            "activations",
+            r.arena_len as u64 * 4,
+            U::STORAGE | U::COPY_SRC | U::COPY_DST,
+        );
+        let l = r.ctl_layout;
+        let ctl = gpu.buffer("control", l.len as u64 * 4, U::STORAGE | U::COPY_SRC | U::COPY_DST);
+        let ids_read = gpu.buffer(
+            "ids read-back",
+            ((2 * MAX_STEPS) + MAX_STEPS * l.trace_stride) as u64 * 4,
+            U::MAP_READ | U::COPY_DST,
+        );
+        let logits_read = gpu.buffer("logits read-back", r.vocab_size as u64 * 4, U::MAP_READ | U::COPY_DST);
+        let uniforms = gpu.buffer_init("uniform blocks", &r.rec.uniform_bytes, U::UNIFORM)?;
+        let weights = r.weights;
+        let mut step = r.rec.bind(gpu, &uniforms, |kernel, matrix, uniform| {
             Ok(kernel.signature.resources(Bindings {
                 uniform,
                 weights: matrix.map(|i| &weights[i]),
@@ -220,12 +279,16 @@ impl GpuModel {
                 ctl: &ctl,
             }))
         })?;
-        let prefill_step = step.split_off(step_len);
+        let prefill_step = step.split_off(r.step_len);
         let mut model = GpuModel {
-            precision: w.precision,
-            config: c,
-            arena,
-            ctl_layout,
+            vocab_size: r.vocab_size,
+            context: r.context,
+            precision: r.precision,
+            routes: r.routes,
+            logits_off: r.logits_off,
+            state_off: r.state_off,
+            arena_len: r.arena_len,
+            ctl_layout: l,
             act,
             ctl,
             uniforms,
@@ -233,7 +296,7 @@ impl GpuModel {
             logits_read,
             step,
             prefill_step,
-            sample_slot,
+            sample_slot: r.sample_slot,
             needs_reset: true,
             position: 0,
             _weights: weights,
@@ -243,12 +306,17 @@ impl GpuModel {
         Ok(model)
     }
 
+    /// Whether tokens are routed (the routing trace means something).
+    pub fn routes(&self) -> bool {
+        self.routes.moe.iter().any(|&m| m)
+    }
+
     /// Sampling settings for the following steps (a uniform write, nothing created).
     pub fn set_sampling(&mut self, gpu: &Gpu, s: SamplingSettings) -> Result<()> {
         s.validate()?;
         let args = SampleArgs {
-            vocab: self.config.vocab_size as u32,
-            logits_off: self.arena.logits as u32,
+            vocab: self.vocab_size as u32,
+            logits_off: self.logits_off as u32,
             temperature: s.temperature,
             top_k: s.top_k.min(u32::MAX as usize) as u32,
             top_p: s.top_p,
@@ -296,8 +364,15 @@ impl GpuModel {
                 ),
             });
         }
-        let vocab = self.config.vocab_size;
+        let vocab = self.vocab_size;
         forced.iter().try_for_each(|&id| Error::check_token(id, vocab))?;
+        if self.position + steps > self.context {
+            return Err(Error::setting(
+                "decode position",
+                self.position + steps,
+                format!("at most the {} positions this model holds on the GPU", self.context),
+            ));
+        }
         let mut encoder = self.begin(gpu, forced);
         run_pass(&mut encoder, &self.step, steps);
         let n = steps as u64 * 4;
@@ -321,12 +396,14 @@ impl GpuModel {
             logprobs: words[steps..2 * steps].iter().map(|&b| f32::from_bits(b)).collect(),
             routing: Vec::new(),
         };
-        if trace {
-            let c = &self.config;
-            let k = c.top_k;
+        if trace && l.trace_stride == 0 {
+            out.routing = vec![Vec::new(); steps];
+        } else if trace {
+            let r = &self.routes;
+            let k = r.top_k;
             for step in words[2 * steps..].chunks_exact(l.trace_stride) {
                 let layers = step.chunks_exact(2 * k).enumerate().map(|(layer, slots)| {
-                    if !c.is_moe(layer) {
+                    if !r.moe[layer] {
                         return Route::default();
                     }
                     Route {
@@ -348,8 +425,10 @@ impl GpuModel {
         gpu.queue.write_buffer(&self.ctl, 0, bytemuck::cast_slice(&header));
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         if self.needs_reset {
-            let state = self.arena.state as u64 * 4;
-            encoder.clear_buffer(&self.act, state, Some(self.arena.len as u64 * 4 - state));
+            let state = self.state_off as u64 * 4;
+            if self.arena_len > self.state_off {
+                encoder.clear_buffer(&self.act, state, Some(self.arena_len as u64 * 4 - state));
+            }
             self.needs_reset = false;
         }
         encoder
@@ -368,9 +447,10 @@ impl GpuModel {
         if prompt.is_empty() {
             return Err(Error::EmptyInput("prompt"));
         }
-        let vocab = self.config.vocab_size;
+        let vocab = self.vocab_size;
         prompt.iter().try_for_each(|&id| Error::check_token(id, vocab))?;
-        let split = if batched {
+        // A family without a batched prefill runs its prompt as forced decode steps.
+        let split = if batched && !self.prefill_step.is_empty() {
             (prompt.len() - 1) / PREFILL_ROWS * PREFILL_ROWS
         } else {
             0
@@ -401,9 +481,9 @@ impl GpuModel {
 
     /// The logits of the last step (a separate read-back: for tests and inspection).
     pub async fn logits(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        let len = self.config.vocab_size as u64 * 4;
+        let len = self.vocab_size as u64 * 4;
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&self.act, self.arena.logits as u64 * 4, &self.logits_read, 0, len);
+        encoder.copy_buffer_to_buffer(&self.act, self.logits_off as u64 * 4, &self.logits_read, 0, len);
         gpu.submit(encoder);
         Ok(bytemuck::pod_collect_to_vec(
             &readback::read(gpu, &self.logits_read, len).await?,
@@ -413,7 +493,7 @@ impl GpuModel {
 
 /// Records one decode step — the layers over one token, the final norm, the logits and the
 /// sampler; returns the sampler's uniform slot (rewritten per run).
-fn record_step<'g>(rec: &mut StepRecorder<'g>, m: &Plan) -> u64 {
+fn record_step(rec: &mut StepRecorder, m: &Plan) -> u64 {
     let (c, a) = (m.c, m.a);
     let k = &rec.gpu.kernels;
     record_layers(rec, m, Rows::DECODE);
@@ -465,7 +545,7 @@ fn norm_args(c: &Config, x: usize, y: usize, w_off: usize, rows: Rows) -> NormAr
 /// prefill (PREFILL_ROWS tokens: tiled matmuls; it continues the decode state and samples
 /// nothing). CPU twins: `model::decode_step` and `model::prefill`. MoE tokens are each routed
 /// and sent to their own experts.
-fn record_layers<'g>(rec: &mut StepRecorder<'g>, m: &Plan, rows: Rows) {
+fn record_layers(rec: &mut StepRecorder, m: &Plan, rows: Rows) {
     let (c, a, l, v) = (m.c, m.a, m.l, m.v);
     let gpu = rec.gpu;
     let k = &gpu.kernels;

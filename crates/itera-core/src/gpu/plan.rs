@@ -30,10 +30,14 @@ pub struct CtlLayout {
 
 impl CtlLayout {
     pub fn new(c: &Config, cap: usize) -> CtlLayout {
+        CtlLayout::with_trace(c.n_layers * c.top_k * 2, cap)
+    }
+
+    /// The layout with `trace_stride` routing words per step (0: a model without experts).
+    pub fn with_trace(trace_stride: usize, cap: usize) -> CtlLayout {
         let tokens = HEADER_WORDS;
         let logprobs = tokens + cap + 1;
         let trace = logprobs + cap + 1;
-        let trace_stride = c.n_layers * c.top_k * 2;
         CtlLayout {
             cap,
             tokens,
