@@ -12,7 +12,8 @@ use itera_core::generate::{
     check_prompt_bytes, GenerateOptions, Generation, Token, DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_PROMPT_BYTES,
     MAX_PROMPT_TOKENS,
 };
-use itera_core::gpu::model::MAX_STEPS;
+use itera_core::gpu::model::{GpuModel, MAX_STEPS};
+use itera_core::gpu::Gpu;
 use itera_core::llama2c::{Llama2, Llama2Tokenizer};
 use itera_core::lm::AnyWeights;
 use itera_core::model::Route;
@@ -130,8 +131,8 @@ pub struct ModelInfo {
     /// A fingerprint of the tokenizer's vocabulary: two models can be compared token by token
     /// only when theirs are equal.
     pub tokenizer: String,
-    /// Whether this model decodes on WebGPU (the SSM + MoE family does; a Transformer runs on
-    /// the CPU).
+    /// Whether this model decodes on WebGPU (either family with the page's tokenizer; a
+    /// llama2.c checkpoint runs on the CPU).
     pub webgpu: bool,
 }
 
@@ -390,11 +391,23 @@ impl Engine {
         Ok(Engine { lm })
     }
 
-    /// The SSM + MoE weights and tokenizer, when that is the family (the WebGPU engine's).
+    /// The SSM + MoE weights and tokenizer, when that is the family.
     pub fn itera(&self) -> Option<(&Weights, &Tokenizer)> {
         match &self.lm {
             Lm::Itera(s) => Some((&s.weights, &s.codec)),
             _ => None,
+        }
+    }
+
+    /// This model uploaded to `gpu` with its tokenizer (the WebGPU engine's). A llama2.c
+    /// checkpoint is refused: the GPU generation reads the project's tokenizer only.
+    pub fn upload(&self, gpu: &Gpu) -> Result<(GpuModel, Tokenizer)> {
+        match &self.lm {
+            Lm::Itera(s) => Ok((GpuModel::new(gpu, &s.weights)?, s.codec.clone())),
+            Lm::Transformer(s) => Ok((GpuModel::transformer(gpu, &s.weights)?, s.codec.clone())),
+            Lm::Llama2(_) => Err(Error::Gpu(
+                "a llama2.c checkpoint decodes on the CPU (its tokenizer is not the page's)".into(),
+            )),
         }
     }
 
@@ -411,7 +424,10 @@ impl Engine {
                     ..s.info("itera")
                 }
             }
-            Lm::Transformer(s) => transformer_info(s.info("transformer"), &s.weights.config),
+            Lm::Transformer(s) => ModelInfo {
+                webgpu: true,
+                ..transformer_info(s.info("transformer"), &s.weights.config)
+            },
             Lm::Llama2(s) => transformer_info(s.info("llama2"), &s.weights.config),
         }
     }

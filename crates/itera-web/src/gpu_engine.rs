@@ -1,11 +1,12 @@
 //! The playground's WebGPU engine in plain Rust (tested natively on lavapipe, run in the
-//! browser on WebGPU): a model uploaded to the GPU and its generation, handed out a few tokens
+//! browser on WebGPU): a model of either family uploaded to the GPU and its generation, handed out a few tokens
 //! per call like the CPU `Engine`, but async — the browser delivers GPU read-backs on its
 //! event loop. Tokens are sampled on the GPU, `n` per submission.
 //!
 //! A token's routing is known once the GPU has consumed it, which for the last token of a
 //! submission is in the next one; a token is handed out together with its routing, so the
 //! last token of a call may wait for the next call (at the end, one extra step fetches it).
+//! A Transformer's tokens carry an empty routing and wait for nothing.
 
 use std::rc::Rc;
 
@@ -28,16 +29,21 @@ pub struct GpuEngine {
 }
 
 impl GpuEngine {
-    /// Uploads `weights` to `gpu`.
+    /// Uploads SSM + MoE `weights` to `gpu`.
     pub fn new(gpu: Rc<Gpu>, weights: &Weights, tokenizer: Tokenizer) -> Result<GpuEngine> {
         let model = GpuModel::new(&gpu, weights)?;
-        Ok(GpuEngine {
+        Ok(GpuEngine::of(gpu, model, tokenizer))
+    }
+
+    /// A model already on `gpu` (either family) with its tokenizer.
+    pub fn of(gpu: Rc<Gpu>, model: GpuModel, tokenizer: Tokenizer) -> GpuEngine {
+        GpuEngine {
             gpu,
             model,
             tokenizer,
             run: None,
             held: Vec::new(),
-        })
+        }
     }
 
     /// As `Engine::start`: returns the number of prompt tokens.

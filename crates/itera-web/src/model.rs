@@ -103,12 +103,9 @@ impl Model {
 
     /// Uploads this model to the worker's WebGPU device (after `gpu_init`).
     pub fn enable_gpu(&self) -> Result<(), JsError> {
-        let Some((weights, tokenizer)) = self.engine.itera() else {
-            return Err(js_error(
-                "WebGPU decoding is for SSM + MoE models: a Transformer runs on the CPU (wasm SIMD)",
-            ));
-        };
-        let engine = GpuEngine::new(worker_gpu()?, weights, tokenizer.clone()).map_err(js_error)?;
+        let gpu = worker_gpu()?;
+        let (model, tokenizer) = self.engine.upload(&gpu).map_err(js_error)?;
+        let engine = GpuEngine::of(gpu, model, tokenizer);
         let mut slot = self
             .gpu
             .try_borrow_mut()

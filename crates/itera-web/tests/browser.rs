@@ -1,7 +1,8 @@
 //! The wasm API inside headless Chromium (wasm-bindgen-test; run by `cargo xtask test`):
 //! every shipped model loads from bytes and its greedy and sampled tokens equal native CPU's,
 //! on the CPU and on WebGPU (the golden fixture that tests/native.rs checks natively), streaming and comparison work through the
-//! JS-facing types, a GPU training step (plain and distilling) matches the CPU on WebGPU, and
+//! JS-facing types, a Transformer decodes on WebGPU as on the CPU, a GPU training step (plain
+//! and distilling) matches the CPU on WebGPU, and
 //! malformed input is a `JsError` with a clear message, never a trap; the longest prompt
 //! runs within a fixed heap and a longer one is refused with a message.
 #![cfg(target_arch = "wasm32")]
@@ -156,6 +157,40 @@ async fn generated_tokens_on_webgpu_equal_native_cpu_for_every_shipped_model() {
         }
     }
     assert_eq!(sampled, 4, "two sampled settings on two models");
+}
+
+/// A Transformer on WebGPU (rope_kv and attention over the KV cache in WGSL) writes the CPU's
+/// tokens: the shipped transformer-micro q8, greedy and sampled, and the odd `test` shape
+/// (head size 6, two query heads per kv head, an untied classifier) greedy.
+#[wasm_bindgen_test]
+async fn a_transformer_on_webgpu_writes_the_cpu_tokens() {
+    use itera_core::transformer::TransformerConfig;
+    use itera_core::{format, Architecture, Transformer};
+    JsFuture::from(gpu_init())
+        .await
+        .map_err(js_message)
+        .expect("WebGPU must be available");
+    let odd = TransformerConfig {
+        vocab_size: 4096,
+        shared_classifier: false,
+        ..TransformerConfig::preset("test").unwrap()
+    };
+    let odd = format::save(&Transformer::init_random(&odd, 9).unwrap()).unwrap();
+    let micro: &[u8] = include_bytes!("../../../weights/transformer-micro-q8.safetensors");
+    let greedy = serde_json::json!({ "prompt": "Once upon a time", "max_tokens": 48, "temperature": 0.0, "stop_at_end_of_text": false });
+    let sampled = serde_json::json!({ "prompt": "Once upon a time", "max_tokens": 48, "temperature": 0.8, "top_p": 0.9, "seed": 3, "stop_at_end_of_text": false });
+    for (name, bytes, requests) in [
+        ("transformer-micro-q8", micro, vec![&greedy, &sampled]),
+        ("the test shape", &odd[..], vec![&greedy]),
+    ] {
+        let mut m = Model::new(bytes, TOKENIZER).map_err(message).unwrap();
+        m.enable_gpu().map_err(message).unwrap();
+        for req in requests {
+            let want = tokens_on_the_cpu(&mut m, req);
+            let got = tokens_on_webgpu(&m, req).await;
+            assert_eq!(got, want, "{name}, temperature {} on WebGPU", req["temperature"]);
+        }
+    }
 }
 
 /// One GPU training step on WebGPU against the CPU, plain and distilling: the odd-sized

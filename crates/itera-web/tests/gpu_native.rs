@@ -1,7 +1,8 @@
 //! The page's WebGPU engine, natively on lavapipe (the browser runs the same code on WebGPU,
 //! tests/browser.rs): greedy and sampled tokens of every shipped model equal the golden CPU
 //! fixture, every
-//! token arrives with its routing, and a sampled story equals the CPU engine's text shape.
+//! token arrives with its routing, a sampled story equals the CPU engine's text shape, and a
+//! Transformer writes the CPU engine's story.
 //! Without an adapter it prints SKIPPED; `cargo xtask test` sets ITERA_REQUIRE_GPU.
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -111,6 +112,37 @@ fn routing_and_text_on_the_gpu_equal_the_cpu_engine() {
             .collect::<Vec<_>>()
     };
     assert_eq!(experts(&got.routing), experts(&want.routing));
+}
+
+/// A Transformer on the page's WebGPU engine: the CPU engine's tokens and text, sampled with
+/// a seed, each token with an empty routing.
+#[test]
+fn a_transformer_on_the_gpu_writes_the_cpu_engine_story() {
+    let Some(g) = gpu() else { return };
+    let (model, tok) = (
+        std::fs::read(root().join("weights/transformer-tiny-q8.safetensors")).unwrap(),
+        std::fs::read(root().join("weights/tokenizer.json")).unwrap(),
+    );
+    let mut cpu = Engine::load(&model, &tok).unwrap();
+    let (m, t) = cpu.upload(&g).unwrap();
+    let mut e = GpuEngine::of(g.clone(), m, t);
+    let req = request("The dog", 40, 0.8);
+    cpu.start(&req).unwrap();
+    let want = cpu.step(40).unwrap();
+    block_on(e.start(&req)).unwrap();
+    let (mut tokens, mut text) = (Vec::new(), String::new());
+    loop {
+        let out = block_on(e.step(16)).unwrap();
+        assert_eq!(out.routing.len(), out.tokens.len());
+        assert!(out.routing.iter().all(Vec::is_empty), "a Transformer routes nothing");
+        tokens.extend(out.tokens);
+        text.push_str(&out.text);
+        if out.done {
+            break;
+        }
+    }
+    assert_eq!(tokens, want.tokens);
+    assert_eq!(text, want.text);
 }
 
 #[test]

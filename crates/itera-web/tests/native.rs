@@ -173,7 +173,7 @@ fn streaming_in_steps_equals_the_core_generator() {
 }
 
 /// A Transformer's description and cost: no experts, a KV cache that grows with the position
-/// (the SSM's state does not), and no WebGPU decoding yet.
+/// (the SSM's state does not); both families decode on WebGPU.
 #[test]
 fn the_page_describes_either_family_and_its_cost_per_token() {
     let (itera, transformer) = (engine("itera-tiny-q8"), engine("transformer-tiny-q8"));
@@ -182,7 +182,7 @@ fn the_page_describes_either_family_and_its_cost_per_token() {
     assert_eq!((a.description, b.description), ("SSM + MoE", "Transformer"));
     assert_eq!(a.tokenizer, b.tokenizer, "one tokenizer, one fingerprint");
     assert!(b.moe_layers.is_empty() && b.n_experts == 0 && b.n_heads > 0);
-    assert!(a.webgpu && !b.webgpu);
+    assert!(a.webgpu && b.webgpu, "both families decode on WebGPU");
     assert_eq!(a.max_context, None);
     assert!(b.max_context.unwrap() >= 8192);
     let ratio = b.params as f64 / a.params as f64;
@@ -257,6 +257,7 @@ fn comparison_across_families_needs_only_a_shared_tokenizer() {
     };
     let llama2 = Engine::llama2(&checkpoint, &tok512).unwrap();
     assert_eq!(llama2.info().kind, "llama2");
+    assert!(!llama2.info().webgpu, "a llama2.c checkpoint decodes on the CPU");
     assert_ne!(llama2.info().tokenizer, itera.info().tokenizer);
     let err = compare(&itera, &llama2, &tokens, from).unwrap_err().to_string();
     assert!(err.contains("different tokenizers"), "{err}");
