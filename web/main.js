@@ -370,7 +370,8 @@ function backendFor(key) {
   return c && c.gpu > c.cpu ? 'webgpu' : 'cpu';
 }
 
-// A model that decodes on the CPU only (a Transformer: WebGPU decoding is the SSM + MoE family's).
+// A model that decodes on the CPU only (a llama2.c checkpoint: the GPU generation reads the
+// page's tokenizer).
 const cpuOnly = (key) => state.loaded.get(key)?.info.webgpu === false;
 
 const BACKEND_NAMES = { cpu: 'the CPU (wasm SIMD)', webgpu: 'WebGPU' };
@@ -388,7 +389,7 @@ function backendNote() {
   } else {
     const found = `WebGPU adapter found (${[gpu.vendor, gpu.architecture].filter(Boolean).join(' ') || 'unnamed'}).`;
     const c = b.calibration.get(key);
-    if (cpuOnly(key)) text = `${found} ${key} is a ${state.loaded.get(key).info.description}: it decodes on the CPU (wasm SIMD); WebGPU decoding is for SSM + MoE models.`;
+    if (cpuOnly(key)) text = `${found} ${key} is a llama2.c checkpoint: it decodes on the CPU (wasm SIMD), with its own tokenizer.`;
     else if (b.mode !== 'auto') text = `${found} Running on ${chosen}, as selected.`;
     else if (c) text = `${found} Auto measured ${key}: CPU ${fmtRate(c.cpu)} tokens/s, WebGPU ${fmtRate(c.gpu)} tokens/s → ${chosen}.`;
     else if (b.calibrating === key) text = `${found} Auto is measuring CPU and WebGPU speed for ${key}…`;

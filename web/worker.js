@@ -217,7 +217,7 @@ const gpuSteps = (model) => ({
 });
 
 async function enableGpu(e) {
-  if (!e.loadInfo.info.webgpu) throw new Error(`${e.loadInfo.info.description} models decode on the CPU only (WebGPU decoding is for SSM + MoE models)`);
+  if (!e.loadInfo.info.webgpu) throw new Error('a llama2.c checkpoint decodes on the CPU only (its tokenizer is not the page\'s)');
   await ops.gpuInit();
   if (!e.gpuEnabled) {
     const t0 = performance.now();

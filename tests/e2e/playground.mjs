@@ -171,15 +171,22 @@ async function inkedPixels(page, selector) {
   await page.screenshot({ path: `${outDir}/compare.png`, fullPage: true });
   step(`compare: q4 vs f32 ${JSON.stringify(q[1].metrics)}`);
 
-  // A Transformer in the picker, with WebGPU available: it says where it decodes, and writes.
+  // A Transformer in the picker, with WebGPU available: Auto measures it on both backends, and
+  // its greedy story on WebGPU (attention over the KV cache in WGSL) is the CPU's.
   await page.click('#tab-generate');
   await page.selectOption('#model-select', 'transformer-tiny-q8');
-  await page.waitForFunction(() => /decodes on the CPU \(wasm SIMD\); WebGPU decoding is for SSM \+ MoE/.test(document.getElementById('backend-note').textContent));
+  await page.waitForFunction(() => /Auto measured transformer-tiny-q8: CPU \d+ tokens\/s, WebGPU [\d.]+ tokens\/s/.test(document.getElementById('backend-note').textContent), null, { timeout: 90_000 });
+  const transformerCalibration = await page.textContent('#backend-note');
   assert.match(await page.textContent('#model-meta'), /Transformer, 1\.48M parameters.*KV cache at 8192/);
-  await page.fill('#max-tokens', '40');
-  await page.click('#generate');
-  await page.waitForFunction(() => !document.getElementById('generate').disabled && Number(document.getElementById('stat-count').textContent) > 0, null, { timeout: 60_000 });
-  step(`transformer-tiny-q8 in the picker: ${await page.textContent('#backend-note')}`);
+  await page.fill('#prompt', 'The little bird');
+  await page.fill('#temperature', '0');
+  await page.fill('#max-tokens', '6');
+  const transformerOnCpu = await storyOn('cpu');
+  const transformerOnGpu = await storyOn('webgpu');
+  assert.ok(transformerOnCpu.trim().length > 0);
+  assert.equal(transformerOnGpu, transformerOnCpu, 'the Transformer\'s greedy text on WebGPU equals the CPU\'s');
+  await page.selectOption('#backend-select', 'auto');
+  step(`transformer-tiny-q8: ${transformerCalibration}; greedy ${JSON.stringify(transformerOnGpu)} on WebGPU equals the CPU's`);
   await page.selectOption('#model-select', 'itera-tiny-q8');
   await page.waitForFunction(() => /^itera-tiny-q8: SSM \+ MoE/.test(document.getElementById('model-meta').textContent));
   await page.fill('#max-tokens', '256');
