@@ -196,6 +196,24 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         }
         true
     };
+    // On the GPU: the model uploaded (either family), its story `tokens_per_submission` at a time.
+    let on_gpu = |upload: &dyn Fn(&Gpu) -> itera_core::Result<GpuModel>,
+                  tokenizer: &itera_core::tokenizer::Tokenizer,
+                  on_text: &mut dyn FnMut(&str) -> bool|
+     -> Result<(itera_core::generate::Generated, String)> {
+        let gpu = Gpu::new_blocking()?;
+        let mut model = upload(&gpu)?;
+        let g = pollster::block_on(gpu_generate(
+            &gpu,
+            &mut model,
+            tokenizer,
+            &a.prompt,
+            opts,
+            a.tokens_per_submission,
+            on_text,
+        ))?;
+        Ok((g, gpu.describe()))
+    };
     let (g, backend, precision) = match model {
         AnyModel::Itera { weights, tokenizer } => match a.backend {
             Backend::Cpu => (
@@ -204,30 +222,23 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
                 weights.precision,
             ),
             Backend::Gpu => {
-                let gpu = Gpu::new_blocking()?;
-                let mut model = GpuModel::new(&gpu, &weights)?;
-                let g = pollster::block_on(gpu_generate(
-                    &gpu,
-                    &mut model,
-                    &tokenizer,
-                    &a.prompt,
-                    opts,
-                    a.tokens_per_submission,
-                    on_text,
-                ))?;
-                (g, gpu.describe(), weights.precision)
+                let mut on_text = on_text;
+                let (g, gpu) = on_gpu(&|gpu| GpuModel::new(gpu, &weights), &tokenizer, &mut on_text)?;
+                (g, gpu, weights.precision)
             }
         },
-        AnyModel::Transformer { weights, tokenizer } => {
-            if a.backend == Backend::Gpu {
-                bail!("the Transformer decodes on the CPU only for now (--backend cpu)");
-            }
-            (
+        AnyModel::Transformer { weights, tokenizer } => match a.backend {
+            Backend::Cpu => (
                 generate_itera(&weights, &tokenizer, &a.prompt, opts, on_text)?,
                 "cpu".to_string(),
                 weights.precision,
-            )
-        }
+            ),
+            Backend::Gpu => {
+                let mut on_text = on_text;
+                let (g, gpu) = on_gpu(&|gpu| GpuModel::transformer(gpu, &weights), &tokenizer, &mut on_text)?;
+                (g, gpu, weights.precision)
+            }
+        },
         AnyModel::Llama2 { model, tokenizer } => {
             if a.backend == Backend::Gpu {
                 bail!("the llama2.c teacher runs on the CPU only (--backend cpu)");

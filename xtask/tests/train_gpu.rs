@@ -1,6 +1,6 @@
 //! `cargo xtask train --backend gpu` and `distill --backend gpu` through the real binary
 //! (lavapipe in CI): they follow the CPU trainer's loss step for step, and checkpoints resume
-//! on either backend. Without an
+//! on either backend; `generate --backend gpu` writes the CPU's story for either family. Without an
 //! adapter it prints SKIPPED and why, unless ITERA_REQUIRE_GPU is set (as `cargo xtask test`
 //! does), where it must run.
 
@@ -113,5 +113,53 @@ fn gpu_training_follows_the_cpu_and_resumes_on_either_backend() {
                 c["step"]
             );
         }
+    }
+}
+
+/// `cargo xtask generate --backend gpu` for either family writes the CPU's greedy story.
+#[test]
+fn generate_on_the_gpu_writes_the_cpu_story_for_either_family() {
+    if let Err(e) = itera_core::gpu::Gpu::new_blocking() {
+        assert!(
+            std::env::var_os("ITERA_REQUIRE_GPU").is_none(),
+            "ITERA_REQUIRE_GPU is set but {e}"
+        );
+        eprintln!("SKIPPED: {e} (install mesa-vulkan-drivers for lavapipe)");
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for name in ["itera-micro-q8", "transformer-micro-q8"] {
+        let story = |backend: &str| {
+            let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .current_dir(&root)
+                .args([
+                    "generate",
+                    "--model",
+                    &format!("weights/{name}.safetensors"),
+                    "--prompt",
+                    "Once upon a time",
+                ])
+                .args([
+                    "--max-tokens",
+                    "40",
+                    "--temperature",
+                    "0",
+                    "--json",
+                    "--backend",
+                    backend,
+                ])
+                .output()
+                .expect("xtask runs");
+            assert!(
+                out.status.success(),
+                "{name} on {backend}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v["text"].as_str().unwrap().to_string()
+        };
+        let cpu = story("cpu");
+        assert!(cpu.len() > 40, "{name}: {cpu:?}");
+        assert_eq!(story("gpu"), cpu, "{name}: the GPU's greedy story");
     }
 }
