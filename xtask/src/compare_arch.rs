@@ -7,7 +7,8 @@
 //! Interleaving: every measurement alternates between the two models of a pair (and decode
 //! speed is measured position by position for both before moving on), so a slow drift in the
 //! load of a shared machine moves both alike and their ratios hold; each speed is the best of
-//! `--rounds`.
+//! `--rounds`. With `--gpu` decode speed is measured on the GPU backend too (both families
+//! decode there: the prompt as batched prefill or forced steps, then 16 tokens per submission).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,6 +17,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use itera_core::eval::{eval_model, EvalReport};
 use itera_core::family::Architecture;
+use itera_core::gpu::model::GpuModel;
+use itera_core::gpu::transformer::MAX_GPU_CONTEXT;
+use itera_core::gpu::Gpu;
 use itera_core::rng::Pcg32;
 use itera_core::sampling::argmax;
 use itera_core::tokenizer::Tokenizer;
@@ -57,7 +61,14 @@ pub struct CompareArchArgs {
     /// Also draw tokens/s and state bytes against the context here (SVG).
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Also measure decode speed on the GPU backend (the first adapter wgpu finds; a software
+    /// one such as lavapipe measures nothing about GPUs).
+    #[arg(long)]
+    gpu: bool,
 }
+
+/// Tokens per submission of the GPU decode measurement.
+const GPU_TOKENS_PER_SUBMISSION: usize = 16;
 
 /// One model's figures.
 #[derive(Clone, Serialize)]
@@ -78,6 +89,10 @@ struct ModelResult {
 struct AtContext {
     context: usize,
     decode_tokens_per_s: f64,
+    /// With --gpu: decode tokens/s on the GPU backend from this context (each round goes on
+    /// from where the previous one ended, up to rounds × tokens further).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_decode_tokens_per_s: Option<f64>,
     flops_per_token: u64,
     state_bytes: u64,
 }
@@ -101,8 +116,35 @@ trait Subject {
     /// Prefills up to `context` tokens, then decodes `n` from that state in each of `rounds`
     /// and returns the best tokens/s.
     fn decode_speed_at(&mut self, context: usize, n: usize, rounds: usize, filler: &[u32]) -> Result<f64>;
+    /// On the GPU: runs `context` tokens of `filler` as the prompt, then decodes `n` tokens in
+    /// each of `rounds` (the state goes on), and records the best tokens/s at `context`.
+    fn gpu_decode_speed_at(
+        &mut self,
+        gpu: &Gpu,
+        context: usize,
+        n: usize,
+        rounds: usize,
+        filler: &[u32],
+    ) -> Result<f64>;
     /// The figures gathered so far.
     fn result(&mut self) -> &mut ModelResult;
+}
+
+/// A family's model on the GPU backend.
+trait OnGpu: Architecture {
+    fn upload(gpu: &Gpu, w: &Weights<Self>) -> itera_core::Result<GpuModel>;
+}
+
+impl OnGpu for Itera {
+    fn upload(gpu: &Gpu, w: &Weights) -> itera_core::Result<GpuModel> {
+        GpuModel::new(gpu, w)
+    }
+}
+
+impl OnGpu for Transformer {
+    fn upload(gpu: &Gpu, w: &Weights<Transformer>) -> itera_core::Result<GpuModel> {
+        GpuModel::transformer(gpu, w)
+    }
 }
 
 struct Measured<A: Architecture> {
@@ -143,7 +185,7 @@ impl<A: Architecture> Measured<A> {
     }
 }
 
-impl<A: Architecture> Subject for Measured<A> {
+impl<A: OnGpu> Subject for Measured<A> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -214,9 +256,45 @@ impl<A: Architecture> Subject for Measured<A> {
         self.result.contexts.push(AtContext {
             context,
             decode_tokens_per_s: speed,
+            gpu_decode_tokens_per_s: None,
             flops_per_token: cost.flops,
             state_bytes: cost.state_bytes,
         });
+        Ok(speed)
+    }
+
+    fn gpu_decode_speed_at(
+        &mut self,
+        gpu: &Gpu,
+        context: usize,
+        n: usize,
+        rounds: usize,
+        filler: &[u32],
+    ) -> Result<f64> {
+        let mut m = A::upload(gpu, &self.weights)?;
+        let mut last = *pollster::block_on(m.prefill(gpu, &filler[..context], false))?
+            .tokens
+            .last()
+            .context("the prefill sampled no token")?;
+        let mut decode = |tokens: usize| -> Result<f64> {
+            let start = Instant::now();
+            let mut done = 0;
+            while done < tokens {
+                let k = GPU_TOKENS_PER_SUBMISSION.min(tokens - done);
+                let out = pollster::block_on(m.generate(gpu, last, k, false))?;
+                last = *out.tokens.last().context("no token")?;
+                done += k;
+            }
+            Ok(tokens as f64 / start.elapsed().as_secs_f64())
+        };
+        decode(GPU_TOKENS_PER_SUBMISSION)?; // warm-up: the first submissions build caches
+        let mut speed = 0.0f64;
+        for _ in 0..rounds.max(1) {
+            speed = speed.max(decode(n)?);
+        }
+        if let Some(at) = self.result.contexts.iter_mut().find(|c| c.context == context) {
+            at.gpu_decode_tokens_per_s = Some(speed);
+        }
         Ok(speed)
     }
 
@@ -245,11 +323,25 @@ pub fn run(a: CompareArchArgs) -> Result<()> {
     let story = tok.encode(&story_text)?;
     let filler: Vec<u32> = story.iter().copied().cycle().take(longest + 1024).collect();
 
+    let gpu = if a.gpu {
+        let gpu = Gpu::new_blocking().context("--gpu: no GPU adapter")?;
+        eprintln!("GPU: {}", gpu.describe());
+        Some(gpu)
+    } else {
+        None
+    };
     let mut pairs = Vec::new();
     for size in &a.sizes {
         let mut ssm = Measured::<Itera>::load(&a.dir, format!("itera-{size}"), a.precision)?;
         let mut tf = Measured::<Transformer>::load(&a.dir, format!("transformer-{size}"), a.precision)?;
         let max = tf.weights.config.max_seq_len;
+        let gpu_room = (1 + a.rounds.max(1)) * a.tokens.max(GPU_TOKENS_PER_SUBMISSION);
+        if a.gpu && longest + gpu_room > max.min(MAX_GPU_CONTEXT) {
+            bail!(
+                "--gpu: --contexts up to {longest} plus {gpu_room} decoded tokens exceed the {} positions transformer-{size} holds on the GPU",
+                max.min(MAX_GPU_CONTEXT)
+            );
+        }
         if longest + a.tokens > max {
             bail!(
                 "--contexts up to {longest} plus --tokens {} exceed transformer-{size}'s max_seq_len {max}",
@@ -284,6 +376,12 @@ pub fn run(a: CompareArchArgs) -> Result<()> {
             for s in both.iter_mut() {
                 let speed = s.decode_speed_at(c, a.tokens, a.rounds, &filler)?;
                 eprintln!("  {}: context {c}: {speed:.0} tokens/s", s.name());
+            }
+            if let Some(gpu) = &gpu {
+                for s in both.iter_mut() {
+                    let speed = s.gpu_decode_speed_at(gpu, c, a.tokens, a.rounds, &filler)?;
+                    eprintln!("  {}: context {c}: {speed:.0} tokens/s on the GPU", s.name());
+                }
             }
         }
         let models = [both[0].result().clone(), both[1].result().clone()];
@@ -365,6 +463,13 @@ fn print_table(pairs: &[PairResult]) {
             row(&format!("decode tokens/s at {}", c.context), &|m| {
                 format!("{:.0}", m.contexts[i].decode_tokens_per_s)
             });
+            if c.gpu_decode_tokens_per_s.is_some() {
+                row(&format!("GPU decode tokens/s at {}", c.context), &|m| {
+                    m.contexts[i]
+                        .gpu_decode_tokens_per_s
+                        .map_or("–".into(), |v| format!("{v:.0}"))
+                });
+            }
             row(&format!("MFLOPs/token at {}", c.context), &|m| {
                 format!("{:.2}", m.contexts[i].flops_per_token as f64 / 1e6)
             });
