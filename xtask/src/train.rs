@@ -18,14 +18,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use itera_core::gpu::train::GpuStep;
 use itera_core::gpu::Gpu;
-use itera_core::llama2c::{Llama2, Llama2Tokenizer};
 use itera_core::lm::AnyWeights;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
-    encode_corpus, Budget, Checkpoint, CorpusSettings, CpuStep, DataFingerprint, DistillSpec, EvalSet, Event,
-    FineTuneText, Job, JobData, Provenance, StepBackend, StoryTeller, TrainSpec,
+    encode_corpus, Base, Budget, Checkpoint, CorpusSettings, CpuStep, DataFingerprint, DistillSpec, EvalSet, Event,
+    FineTuneText, Job, JobData, NewRun, Provenance, StepBackend, StoryTeller, Teacher, TrainSpec,
 };
-use itera_core::{format, Architecture, Family, Itera, Precision, Transformer, Weights};
+use itera_core::{format, Architecture, Family, Itera, Transformer};
 use serde_json::json;
 
 use crate::models::{self, AnyModel};
@@ -202,12 +201,19 @@ pub struct DistillArgs {
     train: TrainArgs,
 }
 
-/// The model a student learns from: its logits (an itera teacher: `weights` and `spec`), or
-/// only the corpus it wrote (a llama2.c teacher: neither).
-struct Teacher {
+/// The model a student learns from (the core's `Teacher`), the file it came from, and how its
+/// logits are distilled (none: only the corpus it wrote, a llama2.c teacher's case).
+struct TeacherRun {
     path: PathBuf,
-    weights: Option<AnyWeights>,
+    teacher: Teacher,
     spec: Option<DistillSpec>,
+}
+
+impl TeacherRun {
+    /// The weights whose logits the step matches, when logits are distilled.
+    fn logits(&self) -> Option<&AnyWeights> {
+        self.spec.and(self.teacher.logits())
+    }
 }
 
 /// Logit distillation: the student is trained with a teacher loaded from `a.teacher`.
@@ -221,7 +227,7 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
     let (tokenizer_name, weights) = match models::load(&a.teacher, a.teacher_tokenizer.as_deref())? {
         AnyModel::Itera { weights, .. } => (weights.config.tokenizer.clone(), AnyWeights::from(weights)),
         AnyModel::Transformer { weights, .. } => (weights.config.tokenizer.clone(), AnyWeights::from(weights)),
-        AnyModel::Llama2 { model, tokenizer } => return distill_stories(a, &model, &tokenizer),
+        AnyModel::Llama2 { model, tokenizer } => return distill_stories(a, Teacher::Llama2(model, tokenizer)),
     };
     if a.train.tokenizer.is_none() {
         let dir = a.teacher.parent().unwrap_or(Path::new("."));
@@ -231,9 +237,9 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
     if a.train.init.is_none() && !a.train.resuming() {
         a.train.config.get_or_insert_with(|| "micro".into());
     }
-    let teacher = Teacher {
+    let teacher = TeacherRun {
         path: a.teacher,
-        weights: Some(weights),
+        teacher: Teacher::Model(weights),
         spec: Some(spec),
     };
     run_with(a.train, Some(teacher))
@@ -241,7 +247,10 @@ pub fn distill(mut a: DistillArgs) -> Result<()> {
 
 /// Sequence-level distillation from a llama2.c teacher (another tokenizer): the teacher writes
 /// the corpus (unless --corpus exists already), the student learns it with cross-entropy.
-fn distill_stories(mut a: DistillArgs, model: &Llama2, tok: &Llama2Tokenizer) -> Result<()> {
+fn distill_stories(mut a: DistillArgs, teacher: Teacher) -> Result<()> {
+    let Teacher::Llama2(model, tok) = &teacher else {
+        bail!("sequence-level distillation is a llama2.c teacher's");
+    };
     let Some(corpus) = a.train.corpus.clone() else {
         bail!("a llama2.c teacher writes its stories into --corpus FILE (give one)");
     };
@@ -271,9 +280,9 @@ fn distill_stories(mut a: DistillArgs, model: &Llama2, tok: &Llama2Tokenizer) ->
         "sequence-level distillation: the student learns the stories of {}",
         a.teacher.display()
     );
-    let teacher = Teacher {
+    let teacher = TeacherRun {
         path: a.teacher,
-        weights: None,
+        teacher,
         spec: None,
     };
     run_with(a.train, Some(teacher))
@@ -412,31 +421,6 @@ fn check_same_model<A: Architecture>(a: &TrainArgs, run: &A::Config, vocab_size:
     Ok(())
 }
 
-/// The weights a new run starts from: `--init`'s (dequantized) or random ones of `--config`.
-fn base_model<A: Architecture>(a: &TrainArgs, tokenizer: &Tokenizer, seed: u64) -> Result<Weights<A>> {
-    if let Some(init) = &a.init {
-        let bytes = std::fs::read(init).with_context(|| format!("cannot read --init {}", init.display()))?;
-        let weights = format::load_as::<A>(&bytes).with_context(|| {
-            format!(
-                "--init {}: fine-tuning needs a model file of this project",
-                init.display()
-            )
-        })?;
-        let vocab = A::vocab_size(&weights.config);
-        if vocab != tokenizer.vocab_size() {
-            bail!(
-                "--init {} has {vocab} token ids but the tokenizer has {}",
-                init.display(),
-                tokenizer.vocab_size()
-            );
-        }
-        return Ok(weights.to_precision(Precision::F32));
-    }
-    let config = crate::run::load_family_config::<A>(a.config.as_deref().unwrap_or("tiny"))?;
-    let config = A::with_tokenizer(&config, tokenizer.vocab_size(), Some("tokenizer.json".into()));
-    Ok(A::init_random(&config, seed)?)
-}
-
 /// The family a run trains: the checkpoint's on a resume, the model's on a fine-tune, else
 /// `--family`.
 fn run_family(a: &TrainArgs) -> Result<Family> {
@@ -456,7 +440,7 @@ fn resume_path(a: &TrainArgs) -> Option<PathBuf> {
     a.resume_from.clone().or(a.resume.then_some(own))
 }
 
-fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
+fn run_with(a: TrainArgs, teacher: Option<TeacherRun>) -> Result<()> {
     let threads = threads(&a);
     match run_family(&a)? {
         Family::Itera => {
@@ -493,7 +477,7 @@ fn run_with(a: TrainArgs, teacher: Option<Teacher>) -> Result<()> {
 
 /// Everything a run needs before its first step: the text and tokenizer, the job (new or
 /// resumed) and its files.
-fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<Teacher>) -> Result<(Job<A>, RunFiles)> {
+fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<TeacherRun>) -> Result<(Job<A>, RunFiles)> {
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let (corpus, mut eval_sets, corpus_name) = training_text(a)?;
     let tok_path = a.out_dir.join("tokenizer.json");
@@ -532,11 +516,12 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<Teacher>) -> Result<(
         tokenizer,
         stream,
         eval_sets,
-        teacher: teacher.as_ref().and_then(|t| t.weights.clone()),
+        teacher: teacher.as_ref().and_then(|t| t.logits().cloned()),
     };
     let start = Instant::now();
     let clock = Box::new(move || start.elapsed().as_secs_f64());
-    let mut job = if let Some(from) = resume_from {
+    let init_bytes;
+    let base = if let Some(from) = resume_from {
         let bytes = std::fs::read(&from).with_context(|| format!("resuming: no checkpoint at {}", from.display()))?;
         let checkpoint = Checkpoint::<A>::from_bytes(&bytes).with_context(|| format!("resuming {}", from.display()))?;
         check_same_model::<A>(a, &checkpoint.state.weights.config, data.tokenizer.vocab_size())?;
@@ -550,23 +535,40 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<Teacher>) -> Result<(
         if teacher.as_ref().and_then(|t| t.spec) != checkpoint.spec.distill {
             bail!("a resumed run keeps its own distillation settings (β, T, or none)");
         }
-        let job = Job::resume(checkpoint, data, clock)?;
-        eprintln!("resumed at step {}", job.completed());
-        job
+        Base::Resume(checkpoint)
     } else {
-        let provenance = Provenance {
-            corpus: Some(corpus_name),
-            teacher: teacher.as_ref().map(|t| t.path.display().to_string()),
-            base: a.init.as_ref().map(|p| p.display().to_string()),
+        let run = NewRun {
+            spec: spec_of(a, teacher.as_ref().and_then(|t| t.spec)),
+            provenance: Provenance {
+                corpus: Some(corpus_name),
+                teacher: teacher.as_ref().map(|t| t.path.display().to_string()),
+                base: a.init.as_ref().map(|p| p.display().to_string()),
+            },
         };
-        let spec = spec_of(a, teacher.as_ref().and_then(|t| t.spec));
-        let base = base_model::<A>(a, &data.tokenizer, spec.seed)?;
-        Job::new(spec, &base, data, provenance, clock)?
+        match &a.init {
+            // A fine-tune: the model file (dequantized for training).
+            Some(init) => {
+                init_bytes = std::fs::read(init).with_context(|| format!("cannot read --init {}", init.display()))?;
+                Base::File(&init_bytes, run)
+            }
+            None => Base::Fresh(
+                crate::run::load_family_config::<A>(a.config.as_deref().unwrap_or("tiny"))?,
+                run,
+            ),
+        }
     };
+    let resuming = matches!(base, Base::Resume(_));
+    let mut job = Job::begin(base, data, clock).with_context(|| match &a.init {
+        Some(init) if !resuming => format!("--init {}", init.display()),
+        _ => "starting the run".into(),
+    })?;
+    if resuming {
+        eprintln!("resumed at step {}", job.completed());
+    }
     if let Some(s) = a.stop_at {
         job.stop_at(s);
     }
-    if let Some((w, spec)) = teacher.as_ref().and_then(|t| t.weights.as_ref().zip(t.spec)) {
+    if let Some((w, spec)) = teacher.as_ref().and_then(|t| t.logits().zip(t.spec)) {
         eprintln!(
             "distilling the logits of {} ({} parameters), β = {}, T = {}",
             teacher.as_ref().map_or(String::new(), |t| t.path.display().to_string()),

@@ -6,15 +6,12 @@
 //! Both are judged on the built-in eval stories and on the held-back part of the visitor's
 //! texts (so forgetting shows), and sample and export from the current weights.
 
-use itera_core::eval::{eval_llama2, eval_model, EvalReport};
 use itera_core::format;
 use itera_core::generate::generate;
-use itera_core::llama2c::{Llama2, Llama2Tokenizer};
-use itera_core::lm::AnyWeights;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
-    encode_corpus, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, Provenance, StoryTeller,
-    TrainSpec,
+    encode_corpus, Base, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, NewRun, Provenance,
+    Teacher, TrainSpec,
 };
 use itera_core::{Architecture, Error, Itera, Precision, Result};
 use serde::Serialize;
@@ -80,75 +77,10 @@ pub fn inspect(tokenizer: &Tokenizer, texts: &[&str]) -> Result<(FineTuneText, V
     Ok((t, stream, info))
 }
 
-/// A model that teaches: a model of either family with the shipped tokenizer (logit
-/// distillation), or a llama2.c checkpoint with its own tokenizer (sequence-level).
-pub enum Teacher {
-    Model(AnyWeights),
-    Llama2(Llama2, Llama2Tokenizer),
-}
-
-impl Teacher {
-    /// A weight file of either family (any precision), or a llama2.c checkpoint and its
-    /// tokenizer.bin.
-    pub fn model(bytes: &[u8]) -> Result<Teacher> {
-        Ok(Teacher::Model(AnyWeights::load(bytes)?))
-    }
-
-    pub fn llama2(checkpoint: &[u8], tokenizer: &[u8]) -> Result<Teacher> {
-        let model = Llama2::from_bytes(checkpoint)?;
-        let tok = Llama2Tokenizer::from_bytes(tokenizer, model.config.vocab_size)?;
-        Ok(Teacher::Llama2(model, tok))
-    }
-
-    pub fn params(&self) -> usize {
-        match self {
-            Teacher::Model(w) => w.total_params(),
-            Teacher::Llama2(m, _) => m.param_count(),
-        }
-    }
-
-    /// Whether the student can match this teacher's logits (the same tokenizer).
-    pub fn shares_tokenizer(&self) -> bool {
-        matches!(self, Teacher::Model(_))
-    }
-
-    pub fn teller<'a>(&'a self, tokenizer: &'a Tokenizer) -> StoryTeller<'a> {
-        match self {
-            Teacher::Model(w) => StoryTeller::Model(w, tokenizer),
-            Teacher::Llama2(m, tok) => StoryTeller::Llama2(m, tok),
-        }
-    }
-
-    /// Bits per byte over `texts` (each scored on its own, then pooled).
-    pub fn bits_per_byte(&self, tokenizer: &Tokenizer, texts: &[String]) -> Result<f64> {
-        let mut r = EvalReport::default();
-        for t in texts {
-            r.merge(&match self {
-                Teacher::Model(AnyWeights::Itera(w)) => eval_model(w, tokenizer, t)?,
-                Teacher::Model(AnyWeights::Transformer(w)) => eval_model(w, tokenizer, t)?,
-                Teacher::Llama2(m, tok) => eval_llama2(m, tok, t)?,
-            });
-        }
-        Ok(r.bits_per_byte())
-    }
-
-    /// A story for `req` (the teacher's samples beside the student's).
-    pub fn sample(&self, tokenizer: &Tokenizer, req: &GenerateRequest) -> Result<String> {
-        let opts = req.options()?;
-        match self {
-            Teacher::Model(AnyWeights::Itera(w)) => Ok(generate(w, tokenizer, &req.prompt, opts, |_| true)?.text),
-            Teacher::Model(AnyWeights::Transformer(w)) => Ok(generate(w, tokenizer, &req.prompt, opts, |_| true)?.text),
-            Teacher::Llama2(m, tok) => Ok(generate(&m.weights, tok, &req.prompt, opts, |_| true)?.text),
-        }
-    }
-}
-
-/// Where a distillation's student comes from (one per job: the variants' sizes do not matter).
-#[allow(clippy::large_enum_variant)]
+/// A distillation's student: a model file of the family (trained further), or a fresh model of
+/// this shape (its vocabulary the shipped tokenizer's).
 pub enum Student<'a, A: Architecture = Itera> {
-    /// A weight file of the family (any precision; trained in f32).
-    Model(&'a [u8], &'a str),
-    /// A fresh model of this shape (its vocabulary is the shipped tokenizer's).
+    File(&'a [u8]),
     Fresh(A::Config),
 }
 
@@ -264,10 +196,7 @@ fn distill_data(
             tokenizer.encode(heldout)?.len()
         },
     };
-    let teacher = match teacher {
-        Teacher::Model(w) if logits => Some(w.clone()),
-        _ => None,
-    };
+    let teacher = if logits { teacher.logits().cloned() } else { None };
     Ok(DistillData {
         data: JobData {
             tokenizer,
@@ -294,7 +223,6 @@ impl<A: Architecture> PageJob<A> {
         clock: Clock,
     ) -> Result<Self> {
         spec.validate()?;
-        let weights = format::load_as::<A>(base)?;
         let tokenizer = Tokenizer::from_json(tokenizer_json)?;
         let (t, stream, text) = inspect(&tokenizer, &decode(sources)?)?;
         let provenance = Provenance {
@@ -308,7 +236,7 @@ impl<A: Architecture> PageJob<A> {
             eval_sets: eval_sets(&t.heldout),
             teacher: None,
         };
-        let mut job = Job::new(spec, &weights, data, provenance, clock)?;
+        let mut job = Job::begin(Base::File(base, NewRun { spec, provenance }), data, clock)?;
         // The base model's figures start the held-out curves (step 0).
         job.evaluate_start()?;
         Ok(Self {
@@ -321,13 +249,15 @@ impl<A: Architecture> PageJob<A> {
         })
     }
 
-    /// A new distillation of `teacher` into `student` on `corpus` (stories the teacher wrote,
-    /// `train::corpus` format) and the visitor's texts if any. An itera teacher distils its
-    /// logits (the spec's `distill`, required); a llama2.c teacher only its text (the spec
-    /// must not distil: its tokenizer is not the student's).
+    /// A new distillation of `teacher` into `student` (a model file named `student_name`, or a
+    /// fresh model of a shape) on `corpus` (stories the teacher wrote,
+    /// `train::corpus` format) and the visitor's texts if any. A teacher of either family
+    /// distils its logits (the spec's `distill`, required); a llama2.c teacher only its text
+    /// (the spec must not distil: its tokenizer is not the student's).
     #[allow(clippy::too_many_arguments)]
     pub fn distill(
         student: Student<A>,
+        student_name: &str,
         teacher: Teacher,
         teacher_name: &str,
         corpus: &str,
@@ -345,12 +275,9 @@ impl<A: Architecture> PageJob<A> {
             ));
         }
         let tokenizer = Tokenizer::from_json(tokenizer_json)?;
-        let (weights, base_name) = match student {
-            Student::Model(bytes, name) => (format::load_as::<A>(bytes)?, name.to_string()),
-            Student::Fresh(config) => {
-                let config = A::with_tokenizer(&config, tokenizer.vocab_size(), Some("tokenizer.json".into()));
-                (A::init_random(&config, spec.seed)?, String::new())
-            }
+        let base_name = match student {
+            Student::File(_) => student_name.to_string(),
+            Student::Fresh(_) => String::new(),
         };
         let d = distill_data(tokenizer, corpus, sources, &teacher, spec.distill.is_some())?;
         let stories = d.text.documents - d.visitor_documents;
@@ -365,7 +292,12 @@ impl<A: Architecture> PageJob<A> {
             teacher: Some(teacher_name.into()),
             base: (!base_name.is_empty()).then(|| base_name.clone()),
         };
-        let mut job = Job::new(spec, &weights, d.data, provenance, clock)?;
+        let run = NewRun { spec, provenance };
+        let base = match student {
+            Student::File(bytes) => Base::File(bytes, run),
+            Student::Fresh(config) => Base::Fresh(config, run),
+        };
+        let mut job = Job::begin(base, d.data, clock)?;
         job.evaluate_start()?;
         Ok(Self {
             job,
@@ -400,7 +332,7 @@ impl<A: Architecture> PageJob<A> {
                 eval_sets: eval_sets(&t.heldout),
                 teacher: None,
             };
-            let job = Job::resume(checkpoint, data, clock)?;
+            let job = Job::begin(Base::Resume(checkpoint), data, clock)?;
             return Ok(Self {
                 job,
                 text,
@@ -412,7 +344,7 @@ impl<A: Architecture> PageJob<A> {
         };
         let d = distill_data(tokenizer, corpus, sources, &teacher, checkpoint.spec.distill.is_some())?;
         let teacher_name = summary.distilled_from.map(|d| d.teacher);
-        let job = Job::resume(checkpoint, d.data, clock)?;
+        let job = Job::begin(Base::Resume(checkpoint), d.data, clock)?;
         Ok(Self {
             job,
             text: d.text,
@@ -456,7 +388,7 @@ impl<A: Architecture> PageJob<A> {
     pub fn teacher_sample(&self, req: &GenerateRequest) -> Result<Option<String>> {
         self.teacher
             .as_ref()
-            .map(|t| t.sample(&self.job.data().tokenizer, req))
+            .map(|t| t.sample(&self.job.data().tokenizer, &req.prompt, req.options()?))
             .transpose()
     }
 

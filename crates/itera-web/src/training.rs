@@ -30,8 +30,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::engine::{Engine, GenerateRequest};
 use crate::model::Model;
-use crate::page_job::{decode, inspect, PageJob, Source, Student, Teacher};
+use crate::page_job::{decode, inspect, PageJob, Source, Student};
 use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
+use itera_core::train::Teacher;
 
 /// The page's fine-tune defaults (`TrainSpec::FINE_TUNE`).
 #[wasm_bindgen]
@@ -897,11 +898,12 @@ impl TrainingJob {
         macro_rules! distill_as {
             ($variant:ident) => {{
                 let student = match &student_bytes {
-                    Some(bytes) => Student::Model(bytes, &student_name),
+                    Some(bytes) => Student::File(bytes),
                     None => fresh_student(&student)?,
                 };
                 let tune = PageJob::distill(
                     student,
+                    &student_name,
                     teacher,
                     teacher_name,
                     corpus,

@@ -134,7 +134,50 @@ pub struct Job<A: Architecture = Itera> {
     session_first_step: usize,
 }
 
+/// How a job starts: the three ways the CLI (`--init`, `--config`, `--resume`) and the page (a
+/// base model, a fresh student, a saved job) begin one, built by `Job::begin`.
+#[allow(clippy::large_enum_variant)]
+pub enum Base<'a, A: Architecture = Itera> {
+    /// A fine-tune of a model file of the family (any precision; trained in f32), whose
+    /// vocabulary must be the job's tokenizer's.
+    File(&'a [u8], NewRun),
+    /// A fresh model of this shape, its vocabulary the job's tokenizer's, initialised from the
+    /// spec's seed.
+    Fresh(A::Config, NewRun),
+    /// A run's checkpoint: it continues with its own settings and provenance, on the same data.
+    Resume(Checkpoint<A>),
+}
+
+/// What a new run is given beside its weights.
+pub struct NewRun {
+    pub spec: TrainSpec,
+    pub provenance: Provenance,
+}
+
 impl<A: Architecture> Job<A> {
+    /// A job from `base` on `data`: the one builder of every front end.
+    pub fn begin(base: Base<'_, A>, data: JobData, clock: Clock) -> Result<Job<A>> {
+        let (weights, run) = match base {
+            Base::Resume(checkpoint) => return Job::resume(checkpoint, data, clock),
+            Base::File(bytes, run) => {
+                let w = crate::format::load_as::<A>(bytes)?;
+                let (model, tokenizer) = (A::vocab_size(&w.config), data.tokenizer.vocab_size());
+                if model != tokenizer {
+                    return Err(Error::Tokenizer(format!(
+                        "the base model has {model} token ids but the tokenizer has {tokenizer}: it was trained with another tokenizer"
+                    )));
+                }
+                (w, run)
+            }
+            Base::Fresh(config, run) => {
+                let vocab = data.tokenizer.vocab_size();
+                let config = A::with_tokenizer(&config, vocab, Some("tokenizer.json".into()));
+                (A::init_random(&config, run.spec.seed)?, run)
+            }
+        };
+        Job::new(run.spec, &weights, data, run.provenance, clock)
+    }
+
     /// A new run from `base` (any precision; trained in f32, the base itself untouched).
     pub fn new(
         spec: TrainSpec,
