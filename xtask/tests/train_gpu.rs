@@ -49,6 +49,20 @@ fn run(command: &[&str], dir: &Path, corpus: &Path, extra: &[&str]) -> Vec<serde
     log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// Whether an adapter is there; without one the test prints SKIPPED and why, unless
+/// ITERA_REQUIRE_GPU is set (then it fails).
+fn gpu_present() -> bool {
+    let Err(e) = itera_core::gpu::Gpu::new_blocking() else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("ITERA_REQUIRE_GPU").is_none(),
+        "ITERA_REQUIRE_GPU is set but {e}"
+    );
+    eprintln!("SKIPPED: {e} (install mesa-vulkan-drivers for lavapipe)");
+    false
+}
+
 fn fresh(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -58,12 +72,7 @@ fn fresh(name: &str) -> PathBuf {
 
 #[test]
 fn gpu_training_follows_the_cpu_and_resumes_on_either_backend() {
-    if let Err(e) = itera_core::gpu::Gpu::new_blocking() {
-        assert!(
-            std::env::var_os("ITERA_REQUIRE_GPU").is_none(),
-            "ITERA_REQUIRE_GPU is set but {e}"
-        );
-        eprintln!("SKIPPED: {e} (install mesa-vulkan-drivers for lavapipe)");
+    if !gpu_present() {
         return;
     }
     let root = fresh("train-gpu");
@@ -119,12 +128,7 @@ fn gpu_training_follows_the_cpu_and_resumes_on_either_backend() {
 /// `cargo xtask generate --backend gpu` for either family writes the CPU's greedy story.
 #[test]
 fn generate_on_the_gpu_writes_the_cpu_story_for_either_family() {
-    if let Err(e) = itera_core::gpu::Gpu::new_blocking() {
-        assert!(
-            std::env::var_os("ITERA_REQUIRE_GPU").is_none(),
-            "ITERA_REQUIRE_GPU is set but {e}"
-        );
-        eprintln!("SKIPPED: {e} (install mesa-vulkan-drivers for lavapipe)");
+    if !gpu_present() {
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

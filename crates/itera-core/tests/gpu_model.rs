@@ -7,9 +7,8 @@
 
 mod gpu_common;
 
-use gpu_common::{assert_close, gpu};
+use gpu_common::{assert_close, gpu, gpu_greedy};
 use itera_core::gpu::model::{GpuModel, MAX_STEPS};
-use itera_core::gpu::Gpu;
 use itera_core::model::{decode_step, State};
 use itera_core::sampling::{argmax, Sampler, SamplingSettings};
 use itera_core::{format, Weights};
@@ -52,20 +51,6 @@ fn cpu_greedy(w: &Weights, prompt: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
-fn gpu_tokens(g: &Gpu, m: &mut GpuModel, prompt: &[u32], n: usize, k: usize) -> Vec<u32> {
-    m.reset();
-    let mut out = block_on(m.prefill(g, prompt, false)).unwrap().tokens;
-    while out.len() < n {
-        let step = k.min(n - out.len());
-        out.extend(
-            block_on(m.generate(g, *out.last().unwrap(), step, false))
-                .unwrap()
-                .tokens,
-        );
-    }
-    out
-}
-
 #[test]
 fn logits_along_a_prompt_match_the_cpu_for_every_precision() {
     let Some(g) = gpu() else { return };
@@ -90,11 +75,11 @@ fn greedy_decoding_gives_the_cpu_tokens_for_every_precision() {
         let mut m = GpuModel::new(&g, &w).unwrap();
         let p = prompt(&w, 5);
         let want = cpu_greedy(&w, &p, 128);
-        assert_eq!(gpu_tokens(&g, &mut m, &p, 128, 1), want, "{name}: single-token mode");
+        assert_eq!(gpu_greedy(&g, &mut m, &p, 128, 1), want, "{name}: single-token mode");
         // Chaining steps in one submission does not depend on the weight precision: two
         // files suffice, which keeps this lavapipe test well under two minutes.
         if name.contains("tiny-q8") || name.contains("tiny-f16") {
-            let multi = gpu_tokens(&g, &mut m, &p, 128, 16);
+            let multi = gpu_greedy(&g, &mut m, &p, 128, 16);
             assert_eq!(multi, want, "{name}: 16 tokens per submission");
         }
     }
@@ -106,7 +91,7 @@ fn prompts_longer_than_one_submission_continue_the_state() {
     let w = shipped("itera-tiny-q8.safetensors");
     let mut m = GpuModel::new(&g, &w).unwrap();
     let p = prompt(&w, MAX_STEPS * 2 + 3);
-    assert_eq!(gpu_tokens(&g, &mut m, &p, 20, 7), cpu_greedy(&w, &p, 20));
+    assert_eq!(gpu_greedy(&g, &mut m, &p, 20, 7), cpu_greedy(&w, &p, 20));
 }
 
 #[test]
@@ -187,7 +172,7 @@ fn seeded_sampling_follows_the_cpu_twin_and_reproduces() {
         tokens.extend(next.tokens);
     }
     m.reset();
-    let again = gpu_tokens(&g, &mut m, &p, tokens.len(), 8);
+    let again = gpu_greedy(&g, &mut m, &p, tokens.len(), 8);
     assert_eq!(again, tokens, "same seed, same story, whatever the submission size");
     assert!(
         tokens.iter().collect::<std::collections::HashSet<_>>().len() > 5,

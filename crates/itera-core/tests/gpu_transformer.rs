@@ -8,11 +8,10 @@
 
 mod gpu_common;
 
-use gpu_common::{assert_close, gpu};
+use gpu_common::{assert_close, gpu, gpu_greedy};
 use itera_core::generate::{GenerateOptions, Generation};
 use itera_core::gpu::generate::GpuGeneration;
 use itera_core::gpu::model::GpuModel;
-use itera_core::gpu::Gpu;
 use itera_core::sampling::{argmax, SamplingSettings};
 use itera_core::tokenizer::Tokenizer;
 use itera_core::transformer::{self, TransformerConfig, TransformerState};
@@ -43,20 +42,6 @@ fn cpu_greedy(w: &Weights<Transformer>, prompt: &[u32], n: usize) -> Vec<u32> {
         let next = argmax(&logits);
         out.push(next);
         logits = transformer::model::decode_step(w, &mut st, next).unwrap().to_vec();
-    }
-    out
-}
-
-fn gpu_greedy(g: &Gpu, m: &mut GpuModel, prompt: &[u32], n: usize, k: usize) -> Vec<u32> {
-    m.reset();
-    let mut out = block_on(m.prefill(g, prompt, false)).unwrap().tokens;
-    while out.len() < n {
-        let step = k.min(n - out.len());
-        out.extend(
-            block_on(m.generate(g, *out.last().unwrap(), step, false))
-                .unwrap()
-                .tokens,
-        );
     }
     out
 }

@@ -94,6 +94,17 @@ fn losses(job: &TrainingJob) -> Vec<f32> {
     Float32Array::from(Reflect::get(&h, &"loss".into()).unwrap()).to_vec()
 }
 
+/// The job draws the native run's batches (their FNV-1a hashes in `golden`).
+fn assert_native_batches(job: &TrainingJob, golden: &Value) {
+    for (s, want) in golden["batches_fnv1a"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            fnv(&job.batch_tokens(s as u32).unwrap()),
+            want.as_str().unwrap(),
+            "step {s}'s batch"
+        );
+    }
+}
+
 /// Largest |a − b| / |b| over the steps' loss parts.
 fn worst_relative(events: &[Value], golden: &Value) -> f64 {
     let steps: Vec<&Value> = events.iter().filter(|e| e["type"] == "step").collect();
@@ -113,13 +124,7 @@ fn worst_relative(events: &[Value], golden: &Value) -> f64 {
 async fn browser_steps_use_the_native_batches_and_follow_its_losses() {
     let golden: Value = serde_json::from_str(GOLDEN).unwrap();
     let job = new_job(&spec());
-    for (s, want) in golden["batches_fnv1a"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(
-            fnv(&job.batch_tokens(s as u32).unwrap()),
-            want.as_str().unwrap(),
-            "step {s}'s batch"
-        );
-    }
+    assert_native_batches(&job, &golden);
     let (events, _) = run(&job, 2).await;
     let worst = worst_relative(&events, &golden);
     console_log!("browser vs native losses: worst relative difference {worst:.2e} over 6 steps");
@@ -317,13 +322,7 @@ async fn a_transformer_fine_tunes_as_natively_on_one_worker_or_two() {
         (info["family"].as_str(), info["webgpu"].as_bool()),
         (Some("transformer"), Some(false))
     );
-    for (s, want) in golden["batches_fnv1a"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(
-            fnv(&job.batch_tokens(s as u32).unwrap()),
-            want.as_str().unwrap(),
-            "step {s}'s batch"
-        );
-    }
+    assert_native_batches(&job, &golden);
     let (events, _) = run(&job, 2).await;
     let worst = worst_relative(&events, &golden);
     console_log!("Transformer: browser vs native losses: worst relative difference {worst:.2e} over 6 steps");

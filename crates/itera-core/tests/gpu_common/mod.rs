@@ -1,5 +1,5 @@
-//! Shared by the GPU test files: the adapter (or a printed reason to skip), random data, and
-//! the atol + |ref|·rtol comparison.
+//! Shared by the GPU test files: the adapter (or a printed reason to skip), greedy decoding on
+//! the GPU, random data, and the atol + |ref|·rtol comparison.
 #![allow(dead_code)]
 
 use itera_core::gpu::Gpu;
@@ -19,6 +19,22 @@ pub fn gpu() -> Option<Gpu> {
             None
         }
     }
+}
+
+/// `prompt` then greedy tokens up to `n` on the GPU, `k` per submission (from the empty
+/// context).
+pub fn gpu_greedy(g: &Gpu, m: &mut itera_core::gpu::model::GpuModel, prompt: &[u32], n: usize, k: usize) -> Vec<u32> {
+    m.reset();
+    let mut out = pollster::block_on(m.prefill(g, prompt, false)).unwrap().tokens;
+    while out.len() < n {
+        let step = k.min(n - out.len());
+        out.extend(
+            pollster::block_on(m.generate(g, *out.last().unwrap(), step, false))
+                .unwrap()
+                .tokens,
+        );
+    }
+    out
 }
 
 pub fn random(rng: &mut Pcg32, n: usize) -> Vec<f32> {
