@@ -57,9 +57,18 @@ pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<AnyModel> {
             }
         });
     }
+    // Not safetensors: say why first, and mention llama2.c only when the bytes begin like a
+    // checkpoint of it.
+    let not_safetensors = match format::read_family(&bytes) {
+        Err(e) => e.to_string(),
+        Ok(_) => "its header is not at the start of the file".into(),
+    };
+    if !Llama2::looks_like_checkpoint(&bytes) {
+        bail!("{} is not a model file: {not_safetensors}", path.display());
+    }
     let model = Llama2::from_bytes(&bytes).with_context(|| {
         format!(
-            "{} is neither an itera safetensors file nor a llama2.c checkpoint",
+            "{} is not a safetensors file ({not_safetensors}) and, read as a llama2.c checkpoint",
             path.display()
         )
     })?;

@@ -154,7 +154,52 @@ fn bad_input_gives_specific_errors() {
     std::fs::write(&junk, b"definitely not a model").unwrap();
     let (success, _, err) = xtask(&["generate", "--model", s(&junk)]);
     assert!(
-        !success && err.contains("neither an itera safetensors file nor a llama2.c checkpoint"),
+        !success && err.contains("is not a model file: not a valid safetensors file: the header length says"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("llama2.c"),
+        "bytes that cannot be a llama2.c header are not read as one: {err}"
+    );
+    // Broken safetensors framing, each with its own reason: a header length of 2^63, a header
+    // longer than the file, JSON nested 100,000 deep.
+    let deep = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+    let framed = |n: u64, body: &[u8]| [&n.to_le_bytes()[..], body].concat();
+    for (name, bytes, want) in [
+        (
+            "huge-header.safetensors",
+            framed(1 << 63, b"{}"),
+            "header length says 9223372036854775808 bytes but only 2",
+        ),
+        (
+            "long-header.safetensors",
+            framed(100, b"{\"a\":1}"),
+            "header length says 100 bytes but only 7",
+        ),
+        (
+            "deep.safetensors",
+            framed(deep.len() as u64, deep.as_bytes()),
+            "recursion limit",
+        ),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let (success, _, err) = xtask(&["generate", "--model", s(&file)]);
+        assert!(
+            !success && err.contains(want) && !err.contains("llama2.c"),
+            "{name}: {err}"
+        );
+    }
+    // Bytes that begin like a llama2.c checkpoint are said to be neither, with both reasons.
+    let l2 = dir.join("short.bin");
+    let header: Vec<u8> = [64i32, 128, 2, 4, 4, 32, 16]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(&l2, [header, vec![0; 100]].concat()).unwrap();
+    let (success, _, err) = xtask(&["generate", "--model", s(&l2)]);
+    assert!(
+        !success && err.contains("is not a safetensors file (") && err.contains("read as a llama2.c checkpoint"),
         "{err}"
     );
     let (success, _, err) = xtask(&[
@@ -186,7 +231,7 @@ fn bad_input_gives_specific_errors() {
     let (success, _, err) = distill(&model, "0.5");
     assert!(!success && err.contains("no tokenizer found"), "{err}");
     let (success, _, err) = xtask(&["export", "--checkpoint", s(&junk), "--name", "x"]);
-    assert!(!success && err.contains("neither an itera safetensors file"), "{err}");
+    assert!(!success && err.contains("is not a model file"), "{err}");
 }
 
 #[test]

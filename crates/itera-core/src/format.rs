@@ -106,10 +106,36 @@ pub struct Header<A: Architecture = crate::itera::Itera> {
 
 /// A safetensors file's `__metadata__` block, read without touching tensor data.
 pub(crate) fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
+    check_header_length(bytes)?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
     meta.metadata()
         .clone()
         .ok_or_else(|| Error::Metadata("no __metadata__ block".into()))
+}
+
+/// The safetensors framing before the crate reads it: an 8-byte header length that the file
+/// holds, then a JSON object — refused with the numbers (the crate says only "header too
+/// large").
+fn check_header_length(bytes: &[u8]) -> Result<()> {
+    let Some(len) = bytes.get(..8) else {
+        return Err(Error::Safetensors(format!(
+            "a file of {} bytes is shorter than the 8-byte header length",
+            bytes.len()
+        )));
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    let rest = bytes.len() as u64 - 8;
+    if n > rest {
+        return Err(Error::Safetensors(format!(
+            "the header length says {n} bytes but only {rest} follow it"
+        )));
+    }
+    if bytes.get(8) != Some(&b'{') {
+        return Err(Error::Safetensors(
+            "the header is not a JSON object (it does not start with `{`)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses and checks the metadata block of an itera file.

@@ -79,7 +79,9 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 impl Llama2 {
-    pub fn from_bytes(bytes: &[u8]) -> Result<Llama2> {
+    /// The config of the 28-byte header at the start of `bytes`, checked for range and shape
+    /// (the weights are not looked at).
+    pub fn read_header(bytes: &[u8]) -> Result<Llama2Config> {
         let header: Vec<i32> = bytes
             .get(..28)
             .ok_or_else(|| {
@@ -122,6 +124,17 @@ impl Llama2 {
                 c.dim, c.n_heads, c.n_kv_heads
             )));
         }
+        Ok(config)
+    }
+
+    /// Whether `bytes` start with a llama2.c header (the weights may still be wrong).
+    pub fn looks_like_checkpoint(bytes: &[u8]) -> bool {
+        Llama2::read_header(bytes).is_ok()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Llama2> {
+        let config = Llama2::read_header(bytes)?;
+        let c = &config;
         let floats = &bytes[28..];
         if !floats.len().is_multiple_of(4) {
             return Err(bad("data is not a whole number of f32 values"));
