@@ -168,7 +168,7 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
     if !heldout.is_empty() {
         for path in &compare {
             let model = models::load(path, None)?;
-            let bpb = eval_files(&model, &heldout)?.0.bits_per_byte();
+            let bpb = eval_files(&model, &heldout, None, 1)?.0.bits_per_byte();
             eprintln!("{}: {bpb:.4} bits/byte", path.display());
             references.push(json!({"model": short_path(path), "bits_per_byte": bpb}));
         }

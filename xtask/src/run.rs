@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use itera_core::eval::{eval_itera, eval_llama2, EvalReport};
+use indicatif::{ProgressBar, ProgressStyle};
+use itera_core::eval::{EvalOptions, EvalProgress, EvalReport};
 use itera_core::generate::{generate as generate_itera, GenerateOptions};
 use itera_core::gpu::generate::generate as gpu_generate;
 use itera_core::gpu::model::GpuModel;
@@ -291,22 +292,64 @@ pub struct EvalArgs {
     tokenizer: Option<PathBuf>,
     #[arg(long)]
     json: bool,
+    /// Stop after scoring this many tokens (over all the files, in order); the output says the
+    /// text was cut.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Threads over the documents (default: every core); one when --max-tokens is given.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
-pub fn eval_model(model: &AnyModel, text: &str) -> Result<EvalReport> {
+fn eval_model_with(model: &AnyModel, text: &str, opts: EvalOptions) -> Result<EvalReport> {
     Ok(match model {
-        AnyModel::Itera { weights, tokenizer } => eval_itera(weights, tokenizer, text)?,
-        AnyModel::Transformer { weights, tokenizer } => itera_core::eval::eval_model(weights, tokenizer, text)?,
-        AnyModel::Llama2 { model, tokenizer } => eval_llama2(model, tokenizer, text)?,
+        AnyModel::Itera { weights, tokenizer } => itera_core::eval::eval_model_with(weights, tokenizer, text, opts)?,
+        AnyModel::Transformer { weights, tokenizer } => {
+            itera_core::eval::eval_model_with(weights, tokenizer, text, opts)?
+        }
+        AnyModel::Llama2 { model, tokenizer } => {
+            itera_core::eval::eval_model_with(&model.weights, tokenizer, text, opts)?
+        }
     })
 }
 
-/// Scores `model` on each file and on all of them together (the sum of their counts).
-pub fn eval_files(model: &AnyModel, files: &[PathBuf]) -> Result<(EvalReport, Vec<EvalReport>)> {
+/// Scores `model` on each file and on all of them together (the sum of their counts), on
+/// `threads` threads, stopping after `max_tokens` in all; a bar on the terminal shows the
+/// bytes scored, tokens/s and the time left.
+pub fn eval_files(
+    model: &AnyModel,
+    files: &[PathBuf],
+    max_tokens: Option<usize>,
+    threads: usize,
+) -> Result<(EvalReport, Vec<EvalReport>)> {
     let mut total = EvalReport::default();
     let mut each = Vec::new();
     for path in files {
-        let r = eval_model(model, &read_text(path)?).with_context(|| format!("evaluating on {}", path.display()))?;
+        let text = read_text(path)?;
+        let bar = ProgressBar::new(text.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes}  {msg}  ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let t0 = Instant::now();
+        let progress = |p: EvalProgress| {
+            bar.set_position(p.bytes_done as u64);
+            bar.set_message(format!(
+                "{} tokens, {:.0} tokens/s",
+                p.tokens,
+                p.tokens as f64 / t0.elapsed().as_secs_f64()
+            ));
+        };
+        let opts = EvalOptions {
+            max_tokens: max_tokens.map(|m| m.saturating_sub(total.tokens)),
+            threads,
+            progress: Some(&progress),
+        };
+        if opts.max_tokens == Some(0) {
+            break;
+        }
+        let r = eval_model_with(model, &text, opts).with_context(|| format!("evaluating on {}", path.display()))?;
+        bar.finish_and_clear();
         total.merge(&r);
         each.push(r);
     }
@@ -317,12 +360,16 @@ fn report_json(r: &EvalReport) -> serde_json::Value {
     json!({
         "documents": r.documents, "tokens": r.tokens, "bytes": r.bytes,
         "mean_ce": r.mean_ce(), "perplexity": r.perplexity(), "bits_per_byte": r.bits_per_byte(),
+        "truncated": r.truncated,
     })
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let model = models::load(&a.model, a.tokenizer.as_deref())?;
-    let (total, each) = eval_files(&model, &a.text)?;
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (total, each) = eval_files(&model, &a.text, a.max_tokens, threads)?;
     if a.json {
         let mut out = report_json(&total);
         out["model"] = json!(a.model);
@@ -359,5 +406,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     println!("mean CE        {:.4} nats/token", total.mean_ce());
     println!("perplexity     {:.3}", total.perplexity());
     println!("bits per byte  {:.4}", total.bits_per_byte());
+    if total.truncated {
+        println!(
+            "(cut at --max-tokens {}: the figures are those of the text scored)",
+            total.tokens
+        );
+    }
     Ok(())
 }

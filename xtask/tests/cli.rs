@@ -115,6 +115,43 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
     // A random model is close to uniform over its 300 ids: CE ≈ ln 300.
     let ce = eval["mean_ce"].as_f64().unwrap();
     assert!((ce - 300f64.ln()).abs() < 0.5, "mean CE {ce}");
+    assert_eq!(eval["truncated"], false);
+    // A token budget cuts the text and says so; threads give the same figures.
+    let cut: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--text",
+        s(&text),
+        "--json",
+        "--max-tokens",
+        "7",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            cut["tokens"].as_u64(),
+            cut["truncated"].as_bool(),
+            cut["documents"].as_u64()
+        ),
+        (Some(7), Some(true), Some(1))
+    );
+    let threaded: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--text",
+        s(&text),
+        "--json",
+        "--threads",
+        "2",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (threaded["tokens"].clone(), threaded["bytes"].clone()),
+        (eval["tokens"].clone(), eval["bytes"].clone())
+    );
+    assert!((threaded["mean_ce"].as_f64().unwrap() - ce).abs() < 1e-9 * ce);
 
     let dump = dir.join("dump.safetensors");
     ok(&[

@@ -63,6 +63,44 @@ pub trait Codec {
     fn encode_text(&self, text: &str) -> Result<Vec<u32>>;
     /// The bytes `token` prints after `prev`.
     fn piece(&self, prev: u32, token: u32) -> Result<&[u8]>;
+    /// The ids of a text of any length, handed out in pieces (the concatenation is
+    /// `encode_text(text)`); a codec that can cut a long text does, so memory holds one piece.
+    fn encode_long(&self, text: &str, on_ids: &mut dyn FnMut(&[u32])) -> Result<()> {
+        on_ids(&self.encode_text(text)?);
+        Ok(())
+    }
+}
+
+/// Most bytes the project's tokenizer is handed at once (`encode_pieces`).
+pub const ENCODE_WINDOW: usize = 1 << 16;
+
+/// `text` cut into pieces of about `ENCODE_WINDOW` bytes, each ending just before an ASCII space
+/// that follows a character other than whitespace — where the byte-level pre-tokenizer starts
+/// a pre-token (" word") anyway, and BPE never merges across pre-tokens — so the pieces' ids,
+/// one after the other, are the whole text's. A piece ends at the last such point within the
+/// window (a stretch with none runs on to the first one after it, or to the end).
+pub fn encode_pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let b = rest.as_bytes();
+        let cut_at = |i: &usize| b[*i] == b' ' && !b[*i - 1].is_ascii_whitespace();
+        let cut = if b.len() <= ENCODE_WINDOW {
+            b.len()
+        } else {
+            (1..=ENCODE_WINDOW)
+                .rev()
+                .find(cut_at)
+                .or_else(|| (ENCODE_WINDOW + 1..b.len()).find(cut_at))
+                .unwrap_or(b.len())
+        };
+        // A cut is at an ASCII byte, so it is a character boundary.
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 impl Codec for Tokenizer {
@@ -93,6 +131,13 @@ impl Codec for Tokenizer {
 
     fn piece(&self, _prev: u32, token: u32) -> Result<&[u8]> {
         self.token_bytes(token)
+    }
+
+    fn encode_long(&self, text: &str, on_ids: &mut dyn FnMut(&[u32])) -> Result<()> {
+        for piece in encode_pieces(text) {
+            on_ids(&self.encode(piece)?);
+        }
+        Ok(())
     }
 }
 

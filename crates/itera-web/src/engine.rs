@@ -220,14 +220,14 @@ macro_rules! each {
 }
 
 /// One model's weights, its codec and its generation in progress.
-struct Session<A: Architecture, C: Codec> {
+struct Session<A: Architecture, C: Codec + Sync> {
     weights: Weights<A>,
     codec: C,
     vocabulary: String,
     run: Option<Generation<A>>,
 }
 
-impl<A: Architecture, C: Codec> Session<A, C> {
+impl<A: Architecture, C: Codec + Sync> Session<A, C> {
     fn new(weights: Weights<A>, codec: C) -> Result<Session<A, C>> {
         let v = A::vocab_size(&weights.config);
         if codec.vocab_size() != v {
