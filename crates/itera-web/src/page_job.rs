@@ -64,7 +64,7 @@ pub fn inspect(tokenizer: &Tokenizer, texts: &[&str]) -> Result<(FineTuneText, V
     let heldout_tokens = if t.heldout.is_empty() {
         0
     } else {
-        tokenizer.encode(&t.heldout)?.len()
+        encode_corpus(tokenizer, &t.heldout)?.len()
     };
     let info = TextInfo {
         documents: t.documents,
@@ -193,7 +193,7 @@ fn distill_data(
         heldout_tokens: if heldout.is_empty() {
             0
         } else {
-            tokenizer.encode(heldout)?.len()
+            encode_corpus(&tokenizer, heldout)?.len()
         },
     };
     let teacher = if logits { teacher.logits().cloned() } else { None };

@@ -100,7 +100,11 @@ pub fn encode_corpus(tokenizer: &Tokenizer, corpus: &str) -> Result<Vec<u32>> {
     if corpus.split(END_OF_TEXT).all(|d| d.trim().is_empty()) {
         return Err(Error::EmptyInput("training text (it holds no words)"));
     }
-    tokenizer.encode(corpus)
+    // In pieces (`tokenizer::encode_pieces`): the whole text's ids, the tokenizer's working
+    // memory that of one piece.
+    let mut ids = Vec::new();
+    crate::tokenizer::Codec::encode_long(tokenizer, corpus, &mut |piece| ids.extend_from_slice(piece))?;
+    Ok(ids)
 }
 
 #[cfg(test)]
