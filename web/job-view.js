@@ -18,7 +18,7 @@ const WORDS = { starting: 'Starting', writing: 'Writing the corpus', running: 'T
 
 // The job area's elements, ids under `p`.
 function template(p, distill) {
-  const chart = (id, title, label) => `<article class="card"><h2>${title}</h2><div id="${p}-${id}" class="chart" role="img" aria-label="${label}"></div></article>`;
+  const chart = (id, title, label, caption = '') => `<article class="card"><h2>${title}</h2><div id="${p}-${id}" class="chart" role="img" aria-label="${label}"></div>${caption}</article>`;
   return `
     <article class="card">
       <div class="progress big" aria-hidden="true"><div id="${p}-progress"></div></div>
@@ -37,7 +37,7 @@ function template(p, distill) {
     </article>
     <div class="grid2">
       ${chart('loss-chart', distill ? 'Loss: total, cross-entropy, KL' : 'Training loss', 'Training loss per step')}
-      ${chart('bpb-chart', distill ? 'Held-out bits per byte: student and teacher' : 'Held-out bits per byte', 'Held-out bits per byte at each evaluation')}
+      ${chart('bpb-chart', distill ? 'Held-out bits per byte: student and teacher' : 'Held-out bits per byte', 'Held-out bits per byte at each evaluation', `<p id="${p}-eval-cap" class="caption"></p>`)}
       ${distill ? chart('load-chart', 'Expert load <small>share of routed slots per expert, this step</small>', 'Expert load per MoE layer') : ''}
       ${distill ? chart('aux-chart', 'Load-balancing loss per MoE layer', 'Switch aux loss per MoE layer per step') : ''}
       ${chart('lr-chart', 'Learning rate', 'Learning rate per step')}
@@ -229,6 +229,9 @@ export class JobView {
   showProgress(lastStep = null) {
     const i = this.info;
     if (!i) return;
+    // The evaluations' token cap (the core's TrainSpec::eval_tokens), said once the job is known.
+    this.el('eval-cap').textContent = `Each evaluation scores the first ${fmtInt(i.eval_tokens)} tokens (at most) of each set, `
+      + 'the same ones every time, so evaluating costs at most a tenth of the training between two.';
     const done = lastStep?.step ?? i.completed;
     this.el('progress').style.width = `${(100 * done) / i.end}%`;
     const tps = lastStep?.tokens_per_s;

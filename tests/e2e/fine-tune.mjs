@@ -140,6 +140,7 @@ async function useTunedModel(page, label) {
   const pageToNative = worstRelative(loss, fromPage, Array.from({ length: 60 - pausedAt }, (_, i) => pausedAt + 1 + i));
   assert.ok(pageToNative < CROSS_TOLERANCE, `page → native: worst relative loss difference ${pageToNative}`);
   step(`the page's checkpoint (step ${pausedAt}) resumed by xtask train: steps ${pausedAt + 1}–60 within ${pageToNative.toExponential(1)} of the page's`);
+  assert.match(await page.textContent('#ft-eval-cap'), /first 1,024 tokens \(at most\) of each set/, 'the evaluations\' cap is stated');
   const evals = JSON.parse(await page.getAttribute('#ft-bpb-chart', 'data-evals'));
   const yours = evals['your text (held out)'];
   assert.ok(yours.length >= 7 && yours[yours.length - 1][1] < yours[0][1] - 0.2, `held-out BPB falls: ${JSON.stringify(yours)}`);

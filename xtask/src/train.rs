@@ -577,6 +577,11 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<TeacherRun>) -> Resul
             spec.temperature
         );
     }
+    eprintln!(
+        "evaluating every {} steps on the first {} tokens (at most) of each held-out set",
+        job.spec().eval_every,
+        job.eval_tokens()
+    );
     let w = &job.state().weights;
     eprintln!(
         "model: {} ({}), {} parameters ({} active per token); batch {} × {} tokens in {} shard(s)",

@@ -208,9 +208,14 @@ fn eval_documents<A: Architecture>(
         }
         ids.clear();
         ids.extend_from_slice(&start);
-        tok.encode_long(doc, &mut |piece| ids.extend_from_slice(piece))?;
+        // Enough tokens for the budget end the tokenizing too.
+        let want = left.map_or(usize::MAX, |l| start.len() + l);
+        tok.encode_long(doc, &mut |piece| {
+            ids.extend_from_slice(piece);
+            ids.len() < want
+        })?;
         let mut doc_bytes = doc.len();
-        if let Some(left) = left.filter(|&l| l < ids.len() - start.len()) {
+        if let Some(left) = left.filter(|&l| l <= ids.len() - start.len()) {
             ids.truncate(start.len() + left);
             // The bytes of the tokens scored: each token's own bytes after the one before it.
             let mut prev = start.last().copied().unwrap_or_default();

@@ -64,8 +64,9 @@ pub trait Codec {
     /// The bytes `token` prints after `prev`.
     fn piece(&self, prev: u32, token: u32) -> Result<&[u8]>;
     /// The ids of a text of any length, handed out in pieces (the concatenation is
-    /// `encode_text(text)`); a codec that can cut a long text does, so memory holds one piece.
-    fn encode_long(&self, text: &str, on_ids: &mut dyn FnMut(&[u32])) -> Result<()> {
+    /// `encode_text(text)`) until `on_ids` returns false; a codec that can cut a long text
+    /// does, so memory holds one piece and a caller that has enough stops the work.
+    fn encode_long(&self, text: &str, on_ids: &mut dyn FnMut(&[u32]) -> bool) -> Result<()> {
         on_ids(&self.encode_text(text)?);
         Ok(())
     }
@@ -133,9 +134,11 @@ impl Codec for Tokenizer {
         self.token_bytes(token)
     }
 
-    fn encode_long(&self, text: &str, on_ids: &mut dyn FnMut(&[u32])) -> Result<()> {
+    fn encode_long(&self, text: &str, on_ids: &mut dyn FnMut(&[u32]) -> bool) -> Result<()> {
         for piece in encode_pieces(text) {
-            on_ids(&self.encode(piece)?);
+            if !on_ids(&self.encode(piece)?) {
+                break;
+            }
         }
         Ok(())
     }

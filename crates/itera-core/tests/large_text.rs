@@ -51,7 +51,11 @@ fn large_texts_tokenize_and_score_in_bounded_memory() {
     assert!(pieces.len() >= 5 && pieces.iter().all(|p| p.len() <= ENCODE_WINDOW));
     assert_eq!(pieces.concat(), t);
     let mut streamed = Vec::new();
-    tok.encode_long(&t, &mut |ids| streamed.extend_from_slice(ids)).unwrap();
+    tok.encode_long(&t, &mut |ids| {
+        streamed.extend_from_slice(ids);
+        true
+    })
+    .unwrap();
     assert_eq!(
         streamed,
         tok.encode(&t).unwrap(),

@@ -111,6 +111,8 @@ pub struct JobInfo<'a> {
     pub end: usize,
     pub done: bool,
     pub seconds: f64,
+    /// The most tokens each evaluation set is scored on (`TrainSpec::eval_tokens`).
+    pub eval_tokens: usize,
 }
 
 fn eval_sets(heldout: &str) -> Vec<EvalSet> {
@@ -375,6 +377,7 @@ impl<A: Architecture> PageJob<A> {
             end: j.end(),
             done: j.is_done(),
             seconds: j.seconds(),
+            eval_tokens: j.eval_tokens(),
         }
     }
 

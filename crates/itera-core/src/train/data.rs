@@ -103,7 +103,10 @@ pub fn encode_corpus(tokenizer: &Tokenizer, corpus: &str) -> Result<Vec<u32>> {
     // In pieces (`tokenizer::encode_pieces`): the whole text's ids, the tokenizer's working
     // memory that of one piece.
     let mut ids = Vec::new();
-    crate::tokenizer::Codec::encode_long(tokenizer, corpus, &mut |piece| ids.extend_from_slice(piece))?;
+    crate::tokenizer::Codec::encode_long(tokenizer, corpus, &mut |piece| {
+        ids.extend_from_slice(piece);
+        true
+    })?;
     Ok(ids)
 }
 

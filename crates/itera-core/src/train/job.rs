@@ -19,7 +19,7 @@ use super::step::{check_teacher, StepBackend, TrainState};
 use super::summary::{DistillMode, DistilledFrom, TrainingSummary};
 use super::trainer::sample_batch;
 use crate::error::{Error, Result};
-use crate::eval::{eval_model, EvalReport};
+use crate::eval::{eval_model_with, EvalOptions, EvalReport};
 use crate::family::Architecture;
 use crate::itera::Itera;
 use crate::lm::AnyWeights;
@@ -443,13 +443,22 @@ impl<A: Architecture> Job<A> {
 
     /// Held-out bits per byte of every evaluation set, from the host state.
     pub fn evaluate(&self) -> Result<Vec<EvalResult>> {
+        let budget = self.eval_tokens();
         self.data
             .eval_sets
             .iter()
             .map(|set| {
                 let mut r = EvalReport::default();
                 for text in &set.texts {
-                    r.merge(&eval_model(&self.state.weights, &self.data.tokenizer, text)?);
+                    let left = budget - r.tokens;
+                    if left == 0 {
+                        break;
+                    }
+                    let opts = EvalOptions {
+                        max_tokens: Some(left),
+                        ..EvalOptions::default()
+                    };
+                    r.merge(&eval_model_with(&self.state.weights, &self.data.tokenizer, text, opts)?);
                 }
                 Ok(EvalResult {
                     name: set.name.clone(),
@@ -457,6 +466,12 @@ impl<A: Architecture> Job<A> {
                 })
             })
             .collect()
+    }
+
+    /// The most tokens each evaluation set is scored on (`TrainSpec::eval_tokens`): its first
+    /// ones, the same at every evaluation.
+    pub fn eval_tokens(&self) -> usize {
+        self.spec.eval_tokens(self.data.eval_sets.len())
     }
 
     /// Seconds spent stepping over every session of the run.

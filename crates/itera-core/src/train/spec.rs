@@ -262,7 +262,25 @@ impl TrainSpec {
     pub fn tokens_per_step(&self) -> usize {
         self.batch * self.seq_len
     }
+
+    /// The most tokens each of `sets` evaluation sets is scored on (the first ones of its
+    /// texts, in order): together at most `EVAL_SHARE` of the work of the `eval_every` steps
+    /// between two evaluations, and never fewer than `MIN_EVAL_TOKENS` a set.
+    pub fn eval_tokens(&self, sets: usize) -> usize {
+        let work = (self.eval_every * self.tokens_per_step()) as f64 * FORWARD_TOKENS_PER_TRAINING_TOKEN;
+        ((EVAL_SHARE * work / sets.max(1) as f64) as usize).max(MIN_EVAL_TOKENS)
+    }
 }
+
+/// The share of a run's work its periodic evaluations may take.
+pub const EVAL_SHARE: f64 = 0.1;
+/// A training token's work in forward-only tokens (forward, backward and AdamW): 3.6 (itera-tiny)
+/// and 3.8 (itera-micro) by `cargo xtask compare-arch` on the development machine; 3 keeps the
+/// evaluations' share at or under `EVAL_SHARE`.
+const FORWARD_TOKENS_PER_TRAINING_TOKEN: f64 = 3.0;
+/// The fewest tokens an evaluation set is scored on: a small held-out part (the page's sample
+/// stories hold back 246) is scored whole.
+pub const MIN_EVAL_TOKENS: usize = 1024;
 
 /// The settings one optimisation step runs with, on any backend.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -396,5 +414,28 @@ mod tests {
         }
         .step_config();
         assert_eq!(c.shard_ranges(), vec![0..3, 3..5, 5..7]);
+    }
+
+    /// The evaluations' share of the work at the defaults: the CLI's two held-out sets at
+    /// `EVAL_SHARE`; the page's visitor text capped beside the 302-token built-in stories.
+    #[test]
+    fn evaluations_take_at_most_a_tenth_of_the_work_at_the_defaults() {
+        let share = |s: &TrainSpec, tokens: usize| {
+            tokens as f64 / ((s.eval_every * s.tokens_per_step()) as f64 * FORWARD_TOKENS_PER_TRAINING_TOKEN)
+        };
+        let cli = TrainSpec::DEFAULT;
+        assert!(share(&cli, 2 * cli.eval_tokens(2)) <= EVAL_SHARE + 1e-9);
+        for page in [TrainSpec::FINE_TUNE, TrainSpec::DISTILL] {
+            let s = share(&page, page.eval_tokens(2) + 302);
+            assert!(s <= EVAL_SHARE, "{s}");
+        }
+        assert_eq!(
+            TrainSpec {
+                eval_every: 1,
+                ..TrainSpec::FINE_TUNE
+            }
+            .eval_tokens(2),
+            MIN_EVAL_TOKENS
+        );
     }
 }
