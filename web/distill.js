@@ -219,6 +219,12 @@ export function setupDistill(app) {
 
   async function showSaved() {
     const saved = await t.rpc('saved');
+    if (saved?.unreadable) {
+      // Said in the Fine-tune tab, which owns the saved job's notice.
+      $('ds-saved').hidden = true;
+      await view.showStorage(saved.storage);
+      return;
+    }
     $('ds-saved').hidden = saved?.kind !== 'distill';
     if (saved?.kind === 'distill') {
       $('ds-saved-text').textContent = `A distillation of ${saved.teacher.name} is saved in this browser: step ${saved.step} of ${saved.end}`

@@ -131,6 +131,15 @@ export function setupFineTune(app) {
 
   async function showSaved() {
     const saved = await t.rpc('saved');
+    if (saved?.unreadable) {
+      // A job saved by another version: said, kept, and only Discard offered.
+      $('ft-saved').hidden = false;
+      $('ft-saved-text').textContent = `⚠ ${saved.unreadable}. `;
+      $('ft-restore').hidden = true;
+      await view.showStorage(saved.storage);
+      return;
+    }
+    $('ft-restore').hidden = false;
     $('ft-saved').hidden = !saved || saved.kind !== 'fine-tune';
     document.dispatchEvent(new CustomEvent('saved-job', { detail: saved }));
     if (saved?.kind === 'fine-tune') {

@@ -34,6 +34,34 @@ const encoder = new TextEncoder();
 const asSources = (texts) => texts.map((t) => ({ name: t.name, bytes: encoder.encode(t.text) }));
 
 // ---- OPFS -------------------------------------------------------------------------------
+// Every file saved here says what it is and in which version: the JSON files carry
+// {format, version}, teacher.bin starts with the magic "ITTB" and a u32 version; the
+// checkpoint is a safetensors file with its own format and version. Files without them were
+// written before versions existed (version 0, read as before). A file of a version this page
+// does not read is refused with a message and kept (Discard removes it).
+const SAVE_FORMAT = 'itera-playground-save';
+const SAVE_VERSION = 1;
+const TEACHER_MAGIC = 0x42545449; // "ITTB" little-endian
+const versioned = (obj) => ({ format: SAVE_FORMAT, version: SAVE_VERSION, ...obj });
+
+// The parsed JSON of a saved file, checked to be a version this page reads.
+async function readVersioned(name) {
+  const file = await readFile(name);
+  if (!file) return null;
+  let obj;
+  try {
+    obj = JSON.parse(await file.text());
+  } catch (e) {
+    throw new Error(`${name} in this browser is damaged (${e.message}); it is kept: Discard it to start again`);
+  }
+  const version = obj.format === undefined ? 0 : obj.format === SAVE_FORMAT ? obj.version : null;
+  if (version !== 0 && version !== SAVE_VERSION) {
+    throw new Error(`${name} in this browser was saved by ${version === null ? 'something other than' : `version ${version} of`} `
+      + `this playground, which this page (save version ${SAVE_VERSION}) cannot read; it is kept: Discard it to start again, or open the page that saved it`);
+  }
+  return obj;
+}
+
 async function saveDir(create = false) {
   const root = await navigator.storage.getDirectory();
   return root.getDirectoryHandle(SAVE_DIR, { create });
@@ -61,7 +89,7 @@ async function readFile(name) {
 async function persist(checkpoint, info) {
   // The checkpoint first: job.json never names a step the checkpoint file does not hold.
   if (checkpoint) await writeFile('checkpoint.safetensors', checkpoint);
-  await writeFile('job.json', JSON.stringify({ ...meta, step: info.completed, end: info.end, done: info.done, savedAt: Date.now() }));
+  await writeFile('job.json', JSON.stringify(versioned({ ...meta, step: info.completed, end: info.end, done: info.done, savedAt: Date.now() })));
 }
 
 async function storageUsed() {
@@ -186,7 +214,7 @@ async function teacherFrom(t) {
 async function saveTeacher(t) {
   if (t.url) return;
   const parts = teacherSource.kind === 'llama2' ? [teacherSource.checkpoint, teacherSource.tokenizer] : [teacherSource.bytes];
-  const header = new Uint32Array(parts.map((p) => p.length));
+  const header = new Uint32Array([TEACHER_MAGIC, SAVE_VERSION, ...parts.map((p) => p.length)]);
   await writeFile('teacher.bin', new Blob([header, ...parts]));
 }
 
@@ -196,15 +224,24 @@ async function loadTeacher(saved) {
   if (!file) throw new Error('the saved distillation\'s teacher file is missing: start it again');
   const all = new Uint8Array(await file.arrayBuffer());
   const n = saved.teacher.kind === 'llama2' ? 2 : 1;
-  const lengths = new Uint32Array(all.buffer.slice(0, 4 * n));
-  let at = 4 * n;
+  // [magic, version] first since save version 1; before it, the lengths alone.
+  const words = new Uint32Array(all.buffer.slice(0, 8));
+  let at = 0;
+  if (words[0] === TEACHER_MAGIC) {
+    if (words[1] !== SAVE_VERSION) {
+      throw new Error(`teacher.bin in this browser was saved by version ${words[1]} of this playground, which this page cannot read; it is kept: Discard it to start again`);
+    }
+    at = 8;
+  }
+  const lengths = new Uint32Array(all.buffer.slice(at, at + 4 * n));
+  at += 4 * n;
   const parts = [...lengths].map((len) => { const p = all.slice(at, at + len); at += len; return p; });
   return saved.teacher.kind === 'llama2' ? { kind: 'llama2', checkpoint: parts[0], tokenizer: parts[1] } : { kind: 'model', bytes: parts[0] };
 }
 
 // The stories of a corpus being written, kept so that a reload continues it.
 async function saveCorpus(corpus) {
-  await writeFile('corpus.json', JSON.stringify(corpus));
+  await writeFile('corpus.json', JSON.stringify(versioned(corpus)));
 }
 
 // The corpus `settings` describe, written by `k` CPU workers holding the teacher: a worker
@@ -315,21 +352,25 @@ const ops = {
   },
 
   // The saved job's description, or null.
+  // A saved job this page cannot read is described by `unreadable` (the reason; it is kept).
   async saved() {
-    const file = await readFile('job.json');
     const checkpoint = await readFile('checkpoint.safetensors');
-    if (!file || !checkpoint) return null;
-    const saved = JSON.parse(await file.text());
+    let saved;
+    try {
+      saved = await readVersioned('job.json');
+    } catch (e) {
+      return { unreadable: e.message, storage: await storageUsed() };
+    }
+    if (!saved || !checkpoint) return null;
     return { ...saved, kind: saved.kind ?? 'fine-tune', texts: undefined, documents: saved.texts.length, storage: await storageUsed() };
   },
 
   // Loads the saved job from its checkpoint (same texts): it continues where it stopped.
   async restore() {
     const tokenizer = await ready;
-    const file = await readFile('job.json');
+    const saved = await readVersioned('job.json');
     const checkpoint = await readFile('checkpoint.safetensors');
-    if (!file || !checkpoint) throw new Error('no saved fine-tune in this browser');
-    const saved = JSON.parse(await file.text());
+    if (!saved || !checkpoint) throw new Error('no saved fine-tune in this browser');
     stopPool();
     job?.free();
     let distill = null;
@@ -366,12 +407,10 @@ const ops = {
     const tokenizer = await ready;
     teacherSource = await teacherFrom(teacher);
     const key = JSON.stringify({ teacher: teacher.name, settings });
-    const saved = await readFile('corpus.json');
+    // A saved corpus of another version is not continued (the new one replaces it).
+    const s = await readVersioned('corpus.json').catch(() => null);
     let known = {};
-    if (saved) {
-      const s = JSON.parse(await saved.text());
-      if (s.key === key) known = s.stories;
-    }
+    if (s?.key === key) known = s.stories;
     request = { pause: false, stop: false };
     let lastSave = Date.now();
     const { corpus, stories } = await writeStories(tokenizer, teacherSource, settings, workers, known, (i, st, c) => {

@@ -4,7 +4,8 @@
 // model, then a story that knows the sample's character), Download .safetensors (loaded again
 // by `xtask eval`), a short run pinned to WebGPU, the Transformer baseline fine-tuned (on the
 // CPU workers, as the page says); and without WebGPU the same job on the CPU
-// workers, plus the messages for a text that is not UTF-8 and for no text at all.
+// workers, plus the messages for a text that is not UTF-8 and for no text at all, and a job
+// saved by a newer version of the page (refused, kept, discarded on request).
 // Usage: node tests/e2e/fine-tune.mjs URL OUT_DIR XTASK   (screenshots in OUT_DIR)
 
 import { execFileSync } from 'node:child_process';
@@ -211,6 +212,23 @@ async function useTunedModel(page, label) {
 {
   const { browser, page, problems } = await open([...BASE_FLAGS, ...NO_WEBGPU_FLAGS], 'Fine-tune, WebGPU unavailable');
   await openTab(page);
+  // A job saved by a newer page (save version 99): said, kept, only Discard offered.
+  await page.evaluate(async () => {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('fine-tune', { create: true });
+    for (const [name, text] of [['job.json', JSON.stringify({ format: 'itera-playground-save', version: 99, kind: 'fine-tune' })], ['checkpoint.safetensors', 'x']]) {
+      const w = await (await dir.getFileHandle(name, { create: true })).createWritable();
+      await w.write(text);
+      await w.close();
+    }
+  });
+  await openTab(page);
+  await page.waitForSelector('#ft-saved:not([hidden])');
+  const newer = await page.textContent('#ft-saved-text');
+  assert.match(newer, /saved by version 99 of this playground.*cannot read; it is kept/, newer);
+  assert.equal(await page.isVisible('#ft-restore'), false, 'no Resume for a job this page cannot read');
+  await page.click('#ft-discard');
+  await page.waitForSelector('#ft-saved', { state: 'hidden' });
+  step(`a job saved by another version: "${newer.trim()}"; Discard removed it`);
   // Bad input: no text, then a file that is not UTF-8.
   await page.click('#ft-start');
   await page.waitForSelector('#ft-error:not([hidden])');
