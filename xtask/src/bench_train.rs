@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use itera_core::tokenizer::Tokenizer;
-use itera_core::train::Teacher;
 use itera_core::train::{Budget, CorpusSettings, CpuStep, TrainSpec};
+use itera_core::train::{Start, Teacher};
 use itera_core::Config;
-use itera_web::page_job::{PageJob, Source, Student};
+use itera_web::page_job::{PageJob, Source};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -130,7 +130,7 @@ fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
             let text = crate::corpus::write(&t.teller(&tokenizer), &corpus, threads)?.text();
             let spec = timing(TrainSpec::DISTILL, shards);
             let job = PageJob::distill(
-                Student::Fresh(Config::preset("micro")?),
+                Start::Fresh(Config::preset("micro")?),
                 "",
                 t,
                 &default,

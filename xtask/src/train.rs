@@ -22,7 +22,7 @@ use itera_core::lm::AnyWeights;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
     encode_corpus, Base, Budget, Checkpoint, CorpusSettings, CpuStep, DataFingerprint, DistillSpec, EvalSet, Event,
-    FineTuneText, Job, JobData, NewRun, Provenance, StepBackend, StoryTeller, Teacher, TrainSpec,
+    FineTuneText, Job, JobData, NewRun, Provenance, Start, StepBackend, StoryTeller, Teacher, TrainSpec,
 };
 use itera_core::{format, Architecture, Family, Itera, Transformer};
 use serde_json::json;
@@ -549,10 +549,12 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<TeacherRun>) -> Resul
             // A fine-tune: the model file (dequantized for training).
             Some(init) => {
                 init_bytes = std::fs::read(init).with_context(|| format!("cannot read --init {}", init.display()))?;
-                Base::File(&init_bytes, run)
+                Base::New(Start::File(&init_bytes), run)
             }
-            None => Base::Fresh(
-                crate::run::load_family_config::<A>(a.config.as_deref().unwrap_or("tiny"))?,
+            None => Base::New(
+                Start::Fresh(crate::run::load_family_config::<A>(
+                    a.config.as_deref().unwrap_or("tiny"),
+                )?),
                 run,
             ),
         }

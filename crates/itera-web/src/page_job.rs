@@ -10,7 +10,7 @@ use itera_core::format;
 use itera_core::generate::generate;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
-    encode_corpus, Base, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, NewRun, Provenance,
+    encode_corpus, Base, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, NewRun, Provenance, Start,
     Teacher, TrainSpec,
 };
 use itera_core::{Architecture, Error, Itera, Precision, Result};
@@ -75,13 +75,6 @@ pub fn inspect(tokenizer: &Tokenizer, texts: &[&str]) -> Result<(FineTuneText, V
         heldout_tokens,
     };
     Ok((t, stream, info))
-}
-
-/// A distillation's student: a model file of the family (trained further), or a fresh model of
-/// this shape (its vocabulary the shipped tokenizer's).
-pub enum Student<'a, A: Architecture = Itera> {
-    File(&'a [u8]),
-    Fresh(A::Config),
 }
 
 /// A job running in the page, and what the page shows about it.
@@ -238,7 +231,7 @@ impl<A: Architecture> PageJob<A> {
             eval_sets: eval_sets(&t.heldout),
             teacher: None,
         };
-        let mut job = Job::begin(Base::File(base, NewRun { spec, provenance }), data, clock)?;
+        let mut job = Job::begin(Base::New(Start::File(base), NewRun { spec, provenance }), data, clock)?;
         // The base model's figures start the held-out curves (step 0).
         job.evaluate_start()?;
         Ok(Self {
@@ -258,7 +251,7 @@ impl<A: Architecture> PageJob<A> {
     /// (the spec must not distil: its tokenizer is not the student's).
     #[allow(clippy::too_many_arguments)]
     pub fn distill(
-        student: Student<A>,
+        student: Start<A>,
         student_name: &str,
         teacher: Teacher,
         teacher_name: &str,
@@ -278,8 +271,8 @@ impl<A: Architecture> PageJob<A> {
         }
         let tokenizer = Tokenizer::from_json(tokenizer_json)?;
         let base_name = match student {
-            Student::File(_) => student_name.to_string(),
-            Student::Fresh(_) => String::new(),
+            Start::File(_) => student_name.to_string(),
+            Start::Fresh(_) => String::new(),
         };
         let d = distill_data(tokenizer, corpus, sources, &teacher, spec.distill.is_some())?;
         let stories = d.text.documents - d.visitor_documents;
@@ -294,12 +287,7 @@ impl<A: Architecture> PageJob<A> {
             teacher: Some(teacher_name.into()),
             base: (!base_name.is_empty()).then(|| base_name.clone()),
         };
-        let run = NewRun { spec, provenance };
-        let base = match student {
-            Student::File(bytes) => Base::File(bytes, run),
-            Student::Fresh(config) => Base::Fresh(config, run),
-        };
-        let mut job = Job::begin(base, d.data, clock)?;
+        let mut job = Job::begin(Base::New(student, NewRun { spec, provenance }), d.data, clock)?;
         job.evaluate_start()?;
         Ok(Self {
             job,

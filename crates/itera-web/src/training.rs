@@ -30,9 +30,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::engine::{Engine, GenerateRequest};
 use crate::model::Model;
-use crate::page_job::{decode, inspect, PageJob, Source, Student};
+use crate::page_job::{decode, inspect, PageJob, Source};
 use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
-use itera_core::train::Teacher;
+use itera_core::train::{Start, Teacher};
 
 /// The page's fine-tune defaults (`TrainSpec::FINE_TUNE`).
 #[wasm_bindgen]
@@ -303,7 +303,6 @@ fn js_reason(e: JsValue) -> String {
 /// has one.
 pub trait PageFamily: Architecture {
     type GpuStep: StepBackend<Self>;
-    fn any(w: Weights<Self>) -> AnyWeights;
     fn gpu_step(
         gpu: Rc<Gpu>,
         state: &TrainState<Self>,
@@ -314,16 +313,13 @@ pub trait PageFamily: Architecture {
 
 impl PageFamily for Itera {
     type GpuStep = GpuStep;
-    fn any(w: Weights) -> AnyWeights {
-        AnyWeights::Itera(w)
-    }
     fn gpu_step(gpu: Rc<Gpu>, state: &TrainState, config: StepConfig, teacher: Option<&AnyWeights>) -> Result<GpuStep> {
         GpuStep::new(gpu, state, config, teacher)
     }
 }
 
-/// The Transformer trains on the CPU (this worker or the pool): WebGPU training is the SSM +
-/// MoE family's (its decoding is too). A value of this type cannot exist.
+/// The Transformer trains on the CPU (this worker or the pool): the GPU training kernels are
+/// the SSM + MoE family's (both decode on WebGPU). A value of this type cannot exist.
 pub enum NoGpuStep {}
 
 impl StepBackend<Transformer> for NoGpuStep {
@@ -346,9 +342,6 @@ impl StepBackend<Transformer> for NoGpuStep {
 
 impl PageFamily for Transformer {
     type GpuStep = NoGpuStep;
-    fn any(w: Weights<Transformer>) -> AnyWeights {
-        AnyWeights::Transformer(w)
-    }
     fn gpu_step(_: Rc<Gpu>, _: &TrainState<Transformer>, _: StepConfig, _: Option<&AnyWeights>) -> Result<NoGpuStep> {
         Err(Error::Gpu(
             "WebGPU training is for SSM + MoE models: a Transformer trains on the CPU workers".into(),
@@ -758,10 +751,13 @@ impl<A: PageFamily> Inner<A> {
         self.tune.export(p)
     }
 
-    async fn engine(&mut self, p: Precision) -> Result<Engine> {
+    async fn engine(&mut self, p: Precision) -> Result<Engine>
+    where
+        Weights<A>: Into<AnyWeights>,
+    {
         self.sync().await?;
         let weights = self.tune.job.model().to_precision(p);
-        Engine::from_weights(A::any(weights), self.tune.job.data().tokenizer.clone())
+        Engine::from_weights(weights.into(), self.tune.job.data().tokenizer.clone())
     }
 
     async fn sample(&mut self, req: &GenerateRequest) -> Result<String> {
@@ -822,11 +818,11 @@ fn bytes_field(value: &JsValue, name: &str) -> Option<Vec<u8>> {
 }
 
 /// The student's shape, `{family, config}` (family absent: SSM + MoE), for a fresh model.
-fn fresh_student<A: Architecture>(student: &JsValue) -> Result<Student<'static, A>, JsError> {
+fn fresh_student<A: Architecture>(student: &JsValue) -> Result<Start<'static, A>, JsError> {
     let config = Reflect::get(student, &"config".into()).map_err(|_| js_error("student: no config"))?;
     let json: serde_json::Value = from_js(config, "student shape")?;
     let config = A::config_from_json(&json.to_string()).map_err(js_error)?;
-    Ok(Student::Fresh(config))
+    Ok(Start::Fresh(config))
 }
 
 #[wasm_bindgen]
@@ -898,7 +894,7 @@ impl TrainingJob {
         macro_rules! distill_as {
             ($variant:ident) => {{
                 let student = match &student_bytes {
-                    Some(bytes) => Student::File(bytes),
+                    Some(bytes) => Start::File(bytes),
                     None => fresh_student(&student)?,
                 };
                 let tune = PageJob::distill(

@@ -12,10 +12,10 @@ use std::path::PathBuf;
 
 use fine_tune_fixture::{distill_corpus, distill_spec, same};
 use itera_core::tokenizer::Tokenizer;
-use itera_core::train::Teacher;
 use itera_core::train::{ready, Budget, CorpusBuilder, CpuStep, Event, TrainSpec};
+use itera_core::train::{Start, Teacher};
 use itera_core::Config;
-use itera_web::page_job::{PageJob, Student, BUILTIN_STORIES};
+use itera_web::page_job::{PageJob, BUILTIN_STORIES};
 use serde_json::{json, Value};
 
 fn root() -> PathBuf {
@@ -65,7 +65,7 @@ fn a_logit_distillation_matches_the_golden_corpus_and_curve() {
     let teacher = Teacher::model(&read("weights/itera-tiny-q8.safetensors")).unwrap();
     let spec = distill_spec();
     let mut job = PageJob::distill(
-        Student::Fresh(micro()),
+        Start::Fresh(micro()),
         "",
         teacher,
         "itera-tiny-q8",
@@ -133,7 +133,7 @@ fn a_llama2c_teacher_distils_its_stories_and_the_students_bpb_falls() {
     }
     // Logits cannot be distilled across tokenizers.
     let refused = <PageJob>::distill(
-        Student::Fresh(micro()),
+        Start::Fresh(micro()),
         "",
         Teacher::llama2(
             &std::fs::read(dir.join("stories260K.bin")).unwrap(),
@@ -155,7 +155,7 @@ fn a_llama2c_teacher_distils_its_stories_and_the_students_bpb_falls() {
         ..distill_spec()
     };
     let mut job = PageJob::distill(
-        Student::Fresh(micro()),
+        Start::Fresh(micro()),
         "",
         teacher,
         "stories260K",

@@ -138,14 +138,20 @@ pub struct Job<A: Architecture = Itera> {
 /// base model, a fresh student, a saved job) begin one, built by `Job::begin`.
 #[allow(clippy::large_enum_variant)]
 pub enum Base<'a, A: Architecture = Itera> {
-    /// A fine-tune of a model file of the family (any precision; trained in f32), whose
-    /// vocabulary must be the job's tokenizer's.
-    File(&'a [u8], NewRun),
-    /// A fresh model of this shape, its vocabulary the job's tokenizer's, initialised from the
-    /// spec's seed.
-    Fresh(A::Config, NewRun),
+    /// A new run from these weights, with its settings and provenance.
+    New(Start<'a, A>, NewRun),
     /// A run's checkpoint: it continues with its own settings and provenance, on the same data.
     Resume(Checkpoint<A>),
+}
+
+/// The weights a new run starts from.
+pub enum Start<'a, A: Architecture = Itera> {
+    /// A model file of the family (any precision; trained in f32): a fine-tune, whose
+    /// vocabulary must be the job's tokenizer's.
+    File(&'a [u8]),
+    /// A fresh model of this shape, its vocabulary the job's tokenizer's, initialised from the
+    /// spec's seed.
+    Fresh(A::Config),
 }
 
 /// What a new run is given beside its weights.
@@ -157,9 +163,12 @@ pub struct NewRun {
 impl<A: Architecture> Job<A> {
     /// A job from `base` on `data`: the one builder of every front end.
     pub fn begin(base: Base<'_, A>, data: JobData, clock: Clock) -> Result<Job<A>> {
-        let (weights, run) = match base {
+        let (start, run) = match base {
             Base::Resume(checkpoint) => return Job::resume(checkpoint, data, clock),
-            Base::File(bytes, run) => {
+            Base::New(start, run) => (start, run),
+        };
+        let weights = match start {
+            Start::File(bytes) => {
                 let w = crate::format::load_as::<A>(bytes)?;
                 let (model, tokenizer) = (A::vocab_size(&w.config), data.tokenizer.vocab_size());
                 if model != tokenizer {
@@ -167,12 +176,12 @@ impl<A: Architecture> Job<A> {
                         "the base model has {model} token ids but the tokenizer has {tokenizer}: it was trained with another tokenizer"
                     )));
                 }
-                (w, run)
+                w
             }
-            Base::Fresh(config, run) => {
+            Start::Fresh(config) => {
                 let vocab = data.tokenizer.vocab_size();
                 let config = A::with_tokenizer(&config, vocab, Some("tokenizer.json".into()));
-                (A::init_random(&config, run.spec.seed)?, run)
+                A::init_random(&config, run.spec.seed)?
             }
         };
         Job::new(run.spec, &weights, data, run.provenance, clock)

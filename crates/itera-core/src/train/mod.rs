@@ -20,7 +20,7 @@ pub use checkpoint::{checkpoint_family, Checkpoint, DataFingerprint};
 pub use corpus::{CorpusBuilder, CorpusSettings, Story, StoryTeller};
 pub use data::{encode_corpus, split_documents, EvalSet, FineTuneText};
 pub use history::{EvalPoint, History};
-pub use job::{Base, Budget, Clock, EvalResult, Event, Job, JobData, NewRun, Provenance};
+pub use job::{Base, Budget, Clock, EvalResult, Event, Job, JobData, NewRun, Provenance, Start};
 pub use optim::{AdamW, LrSchedule, BETA1, BETA2, EPS};
 pub use spec::{DistillSpec, Limit, StepConfig, TrainSpec, LIMITS, MAX_TOKENS_PER_STEP};
 pub use step::{check_finite, finish_step, ready, ExpertLoad, ShardScratch, StepBackend, StepReport, TrainState};
