@@ -5,13 +5,11 @@
 // speed and decode-state memory against position. All model work is the model worker's.
 
 import { lineChart } from './charts.js';
+import { fmtBytes, fmtFlops, fmtParams } from './format.js';
 
 const $ = (id) => document.getElementById(id);
 const MAX_MODELS = 4;
 
-const fmtBytes = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(1)} KB`);
-const fmtParams = (n) => `${(n / 1e6).toFixed(2)}M`;
-const fmtFlops = (n) => `${(n / 1e6).toFixed(2)} MFLOPs`;
 
 // Replaces a chart in `el` with a fresh one of these series (uPlot fixes its series when made).
 function freshChart(el, opts) {

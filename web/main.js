@@ -7,6 +7,7 @@ import { detectWebGpu, deviceInfo } from './device.js';
 import { setupCompare } from './compare.js';
 import { setupDistill } from './distill.js';
 import { setupFineTune } from './fine-tune.js';
+import { fmtBytes, fmtFlops, fmtParams } from './format.js';
 import { connect } from './rpc.js';
 
 const $ = (id) => document.getElementById(id);
@@ -55,8 +56,6 @@ function setBusy(busy) {
   $('stop').disabled = !busy || !state.generation;
 }
 
-const fmtParams = (n) => `${(n / 1e6).toFixed(2)}M`;
-const fmtBytes = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(0)} KB`);
 const fmtRate = (r) => (r == null ? '–' : r.toFixed(r < 10 ? 1 : 0));
 const fmtMs = (ms) => (ms == null ? '–' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 
@@ -151,8 +150,6 @@ async function recoverModelWorker(message) {
     setBusy(false);
   }
 }
-
-const fmtFlops = (n) => `${(n / 1e6).toFixed(2)} MFLOPs`;
 
 // What a token costs at the stated positions: a fixed state, or a KV cache that grows.
 function describeCost(l) {
