@@ -82,6 +82,9 @@ spec_args! {
     alpha: f64,
     eval_every: usize,
     checkpoint_every: usize,
+    /// Stop once this many evaluations in a row have not lowered the best held-out BPB (of the
+    /// first held-out set); 0 runs every step. The best weights are `best.safetensors` either way.
+    patience: usize,
     /// Seeds the batches (and a fresh model's weights).
     seed: u64,
     /// Parts the batch is cut into, each one's gradient computed apart and averaged in order
@@ -602,6 +605,7 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<TeacherRun>) -> Resul
             .open(a.out_dir.join("log.jsonl"))?,
         checkpoint: checkpoint_path,
         model: model_path,
+        best: a.out_dir.join("best.safetensors"),
     };
     Ok((job, files))
 }
@@ -609,7 +613,10 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<TeacherRun>) -> Resul
 struct RunFiles {
     log: std::fs::File,
     checkpoint: PathBuf,
+    /// The last weights (at the last checkpoint).
     model: PathBuf,
+    /// The weights of the lowest held-out BPB so far.
+    best: PathBuf,
 }
 
 /// Advances the job one step at a time: a log line per step (with its evaluations), the
@@ -625,9 +632,13 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
     let first_step = job.completed();
     let mut saved_step = first_step;
     let start = Instant::now();
+    // A step's log line, with the evaluation after it when there is one (the next slice).
+    let mut record = serde_json::Value::Null;
+    let mut stopped_early = None;
     while !job.is_done() {
-        let mut record = serde_json::Value::Null;
         let mut checkpoint = None;
+        let mut best = None;
+        let mut finished = Vec::new();
         let mut on_event = |e: Event| -> itera_core::Result<()> {
             match e {
                 Event::Step {
@@ -643,6 +654,9 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
                     expert_load,
                     aux_layers,
                 } => {
+                    if !record.is_null() {
+                        finished.push(std::mem::take(&mut record));
+                    }
                     record = json!({
                         "step": step, "loss": loss, "ce": ce, "aux": aux, "kl": kl, "lr": lr,
                         "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "elapsed_s": elapsed_s,
@@ -650,6 +664,9 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
                     });
                     bar.set_message(format!("loss {loss:.4}  {tokens_per_s:.0} tok/s"));
                     bar.inc(1);
+                }
+                Event::Evaluating { sets, tokens, .. } => {
+                    bar.set_message(format!("evaluating held-out BPB ({sets} × at most {tokens} tokens)…"));
                 }
                 Event::Eval { step, results } => {
                     let mut line = format!(
@@ -667,8 +684,9 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
                     }
                     bar.println(line + " bits/byte");
                 }
+                Event::Best { bytes, .. } => best = Some(bytes),
                 Event::Checkpoint { step, bytes } => checkpoint = Some((step, bytes)),
-                Event::Done { .. } => {}
+                Event::Done { stopped_early: s, .. } => stopped_early = s,
             }
             Ok(())
         };
@@ -680,12 +698,20 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
                 files.checkpoint.display()
             );
         }
+        for line in finished {
+            writeln!(files.log, "{line}")?;
+        }
+        if let Some(bytes) = best {
+            write_atomic(&files.best, &bytes)?;
+        }
         if let Some((step, bytes)) = checkpoint {
             // One step per slice, so the job's state is the checkpoint's.
             write_atomic(&files.model, &format::save(&job.model())?)?;
             write_atomic(&files.checkpoint, &bytes)?;
             saved_step = step;
         }
+    }
+    if !record.is_null() {
         writeln!(files.log, "{record}")?;
     }
     bar.finish();
@@ -698,5 +724,33 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
         job.completed(),
         job.spec().steps
     );
+    if let Some(stop) = stopped_early {
+        eprintln!(
+            "stopped early at step {}: {} evaluations in a row did not lower the {} BPB below {:.4} (step {})",
+            job.completed(),
+            stop.patience,
+            stop.set,
+            stop.best.bits_per_byte,
+            stop.best.step
+        );
+    }
+    match job.best() {
+        Some(b) if b.step > 0 => eprintln!(
+            "best: {} BPB {:.4} at step {} → {}; last: step {} → {}",
+            job.judged_set().unwrap_or_default(),
+            b.bits_per_byte,
+            b.step,
+            files.best.display(),
+            job.completed(),
+            files.model.display()
+        ),
+        Some(b) => eprintln!(
+            "best: the starting weights ({} BPB {:.4} at step 0) — no step improved on them; last: {}",
+            job.judged_set().unwrap_or_default(),
+            b.bits_per_byte,
+            files.model.display()
+        ),
+        None => {}
+    }
     Ok(())
 }

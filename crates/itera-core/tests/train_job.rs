@@ -309,7 +309,13 @@ fn a_lost_device_continues_on_the_cpu_from_the_last_state_read_back() {
         own: None,
         lost_at: 7,
     };
-    let r = pollster_free(job.advance(&mut device, Budget::steps(100), &mut |_| Ok(())));
+    // A slice ends before each evaluation: advance until the device fails.
+    let r = loop {
+        let r = pollster_free(job.advance(&mut device, Budget::steps(100), &mut |_| Ok(())));
+        if r.is_err() || job.is_done() {
+            break r;
+        }
+    };
     assert!(matches!(r, Err(Error::Gpu(_))), "{r:?}");
     assert_eq!(job.completed(), 7);
     assert_eq!(
@@ -320,4 +326,117 @@ fn a_lost_device_continues_on_the_cpu_from_the_last_state_read_back() {
     assert_eq!(job.history().len(), 5);
     run(&mut job, &[100]);
     assert!(bits(&job) == bits(&straight));
+}
+
+/// Each evaluation is announced (`Evaluating`) and ends the slice before it runs, so a caller
+/// can show it and stop there; a checkpoint taken in that gap resumes into the same run.
+#[test]
+fn an_evaluation_is_announced_and_ends_the_slice() {
+    let mut job = new_job(spec());
+    let mut cpu = CpuStep::new(&job.state().weights, job.spec().step_config(), 2);
+    let mut events = Vec::new();
+    pollster_free(job.advance(&mut cpu, Budget::steps(100), &mut |e| {
+        events.push(e);
+        Ok(())
+    }))
+    .unwrap();
+    assert_eq!(job.completed(), 4);
+    assert!(job.evaluation_due());
+    assert!(matches!(
+        events.last(),
+        Some(Event::Evaluating { step: 4, sets: 2, tokens }) if *tokens == job.eval_tokens()
+    ));
+    // Stopped here: the checkpoint has no evaluation at step 4; the resumed job runs it first.
+    let bytes = job.checkpoint().unwrap().to_bytes().unwrap();
+    let mut resumed = Job::resume(
+        <Checkpoint>::from_bytes(&bytes).unwrap(),
+        data(STORIES),
+        Box::new(|| 0.0),
+    )
+    .unwrap();
+    assert!(resumed.evaluation_due());
+    let events = run(&mut resumed, &[100]);
+    assert!(matches!(events.first(), Some(Event::Eval { step: 4, .. })), "{:?}", events.first());
+    let mut straight = new_job(spec());
+    run(&mut straight, &[100]);
+    assert!(bits(&resumed) == bits(&straight));
+    assert_eq!(resumed.history().evals, straight.history().evals);
+}
+
+/// The job reports the weights of each new best held-out figure (of the first set) as a model
+/// file, and with a patience stops once that many evaluations in a row did not beat it.
+#[test]
+fn the_best_weights_are_kept_and_patience_stops_the_run() {
+    // A learning rate this high lowers the held-out figure, then makes it rise within a few steps.
+    let spec = TrainSpec {
+        steps: 40,
+        lr: 0.1,
+        min_lr: 0.1,
+        eval_every: 1,
+        patience: 2,
+        ..spec()
+    };
+    let mut job = new_job(spec.clone());
+    job.evaluate_start().unwrap();
+    let events = run(&mut job, &[7]);
+    let Some(Event::Done {
+        step,
+        stopped_early: Some(stop),
+        ..
+    }) = events.last().cloned()
+    else {
+        panic!("an early stop: {:?}", events.last());
+    };
+    assert!(step < spec.steps, "stopped at {step}");
+    assert_eq!(job.completed(), step);
+    assert!(job.is_done());
+    assert_eq!((stop.patience, stop.set.as_str()), (2, "yours"));
+    // The figures after the best: exactly `patience` of them, none lower.
+    let yours: Vec<_> = job.history().evals.iter().filter(|e| e.name == "yours").collect();
+    let at = yours.iter().position(|e| e.step == stop.best.step).unwrap();
+    assert_eq!(yours.len() - 1 - at, 2, "{yours:?}");
+    assert!(yours.iter().all(|e| e.bits_per_byte >= stop.best.bits_per_byte));
+    // Every Best event improved on the last one; the last is the stop's best and its bytes are
+    // the weights after that step.
+    let bests: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Best {
+                step,
+                bits_per_byte,
+                bytes,
+                ..
+            } => Some((*step, *bits_per_byte, bytes.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(bests.windows(2).all(|w| w[1].1 < w[0].1 && w[1].0 > w[0].0));
+    assert!(stop.best.step > 0, "a step beat the starting weights first");
+    {
+        let (best_step, bpb, bytes) = bests.last().unwrap();
+        assert_eq!((*best_step, *bpb), (stop.best.step, stop.best.bits_per_byte));
+        let mut replay = new_job(TrainSpec { patience: 0, ..spec.clone() });
+        replay.stop_at(*best_step);
+        run(&mut replay, &[100]);
+        assert_eq!(
+            itera_core::format::load(bytes).unwrap().tensors,
+            replay.model().tensors,
+            "the best file holds the weights after step {best_step}"
+        );
+    }
+    // Loaded again, the stopped run stays stopped.
+    let cp = job.checkpoint().unwrap().to_bytes().unwrap();
+    let again = Job::resume(<Checkpoint>::from_bytes(&cp).unwrap(), data(STORIES), Box::new(|| 0.0)).unwrap();
+    assert!(again.is_done(), "resumed at {} of {}", again.completed(), again.end());
+}
+
+#[test]
+fn patience_needs_a_held_out_set() {
+    let mut d = data(STORIES);
+    d.eval_sets.clear();
+    let spec = TrainSpec { patience: 1, ..spec() };
+    let Err(e) = Job::new(spec, &base(), d, Default::default(), Box::new(|| 0.0)) else {
+        panic!("patience without a held-out set was accepted");
+    };
+    assert!(e.to_string().contains("patience"), "{e}");
 }

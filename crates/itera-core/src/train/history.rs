@@ -27,7 +27,35 @@ pub struct EvalPoint {
     pub bits_per_byte: f64,
 }
 
+/// The lowest held-out figure of one evaluation set so far (`History::best`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Best {
+    /// The step whose weights scored it (0: the weights the run started from).
+    pub step: usize,
+    pub bits_per_byte: f64,
+    /// Evaluations of the set since, none of them lower.
+    pub evals_since: usize,
+}
+
 impl History {
+    /// The best (lowest) bits per byte of the set `name` so far: the earliest step on a tie.
+    pub fn best(&self, name: &str) -> Option<Best> {
+        let mut best: Option<Best> = None;
+        for e in self.evals.iter().filter(|e| e.name == name) {
+            match &mut best {
+                Some(b) if e.bits_per_byte >= b.bits_per_byte => b.evals_since += 1,
+                _ => {
+                    best = Some(Best {
+                        step: e.step,
+                        bits_per_byte: e.bits_per_byte,
+                        evals_since: 0,
+                    })
+                }
+            }
+        }
+        best
+    }
+
     /// Steps recorded.
     pub fn len(&self) -> usize {
         self.loss.len()
@@ -78,5 +106,36 @@ impl History {
             ("grad_norm", &mut self.grad_norm),
             ("tokens_per_s", &mut self.tokens_per_s),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(step: usize, name: &str, bits_per_byte: f64) -> EvalPoint {
+        EvalPoint {
+            step,
+            name: name.into(),
+            bits_per_byte,
+        }
+    }
+
+    #[test]
+    fn the_best_is_the_lowest_figure_and_counts_the_evaluations_since() {
+        let mut h = History::default();
+        assert_eq!(h.best("a"), None);
+        h.evals = vec![
+            point(0, "a", 2.0),
+            point(0, "b", 1.0),
+            point(10, "a", 1.5),
+            point(10, "b", 0.5),
+            point(20, "a", 1.5),
+            point(30, "a", 1.7),
+        ];
+        let b = h.best("a").unwrap();
+        assert_eq!((b.step, b.bits_per_byte, b.evals_since), (10, 1.5, 2));
+        let b = h.best("b").unwrap();
+        assert_eq!((b.step, b.evals_since), (10, 0));
     }
 }

@@ -13,13 +13,14 @@ use serde::Serialize;
 
 use super::checkpoint::{Checkpoint, DataFingerprint};
 use super::data::EvalSet;
-use super::history::{EvalPoint, History};
+use super::history::{Best, EvalPoint, History};
 use super::spec::TrainSpec;
 use super::step::{check_teacher, StepBackend, TrainState};
 use super::summary::{DistillMode, DistilledFrom, TrainingSummary};
 use super::trainer::sample_batch;
 use crate::error::{Error, Result};
 use crate::eval::{eval_model_with, EvalOptions, EvalReport};
+use crate::format;
 use crate::family::Architecture;
 use crate::itera::Itera;
 use crate::lm::AnyWeights;
@@ -76,16 +77,41 @@ pub enum Event {
         expert_load: Vec<Vec<f32>>,
         aux_layers: Vec<f32>,
     },
+    /// The evaluation after `step` steps comes next: `sets` held-out sets of at most `tokens`
+    /// tokens each. The slice ends here, so that a caller can say so (and stop) before it runs.
+    Evaluating { step: usize, sets: usize, tokens: usize },
     /// Held-out bits per byte of every evaluation set after `step` steps.
     Eval { step: usize, results: Vec<EvalResult> },
+    /// The weights after `step` steps score the lowest held-out BPB of the judged set (the
+    /// first) so far: they are `bytes`, an f32 model file with the run's summary.
+    Best {
+        step: usize,
+        set: String,
+        bits_per_byte: f64,
+        #[serde(skip)]
+        bytes: Vec<u8>,
+    },
     /// A checkpoint of the run after `step` steps (`Checkpoint::to_bytes`).
     Checkpoint {
         step: usize,
         #[serde(skip)]
         bytes: Vec<u8>,
     },
-    /// The run reached its last step.
-    Done { step: usize, seconds: f64 },
+    /// The run reached its last step, or stopped early (`stopped_early` says why).
+    Done {
+        step: usize,
+        seconds: f64,
+        stopped_early: Option<EarlyStop>,
+    },
+}
+
+/// Why a run ended before its last step: `patience` evaluations in a row did not lower the
+/// judged set's best figure.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EarlyStop {
+    pub patience: usize,
+    pub set: String,
+    pub best: Best,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -263,6 +289,13 @@ impl<A: Architecture> Job<A> {
                     .into(),
             });
         }
+        if spec.patience > 0 && data.eval_sets.is_empty() {
+            return Err(Error::setting(
+                "patience",
+                spec.patience,
+                "0 when the run has no held-out text to judge by",
+            ));
+        }
         let completed = state.opt.step;
         if history.len() != completed {
             return Err(Error::Metadata(format!(
@@ -270,7 +303,7 @@ impl<A: Architecture> Job<A> {
                 history.len()
             )));
         }
-        Ok(Job {
+        let mut job = Job {
             end: spec.steps,
             spec,
             data,
@@ -282,7 +315,12 @@ impl<A: Architecture> Job<A> {
             prior_seconds,
             session_seconds: 0.0,
             session_first_step: completed,
-        })
+        };
+        // A run that stopped early stays stopped when it is loaded again.
+        if job.early_stop().is_some() && job.history.evals.iter().any(|e| e.step == completed) {
+            job.end = completed;
+        }
+        Ok(job)
     }
 
     pub fn spec(&self) -> &TrainSpec {
@@ -312,8 +350,41 @@ impl<A: Architecture> Job<A> {
         self.end
     }
 
+    /// The last step is taken and its evaluation done.
     pub fn is_done(&self) -> bool {
-        self.completed >= self.end
+        self.completed >= self.end && !self.evaluation_due()
+    }
+
+    /// The evaluation after the step just taken has not run yet (it runs first in the next
+    /// `advance`; a checkpoint taken meanwhile is one without it, and a resume runs it).
+    pub fn evaluation_due(&self) -> bool {
+        let n = self.completed;
+        n > 0
+            && !self.data.eval_sets.is_empty()
+            && (n.is_multiple_of(self.spec.eval_every) || n >= self.end)
+            && !self.history.evals.iter().any(|e| e.step == n)
+    }
+
+    /// The set whose figure picks the best weights and the early stop: the first one (the
+    /// held-out part of the training text where there is one).
+    pub fn judged_set(&self) -> Option<&str> {
+        self.data.eval_sets.first().map(|s| s.name.as_str())
+    }
+
+    /// The lowest figure of the judged set so far (step 0 is the weights the run began from).
+    pub fn best(&self) -> Option<Best> {
+        self.history.best(self.judged_set()?)
+    }
+
+    /// Why the run stops early, once `patience` evaluations in a row have not beaten the best.
+    pub fn early_stop(&self) -> Option<EarlyStop> {
+        let patience = self.spec.patience;
+        let best = self.best().filter(|b| patience > 0 && b.evals_since >= patience)?;
+        Some(EarlyStop {
+            patience,
+            set: self.judged_set()?.to_string(),
+            best,
+        })
     }
 
     /// Stops the run after `step` (evaluating and checkpointing there) while keeping the
@@ -345,13 +416,23 @@ impl<A: Architecture> Job<A> {
         let t0 = (self.clock)();
         let session_before = self.session_seconds;
         let mut taken = 0;
-        while !self.is_done() && taken < budget.steps && (taken == 0 || (self.clock)() - t0 < budget.seconds) {
-            let result = self.one_step(backend, t0, session_before, on_event).await;
+        loop {
+            let within = taken == 0 || (self.clock)() - t0 < budget.seconds;
+            let result = if self.evaluation_due() && within {
+                self.finish_evaluation(backend, t0, session_before, on_event).await
+            } else if !self.is_done() && taken < budget.steps && within {
+                taken += 1;
+                self.one_step(backend, t0, session_before, on_event).await
+            } else {
+                return Ok(());
+            };
             self.session_seconds = session_before + ((self.clock)() - t0);
             result?;
-            taken += 1;
+            if self.evaluation_due() {
+                // The slice ends before an evaluation, so that the caller can show it coming.
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     async fn one_step<B: StepBackend<A>>(
@@ -391,23 +472,63 @@ impl<A: Architecture> Job<A> {
             expert_load: report.routing.fractions(A::n_experts(&self.state.weights.config)),
             aux_layers: report.routing.aux.clone(),
         })?;
+        if self.evaluation_due() {
+            on_event(Event::Evaluating {
+                step: self.completed,
+                sets: self.data.eval_sets.len(),
+                tokens: self.eval_tokens(),
+            })?;
+            return Ok(());
+        }
+        self.end_of_step(backend, t0, session_before, on_event).await
+    }
+
+    /// The evaluation after the step just taken: its figures, the best weights when they
+    /// improved, the early stop when patience ran out; then the step's checkpoint and end.
+    async fn finish_evaluation<B: StepBackend<A>>(
+        &mut self,
+        backend: &mut B,
+        t0: f64,
+        session_before: f64,
+        on_event: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<()> {
         let n = self.completed;
-        let last = n == self.end;
-        let evaluate = !self.data.eval_sets.is_empty() && (n.is_multiple_of(self.spec.eval_every) || last);
-        let checkpoint = n.is_multiple_of(self.spec.checkpoint_every) || last;
-        if evaluate || checkpoint {
+        backend.sync(&mut self.state).await?;
+        let results = self.evaluate()?;
+        self.history.evals.extend(results.iter().map(|r| EvalPoint {
+            step: n,
+            name: r.name.clone(),
+            bits_per_byte: r.bits_per_byte,
+        }));
+        on_event(Event::Eval { step: n, results })?;
+        if let (Some(best), Some(set)) = (self.best(), self.judged_set()) {
+            if best.step == n {
+                on_event(Event::Best {
+                    step: n,
+                    set: set.to_string(),
+                    bits_per_byte: best.bits_per_byte,
+                    bytes: format::save(&self.model())?,
+                })?;
+            }
+        }
+        if self.early_stop().is_some() {
+            self.end = n;
+        }
+        self.end_of_step(backend, t0, session_before, on_event).await
+    }
+
+    /// The checkpoint of step `completed` when one is due, and the run's end when it is last.
+    async fn end_of_step<B: StepBackend<A>>(
+        &mut self,
+        backend: &mut B,
+        t0: f64,
+        session_before: f64,
+        on_event: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<()> {
+        let n = self.completed;
+        let last = n >= self.end;
+        if n.is_multiple_of(self.spec.checkpoint_every) || last {
             backend.sync(&mut self.state).await?;
-        }
-        if evaluate {
-            let results = self.evaluate()?;
-            self.history.evals.extend(results.iter().map(|r| EvalPoint {
-                step: n,
-                name: r.name.clone(),
-                bits_per_byte: r.bits_per_byte,
-            }));
-            on_event(Event::Eval { step: n, results })?;
-        }
-        if checkpoint {
             self.session_seconds = session_before + ((self.clock)() - t0);
             let bytes = self.checkpoint()?.to_bytes()?;
             on_event(Event::Checkpoint { step: n, bytes })?;
@@ -416,6 +537,7 @@ impl<A: Architecture> Job<A> {
             on_event(Event::Done {
                 step: n,
                 seconds: self.seconds(),
+                stopped_early: self.early_stop().filter(|_| n < self.spec.steps),
             })?;
         }
         Ok(())

@@ -36,6 +36,9 @@ pub struct TrainSpec {
     pub eval_every: usize,
     /// A checkpoint every this many steps (and at the last step).
     pub checkpoint_every: usize,
+    /// Early stopping: the run ends once this many evaluations in a row have not lowered the
+    /// best held-out BPB of the first evaluation set (`History::best`); 0 never stops early.
+    pub patience: usize,
     /// Seeds the batches (step s draws from the stream (seed, s)) and a fresh model's weights.
     pub seed: u64,
     /// The batch is cut into this many contiguous parts whose gradients are computed apart and
@@ -103,6 +106,7 @@ pub const LIMITS: &[Limit] = &[
     limit("temperature", 0.05, 50.0),
     limit("eval_every", 1.0, 1e6),
     limit("checkpoint_every", 1.0, 1e6),
+    limit("patience", 0.0, 1e6),
     // JavaScript numbers hold integers exactly up to 2^53.
     limit("seed", 0.0, 9_007_199_254_740_991.0),
     limit("shards", 1.0, 64.0),
@@ -123,6 +127,7 @@ impl TrainSpec {
         distill: None,
         eval_every: 200,
         checkpoint_every: 500,
+        patience: 0,
         seed: 0,
         shards: 1,
     };
@@ -177,6 +182,7 @@ impl TrainSpec {
             ("alpha", self.alpha),
             ("eval_every", self.eval_every as f64),
             ("checkpoint_every", self.checkpoint_every as f64),
+            ("patience", self.patience as f64),
             ("seed", self.seed as f64),
             ("shards", self.shards as f64),
         ];
