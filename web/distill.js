@@ -208,7 +208,7 @@ export function setupDistill(app) {
     view.note('error', null);
     try {
       const r = await t.rpc('restore');
-      fillSettings(form, r.meta.settings, t.defaults.limits);
+      fillSettings(form, { ...t.defaults.distill.settings, ...r.meta.settings }, t.defaults.limits);
       $('ds-saved').hidden = true;
       $('ds-corpus-status').textContent = `${r.info.text.documents} stories (kept in this browser)`;
       await view.resume(r, setButtons, runView);

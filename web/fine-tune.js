@@ -53,37 +53,61 @@ export function setupFineTune(app) {
   let inspectTimer = null;
   const inspectSoon = () => { clearTimeout(inspectTimer); inspectTimer = setTimeout(inspectNow, 250); };
 
+  // Progress of the worker reading and tokenizing the texts ({phase, done, total} in bytes).
+  const showPreparing = (el) => (ev) => {
+    if (ev.type !== 'progress') return;
+    const mb = (n) => (n / 1e6).toFixed(1);
+    el.textContent = ev.phase === 'reading'
+      ? `Reading ${fmtBytes(ev.total)} of text…`
+      : `Tokenizing: ${Math.floor((100 * ev.done) / ev.total)} % (${mb(ev.done)} of ${mb(ev.total)} MB)…`;
+    document.body.dataset.ftPreparing = ev.phase;
+  };
+
+  // The texts' documents and tokens (the core's TextInfo), as the job will train on them.
+  const showTextInfo = (i) => {
+    const info = $('ft-text-info');
+    info.classList.remove('error');
+    info.textContent = `${i.documents} ${i.documents === 1 ? 'story' : 'stories'} to learn from (${fmtInt(i.bytes)} bytes, ${fmtInt(i.tokens)} tokens); `
+      + (i.heldout_documents > 0
+        ? `${i.heldout_documents} held out to measure progress (${fmtInt(i.heldout_bytes)} bytes, ${fmtInt(i.heldout_tokens)} tokens).`
+        : 'none held out (give two or more stories, or a longer one, to measure progress on unseen text).');
+  };
+
+  let inspecting = 0; // the latest inspection: an older one's answer is not shown
   async function inspectNow() {
     const info = $('ft-text-info');
     const given = texts();
     $('ft-files-list').textContent = ui.files.map((f) => `${f.name} (${fmtBytes(f.bytes)})`).join(', ');
     info.classList.remove('error');
     if (given.length === 0) { info.textContent = 'No text yet.'; return; }
+    const mine = ++inspecting;
     try {
-      const i = await (await ready()).rpc('inspect', { texts: given });
-      info.textContent = `${i.documents} ${i.documents === 1 ? 'story' : 'stories'} to learn from (${fmtInt(i.bytes)} bytes, ${fmtInt(i.tokens)} tokens); `
-        + (i.heldout_documents > 0
-          ? `${i.heldout_documents} held out to measure progress (${fmtInt(i.heldout_bytes)} bytes, ${fmtInt(i.heldout_tokens)} tokens).`
-          : 'none held out (give two or more stories, or a longer one, to measure progress on unseen text).');
+      const i = await (await ready()).call('prepare', { texts: given }, (ev) => mine === inspecting && showPreparing(info)(ev)).promise;
+      if (mine !== inspecting) return;
+      showTextInfo(i);
+      document.body.dataset.ftPreparing = 'done';
     } catch (e) {
+      if (mine !== inspecting) return;
       info.classList.add('error');
       info.textContent = `⚠ ${e.message}`;
+      document.body.dataset.ftPreparing = 'failed';
     }
   }
 
+  // Files are read in the training worker (a File passes there without being read here); one
+  // over the page's limit is refused before the texts already given are replaced.
   async function openFiles(list) {
-    const decoder = new TextDecoder('utf-8', { fatal: true });
-    const files = [];
-    for (const f of list) {
-      try {
-        files.push({ name: f.name, text: decoder.decode(await f.arrayBuffer()), bytes: f.size });
-      } catch {
-        view.note('error', `${f.name} is not UTF-8 text: save it as UTF-8 (plain text) and open it again.`);
-        return;
-      }
+    await ready();
+    const max = t.defaults.limits.max_text_bytes;
+    const total = list.reduce((n, f) => n + f.size, 0);
+    if (total > max) {
+      view.note('error', `${list.map((f) => f.name).join(', ')}: ${fmtBytes(total)} of text, more than the ${fmtBytes(max)} the page trains on `
+        + '(the text, its tokens and the model share this tab\'s memory, and a copy is kept in the browser to resume). '
+        + 'The texts given before are kept. Train on larger texts natively: cargo xtask train --text FILE.');
+      return;
     }
     view.note('error', null);
-    ui.files = files;
+    ui.files = list.map((f) => ({ name: f.name, file: f, bytes: f.size }));
     inspectNow();
   }
 
@@ -101,7 +125,7 @@ export function setupFineTune(app) {
     const settings = readSettings(form, t.defaults.defaults);
     settings.shards = Math.min(workers(), MAX_WORKERS, Number(settings.batch) || 1);
     const baseKey = $('ft-base').value;
-    const begin = () => t.rpc('start', { base: app.source(baseKey), texts: given, settings, sample: sampleRequest() });
+    const begin = () => t.call('start', { base: app.source(baseKey), texts: given, settings, sample: sampleRequest() }, showPreparing($('ft-status'))).promise;
     if (await view.start(`Starting a fine-tune of ${baseKey}…`, begin)) await runView();
   }
 
@@ -116,11 +140,15 @@ export function setupFineTune(app) {
     await ready();
     view.note('error', null);
     try {
-      const r = await t.call(op, args, null, transfer).promise;
-      fillSettings(form, r.meta.settings, t.defaults.limits);
-      $('ft-text').value = r.meta.texts.map((x) => x.text).join('\n\n');
-      ui.files = [];
-      inspectNow();
+      const r = await t.call(op, args, showPreparing($('ft-status')), transfer).promise;
+      fillSettings(form, { ...t.defaults.defaults, ...r.meta.settings }, t.defaults.limits);
+      // The job's texts as given: a paste back in the box, files in the list.
+      $('ft-text').value = r.texts.filter((x) => !x.file).map((x) => x.text).join('\n\n');
+      ui.files = r.texts.filter((x) => x.file).map((x) => ({ name: x.name, file: x.file, bytes: x.file.size }));
+      // The job has the texts tokenized already: their figures come with it.
+      inspecting += 1;
+      $('ft-files-list').textContent = ui.files.map((f) => `${f.name} (${fmtBytes(f.bytes)})`).join(', ');
+      showTextInfo(r.info.text);
       $('ft-prompt').value = r.meta.sample?.prompt ?? $('ft-prompt').value;
       $('ft-saved').hidden = true;
       await view.resume(r, setButtons, runView);

@@ -51,6 +51,9 @@ function template(p, distill) {
       <h2>Your model</h2>
       <p id="${p}-done-text" role="status"></p>
       <div class="actions">
+        <label id="${p}-weights-label" hidden>Weights
+          <select id="${p}-weights"></select>
+        </label>
         <button id="${p}-use" type="button" class="primary">Use this model</button>
         <label>Precision
           <select id="${p}-precision">
@@ -98,7 +101,7 @@ export class JobView {
     };
     this.resetCurves(null, []);
     this.onState = onState;
-    this.el('use').addEventListener('click', () => this.app.use(`${this.tuned.family}-q8`));
+    this.el('use').addEventListener('click', () => this.app.use(`${this.chosen().family}-q8`));
     this.el('download').addEventListener('click', () => this.download());
     this.el('download-checkpoint').addEventListener('click', () => this.downloadCheckpoint());
   }
@@ -321,6 +324,12 @@ export class JobView {
       }
       this.draw();
       if (last) this.showProgress(last);
+      // A slice ends before each evaluation: the next one runs it, and Stop stops before it.
+      const next = ev.events.at(-1);
+      if (next?.type === 'evaluating') {
+        this.status(`${WORDS[this.state]}: step ${next.step} of ${this.info.end} · evaluating held-out bits per byte `
+          + `(${next.sets} ${next.sets === 1 ? 'set' : 'sets'}, at most ${fmtInt(next.tokens)} tokens each)…`);
+      }
     } else if (ev.type === 'sample') {
       this.addSample(ev);
     } else if (ev.type === 'note' || ev.type === 'rollback') {
@@ -369,28 +378,69 @@ export class JobView {
     }
   }
 
-  // The job ended: every precision exported into the picker, two stories side by side.
-  async finish() {
+  // Every precision of the run's `weights` ('last' | 'best') as model files: {bytes, info}.
+  async exportAll(weights) {
     const bytes = {};
     let info = null;
     for (const p of PRECISIONS) {
-      const r = await this.trainer().rpc('export', { precision: p });
+      const r = await this.trainer().rpc('export', { precision: p, weights });
       bytes[p] = r.bytes.buffer;
       info = r.info;
     }
+    return { bytes, info };
+  }
+
+  // The weights the done card's Use and Download act on: the last ones, or the best ones.
+  chosen() {
+    return this.el('weights').value === 'best' && this.best ? this.best : this.tuned;
+  }
+
+  // What the run's best held-out figure says, for the done card (null when nothing was judged).
+  bestText(info) {
+    const b = info.best;
+    if (!b) return null;
+    const set = info.judged_set;
+    if (b.step === 0) return `No step beat the starting weights on ${set} (${b.bits_per_byte.toFixed(3)} bits/byte at step 0): the base model is still the best there.`;
+    if (b.step === info.completed) return `The last weights are the best on ${set} (${b.bits_per_byte.toFixed(3)} bits/byte).`;
+    return `Best on ${set}: ${b.bits_per_byte.toFixed(3)} bits/byte at step ${b.step}, kept as "${this.best?.label ?? 'best'}" beside the last weights (step ${info.completed}).`;
+  }
+
+  // The job ended: every precision of its last (and best) weights exported into the picker,
+  // two stories side by side.
+  async finish() {
+    const { bytes, info } = await this.exportAll('last');
     this.runs += 1;
     this.tuned = { ...this.family(info, this.runs), kind: info.family ?? 'itera' };
     this.app.addTuned({ ...this.tuned, bytes });
     this.exports = bytes;
+    this.best = null;
+    const b = info.best;
+    if (b && b.step > 0 && b.step < info.completed) {
+      try {
+        const best = await this.exportAll('best');
+        const f = this.tuned;
+        this.best = { family: `${f.family}-best`, label: `${f.label} · best (step ${b.step})`, about: `${f.about}; its best held-out weights, step ${b.step}`, kind: f.kind, exports: best.bytes };
+        this.app.addTuned({ ...this.best, bytes: best.bytes });
+      } catch (e) {
+        this.note('note', `The best weights could not be read back (${e.message}); the last ones are in the picker.`);
+      }
+    }
+    const weights = this.el('weights');
+    weights.replaceChildren(new Option(`last (step ${info.completed})`, 'last'), ...(this.best ? [new Option(`best held-out (step ${b.step}, ${b.bits_per_byte.toFixed(3)} bits/byte)`, 'best')] : []));
+    this.el('weights-label').hidden = !this.best;
     const evals = [...this.curves.evals.entries()].map(([name, m]) => {
       const steps = [...m.keys()].sort((a, b) => a - b);
       return steps.length > 1 ? `${name} ${m.get(steps[0]).toFixed(3)} → ${m.get(steps[steps.length - 1]).toFixed(3)} bits/byte` : null;
     }).filter(Boolean);
     const teacher = [...this.teacherBpb].map(([n, b]) => `the teacher: ${b.toFixed(3)} on ${n}`);
     const what = this.distill ? 'Distillation' : 'Fine-tune';
-    const how = this.state === 'done' ? `${what} finished` : `${what} stopped at step ${info.completed} (its last good weights are kept)`;
+    const early = info.stopped_early;
+    const how = early
+      ? `${what} stopped early at step ${info.completed} of ${info.spec.steps}: ${early.patience} evaluations in a row did not lower ${early.set} below ${early.best.bits_per_byte.toFixed(3)} bits/byte (step ${early.best.step})`
+      : this.state === 'done' ? `${what} finished` : `${what} stopped at step ${info.completed} (its last good weights are kept)`;
     this.el('done-text').textContent = `${how}: ${info.completed} steps in ${fmtTime(info.seconds)}. ${[...evals, ...teacher].join(' · ')}. `
-      + `"${this.tuned.label}" is in the model picker in every precision.`;
+      + `"${this.tuned.label}" is in the model picker in every precision. ${this.bestText(info) ?? ''}`;
+    document.body.dataset[`${this.p}Best`] = this.best ? this.best.family : '';
     this.el('done').hidden = false;
     document.body.dataset[`${this.p}Family`] = this.tuned.family;
     await this.compare();
@@ -419,7 +469,9 @@ export class JobView {
 
   download() {
     const p = this.el('precision').value;
-    this.save(new Blob([this.exports[p]]), `${this.tuned.family.replace('tuned:', '')}-${p}.safetensors`);
+    const which = this.chosen();
+    const exports = which === this.best ? this.best.exports : this.exports;
+    this.save(new Blob([exports[p]]), `${which.family.replace('tuned:', '')}-${p}.safetensors`);
   }
 
   async downloadCheckpoint() {

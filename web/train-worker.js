@@ -8,7 +8,7 @@
 // {type: 'result'} or {type: 'error', message}. `run` streams until the job is done, paused
 // or stopped; `pause` and `stop` end a running `run` between slices.
 
-import init, { Corpus, TrainingJob, distill_defaults, fine_tune_defaults, gpu_init, inspect_text, model_size, train_limits } from './pkg/itera_web.js';
+import init, { Corpus, TextTokens, TrainingJob, convert_model, distill_defaults, fine_tune_defaults, gpu_init, model_size, train_limits } from './pkg/itera_web.js';
 import { fetchCached } from './fetch.js';
 import { connect, serve } from './rpc.js';
 
@@ -16,6 +16,8 @@ const TOKENIZER_URL = 'weights/tokenizer.json';
 // Steps stop starting after this much of a slice, so Pause and Stop take effect quickly.
 const SLICE_MS = 150;
 const SAVE_DIR = 'fine-tune';
+// The run's best weights (Event::Best), an f32 model file.
+const BEST_FILE = 'best.safetensors';
 
 const ready = (async () => {
   await init({ module_or_path: new URL('./pkg/itera_web_bg.wasm', import.meta.url) });
@@ -30,8 +32,53 @@ let teacherSource = null; // a distillation's teacher as TrainingJob.distill tak
 let pool = null; // {workers, size} of shard workers, built for the job
 let request = { pause: false, stop: false };
 
+// ---- texts ------------------------------------------------------------------------------
+// A text from the page is {name, text} (a paste) or {name, file} (a File or Blob: read here,
+// so a file of tens of MiB never passes through the page's thread as a string).
 const encoder = new TextEncoder();
-const asSources = (texts) => texts.map((t) => ({ name: t.name, bytes: encoder.encode(t.text) }));
+const bytesOf = async (t) => (t.file ? new Uint8Array(await t.file.arrayBuffer()) : encoder.encode(t.text));
+const asSources = async (texts) => Promise.all(texts.map(async (t) => ({ name: t.name, bytes: await bytesOf(t) })));
+const sizeOf = (t) => (t.file ? t.file.size : encoder.encode(t.text).length);
+// Identifies texts without their contents: a paste by its text, a file by name, size and date.
+const textKey = (texts) => JSON.stringify(texts.map((t) => (t.file ? [t.name, t.file.size, t.file.lastModified ?? 0] : [t.name, t.text])));
+
+// The texts last prepared (cut, held out and tokenized: TextTokens), kept until a job takes
+// them, so that the count shown before Start is not done again by Start.
+let prepared = null; // {key, tokens}
+
+// The prepared TextTokens of `texts`, made now unless kept; `emit` hears {type: 'progress',
+// done, total} (bytes) about every 100 ms while the tokenizer runs.
+async function prepare(texts, emit = () => {}) {
+  const tokenizer = await ready;
+  const key = textKey(texts);
+  if (prepared?.key === key) return prepared.tokens;
+  prepared?.tokens.free();
+  prepared = null;
+  const total = texts.reduce((n, t) => n + sizeOf(t), 0);
+  if (total > train_limits().max_text_bytes) {
+    // Said before any file is read (TextTokens says the same once it has the bytes).
+    throw new Error(`${texts.map((t) => t.name).join(', ')} ${texts.length === 1 ? 'is' : 'are together'} ${(total / 2 ** 20).toFixed(1)} MiB of text; `
+      + `the page trains on at most ${train_limits().max_text_bytes / 2 ** 20} MiB (the text, its tokens and the model share this tab's memory, and a copy is kept in the browser to resume): `
+      + 'give less text, or train on it natively with `cargo xtask train --text FILE`');
+  }
+  emit({ type: 'progress', phase: 'reading', done: 0, total });
+  const sources = await asSources(texts);
+  let last = 0;
+  const tokens = new TextTokens(sources, tokenizer, (done, all) => {
+    const now = performance.now();
+    if (now - last > 100 || done === all) {
+      last = now;
+      emit({ type: 'progress', phase: 'tokenizing', done, total: all });
+    }
+  });
+  prepared = { key, tokens };
+  return tokens;
+}
+
+// Hands the prepared texts to a job (which empties them).
+function takePrepared() {
+  prepared = null;
+}
 
 // ---- OPFS -------------------------------------------------------------------------------
 // Every file saved here says what it is and in which version: the JSON files carry
@@ -40,7 +87,9 @@ const asSources = (texts) => texts.map((t) => ({ name: t.name, bytes: encoder.en
 // written before versions existed (version 0, read as before). A file of a version this page
 // does not read is refused with a message and kept (Discard removes it).
 const SAVE_FORMAT = 'itera-playground-save';
-const SAVE_VERSION = 1;
+// Version 2: job.json lists its texts as files (text-N.txt) instead of holding them.
+const SAVE_VERSION = 2;
+const READABLE_VERSIONS = [0, 1, 2];
 const TEACHER_MAGIC = 0x42545449; // "ITTB" little-endian
 const versioned = (obj) => ({ format: SAVE_FORMAT, version: SAVE_VERSION, ...obj });
 
@@ -55,7 +104,7 @@ async function readVersioned(name) {
     throw new Error(`${name} in this browser is damaged (${e.message}); it is kept: Discard it to start again`);
   }
   const version = obj.format === undefined ? 0 : obj.format === SAVE_FORMAT ? obj.version : null;
-  if (version !== 0 && version !== SAVE_VERSION) {
+  if (!READABLE_VERSIONS.includes(version)) {
     throw new Error(`${name} in this browser was saved by ${version === null ? 'something other than' : `version ${version} of`} `
       + `this playground, which this page (save version ${SAVE_VERSION}) cannot read; it is kept: Discard it to start again, or open the page that saved it`);
   }
@@ -77,12 +126,56 @@ async function writeFile(name, data) {
   await w.close();
 }
 
+async function removeFile(name) {
+  try {
+    await (await saveDir()).removeEntry(name);
+  } catch { /* not there */ }
+}
+
 async function readFile(name) {
   try {
     const file = await (await saveDir()).getFileHandle(name);
     return await file.getFile();
   } catch {
     return null;
+  }
+}
+
+// Keeps a job's texts in OPFS beside it, one file each (text-0.txt, …); job.json lists them.
+async function saveTexts(texts) {
+  const dir = await saveDir(true);
+  for await (const name of dir.keys()) if (/^text-\d+\.txt$/.test(name)) await dir.removeEntry(name);
+  const saved = [];
+  for (const [i, t] of texts.entries()) {
+    const file = `text-${i}.txt`;
+    await writeFile(file, t.file ?? t.text);
+    saved.push({ name: t.name, file, bytes: sizeOf(t) });
+  }
+  return saved;
+}
+
+// A saved job's texts as the page gives them: files read back from OPFS (save version 2), or
+// the texts job.json held itself (versions 0 and 1).
+async function loadTexts(saved) {
+  return Promise.all(saved.texts.map(async (t) => {
+    if (t.text !== undefined) return { name: t.name, text: t.text };
+    const file = await readFile(t.file);
+    if (!file) throw new Error(`the saved job's text ${t.name} (${t.file}) is missing in this browser: start the job again`);
+    return { name: t.name, file };
+  }));
+}
+
+// The storage a new job needs (its texts, a few model files and checkpoints), refused up front
+// when the browser grants the site less than that.
+async function checkQuota(texts, modelBytes) {
+  const estimate = await navigator.storage.estimate?.().catch(() => null);
+  if (!estimate?.quota) return;
+  const need = texts.reduce((n, t) => n + sizeOf(t), 0) + 8 * modelBytes;
+  const free = estimate.quota - (estimate.usage ?? 0);
+  if (need > free) {
+    throw new Error(`this job needs about ${(need / 2 ** 20).toFixed(0)} MiB of the browser's storage for its texts and checkpoints, `
+      + `and this site may use ${(free / 2 ** 20).toFixed(0)} MiB more (of ${(estimate.quota / 2 ** 20).toFixed(0)} MiB): `
+      + 'clear saved data, give less text, or use a window that is not private');
   }
 }
 
@@ -228,7 +321,7 @@ async function loadTeacher(saved) {
   const words = new Uint32Array(all.buffer.slice(0, 8));
   let at = 0;
   if (words[0] === TEACHER_MAGIC) {
-    if (words[1] !== SAVE_VERSION) {
+    if (!READABLE_VERSIONS.includes(words[1])) {
       throw new Error(`teacher.bin in this browser was saved by version ${words[1]} of this playground, which this page cannot read; it is kept: Discard it to start again`);
     }
     at = 8;
@@ -331,21 +424,25 @@ const ops = {
     return model_size(config, family);
   },
 
-  // {texts: [{name, text}]} → documents, tokens and the held-out part, or why it cannot train.
-  async inspect({ texts }) {
-    const tokenizer = await ready;
-    return inspect_text(asSources(texts), tokenizer);
+  // {texts} → documents, tokens and the held-out part, or why it cannot train; emits progress
+  // while a long text is read and tokenized (kept for the Start that follows).
+  async prepare({ texts }, emit) {
+    return (await prepare(texts, emit)).info();
   },
 
   // {base: {name, url} | {name, bytes}, texts, settings, sample}: a new job (replacing any).
-  async start({ base, texts, settings, sample }) {
-    const tokenizer = await ready;
+  async start({ base, texts, settings, sample }, emit) {
+    await ready;
+    const bytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
+    await checkQuota(texts, bytes.length);
+    const tokens = await prepare(texts, emit);
     stopPool();
     job?.free();
     job = null;
-    const bytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
-    job = new TrainingJob(bytes, tokenizer, asSources(texts), settings, base.name);
-    meta = { kind: 'fine-tune', base: { name: base.name, url: base.url ?? null }, texts, settings, sample };
+    job = new TrainingJob(bytes, tokens, settings, base.name);
+    takePrepared();
+    await removeFile(BEST_FILE); // the last job's
+    meta = { kind: 'fine-tune', base: { name: base.name, url: base.url ?? null }, texts: await saveTexts(texts), settings, sample };
     const info = job.info();
     await persist(null, info);
     return { info, history: job.history() };
@@ -366,37 +463,49 @@ const ops = {
   },
 
   // Loads the saved job from its checkpoint (same texts): it continues where it stopped.
-  async restore() {
+  // Resolves to {info, history, meta, texts} (the texts as the tab shows them: pastes as text,
+  // files as Files read from this browser's storage).
+  async restore(args, emit) {
     const tokenizer = await ready;
     const saved = await readVersioned('job.json');
     const checkpoint = await readFile('checkpoint.safetensors');
     if (!saved || !checkpoint) throw new Error('no saved fine-tune in this browser');
-    stopPool();
-    job?.free();
-    let distill = null;
+    const texts = await loadTexts(saved);
+    const bytes = new Uint8Array(await checkpoint.arrayBuffer());
+    let resumed;
     if (saved.kind === 'distill') {
       teacherSource = await loadTeacher(saved);
       const corpus = await readFile('corpus.txt');
       if (!corpus) throw new Error('the saved distillation\'s corpus is missing: start it again');
-      distill = { corpus: await corpus.text(), teacher: teacherSource };
+      const sources = await asSources(texts);
+      const corpusText = await corpus.text();
+      resumed = () => TrainingJob.resume_distill(bytes, tokenizer, sources, corpusText, teacherSource);
+    } else {
+      const tokens = await prepare(texts, emit);
+      resumed = () => { const j = TrainingJob.resume(bytes, tokens); takePrepared(); return j; };
     }
-    job = TrainingJob.resume(new Uint8Array(await checkpoint.arrayBuffer()), tokenizer, asSources(saved.texts), distill);
+    stopPool();
+    job?.free();
+    job = null;
+    job = resumed();
     meta = saved;
-    return { info: job.info(), history: job.history(), meta };
+    return { info: job.info(), history: job.history(), meta, texts };
   },
 
   // {checkpoint, texts, sample}: continues a checkpoint file (made here or natively with
   // `xtask train --text`) on the same texts; it becomes the saved job.
-  async restoreFrom({ checkpoint, texts, sample }) {
-    const tokenizer = await ready;
+  async restoreFrom({ checkpoint, texts, sample }, emit) {
+    const tokens = await prepare(texts, emit);
     stopPool();
     job?.free();
     job = null;
-    job = TrainingJob.resume(new Uint8Array(checkpoint), tokenizer, asSources(texts), null);
+    job = TrainingJob.resume(new Uint8Array(checkpoint), tokens);
+    takePrepared();
     const info = job.info();
-    meta = { kind: 'fine-tune', base: { name: info.base || 'a checkpoint file', url: null }, texts, settings: info.spec, sample };
+    await removeFile(BEST_FILE); // the last job's
+    meta = { kind: 'fine-tune', base: { name: info.base || 'a checkpoint file', url: null }, texts: await saveTexts(texts), settings: info.spec, sample };
     await persist(new Uint8Array(checkpoint), info);
-    return { info, history: job.history(), meta };
+    return { info, history: job.history(), meta, texts };
   },
 
   // {teacher, settings: {tokens, seed, temperature, top_p}, workers}: the teacher writes a
@@ -437,9 +546,10 @@ const ops = {
       const bytes = student.bytes ? new Uint8Array(student.bytes) : (await fetchCached(student.url, () => {})).bytes;
       studentArg = { bytes, name: student.name };
     }
-    job = TrainingJob.distill(studentArg, teacherSource, teacher.name, corpus, asSources(texts), tokenizer, settings);
+    job = TrainingJob.distill(studentArg, teacherSource, teacher.name, corpus, await asSources(texts), tokenizer, settings);
+    await removeFile(BEST_FILE); // the last job's
     const t = { name: teacher.name, kind: teacherSource.kind, url: teacher.url ?? null };
-    meta = { kind: 'distill', base: { name: student.name ?? 'a fresh student', url: null }, teacher: t, corpusSettings, texts, settings, sample };
+    meta = { kind: 'distill', base: { name: student.name ?? 'a fresh student', url: null }, teacher: t, corpusSettings, texts: await saveTexts(texts), settings, sample };
     await writeFile('corpus.txt', corpus);
     await saveTeacher(teacher);
     const info = job.info();
@@ -464,6 +574,8 @@ const ops = {
       const out = await job.advance(1_000_000, SLICE_MS);
       if (out.events.length) emit({ type: 'events', events: out.events });
       const info = job.info();
+      // The best weights so far (an f32 model file), kept beside the checkpoint.
+      if (out.best) await writeFile(BEST_FILE, out.best);
       if (out.checkpoint) {
         await persist(out.checkpoint, info);
         emit({ type: 'saved', step: info.completed, storage: await storageUsed() });
@@ -502,10 +614,18 @@ const ops = {
     return {};
   },
 
-  // {precision}: the current weights as a model file (bytes transferred to the page).
-  async export({ precision }, emit, transfer) {
+  // {precision, weights: 'last' | 'best'}: the current weights, or the run's best ones, as a
+  // model file (bytes transferred to the page).
+  async export({ precision, weights = 'last' }, emit, transfer) {
     if (!job) throw new Error('no fine-tune to export');
-    const bytes = await job.export(precision);
+    let bytes;
+    if (weights === 'best') {
+      const file = await readFile(BEST_FILE);
+      if (!file) throw new Error('this run has no best weights saved (no evaluation has improved on the start yet)');
+      bytes = convert_model(new Uint8Array(await file.arrayBuffer()), precision);
+    } else {
+      bytes = await job.export(precision);
+    }
     transfer.push(bytes.buffer);
     return { bytes, info: job.info() };
   },
@@ -529,7 +649,8 @@ const ops = {
     const rows = [];
     const row = (r) => { rows.push(r); emit({ type: 'row', row: r }); };
     const baseBytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
-    await benchJob('fine-tune', () => new TrainingJob(baseBytes, tokenizer, asSources(texts), timing, base.name), workers, steps, gpuSeconds, row);
+    const sources = await asSources(texts);
+    await benchJob('fine-tune', () => new TrainingJob(baseBytes, new TextTokens(sources, tokenizer), timing, base.name), workers, steps, gpuSeconds, row);
     const settings = { ...distill_defaults().corpus, tokens: corpusTokens };
     // A llama2.c teacher in the picker (the bench opens stories260K) writes stories too.
     if (llama2) {

@@ -610,6 +610,15 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<TeacherRun>) -> Resul
     Ok((job, files))
 }
 
+/// An evaluation set's name as the output says it ("heldout" is the corpus's held-out part).
+fn set_label(name: &str) -> &str {
+    if name == "heldout" {
+        "held-out"
+    } else {
+        name
+    }
+}
+
 struct RunFiles {
     log: std::fs::File,
     checkpoint: PathBuf,
@@ -675,14 +684,10 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
                     );
                     for r in results {
                         record[format!("{}_bpb", r.name)] = json!(r.bits_per_byte);
-                        let label = if r.name == "heldout" {
-                            "held-out"
-                        } else {
-                            r.name.as_str()
-                        };
-                        line += &format!("  {label} {:.4}", r.bits_per_byte);
+                        line += &format!("  {} {:.4}", set_label(&r.name), r.bits_per_byte);
                     }
-                    bar.println(line + " bits/byte");
+                    // Printed whether or not the bar is drawn (a log file, CI).
+                    bar.suspend(|| eprintln!("{line} bits/byte"));
                 }
                 Event::Best { bytes, .. } => best = Some(bytes),
                 Event::Checkpoint { step, bytes } => checkpoint = Some((step, bytes)),
@@ -729,7 +734,7 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
             "stopped early at step {}: {} evaluations in a row did not lower the {} BPB below {:.4} (step {})",
             job.completed(),
             stop.patience,
-            stop.set,
+            set_label(&stop.set),
             stop.best.bits_per_byte,
             stop.best.step
         );
@@ -737,7 +742,7 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
     match job.best() {
         Some(b) if b.step > 0 => eprintln!(
             "best: {} BPB {:.4} at step {} → {}; last: step {} → {}",
-            job.judged_set().unwrap_or_default(),
+            set_label(job.judged_set().unwrap_or_default()),
             b.bits_per_byte,
             b.step,
             files.best.display(),
@@ -746,7 +751,7 @@ fn drive<A: Architecture, B: StepBackend<A>>(job: &mut Job<A>, backend: &mut B, 
         ),
         Some(b) => eprintln!(
             "best: the starting weights ({} BPB {:.4} at step 0) — no step improved on them; last: {}",
-            job.judged_set().unwrap_or_default(),
+            set_label(job.judged_set().unwrap_or_default()),
             b.bits_per_byte,
             files.model.display()
         ),

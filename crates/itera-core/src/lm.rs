@@ -73,6 +73,22 @@ impl AnyWeights {
         }
     }
 
+    /// The same weights in `precision` (each matrix requantised from its f32 values).
+    pub fn to_precision(&self, precision: Precision) -> AnyWeights {
+        match self {
+            AnyWeights::Itera(w) => w.to_precision(precision).into(),
+            AnyWeights::Transformer(w) => w.to_precision(precision).into(),
+        }
+    }
+
+    /// The weights as a model file (`format::save`).
+    pub fn save(&self) -> Result<Vec<u8>> {
+        match self {
+            AnyWeights::Itera(w) => crate::format::save(w),
+            AnyWeights::Transformer(w) => crate::format::save(w),
+        }
+    }
+
     /// The itera weights, when that is the family.
     pub fn as_itera(&self) -> Option<&Weights<Itera>> {
         match self {

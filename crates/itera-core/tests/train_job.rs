@@ -147,6 +147,11 @@ fn slices_and_resumes_do_not_change_the_run() {
             .collect()
     };
     assert_eq!(at("eval"), vec![4, 8, 12]);
+    for (i, e) in events.iter().enumerate() {
+        if let Event::Eval { step, .. } = e {
+            assert!(matches!(events[i - 1], Event::Evaluating { step: s, .. } if s == *step), "announced");
+        }
+    }
     assert_eq!(at("checkpoint"), vec![5, 10, 12]);
     assert_eq!(at("done"), vec![12]);
     assert_eq!(straight.history().evals.len(), 6);
@@ -309,13 +314,7 @@ fn a_lost_device_continues_on_the_cpu_from_the_last_state_read_back() {
         own: None,
         lost_at: 7,
     };
-    // A slice ends before each evaluation: advance until the device fails.
-    let r = loop {
-        let r = pollster_free(job.advance(&mut device, Budget::steps(100), &mut |_| Ok(())));
-        if r.is_err() || job.is_done() {
-            break r;
-        }
-    };
+    let r = pollster_free(job.advance(&mut device, Budget::steps(100), &mut |_| Ok(())));
     assert!(matches!(r, Err(Error::Gpu(_))), "{r:?}");
     assert_eq!(job.completed(), 7);
     assert_eq!(
@@ -328,14 +327,19 @@ fn a_lost_device_continues_on_the_cpu_from_the_last_state_read_back() {
     assert!(bits(&job) == bits(&straight));
 }
 
-/// Each evaluation is announced (`Evaluating`) and ends the slice before it runs, so a caller
-/// can show it and stop there; a checkpoint taken in that gap resumes into the same run.
+/// Each evaluation is announced (`Evaluating`) and, when asked, ends the slice before it runs,
+/// so a caller can show it and stop there; a checkpoint taken in that gap resumes into the
+/// same run.
 #[test]
-fn an_evaluation_is_announced_and_ends_the_slice() {
+fn an_evaluation_is_announced_and_can_end_the_slice() {
     let mut job = new_job(spec());
     let mut cpu = CpuStep::new(&job.state().weights, job.spec().step_config(), 2);
     let mut events = Vec::new();
-    pollster_free(job.advance(&mut cpu, Budget::steps(100), &mut |e| {
+    let budget = Budget {
+        stop_before_evaluation: true,
+        ..Budget::steps(100)
+    };
+    pollster_free(job.advance(&mut cpu, budget, &mut |e| {
         events.push(e);
         Ok(())
     }))

@@ -169,3 +169,12 @@ pub fn compare(reference: &Model, other: &Model, tokens: &[u32], from: u32) -> R
     let c = crate::compare::compare(&reference.engine, &other.engine, tokens, from as usize).map_err(js_error)?;
     to_js(&c)
 }
+
+/// A model file (either family, any precision) in `precision` ("f32", "f16", "q8", "q4"): what
+/// the page downloads of a model it holds as an f32 file (a run's best weights).
+#[wasm_bindgen]
+pub fn convert_model(bytes: &[u8], precision: &str) -> Result<Vec<u8>, JsError> {
+    let p: itera_core::Precision = precision.parse().map_err(js_error)?;
+    let w = itera_core::lm::AnyWeights::load(bytes).map_err(js_error)?;
+    w.to_precision(p).save().map_err(js_error)
+}

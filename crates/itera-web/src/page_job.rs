@@ -10,7 +10,7 @@ use itera_core::format;
 use itera_core::generate::generate;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
-    encode_corpus, Base, Checkpoint, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, NewRun, Provenance, Start,
+    encode_corpus, encode_corpus_with, Base, Best, Checkpoint, EarlyStop, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, NewRun, Provenance, Start,
     Teacher, TrainSpec,
 };
 use itera_core::{Architecture, Error, Itera, Precision, Result};
@@ -57,24 +57,90 @@ pub fn decode<'a>(sources: &[Source<'a>]) -> Result<Vec<&'a str>> {
         .collect()
 }
 
-/// Cuts the texts into corpus + held-out part and counts their tokens.
-pub fn inspect(tokenizer: &Tokenizer, texts: &[&str]) -> Result<(FineTuneText, Vec<u32>, TextInfo)> {
-    let t = FineTuneText::new(texts)?;
-    let stream = encode_corpus(tokenizer, &t.corpus)?;
-    let heldout_tokens = if t.heldout.is_empty() {
-        0
-    } else {
-        encode_corpus(tokenizer, &t.heldout)?.len()
-    };
-    let info = TextInfo {
-        documents: t.documents,
-        heldout_documents: t.heldout_documents,
-        bytes: t.bytes,
-        heldout_bytes: t.heldout_bytes,
-        tokens: stream.len(),
-        heldout_tokens,
-    };
-    Ok((t, stream, info))
+/// The most text, in bytes, the page trains on (all the texts of one job together). The
+/// training worker holds the text while tokenizing (its bytes, then the corpus cut from it),
+/// its ids (4 bytes a token, about one per 3.3 bytes of English) and the model with its
+/// optimiser — about 3 bytes of wasm memory per byte of text on top of the model, so 256 MiB
+/// at this limit, well inside the 4 GiB a wasm32 memory can reach and the 1–2 GiB a phone's
+/// tab gets. Tokenizing it takes about 30 s in the browser (the tokenizer does 2–4 MB/s in wasm),
+/// and the saved job keeps a copy of the text in the site's storage (OPFS), whose quota the
+/// page checks before starting. Larger texts train with `cargo xtask train --text`.
+pub const MAX_PAGE_TEXT_BYTES: usize = 64 << 20;
+
+/// The visitor's texts, cut into a corpus and a held-out part and tokenized: made once when
+/// the texts are given (telling its progress), then handed to the job that trains on them.
+pub struct PreparedText {
+    pub tokenizer: Tokenizer,
+    /// The training stream (`FineTuneText::corpus` tokenized).
+    pub stream: Vec<u32>,
+    /// The held-out documents (`FineTuneText::heldout`).
+    pub heldout: String,
+    pub info: TextInfo,
+}
+
+impl PreparedText {
+    /// Cuts and tokenizes `sources`, telling `progress` (bytes done, bytes in all) after each
+    /// piece; refuses texts over `MAX_PAGE_TEXT_BYTES`, not UTF-8, or with no words.
+    pub fn new(tokenizer: Tokenizer, sources: &[Source], progress: &mut dyn FnMut(usize, usize)) -> Result<PreparedText> {
+        let total: usize = sources.iter().map(|s| s.bytes.len()).sum();
+        if total > MAX_PAGE_TEXT_BYTES {
+            return Err(Error::InvalidText(format!(
+                "{} {} {:.1} MiB of text; the page trains on at most {} MiB (the text, its tokens and the model \
+                 share this tab's memory, and a copy is kept in the browser to resume): give less text, or train \
+                 on it natively with `cargo xtask train --text FILE`",
+                sources.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+                if sources.len() == 1 { "is" } else { "are together" },
+                total as f64 / (1 << 20) as f64,
+                MAX_PAGE_TEXT_BYTES >> 20
+            )));
+        }
+        let t = FineTuneText::new(&decode(sources)?)?;
+        let all = t.corpus.len() + t.heldout.len();
+        let stream = encode_corpus_with(&tokenizer, &t.corpus, &mut |done| progress(done, all))?;
+        let heldout_tokens = if t.heldout.is_empty() {
+            0
+        } else {
+            let at = t.corpus.len();
+            encode_corpus_with(&tokenizer, &t.heldout, &mut |done| progress(at + done, all))?.len()
+        };
+        let info = TextInfo {
+            documents: t.documents,
+            heldout_documents: t.heldout_documents,
+            bytes: t.bytes,
+            heldout_bytes: t.heldout_bytes,
+            tokens: stream.len(),
+            heldout_tokens,
+        };
+        Ok(PreparedText {
+            tokenizer,
+            stream,
+            heldout: t.heldout,
+            info,
+        })
+    }
+
+    /// The job's data: the stream, and the held-out part and the built-in stories to judge by.
+    fn into_data(self) -> (JobData, TextInfo) {
+        let data = JobData {
+            eval_sets: eval_sets(&self.heldout),
+            tokenizer: self.tokenizer,
+            stream: self.stream,
+            teacher: None,
+        };
+        (data, self.info)
+    }
+}
+
+/// What a resumed job trains on: a fine-tune's prepared texts, or a distillation's corpus,
+/// teacher and the visitor's texts.
+pub enum ResumeText<'a> {
+    FineTune(PreparedText),
+    Distill {
+        tokenizer: Tokenizer,
+        sources: &'a [Source<'a>],
+        corpus: &'a str,
+        teacher: Teacher,
+    },
 }
 
 /// A job running in the page, and what the page shows about it.
@@ -106,6 +172,11 @@ pub struct JobInfo<'a> {
     pub seconds: f64,
     /// The most tokens each evaluation set is scored on (`TrainSpec::eval_tokens`).
     pub eval_tokens: usize,
+    /// The set that picks the best weights, and its best figure so far (step 0: the start).
+    pub judged_set: Option<&'a str>,
+    pub best: Option<Best>,
+    /// Why the run ended before its last step, if it did.
+    pub stopped_early: Option<EarlyStop>,
 }
 
 fn eval_sets(heldout: &str) -> Vec<EvalSet> {
@@ -209,28 +280,14 @@ impl<A: Architecture> PageJob<A> {
     /// A new fine-tune of `base` (a weight file of any precision, trained in f32; the base
     /// itself is never changed) on the visitor's texts, its held-out figures taken once
     /// before the first step.
-    pub fn fine_tune(
-        base: &[u8],
-        tokenizer_json: &[u8],
-        sources: &[Source],
-        spec: TrainSpec,
-        base_name: &str,
-        clock: Clock,
-    ) -> Result<Self> {
+    pub fn fine_tune(base: &[u8], text: PreparedText, spec: TrainSpec, base_name: &str, clock: Clock) -> Result<Self> {
         spec.validate()?;
-        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
-        let (t, stream, text) = inspect(&tokenizer, &decode(sources)?)?;
         let provenance = Provenance {
-            corpus: Some(format!("{} document(s) given in the page", t.documents)),
+            corpus: Some(format!("{} document(s) given in the page", text.info.documents)),
             teacher: None,
             base: Some(base_name.into()),
         };
-        let data = JobData {
-            tokenizer,
-            stream,
-            eval_sets: eval_sets(&t.heldout),
-            teacher: None,
-        };
+        let (data, text) = text.into_data();
         let mut job = Job::begin(Base::New(Start::File(base), NewRun { spec, provenance }), data, clock)?;
         // The base model's figures start the held-out curves (step 0).
         job.evaluate_start()?;
@@ -301,36 +358,31 @@ impl<A: Architecture> PageJob<A> {
 
     /// Continues a job from its checkpoint, on the same texts (and, for a distillation, the
     /// same corpus and teacher).
-    pub fn resume(
-        checkpoint: &[u8],
-        tokenizer_json: &[u8],
-        sources: &[Source],
-        distill: Option<(&str, Teacher)>,
-        clock: Clock,
-    ) -> Result<Self> {
+    pub fn resume(checkpoint: &[u8], text: ResumeText, clock: Clock) -> Result<Self> {
         let checkpoint = Checkpoint::<A>::from_bytes(checkpoint)?;
-        let tokenizer = Tokenizer::from_json(tokenizer_json)?;
         let summary = A::training(&checkpoint.state.weights.config)
             .cloned()
             .unwrap_or_default();
         let base_name = summary.fine_tuned_from.clone().unwrap_or_default();
-        let Some((corpus, teacher)) = distill else {
-            let (t, stream, text) = inspect(&tokenizer, &decode(sources)?)?;
-            let data = JobData {
+        let (tokenizer, sources, corpus, teacher) = match text {
+            ResumeText::Distill {
                 tokenizer,
-                stream,
-                eval_sets: eval_sets(&t.heldout),
-                teacher: None,
-            };
-            let job = Job::begin(Base::Resume(checkpoint), data, clock)?;
-            return Ok(Self {
-                job,
-                text,
-                base_name,
-                teacher: None,
-                teacher_name: None,
-                teacher_bpb: Vec::new(),
-            });
+                sources,
+                corpus,
+                teacher,
+            } => (tokenizer, sources, corpus, teacher),
+            ResumeText::FineTune(text) => {
+                let (data, text) = text.into_data();
+                let job = Job::begin(Base::Resume(checkpoint), data, clock)?;
+                return Ok(Self {
+                    job,
+                    text,
+                    base_name,
+                    teacher: None,
+                    teacher_name: None,
+                    teacher_bpb: Vec::new(),
+                });
+            }
         };
         let d = distill_data(tokenizer, corpus, sources, &teacher, checkpoint.spec.distill.is_some())?;
         let teacher_name = summary.distilled_from.map(|d| d.teacher);
@@ -366,6 +418,9 @@ impl<A: Architecture> PageJob<A> {
             done: j.is_done(),
             seconds: j.seconds(),
             eval_tokens: j.eval_tokens(),
+            judged_set: j.judged_set(),
+            best: j.best(),
+            stopped_early: j.early_stop().filter(|_| j.is_done() && j.completed() < j.spec().steps),
         }
     }
 

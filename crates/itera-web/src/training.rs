@@ -30,7 +30,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::engine::{Engine, GenerateRequest};
 use crate::model::Model;
-use crate::page_job::{decode, inspect, PageJob, Source};
+use crate::page_job::{PageJob, PreparedText, ResumeText, Source, MAX_PAGE_TEXT_BYTES};
 use crate::{from_js, js_error, to_js, with_cell, worker_gpu};
 use itera_core::train::{Start, Teacher};
 
@@ -47,10 +47,13 @@ pub fn train_limits() -> Result<JsValue, JsError> {
     struct Limits {
         settings: &'static [itera_core::train::Limit],
         max_tokens_per_step: usize,
+        /// The most bytes of text one job trains on (`page_job::MAX_PAGE_TEXT_BYTES`).
+        max_text_bytes: usize,
     }
     to_js(&Limits {
         settings: LIMITS,
         max_tokens_per_step: MAX_TOKENS_PER_STEP,
+        max_text_bytes: MAX_PAGE_TEXT_BYTES,
     })
 }
 
@@ -266,15 +269,50 @@ fn as_sources(owned: &[(String, Vec<u8>)]) -> Vec<Source<'_>> {
     owned.iter().map(|(name, bytes)| Source { name, bytes }).collect()
 }
 
-/// `{documents, heldout_documents, bytes, heldout_bytes, tokens, heldout_tokens}` of the
-/// visitor's texts, or the reason they cannot train (empty, not UTF-8).
+/// The visitor's texts cut into a corpus and a held-out part and tokenized, once
+/// (`page_job::PreparedText`): what the page shows before a fine-tune starts, then what the
+/// fine-tune trains on (handing it over empties this object).
 #[wasm_bindgen]
-pub fn inspect_text(texts: JsValue, tokenizer_json: &[u8]) -> Result<JsValue, JsError> {
-    let owned = sources(&texts)?;
-    let tokenizer = itera_core::tokenizer::Tokenizer::from_json(tokenizer_json).map_err(js_error)?;
-    let decoded = decode(&as_sources(&owned)).map_err(js_error)?;
-    let (_, _, info) = inspect(&tokenizer, &decoded).map_err(js_error)?;
-    to_js(&info)
+pub struct TextTokens {
+    text: Option<PreparedText>,
+}
+
+#[wasm_bindgen]
+impl TextTokens {
+    /// `texts` = `[{name, bytes}]`; `on_progress(done, total)` (bytes; optional) is called
+    /// after each piece of about 64 KiB. Refuses texts over `train_limits().max_text_bytes`,
+    /// not UTF-8, or with no words.
+    #[wasm_bindgen(constructor)]
+    pub fn new(texts: JsValue, tokenizer_json: &[u8], on_progress: Option<Function>) -> Result<TextTokens, JsError> {
+        let owned = sources(&texts)?;
+        let tokenizer = itera_core::tokenizer::Tokenizer::from_json(tokenizer_json).map_err(js_error)?;
+        let mut progress = |done: usize, total: usize| {
+            if let Some(f) = &on_progress {
+                // A progress display that fails does not stop the tokenizer.
+                let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
+            }
+        };
+        let text = PreparedText::new(tokenizer, &as_sources(&owned), &mut progress).map_err(js_error)?;
+        Ok(TextTokens { text: Some(text) })
+    }
+
+    /// `{documents, heldout_documents, bytes, heldout_bytes, tokens, heldout_tokens}`.
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        to_js(&self.prepared()?.info)
+    }
+}
+
+impl TextTokens {
+    fn prepared(&self) -> Result<&PreparedText, JsError> {
+        self.text
+            .as_ref()
+            .ok_or_else(|| js_error("these texts were handed to a job already: prepare them again"))
+    }
+
+    fn take(&mut self) -> Result<PreparedText, JsError> {
+        self.prepared()?;
+        Ok(self.text.take().expect("checked"))
+    }
 }
 
 /// Seconds on the worker's monotonic clock (`performance.now`).
@@ -602,6 +640,8 @@ struct Inner<A: PageFamily> {
 struct Advanced {
     events: Vec<Event>,
     checkpoint: Option<Vec<u8>>,
+    /// The f32 model file of the best weights, when this slice found new ones.
+    best: Option<Vec<u8>>,
     error: Option<Error>,
 }
 
@@ -701,11 +741,14 @@ impl<A: PageFamily> Inner<A> {
         let Inner { tune, backend } = self;
         let mut events = Vec::new();
         let mut checkpoint = None;
+        let mut best = None;
         let result = tune
             .job
             .advance(backend, budget, &mut |e| {
-                if let Event::Checkpoint { bytes, .. } = &e {
-                    checkpoint = Some(bytes.clone());
+                match &e {
+                    Event::Checkpoint { bytes, .. } => checkpoint = Some(bytes.clone()),
+                    Event::Best { bytes, .. } => best = Some(bytes.clone()),
+                    _ => {}
                 }
                 events.push(e);
                 Ok(())
@@ -714,6 +757,7 @@ impl<A: PageFamily> Inner<A> {
         Advanced {
             events,
             checkpoint,
+            best,
             error: result.err(),
         }
     }
@@ -807,6 +851,15 @@ impl TrainingJob {
             inner: Rc::new(RefCell::new(inner)),
         }
     }
+
+    fn resume_as(family: Family, checkpoint: &[u8], text: ResumeText) -> Result<TrainingJob, JsError> {
+        Ok(TrainingJob::of(match family {
+            Family::Itera => AnyInner::Itera(Inner::new(PageJob::resume(checkpoint, text, clock()).map_err(js_error)?)),
+            Family::Transformer => {
+                AnyInner::Transformer(Inner::new(PageJob::resume(checkpoint, text, clock()).map_err(js_error)?))
+            }
+        }))
+    }
 }
 
 /// A JS object's Uint8Array field.
@@ -827,26 +880,20 @@ fn fresh_student<A: Architecture>(student: &JsValue) -> Result<Start<'static, A>
 
 #[wasm_bindgen]
 impl TrainingJob {
-    /// A new fine-tune of `base` (weight file bytes of either family, any precision) on `texts`
-    /// (`[{name, bytes}]`) with `settings` (the fields of `fine_tune_defaults()`), stepping on
-    /// this worker's CPU until told otherwise.
+    /// A new fine-tune of `base` (weight file bytes of either family, any precision) on the
+    /// prepared `text` (taken from it) with `settings` (the fields of `fine_tune_defaults()`),
+    /// stepping on this worker's CPU until told otherwise.
     #[wasm_bindgen(constructor)]
-    pub fn new(
-        base: &[u8],
-        tokenizer_json: &[u8],
-        texts: JsValue,
-        settings: JsValue,
-        base_name: &str,
-    ) -> Result<TrainingJob, JsError> {
+    pub fn new(base: &[u8], text: &mut TextTokens, settings: JsValue, base_name: &str) -> Result<TrainingJob, JsError> {
         let spec = fine_tune_settings(settings)?;
-        let owned = sources(&texts)?;
-        let sources = as_sources(&owned);
-        let inner = match format::read_family(base).map_err(js_error)? {
-            Family::Itera => AnyInner::Itera(Inner::new(
-                PageJob::fine_tune(base, tokenizer_json, &sources, spec, base_name, clock()).map_err(js_error)?,
-            )),
+        let family = format::read_family(base).map_err(js_error)?;
+        let text = text.take()?;
+        let inner = match family {
+            Family::Itera => {
+                AnyInner::Itera(Inner::new(PageJob::fine_tune(base, text, spec, base_name, clock()).map_err(js_error)?))
+            }
             Family::Transformer => AnyInner::Transformer(Inner::new(
-                PageJob::fine_tune(base, tokenizer_json, &sources, spec, base_name, clock()).map_err(js_error)?,
+                PageJob::fine_tune(base, text, spec, base_name, clock()).map_err(js_error)?,
             )),
         };
         Ok(TrainingJob::of(inner))
@@ -919,40 +966,32 @@ impl TrainingJob {
         Ok(TrainingJob::of(inner))
     }
 
-    /// Continues a job from its checkpoint (`checkpoint()`'s bytes, either family) on the same
-    /// texts; a distillation with `distill` = `{corpus, teacher}` as it was started with.
-    pub fn resume(
+    /// Continues a fine-tune from its checkpoint (`checkpoint()`'s bytes, either family) on the
+    /// same texts, prepared (and taken from `text`).
+    pub fn resume(checkpoint: &[u8], text: &mut TextTokens) -> Result<TrainingJob, JsError> {
+        let family = checkpoint_family(checkpoint).map_err(js_error)?;
+        let text = ResumeText::FineTune(text.take()?);
+        TrainingJob::resume_as(family, checkpoint, text)
+    }
+
+    /// Continues a distillation from its checkpoint with the corpus and teacher (as
+    /// `TrainingJob.distill` takes it) and the visitor's `texts` it was started with.
+    pub fn resume_distill(
         checkpoint: &[u8],
         tokenizer_json: &[u8],
         texts: JsValue,
-        distill: JsValue,
+        corpus: &str,
+        teacher: JsValue,
     ) -> Result<TrainingJob, JsError> {
         let owned = sources(&texts)?;
-        let distill = if distill.is_null() || distill.is_undefined() {
-            None
-        } else {
-            let corpus = Reflect::get(&distill, &"corpus".into())
-                .ok()
-                .and_then(|c| c.as_string())
-                .ok_or_else(|| js_error("distill: no corpus"))?;
-            let teacher = load_teacher(&Reflect::get(&distill, &"teacher".into()).unwrap_or(JsValue::NULL))?;
-            Some((corpus, teacher))
-        };
         let sources = as_sources(&owned);
-        let (corpus, teacher) = distill.unzip();
-        let distill = corpus.as_deref().zip(teacher);
-        macro_rules! resume_as {
-            ($variant:ident) => {
-                AnyInner::$variant(Inner::new(
-                    PageJob::resume(checkpoint, tokenizer_json, &sources, distill, clock()).map_err(js_error)?,
-                ))
-            };
-        }
-        let inner = match checkpoint_family(checkpoint).map_err(js_error)? {
-            Family::Itera => resume_as!(Itera),
-            Family::Transformer => resume_as!(Transformer),
+        let text = ResumeText::Distill {
+            tokenizer: itera_core::tokenizer::Tokenizer::from_json(tokenizer_json).map_err(js_error)?,
+            sources: &sources,
+            corpus,
+            teacher: load_teacher(&teacher)?,
         };
-        Ok(TrainingJob::of(inner))
+        TrainingJob::resume_as(checkpoint_family(checkpoint).map_err(js_error)?, checkpoint, text)
     }
 
     /// `{mode, spec, text, base, params, completed, end, done, seconds, family, webgpu,
@@ -1040,16 +1079,19 @@ impl TrainingJob {
         })
     }
 
-    /// Up to `max_steps` steps, starting none after `max_ms`; resolves to `{events, checkpoint}`
-    /// — the events in order (`{type: "step" | "eval" | "checkpoint" | "done", ...}`) and the
-    /// bytes of the last checkpoint taken (a Uint8Array, or null).
+    /// Up to `max_steps` steps, starting none after `max_ms` (and ending before an evaluation);
+    /// resolves to `{events, checkpoint, best}` — the events in order (`{type: "step" |
+    /// "evaluating" | "eval" | "best" | "checkpoint" | "done", ...}`), the bytes of the last
+    /// checkpoint taken and of new best weights (Uint8Arrays, or null).
     #[allow(clippy::await_holding_refcell_ref)] // see job!
     pub fn advance(&self, max_steps: u32, max_ms: f64) -> Promise {
         with_cell(&self.inner, move |cell| async move {
             job!(cell, inner);
+            // The slice ends before an evaluation: the page shows it, and Stop stops before it.
             let budget = Budget {
                 steps: max_steps.max(1) as usize,
                 seconds: max_ms / 1000.0,
+                stop_before_evaluation: true,
             };
             let a = each_job!(&mut *inner, i => i.advance(budget).await);
             let out = Object::new();
@@ -1061,6 +1103,8 @@ impl TrainingJob {
             set("events", &to_js(&a.events)?)?;
             let checkpoint = a.checkpoint.map(|b| Uint8Array::from(b.as_slice()));
             set("checkpoint", &checkpoint.map_or(JsValue::NULL, JsValue::from))?;
+            let best = a.best.map(|b| Uint8Array::from(b.as_slice()));
+            set("best", &best.map_or(JsValue::NULL, JsValue::from))?;
             // Events before a failure still reach the page: the error comes with them.
             if let Some(e) = a.error {
                 set("error", &JsValue::from(e.to_string()))?;

@@ -16,7 +16,7 @@ use fine_tune_fixture::{distill_corpus, fnv, spec};
 use itera_core::train::TrainSpec;
 use itera_core::Config;
 use itera_web::gpu_init;
-use itera_web::training::{fine_tune_defaults, train_limits, ShardWorker, StoryWriter, TrainingJob};
+use itera_web::training::{fine_tune_defaults, train_limits, ShardWorker, StoryWriter, TextTokens, TrainingJob};
 use js_sys::{Array, Float32Array, Function, Promise, Reflect, Uint32Array, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -58,9 +58,19 @@ fn texts(bytes: &[u8]) -> JsValue {
     Array::of1(&item).into()
 }
 
+/// The texts prepared as the page's worker prepares them (cut, held out, tokenized).
+fn prepared(texts: JsValue) -> Result<TextTokens, JsError> {
+    TextTokens::new(texts, TOKENIZER, None)
+}
+
+/// A fine-tune of `base` on `texts`, as the page starts one.
+fn fine_tune(base: &[u8], texts: JsValue, settings: JsValue, name: &str) -> Result<TrainingJob, JsError> {
+    TrainingJob::new(base, &mut prepared(texts)?, settings, name)
+}
+
 fn new_job(spec: &TrainSpec) -> TrainingJob {
     let settings = js(&serde_json::to_value(spec).unwrap());
-    TrainingJob::new(MICRO_Q8, TOKENIZER, texts(STORIES), settings, "itera-micro-q8")
+    fine_tune(MICRO_Q8, texts(STORIES), settings, "itera-micro-q8")
         .map_err(message)
         .unwrap()
 }
@@ -203,9 +213,13 @@ async fn a_checkpoint_resumes_on_the_same_steps() {
     let straight = new_job(&spec());
     run(&straight, 6).await;
     let first = new_job(&spec());
-    let out = JsFuture::from(first.advance(3, 1e9)).await.unwrap();
+    // A slice ends before an evaluation: the first at step 3, the second evaluates and
+    // checkpoints step 3 (then takes step 4).
+    JsFuture::from(first.advance(3, 1e9)).await.unwrap();
+    assert_eq!(value(&first.info().unwrap())["completed"], 3);
+    let out = JsFuture::from(first.advance(1, 1e9)).await.unwrap();
     let bytes = Uint8Array::from(Reflect::get(&out, &"checkpoint".into()).unwrap()).to_vec();
-    let resumed = TrainingJob::resume(&bytes, TOKENIZER, texts(STORIES), JsValue::NULL)
+    let resumed = TrainingJob::resume(&bytes, &mut prepared(texts(STORIES)).unwrap())
         .map_err(message)
         .unwrap();
     assert_eq!(value(&resumed.info().unwrap())["completed"], 3);
@@ -226,7 +240,7 @@ async fn a_checkpoint_resumes_on_the_same_steps() {
     // On other text it is refused.
     let other = texts(b"A different story about a cat who liked to sleep in the sun all day long.");
     let err = message(
-        TrainingJob::resume(&bytes, TOKENIZER, other, JsValue::NULL)
+        TrainingJob::resume(&bytes, &mut prepared(other).unwrap())
             .err()
             .unwrap(),
     );
@@ -266,8 +280,13 @@ async fn a_lost_webgpu_device_continues_on_the_cpu() {
     let golden: Value = serde_json::from_str(GOLDEN).unwrap();
     let job = new_job(&spec());
     job.use_gpu().map_err(message).unwrap();
-    let out = value(&JsFuture::from(job.advance(4, 1e9)).await.unwrap());
-    assert!(out["error"].is_null(), "{}", out["error"]);
+    // Steps 1–3, then (the slice ends before the evaluation) the evaluation and checkpoint of
+    // step 3 and step 4.
+    for steps in [4, 1] {
+        let out = value(&JsFuture::from(job.advance(steps, 1e9)).await.unwrap());
+        assert!(out["error"].is_null(), "{}", out["error"]);
+    }
+    assert_eq!(value(&job.info().unwrap())["completed"], 4);
     itera_web::worker_device().unwrap().device.destroy();
     let out = value(&JsFuture::from(job.advance(1, 1e9)).await.unwrap());
     assert!(out["error"].as_str().is_some_and(|e| e.contains("GPU")), "{out}");
@@ -306,15 +325,9 @@ async fn a_transformer_fine_tunes_as_natively_on_one_worker_or_two() {
     let golden: Value = serde_json::from_str(TRANSFORMER_GOLDEN).unwrap();
     let settings = || js(&serde_json::to_value(spec()).unwrap());
     let new = || {
-        TrainingJob::new(
-            TRANSFORMER_MICRO_Q8,
-            TOKENIZER,
-            texts(STORIES),
-            settings(),
-            "transformer-micro-q8",
-        )
-        .map_err(message)
-        .unwrap()
+        fine_tune(TRANSFORMER_MICRO_Q8, texts(STORIES), settings(), "transformer-micro-q8")
+            .map_err(message)
+            .unwrap()
     };
     let job = new();
     let info = value(&job.info().unwrap());
@@ -369,9 +382,7 @@ fn bad_settings_and_texts_are_js_errors_that_name_the_problem() {
     };
     let refuse = |base: &[u8], texts: JsValue, settings: JsValue| {
         message(
-            TrainingJob::new(base, TOKENIZER, texts, settings, "base")
-                .err()
-                .expect("refused"),
+            fine_tune(base, texts, settings, "base").err().expect("refused"),
         )
     };
     let cases = [
@@ -382,7 +393,7 @@ fn bad_settings_and_texts_are_js_errors_that_name_the_problem() {
         (with(serde_json::json!({"batch": 1, "shards": 2})), "shards"),
     ];
     for (settings, want) in cases {
-        let r = TrainingJob::new(MICRO_Q8, TOKENIZER, texts(STORIES), settings, "base");
+        let r = fine_tune(MICRO_Q8, texts(STORIES), settings, "base");
         let e = message(r.err().unwrap_or_else(|| panic!("{want}: accepted")));
         assert!(e.contains(want), "{want}: {e}");
     }

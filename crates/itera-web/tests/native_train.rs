@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 use itera_core::train::{ready, Budget, CpuStep, Event, TrainSpec};
 use itera_core::{format, Architecture, Precision, Transformer};
-use itera_web::page_job::{PageJob, Source, BUILTIN_STORIES, YOUR_TEXT};
+use itera_core::tokenizer::Tokenizer;
+use itera_web::page_job::{PageJob, PreparedText, Source, BUILTIN_STORIES, YOUR_TEXT, MAX_PAGE_TEXT_BYTES};
 use serde_json::{json, Value};
 
 fn root() -> PathBuf {
@@ -32,7 +33,12 @@ fn fine_tune_of<A: Architecture>(name: &str, spec: TrainSpec) -> PageJob<A> {
         name: "finetune-stories.txt",
         bytes: &text,
     }];
-    PageJob::fine_tune(&base, &tok, &sources, spec, name, Box::new(|| 0.0)).unwrap()
+    PageJob::fine_tune(&base, prepare(&tok, &sources).unwrap(), spec, name, Box::new(|| 0.0)).unwrap()
+}
+
+/// The texts as the page prepares them (cut, held out, tokenized).
+fn prepare(tokenizer_json: &[u8], sources: &[Source]) -> itera_core::Result<PreparedText> {
+    PreparedText::new(Tokenizer::from_json(tokenizer_json)?, sources, &mut |_, _| {})
 }
 
 #[test]
@@ -119,7 +125,8 @@ fn texts_that_cannot_train_are_refused_by_name() {
             name: "story.txt",
             bytes,
         }];
-        <PageJob>::fine_tune(&base, &tok, &sources, spec, "base", Box::new(|| 0.0))
+        prepare(&tok, &sources)
+            .and_then(|text| <PageJob>::fine_tune(&base, text, spec, "base", Box::new(|| 0.0)))
             .err()
             .expect("refused")
             .to_string()
@@ -132,4 +139,41 @@ fn texts_that_cannot_train_are_refused_by_name() {
     assert!(e.contains("seq_len"), "{e}");
     let e = refuse(b"A story.", TrainSpec { batch: 0, ..spec() });
     assert!(e.contains("batch"), "{e}");
+}
+
+/// The page's texts tokenize with progress up to the whole, and a text over the page's limit is
+/// refused before any of it is read, saying the limit and what to do instead.
+#[test]
+fn preparing_a_text_reports_progress_and_refuses_one_over_the_limit() {
+    let tok = std::fs::read(root().join("weights/tokenizer.json")).unwrap();
+    let story = std::fs::read_to_string(root().join("web/finetune-stories.txt")).unwrap();
+    // About 1.2 MB: many 64 KiB pieces.
+    let big = story.repeat(250);
+    let sources = [Source {
+        name: "big.txt",
+        bytes: big.as_bytes(),
+    }];
+    let mut seen = Vec::new();
+    let text = PreparedText::new(Tokenizer::from_json(&tok).unwrap(), &sources, &mut |done, total| {
+        seen.push((done, total))
+    })
+    .unwrap();
+    assert!(seen.len() > 10, "{} progress calls", seen.len());
+    assert!(seen.windows(2).all(|w| w[1].0 > w[0].0 && w[1].1 == w[0].1));
+    let (done, total) = *seen.last().unwrap();
+    assert_eq!(done, total);
+    assert!(text.info.tokens > 300_000 && text.info.heldout_tokens > 0, "{:?}", text.info);
+
+    let over = vec![b'a'; MAX_PAGE_TEXT_BYTES + 1];
+    let sources = [Source {
+        name: "huge.txt",
+        bytes: &over,
+    }];
+    let mut calls = 0;
+    let e = PreparedText::new(Tokenizer::from_json(&tok).unwrap(), &sources, &mut |_, _| calls += 1)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("huge.txt is 64.0 MiB") && e.contains("at most 64 MiB") && e.contains("xtask train"), "{e}");
+    assert_eq!(calls, 0, "refused before tokenizing");
 }

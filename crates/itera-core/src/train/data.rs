@@ -97,16 +97,23 @@ fn sentence_cut(doc: &str) -> Option<usize> {
 
 /// The token stream of a corpus, refused when it holds no text.
 pub fn encode_corpus(tokenizer: &Tokenizer, corpus: &str) -> Result<Vec<u32>> {
+    encode_corpus_with(tokenizer, corpus, &mut |_| {})
+}
+
+/// `encode_corpus`, telling `progress` the bytes tokenized so far after each piece.
+pub fn encode_corpus_with(tokenizer: &Tokenizer, corpus: &str, progress: &mut dyn FnMut(usize)) -> Result<Vec<u32>> {
     if corpus.split(END_OF_TEXT).all(|d| d.trim().is_empty()) {
         return Err(Error::EmptyInput("training text (it holds no words)"));
     }
     // In pieces (`tokenizer::encode_pieces`): the whole text's ids, the tokenizer's working
     // memory that of one piece.
     let mut ids = Vec::new();
-    crate::tokenizer::Codec::encode_long(tokenizer, corpus, &mut |piece| {
-        ids.extend_from_slice(piece);
-        true
-    })?;
+    let mut done = 0;
+    for piece in crate::tokenizer::encode_pieces(corpus) {
+        ids.extend_from_slice(&tokenizer.encode(piece)?);
+        done += piece.len();
+        progress(done);
+    }
     Ok(ids)
 }
 

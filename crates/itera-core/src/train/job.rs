@@ -31,12 +31,15 @@ use crate::weights::Weights;
 /// Seconds on a monotonic clock (there is no clock on bare wasm32: the caller brings one).
 pub type Clock = Box<dyn Fn() -> f64>;
 
-/// How much one `advance` may do: at most `steps` steps and, after the first, no step that
-/// starts once `seconds` have passed.
+/// How much one `advance` may do: at most `steps` steps and, after the first, no step (or
+/// evaluation) that starts once `seconds` have passed; with `stop_before_evaluation`, it also
+/// ends when an evaluation is next (announced by `Event::Evaluating`), so that a caller that
+/// cannot act during a call (the page's worker) can show it and stop before it runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Budget {
     pub steps: usize,
     pub seconds: f64,
+    pub stop_before_evaluation: bool,
 }
 
 impl Budget {
@@ -44,6 +47,7 @@ impl Budget {
         Budget {
             steps,
             seconds: f64::INFINITY,
+            stop_before_evaluation: false,
         }
     }
 
@@ -51,6 +55,7 @@ impl Budget {
         Budget {
             steps: usize::MAX,
             seconds,
+            stop_before_evaluation: false,
         }
     }
 }
@@ -78,7 +83,7 @@ pub enum Event {
         aux_layers: Vec<f32>,
     },
     /// The evaluation after `step` steps comes next: `sets` held-out sets of at most `tokens`
-    /// tokens each. The slice ends here, so that a caller can say so (and stop) before it runs.
+    /// tokens each (`Budget::stop_before_evaluation` ends the slice here).
     Evaluating { step: usize, sets: usize, tokens: usize },
     /// Held-out bits per byte of every evaluation set after `step` steps.
     Eval { step: usize, results: Vec<EvalResult> },
@@ -355,8 +360,8 @@ impl<A: Architecture> Job<A> {
         self.completed >= self.end && !self.evaluation_due()
     }
 
-    /// The evaluation after the step just taken has not run yet (it runs first in the next
-    /// `advance`; a checkpoint taken meanwhile is one without it, and a resume runs it).
+    /// The evaluation after the step just taken has not run yet (it runs first when the job
+    /// advances; a checkpoint taken meanwhile is one without it, and a resume runs it).
     pub fn evaluation_due(&self) -> bool {
         let n = self.completed;
         n > 0
@@ -428,8 +433,7 @@ impl<A: Architecture> Job<A> {
             };
             self.session_seconds = session_before + ((self.clock)() - t0);
             result?;
-            if self.evaluation_due() {
-                // The slice ends before an evaluation, so that the caller can show it coming.
+            if budget.stop_before_evaluation && self.evaluation_due() {
                 return Ok(());
             }
         }

@@ -18,7 +18,7 @@ mod trainer;
 
 pub use checkpoint::{checkpoint_family, Checkpoint, DataFingerprint};
 pub use corpus::{CorpusBuilder, CorpusSettings, Story, StoryTeller};
-pub use data::{encode_corpus, split_documents, EvalSet, FineTuneText};
+pub use data::{encode_corpus, encode_corpus_with, split_documents, EvalSet, FineTuneText};
 pub use history::{Best, EvalPoint, History};
 pub use job::{Base, Budget, Clock, EarlyStop, EvalResult, Event, Job, JobData, NewRun, Provenance, Start};
 pub use optim::{AdamW, LrSchedule, BETA1, BETA2, EPS};
