@@ -227,7 +227,7 @@ export function setupDistill(app) {
     }
     $('ds-saved').hidden = saved?.kind !== 'distill';
     if (saved?.kind === 'distill') {
-      $('ds-saved-text').textContent = `A distillation of ${saved.teacher.name} is saved in this browser: step ${saved.step} of ${saved.end}`
+      $('ds-saved-text').textContent = `A distillation of ${saved.teacher.name} is saved in this browser: step ${saved.step} of ${saved.settings?.steps ?? saved.end}`
         + `${saved.done ? ' (finished)' : ''}, saved ${new Date(saved.savedAt).toLocaleString()}, ${fmtBytes(saved.storage.bytes)}. `;
       document.body.dataset.dsSaved = saved.step;
     }

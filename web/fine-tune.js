@@ -101,7 +101,8 @@ export function setupFineTune(app) {
     const max = t.defaults.limits.max_text_bytes;
     const total = list.reduce((n, f) => n + f.size, 0);
     if (total > max) {
-      view.note('error', `${list.map((f) => f.name).join(', ')}: ${fmtBytes(total)} of text, more than the ${fmtBytes(max)} the page trains on `
+      const mib = (n) => `${(n / 2 ** 20).toFixed(1).replace(/\.0$/, '')} MiB`;
+      view.note('error', `${list.map((f) => f.name).join(', ')}: ${mib(total)} of text, more than the ${mib(max)} the page trains on `
         + '(the text, its tokens and the model share this tab\'s memory, and a copy is kept in the browser to resume). '
         + 'The texts given before are kept. Train on larger texts natively: cargo xtask train --text FILE.');
       return;
@@ -159,6 +160,17 @@ export function setupFineTune(app) {
 
   async function showSaved() {
     const saved = await t.rpc('saved');
+    document.body.dataset.ftInUse = saved?.inUse ? 'true' : '';
+    if (saved?.inUse) {
+      // Another tab has the browser's one job: said here, and nothing here can replace it.
+      $('ft-saved').hidden = false;
+      $('ft-saved-text').textContent = `⚠ Training is off in this tab: ${saved.inUse}. `;
+      $('ft-restore').hidden = true;
+      $('ft-discard').hidden = true;
+      await view.showStorage(saved.storage);
+      return;
+    }
+    $('ft-discard').hidden = false;
     if (saved?.unreadable) {
       // A job saved by another version: said, kept, and only Discard offered.
       $('ft-saved').hidden = false;
@@ -171,8 +183,10 @@ export function setupFineTune(app) {
     $('ft-saved').hidden = !saved || saved.kind !== 'fine-tune';
     document.dispatchEvent(new CustomEvent('saved-job', { detail: saved }));
     if (saved?.kind === 'fine-tune') {
-      $('ft-saved-text').textContent = `A fine-tune of ${saved.base.name} is saved in this browser: step ${saved.step} of ${saved.end}`
-        + `${saved.done ? ' (finished)' : ''}, ${saved.documents} ${saved.documents === 1 ? 'text' : 'texts'}, saved ${new Date(saved.savedAt).toLocaleString()}, ${fmtBytes(saved.storage.bytes)}. `;
+      const steps = saved.settings?.steps ?? saved.end;
+      const ended = saved.end < steps ? ' (stopped early)' : ' (finished)';
+      $('ft-saved-text').textContent = `A fine-tune of ${saved.base.name} is saved in this browser: step ${saved.step} of ${steps}`
+        + `${saved.done ? ended : ''}, ${saved.documents} ${saved.documents === 1 ? 'text' : 'texts'}, saved ${new Date(saved.savedAt).toLocaleString()}, ${fmtBytes(saved.storage.bytes)}. `;
       document.body.dataset.ftSaved = saved.step;
     }
     await view.showStorage(saved?.storage);

@@ -237,11 +237,13 @@ export class JobView {
       + 'the same ones every time, so evaluating costs at most a tenth of the training between two.';
     const done = lastStep?.step ?? i.completed;
     this.el('progress').style.width = `${(100 * done) / i.end}%`;
+    // A run that stopped early says of how many steps, and why (the done card says more).
+    const of = i.stopped_early ? `${i.spec.steps} (stopped early: no better held-out figure in ${i.stopped_early.patience} evaluations)` : i.end;
     const tps = lastStep?.tokens_per_s;
     const eta = tps > 0 ? ` · ETA ${fmtTime(((i.end - done) * i.spec.batch * i.spec.seq_len) / tps)}` : '';
     const speed = tps > 0 ? ` · ${fmtInt(tps)} tokens/s` : '';
     const loss = lastStep ? ` · loss ${lastStep.loss.toFixed(3)}${this.distill && i.mode === 'logits' ? `, KL ${lastStep.kl.toFixed(3)}` : ''}` : '';
-    this.el('status').textContent = `${WORDS[this.state]}: step ${done} of ${i.end}${speed}${this.state === 'running' ? eta : ''}${loss}`;
+    this.el('status').textContent = `${WORDS[this.state]}: step ${done} of ${of}${speed}${this.state === 'running' ? eta : ''}${loss}`;
     document.body.dataset[`${this.p}Step`] = done;
   }
 

@@ -194,6 +194,42 @@ async function storageUsed() {
   return { bytes, originBytes: estimate?.usage ?? null, quotaBytes: estimate?.quota ?? null };
 }
 
+// ---- one job per browser ----------------------------------------------------------------
+// The saved job is one per browser (this origin's OPFS). The worker whose tab has a job
+// loaded — started, resumed, or a corpus being written — holds a Web Lock on it until the job
+// is cleared or the tab closes; another tab's worker cannot take it, so it cannot overwrite
+// that job, and says why.
+const JOB_LOCK = 'itera-playground-training-job';
+const IN_USE = 'another tab of this playground has a training job loaded (one job is kept per browser, '
+  + 'and starting one here would overwrite it): finish it there, or close that tab, and reload this one';
+let releaseLock = null;
+
+async function holdJobLock() {
+  if (releaseLock || !navigator.locks) return;
+  await new Promise((granted, refused) => {
+    navigator.locks.request(JOB_LOCK, { ifAvailable: true }, (lock) => {
+      if (!lock) {
+        refused(new Error(IN_USE));
+        return null;
+      }
+      granted();
+      return new Promise((release) => { releaseLock = release; });
+    }).catch(refused);
+  });
+}
+
+function dropJobLock() {
+  releaseLock?.();
+  releaseLock = null;
+}
+
+// Whether another tab's worker holds the job.
+async function lockedElsewhere() {
+  if (releaseLock || !navigator.locks) return false;
+  const state = await navigator.locks.query();
+  return state.held.some((l) => l.name === JOB_LOCK);
+}
+
 // ---- the CPU pool -----------------------------------------------------------------------
 // A pool of `size` CPU workers for `target` (the running job, or a benchmark's).
 async function startPool(size, target = job) {
@@ -433,6 +469,7 @@ const ops = {
   // {base: {name, url} | {name, bytes}, texts, settings, sample}: a new job (replacing any).
   async start({ base, texts, settings, sample }, emit) {
     await ready;
+    await holdJobLock();
     const bytes = base.bytes ? new Uint8Array(base.bytes) : (await fetchCached(base.url, () => {})).bytes;
     await checkQuota(texts, bytes.length);
     const tokens = await prepare(texts, emit);
@@ -451,6 +488,7 @@ const ops = {
   // The saved job's description, or null.
   // A saved job this page cannot read is described by `unreadable` (the reason; it is kept).
   async saved() {
+    if (await lockedElsewhere()) return { inUse: IN_USE, storage: await storageUsed() };
     const checkpoint = await readFile('checkpoint.safetensors');
     let saved;
     try {
@@ -467,6 +505,7 @@ const ops = {
   // files as Files read from this browser's storage).
   async restore(args, emit) {
     const tokenizer = await ready;
+    await holdJobLock();
     const saved = await readVersioned('job.json');
     const checkpoint = await readFile('checkpoint.safetensors');
     if (!saved || !checkpoint) throw new Error('no saved fine-tune in this browser');
@@ -495,6 +534,7 @@ const ops = {
   // {checkpoint, texts, sample}: continues a checkpoint file (made here or natively with
   // `xtask train --text`) on the same texts; it becomes the saved job.
   async restoreFrom({ checkpoint, texts, sample }, emit) {
+    await holdJobLock();
     const tokens = await prepare(texts, emit);
     stopPool();
     job?.free();
@@ -514,6 +554,7 @@ const ops = {
   // from the stories it has. Resolves to {text, stories, tokens}.
   async writeCorpus({ teacher, settings, workers = 1 }, emit) {
     const tokenizer = await ready;
+    await holdJobLock();
     teacherSource = await teacherFrom(teacher);
     const key = JSON.stringify({ teacher: teacher.name, settings });
     // A saved corpus of another version is not continued (the new one replaces it).
@@ -537,6 +578,7 @@ const ops = {
   // distillation (replacing any job) on the corpus the teacher wrote (and the visitor's texts).
   async startDistill({ student, teacher, corpus, texts, settings, sample, corpusSettings }) {
     const tokenizer = await ready;
+    await holdJobLock();
     stopPool();
     job?.free();
     job = null;
@@ -687,8 +729,9 @@ const ops = {
     return storageUsed();
   },
 
-  // Forgets the saved job (the one in memory too).
+  // Forgets the saved job (the one in memory too), and lets another tab have one.
   async clear() {
+    if (await lockedElsewhere()) throw new Error(IN_USE);
     stopPool();
     job?.free();
     job = null;
@@ -696,6 +739,7 @@ const ops = {
     try {
       await (await navigator.storage.getDirectory()).removeEntry(SAVE_DIR, { recursive: true });
     } catch { /* nothing saved */ }
+    dropJobLock();
     return storageUsed();
   },
 };

@@ -234,8 +234,8 @@ async function useTunedModel(page, label) {
   await page.waitForSelector('#ft-error:not([hidden])');
   assert.match(await page.textContent('#ft-error'), /Give a text to learn from/);
   await page.setInputFiles('#ft-files', { name: 'latin1.txt', mimeType: 'text/plain', buffer: Buffer.from([0x4f, 0x6e, 0x63, 0x65, 0xe9, 0x20]) });
-  await waitFor(page, () => /latin1\.txt is not UTF-8/.test(document.getElementById('ft-error').textContent));
-  step(`bad input: ${await page.textContent('#ft-error')}`);
+  await waitFor(page, () => /latin1\.txt is not UTF-8/.test(document.getElementById('ft-text-info').textContent));
+  step(`bad input: ${await page.textContent('#ft-text-info')}`);
   await page.setInputFiles('#ft-files', []);
   await page.fill('#ft-text', 'A tiny story.');
   await page.click('#ft-start');

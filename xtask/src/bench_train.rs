@@ -14,7 +14,7 @@ use itera_core::tokenizer::Tokenizer;
 use itera_core::train::{Budget, CorpusSettings, CpuStep, TrainSpec};
 use itera_core::train::{Start, Teacher};
 use itera_core::Config;
-use itera_web::page_job::{PageJob, Source};
+use itera_web::page_job::{PageJob, PreparedText, Source};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -99,8 +99,9 @@ fn native(job: &str, shards: usize, threads: usize) -> Result<f64> {
                 bytes: &text,
             }];
             let spec = timing(TrainSpec::FINE_TUNE, shards);
+            let text = PreparedText::new(Tokenizer::from_json(&tok)?, &sources, &mut |_, _| {})?;
             steps_per_s(
-                PageJob::fine_tune(&read(&default_file)?, &tok, &sources, spec, &default, clock())?,
+                PageJob::fine_tune(&read(&default_file)?, text, spec, &default, clock())?,
                 threads,
             )
         }

@@ -96,7 +96,7 @@ pub fn run(a: TestArgs) -> Result<()> {
 }
 
 /// Starts this binary's `serve` on a free port and runs tests/e2e/playground.mjs,
-/// fine-tune.mjs and distill.mjs (which load their downloaded models with this binary) against it.
+/// fine-tune.mjs, distill.mjs and large-text.mjs (which load their downloaded models with this binary) against it.
 /// The server's access log goes to target/e2e/server.log; its tail is printed when the test
 /// fails, to tell a page that never asked from a server that never answered.
 fn page_end_to_end() -> Result<()> {
@@ -110,7 +110,8 @@ fn page_end_to_end() -> Result<()> {
     let exe = exe.to_str().context("UTF-8 path")?;
     let result = sh("node", &["tests/e2e/playground.mjs", &server.url, out_str])
         .and_then(|()| sh("node", &["tests/e2e/fine-tune.mjs", &server.url, out_str, exe]))
-        .and_then(|()| sh("node", &["tests/e2e/distill.mjs", &server.url, out_str, exe]));
+        .and_then(|()| sh("node", &["tests/e2e/distill.mjs", &server.url, out_str, exe]))
+        .and_then(|()| sh("node", &["tests/e2e/large-text.mjs", &server.url, out_str, exe]));
     drop(server);
     if result.is_err() {
         let log = std::fs::read_to_string(&access_log).unwrap_or_default();

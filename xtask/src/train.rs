@@ -569,6 +569,19 @@ fn prepare<A: Architecture>(a: &TrainArgs, teacher: Option<TeacherRun>) -> Resul
     })?;
     if resuming {
         eprintln!("resumed at step {}", job.completed());
+    } else {
+        // The starting weights' figures begin the curves (as in the page), so that the best
+        // weights and the patience count from them.
+        job.evaluate_start()?;
+        let line: String = job
+            .history()
+            .evals
+            .iter()
+            .map(|e| format!("  {} {:.4}", set_label(&e.name), e.bits_per_byte))
+            .collect();
+        if !line.is_empty() {
+            eprintln!("step      0:{line} bits/byte");
+        }
     }
     if let Some(s) = a.stop_at {
         job.stop_at(s);
