@@ -51,7 +51,8 @@ let prepared = null; // {key, tokens}
 async function prepare(texts, emit = () => {}) {
   const tokenizer = await ready;
   const key = textKey(texts);
-  if (prepared?.key === key) return prepared.tokens;
+  // Kept unless a job took them (one that then failed leaves them empty).
+  if (prepared?.key === key && prepared.tokens.ready()) return prepared.tokens;
   prepared?.tokens.free();
   prepared = null;
   const total = texts.reduce((n, t) => n + sizeOf(t), 0);
@@ -141,27 +142,44 @@ async function readFile(name) {
   }
 }
 
-// Keeps a job's texts in OPFS beside it, one file each (text-0.txt, …); job.json lists them.
+// Keeps a job's texts in OPFS beside it, one file each (text-STAMP-N.txt, new names each
+// time: a text may itself be a File read from an earlier job's copy, so those are removed only
+// once the new ones are written); job.json lists them, pastes marked as such.
 async function saveTexts(texts) {
-  const dir = await saveDir(true);
-  for await (const name of dir.keys()) if (/^text-\d+\.txt$/.test(name)) await dir.removeEntry(name);
+  const stamp = Date.now().toString(36);
+  // The files kept for the last job, by size and date: a text that is one of them (the page
+  // holds it since a resume) keeps its file, so the page's reference stays good.
+  const kept = new Map();
+  const before = await readVersioned('job.json').catch(() => null);
+  for (const t of before?.texts ?? []) {
+    const f = t.file && (await readFile(t.file));
+    if (f) kept.set(`${f.size}:${f.lastModified}`, t.file);
+  }
   const saved = [];
   for (const [i, t] of texts.entries()) {
-    const file = `text-${i}.txt`;
-    await writeFile(file, t.file ?? t.text);
-    saved.push({ name: t.name, file, bytes: sizeOf(t) });
+    let file = t.file && kept.get(`${t.file.size}:${t.file.lastModified}`);
+    if (!file) {
+      file = `text-${stamp}-${i}.txt`;
+      await writeFile(file, t.file ?? t.text);
+    }
+    saved.push({ name: t.name, file, bytes: sizeOf(t), pasted: !t.file });
   }
+  const keep = new Set(saved.map((t) => t.file));
+  const dir = await saveDir(true);
+  const old = [];
+  for await (const name of dir.keys()) if (/^text-.*\.txt$/.test(name) && !keep.has(name)) old.push(name);
+  for (const name of old) await dir.removeEntry(name);
   return saved;
 }
 
-// A saved job's texts as the page gives them: files read back from OPFS (save version 2), or
-// the texts job.json held itself (versions 0 and 1).
+// A saved job's texts as the page gives them: pastes as text and files as Files read back from
+// OPFS (save version 2), or the texts job.json held itself (versions 0 and 1).
 async function loadTexts(saved) {
   return Promise.all(saved.texts.map(async (t) => {
     if (t.text !== undefined) return { name: t.name, text: t.text };
     const file = await readFile(t.file);
     if (!file) throw new Error(`the saved job's text ${t.name} (${t.file}) is missing in this browser: start the job again`);
-    return { name: t.name, file };
+    return t.pasted ? { name: t.name, text: await file.text() } : { name: t.name, file };
   }));
 }
 

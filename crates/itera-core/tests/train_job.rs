@@ -149,7 +149,10 @@ fn slices_and_resumes_do_not_change_the_run() {
     assert_eq!(at("eval"), vec![4, 8, 12]);
     for (i, e) in events.iter().enumerate() {
         if let Event::Eval { step, .. } = e {
-            assert!(matches!(events[i - 1], Event::Evaluating { step: s, .. } if s == *step), "announced");
+            assert!(
+                matches!(events[i - 1], Event::Evaluating { step: s, .. } if s == *step),
+                "announced"
+            );
         }
     }
     assert_eq!(at("checkpoint"), vec![5, 10, 12]);
@@ -360,7 +363,11 @@ fn an_evaluation_is_announced_and_can_end_the_slice() {
     .unwrap();
     assert!(resumed.evaluation_due());
     let events = run(&mut resumed, &[100]);
-    assert!(matches!(events.first(), Some(Event::Eval { step: 4, .. })), "{:?}", events.first());
+    assert!(
+        matches!(events.first(), Some(Event::Eval { step: 4, .. })),
+        "{:?}",
+        events.first()
+    );
     let mut straight = new_job(spec());
     run(&mut straight, &[100]);
     assert!(bits(&resumed) == bits(&straight));
@@ -419,7 +426,10 @@ fn the_best_weights_are_kept_and_patience_stops_the_run() {
     {
         let (best_step, bpb, bytes) = bests.last().unwrap();
         assert_eq!((*best_step, *bpb), (stop.best.step, stop.best.bits_per_byte));
-        let mut replay = new_job(TrainSpec { patience: 0, ..spec.clone() });
+        let mut replay = new_job(TrainSpec {
+            patience: 0,
+            ..spec.clone()
+        });
         replay.stop_at(*best_step);
         run(&mut replay, &[100]);
         assert_eq!(

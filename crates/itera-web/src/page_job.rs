@@ -10,8 +10,8 @@ use itera_core::format;
 use itera_core::generate::generate;
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
 use itera_core::train::{
-    encode_corpus, encode_corpus_with, Base, Best, Checkpoint, EarlyStop, Clock, EvalResult, EvalSet, FineTuneText, Job, JobData, NewRun, Provenance, Start,
-    Teacher, TrainSpec,
+    encode_corpus, encode_corpus_with, Base, Best, Checkpoint, Clock, EarlyStop, EvalResult, EvalSet, FineTuneText,
+    Job, JobData, NewRun, Provenance, Start, Teacher, TrainSpec,
 };
 use itera_core::{Architecture, Error, Itera, Precision, Result};
 use serde::Serialize;
@@ -81,7 +81,11 @@ pub struct PreparedText {
 impl PreparedText {
     /// Cuts and tokenizes `sources`, telling `progress` (bytes done, bytes in all) after each
     /// piece; refuses texts over `MAX_PAGE_TEXT_BYTES`, not UTF-8, or with no words.
-    pub fn new(tokenizer: Tokenizer, sources: &[Source], progress: &mut dyn FnMut(usize, usize)) -> Result<PreparedText> {
+    pub fn new(
+        tokenizer: Tokenizer,
+        sources: &[Source],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<PreparedText> {
         let total: usize = sources.iter().map(|s| s.bytes.len()).sum();
         if total > MAX_PAGE_TEXT_BYTES {
             return Err(Error::InvalidText(format!(
@@ -133,6 +137,7 @@ impl PreparedText {
 
 /// What a resumed job trains on: a fine-tune's prepared texts, or a distillation's corpus,
 /// teacher and the visitor's texts.
+#[allow(clippy::large_enum_variant)] // one per resume
 pub enum ResumeText<'a> {
     FineTune(PreparedText),
     Distill {

@@ -245,24 +245,19 @@ impl Corpus {
     }
 }
 
-/// `[{name, bytes: Uint8Array}]` from the page: a paste or one entry per file.
+/// One text from the page: a paste or a file.
+#[derive(Deserialize)]
+struct TextSource {
+    name: String,
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    bytes: Uint8Array,
+}
+
+/// `[{name, bytes: Uint8Array}]` from the page, copied into this module's memory.
 fn sources(value: &JsValue) -> Result<Vec<(String, Vec<u8>)>, JsError> {
-    let list: &Array = value
-        .dyn_ref()
-        .ok_or_else(|| js_error("texts: expected an array of {name, bytes}"))?;
-    list.iter()
-        .map(|item| {
-            let name = Reflect::get(&item, &"name".into())
-                .ok()
-                .and_then(|n| n.as_string())
-                .unwrap_or_else(|| "the text".into());
-            let bytes = Reflect::get(&item, &"bytes".into())
-                .ok()
-                .and_then(|b| b.dyn_into::<Uint8Array>().ok())
-                .ok_or_else(|| js_error(format!("texts: {name} has no bytes (a Uint8Array)")))?;
-            Ok((name, bytes.to_vec()))
-        })
-        .collect()
+    let list: Vec<TextSource> = serde_wasm_bindgen::from_value(value.clone())
+        .map_err(|e| js_error(format!("texts: expected an array of {{name, bytes: Uint8Array}}: {e}")))?;
+    Ok(list.into_iter().map(|t| (t.name, t.bytes.to_vec())).collect())
 }
 
 fn as_sources(owned: &[(String, Vec<u8>)]) -> Vec<Source<'_>> {
@@ -299,6 +294,11 @@ impl TextTokens {
     /// `{documents, heldout_documents, bytes, heldout_bytes, tokens, heldout_tokens}`.
     pub fn info(&self) -> Result<JsValue, JsError> {
         to_js(&self.prepared()?.info)
+    }
+
+    /// Whether the texts are still here (not yet handed to a job, even one that then failed).
+    pub fn ready(&self) -> bool {
+        self.text.is_some()
     }
 }
 
@@ -439,8 +439,19 @@ struct ShardSetup {
     loss: LossWeights,
 }
 
+/// One shard's result, as a `ShardWorker` sends it and `PoolStep` reads it (serde at both ends;
+/// the JS between only passes it on, transferring the gradients' buffer).
+#[derive(Serialize, Deserialize)]
+struct ShardResult {
+    loss: LossParts,
+    routing: ExpertLoad,
+    /// Every parameter's gradient, in table order, flat.
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    grads: Float32Array,
+}
+
 /// Steps whose shards are computed by a pool of workers through `compute(weights, shards)`
-/// (a JS function resolving to one `{loss, grads}` per shard, in order).
+/// (a JS function resolving to one `ShardResult` per shard, in order).
 struct PoolStep {
     compute: Function,
     workers: usize,
@@ -483,17 +494,11 @@ impl PoolStep {
         let mut losses = Vec::with_capacity(self.grads.len());
         let mut loads = Vec::with_capacity(self.grads.len());
         for (r, g) in results.iter().zip(&mut self.grads) {
-            let field = |name: &str| Reflect::get(&r, &name.into()).ok();
-            let loss: LossParts = field("loss")
-                .and_then(|l| serde_wasm_bindgen::from_value(l).ok())
-                .ok_or_else(|| Error::Worker("a shard's result has no loss".into()))?;
-            let load: ExpertLoad = field("routing")
-                .and_then(|l| serde_wasm_bindgen::from_value(l).ok())
-                .ok_or_else(|| Error::Worker("a shard's result has no routing".into()))?;
-            let flat: Float32Array = Reflect::get(&r, &"grads".into())
-                .ok()
-                .and_then(|a| a.dyn_into().ok())
-                .ok_or_else(|| Error::Worker("a shard's result has no gradients".into()))?;
+            let ShardResult {
+                loss,
+                routing: load,
+                grads: flat,
+            } = serde_wasm_bindgen::from_value(r).map_err(|e| Error::Worker(format!("a shard's result: {e}")))?;
             let total: usize = g.tensors.iter().map(Vec::len).sum();
             if flat.length() as usize != total {
                 return Err(Error::Worker(format!(
@@ -569,7 +574,6 @@ impl<A: Architecture> Shard<A> {
             .scratch
             .gradients(&self.weights, tokens, self.seq_len, self.teacher.as_ref(), self.loss)
             .map_err(js_error)?;
-        let out = Object::new();
         let grads =
             Float32Array::new_with_length(self.scratch.grads.tensors.iter().map(Vec::len).sum::<usize>() as u32);
         let mut at = 0u32;
@@ -577,15 +581,11 @@ impl<A: Architecture> Shard<A> {
             grads.subarray(at, at + t.len() as u32).copy_from(t);
             at += t.len() as u32;
         }
-        let set = |k: &str, v: &JsValue| {
-            Reflect::set(&out, &k.into(), v)
-                .map(drop)
-                .map_err(|_| js_error("result"))
-        };
-        set("loss", &to_js(&loss)?)?;
-        set("routing", &to_js(&self.scratch.expert_load())?)?;
-        set("grads", &grads)?;
-        Ok(out.into())
+        to_js(&ShardResult {
+            loss,
+            routing: self.scratch.expert_load(),
+            grads,
+        })
     }
 }
 
@@ -633,6 +633,20 @@ impl ShardWorker {
 struct Inner<A: PageFamily> {
     tune: PageJob<A>,
     backend: Backend<A>,
+}
+
+/// What `TrainingJob::advance` resolves to (serialized for the worker).
+#[derive(Serialize)]
+struct Advance {
+    events: Vec<Event>,
+    /// The last checkpoint's bytes and new best weights' (Uint8Arrays), or null.
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    checkpoint: JsValue,
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    best: JsValue,
+    /// Events before a failure still reach the page: the error comes with them.
+    error: Option<String>,
+    diverged: bool,
 }
 
 /// What `advance` hands the page: the events in order, the last checkpoint's bytes, and the
@@ -854,10 +868,12 @@ impl TrainingJob {
 
     fn resume_as(family: Family, checkpoint: &[u8], text: ResumeText) -> Result<TrainingJob, JsError> {
         Ok(TrainingJob::of(match family {
-            Family::Itera => AnyInner::Itera(Inner::new(PageJob::resume(checkpoint, text, clock()).map_err(js_error)?)),
-            Family::Transformer => {
-                AnyInner::Transformer(Inner::new(PageJob::resume(checkpoint, text, clock()).map_err(js_error)?))
-            }
+            Family::Itera => AnyInner::Itera(Inner::new(
+                PageJob::resume(checkpoint, text, clock()).map_err(js_error)?,
+            )),
+            Family::Transformer => AnyInner::Transformer(Inner::new(
+                PageJob::resume(checkpoint, text, clock()).map_err(js_error)?,
+            )),
         }))
     }
 }
@@ -886,12 +902,14 @@ impl TrainingJob {
     #[wasm_bindgen(constructor)]
     pub fn new(base: &[u8], text: &mut TextTokens, settings: JsValue, base_name: &str) -> Result<TrainingJob, JsError> {
         let spec = fine_tune_settings(settings)?;
+        // Settings and base are checked before the texts are taken, so a refusal keeps them.
+        spec.validate().map_err(js_error)?;
         let family = format::read_family(base).map_err(js_error)?;
         let text = text.take()?;
         let inner = match family {
-            Family::Itera => {
-                AnyInner::Itera(Inner::new(PageJob::fine_tune(base, text, spec, base_name, clock()).map_err(js_error)?))
-            }
+            Family::Itera => AnyInner::Itera(Inner::new(
+                PageJob::fine_tune(base, text, spec, base_name, clock()).map_err(js_error)?,
+            )),
             Family::Transformer => AnyInner::Transformer(Inner::new(
                 PageJob::fine_tune(base, text, spec, base_name, clock()).map_err(js_error)?,
             )),
@@ -1094,23 +1112,14 @@ impl TrainingJob {
                 stop_before_evaluation: true,
             };
             let a = each_job!(&mut *inner, i => i.advance(budget).await);
-            let out = Object::new();
-            let set = |k: &str, v: &JsValue| {
-                Reflect::set(&out, &k.into(), v)
-                    .map(drop)
-                    .map_err(|_| js_error("advance"))
-            };
-            set("events", &to_js(&a.events)?)?;
-            let checkpoint = a.checkpoint.map(|b| Uint8Array::from(b.as_slice()));
-            set("checkpoint", &checkpoint.map_or(JsValue::NULL, JsValue::from))?;
-            let best = a.best.map(|b| Uint8Array::from(b.as_slice()));
-            set("best", &best.map_or(JsValue::NULL, JsValue::from))?;
-            // Events before a failure still reach the page: the error comes with them.
-            if let Some(e) = a.error {
-                set("error", &JsValue::from(e.to_string()))?;
-                set("diverged", &JsValue::from(matches!(e, Error::Diverged { .. })))?;
-            }
-            Ok(out.into())
+            let bytes = |b: Option<Vec<u8>>| b.map_or(JsValue::NULL, |b| Uint8Array::from(b.as_slice()).into());
+            to_js(&Advance {
+                events: a.events,
+                checkpoint: bytes(a.checkpoint),
+                best: bytes(a.best),
+                diverged: matches!(a.error, Some(Error::Diverged { .. })),
+                error: a.error.map(|e| e.to_string()),
+            })
         })
     }
 

@@ -381,9 +381,7 @@ fn bad_settings_and_texts_are_js_errors_that_name_the_problem() {
         js(&s)
     };
     let refuse = |base: &[u8], texts: JsValue, settings: JsValue| {
-        message(
-            fine_tune(base, texts, settings, "base").err().expect("refused"),
-        )
+        message(fine_tune(base, texts, settings, "base").err().expect("refused"))
     };
     let cases = [
         (with(serde_json::json!({"lr": 5})), "lr = 5"),

@@ -10,10 +10,10 @@ mod fine_tune_fixture;
 use fine_tune_fixture::{fnv, same, spec};
 use std::path::PathBuf;
 
+use itera_core::tokenizer::Tokenizer;
 use itera_core::train::{ready, Budget, CpuStep, Event, TrainSpec};
 use itera_core::{format, Architecture, Precision, Transformer};
-use itera_core::tokenizer::Tokenizer;
-use itera_web::page_job::{PageJob, PreparedText, Source, BUILTIN_STORIES, YOUR_TEXT, MAX_PAGE_TEXT_BYTES};
+use itera_web::page_job::{PageJob, PreparedText, Source, BUILTIN_STORIES, MAX_PAGE_TEXT_BYTES, YOUR_TEXT};
 use serde_json::{json, Value};
 
 fn root() -> PathBuf {
@@ -162,7 +162,11 @@ fn preparing_a_text_reports_progress_and_refuses_one_over_the_limit() {
     assert!(seen.windows(2).all(|w| w[1].0 > w[0].0 && w[1].1 == w[0].1));
     let (done, total) = *seen.last().unwrap();
     assert_eq!(done, total);
-    assert!(text.info.tokens > 300_000 && text.info.heldout_tokens > 0, "{:?}", text.info);
+    assert!(
+        text.info.tokens > 300_000 && text.info.heldout_tokens > 0,
+        "{:?}",
+        text.info
+    );
 
     let over = vec![b'a'; MAX_PAGE_TEXT_BYTES + 1];
     let sources = [Source {
@@ -174,6 +178,9 @@ fn preparing_a_text_reports_progress_and_refuses_one_over_the_limit() {
         .err()
         .expect("refused")
         .to_string();
-    assert!(e.contains("huge.txt is 64.0 MiB") && e.contains("at most 64 MiB") && e.contains("xtask train"), "{e}");
+    assert!(
+        e.contains("huge.txt is 64.0 MiB") && e.contains("at most 64 MiB") && e.contains("xtask train"),
+        "{e}"
+    );
     assert_eq!(calls, 0, "refused before tokenizing");
 }
