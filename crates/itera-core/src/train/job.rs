@@ -60,6 +60,13 @@ impl Budget {
     }
 }
 
+/// When the current `advance` began: on the job's clock, and the session's seconds before it.
+#[derive(Clone, Copy)]
+struct SliceStart {
+    at: f64,
+    session_before: f64,
+}
+
 /// What a job reports as it advances.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -418,20 +425,22 @@ impl<A: Architecture> Job<A> {
         budget: Budget,
         on_event: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<()> {
-        let t0 = (self.clock)();
-        let session_before = self.session_seconds;
+        let slice = SliceStart {
+            at: (self.clock)(),
+            session_before: self.session_seconds,
+        };
         let mut taken = 0;
         loop {
-            let within = taken == 0 || (self.clock)() - t0 < budget.seconds;
+            let within = taken == 0 || (self.clock)() - slice.at < budget.seconds;
             let result = if self.evaluation_due() && within {
-                self.finish_evaluation(backend, t0, session_before, on_event).await
+                self.finish_evaluation(backend, slice, on_event).await
             } else if !self.is_done() && taken < budget.steps && within {
                 taken += 1;
-                self.one_step(backend, t0, session_before, on_event).await
+                self.one_step(backend, slice, on_event).await
             } else {
                 return Ok(());
             };
-            self.session_seconds = session_before + ((self.clock)() - t0);
+            self.session_seconds = self.elapsed(slice);
             result?;
             if budget.stop_before_evaluation && self.evaluation_due() {
                 return Ok(());
@@ -442,8 +451,7 @@ impl<A: Architecture> Job<A> {
     async fn one_step<B: StepBackend<A>>(
         &mut self,
         backend: &mut B,
-        t0: f64,
-        session_before: f64,
+        slice: SliceStart,
         on_event: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<()> {
         let step = self.completed;
@@ -453,7 +461,7 @@ impl<A: Architecture> Job<A> {
             .step(&mut self.state, &tokens, lr, self.data.teacher.as_ref())
             .await?;
         self.completed += 1;
-        let elapsed = session_before + ((self.clock)() - t0);
+        let elapsed = self.elapsed(slice);
         let done = self.completed - self.session_first_step;
         // 0 until the clock has moved (a clock that never moves reads 0, not infinity).
         let tokens_per_s = if elapsed > 0.0 {
@@ -484,7 +492,7 @@ impl<A: Architecture> Job<A> {
             })?;
             return Ok(());
         }
-        self.end_of_step(backend, t0, session_before, on_event).await
+        self.end_of_step(backend, slice, on_event).await
     }
 
     /// The evaluation after the step just taken: its figures, the best weights when they
@@ -492,18 +500,13 @@ impl<A: Architecture> Job<A> {
     async fn finish_evaluation<B: StepBackend<A>>(
         &mut self,
         backend: &mut B,
-        t0: f64,
-        session_before: f64,
+        slice: SliceStart,
         on_event: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<()> {
         let n = self.completed;
         backend.sync(&mut self.state).await?;
         let results = self.evaluate()?;
-        self.history.evals.extend(results.iter().map(|r| EvalPoint {
-            step: n,
-            name: r.name.clone(),
-            bits_per_byte: r.bits_per_byte,
-        }));
+        self.record_evals(n, &results);
         on_event(Event::Eval { step: n, results })?;
         if let (Some(best), Some(set)) = (self.best(), self.judged_set()) {
             if best.step == n {
@@ -518,22 +521,21 @@ impl<A: Architecture> Job<A> {
         if self.early_stop().is_some() {
             self.end = n;
         }
-        self.end_of_step(backend, t0, session_before, on_event).await
+        self.end_of_step(backend, slice, on_event).await
     }
 
     /// The checkpoint of step `completed` when one is due, and the run's end when it is last.
     async fn end_of_step<B: StepBackend<A>>(
         &mut self,
         backend: &mut B,
-        t0: f64,
-        session_before: f64,
+        slice: SliceStart,
         on_event: &mut dyn FnMut(Event) -> Result<()>,
     ) -> Result<()> {
         let n = self.completed;
         let last = n >= self.end;
         if n.is_multiple_of(self.spec.checkpoint_every) || last {
             backend.sync(&mut self.state).await?;
-            self.session_seconds = session_before + ((self.clock)() - t0);
+            self.session_seconds = self.elapsed(slice);
             let bytes = self.checkpoint()?.to_bytes()?;
             on_event(Event::Checkpoint { step: n, bytes })?;
         }
@@ -568,12 +570,21 @@ impl<A: Architecture> Job<A> {
             return Ok(());
         }
         let results = self.evaluate()?;
-        self.history.evals.extend(results.into_iter().map(|r| EvalPoint {
-            step: 0,
-            name: r.name,
+        self.record_evals(0, &results);
+        Ok(())
+    }
+
+    fn record_evals(&mut self, step: usize, results: &[EvalResult]) {
+        self.history.evals.extend(results.iter().map(|r| EvalPoint {
+            step,
+            name: r.name.clone(),
             bits_per_byte: r.bits_per_byte,
         }));
-        Ok(())
+    }
+
+    /// Seconds of this session of the run, at the clock's now, for a slice begun at `slice`.
+    fn elapsed(&self, slice: SliceStart) -> f64 {
+        slice.session_before + ((self.clock)() - slice.at)
     }
 
     /// Held-out bits per byte of every evaluation set, from the host state.
