@@ -81,6 +81,12 @@ pub const ENCODE_WINDOW: usize = 1 << 16;
 /// one after the other, are the whole text's. A piece ends at the last such point within the
 /// window (a stretch with none runs on to the first one after it, or to the end).
 pub fn encode_pieces(text: &str) -> impl Iterator<Item = &str> {
+    encode_pieces_within(text, ENCODE_WINDOW)
+}
+
+/// `encode_pieces` with a window of `window` bytes (at least 1).
+pub fn encode_pieces_within(text: &str, window: usize) -> impl Iterator<Item = &str> {
+    let window = window.max(1);
     let mut rest = text;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -88,13 +94,13 @@ pub fn encode_pieces(text: &str) -> impl Iterator<Item = &str> {
         }
         let b = rest.as_bytes();
         let cut_at = |i: &usize| b[*i] == b' ' && !b[*i - 1].is_ascii_whitespace();
-        let cut = if b.len() <= ENCODE_WINDOW {
+        let cut = if b.len() <= window {
             b.len()
         } else {
-            (1..=ENCODE_WINDOW)
+            (1..=window)
                 .rev()
                 .find(cut_at)
-                .or_else(|| (ENCODE_WINDOW + 1..b.len()).find(cut_at))
+                .or_else(|| (window + 1..b.len()).find(cut_at))
                 .unwrap_or(b.len())
         };
         // A cut is at an ASCII byte, so it is a character boundary.

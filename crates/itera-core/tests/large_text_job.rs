@@ -16,7 +16,9 @@ use itera_core::train::{encode_corpus, Budget, CpuStep, EvalSet, FineTuneText, J
 const FIRST_STEP_BOUND_S: f64 = 60.0;
 
 fn weights(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../weights").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../weights")
+        .join(name)
 }
 
 #[test]
@@ -73,7 +75,13 @@ fn a_job_over_a_large_text_reaches_its_first_step_within_the_bound() {
         max_tokens: Some(cap),
         ..EvalOptions::default()
     };
-    let prefix = eval_model_with(&base.to_precision(itera_core::Precision::F32), &tokenizer, &cut.heldout, opts).unwrap();
+    let prefix = eval_model_with(
+        &base.to_precision(itera_core::Precision::F32),
+        &tokenizer,
+        &cut.heldout,
+        opts,
+    )
+    .unwrap();
     assert!(prefix.truncated && prefix.tokens <= cap, "{prefix:?}");
     let step0 = &job.history().evals[0];
     assert_eq!(step0.step, 0);
