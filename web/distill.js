@@ -121,7 +121,7 @@ export function setupDistill(app) {
     }
     try {
       const s = await t.rpc('modelSize', { config: { ...c, vocab_size: 4096 }, family: studentFamily() });
-      const sizes = ['f32', 'f16', 'q8', 'q4'].map((p) => `${p} ≈ ${fmtBytes(s.bytes[p])}`).join(' · ');
+      const sizes = app.precisions().map((p) => `${p} ≈ ${fmtBytes(s.bytes[p])}`).join(' · ');
       const active = s.active_params === s.params ? '' : ` (${(s.active_params / 1e6).toFixed(2)}M active per token)`;
       $('ds-student-size').textContent = `${(s.params / 1e6).toFixed(2)}M parameters${active}; files: ${sizes}`;
       $('ds-student-size').classList.remove('error');

@@ -22,7 +22,7 @@ export function setupFineTune(app) {
     prompt: () => $('ft-prompt').value,
     // "itera-tiny" from itera-tiny-q8, local:my-model.safetensors or weights/itera-tiny-q8.safetensors.
     family: (info, n) => {
-      const base = info.base.replace(/^tuned:|^local:/, '').split('/').pop().replace(/\.safetensors$/, '').replace(/-(f32|f16|q8|q4)$/, '');
+      const base = app.familyOf(info.base.replace(/^tuned:|^local:/, '').split('/').pop().replace(/\.safetensors$/, ''));
       return { family: `tuned:${base}-ft${n}`, label: `${base} fine-tuned #${n}`, about: `fine-tuned from ${info.base} for ${info.completed} steps` };
     },
   });

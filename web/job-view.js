@@ -8,7 +8,6 @@
 import { lineChart, PALETTE } from './charts.js';
 
 const $ = (id) => document.getElementById(id);
-const PRECISIONS = ['f32', 'f16', 'q8', 'q4'];
 
 export const fmtBytes = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1e3))} KB`);
 export const fmtInt = (n) => Math.round(n).toLocaleString('en-US');
@@ -56,10 +55,7 @@ function template(p, distill) {
         </label>
         <button id="${p}-use" type="button" class="primary">Use this model</button>
         <label>Precision
-          <select id="${p}-precision">
-            <option value="f32">f32</option><option value="f16">f16</option>
-            <option value="q8" selected>q8</option><option value="q4">q4</option>
-          </select>
+          <select id="${p}-precision"></select>
         </label>
         <button id="${p}-download" type="button">Download .safetensors</button>
       </div>
@@ -100,6 +96,8 @@ export class JobView {
       tps: lineChart(this.el('tps-chart'), { xLabel: 'step', yLabel: 'tokens/s', series: ['tokens/s'] }),
     };
     this.resetCurves(null, []);
+    // The download's precisions: the core's list (q8 chosen: the picker's default precision).
+    this.el('precision').replaceChildren(...app.precisions().map((v) => new Option(v, v, false, v === 'q8')));
     this.onState = onState;
     this.el('use').addEventListener('click', () => this.app.use(`${this.chosen().family}-q8`));
     this.el('download').addEventListener('click', () => this.download());
@@ -384,7 +382,7 @@ export class JobView {
   async exportAll(weights) {
     const bytes = {};
     let info = null;
-    for (const p of PRECISIONS) {
+    for (const p of this.app.precisions()) {
       const r = await this.trainer().rpc('export', { precision: p, weights });
       bytes[p] = r.bytes.buffer;
       info = r.info;

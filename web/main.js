@@ -15,7 +15,9 @@ const $ = (id) => document.getElementById(id);
 // `cargo xtask export` (URLs are relative, so the page works under any path).
 const MANIFEST_URL = 'weights/manifest.json';
 // The precisions a fine-tune exports (a shipped model's come from the manifest).
-const PRECISIONS = ['f32', 'f16', 'q8', 'q4'];
+// Every precision a model file may have: the core's list (`Precision::ALL`), which the
+// manifest carries (`cargo xtask manifest`).
+const precisions = () => state.manifest?.precisions ?? [];
 const TOKENIZER_URL = 'weights/tokenizer.json';
 
 // ---- worker RPC -------------------------------------------------------------------------
@@ -76,7 +78,7 @@ function fillPicker() {
   for (const { family, label } of state.tuned) {
     const group = document.createElement('optgroup');
     group.label = label;
-    for (const p of PRECISIONS) {
+    for (const p of precisions()) {
       const bytes = state.bytes.get(`${family}-${p}`);
       group.append(new Option(`${label} · ${p}${bytes ? ` · ${fmtBytes(bytes.byteLength)}` : ''}`, `${family}-${p}`));
     }
@@ -90,7 +92,9 @@ function fillPicker() {
   document.dispatchEvent(new Event('models-changed'));
 }
 
-const familyOf = (key) => key.replace(/-(f32|f16|q8|q4)$/, '');
+// A model key without its precision: itera-tiny-q8 → itera-tiny (a key of none: itself).
+const precisionOf = (key) => precisions().find((p) => key.endsWith(`-${p}`)) ?? null;
+const familyOf = (key) => { const p = precisionOf(key); return p ? key.slice(0, -p.length - 1) : key; };
 // A shipped model's manifest entry (`familyOf(key)`), one precision's file entry, its URL.
 const shippedModel = (family) => shippedModels().find((m) => m.name === family);
 const shippedFile = (key) => shippedModel(familyOf(key))?.precisions.find((v) => v.key === key);
@@ -448,6 +452,8 @@ function setupTabs() {
 // to add the models they make to the picker, and generation for their side-by-side stories.
 function fineTuneApp(showTab) {
   return {
+    precisions,
+    familyOf,
     // [{key, label, kind: 'itera' | 'transformer' | 'llama2'}] of every model in the picker.
     models: () => [...$('model-select').options].map((o) => ({ key: o.value, label: o.textContent, kind: kindOf(o.value) })),
     current: () => state.current,
@@ -502,13 +508,14 @@ function fineTuneApp(showTab) {
     precisionsOf(key) {
       const m = shippedModel(familyOf(key));
       if (m) return m.precisions.map((v) => v.key);
-      if (state.tuned.some((t) => t.family === familyOf(key))) return PRECISIONS.map((p) => `${familyOf(key)}-${p}`);
+      if (state.tuned.some((t) => t.family === familyOf(key))) return precisions().map((p) => `${familyOf(key)}-${p}`);
       return [key];
     },
     // `key` and the shipped model of the other family with the same size and precision
     // (itera-tiny-q8 → transformer-tiny-q8); the default model and the first baseline else.
     familyPair(key) {
-      const [, size, precision] = /^(?:itera|transformer)-(.+)-(f32|f16|q8|q4)$/.exec(key) ?? [];
+      const precision = precisionOf(key);
+      const size = precision && /^(?:itera|transformer)-(.+)$/.exec(familyOf(key))?.[1];
       const other = { itera: 'transformer', transformer: 'itera' }[kindOf(key)];
       const twin = other && shippedFile(`${other}-${size}-${precision}`);
       if (twin) return [key, twin.key];

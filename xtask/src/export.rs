@@ -29,7 +29,8 @@ pub struct ExportArgs {
     name: String,
     #[arg(long, default_value = "weights")]
     out_dir: PathBuf,
-    #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8,q4")]
+    /// Precisions to write (default: every one the core has).
+    #[arg(long, value_delimiter = ',', default_values_t = itera_core::Precision::ALL.map(|p| p.to_string()))]
     precision: Vec<String>,
     /// Models to compare against on the same held-out text (default: the llama2.c teacher in
     /// ../shared/data and the model this one was distilled from, when they exist).

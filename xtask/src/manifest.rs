@@ -92,6 +92,8 @@ pub fn build(dir: &Path, default: Option<&str>) -> Result<Value> {
         "about": "The shipped models, written by `cargo xtask export` / `cargo xtask manifest` from the model cards.",
         "default": default,
         "tokenizer": "tokenizer.json",
+        // Every precision a model file may have (the core's list): the page reads it from here.
+        "precisions": itera_core::Precision::ALL.map(|p| p.as_str()),
         "models": models,
         "baselines": baselines,
     }))

@@ -170,7 +170,7 @@ pub fn compare(reference: &Model, other: &Model, tokens: &[u32], from: u32) -> R
     to_js(&c)
 }
 
-/// A model file (either family, any precision) in `precision` ("f32", "f16", "q8", "q4"): what
+/// A model file (either family, any precision) in `precision` (a name of `Precision::ALL`): what
 /// the page downloads of a model it holds as an f32 file (a run's best weights).
 #[wasm_bindgen]
 pub fn convert_model(bytes: &[u8], precision: &str) -> Result<Vec<u8>, JsError> {
