@@ -12,9 +12,10 @@ use itera_core::generate::{generate as generate_itera, GenerateOptions};
 use itera_core::gpu::generate::generate as gpu_generate;
 use itera_core::gpu::model::GpuModel;
 use itera_core::gpu::Gpu;
+use itera_core::lm::AnyWeights;
 use itera_core::sampling::{Sampler, SamplingSettings};
 use itera_core::tokenizer::{Tokenizer, END_OF_TEXT};
-use itera_core::{format, llama2c, Architecture, Family, Precision};
+use itera_core::{format, llama2c, Architecture, Family, Precision, PrecisionMap};
 use serde_json::json;
 
 use crate::models::{self, AnyModel};
@@ -115,18 +116,41 @@ pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
 pub struct ConvertArgs {
     #[arg(long)]
     model: PathBuf,
+    /// The precision of every tensor (of the vectors and the matrices the map does not name).
     #[arg(long)]
     precision: String,
+    /// A JSON object of matrix name → precision ({"embed": "q8", "layers.0.in_proj": "f16"}):
+    /// those matrices in their own precision, a mixed file (format version 2).
+    #[arg(long)]
+    precision_map: Option<PathBuf>,
     #[arg(long)]
     out: PathBuf,
 }
 
+/// A model of either family in another precision, or in several (`--precision-map`).
 pub fn convert(a: ConvertArgs) -> Result<()> {
     let precision: Precision = a.precision.parse()?;
-    let w = format::load_file(&a.model)?.to_precision(precision);
-    format::save_file(&w, &a.out)?;
+    let map: PrecisionMap = match &a.precision_map {
+        Some(path) => serde_json::from_str(&std::fs::read_to_string(path)?)
+            .with_context(|| format!("{}: a JSON object of matrix name → precision", path.display()))?,
+        None => PrecisionMap::new(),
+    };
+    let w = AnyWeights::load(&std::fs::read(&a.model)?)?
+        .to_precision_map(precision, &map)
+        .with_context(|| {
+            format!(
+                "--precision-map {}",
+                a.precision_map.as_deref().unwrap_or(Path::new("")).display()
+            )
+        })?;
+    std::fs::write(&a.out, w.save()?)?;
+    let mixed = if map.is_empty() {
+        String::new()
+    } else {
+        format!(", {} matrices in their own precision", map.len())
+    };
     eprintln!(
-        "wrote {} ({precision}, {} bytes)",
+        "wrote {} ({precision}{mixed}, {} bytes)",
         a.out.display(),
         std::fs::metadata(&a.out)?.len()
     );

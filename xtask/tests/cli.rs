@@ -103,6 +103,33 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
         ]);
     }
 
+    // A mixed file: q4 with the embedding in q8 and one projection in f16; it generates too.
+    let map = dir.join("map.json");
+    std::fs::write(&map, r#"{"embed": "q8", "layers.0.in_proj": "f16"}"#).unwrap();
+    let mixed = dir.join("model-mixed.safetensors");
+    ok(&[
+        "convert",
+        "--model",
+        s(&model),
+        "--precision",
+        "q4",
+        "--precision-map",
+        s(&map),
+        "--out",
+        s(&mixed),
+    ]);
+    let w = itera_core::format::load_file(&mixed).unwrap();
+    assert_eq!(w.precision_map().len(), 2);
+    ok(&[
+        "generate",
+        "--model",
+        s(&mixed),
+        "--tokenizer",
+        s(&tok),
+        "--max-tokens",
+        "5",
+    ]);
+
     let text = dir.join("heldout.txt");
     std::fs::write(&text, STORY).unwrap();
     let eval: serde_json::Value =

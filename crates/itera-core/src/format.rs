@@ -1,6 +1,9 @@
 //! Weight files: safetensors with `__metadata__` {format = "itera", format_version,
 //! family, precision, config}, tensor names from the family's parameter table (SPEC "Weight
-//! files", "Model families"). A file without `family` is an itera model (older files).
+//! files", "Model families"). A file without `family` is an itera model (older files). A mixed
+//! file (format_version 2) also holds `precision_map`, a JSON object of the matrices stored in
+//! another precision than `precision`; a uniform file is written as version 1, as before, so
+//! older builds still read it.
 //!
 //! Loading validates everything before a model exists: header, metadata, every expected
 //! tensor's presence, dtype and shape, no unexpected tensors, finite values.
@@ -14,11 +17,14 @@ use crate::error::{Error, Result};
 use crate::family::{Architecture, Family, Specs};
 use crate::matrix::{Matrix, MatrixData};
 use crate::params::{ParamKind, ParamSpec};
-use crate::precision::{groups_per_row, q4_bytes_per_row, Precision};
+use crate::precision::{groups_per_row, q4_bytes_per_row, Precision, PrecisionMap};
 use crate::weights::{Tensor, Weights};
 
 pub const FORMAT: &str = "itera";
+/// The version of a uniform file (one precision for every matrix).
 pub const FORMAT_VERSION: &str = "1";
+/// The version of a mixed file (a `precision_map`).
+pub const MIXED_FORMAT_VERSION: &str = "2";
 
 /// Serialises weights of any family to safetensors bytes.
 pub fn save<A: Architecture>(w: &Weights<A>) -> Result<Vec<u8>> {
@@ -79,13 +85,19 @@ pub fn save<A: Architecture>(w: &Weights<A>) -> Result<Vec<u8>> {
         }
     }
     let config = serde_json::to_string(&w.config).map_err(|e| Error::Metadata(e.to_string()))?;
-    let metadata = HashMap::from([
+    let map = w.precision_map();
+    let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
         ("family".to_string(), A::FAMILY.to_string()),
         ("precision".to_string(), w.precision.to_string()),
         ("config".to_string(), config),
     ]);
+    if !map.is_empty() {
+        let json = serde_json::to_string(&map).map_err(|e| Error::Metadata(e.to_string()))?;
+        metadata.insert("format_version".into(), MIXED_FORMAT_VERSION.into());
+        metadata.insert("precision_map".into(), json);
+    }
     let views = buffers
         .iter()
         .map(|(name, dtype, shape, data)| {
@@ -101,6 +113,8 @@ pub fn save<A: Architecture>(w: &Weights<A>) -> Result<Vec<u8>> {
 #[derive(Clone, Debug)]
 pub struct Header<A: Architecture = crate::itera::Itera> {
     pub precision: Precision,
+    /// The matrices in another precision (empty in a uniform file).
+    pub precision_map: PrecisionMap,
     pub config: A::Config,
 }
 
@@ -167,9 +181,9 @@ fn check_format(info: &HashMap<String, String>) -> Result<()> {
         return Err(Error::Metadata(format!("format is `{format}`, expected `{FORMAT}`")));
     }
     let version = get("format_version")?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != MIXED_FORMAT_VERSION {
         return Err(Error::Metadata(format!(
-            "format_version {version} is not supported (this build reads {FORMAT_VERSION})"
+            "format_version {version} is not supported (this build reads {FORMAT_VERSION} and {MIXED_FORMAT_VERSION})"
         )));
     }
     Ok(())
@@ -194,8 +208,16 @@ pub fn read_header_as<A: Architecture>(bytes: &[u8]) -> Result<Header<A>> {
         )));
     }
     let precision: Precision = get("precision")?.parse()?;
+    let precision_map: PrecisionMap = match info.get("precision_map") {
+        Some(json) => serde_json::from_str(json).map_err(|e| Error::Metadata(format!("precision_map: {e}")))?,
+        None => PrecisionMap::new(),
+    };
     let config = A::config_from_json(get("config")?)?;
-    Ok(Header { precision, config })
+    Ok(Header {
+        precision,
+        precision_map,
+        config,
+    })
 }
 
 /// Loads and fully validates an itera weights file.
@@ -208,16 +230,28 @@ pub fn load_as<A: Architecture>(bytes: &[u8]) -> Result<Weights<A>> {
     let header = read_header_as::<A>(bytes)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
     let table = A::table(&header.config);
-    let p = header.precision;
+    let base = header.precision;
+    let map = &header.precision_map;
+    if let Some(name) = map.keys().find(|n| {
+        !table
+            .specs()
+            .iter()
+            .any(|s| &s.name == *n && s.kind == ParamKind::Matrix)
+    }) {
+        return Err(Error::Metadata(format!(
+            "precision_map names `{name}`, which is not one of this model's matrices"
+        )));
+    }
     let mut expected: HashSet<String> = HashSet::new();
     let mut tensors = Vec::with_capacity(table.specs().len());
     for spec in table.specs() {
         expected.insert(spec.name.clone());
+        let p = map.get(&spec.name).copied().unwrap_or(base);
         let quantized = spec.kind == ParamKind::Matrix && matches!(p, Precision::Q8 | Precision::Q4);
         if quantized {
             expected.insert(format!("{}.scale", spec.name));
         }
-        tensors.push(load_tensor(&st, spec, p)?);
+        tensors.push(load_tensor(&st, spec, p, base.vectors_in_f16())?);
     }
     if let Some(extra) = st.names().into_iter().find(|n| !expected.contains(*n)) {
         return Err(Error::UnexpectedTensor {
@@ -227,7 +261,7 @@ pub fn load_as<A: Architecture>(bytes: &[u8]) -> Result<Weights<A>> {
     Ok(Weights {
         config: header.config,
         table,
-        precision: p,
+        precision: base,
         tensors,
     })
 }
@@ -279,11 +313,12 @@ fn f16s(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f16>> {
     Ok(v)
 }
 
-fn load_tensor(st: &SafeTensors, spec: &ParamSpec, p: Precision) -> Result<Tensor> {
+/// One tensor: a matrix in `p`, a vector in f16 or f32 as `vectors_in_f16` says.
+fn load_tensor(st: &SafeTensors, spec: &ParamSpec, p: Precision, vectors_in_f16: bool) -> Result<Tensor> {
     let name = spec.name.as_str();
     let shape = spec.shape.as_slice();
     if spec.kind == ParamKind::Vector {
-        return Ok(Tensor::Vector(if p.vectors_in_f16() {
+        return Ok(Tensor::Vector(if vectors_in_f16 {
             f16s(st, name, shape)?.iter().map(|x| x.to_f32()).collect()
         } else {
             f32s(st, name, shape)?
@@ -375,5 +410,50 @@ mod tests {
             let norm = st.tensor("layers.1.ssm_norm").unwrap().dtype();
             assert_eq!(norm, if p == Precision::F32 { Dtype::F32 } else { Dtype::F16 });
         }
+    }
+
+    /// A mixed file: each named matrix in its own precision, the rest in the file's; saved as
+    /// format version 2 with its map, loaded back bit for bit; a uniform file stays version 1.
+    /// A map naming a vector or an unknown tensor is refused, converting and loading.
+    #[test]
+    fn a_mixed_file_keeps_each_matrix_in_its_own_precision() {
+        let base = Weights::init_random(&Config::preset("test").unwrap(), 5).unwrap();
+        let map = PrecisionMap::from([
+            ("embed".to_string(), Precision::Q8),
+            ("layers.0.in_proj".to_string(), Precision::F16),
+            ("layers.1.out_proj".to_string(), Precision::F32),
+        ]);
+        let w = base.to_precision_map(Precision::Q4, &map).unwrap();
+        assert_eq!(w.precision_map(), map);
+        let bytes = save(&w).unwrap();
+        let info = metadata(&bytes).unwrap();
+        assert_eq!(info["format_version"], MIXED_FORMAT_VERSION);
+        let back = load(&bytes).unwrap();
+        assert_eq!((back.precision, back.precision_map()), (Precision::Q4, map.clone()));
+        assert_eq!(back.tensors, w.tensors);
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("embed").unwrap().dtype(), Dtype::I8);
+        assert_eq!(st.tensor("layers.0.in_proj").unwrap().dtype(), Dtype::F16);
+        assert!(st.tensor("layers.0.in_proj.scale").is_err());
+        assert_eq!(st.tensor("layers.0.x_proj").unwrap().dtype(), Dtype::U8);
+        assert_eq!(
+            metadata(&save(&base.to_precision(Precision::Q4)).unwrap()).unwrap()["format_version"],
+            FORMAT_VERSION
+        );
+
+        for bad in ["layers.1.ssm_norm", "no.such.tensor"] {
+            let e = base
+                .to_precision_map(Precision::Q4, &PrecisionMap::from([(bad.to_string(), Precision::Q8)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+        // A file whose map names a vector: refused at load, naming it.
+        let mut st_meta = info.clone();
+        st_meta.insert("precision_map".into(), r#"{"layers.1.ssm_norm":"q8"}"#.into());
+        let views: Vec<(String, TensorView)> = st.tensors().into_iter().collect();
+        let tampered = safetensors::serialize(views, Some(st_meta)).unwrap();
+        let e = load(&tampered).unwrap_err().to_string();
+        assert!(e.contains("precision_map names `layers.1.ssm_norm`"), "{e}");
     }
 }

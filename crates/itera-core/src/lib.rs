@@ -34,6 +34,6 @@ pub use error::{Error, Result};
 pub use family::{Architecture, Family};
 pub use itera::Itera;
 pub use model::{BatchDims, Cache, LossParts, LossWeights, State};
-pub use precision::Precision;
+pub use precision::{Precision, PrecisionMap};
 pub use transformer::Transformer;
 pub use weights::{Grads, Weights};

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::family::{Architecture, Family};
 use crate::itera::Itera;
 use crate::model::{self, BatchDims, Cache};
-use crate::precision::Precision;
+use crate::precision::{Precision, PrecisionMap};
 use crate::transformer::{self, Transformer, TransformerCache};
 use crate::weights::Weights;
 
@@ -79,6 +79,14 @@ impl AnyWeights {
             AnyWeights::Itera(w) => w.to_precision(precision).into(),
             AnyWeights::Transformer(w) => w.to_precision(precision).into(),
         }
+    }
+
+    /// `Weights::to_precision_map` of either family.
+    pub fn to_precision_map(&self, base: Precision, map: &PrecisionMap) -> Result<AnyWeights> {
+        Ok(match self {
+            AnyWeights::Itera(w) => w.to_precision_map(base, map)?.into(),
+            AnyWeights::Transformer(w) => w.to_precision_map(base, map)?.into(),
+        })
     }
 
     /// The weights as a model file (`format::save`).

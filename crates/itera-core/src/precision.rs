@@ -1,9 +1,17 @@
-//! Weight precisions (SPEC "Weight files"): f32, f16, q8 (Q8_0-style) and q4 (Q4_0-style).
+//! Weight precisions (SPEC "Weight files"): f32, f16, q8 (Q8_0-style) and q4 (Q4_0-style),
+//! and the per-matrix precision map of a mixed file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::error::Error;
+
+/// The matrices stored in another precision than their file's (`Weights::precision`, which the
+/// vectors and every other matrix have), by tensor name: a mixed file's `precision_map`.
+pub type PrecisionMap = BTreeMap<String, Precision>;
 
 /// Symmetric quantization block size along the input dimension (same as GGUF Q8_0/Q4_0).
 pub const GROUP: usize = 32;
@@ -42,6 +50,18 @@ impl Precision {
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Precision {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Precision {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 

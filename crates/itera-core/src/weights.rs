@@ -9,7 +9,7 @@ use crate::family::{Architecture, Specs};
 use crate::itera::Itera;
 use crate::matrix::Matrix;
 use crate::params::{ParamKind, ParamTable};
-use crate::precision::Precision;
+use crate::precision::{Precision, PrecisionMap};
 use crate::rng::Pcg32;
 
 /// A parameter's storage. Vectors are always f32 in memory: in f16 files they are converted
@@ -108,23 +108,58 @@ impl<A: Architecture> Weights<A> {
     /// The same model in another precision (matrices quantized; vectors rounded through f16
     /// except in f32, as the file formats store them — see `Precision::vectors_in_f16`).
     pub fn to_precision(&self, precision: Precision) -> Weights<A> {
+        self.to_precision_map(precision, &PrecisionMap::new())
+            .expect("an empty map names no tensor")
+    }
+
+    /// The same model with each matrix `map` names in its precision there and every other
+    /// tensor in `base` (a mixed file when the map is not empty); a name that is not one of the
+    /// model's matrices is refused.
+    pub fn to_precision_map(&self, base: Precision, map: &PrecisionMap) -> Result<Weights<A>> {
+        for name in map.keys() {
+            let matrix = self
+                .specs()
+                .iter()
+                .any(|s| &s.name == name && s.kind == ParamKind::Matrix);
+            if !matrix {
+                return Err(Error::setting(
+                    "precision map",
+                    name,
+                    "the name of one of this model's matrices (vectors take the file's precision)",
+                ));
+            }
+        }
         let tensors = self
-            .tensors
+            .specs()
             .iter()
-            .map(|t| match t {
-                Tensor::Matrix(m) => Tensor::Matrix(m.to_precision(precision)),
-                Tensor::Vector(v) if precision.vectors_in_f16() => {
+            .zip(&self.tensors)
+            .map(|(spec, t)| match t {
+                Tensor::Matrix(m) => Tensor::Matrix(m.to_precision(map.get(&spec.name).copied().unwrap_or(base))),
+                Tensor::Vector(v) if base.vectors_in_f16() => {
                     Tensor::Vector(v.iter().map(|&x| f16::from_f32(x).to_f32()).collect())
                 }
                 Tensor::Vector(v) => Tensor::Vector(v.clone()),
             })
             .collect();
-        Weights {
+        Ok(Weights {
             config: self.config.clone(),
             table: self.table.clone(),
-            precision,
+            precision: base,
             tensors,
-        }
+        })
+    }
+
+    /// The matrices stored in another precision than `precision`, by name (empty: a uniform
+    /// model).
+    pub fn precision_map(&self) -> PrecisionMap {
+        self.specs()
+            .iter()
+            .zip(&self.tensors)
+            .filter_map(|(spec, t)| match t {
+                Tensor::Matrix(m) if m.precision() != self.precision => Some((spec.name.clone(), m.precision())),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn matrix(&self, slot: usize) -> &Matrix {

@@ -85,6 +85,42 @@ fn greedy_decoding_gives_the_cpu_tokens_for_every_precision() {
     }
 }
 
+/// A mixed model (q4, the embedding q8, layer 0's in_proj f16, layer 1's out_proj and its
+/// experts' w1 f32): each matrix on the GPU in its own precision, as on the CPU — the same
+/// logits along a prompt and the same greedy tokens — and the same after a save and load.
+#[test]
+fn a_mixed_precision_model_decodes_as_on_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut map = itera_core::PrecisionMap::from([
+        ("embed".to_string(), itera_core::Precision::Q8),
+        ("layers.0.in_proj".to_string(), itera_core::Precision::F16),
+        ("layers.1.out_proj".to_string(), itera_core::Precision::F32),
+    ]);
+    for e in 0..4 {
+        map.insert(format!("layers.1.experts.{e}.w1"), itera_core::Precision::F32);
+    }
+    let w = shipped("itera-tiny-f32.safetensors")
+        .to_precision_map(itera_core::Precision::Q4, &map)
+        .unwrap();
+    let w = format::load(&format::save(&w).unwrap()).unwrap();
+    assert_eq!(w.precision_map(), map);
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    let mut st = State::new(&w);
+    for (i, &t) in prompt(&w, 8).iter().enumerate() {
+        let want = decode_step(&w, &mut st, t).unwrap().to_vec();
+        block_on(m.run(&g, &[t], 1, true, false)).unwrap();
+        let got = block_on(m.logits(&g)).unwrap();
+        assert_close(&got, &want, 2e-4, 2e-4, &format!("mixed logits at position {i}"));
+    }
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    let p = prompt(&w, 5);
+    assert_eq!(
+        gpu_greedy(&g, &mut m, &p, 64, 1),
+        cpu_greedy(&w, &p, 64),
+        "mixed: greedy tokens"
+    );
+}
+
 #[test]
 fn prompts_longer_than_one_submission_continue_the_state() {
     let Some(g) = gpu() else { return };
