@@ -184,7 +184,15 @@ function describeModel(key, l) {
     : `${fmtParams(i.params)} parameters (${fmtParams(i.active_params)} active per token), `
       + `${i.n_layers} layers, ${i.n_experts} experts (top-${i.top_k}) on layers ${i.moe_layers.join(', ')}`;
   $('model-meta').textContent = `${key}: ${i.description}, ${shape}, `
-    + `${fmtBytes(l.bytes)} ${l.fromCache ? '(from cache)' : 'downloaded'}${bpb}${cost}${cpuOnly}`;
+    + `${fmtBytes(l.bytes)} ${l.fromCache ? '(from cache)' : 'downloaded'}${mixedText(i)}${bpb}${cost}${cpuOnly}`;
+}
+
+// A mixed file's precisions in one line: " · q4, embed q8, layers.0.in_proj f16 (and 3 more)".
+function mixedText(i) {
+  const entries = Object.entries(i.precision_map ?? {});
+  if (entries.length === 0) return '';
+  const shown = entries.slice(0, 3).map(([name, p]) => `${name} ${p}`).join(', ');
+  return ` · ${i.precision}, ${shown}${entries.length > 3 ? ` (and ${entries.length - 3} more)` : ''}`;
 }
 
 async function selectModel(key, bytes = null) {

@@ -113,6 +113,8 @@ pub struct ModelInfo {
     /// "SSM + MoE" or "Transformer".
     pub description: &'static str,
     pub precision: &'static str,
+    /// The matrices in another precision than `precision` (a mixed file; empty otherwise).
+    pub precision_map: itera_core::PrecisionMap,
     pub params: usize,
     pub active_params: usize,
     pub weight_bytes: usize,
@@ -300,6 +302,7 @@ impl<A: Architecture, C: Codec + Sync> Session<A, C> {
             family: A::FAMILY,
             description: A::FAMILY.description(),
             precision: self.weights.precision.as_str(),
+            precision_map: self.weights.precision_map(),
             params: self.weights.total_params(),
             active_params: A::active_params(c),
             weight_bytes: self.weights.size_bytes(),

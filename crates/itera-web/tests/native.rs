@@ -337,3 +337,33 @@ fn bad_input_is_refused_with_a_specific_message() {
         serde_json::from_value(json!({ "prompt": "a".repeat(70_000), "max_tokens": 1 })).unwrap();
     assert!(e.start(&huge).unwrap_err().to_string().contains("prompt"));
 }
+
+/// A mixed file (q4 with the embedding q8) loads in the page's engine, says its precisions in
+/// `info()` and writes the tokens the core writes with the same weights.
+#[test]
+fn a_mixed_precision_file_loads_and_says_its_map() {
+    let map = itera_core::PrecisionMap::from([("embed".to_string(), itera_core::Precision::Q8)]);
+    let w = itera_core::format::load(&model_file("itera-tiny-f32"))
+        .unwrap()
+        .to_precision_map(itera_core::Precision::Q4, &map)
+        .unwrap();
+    let mut e = Engine::load(&itera_core::format::save(&w).unwrap(), &tokenizer_file()).unwrap();
+    let info = serde_json::to_value(e.info()).unwrap();
+    assert_eq!(
+        (&info["precision"], &info["precision_map"]),
+        (&json!("q4"), &json!({"embed": "q8"}))
+    );
+    let tok = Tokenizer::from_json(&tokenizer_file()).unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 12,
+        sampling: SamplingSettings {
+            temperature: 0.0,
+            ..SamplingSettings::default()
+        },
+        stop_at_end_of_text: false,
+    };
+    let want = generate(&w, &tok, PROMPT, opts, |_| true).unwrap();
+    run(&mut e, &request(12, 0.0), 3);
+    let (sequence, from) = e.sequence();
+    assert_eq!(&sequence[from..], &want.tokens[..]);
+}
