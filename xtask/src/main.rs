@@ -15,6 +15,7 @@ mod manifest;
 mod models;
 mod mounts;
 mod run;
+mod sensitivity;
 mod site;
 mod test;
 mod tools;
@@ -53,8 +54,11 @@ enum Command {
     Manifest(manifest::ManifestArgs),
     /// Train a byte-level BPE tokenizer on a text file.
     Tokenizer(run::TokenizerArgs),
-    /// Convert a model to another precision.
+    /// Convert a model to another precision, or each matrix to its own (--precision-map).
     Convert(run::ConvertArgs),
+    /// How much each group of matrices suffers from a lower precision: ΔBPB and KL to f32,
+    /// one group quantized at a time (JSON, a table and an SVG chart).
+    Sensitivity(sensitivity::SensitivityArgs),
     /// Generate text with an itera model or a llama2.c checkpoint.
     Generate(run::GenerateArgs),
     /// Cross-entropy, perplexity and bits per byte on a text file.
@@ -87,6 +91,7 @@ fn main() {
         Command::Manifest(a) => manifest::run(a),
         Command::Tokenizer(a) => run::tokenizer(a),
         Command::Convert(a) => run::convert(a),
+        Command::Sensitivity(a) => sensitivity::run(a),
         Command::Generate(a) => run::generate(a),
         Command::Eval(a) => run::eval(a),
         Command::Inspect(a) => inspect::run(a),

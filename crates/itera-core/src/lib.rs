@@ -24,6 +24,7 @@ pub mod params;
 pub mod precision;
 pub mod rng;
 pub mod sampling;
+pub mod sensitivity;
 pub mod tokenizer;
 pub mod train;
 pub mod transformer;

@@ -97,6 +97,22 @@ impl AnyWeights {
         }
     }
 
+    /// The parameter table's specs, in table order.
+    pub fn specs(&self) -> &[crate::params::ParamSpec] {
+        match self {
+            AnyWeights::Itera(w) => w.specs(),
+            AnyWeights::Transformer(w) => w.specs(),
+        }
+    }
+
+    /// Bytes the tensors occupy in memory.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            AnyWeights::Itera(w) => w.size_bytes(),
+            AnyWeights::Transformer(w) => w.size_bytes(),
+        }
+    }
+
     /// The itera weights, when that is the family.
     pub fn as_itera(&self) -> Option<&Weights<Itera>> {
         match self {
