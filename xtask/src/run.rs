@@ -116,9 +116,21 @@ pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
 pub struct ConvertArgs {
     #[arg(long)]
     model: PathBuf,
-    /// The precision of every tensor (of the vectors and the matrices the map does not name).
+    /// The precision of every tensor (of the vectors and the matrices the map does not name),
+    /// or `auto`: the smallest per-matrix choice within --max-delta-bpb or --max-bytes, from
+    /// `xtask sensitivity`'s measurements on --text, checked by a real evaluation.
     #[arg(long)]
     precision: String,
+    /// With --precision auto: the most held-out BPB the quantization may add, in percent of the
+    /// f32 model's ("1%") or in bits per byte ("0.02").
+    #[arg(long)]
+    max_delta_bpb: Option<String>,
+    /// With --precision auto: the most bytes the weights may take.
+    #[arg(long)]
+    max_bytes: Option<usize>,
+    /// With --precision auto: the calibration text (default: as `xtask sensitivity`).
+    #[arg(long)]
+    text: Vec<PathBuf>,
     /// A JSON object of matrix name → precision ({"embed": "q8", "layers.0.in_proj": "f16"}):
     /// those matrices in their own precision, a mixed file (format version 2).
     #[arg(long)]
@@ -129,6 +141,9 @@ pub struct ConvertArgs {
 
 /// A model of either family in another precision, or in several (`--precision-map`).
 pub fn convert(a: ConvertArgs) -> Result<()> {
+    if a.precision == "auto" {
+        return crate::sensitivity::convert_auto(&a.model, &a.text, a.max_delta_bpb.as_deref(), a.max_bytes, &a.out);
+    }
     let precision: Precision = a.precision.parse()?;
     let map: PrecisionMap = match &a.precision_map {
         Some(path) => serde_json::from_str(&std::fs::read_to_string(path)?)

@@ -3,13 +3,13 @@
 //! its sources are stated): a table on the terminal, JSON and an SVG chart of ΔBPB per group.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use itera_core::lm::AnyWeights;
-use itera_core::sensitivity::{sensitivity, Probe, Table};
+use itera_core::sensitivity::{apply, bits_per_byte, choose, sensitivity, Bound, Probe, Table};
 use itera_core::tokenizer::Tokenizer;
 use itera_core::Precision;
 
@@ -37,6 +37,63 @@ pub struct SensitivityArgs {
     out_dir: Option<PathBuf>,
 }
 
+/// The calibration texts: those given, else the shared held-out TinyStories, else the page's
+/// built-in stories.
+fn calibration(given: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let mut files = crate::heldout_or_default(given);
+    if files.is_empty() {
+        files.push("web/eval-stories.txt".into());
+    }
+    let texts = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).with_context(|| f.display().to_string()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((files, texts))
+}
+
+/// `xtask convert --precision auto`: the sensitivity table on the calibration text, the
+/// smallest map within the bound, checked by scoring the mixed model, written as a mixed file.
+pub fn convert_auto(
+    model: &Path,
+    text: &[PathBuf],
+    max_delta: Option<&str>,
+    max_bytes: Option<usize>,
+    out: &Path,
+) -> Result<()> {
+    let w = AnyWeights::load(&std::fs::read(model).with_context(|| model.display().to_string())?)?;
+    let tokenizer = Tokenizer::from_file(Path::new("weights/tokenizer.json"))?;
+    let (_, texts) = calibration(text)?;
+    let probe = Probe::new(&tokenizer, &texts, 4096, 128)?;
+    let lower: Vec<Precision> = Precision::ALL.into_iter().filter(|&p| p != Precision::F32).collect();
+    eprintln!("measuring each group's sensitivity on {} positions…", probe.positions());
+    let table = sensitivity(&w, &probe, &lower, &mut |_, _| {})?;
+    let bound = match (max_delta, max_bytes) {
+        (Some(d), None) => Bound::DeltaBitsPerByte(match d.strip_suffix('%') {
+            Some(pct) => pct.trim().parse::<f64>().context("--max-delta-bpb")? / 100.0 * table.f32_bits_per_byte,
+            None => d.parse().context("--max-delta-bpb")?,
+        }),
+        (None, Some(b)) => Bound::Bytes(b),
+        _ => bail!("--precision auto takes one of --max-delta-bpb (\"1%\" or bits per byte) and --max-bytes"),
+    };
+    let choice = choose(&w, &probe, &table, bound)?;
+    let file = apply(&w, &choice.map)?;
+    let measured = bits_per_byte(&file, &probe)? - table.f32_bits_per_byte;
+    std::fs::write(out, file.save()?)?;
+    let q4 = w.to_precision(Precision::Q4).save()?.len();
+    eprintln!(
+        "wrote {} ({} bytes; the q4 file: {q4} bytes): {} of {} matrices below f32; ΔBPB predicted {:+.4}, measured {:+.4} ({:+.2} % of f32's {:.4}); bound {bound:?}",
+        out.display(),
+        std::fs::metadata(out)?.len(),
+        choice.map.len(),
+        w.specs().iter().filter(|s| s.kind == itera_core::params::ParamKind::Matrix).count(),
+        choice.predicted_delta_bits_per_byte,
+        measured,
+        100.0 * measured / table.f32_bits_per_byte,
+        table.f32_bits_per_byte
+    );
+    Ok(())
+}
+
 pub fn run(a: SensitivityArgs) -> Result<()> {
     let w = AnyWeights::load(&std::fs::read(&a.model).with_context(|| a.model.display().to_string())?)?;
     if w.precision() != Precision::F32 {
@@ -49,14 +106,7 @@ pub fn run(a: SensitivityArgs) -> Result<()> {
         );
     }
     let tokenizer = Tokenizer::from_file(&a.tokenizer)?;
-    let mut files = crate::heldout_or_default(&a.text);
-    if files.is_empty() {
-        files.push("web/eval-stories.txt".into());
-    }
-    let texts = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).with_context(|| f.display().to_string()))
-        .collect::<Result<Vec<_>>>()?;
+    let (files, texts) = calibration(&a.text)?;
     let precisions: Vec<Precision> = if a.precisions.is_empty() {
         Precision::ALL.into_iter().filter(|&p| p != Precision::F32).collect()
     } else {

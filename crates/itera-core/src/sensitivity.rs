@@ -145,6 +145,33 @@ fn score(w: &AnyWeights, probe: &Probe, reference: Option<&[f32]>, keep: bool) -
     })
 }
 
+/// Bits per byte of `w` on the probe's positions.
+pub fn bits_per_byte(w: &AnyWeights, probe: &Probe) -> Result<f64> {
+    Ok(score(w, probe, None, false)?.bits_per_byte)
+}
+
+/// The weights of a choice as a file holds them: the most common matrix precision as the
+/// file's (vectors in f16 unless that is f32), the other matrices in the map.
+pub fn apply(w: &AnyWeights, map: &PrecisionMap) -> Result<AnyWeights> {
+    let matrices: Vec<&str> = w
+        .specs()
+        .iter()
+        .filter(|s| s.kind == ParamKind::Matrix)
+        .map(|s| s.name.as_str())
+        .collect();
+    let of = |name: &str| map.get(name).copied().unwrap_or(Precision::F32);
+    let base = Precision::ALL
+        .into_iter()
+        .max_by_key(|&p| matrices.iter().filter(|n| of(n) == p).count())
+        .expect("precisions");
+    let relative: PrecisionMap = matrices
+        .iter()
+        .filter(|n| of(n) != base)
+        .map(|n| (n.to_string(), of(n)))
+        .collect();
+    w.to_precision(Precision::F32).to_precision_map(base, &relative)
+}
+
 /// One group in one precision against the f32 model.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Row {
@@ -204,6 +231,109 @@ pub fn sensitivity(
         groups,
         rows,
     })
+}
+
+/// What a precision search aims at: the most held-out bits per byte the quantization may add,
+/// or (when given) the most bytes the matrices may take.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Bound {
+    DeltaBitsPerByte(f64),
+    Bytes(usize),
+}
+
+/// A chosen precision per matrix, with what the table predicts and what a real evaluation
+/// measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Choice {
+    /// Every matrix not in f32, by name.
+    pub map: PrecisionMap,
+    pub bytes: usize,
+    pub predicted_delta_bits_per_byte: f64,
+    pub measured_delta_bits_per_byte: f64,
+}
+
+/// The moves of a search: a group going to a lower precision, in the order they were taken.
+fn moves(t: &Table, bound: Bound, f32_bytes: usize) -> Vec<(usize, Precision)> {
+    // Per group, its precision so far (None: f32) with the bytes it saves and what it costs.
+    let mut at: Vec<Option<&Row>> = vec![None; t.groups.len()];
+    let mut taken = Vec::new();
+    let (mut saved, mut delta) = (0usize, 0.0f64);
+    loop {
+        let within = |delta: f64| match bound {
+            Bound::DeltaBitsPerByte(max) => delta <= max,
+            Bound::Bytes(_) => true,
+        };
+        if let Bound::Bytes(max) = bound {
+            if f32_bytes - saved <= max {
+                break;
+            }
+        }
+        // The move with the most bytes saved per bit per byte lost (a free one first).
+        let mut best: Option<(f64, usize, &Row)> = None;
+        for (g, group) in t.groups.iter().enumerate() {
+            let (s0, d0) = at[g].map_or((0, 0.0), |r| (r.bytes_saved, r.delta_bits_per_byte.max(0.0)));
+            for r in t.rows.iter().filter(|r| r.group == group.name && r.bytes_saved > s0) {
+                let cost = r.delta_bits_per_byte.max(0.0) - d0;
+                if !within(delta + cost) {
+                    continue;
+                }
+                let worth = (r.bytes_saved - s0) as f64 / cost.max(1e-12);
+                if best.is_none_or(|(w, _, _)| worth > w) {
+                    best = Some((worth, g, r));
+                }
+            }
+        }
+        let Some((_, g, r)) = best else { break };
+        let (s0, d0) = at[g].map_or((0, 0.0), |r| (r.bytes_saved, r.delta_bits_per_byte.max(0.0)));
+        saved += r.bytes_saved - s0;
+        delta += r.delta_bits_per_byte.max(0.0) - d0;
+        at[g] = Some(r);
+        taken.push((g, r.precision));
+    }
+    taken
+}
+
+/// The map of the first `n` moves: each group in the last precision it moved to.
+fn map_of(t: &Table, moves: &[(usize, Precision)]) -> PrecisionMap {
+    let mut map = PrecisionMap::new();
+    for &(g, p) in moves {
+        for name in &t.groups[g].tensors {
+            map.insert(name.clone(), p);
+        }
+    }
+    map
+}
+
+/// The smallest precision map the table predicts within `bound` (greedy: the move with the
+/// most bytes saved per bit per byte lost first, each group's ΔBPB as measured alone), then
+/// checked by scoring the mixed model on `probe`: errors add up across groups, so while the
+/// measured ΔBPB is over a BPB bound the last moves are undone.
+pub fn choose(w: &AnyWeights, probe: &Probe, t: &Table, bound: Bound) -> Result<Choice> {
+    let f32 = w.to_precision(Precision::F32);
+    let mut taken = moves(t, bound, f32.size_bytes());
+    loop {
+        let map = map_of(t, &taken);
+        let q = f32.to_precision_map(Precision::F32, &map)?;
+        let measured = score(&q, probe, None, false)?.bits_per_byte - t.f32_bits_per_byte;
+        let predicted = {
+            let mut last: Vec<f64> = vec![0.0; t.groups.len()];
+            for &(g, p) in &taken {
+                let r = t.rows.iter().find(|r| r.group == t.groups[g].name && r.precision == p);
+                last[g] = r.map_or(0.0, |r| r.delta_bits_per_byte.max(0.0));
+            }
+            last.iter().sum()
+        };
+        let over = matches!(bound, Bound::DeltaBitsPerByte(max) if measured > max);
+        if !over || taken.is_empty() {
+            return Ok(Choice {
+                bytes: q.size_bytes(),
+                map,
+                predicted_delta_bits_per_byte: predicted,
+                measured_delta_bits_per_byte: measured,
+            });
+        }
+        taken.pop();
+    }
 }
 
 #[cfg(test)]
@@ -267,5 +397,36 @@ mod tests {
             total(Precision::Q4) > total(Precision::Q8),
             "q4 departs further than q8 over the groups"
         );
+    }
+
+    /// The search keeps the measured ΔBPB within its bound and goes smaller as the bound
+    /// loosens; a byte bound is met.
+    #[test]
+    fn the_search_keeps_within_its_bound() {
+        let tok = Tokenizer::from_json(include_bytes!("../../../weights/tokenizer.json")).unwrap();
+        let text = include_str!("../../../web/eval-stories.txt").to_string();
+        let probe = Probe::new(&tok, &[text], 512, 64).unwrap();
+        // Trained weights: a random model's near-uniform predictions hardly move when quantized.
+        let w: AnyWeights = crate::format::load(include_bytes!("../../../weights/itera-micro-f32.safetensors"))
+            .unwrap()
+            .into();
+        let t = sensitivity(
+            &w,
+            &probe,
+            &[Precision::F16, Precision::Q8, Precision::Q4],
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let f32_bytes = w.to_precision(Precision::F32).size_bytes();
+        let mut last = usize::MAX;
+        for pct in [0.1, 1.0, 5.0] {
+            let max = t.f32_bits_per_byte * pct / 100.0;
+            let c = choose(&w, &probe, &t, Bound::DeltaBitsPerByte(max)).unwrap();
+            assert!(c.measured_delta_bits_per_byte <= max, "{pct} %: {c:?}");
+            assert!(c.bytes <= last && c.bytes < f32_bytes, "{pct} %: {} bytes", c.bytes);
+            last = c.bytes;
+        }
+        let c = choose(&w, &probe, &t, Bound::Bytes(f32_bytes / 3)).unwrap();
+        assert!(c.bytes <= f32_bytes / 3, "{} > {}", c.bytes, f32_bytes / 3);
     }
 }
