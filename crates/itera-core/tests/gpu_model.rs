@@ -55,15 +55,19 @@ fn cpu_greedy(w: &Weights, prompt: &[u32], n: usize) -> Vec<u32> {
 fn logits_along_a_prompt_match_the_cpu_for_every_precision() {
     let Some(g) = gpu() else { return };
     for name in MODELS {
-        let w = shipped(name);
-        let mut m = GpuModel::new(&g, &w).unwrap();
-        let mut st = State::new(&w);
-        for (i, &t) in prompt(&w, 12).iter().enumerate() {
-            let want = decode_step(&w, &mut st, t).unwrap().to_vec();
-            block_on(m.run(&g, &[t], 1, true, false)).unwrap();
-            let got = block_on(m.logits(&g)).unwrap();
-            assert_close(&got, &want, 2e-4, 2e-4, &format!("{name} logits at position {i}"));
-        }
+        assert_logits_match(&g, &shipped(name), 12, name);
+    }
+}
+
+/// The GPU's logits at each position of a prompt of `n` tokens against the CPU's.
+fn assert_logits_match(g: &itera_core::gpu::Gpu, w: &Weights, n: usize, what: &str) {
+    let mut m = GpuModel::new(g, w).unwrap();
+    let mut st = State::new(w);
+    for (i, &t) in prompt(w, n).iter().enumerate() {
+        let want = decode_step(w, &mut st, t).unwrap().to_vec();
+        block_on(m.run(g, &[t], 1, true, false)).unwrap();
+        let got = block_on(m.logits(g)).unwrap();
+        assert_close(&got, &want, 2e-4, 2e-4, &format!("{what} logits at position {i}"));
     }
 }
 
@@ -104,14 +108,7 @@ fn a_mixed_precision_model_decodes_as_on_the_cpu() {
         .unwrap();
     let w = format::load(&format::save(&w).unwrap()).unwrap();
     assert_eq!(w.precision_map(), map);
-    let mut m = GpuModel::new(&g, &w).unwrap();
-    let mut st = State::new(&w);
-    for (i, &t) in prompt(&w, 8).iter().enumerate() {
-        let want = decode_step(&w, &mut st, t).unwrap().to_vec();
-        block_on(m.run(&g, &[t], 1, true, false)).unwrap();
-        let got = block_on(m.logits(&g)).unwrap();
-        assert_close(&got, &want, 2e-4, 2e-4, &format!("mixed logits at position {i}"));
-    }
+    assert_logits_match(&g, &w, 8, "mixed");
     let mut m = GpuModel::new(&g, &w).unwrap();
     let p = prompt(&w, 5);
     assert_eq!(
