@@ -193,6 +193,39 @@ async fn a_transformer_on_webgpu_writes_the_cpu_tokens() {
     }
 }
 
+/// A mixed file (itera-micro in q4, its embedding q8, layer 0's in_proj f16, layer 1's
+/// out_proj f32) loads in the browser, and WebGPU — each matrix in its own precision — writes
+/// the wasm CPU's greedy tokens.
+#[wasm_bindgen_test]
+async fn a_mixed_precision_model_on_webgpu_writes_the_cpu_tokens() {
+    use itera_core::{format, Precision, PrecisionMap};
+    JsFuture::from(gpu_init())
+        .await
+        .map_err(js_message)
+        .expect("WebGPU must be available");
+    let f32 = MODELS.iter().find(|(n, _)| *n == "itera-micro-f32").unwrap().1;
+    let map = PrecisionMap::from([
+        ("embed".to_string(), Precision::Q8),
+        ("layers.0.in_proj".to_string(), Precision::F16),
+        ("layers.1.out_proj".to_string(), Precision::F32),
+    ]);
+    let mixed = format::load(f32)
+        .unwrap()
+        .to_precision_map(Precision::Q4, &map)
+        .unwrap();
+    let mut m = Model::new(&format::save(&mixed).unwrap(), TOKENIZER)
+        .map_err(message)
+        .unwrap();
+    assert_eq!(
+        value(m.info().map_err(message).unwrap())["precision_map"]["embed"],
+        "q8"
+    );
+    m.enable_gpu().map_err(message).unwrap();
+    let greedy = serde_json::json!({ "prompt": "Once upon a time", "max_tokens": 48, "temperature": 0.0, "stop_at_end_of_text": false });
+    let want = tokens_on_the_cpu(&mut m, &greedy);
+    assert_eq!(tokens_on_webgpu(&m, &greedy).await, want, "mixed on WebGPU");
+}
+
 /// One GPU training step on WebGPU against the CPU, plain and distilling: the odd-sized
 /// `test` config (a dense and a MoE layer) gives the CPU's CE, KL and every gradient, so
 /// every training kernel (shaders/train/) runs in the browser. Tolerance as natively
