@@ -496,7 +496,9 @@ const ops = {
     job = null;
     job = new TrainingJob(bytes, tokens, settings, base.name);
     takePrepared();
-    await removeFile(BEST_FILE); // the last job's
+    // The last job's files: its checkpoint would otherwise be offered with this job's texts.
+    await removeFile(BEST_FILE);
+    await removeFile('checkpoint.safetensors');
     meta = { kind: 'fine-tune', base: { name: base.name, url: base.url ?? null }, texts: await saveTexts(texts), settings, sample };
     const info = job.info();
     await persist(null, info);
@@ -607,7 +609,9 @@ const ops = {
       studentArg = { bytes, name: student.name };
     }
     job = TrainingJob.distill(studentArg, teacherSource, teacher.name, corpus, await asSources(texts), tokenizer, settings);
-    await removeFile(BEST_FILE); // the last job's
+    // The last job's files: its checkpoint would otherwise be offered with this job's texts.
+    await removeFile(BEST_FILE);
+    await removeFile('checkpoint.safetensors');
     const t = { name: teacher.name, kind: teacherSource.kind, url: teacher.url ?? null };
     meta = { kind: 'distill', base: { name: student.name ?? 'a fresh student', url: null }, teacher: t, corpusSettings, texts: await saveTexts(texts), settings, sample };
     await writeFile('corpus.txt', corpus);
