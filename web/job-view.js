@@ -259,7 +259,13 @@ export class JobView {
     clear.textContent = 'Clear saved data';
     clear.disabled = this.busy();
     clear.addEventListener('click', async () => {
-      await this.trainer().rpc('clear');
+      try {
+        await this.trainer().rpc('clear');
+      } catch (e) {
+        // Another tab's job is not this tab's to clear: said, nothing removed.
+        this.note('error', e.message);
+        return;
+      }
       this.setState('idle');
       this.info = null;
       this.status('Saved data cleared.');

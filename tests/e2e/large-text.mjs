@@ -157,6 +157,10 @@ await other.click('#ft-sample');
 await waitFor(other, () => /held out/.test(document.getElementById('ft-text-info').textContent));
 await other.click('#ft-start');
 await waitFor(other, () => /another tab of this playground has a training job loaded/.test(document.getElementById('ft-error').textContent));
+// Clear saved data is refused there too, with the same words, and removes nothing.
+await other.evaluate(() => { document.getElementById('ft-error').textContent = ''; });
+await other.click('#ft-clear');
+await waitFor(other, () => /another tab of this playground has a training job loaded/.test(document.getElementById('ft-error').textContent));
 await other.screenshot({ path: `${outDir}/second-tab.png`, fullPage: true });
 step(`second tab: "${inUse.trim()}"; its Start says: ${await other.textContent('#ft-error')}`);
 // The first tab closes: the second tab now offers its job.
