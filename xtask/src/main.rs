@@ -59,6 +59,8 @@ enum Command {
     /// How much each group of matrices suffers from a lower precision: ΔBPB and KL to f32,
     /// one group quantized at a time (JSON, a table and an SVG chart).
     Sensitivity(sensitivity::SensitivityArgs),
+    /// Remove the experts the router uses least (per MoE layer, on calibration text).
+    Prune(sensitivity::PruneArgs),
     /// Generate text with an itera model or a llama2.c checkpoint.
     Generate(run::GenerateArgs),
     /// Cross-entropy, perplexity and bits per byte on a text file.
@@ -92,6 +94,7 @@ fn main() {
         Command::Tokenizer(a) => run::tokenizer(a),
         Command::Convert(a) => run::convert(a),
         Command::Sensitivity(a) => sensitivity::run(a),
+        Command::Prune(a) => sensitivity::prune(a),
         Command::Generate(a) => run::generate(a),
         Command::Eval(a) => run::eval(a),
         Command::Inspect(a) => inspect::run(a),

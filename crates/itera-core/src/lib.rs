@@ -22,6 +22,7 @@ pub mod matrix;
 pub mod model;
 pub mod params;
 pub mod precision;
+pub mod prune;
 pub mod rng;
 pub mod sampling;
 pub mod sensitivity;

@@ -118,6 +118,25 @@ fn a_mixed_precision_model_decodes_as_on_the_cpu() {
     );
 }
 
+/// A pruned model (3 of itera-micro's 4 experts per MoE layer) is an ordinary model: the GPU
+/// decodes it as the CPU does.
+#[test]
+fn a_pruned_model_decodes_as_on_the_cpu() {
+    use itera_core::prune::{expert_scores, kept_experts, prune};
+    let Some(g) = gpu() else { return };
+    let w = shipped("itera-micro-f32.safetensors");
+    let kept = kept_experts(&expert_scores(&w, &prompt(&w, 64)).unwrap(), 3);
+    let w = format::load(&format::save(&prune(&w, &kept).unwrap()).unwrap()).unwrap();
+    assert_eq!(w.config.n_experts, 3);
+    let mut m = GpuModel::new(&g, &w).unwrap();
+    let p = prompt(&w, 5);
+    assert_eq!(
+        gpu_greedy(&g, &mut m, &p, 48, 1),
+        cpu_greedy(&w, &p, 48),
+        "pruned: greedy tokens"
+    );
+}
+
 #[test]
 fn prompts_longer_than_one_submission_continue_the_state() {
     let Some(g) = gpu() else { return };
