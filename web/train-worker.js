@@ -55,13 +55,9 @@ async function prepare(texts, emit = () => {}) {
   if (prepared?.key === key && prepared.tokens.ready()) return prepared.tokens;
   prepared?.tokens.free();
   prepared = null;
+  // Over the page's limit, TextTokens refuses them before tokenizing; a file that large never
+  // gets here (the tab refuses it when it is opened).
   const total = texts.reduce((n, t) => n + sizeOf(t), 0);
-  if (total > train_limits().max_text_bytes) {
-    // Said before any file is read (TextTokens says the same once it has the bytes).
-    throw new Error(`${texts.map((t) => t.name).join(', ')} ${texts.length === 1 ? 'is' : 'are together'} ${(total / 2 ** 20).toFixed(1)} MiB of text; `
-      + `the page trains on at most ${train_limits().max_text_bytes / 2 ** 20} MiB (the text, its tokens and the model share this tab's memory, and a copy is kept in the browser to resume): `
-      + 'give less text, or train on it natively with `cargo xtask train --text FILE`');
-  }
   emit({ type: 'progress', phase: 'reading', done: 0, total });
   const sources = await asSources(texts);
   let last = 0;
@@ -531,22 +527,24 @@ const ops = {
     if (!saved || !checkpoint) throw new Error('no saved fine-tune in this browser');
     const texts = await loadTexts(saved);
     const bytes = new Uint8Array(await checkpoint.arrayBuffer());
-    let resumed;
+    // Everything the job needs is read before the one in memory is let go.
+    let distill = null;
+    let tokens = null;
     if (saved.kind === 'distill') {
       teacherSource = await loadTeacher(saved);
       const corpus = await readFile('corpus.txt');
       if (!corpus) throw new Error('the saved distillation\'s corpus is missing: start it again');
-      const sources = await asSources(texts);
-      const corpusText = await corpus.text();
-      resumed = () => TrainingJob.resume_distill(bytes, tokenizer, sources, corpusText, teacherSource);
+      distill = { sources: await asSources(texts), corpus: await corpus.text() };
     } else {
-      const tokens = await prepare(texts, emit);
-      resumed = () => { const j = TrainingJob.resume(bytes, tokens); takePrepared(); return j; };
+      tokens = await prepare(texts, emit);
     }
     stopPool();
     job?.free();
     job = null;
-    job = resumed();
+    job = distill
+      ? TrainingJob.resume_distill(bytes, tokenizer, distill.sources, distill.corpus, teacherSource)
+      : TrainingJob.resume(bytes, tokens);
+    takePrepared();
     meta = saved;
     return { info: job.info(), history: job.history(), meta, texts };
   },

@@ -236,7 +236,8 @@ pub struct PruneArgs {
     /// Calibration text (default: as `xtask sensitivity`).
     #[arg(long)]
     text: Vec<PathBuf>,
-    /// Calibration tokens the experts are scored on (and the BPB measured on).
+    /// Calibration tokens the experts are scored on and the BPB measured on (whole windows of
+    /// 128).
     #[arg(long, default_value_t = 4096)]
     max_tokens: usize,
     #[arg(long)]
@@ -252,15 +253,8 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     let tokenizer = Tokenizer::from_file(Path::new("weights/tokenizer.json"))?;
     let (_, texts) = calibration(&a.text)?;
     let probe = Probe::new(&tokenizer, &texts, a.max_tokens, 128)?;
-    let mut tokens = Vec::new();
-    for t in &texts {
-        tokens.extend(itera_core::train::encode_corpus(&tokenizer, t)?);
-        if tokens.len() >= a.max_tokens {
-            break;
-        }
-    }
-    tokens.truncate(a.max_tokens);
-    let scores = expert_scores(&w, &tokens)?;
+    // The experts are scored on the calibration tokens the BPB is measured on.
+    let scores = expert_scores(&w, probe.tokens())?;
     let kept = kept_experts(&scores, a.keep);
     for ((l, s), (_, k)) in scores.iter().zip(&kept) {
         let total: f64 = s.iter().sum();

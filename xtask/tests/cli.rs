@@ -132,8 +132,13 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
 
     let text = dir.join("heldout.txt");
     std::fs::write(&text, STORY).unwrap();
-    let eval: serde_json::Value =
-        serde_json::from_str(&ok(&["eval", "--model", s(&model), "--text", s(&text), "--json"])).unwrap();
+    // `eval --json` of the model on the text, with `extra` options.
+    let eval_json = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["eval", "--model", s(&model), "--text", s(&text), "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
+    let eval = eval_json(&[]);
     assert_eq!(eval["documents"], 2);
     assert_eq!(
         eval["bytes"].as_u64().unwrap() as usize,
@@ -144,17 +149,7 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
     assert!((ce - 300f64.ln()).abs() < 0.5, "mean CE {ce}");
     assert_eq!(eval["truncated"], false);
     // A token budget cuts the text and says so; threads give the same figures.
-    let cut: serde_json::Value = serde_json::from_str(&ok(&[
-        "eval",
-        "--model",
-        s(&model),
-        "--text",
-        s(&text),
-        "--json",
-        "--max-tokens",
-        "7",
-    ]))
-    .unwrap();
+    let cut = eval_json(&["--max-tokens", "7"]);
     assert_eq!(
         (
             cut["tokens"].as_u64(),
@@ -163,17 +158,7 @@ fn itera_pipeline_from_tokenizer_to_inspect() {
         ),
         (Some(7), Some(true), Some(1))
     );
-    let threaded: serde_json::Value = serde_json::from_str(&ok(&[
-        "eval",
-        "--model",
-        s(&model),
-        "--text",
-        s(&text),
-        "--json",
-        "--threads",
-        "2",
-    ]))
-    .unwrap();
+    let threaded = eval_json(&["--threads", "2"]);
     assert_eq!(
         (threaded["tokens"].clone(), threaded["bytes"].clone()),
         (eval["tokens"].clone(), eval["bytes"].clone())

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::family::{Architecture, Family, Specs};
 use crate::matrix::{Matrix, MatrixData};
 use crate::params::{ParamKind, ParamSpec};
-use crate::precision::{groups_per_row, q4_bytes_per_row, Precision, PrecisionMap};
+use crate::precision::{groups_per_row, not_a_matrix, q4_bytes_per_row, Precision, PrecisionMap};
 use crate::weights::{Tensor, Weights};
 
 pub const FORMAT: &str = "itera";
@@ -232,12 +232,7 @@ pub fn load_as<A: Architecture>(bytes: &[u8]) -> Result<Weights<A>> {
     let table = A::table(&header.config);
     let base = header.precision;
     let map = &header.precision_map;
-    if let Some(name) = map.keys().find(|n| {
-        !table
-            .specs()
-            .iter()
-            .any(|s| &s.name == *n && s.kind == ParamKind::Matrix)
-    }) {
+    if let Some(name) = not_a_matrix(map, table.specs()) {
         return Err(Error::Metadata(format!(
             "precision_map names `{name}`, which is not one of this model's matrices"
         )));

@@ -13,6 +13,18 @@ use crate::error::Error;
 /// vectors and every other matrix have), by tensor name: a mixed file's `precision_map`.
 pub type PrecisionMap = BTreeMap<String, Precision>;
 
+/// The first name in `map` that is not one of the matrices among `specs` (a vector, or no
+/// tensor at all), if any.
+pub fn not_a_matrix<'m>(map: &'m PrecisionMap, specs: &[crate::params::ParamSpec]) -> Option<&'m str> {
+    map.keys()
+        .find(|n| {
+            !specs
+                .iter()
+                .any(|s| &s.name == *n && s.kind == crate::params::ParamKind::Matrix)
+        })
+        .map(String::as_str)
+}
+
 /// Symmetric quantization block size along the input dimension (same as GGUF Q8_0/Q4_0).
 pub const GROUP: usize = 32;
 

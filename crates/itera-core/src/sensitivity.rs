@@ -87,6 +87,11 @@ impl Probe {
         Ok(Probe { tokens, window, bytes })
     }
 
+    /// The calibration tokens, window after window.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
     /// Positions scored (predicted tokens).
     pub fn positions(&self) -> usize {
         self.tokens.len() / self.window * (self.window - 1)

@@ -9,7 +9,7 @@ use crate::family::{Architecture, Specs};
 use crate::itera::Itera;
 use crate::matrix::Matrix;
 use crate::params::{ParamKind, ParamTable};
-use crate::precision::{Precision, PrecisionMap};
+use crate::precision::{not_a_matrix, Precision, PrecisionMap};
 use crate::rng::Pcg32;
 
 /// A parameter's storage. Vectors are always f32 in memory: in f16 files they are converted
@@ -116,18 +116,12 @@ impl<A: Architecture> Weights<A> {
     /// tensor in `base` (a mixed file when the map is not empty); a name that is not one of the
     /// model's matrices is refused.
     pub fn to_precision_map(&self, base: Precision, map: &PrecisionMap) -> Result<Weights<A>> {
-        for name in map.keys() {
-            let matrix = self
-                .specs()
-                .iter()
-                .any(|s| &s.name == name && s.kind == ParamKind::Matrix);
-            if !matrix {
-                return Err(Error::setting(
-                    "precision map",
-                    name,
-                    "the name of one of this model's matrices (vectors take the file's precision)",
-                ));
-            }
+        if let Some(name) = not_a_matrix(map, self.specs()) {
+            return Err(Error::setting(
+                "precision map",
+                name,
+                "the name of one of this model's matrices (vectors take the file's precision)",
+            ));
         }
         let tensors = self
             .specs()

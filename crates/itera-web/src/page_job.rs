@@ -426,7 +426,7 @@ impl<A: Architecture> PageJob<A> {
             eval_tokens: j.eval_tokens(),
             judged_set: j.judged_set(),
             best: j.best(),
-            stopped_early: j.early_stop().filter(|_| j.is_done() && j.completed() < j.spec().steps),
+            stopped_early: j.stopped_early(),
         }
     }
 

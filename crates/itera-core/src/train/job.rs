@@ -388,6 +388,12 @@ impl<A: Architecture> Job<A> {
         self.history.best(self.judged_set()?)
     }
 
+    /// Why the run ended before its last step, once it has (`early_stop` at its end).
+    pub fn stopped_early(&self) -> Option<EarlyStop> {
+        self.early_stop()
+            .filter(|_| self.is_done() && self.completed < self.spec.steps)
+    }
+
     /// Why the run stops early, once `patience` evaluations in a row have not beaten the best.
     pub fn early_stop(&self) -> Option<EarlyStop> {
         let patience = self.spec.patience;
@@ -543,7 +549,7 @@ impl<A: Architecture> Job<A> {
             on_event(Event::Done {
                 step: n,
                 seconds: self.seconds(),
-                stopped_early: self.early_stop().filter(|_| n < self.spec.steps),
+                stopped_early: self.stopped_early(),
             })?;
         }
         Ok(())
