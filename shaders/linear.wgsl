@@ -1,14 +1,16 @@
 // Prelude: f16_packed.wgsl or f16_native.wgsl
 //
 // Everything that reads a weight matrix W (rows × cols, row-major, out × in): y = W·x for one
-// token, the tiled Y = X·Wᵀ for many, and the embedding row gather. One file for all four
-// weight precisions: the pipeline-overridable
-// constant PRECISION selects how `weight()` decodes an element, so each precision gets its own
-// compiled pipeline from the same source (0 f32, 1 f16, 2 q8, 3 q4 — SPEC "Weight files").
+// token, the tiled Y = X·Wᵀ for many, and the embedding row gather. One file for every weight
+// precision: the pipeline-overridable constant PRECISION selects how `weight()` decodes an
+// element, so each precision gets its own compiled pipeline from the same source (the index
+// in Precision::ALL: 0 f32, 1 f16, 2 q8, 3 q4, 4 q3, 5 q2 — SPEC "Weight files"; q3 / q2
+// block layouts in crates/itera-core/src/lowbit.rs).
 // Weights are bound as u32 words: f16 weights are read by `weight_f16` from the prelude in
 // front of this file — f16_native.wgsl (an f16 view of the same buffer, binding 5) where the
 // device has shader-f16, f16_packed.wgsl (unpack2x16float) everywhere else; int8 and int4
-// with extractBits; the f16 scales with unpack2x16float. Quantized scales are f16, one per 32 values of a row.
+// with extractBits; the f16 scales with unpack2x16float. Quantized scales are f16, one per 32
+// values of a row; q2's scales buffer holds (scale, min) pairs.
 //
 // Activations live in one f32 arena (`act`) addressed by offsets; `ctl` holds the decode
 // control words (step counter, token ids, routing trace; see gpu/plan.rs).
@@ -56,8 +58,12 @@ fn half_at(i: u32) -> f32 {
     return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 
+fn group_index(row: u32, col: u32) -> u32 {
+    return row * ((p.cols + GROUP - 1u) / GROUP) + col / GROUP;
+}
+
 fn group_scale(row: u32, col: u32) -> f32 {
-    return half_at(row * ((p.cols + GROUP - 1u) / GROUP) + col / GROUP);
+    return half_at(group_index(row, col));
 }
 
 fn byte_at(i: u32) -> u32 {
@@ -77,12 +83,43 @@ fn weight(row: u32, col: u32) -> f32 {
             let q = extractBits(bitcast<i32>(w[(row * p.cols + col) / 4u]), ((row * p.cols + col) % 4u) * 8u, 8u);
             return f32(q) * group_scale(row, col);
         }
-        default: {
+        case 3u: {
             let byte = byte_at(row * ((p.cols + 1u) / 2u) + col / 2u);
             let q = i32(extractBits(byte, (col % 2u) * 4u, 4u)) - 8;
             return f32(q) * group_scale(row, col);
         }
+        case 4u: {
+            return f32(i32(low_bit_code(row, col, true)) - 4) * group_scale(row, col);
+        }
+        default: {
+            let g = group_index(row, col);
+            return f32(low_bit_code(row, col, false)) * half_at(2u * g) + half_at(2u * g + 1u);
+        }
     }
+}
+
+// The code of element (row, col) of a q3 (`q3` true) or q2 matrix: in its 32-value block (the
+// row's last may be shorter, n values), byte j % S of the S = ⌈n/4⌉ code bytes holds bits
+// 2·(j / S) of value j; q3's third bit is bit j / H of byte j % H of the H = ⌈n/8⌉ mask bytes
+// after them. A whole block takes 12 (q3) or 8 (q2) bytes; a row, ⌈cols/4⌉ (+ ⌈cols/8⌉).
+fn low_bit_code(row: u32, col: u32, q3: bool) -> u32 {
+    var row_bytes = (p.cols + 3u) / 4u;
+    var block_bytes = 8u;
+    if (q3) {
+        row_bytes += (p.cols + 7u) / 8u;
+        block_bytes = 12u;
+    }
+    let block = col / GROUP;
+    let j = col % GROUP;
+    let n = min(GROUP, p.cols - block * GROUP);
+    let s = (n + 3u) / 4u;
+    let start = row * row_bytes + block * block_bytes;
+    var code = extractBits(byte_at(start + j % s), 2u * (j / s), 2u);
+    if (q3) {
+        let h = (n + 7u) / 8u;
+        code |= extractBits(byte_at(start + s + j % h), j / h, 1u) << 2u;
+    }
+    return code;
 }
 
 // The expert chosen in this dispatch's slot for token `token` of the current step, and its

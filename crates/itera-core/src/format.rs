@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::family::{Architecture, Family, Specs};
 use crate::matrix::{Matrix, MatrixData};
 use crate::params::{ParamKind, ParamSpec};
-use crate::precision::{groups_per_row, not_a_matrix, q4_bytes_per_row, Precision, PrecisionMap};
+use crate::precision::{groups_per_row, not_a_matrix, packed_bytes_per_row, Precision, PrecisionMap};
 use crate::weights::{Tensor, Weights};
 
 pub const FORMAT: &str = "itera";
@@ -26,9 +26,12 @@ pub const FORMAT_VERSION: &str = "1";
 /// The version of a mixed file (a `precision_map`).
 pub const MIXED_FORMAT_VERSION: &str = "2";
 
+/// A tensor to write: name, dtype, shape, little-endian bytes.
+type Buffer = (String, Dtype, Vec<usize>, Vec<u8>);
+
 /// Serialises weights of any family to safetensors bytes.
 pub fn save<A: Architecture>(w: &Weights<A>) -> Result<Vec<u8>> {
-    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut buffers: Vec<Buffer> = Vec::new();
     for (spec, t) in w.specs().iter().zip(&w.tensors) {
         match t {
             Tensor::Vector(v) if w.precision.vectors_in_f16() => {
@@ -47,39 +50,28 @@ pub fn save<A: Architecture>(w: &Weights<A>) -> Result<Vec<u8>> {
                 bytemuck::cast_slice(v).to_vec(),
             )),
             Tensor::Matrix(m) => {
-                let shape = spec.shape.clone();
-                let scale_shape = vec![m.rows, groups_per_row(m.cols)];
-                let scale_name = format!("{}.scale", spec.name);
-                match &m.data {
-                    MatrixData::F32(v) => {
-                        buffers.push((spec.name.clone(), Dtype::F32, shape, bytemuck::cast_slice(v).to_vec()))
-                    }
-                    MatrixData::F16(v) => {
-                        buffers.push((spec.name.clone(), Dtype::F16, shape, bytemuck::cast_slice(v).to_vec()))
-                    }
+                let (name, shape) = (spec.name.clone(), spec.shape.clone());
+                let packed = |q: &[u8]| {
+                    let bpr = packed_bytes_per_row(m.precision(), m.cols).expect("packed");
+                    (name.clone(), Dtype::U8, vec![m.rows, bpr], q.to_vec())
+                };
+                let (codes, groups): (Buffer, Vec<&[f16]>) = match &m.data {
+                    MatrixData::F32(v) => ((name, Dtype::F32, shape, bytemuck::cast_slice(v).to_vec()), vec![]),
+                    MatrixData::F16(v) => ((name, Dtype::F16, shape, bytemuck::cast_slice(v).to_vec()), vec![]),
                     MatrixData::Q8 { q, scale } => {
-                        buffers.push((spec.name.clone(), Dtype::I8, shape, bytemuck::cast_slice(q).to_vec()));
-                        buffers.push((
-                            scale_name,
-                            Dtype::F16,
-                            scale_shape,
-                            bytemuck::cast_slice(scale).to_vec(),
-                        ));
+                        ((name, Dtype::I8, shape, bytemuck::cast_slice(q).to_vec()), vec![scale])
                     }
-                    MatrixData::Q4 { q, scale } => {
-                        buffers.push((
-                            spec.name.clone(),
-                            Dtype::U8,
-                            vec![m.rows, q4_bytes_per_row(m.cols)],
-                            q.clone(),
-                        ));
-                        buffers.push((
-                            scale_name,
-                            Dtype::F16,
-                            scale_shape,
-                            bytemuck::cast_slice(scale).to_vec(),
-                        ));
-                    }
+                    MatrixData::Q4 { q, scale } | MatrixData::Q3 { q, scale } => (packed(q), vec![scale]),
+                    MatrixData::Q2 { q, scale, min } => (packed(q), vec![scale, min]),
+                };
+                buffers.push(codes);
+                for (suffix, values) in m.precision().group_tensors().iter().zip(groups) {
+                    buffers.push((
+                        format!("{}.{suffix}", spec.name),
+                        Dtype::F16,
+                        vec![m.rows, groups_per_row(m.cols)],
+                        bytemuck::cast_slice(values).to_vec(),
+                    ));
                 }
             }
         }
@@ -242,9 +234,10 @@ pub fn load_as<A: Architecture>(bytes: &[u8]) -> Result<Weights<A>> {
     for spec in table.specs() {
         expected.insert(spec.name.clone());
         let p = map.get(&spec.name).copied().unwrap_or(base);
-        let quantized = spec.kind == ParamKind::Matrix && matches!(p, Precision::Q8 | Precision::Q4);
-        if quantized {
-            expected.insert(format!("{}.scale", spec.name));
+        if spec.kind == ParamKind::Matrix {
+            for suffix in p.group_tensors() {
+                expected.insert(format!("{}.{suffix}", spec.name));
+            }
         }
         tensors.push(load_tensor(&st, spec, p, base.vectors_in_f16())?);
     }
@@ -320,20 +313,30 @@ fn load_tensor(st: &SafeTensors, spec: &ParamSpec, p: Precision, vectors_in_f16:
         }));
     }
     let (rows, cols) = (shape[0], shape[1]);
-    let scale_name = format!("{name}.scale");
-    let scale_shape = [rows, groups_per_row(cols)];
+    let group = |suffix: &str| f16s(st, &format!("{name}.{suffix}"), &[rows, groups_per_row(cols)]);
+    let packed = || -> Result<Vec<u8>> {
+        let bpr = packed_bytes_per_row(p, cols).expect("packed");
+        Ok(view(st, name, Dtype::U8, &[rows, bpr])?.data().to_vec())
+    };
     let data = match p {
         Precision::F32 => MatrixData::F32(f32s(st, name, shape)?),
         Precision::F16 => MatrixData::F16(f16s(st, name, shape)?),
         Precision::Q8 => MatrixData::Q8 {
             q: bytemuck::pod_collect_to_vec(view(st, name, Dtype::I8, shape)?.data()),
-            scale: f16s(st, &scale_name, &scale_shape)?,
+            scale: group("scale")?,
         },
         Precision::Q4 => MatrixData::Q4 {
-            q: view(st, name, Dtype::U8, &[rows, q4_bytes_per_row(cols)])?
-                .data()
-                .to_vec(),
-            scale: f16s(st, &scale_name, &scale_shape)?,
+            q: packed()?,
+            scale: group("scale")?,
+        },
+        Precision::Q3 => MatrixData::Q3 {
+            q: packed()?,
+            scale: group("scale")?,
+        },
+        Precision::Q2 => MatrixData::Q2 {
+            q: packed()?,
+            scale: group("scale")?,
+            min: group("min")?,
         },
     };
     Ok(Tensor::Matrix(Matrix { rows, cols, data }))
@@ -383,19 +386,21 @@ mod tests {
                 Precision::F32 => (Dtype::F32, None),
                 Precision::F16 => (Dtype::F16, None),
                 Precision::Q8 => (Dtype::I8, Some(vec![24, 1])),
-                Precision::Q4 => (Dtype::U8, Some(vec![24, 1])),
+                Precision::Q4 | Precision::Q3 | Precision::Q2 => (Dtype::U8, Some(vec![24, 1])),
             };
-            // layers.0.in_proj is (2Di, D) = (48, 12): q4 packs it to (48, 6).
+            // layers.0.in_proj is (2Di, D) = (48, 12): q4 packs it to (48, 6), q3 to
+            // (48, 3 + 2), q2 to (48, 3).
             let v = st.tensor("layers.0.in_proj").unwrap();
             assert_eq!(v.dtype(), want);
-            assert_eq!(
-                v.shape(),
-                if p == Precision::Q4 {
-                    &[48, 6][..]
-                } else {
-                    &[48, 12][..]
-                }
-            );
+            let packed_cols = match p {
+                Precision::Q4 => 6,
+                Precision::Q3 => 5,
+                Precision::Q2 => 3,
+                _ => 12,
+            };
+            assert_eq!(v.shape(), &[48, packed_cols][..]);
+            let min = st.tensor("layers.0.dt_proj.min").ok().map(|s| s.shape().to_vec());
+            assert_eq!(min, (p == Precision::Q2).then(|| vec![24, 1]));
             // dt_proj (Di, R) = (24, 3): one partial group per row.
             assert_eq!(
                 st.tensor("layers.0.dt_proj.scale").ok().map(|s| s.shape().to_vec()),

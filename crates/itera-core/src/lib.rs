@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod layers;
 pub mod llama2c;
 pub mod lm;
+pub mod lowbit;
 pub mod matrix;
 pub mod model;
 pub mod params;

@@ -1,9 +1,10 @@
-//! A weight matrix (out, in) stored in one of the four precisions, with its quantizer,
-//! dequantizer and row access. Kernels that multiply by it live in `kernels`.
+//! A weight matrix (out, in) stored in one of the precisions, with its quantizer, dequantizer
+//! and row access. Kernels that multiply by it live in `kernels`; q3 / q2 blocks in `lowbit`.
 
 use half::f16;
 
-use crate::precision::{groups_per_row, q4_bytes_per_row, Precision, GROUP};
+use crate::lowbit;
+use crate::precision::{groups_per_row, packed_bytes_per_row, q4_bytes_per_row, Precision, GROUP};
 
 /// Row-major (rows = out, cols = in) storage. Quantized variants keep the file's layout so a
 /// model loads without a whole-model dequantize.
@@ -20,6 +21,19 @@ pub enum MatrixData {
     Q4 {
         q: Vec<u8>,
         scale: Vec<f16>,
+    },
+    /// `q` (rows, ⌈cols/4⌉ + ⌈cols/8⌉) blocks of 2-bit codes and their third-bit mask
+    /// (`lowbit`); `scale` (rows, groups) — value = (code − 4) · scale.
+    Q3 {
+        q: Vec<u8>,
+        scale: Vec<f16>,
+    },
+    /// `q` (rows, ⌈cols/4⌉) blocks of 2-bit codes (`lowbit`); `scale`, `min` (rows, groups) —
+    /// value = code · scale + min.
+    Q2 {
+        q: Vec<u8>,
+        scale: Vec<f16>,
+        min: Vec<f16>,
     },
 }
 
@@ -46,6 +60,8 @@ impl Matrix {
             MatrixData::F16(_) => Precision::F16,
             MatrixData::Q8 { .. } => Precision::Q8,
             MatrixData::Q4 { .. } => Precision::Q4,
+            MatrixData::Q3 { .. } => Precision::Q3,
+            MatrixData::Q2 { .. } => Precision::Q2,
         }
     }
 
@@ -70,7 +86,8 @@ impl Matrix {
             MatrixData::F32(v) => v.len() * 4,
             MatrixData::F16(v) => v.len() * 2,
             MatrixData::Q8 { q, scale } => q.len() + scale.len() * 2,
-            MatrixData::Q4 { q, scale } => q.len() + scale.len() * 2,
+            MatrixData::Q4 { q, scale } | MatrixData::Q3 { q, scale } => q.len() + scale.len() * 2,
+            MatrixData::Q2 { q, scale, min } => q.len() + (scale.len() + min.len()) * 2,
         }
     }
 
@@ -87,6 +104,14 @@ impl Matrix {
             Precision::F16 => MatrixData::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
             Precision::Q8 => quantize_q8(&values, rows, cols),
             Precision::Q4 => quantize_q4(&values, rows, cols),
+            Precision::Q3 => {
+                let lowbit::LowBits { q, scale, .. } = lowbit::quantize(precision, &values, rows, cols);
+                MatrixData::Q3 { q, scale }
+            }
+            Precision::Q2 => {
+                let lowbit::LowBits { q, scale, min } = lowbit::quantize(precision, &values, rows, cols);
+                MatrixData::Q2 { q, scale, min }
+            }
         };
         Matrix { rows, cols, data }
     }
@@ -131,6 +156,16 @@ impl Matrix {
                     let nibble = if j % 2 == 0 { byte & 0x0f } else { byte >> 4 };
                     *o = (nibble as f32 - 8.0) * scale[r * g + j / GROUP].to_f32();
                 }
+            }
+            MatrixData::Q3 { q, scale } => {
+                let (g, bpr) = (groups_per_row(cols), packed_bytes_per_row(Precision::Q3, cols).unwrap());
+                let scales = &scale[r * g..(r + 1) * g];
+                lowbit::decode_row(Precision::Q3, &q[r * bpr..(r + 1) * bpr], scales, &[], out);
+            }
+            MatrixData::Q2 { q, scale, min } => {
+                let (g, bpr) = (groups_per_row(cols), packed_bytes_per_row(Precision::Q2, cols).unwrap());
+                let (scales, mins) = (&scale[r * g..(r + 1) * g], &min[r * g..(r + 1) * g]);
+                lowbit::decode_row(Precision::Q2, &q[r * bpr..(r + 1) * bpr], scales, mins, out);
             }
         }
     }
@@ -226,27 +261,46 @@ mod tests {
         (0..rows * cols).map(|_| rng.normal() * 0.1).collect()
     }
 
-    /// Worst-case error of each format relative to the group's absmax, on odd shapes
-    /// (cols not a multiple of 32, odd for q4): q8 half a step of absmax/127; q4 at most the
-    /// clipping of the extreme value (≤ 24% of absmax with the smallest candidate scale) and
-    /// an RMS error under a tenth of absmax; f16 2^-11 relative.
+    /// Worst-case error of each format relative to the group's absmax (q2: its range), on odd
+    /// shapes (cols not a multiple of 32, odd for q4): q8 half a step of absmax/127; q4 at
+    /// most the clipping of the extreme value (≤ 24% of absmax with the smallest candidate
+    /// scale) and an RMS error under a tenth of absmax; q3 / q2 as their constants say; f16
+    /// 2^-11 relative.
+    /// q3's worst error as a fraction of the block's absmax: half a step (absmax/8 at the
+    /// widest candidate scale) or the clipping of the extreme at the narrowest (30 %).
+    const Q3_MAX_ERROR: f32 = 0.3;
+    /// q2's worst error as a fraction of the block's range: clipping of up to 15 % at either end
+    /// or half a step (1/6) of the range; the test adds the f16 rounding of the minimum (a
+    /// one-value block is its minimum).
+    const Q2_MAX_ERROR: f32 = 0.25;
+
     #[test]
     fn round_trip_error_is_within_format_bounds() {
         for (rows, cols) in [(3, 45), (5, 32), (2, 7), (4, 65)] {
             let v = random(rows, cols, rows as u64 * 100 + cols as u64);
-            for p in [Precision::F16, Precision::Q8, Precision::Q4] {
+            for p in [
+                Precision::F16,
+                Precision::Q8,
+                Precision::Q4,
+                Precision::Q3,
+                Precision::Q2,
+            ] {
                 let m = Matrix::from_f32(rows, cols, v.clone()).to_precision(p);
                 let back = m.dequantize();
                 for r in 0..rows {
                     for gi in 0..groups_per_row(cols) {
                         let range = r * cols + gi * GROUP..r * cols + ((gi + 1) * GROUP).min(cols);
                         let amax = v[range.clone()].iter().fold(0.0f32, |a, x| a.max(x.abs()));
+                        let lo = v[range.clone()].iter().copied().fold(f32::INFINITY, f32::min);
+                        let hi = v[range.clone()].iter().copied().fold(f32::NEG_INFINITY, f32::max);
                         for i in range {
                             let err = (back[i] - v[i]).abs();
                             let bound = match p {
                                 Precision::F16 => v[i].abs() * 4.9e-4 + 1e-7,
                                 Precision::Q8 => amax / 127.0 * 0.5 * 1.002 + 1e-7,
                                 Precision::Q4 => amax * 0.25,
+                                Precision::Q3 => amax * Q3_MAX_ERROR,
+                                Precision::Q2 => (hi - lo) * Q2_MAX_ERROR + amax * 4.9e-4,
                                 Precision::F32 => 0.0,
                             };
                             assert!(
@@ -256,12 +310,19 @@ mod tests {
                                 v[i]
                             );
                         }
-                        if p == Precision::Q4 {
-                            let range = r * cols + gi * GROUP..r * cols + ((gi + 1) * GROUP).min(cols);
-                            let n = range.len() as f32;
-                            let mse = range.map(|i| (back[i] - v[i]).powi(2)).sum::<f32>() / n;
-                            assert!(mse.sqrt() < amax / 10.0, "q4 rms {} vs absmax {amax}", mse.sqrt());
-                        }
+                        let range = r * cols + gi * GROUP..r * cols + ((gi + 1) * GROUP).min(cols);
+                        let n = range.len() as f32;
+                        let rms = (range.map(|i| (back[i] - v[i]).powi(2)).sum::<f32>() / n).sqrt();
+                        let rms_bound = match p {
+                            Precision::Q4 => amax / 10.0,
+                            Precision::Q3 => amax / 5.0,
+                            Precision::Q2 => (hi - lo) / 6.0 + amax * 4.9e-4,
+                            _ => f32::INFINITY,
+                        };
+                        assert!(
+                            rms <= rms_bound,
+                            "{p} rms {rms} > {rms_bound} ({rows}x{cols} group {gi})"
+                        );
                     }
                 }
             }
@@ -283,7 +344,7 @@ mod tests {
 
     #[test]
     fn zero_groups_quantize_to_zero() {
-        for p in [Precision::Q8, Precision::Q4] {
+        for p in [Precision::Q8, Precision::Q4, Precision::Q3, Precision::Q2] {
             let m = Matrix::from_f32(2, 40, vec![0.0; 80]).to_precision(p);
             assert!(m.dequantize().iter().all(|&x| x == 0.0));
         }

@@ -204,7 +204,7 @@ impl ModelSize {
     /// The sizes of a model of either family with config `c`.
     pub fn of<A: crate::family::Architecture>(c: &A::Config) -> ModelSize {
         use crate::family::Specs;
-        use crate::precision::{groups_per_row, q4_bytes_per_row, Precision};
+        use crate::precision::{groups_per_row, packed_bytes_per_row, Precision};
         let table = A::table(c);
         let specs = table.specs();
         let mut bytes = std::collections::BTreeMap::new();
@@ -213,14 +213,17 @@ impl ModelSize {
             for s in specs {
                 let n = s.numel();
                 let (rows, cols) = (s.shape[0], *s.shape.last().unwrap_or(&1));
-                let scales = rows * groups_per_row(cols) * 2;
                 total += s.name.len() + 64; // a header entry: name, dtype, shape, offsets
                 total += match (s.kind, p) {
                     (_, Precision::F32) => 4 * n,
                     (ParamKind::Vector, _) | (ParamKind::Matrix, Precision::F16) => 2 * n,
-                    (ParamKind::Matrix, Precision::Q8) => n + scales + s.name.len() + 70,
-                    (ParamKind::Matrix, Precision::Q4) => rows * q4_bytes_per_row(cols) + scales + s.name.len() + 70,
+                    (ParamKind::Matrix, Precision::Q8) => n,
+                    (ParamKind::Matrix, _) => rows * packed_bytes_per_row(p, cols).expect("packed"),
                 };
+                if s.kind == ParamKind::Matrix {
+                    // Each group tensor: f16 per group, and its own header entry.
+                    total += p.group_tensors().len() * (rows * groups_per_row(cols) * 2 + s.name.len() + 70);
+                }
             }
             bytes.insert(p.as_str(), total);
         }

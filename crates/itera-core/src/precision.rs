@@ -1,5 +1,5 @@
-//! Weight precisions (SPEC "Weight files"): f32, f16, q8 (Q8_0-style) and q4 (Q4_0-style),
-//! and the per-matrix precision map of a mixed file.
+//! Weight precisions (SPEC "Weight files"): f32, f16, q8 (Q8_0-style), q4 (Q4_0-style), q3
+//! and q2 (`lowbit`), and the per-matrix precision map of a mixed file.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,10 +34,21 @@ pub enum Precision {
     F16,
     Q8,
     Q4,
+    Q3,
+    Q2,
 }
 
 impl Precision {
-    pub const ALL: [Precision; 4] = [Precision::F32, Precision::F16, Precision::Q8, Precision::Q4];
+    /// Every precision, widest first: the list the CLI, the exporter, the manifest and the page
+    /// read (a new precision touches this type, `matrix`, `format`, the kernels and linear.wgsl).
+    pub const ALL: [Precision; 6] = [
+        Precision::F32,
+        Precision::F16,
+        Precision::Q8,
+        Precision::Q4,
+        Precision::Q3,
+        Precision::Q2,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,7 +56,39 @@ impl Precision {
             Precision::F16 => "f16",
             Precision::Q8 => "q8",
             Precision::Q4 => "q4",
+            Precision::Q3 => "q3",
+            Precision::Q2 => "q2",
         }
+    }
+
+    /// Storage bits per matrix value, scales included, for a row of whole 32-value groups.
+    pub fn bits_per_weight(self) -> f64 {
+        match self {
+            Precision::F32 => 32.0,
+            Precision::F16 => 16.0,
+            Precision::Q8 => 8.5,
+            Precision::Q4 => 4.5,
+            Precision::Q3 => 3.5,
+            Precision::Q2 => 3.0,
+        }
+    }
+
+    /// The f16 (rows, groups) tensors stored beside a matrix `NAME` in this precision, by
+    /// suffix: `NAME.scale` for the quantized formats and `NAME.min` for q2.
+    pub fn group_tensors(self) -> &'static [&'static str] {
+        match self {
+            Precision::F32 | Precision::F16 => &[],
+            Precision::Q8 | Precision::Q4 | Precision::Q3 => &["scale"],
+            Precision::Q2 => &["scale", "min"],
+        }
+    }
+
+    /// The index of this precision in `ALL` (linear.wgsl's PRECISION constant, kernel tables).
+    pub fn index(self) -> usize {
+        Precision::ALL
+            .iter()
+            .position(|&p| p == self)
+            .expect("every precision is in ALL")
     }
 
     /// Whether vectors (norms, biases, A_log, D, conv) are stored as f16 rather than f32.
@@ -85,6 +128,8 @@ impl FromStr for Precision {
             "f16" | "fp16" => Ok(Precision::F16),
             "q8" | "int8" => Ok(Precision::Q8),
             "q4" | "int4" => Ok(Precision::Q4),
+            "q3" | "int3" => Ok(Precision::Q3),
+            "q2" | "int2" => Ok(Precision::Q2),
             _ => Err(Error::UnknownPrecision(s.to_string())),
         }
     }
@@ -101,4 +146,15 @@ pub fn groups_per_row(cols: usize) -> usize {
 /// leaves the high nibble at 8 (= 0.0).
 pub fn q4_bytes_per_row(cols: usize) -> usize {
     cols.div_ceil(2)
+}
+
+/// Bytes per row of the packed codes of a matrix in `p`, for the formats stored as bytes
+/// (q4, q3, q2; `lowbit` describes the q3 / q2 layouts), or `None`.
+pub fn packed_bytes_per_row(p: Precision, cols: usize) -> Option<usize> {
+    match p {
+        Precision::Q4 => Some(q4_bytes_per_row(cols)),
+        Precision::Q3 => Some(cols.div_ceil(4) + cols.div_ceil(8)),
+        Precision::Q2 => Some(cols.div_ceil(4)),
+        Precision::F32 | Precision::F16 | Precision::Q8 => None,
+    }
 }

@@ -9,7 +9,6 @@ mod gpu_common;
 
 use gpu_common::{assert_close, gpu, random};
 use itera_core::gpu::args::*;
-use itera_core::gpu::kernels::precision_index;
 use itera_core::gpu::kernels::Kernel;
 use itera_core::gpu::linear::GpuMatrix;
 use itera_core::gpu::oneshot::{run_blocking, Inputs};
@@ -33,11 +32,13 @@ fn launch<A: bytemuck::Pod>(
 }
 
 const SHAPES: [(usize, usize); 7] = [(1, 1), (3, 31), (7, 33), (65, 77), (130, 129), (5, 1000), (4099, 65)];
-const PRECISIONS: [(Precision, f32); 4] = [
+const PRECISIONS: [(Precision, f32); 6] = [
     (Precision::F32, 1e-5),
     (Precision::F16, 1e-5),
     (Precision::Q8, 1e-5),
     (Precision::Q4, 1e-5),
+    (Precision::Q3, 1e-5),
+    (Precision::Q2, 1e-5),
 ];
 
 #[test]
@@ -64,13 +65,7 @@ fn matvec_matches_the_cpu_for_every_precision_on_odd_shapes() {
                 ctl: &[0],
                 ..Default::default()
             };
-            let (out, _) = launch(
-                &g,
-                &g.kernels.matvec[precision_index(precision)],
-                args,
-                inputs(),
-                groups,
-            );
+            let (out, _) = launch(&g, &g.kernels.matvec[precision.index()], args, inputs(), groups);
             assert_close(
                 &out[y_off..],
                 &want,
@@ -80,7 +75,7 @@ fn matvec_matches_the_cpu_for_every_precision_on_odd_shapes() {
             );
             assert_eq!(out[..3 + cols], act[..3 + cols], "inputs untouched");
             let acc = args.accumulating();
-            let (out, _) = launch(&g, &g.kernels.matvec[precision_index(precision)], acc, inputs(), groups);
+            let (out, _) = launch(&g, &g.kernels.matvec[precision.index()], acc, inputs(), groups);
             let summed: Vec<f32> = want.iter().zip(&y0).map(|(a, b)| a + b).collect();
             assert_close(
                 &out[y_off..],
@@ -108,7 +103,7 @@ fn f16_weights_read_the_same_with_and_without_shader_f16() {
             continue;
         }
         assert_eq!(g.native_f16, native, "{}", g.describe());
-        let k = precision_index(Precision::F16);
+        let k = Precision::F16.index();
         for (rows, cols, tokens) in [(3, 31, 1), (65, 77, 5), (130, 129, 17)] {
             let m = Matrix::from_f32(rows, cols, random(&mut rng, rows * cols)).to_precision(Precision::F16);
             let w = GpuMatrix::upload(&g, &m).unwrap();
@@ -163,7 +158,7 @@ fn expert_dispatch_reads_only_the_routed_expert_and_scales_by_its_weight() {
         };
         let (out, _) = launch(
             &g,
-            &g.kernels.matvec[precision_index(precision)],
+            &g.kernels.matvec[precision.index()],
             args,
             inputs,
             groups_per_row(rows),
@@ -196,13 +191,7 @@ fn embedding_rows_match_the_cpu_for_every_precision() {
                 ctl: &ctl,
                 ..Default::default()
             };
-            let (out, _) = launch(
-                &g,
-                &g.kernels.embed_row[precision_index(precision)],
-                args,
-                inputs,
-                groups_for(d),
-            );
+            let (out, _) = launch(&g, &g.kernels.embed_row[precision.index()], args, inputs, groups_for(d));
             let mut want = vec![0.0; d];
             m.row_into(token as usize, &mut want);
             assert_eq!(out[5..], want[..], "{precision} embedding row {token}");
@@ -486,7 +475,7 @@ fn tiled_matmul_matches_the_cpu_for_every_precision_on_odd_shapes() {
                 ctl: &[0],
                 ..Default::default()
             };
-            let kernel = &g.kernels.matmul[precision_index(precision)];
+            let kernel = &g.kernels.matmul[precision.index()];
             let (out, _) = launch(&g, kernel, args, inputs, groups_for_tiles(rows, tokens));
             let dense: Vec<f32> = x.chunks_exact(xs).flat_map(|r| r[..cols].to_vec()).collect();
             let mut want = vec![0.0; tokens * rows];

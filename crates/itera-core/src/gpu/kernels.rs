@@ -85,10 +85,10 @@ pub struct Kernel {
 
 pub struct Kernels {
     layouts: [wgpu::BindGroupLayout; 6],
-    /// `matvec`, `matmul` and `embed_row` per precision, indexed by `precision_index`.
-    pub matvec: [Kernel; 4],
-    pub matmul: [Kernel; 4],
-    pub embed_row: [Kernel; 4],
+    /// `matvec`, `matmul` and `embed_row` per precision, indexed by `Precision::index`.
+    pub matvec: [Kernel; PRECISIONS],
+    pub matmul: [Kernel; PRECISIONS],
+    pub embed_row: [Kernel; PRECISIONS],
     pub rmsnorm: Kernel,
     /// Causal conv + silu and the selective scan, over 1 (decode) or T (prefill) tokens.
     pub conv: Kernel,
@@ -117,15 +117,7 @@ pub(crate) fn with_activations(source: &str) -> String {
     [include_str!("../../../../shaders/activations.wgsl"), source].concat()
 }
 
-/// The value of linear.wgsl's PRECISION constant.
-pub fn precision_index(p: Precision) -> usize {
-    match p {
-        Precision::F32 => 0,
-        Precision::F16 => 1,
-        Precision::Q8 => 2,
-        Precision::Q4 => 3,
-    }
-}
+const PRECISIONS: usize = Precision::ALL.len();
 
 const SIGNATURES: [Signature; 6] = [
     Signature::Linear,
@@ -161,13 +153,13 @@ impl Kernels {
         let attention = module("attention", include_str!("../../../../shaders/attention.wgsl"));
 
         let kernel =
-            |module: &wgpu::ShaderModule, entry: &'static str, signature: Signature, precision: Option<usize>| {
+            |module: &wgpu::ShaderModule, entry: &'static str, signature: Signature, precision: Option<Precision>| {
                 pipeline(device, &layouts, module, entry, signature, precision)
             };
         Kernels {
-            matvec: [0, 1, 2, 3].map(|p| kernel(&linear, "matvec", Signature::Linear, Some(p))),
-            matmul: [0, 1, 2, 3].map(|p| kernel(&linear, "matmul", Signature::Linear, Some(p))),
-            embed_row: [0, 1, 2, 3].map(|p| kernel(&linear, "embed_row", Signature::Linear, Some(p))),
+            matvec: Precision::ALL.map(|p| kernel(&linear, "matvec", Signature::Linear, Some(p))),
+            matmul: Precision::ALL.map(|p| kernel(&linear, "matmul", Signature::Linear, Some(p))),
+            embed_row: Precision::ALL.map(|p| kernel(&linear, "embed_row", Signature::Linear, Some(p))),
             rmsnorm: kernel(&norm, "rmsnorm", Signature::Params, None),
             conv: kernel(&conv, "conv", Signature::Params, None),
             scan: kernel(&scan, "scan", Signature::Params, None),
@@ -202,20 +194,19 @@ fn pipeline(
     module: &wgpu::ShaderModule,
     entry: &'static str,
     signature: Signature,
-    precision: Option<usize>,
+    precision: Option<Precision>,
 ) -> Kernel {
-    let constants: Vec<(&str, f64)> = precision.map(|p| ("PRECISION", p as f64)).into_iter().collect();
+    // linear.wgsl's PRECISION constant is the precision's index in `Precision::ALL`.
+    let constants: Vec<(&str, f64)> = precision.map(|p| ("PRECISION", p.index() as f64)).into_iter().collect();
     let layout_index = SIGNATURES.iter().position(|&s| s == signature).unwrap();
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(entry),
         bind_group_layouts: &[Some(&layouts[layout_index])],
         immediate_size: 0,
     });
-    let label = match (entry, precision) {
-        ("matvec", Some(p)) => ["matvec f32", "matvec f16", "matvec q8", "matvec q4"][p],
-        ("matmul", Some(p)) => ["matmul f32", "matmul f16", "matmul q8", "matmul q4"][p],
-        ("embed_row", Some(p)) => ["embed_row f32", "embed_row f16", "embed_row q8", "embed_row q4"][p],
-        _ => entry,
+    let label = match precision {
+        Some(p) => linear_label(entry, p),
+        None => entry,
     };
     Kernel {
         label,
@@ -232,6 +223,24 @@ fn pipeline(
         }),
         signature,
     }
+}
+
+/// A linear kernel's name with its precision ("matvec q4"), for profiles, which keep
+/// `&'static str` labels: made once per process for every entry point and precision.
+fn linear_label(entry: &'static str, p: Precision) -> &'static str {
+    const ENTRIES: [&str; 3] = ["matvec", "matmul", "embed_row"];
+    static LABELS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| {
+        ENTRIES
+            .iter()
+            .flat_map(|e| Precision::ALL.map(|p| format!("{e} {p}")))
+            .collect()
+    });
+    let e = ENTRIES
+        .iter()
+        .position(|&e| e == entry)
+        .expect("a linear.wgsl entry point");
+    &labels[e * PRECISIONS + p.index()]
 }
 
 fn layout(device: &wgpu::Device, signature: Signature) -> wgpu::BindGroupLayout {

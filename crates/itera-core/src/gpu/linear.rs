@@ -1,7 +1,6 @@
 //! Weight matrices on the GPU, uploaded once in their file precision (SPEC "Weight files"):
-//! linear.wgsl decodes f32, f16, q8 and q4 words itself, so nothing is dequantized on upload.
+//! linear.wgsl decodes every precision's words itself, so nothing is dequantized on upload.
 
-use super::kernels::precision_index;
 use super::Gpu;
 use crate::error::{Error, Result};
 use crate::matrix::{Matrix, MatrixData};
@@ -15,7 +14,8 @@ pub struct GpuMatrix {
     pub cols: usize,
     pub precision: Precision,
     pub(crate) words: wgpu::Buffer,
-    /// f16 scales for q8/q4; a placeholder word for f32/f16, which have none.
+    /// f16 scales for q8/q4/q3, (scale, min) pairs for q2; a placeholder word for f32/f16,
+    /// which have none.
     pub(crate) scales: wgpu::Buffer,
 }
 
@@ -53,9 +53,16 @@ impl GpuMatrix {
                     words.extend_from_slice(bytemuck::cast_slice(q));
                     scales.extend_from_slice(bytemuck::cast_slice(scale));
                 }
-                MatrixData::Q4 { q, scale } => {
+                MatrixData::Q4 { q, scale } | MatrixData::Q3 { q, scale } => {
                     words.extend_from_slice(q);
                     scales.extend_from_slice(bytemuck::cast_slice(scale));
+                }
+                MatrixData::Q2 { q, scale, min } => {
+                    words.extend_from_slice(q);
+                    for (s, m) in scale.iter().zip(min) {
+                        scales.extend_from_slice(bytemuck::bytes_of(s));
+                        scales.extend_from_slice(bytemuck::bytes_of(m));
+                    }
                 }
             }
         }
@@ -70,6 +77,6 @@ impl GpuMatrix {
     }
 
     pub(crate) fn precision_index(&self) -> usize {
-        precision_index(self.precision)
+        self.precision.index()
     }
 }

@@ -11,7 +11,9 @@
 use half::f16;
 
 use crate::matrix::{Matrix, MatrixData};
+use crate::precision::Precision;
 
+mod lowbit;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod wasm;
 #[cfg(target_arch = "x86_64")]
@@ -297,6 +299,14 @@ impl Matrix {
                 let xo: Vec<f32> = x.iter().skip(1).step_by(2).copied().collect();
                 matvec_q4(q, scale, cols, &xe, &xo, y)
             }
+            MatrixData::Q3 { q, scale } => {
+                lowbit::check(Precision::Q3, q, scale, &[], cols, x, rows);
+                lowbit::matvec_q3(q, scale, cols, x, y)
+            }
+            MatrixData::Q2 { q, scale, min } => {
+                lowbit::check(Precision::Q2, q, scale, min, cols, x, rows);
+                lowbit::matvec_q2(q, scale, min, cols, x, y)
+            }
         }
     }
 
@@ -383,7 +393,6 @@ pub fn gemm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::precision::Precision;
     use crate::rng::Pcg32;
 
     fn naive_matvec(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {

@@ -1,0 +1,102 @@
+//! Matrix × vector for q3 and q2 (layouts in `crate::lowbit`). A whole block is unpacked shift
+//! by shift — each shift of its eight code bytes gives eight consecutive values — into 32 lanes
+//! that accumulate `scale · code · x` across the row's blocks (q3's code counts from −4), so
+//! the unpacking and the multiply-adds vectorise (AVX2 through `dispatch!`, SIMD128 in the wasm
+//! build); q2 adds `min · Σx` per block, with the block sums of x taken once per product.
+
+use half::f16;
+
+use super::{dispatch, f16_to_f32, madd, reduce};
+use crate::lowbit::{block_bytes, block_len, decode_block, value};
+use crate::precision::{groups_per_row, packed_bytes_per_row, Precision, GROUP};
+
+/// The 32 codes of a whole block as f32 (q3: code − 4).
+#[inline(always)]
+fn whole_block<const Q3: bool>(bytes: &[u8], out: &mut [f32; GROUP]) {
+    for s in 0..4 {
+        for i in 0..8 {
+            let low = (bytes[i] >> (2 * s)) & 3;
+            out[8 * s + i] = if Q3 {
+                let high = (bytes[8 + i % 4] >> (2 * s + i / 4)) & 1;
+                (low | high << 2) as f32 - 4.0
+            } else {
+                low as f32
+            };
+        }
+    }
+}
+
+#[inline(always)]
+fn matvec_body<const Q3: bool>(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    let p = if Q3 { Precision::Q3 } else { Precision::Q2 };
+    let (g, bpr, bb) = (
+        groups_per_row(cols),
+        packed_bytes_per_row(p, cols).unwrap(),
+        block_bytes(p),
+    );
+    let full = cols / GROUP;
+    let x_sums: Vec<f32> = if Q3 {
+        Vec::new()
+    } else {
+        x[..cols].chunks(GROUP).map(|c| c.iter().sum()).collect()
+    };
+    let mut codes = [0.0f32; GROUP];
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = &q[r * bpr..(r + 1) * bpr];
+        let scales = &scale[r * g..(r + 1) * g];
+        let mut acc = [0.0f32; GROUP];
+        for gi in 0..full {
+            whole_block::<Q3>(&row[gi * bb..][..bb], &mut codes);
+            let (xg, s) = (&x[gi * GROUP..][..GROUP], f16_to_f32(scales[gi]));
+            for i in 0..GROUP {
+                acc[i] = madd(s, codes[i] * xg[i], acc[i]);
+            }
+        }
+        let mut sum = reduce(acc);
+        if full < g {
+            let n = block_len(cols, full);
+            let mut tail = [0u8; GROUP];
+            decode_block(p, &row[full * bb..], n, &mut tail);
+            let s = f16_to_f32(scales[full]);
+            sum += x[full * GROUP..cols]
+                .iter()
+                .zip(&tail)
+                .map(|(x, &c)| value(p, c, s, 0.0) * x)
+                .sum::<f32>();
+        }
+        if !Q3 {
+            let mins = &min[r * g..(r + 1) * g];
+            sum += mins.iter().zip(&x_sums).map(|(m, xs)| f16_to_f32(*m) * xs).sum::<f32>();
+        }
+        *yr = sum;
+    }
+}
+
+#[inline(always)]
+fn matvec_q3_body(q: &[u8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    matvec_body::<true>(q, scale, &[], cols, x, y)
+}
+
+#[inline(always)]
+fn matvec_q2_body(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    matvec_body::<false>(q, scale, min, cols, x, y)
+}
+
+dispatch! {
+    /// `y = W·x` for a q3 matrix, reading the packed codes and f16 scales directly.
+    pub fn matvec_q3(q: &[u8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q3_body
+}
+dispatch! {
+    /// `y = W·x` for a q2 matrix, reading the packed codes, f16 scales and minimums directly.
+    pub fn matvec_q2(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q2_body
+}
+
+/// The shape checks of both entry points (before any slicing in the bodies).
+pub(super) fn check(p: Precision, q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], rows: usize) {
+    let g = groups_per_row(cols);
+    let ok = q.len() >= rows * packed_bytes_per_row(p, cols).unwrap()
+        && scale.len() >= rows * g
+        && (p == Precision::Q3 || min.len() >= rows * g)
+        && x.len() >= cols;
+    assert!(ok, "matvec_{p} shapes");
+}
