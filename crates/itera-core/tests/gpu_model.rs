@@ -89,19 +89,24 @@ fn greedy_decoding_gives_the_cpu_tokens_for_every_precision() {
     }
 }
 
-/// A mixed model (q4, the embedding q8, layer 0's in_proj f16, layer 1's out_proj and its
-/// experts' w1 f32): each matrix on the GPU in its own precision, as on the CPU — the same
-/// logits along a prompt and the same greedy tokens — and the same after a save and load.
+/// A mixed model (q4, the embedding q8, layer 0's in_proj f16 and x_proj q3, layer 1's
+/// out_proj and its experts' w1 f32, its experts' w2 each in another precision, q2 among
+/// them): each matrix on the GPU in its own precision (a stack of experts that differ, in
+/// f32), as on the CPU — the same logits along a prompt and the same greedy tokens — and the
+/// same after a save and load.
 #[test]
 fn a_mixed_precision_model_decodes_as_on_the_cpu() {
     let Some(g) = gpu() else { return };
     let mut map = itera_core::PrecisionMap::from([
         ("embed".to_string(), itera_core::Precision::Q8),
         ("layers.0.in_proj".to_string(), itera_core::Precision::F16),
+        ("layers.0.x_proj".to_string(), itera_core::Precision::Q3),
         ("layers.1.out_proj".to_string(), itera_core::Precision::F32),
     ]);
-    for e in 0..4 {
+    use itera_core::Precision::{F32, Q2, Q3, Q8};
+    for (e, p) in [F32, Q8, Q3, Q2].into_iter().enumerate() {
         map.insert(format!("layers.1.experts.{e}.w1"), itera_core::Precision::F32);
+        map.insert(format!("layers.1.experts.{e}.w2"), p);
     }
     let w = shipped("itera-tiny-f32.safetensors")
         .to_precision_map(itera_core::Precision::Q4, &map)

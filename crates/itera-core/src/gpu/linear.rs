@@ -24,25 +24,25 @@ impl GpuMatrix {
         Self::upload_stacked(gpu, &[m])
     }
 
-    /// Uploads matrices of one shape and precision one after the other, as one (n·rows, cols)
-    /// matrix: every format stores rows independently, so concatenation is stacking.
+    /// Uploads matrices of one shape one after the other, as one (n·rows, cols) matrix: every
+    /// format stores rows independently, so concatenation is stacking. A stack whose matrices
+    /// differ in precision (a mixed file's experts) is uploaded in f32 — exact, since every
+    /// format's values are f32 numbers — so the GPU reads the values the CPU does; only that
+    /// stack's memory grows.
     pub fn upload_stacked(gpu: &Gpu, stack: &[&Matrix]) -> Result<GpuMatrix> {
         let first = stack.first().ok_or(Error::EmptyInput("matrix stack"))?;
-        let (rows, cols, precision) = (first.rows, first.cols, first.precision());
-        if let Some(odd) = stack
-            .iter()
-            .find(|m| (m.rows, m.cols, m.precision()) != (rows, cols, precision))
-        {
+        let (rows, cols) = (first.rows, first.cols);
+        if let Some(odd) = stack.iter().find(|m| (m.rows, m.cols) != (rows, cols)) {
             return Err(Error::ShapeMismatch {
                 op: "gpu matrix stack",
-                detail: format!(
-                    "{rows}×{cols} {precision} stacked with {}×{} {}",
-                    odd.rows,
-                    odd.cols,
-                    odd.precision()
-                ),
+                detail: format!("{rows}×{cols} stacked with {}×{}", odd.rows, odd.cols),
             });
         }
+        if stack.iter().any(|m| m.precision() != first.precision()) {
+            let f32s: Vec<Matrix> = stack.iter().map(|m| m.to_precision(Precision::F32)).collect();
+            return Self::upload_stacked(gpu, &f32s.iter().collect::<Vec<_>>());
+        }
+        let precision = first.precision();
         let mut words = Vec::new();
         let mut scales = Vec::new();
         for m in stack {
