@@ -1,7 +1,9 @@
 // Charts: uPlot line charts that follow their container's width, a stacked load-time bar,
-// and the routing heatmap (canvas: one column per generated token, one row per MoE layer).
+// the size-vs-quality scatter of a model's variants (SVG), and the routing heatmap (canvas:
+// one column per generated token, one row per MoE layer).
 
 import uPlot from './vendor/uPlot.esm.js';
+import { fmtBytes } from './format.js';
 
 export const PALETTE = ['#3b6fd8', '#d8793b', '#2f9e6e', '#b543a8', '#c9a227', '#5a5a8c', '#c0392b', '#16a2b8'];
 
@@ -140,4 +142,74 @@ export class RoutingHeatmap {
   legend() {
     return Array.from({ length: this.experts }, (_, i) => ({ name: `expert ${i}`, color: PALETTE[i % PALETTE.length] }));
   }
+}
+
+// The variants of a model on the Pareto front of size against quality: each is smaller than
+// every variant with lower (better) bits per byte. Sorted by size.
+export function paretoFront(variants) {
+  const bySize = [...variants].sort((a, b) => a.bytes - b.bytes || a.bitsPerByte - b.bitsPerByte);
+  // From the largest down: a variant is on the front if no smaller one scores at least as well.
+  return bySize.filter((v, i) => bySize.slice(0, i).every((s) => s.bitsPerByte > v.bitsPerByte));
+}
+
+// Size (bytes, log scale) against held-out bits per byte for every variant of one or more
+// models: one colour per model, the Pareto front of each joined by a line with filled
+// markers, dominated variants hollow, each point labelled with its variant. SVG, so it scales
+// with the card; `data-front` lists each model's front for tests ("itera-tiny: q2 auto5 …").
+export function sizeQualityChart(el, models) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const all = models.flatMap((m) => m.variants);
+  el.replaceChildren();
+  if (all.length === 0) return;
+  const [w, h, left, right, top, bottom] = [640, 300, 58, 16, 14, 40];
+  const lx = all.map((v) => Math.log10(v.bytes));
+  const [x0, x1] = [Math.min(...lx) - 0.04, Math.max(...lx) + 0.04];
+  const ys = all.map((v) => v.bitsPerByte);
+  const pad = (Math.max(...ys) - Math.min(...ys)) * 0.08 || 0.01;
+  const [y0, y1] = [Math.min(...ys) - pad, Math.max(...ys) + pad];
+  const px = (bytes) => left + ((Math.log10(bytes) - x0) / (x1 - x0)) * (w - left - right);
+  const py = (bpb) => top + ((y1 - bpb) / (y1 - y0)) * (h - top - bottom);
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  svg.setAttribute('class', 'size-quality');
+  const add = (name, attrs, text) => {
+    const e = document.createElementNS(ns, name);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text != null) e.textContent = text;
+    svg.append(e);
+    return e;
+  };
+  // Axes: bytes at 1, 2 and 5 × each power of ten in range, bits per byte at 5 ticks.
+  add('line', { x1: left, y1: h - bottom, x2: w - right, y2: h - bottom, stroke: '#888' });
+  add('line', { x1: left, y1: top, x2: left, y2: h - bottom, stroke: '#888' });
+  for (let e = Math.floor(x0); e <= x1; e++) {
+    for (const m of [1, 2, 5]) {
+      const bytes = m * 10 ** e;
+      if (Math.log10(bytes) < x0 || Math.log10(bytes) > x1) continue;
+      add('line', { x1: px(bytes), y1: h - bottom, x2: px(bytes), y2: h - bottom + 4, stroke: '#888' });
+      add('text', { x: px(bytes), y: h - bottom + 16, 'text-anchor': 'middle', 'font-size': 11, fill: 'currentColor' }, fmtBytes(bytes));
+    }
+  }
+  for (let i = 0; i <= 4; i++) {
+    const bpb = y0 + ((y1 - y0) * i) / 4;
+    add('text', { x: left - 6, y: py(bpb) + 4, 'text-anchor': 'end', 'font-size': 11, fill: 'currentColor' }, bpb.toFixed(3));
+  }
+  add('text', { x: (left + w - right) / 2, y: h - 6, 'text-anchor': 'middle', 'font-size': 12, fill: 'currentColor' }, 'file size (log scale)');
+  add('text', { x: 12, y: (top + h - bottom) / 2, 'text-anchor': 'middle', 'font-size': 12, fill: 'currentColor', transform: `rotate(-90 12 ${(top + h - bottom) / 2})` }, 'held-out bits per byte (lower is better)');
+  const fronts = [];
+  models.forEach((m, i) => {
+    const colour = PALETTE[i % PALETTE.length];
+    const front = paretoFront(m.variants);
+    fronts.push(`${m.name}: ${front.map((v) => v.variant).join(' ')}`);
+    add('polyline', { points: front.map((v) => `${px(v.bytes)},${py(v.bitsPerByte)}`).join(' '), fill: 'none', stroke: colour, 'stroke-width': 2 });
+    for (const v of m.variants) {
+      const on = front.includes(v);
+      const dot = add('circle', { cx: px(v.bytes), cy: py(v.bitsPerByte), r: 4.5, fill: on ? colour : 'white', stroke: colour, 'stroke-width': 2 });
+      dot.append(Object.assign(document.createElementNS(ns, 'title'), { textContent: `${m.name} ${v.label}: ${fmtBytes(v.bytes)}, ${v.bitsPerByte.toFixed(4)} bits/byte${on ? ' (Pareto front)' : ''}` }));
+      add('text', { x: px(v.bytes) + 6, y: py(v.bitsPerByte) - 6, 'font-size': 10, fill: colour }, v.variant);
+    }
+    add('text', { x: w - right - 4, y: top + 12 + 14 * i, 'text-anchor': 'end', 'font-size': 12, fill: colour }, `● ${m.name} (${m.family})`);
+  });
+  el.dataset.front = fronts.join('; ');
+  el.append(svg);
 }

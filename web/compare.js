@@ -1,14 +1,15 @@
-// The Compare models tab: two to four models of the picker side by side — precisions of one
-// model, or the two families — each writing a story with the Generate tab's settings, scored
+// The Compare models tab: the size-vs-quality chart of the current model's variants and its
+// Transformer twin's (from the manifest), and two to eight models of the picker side by side —
+// variants of one model, or the two families — each writing a story with the Generate tab's settings, scored
 // on the built-in stories and the visitor's text, measured against the first (the reference)
 // token by token where they share a tokenizer, and run to a chosen position to chart decode
 // speed and decode-state memory against position. All model work is the model worker's.
 
-import { lineChart } from './charts.js';
+import { lineChart, sizeQualityChart } from './charts.js';
 import { fmtBytes, fmtFlops, fmtParams } from './format.js';
 
 const $ = (id) => document.getElementById(id);
-const MAX_MODELS = 4;
+const MAX_MODELS = 8;
 
 
 // Replaces a chart in `el` with a fresh one of these series (uPlot fixes its series when made).
@@ -72,7 +73,10 @@ export function setupCompare(app) {
 
   $('compare-add').addEventListener('click', () => addRow(app.current()));
   $('compare-families').addEventListener('click', () => setModels(app.familyPair(app.current())));
-  $('compare-precisions').addEventListener('click', () => setModels(app.precisionsOf(app.current())));
+  $('compare-variants').addEventListener('click', () => setModels(app.variantsOf(app.current())));
+  // The chart follows the current model (its variants and its twin's, as shipped).
+  const drawSizeQuality = () => sizeQualityChart($('size-quality-chart'), app.sizeQuality(app.current()));
+  document.addEventListener('models-changed', drawSizeQuality);
   $('compare-file').addEventListener('change', async (e) => {
     const file = e.target.files[0];
     e.target.value = '';
@@ -231,6 +235,9 @@ export function setupCompare(app) {
 
   return {
     // The rows a first visit shows: the current model against its same-size Transformer.
-    ready() { if (rows.children.length === 0) setModels(app.familyPair(app.current())); },
+    ready() {
+      if (rows.children.length === 0) setModels(app.familyPair(app.current()));
+      drawSizeQuality();
+    },
   };
 }

@@ -54,7 +54,7 @@ function showError(e) {
 
 function setBusy(busy) {
   state.busy = busy;
-  for (const id of ['generate', 'compare', 'bench', 'model-select', 'model-file']) $(id).disabled = busy;
+  for (const id of ['generate', 'compare', 'bench', 'bench-variants', 'model-select', 'model-file']) $(id).disabled = busy;
   $('stop').disabled = !busy || !state.generation;
 }
 
@@ -72,7 +72,7 @@ function fillPicker() {
   for (const m of shippedModels()) {
     const group = document.createElement('optgroup');
     group.label = `${m.name} (${FAMILY_NAMES[m.family ?? 'itera']})`;
-    for (const v of m.precisions) group.append(new Option(`${m.name} · ${v.precision} · ${fmtBytes(v.bytes)}`, v.key));
+    for (const v of m.precisions) group.append(new Option(`${m.name} · ${variantLabel(v)} · ${fmtBytes(v.bytes)}`, v.key));
     select.append(group);
   }
   for (const { family, label } of state.tuned) {
@@ -92,12 +92,18 @@ function fillPicker() {
   document.dispatchEvent(new Event('models-changed'));
 }
 
-// A model key without its precision: itera-tiny-q8 → itera-tiny (a key of none: itself).
-const precisionOf = (key) => precisions().find((p) => key.endsWith(`-${p}`)) ?? null;
-const familyOf = (key) => { const p = precisionOf(key); return p ? key.slice(0, -p.length - 1) : key; };
-// A shipped model's manifest entry (`familyOf(key)`), one precision's file entry, its URL.
+// A shipped variant in one line: its precision, or a mixed file's bound and precisions
+// ("auto ≤ +1 % (q4 · 4 q8 · 10 q3)").
+const variantLabel = (v) => (v.bound_bpb_change_pct == null ? v.precision : `auto ≤ +${v.bound_bpb_change_pct} % (${v.summary})`);
+// A shipped model's file entry by key, from any model's variants.
+const shippedFile = (key) => shippedModels().flatMap((m) => m.precisions).find((v) => v.key === key);
+// A model key's variant (itera-tiny-q8 → q8, itera-tiny-auto1 → auto1): the manifest's for a
+// shipped file, a precision's name for a fine-tuned one; null for a key of neither.
+const variantOf = (key) => shippedFile(key)?.variant ?? precisions().find((p) => key.endsWith(`-${p}`)) ?? null;
+// A model key without its variant: itera-tiny-q8 → itera-tiny (a key of none: itself).
+const familyOf = (key) => { const v = variantOf(key); return v ? key.slice(0, -v.length - 1) : key; };
+// A shipped model's manifest entry (`familyOf(key)`).
 const shippedModel = (family) => shippedModels().find((m) => m.name === family);
-const shippedFile = (key) => shippedModel(familyOf(key))?.precisions.find((v) => v.key === key);
 const urlOf = (key) => {
   const f = shippedFile(key);
   if (!f) throw new Error(`${key} is not a shipped model (weights/manifest.json)`);
@@ -324,34 +330,45 @@ const pick = (o, keys) => Object.fromEntries(keys.map((k) => [k, o[k]]));
 const benchChart = lineChart($('bench-chart'), { xLabel: 'run', yLabel: 'tokens/s', series: ['CPU (wasm)', 'WebGPU'], bars: true });
 const benchRows = []; // per run: {cpu, gpu} tokens/s (gpu null without WebGPU)
 
-async function runBench() {
+// One benchmark row per backend for the model `key` (loaded first if it is not).
+async function benchModel(key) {
+  await loadModel(key);
+  const request = { prompt: 'Once upon a time', max_tokens: 128, temperature: 0, stop_at_end_of_text: false };
+  const tbody = $('bench-table').querySelector('tbody');
+  const row = { cpu: null, gpu: null };
+  const backends = [['cpu', 'CPU (wasm SIMD)']];
+  if (state.backend.webgpu && !state.backend.failure && !cpuOnly(key)) backends.push(['webgpu', 'WebGPU']);
+  for (const [backend, label] of backends) {
+    let fellBack = false;
+    // At most 128 tokens or 5 s per backend: a software WebGPU adapter may do 1 token/s.
+    const r = await call('generate', { key, request, backend, timeLimitMs: 5000 }, (ev) => { if (ev.type === 'fallback') { fellBack = true; state.backend.failure = ev.message; backendNote(); } }).promise;
+    if (fellBack) continue;
+    row[backend === 'cpu' ? 'cpu' : 'gpu'] = r.tokensPerSecond;
+    state.runs.push({ kind: 'bench', model: key, backend, tokensPerSecond: r.tokensPerSecond, firstTokenMs: r.firstTokenMs });
+    tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>${label}</td><td>${fmtRate(r.tokensPerSecond)}</td><td>${fmtMs(r.firstTokenMs)}</td></tr>`);
+  }
+  if (!state.backend.webgpu && !state.backend.gpuRowShown) {
+    tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>WebGPU</td><td colspan="2">not available in this browser</td></tr>`);
+    state.backend.gpuRowShown = true;
+  }
+  benchRows.push(row);
+  const xs = benchRows.map((_, i) => i + 1);
+  benchChart.set([xs, benchRows.map((b) => b.cpu), benchRows.map((b) => b.gpu)]);
+}
+
+// Benchmarks `keys` in turn, saying which one runs ("timing itera-tiny-q3 (5 of 8)…").
+async function runBench(keys) {
   showError(null);
   setBusy(true);
   try {
-    const key = state.current;
-    const request = { prompt: 'Once upon a time', max_tokens: 128, temperature: 0, stop_at_end_of_text: false };
-    const tbody = $('bench-table').querySelector('tbody');
-    const row = { cpu: null, gpu: null };
-    const backends = [['cpu', 'CPU (wasm SIMD)']];
-    if (state.backend.webgpu && !state.backend.failure && !cpuOnly(key)) backends.push(['webgpu', 'WebGPU']);
-    for (const [backend, label] of backends) {
-      let fellBack = false;
-      // At most 128 tokens or 5 s per backend: a software WebGPU adapter may do 1 token/s.
-      const r = await call('generate', { key, request, backend, timeLimitMs: 5000 }, (ev) => { if (ev.type === 'fallback') { fellBack = true; state.backend.failure = ev.message; backendNote(); } }).promise;
-      if (fellBack) continue;
-      row[backend === 'cpu' ? 'cpu' : 'gpu'] = r.tokensPerSecond;
-      state.runs.push({ kind: 'bench', model: key, backend, tokensPerSecond: r.tokensPerSecond, firstTokenMs: r.firstTokenMs });
-      tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>${label}</td><td>${fmtRate(r.tokensPerSecond)}</td><td>${fmtMs(r.firstTokenMs)}</td></tr>`);
+    for (const [i, key] of keys.entries()) {
+      $('bench-status').textContent = keys.length > 1 ? `timing ${key} (${i + 1} of ${keys.length})…` : `timing ${key}…`;
+      await benchModel(key);
     }
-    if (!state.backend.webgpu && !state.backend.gpuRowShown) {
-      tbody.insertAdjacentHTML('beforeend', `<tr><td>${key}</td><td>WebGPU</td><td colspan="2">not available in this browser</td></tr>`);
-      state.backend.gpuRowShown = true;
-    }
-    benchRows.push(row);
-    const xs = benchRows.map((_, i) => i + 1);
-    benchChart.set([xs, benchRows.map((b) => b.cpu), benchRows.map((b) => b.gpu)]);
+    $('bench-status').textContent = `timed ${keys.length === 1 ? keys[0] : `${keys.length} variants`}`;
   } catch (e) {
     showError(e);
+    $('bench-status').textContent = 'the benchmark stopped with an error (see above)';
   } finally {
     setBusy(false);
   }
@@ -495,6 +512,16 @@ function fineTuneApp(showTab) {
     recordRun: (run) => state.runs.push(run),
     // Parameters of `key`, when known (loaded, or a shipped model's card).
     params: (key) => state.loaded.get(key)?.info.params ?? shippedModel(familyOf(key))?.parameters?.total ?? null,
+    // The shipped model `key` belongs to and its architecture twin, each with every variant's
+    // size and held-out bits per byte (the size-vs-quality chart): [{name, family, variants}].
+    sizeQuality(key) {
+      const models = this.familyPair(key).map((k) => shippedModel(familyOf(k))).filter(Boolean);
+      return [...new Set(models)].map((m) => ({
+        name: m.name,
+        family: FAMILY_NAMES[m.family ?? 'itera'],
+        variants: m.precisions.filter((v) => v.bits_per_byte != null).map((v) => ({ key: v.key, variant: v.variant ?? v.precision, label: variantLabel(v), bytes: v.bytes, bitsPerByte: v.bits_per_byte })),
+      }));
+    },
     // The model the page opens with (the manifest's default).
     defaultModel: () => state.manifest.default,
     // The core's generation request defaults (temperature, top-p, …; generation_defaults).
@@ -512,22 +539,23 @@ function fineTuneApp(showTab) {
       state.evalText ??= await (await fetch('eval-stories.txt')).text();
       return state.evalText;
     },
-    // Every precision of the model `key` is one of (shipped or fine-tuned), `key` alone else.
-    precisionsOf(key) {
+    // Every variant of the model `key` is one of (shipped: each precision and the mixed files;
+    // fine-tuned: each precision), `key` alone else.
+    variantsOf(key) {
       const m = shippedModel(familyOf(key));
       if (m) return m.precisions.map((v) => v.key);
       if (state.tuned.some((t) => t.family === familyOf(key))) return precisions().map((p) => `${familyOf(key)}-${p}`);
       return [key];
     },
-    // `key` and the shipped model of the other family with the same size and precision
+    // `key` and the shipped model of the other family with the same size and variant
     // (itera-tiny-q8 → transformer-tiny-q8); the default model and the first baseline else.
     familyPair(key) {
-      const precision = precisionOf(key);
-      const size = precision && /^(?:itera|transformer)-(.+)$/.exec(familyOf(key))?.[1];
+      const variant = variantOf(key);
+      const size = variant && /^(?:itera|transformer)-(.+)$/.exec(familyOf(key))?.[1];
       const other = { itera: 'transformer', transformer: 'itera' }[kindOf(key)];
-      const twin = other && shippedFile(`${other}-${size}-${precision}`);
+      const twin = other && shippedFile(`${other}-${size}-${variant}`);
       if (twin) return [key, twin.key];
-      const baseline = state.manifest.baselines?.[0]?.precisions.find((v) => v.key.endsWith(`-${precision ?? 'q8'}`)) ?? state.manifest.baselines?.[0]?.precisions[0];
+      const baseline = state.manifest.baselines?.[0]?.precisions.find((v) => v.variant === (variant ?? 'q8')) ?? state.manifest.baselines?.[0]?.precisions[0];
       return baseline ? [key, baseline.key] : [key, state.manifest.default];
     },
   };
@@ -550,7 +578,8 @@ async function main() {
   const compare = setupCompare(app);
   $('generate-form').addEventListener('submit', (e) => { e.preventDefault(); generate(); });
   $('stop').addEventListener('click', () => { if (state.generation) state.stop(); });
-  $('bench').addEventListener('click', runBench);
+  $('bench').addEventListener('click', () => runBench([state.current]));
+  $('bench-variants').addEventListener('click', () => runBench(app.variantsOf(state.current)));
   $('export-bench').addEventListener('click', exportBench);
   $('backend-select').addEventListener('change', (e) => {
     state.backend.mode = e.target.value;

@@ -154,22 +154,32 @@ async function inkedPixels(page, selector) {
   await page.screenshot({ path: `${outDir}/compare-families.png`, fullPage: true });
   step(`compare models: ${JSON.stringify(columns.map((c) => [c.key, c.metrics]))}`);
 
-  // Precisions of one model: the tab's own preset, positions not charted this time.
-  await page.click('#compare-precisions');
-  const precisions = await page.$$eval('#compare-models select', (s) => s.map((x) => x.value));
-  assert.deepEqual(precisions, ['itera-tiny-f32', 'itera-tiny-f16', 'itera-tiny-q8', 'itera-tiny-q4']);
-  await page.click('#compare-models .row:nth-child(2) button');
-  await page.click('#compare-models .row:nth-child(2) button');
+  // The size-vs-quality chart: every shipped variant of itera-tiny and of transformer-tiny,
+  // each model's Pareto front marked: the smallest file (q2) starts it, and it holds a mixed
+  // variant (each is smaller than every better-scoring one: the chart's own rule, unit-free).
+  const front = await page.getAttribute('#size-quality-chart', 'data-front');
+  assert.match(front, /^itera-tiny: q2 .*auto\d.*; transformer-tiny: q2 /, front);
+  assert.equal(await page.$$eval('#size-quality-chart circle', (c) => c.length), 16, 'eight variants of each model');
+  await page.locator('#panel-compare article').first().screenshot({ path: `${outDir}/size-quality.png` });
+  step(`size vs quality: Pareto fronts ${front}`);
+
+  // Every variant of one model: the tab's own preset; a mixed variant against f32, positions
+  // not charted this time.
+  await page.click('#compare-variants');
+  const variants = await page.$$eval('#compare-models select', (s) => s.map((x) => x.value));
+  assert.deepEqual(variants, ['f32', 'f16', 'q8', 'q4', 'q3', 'q2', 'auto1', 'auto5'].map((v) => `itera-tiny-${v}`));
+  assert.match(await page.$eval('#compare-models .row:nth-child(8) select', (s) => s.selectedOptions[0].textContent), /^itera-tiny · auto ≤ \+5 % \(q\d/);
+  while ((await page.$$('#compare-models .row')).length > 2) await page.click('#compare-models .row:nth-child(2) button');
   await page.uncheck('#compare-positions');
   await page.fill('#compare-text', '');
   await page.click('#compare');
   await page.waitForFunction(() => /^compared|error/.test(document.getElementById('compare-status').textContent), null, { timeout: 300_000 });
   const q = await columnsOf();
-  assert.deepEqual(q.map((c) => c.key), ['itera-tiny-f32', 'itera-tiny-q4']);
+  assert.deepEqual(q.map((c) => c.key), ['itera-tiny-f32', 'itera-tiny-auto5']);
   assert.match(q[1].metrics['routing agreement'], /^\d+\.\d%$/);
   assert.match(q[1].metrics['mean KL vs reference'], /e-/);
   await page.screenshot({ path: `${outDir}/compare.png`, fullPage: true });
-  step(`compare: q4 vs f32 ${JSON.stringify(q[1].metrics)}`);
+  step(`compare: auto5 (mixed) vs f32 ${JSON.stringify(q[1].metrics)}`);
 
   // A Transformer in the picker, with WebGPU available: Auto measures it on both backends, and
   // its greedy story on WebGPU (attention over the KV cache in WGSL) is the CPU's.

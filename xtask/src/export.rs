@@ -32,6 +32,16 @@ pub struct ExportArgs {
     /// Precisions to write (default: every one the core has).
     #[arg(long, value_delimiter = ',', default_values_t = itera_core::Precision::ALL.map(|p| p.to_string()))]
     precision: Vec<String>,
+    /// Mixed-precision variants also written: for each bound (percent of the f32 model's
+    /// bits per byte on --calibration), the smallest per-matrix choice within it (`xtask convert
+    /// --precision auto`), as NAME-autoBOUND.safetensors. `--auto ''` writes none.
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0, 5.0])]
+    auto: Vec<f64>,
+    /// The text the mixed variants are searched on (default: the shorter held-out file,
+    /// ../shared/data/heldout/tinystories-sample-b.txt; the card's figures are on every held-out
+    /// file).
+    #[arg(long)]
+    calibration: Vec<PathBuf>,
     /// Models to compare against on the same held-out text (default: the llama2.c teacher in
     /// ../shared/data and the model this one was distilled from, when they exist).
     #[arg(long)]
@@ -47,9 +57,15 @@ pub struct ExportArgs {
     bench_tokens: usize,
 }
 
-/// One exported precision and what was measured on its file.
+/// One exported file and what was measured on it.
 struct Variant {
+    /// What follows the model's name in the file and the key: the precision, or `autoB`.
+    name: String,
+    /// The file's precision (a mixed file's base) and the matrices in another.
     precision: Precision,
+    map: itera_core::PrecisionMap,
+    /// A mixed variant's bound, percent of the f32 model's bits per byte on the calibration.
+    bound: Option<f64>,
     file: String,
     bytes: u64,
     bpb: Option<f64>,
@@ -125,11 +141,41 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
         ..weights.clone()
     };
 
-    let mut variants = Vec::new();
+    let mut files: Vec<(String, Option<f64>, Vec<u8>)> = Vec::new();
+    // The text the mixed variants were searched on, for the card.
+    let mut searched_on = String::new();
     for &p in &precisions {
-        let file = format!("{}-{}.safetensors", a.name, p);
+        files.push((p.to_string(), None, format::save(&base.to_precision(p))?));
+    }
+    if !a.auto.is_empty() {
+        let any = itera_core::lm::AnyWeights::load(&format::save(&base)?)?;
+        let calibration = if a.calibration.is_empty() {
+            crate::shared_data()
+                .map(|d| vec![d.join("heldout/tinystories-sample-b.txt")])
+                .unwrap_or_default()
+        } else {
+            a.calibration.clone()
+        };
+        let probe = crate::sensitivity::calibration_probe(&tokenizer, &calibration, 4096)?;
+        searched_on = format!(
+            "{} ({} positions)",
+            calibration.iter().map(|p| short_path(p)).collect::<Vec<_>>().join(", "),
+            probe.positions()
+        );
+        let table = crate::sensitivity::search_table(&any, &probe)?;
+        for &pct in &a.auto {
+            let bound = itera_core::sensitivity::Bound::DeltaBitsPerByte(pct / 100.0 * table.f32_bits_per_byte);
+            let (w, _) = crate::sensitivity::auto_variant(&any, &probe, &table, bound)?;
+            files.push((format!("auto{pct}"), Some(pct), w.save()?));
+        }
+    }
+    let mut variants = Vec::new();
+    for (name, bound, bytes) in files {
+        let file = format!("{}-{name}.safetensors", a.name);
         let path = a.out_dir.join(&file);
-        std::fs::write(&path, format::save(&base.to_precision(p))?)?;
+        if !same_model::<A>(&path, &bytes)? {
+            std::fs::write(&path, bytes)?;
+        }
         // Everything below is measured on the file as written, loaded back.
         let w = format::load_as::<A>(&std::fs::read(&path)?).with_context(|| format!("loading {}", path.display()))?;
         let t = Tokenizer::from_file(&tok_path)?;
@@ -145,7 +191,10 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
             bpb.map_or("-".into(), |b| format!("{b:.4}"))
         );
         variants.push(Variant {
-            precision: p,
+            name,
+            precision: w.precision,
+            map: w.precision_map(),
+            bound,
             file,
             bytes,
             bpb,
@@ -154,6 +203,7 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
     }
 
     let mut compare = a.compare.clone();
+    let mut kept_references = Vec::new();
     if compare.is_empty() {
         if let Some(d) = crate::shared_data() {
             compare.push(d.join("teacher/stories260K.bin"));
@@ -161,8 +211,12 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
         let distilled = A::training(&weights.config)
             .and_then(|t| t.distilled_from.as_ref())
             .map(|d| d.teacher.as_str());
-        if let Some(p) = distilled.map(PathBuf::from).filter(|p| p.exists()) {
-            compare.push(p);
+        match distilled.map(PathBuf::from) {
+            Some(p) if p.exists() => compare.push(p),
+            // Exported again (from the shipped f32 file) on a machine without the run it was
+            // distilled from: the replaced card's figure for that teacher is kept.
+            Some(p) => kept_references.extend(previous_reference(&a.out_dir.join(format!("{}.json", a.name)), &p)),
+            None => {}
         }
     }
     let mut references = Vec::new();
@@ -174,6 +228,7 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
             references.push(json!({"model": short_path(path), "bits_per_byte": bpb}));
         }
     }
+    references.extend(kept_references);
 
     let mut samples = Vec::new();
     for seed in 1..=a.samples as u64 {
@@ -192,7 +247,8 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
         samples.push(json!({"seed": seed, "temperature": 0.8, "text": text, "distinct_4grams": distinct_4grams(text)}));
     }
 
-    let card = card_json(a, &weights, &variants, &heldout, references, samples)?;
+    let mut card = card_json(a, &weights, &variants, &heldout, references, samples)?;
+    card["auto_calibration"] = json!((!searched_on.is_empty()).then_some(searched_on));
     let json_path = a.out_dir.join(format!("{}.json", a.name));
     std::fs::write(&json_path, serde_json::to_string_pretty(&card)? + "\n")?;
     let md_path = a.out_dir.join(format!("{}.md", a.name));
@@ -206,6 +262,29 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
         manifest["default"]
     );
     Ok(())
+}
+
+/// Whether the file at `path` already holds the model of `bytes` — the same tensors, precisions
+/// and config, however its metadata is spelled — so exporting again leaves it as it is.
+fn same_model<A: Architecture>(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let Ok(old) = std::fs::read(path) else { return Ok(false) };
+    let Ok(old) = format::load_as::<A>(&old) else {
+        return Ok(false);
+    };
+    let new = format::load_as::<A>(bytes)?;
+    Ok(old.config == new.config && old.tensors == new.tensors && old.precision == new.precision)
+}
+
+/// The reference to `model` in the model card at `card`, if there is one.
+fn previous_reference(card: &Path, model: &Path) -> Option<Value> {
+    let card: Value = serde_json::from_str(&std::fs::read_to_string(card).ok()?).ok()?;
+    let found = card["references"]
+        .as_array()?
+        .iter()
+        .find(|r| r["model"].as_str() == Some(&short_path(model)))?
+        .clone();
+    eprintln!("{} is not here: its figure is kept from the card", model.display());
+    Some(json!({"model": found["model"], "bits_per_byte": found["bits_per_byte"]}))
 }
 
 /// Share of word 4-grams that occur once: a loop of one phrase drives it towards 0, ordinary
@@ -252,14 +331,8 @@ fn card_json<A: Architecture>(
     references: Vec<Value>,
     samples: Vec<Value>,
 ) -> Result<Value> {
-    let f32_bytes = variants
-        .iter()
-        .find(|v| v.precision == Precision::F32)
-        .map(|v| v.bytes as f64);
-    let f32_bpb = variants
-        .iter()
-        .find(|v| v.precision == Precision::F32)
-        .and_then(|v| v.bpb);
+    let f32_bytes = variants.iter().find(|v| v.name == "f32").map(|v| v.bytes as f64);
+    let f32_bpb = variants.iter().find(|v| v.name == "f32").and_then(|v| v.bpb);
     let summary = A::training(&w.config).cloned().unwrap_or_default();
     let tokens_trained = summary.steps * summary.batch * summary.seq_len;
     let seconds = summary.seconds;
@@ -277,7 +350,11 @@ fn card_json<A: Architecture>(
         "training_tokens_per_s": (seconds > 0.0).then(|| tokens_trained as f64 / seconds),
         "heldout": heldout.iter().map(|p| file_name(p)).collect::<Vec<_>>(),
         "precisions": variants.iter().map(|v| json!({
+            "variant": v.name,
             "precision": v.precision.as_str(),
+            "precision_map": v.map,
+            "summary": crate::sensitivity::map_summary(v.precision, &v.map),
+            "bound_bpb_change_pct": v.bound,
             "file": v.file,
             "bytes": v.bytes,
             "size_vs_f32": f32_bytes.map(|b| v.bytes as f64 / b),
@@ -324,12 +401,27 @@ fn card_markdown(c: &Value) -> String {
             .unwrap_or_default(),
         c["decode_benchmark"]["tokens"]
     );
-    md += "| precision | file | bytes | × f32 size | bits/byte | Δ vs f32 | tokens/s |\n";
-    md += "|---|---|---:|---:|---:|---:|---:|\n";
-    for v in c["precisions"].as_array().into_iter().flatten() {
+    if let Some(text) = c["auto_calibration"].as_str() {
         md += &format!(
-            "| {} | `{}` | {} | {} | {} | {} | {:.0} |\n",
-            v["precision"].as_str().unwrap_or(""),
+            "Mixed variants (`auto`): the smallest choice of a precision per matrix whose bits per byte on the \
+             calibration text, {text}, stay within the bound (`cargo xtask convert --precision auto`); the \
+             precisions column gives the file's own and how many matrices are in each other.\n\n"
+        );
+    }
+    md += "| variant | precisions | file | bytes | × f32 size | bits/byte | Δ vs f32 | tokens/s |\n";
+    md += "|---|---|---|---:|---:|---:|---:|---:|\n";
+    for v in c["precisions"].as_array().into_iter().flatten() {
+        let variant = match v["bound_bpb_change_pct"].as_f64() {
+            Some(b) => format!("auto ≤ +{b} %"),
+            None => v["variant"]
+                .as_str()
+                .or(v["precision"].as_str())
+                .unwrap_or("")
+                .to_string(),
+        };
+        md += &format!(
+            "| {variant} | {} | `{}` | {} | {} | {} | {} | {:.0} |\n",
+            v["summary"].as_str().or(v["precision"].as_str()).unwrap_or(""),
             v["file"].as_str().unwrap_or(""),
             v["bytes"],
             fmt(&v["size_vs_f32"], |x| format!("{x:.3}")),

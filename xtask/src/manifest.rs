@@ -1,5 +1,6 @@
 //! `weights/manifest.json`: the shipped models as the page, the tests and the benchmarks read
-//! them — each model's family, precisions with their files, sizes and held-out bits per byte,
+//! them — each model's family, variants (every precision and the mixed `auto` files) with
+//! their files, sizes and held-out bits per byte,
 //! FLOPs and decoding state per token, the shared tokenizer, and the default model; the
 //! Transformer baselines under `baselines` (the page does not run that family yet). Built
 //! from the model cards (`NAME.json`, written by `xtask export`, which rebuilds the manifest
@@ -108,6 +109,8 @@ fn model_entry(dir: &Path, card: &Value) -> Result<Value> {
         let (Some(precision), Some(file)) = (precision, file) else {
             bail!("{name}.json: a precision without its name or file");
         };
+        // A uniform file's variant is its precision (cards before mixed variants say only that).
+        let variant = v["variant"].as_str().unwrap_or(precision);
         let bytes = std::fs::metadata(dir.join(file))
             .with_context(|| format!("{name}.json names {file}, which is not in {}", dir.display()))?
             .len();
@@ -118,8 +121,13 @@ fn model_entry(dir: &Path, card: &Value) -> Result<Value> {
             );
         }
         precisions.push(json!({
-            "key": format!("{name}-{precision}"),
+            "key": format!("{name}-{variant}"),
+            "variant": variant,
             "precision": precision,
+            // The file's precisions in one line ("q3 · 14 q4 · 2 q8"), and a mixed variant's
+            // bound (percent of f32's bits per byte; null for a uniform file).
+            "summary": v["summary"].as_str().unwrap_or(precision),
+            "bound_bpb_change_pct": v["bound_bpb_change_pct"],
             "file": file,
             "bytes": bytes,
             "bits_per_byte": v["bits_per_byte"],
@@ -187,6 +195,11 @@ mod tests {
         );
         let m = shipped().unwrap();
         assert!(keys(&m).contains(&default_key(&m).unwrap()));
-        assert_eq!(keys(&m).len(), 8, "two models in four precisions");
+        let variants = itera_core::Precision::ALL.len() + 2;
+        assert_eq!(
+            keys(&m).len(),
+            2 * variants,
+            "two models in every precision and two mixed variants"
+        );
     }
 }

@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use itera_core::lm::AnyWeights;
-use itera_core::sensitivity::{apply, bits_per_byte, choose, sensitivity, Bound, Probe, Table};
+use itera_core::sensitivity::{apply, bits_per_byte, choose, sensitivity, Bound, Choice, Probe, Table};
 use itera_core::tokenizer::Tokenizer;
-use itera_core::Precision;
+use itera_core::{Precision, PrecisionMap};
 
 #[derive(Args)]
 pub struct SensitivityArgs {
@@ -51,6 +51,33 @@ fn calibration(given: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<String>)> {
     Ok((files, texts))
 }
 
+/// Each group's sensitivity for every precision below f32 on `probe`: what the search of
+/// `--precision auto` (here and in `xtask export`) chooses from.
+pub fn search_table(w: &AnyWeights, probe: &Probe) -> Result<Table> {
+    let lower: Vec<Precision> = Precision::ALL.into_iter().filter(|&p| p != Precision::F32).collect();
+    eprintln!("measuring each group's sensitivity on {} positions…", probe.positions());
+    Ok(sensitivity(w, probe, &lower, &mut |_, _| {})?)
+}
+
+/// The smallest per-matrix precision choice within `bound` (`choose`, checked by scoring the
+/// mixed model on the probe) as the weights a file holds (`apply`).
+pub fn auto_variant(w: &AnyWeights, probe: &Probe, table: &Table, bound: Bound) -> Result<(AnyWeights, Choice)> {
+    let choice = choose(w, probe, table, bound)?;
+    Ok((apply(w, &choice.map)?, choice))
+}
+
+/// The calibration probe of `--precision auto` and `xtask prune`: the texts' first `max_tokens`
+/// tokens in windows of 128.
+pub fn calibration_probe(tokenizer: &Tokenizer, text: &[PathBuf], max_tokens: usize) -> Result<Probe> {
+    let (_, texts) = calibration(text)?;
+    Ok(Probe::new(tokenizer, &texts, max_tokens, 128)?)
+}
+
+/// The shipped models' tokenizer, which `convert --precision auto` and `prune` read text with.
+fn shipped_tokenizer() -> Result<Tokenizer> {
+    Ok(Tokenizer::from_file(Path::new("weights/tokenizer.json"))?)
+}
+
 /// `xtask convert --precision auto`: the sensitivity table on the calibration text, the
 /// smallest map within the bound, checked by scoring the mixed model, written as a mixed file.
 pub fn convert_auto(
@@ -61,12 +88,8 @@ pub fn convert_auto(
     out: &Path,
 ) -> Result<()> {
     let w = AnyWeights::load(&std::fs::read(model).with_context(|| model.display().to_string())?)?;
-    let tokenizer = Tokenizer::from_file(Path::new("weights/tokenizer.json"))?;
-    let (_, texts) = calibration(text)?;
-    let probe = Probe::new(&tokenizer, &texts, 4096, 128)?;
-    let lower: Vec<Precision> = Precision::ALL.into_iter().filter(|&p| p != Precision::F32).collect();
-    eprintln!("measuring each group's sensitivity on {} positions…", probe.positions());
-    let table = sensitivity(&w, &probe, &lower, &mut |_, _| {})?;
+    let probe = calibration_probe(&shipped_tokenizer()?, text, 4096)?;
+    let table = search_table(&w, &probe)?;
     let bound = match (max_delta, max_bytes) {
         (Some(d), None) => Bound::DeltaBitsPerByte(match d.strip_suffix('%') {
             Some(pct) => pct.trim().parse::<f64>().context("--max-delta-bpb")? / 100.0 * table.f32_bits_per_byte,
@@ -75,23 +98,35 @@ pub fn convert_auto(
         (None, Some(b)) => Bound::Bytes(b),
         _ => bail!("--precision auto takes one of --max-delta-bpb (\"1%\" or bits per byte) and --max-bytes"),
     };
-    let choice = choose(&w, &probe, &table, bound)?;
-    let file = apply(&w, &choice.map)?;
-    let measured = bits_per_byte(&file, &probe)? - table.f32_bits_per_byte;
+    let (file, choice) = auto_variant(&w, &probe, &table, bound)?;
     std::fs::write(out, file.save()?)?;
     let q4 = w.to_precision(Precision::Q4).save()?.len();
     eprintln!(
-        "wrote {} ({} bytes; the q4 file: {q4} bytes): {} of {} matrices below f32; ΔBPB predicted {:+.4}, measured {:+.4} ({:+.2} % of f32's {:.4}); bound {bound:?}",
+        "wrote {} ({} bytes; the q4 file: {q4} bytes): {} of {} matrices below f32 ({}); ΔBPB predicted {:+.4}, measured {:+.4} ({:+.2} % of f32's {:.4}); bound {bound:?}",
         out.display(),
         std::fs::metadata(out)?.len(),
         choice.map.len(),
         w.specs().iter().filter(|s| s.kind == itera_core::params::ParamKind::Matrix).count(),
+        map_summary(file.precision(), &file.precision_map()),
         choice.predicted_delta_bits_per_byte,
-        measured,
-        100.0 * measured / table.f32_bits_per_byte,
+        choice.measured_delta_bits_per_byte,
+        100.0 * choice.measured_delta_bits_per_byte / table.f32_bits_per_byte,
         table.f32_bits_per_byte
     );
     Ok(())
+}
+
+/// A mixed file's precisions in one line, the base first: "q3 · 14 q4 · 2 q8" (how many
+/// matrices are in each other precision); the base alone for a uniform file.
+pub fn map_summary(base: Precision, map: &PrecisionMap) -> String {
+    let mut line = base.to_string();
+    for p in Precision::ALL {
+        let n = map.values().filter(|&&q| q == p).count();
+        if n > 0 {
+            let _ = write!(line, " · {n} {p}");
+        }
+    }
+    line
 }
 
 pub fn run(a: SensitivityArgs) -> Result<()> {
@@ -178,7 +213,7 @@ fn text_table(t: &Table, precisions: &[Precision]) -> String {
 
 /// Bars of ΔBPB (%) per group, one colour per precision.
 fn chart(t: &Table, precisions: &[Precision], title: &str) -> String {
-    const COLOURS: [&str; 4] = ["#3b6fd4", "#e08a1e", "#2f9e6e", "#b5477d"];
+    const COLOURS: [&str; 6] = ["#3b6fd4", "#e08a1e", "#2f9e6e", "#b5477d", "#c9a227", "#5a5a8c"];
     let (label_w, bar_h, width) = (190.0, 7.0, 760.0);
     let group_h = bar_h * precisions.len() as f64 + 6.0;
     let height = 50.0 + group_h * t.groups.len() as f64;
@@ -200,7 +235,7 @@ fn chart(t: &Table, precisions: &[Precision], title: &str) -> String {
             s,
             r#"<rect x="{}" y="24" width="10" height="10" fill="{}"/><text x="{}" y="33">{p}</text>"#,
             label_w + 60.0 * k as f64,
-            COLOURS[k % 4],
+            COLOURS[k % COLOURS.len()],
             label_w + 14.0 + 60.0 * k as f64
         );
     }
@@ -215,7 +250,7 @@ fn chart(t: &Table, precisions: &[Precision], title: &str) -> String {
                     r#"<rect x="{label_w}" y="{}" width="{:.1}" height="{bar_h}" fill="{}"><title>{} {p}: {v:+.3} %, KL {:.2e}</title></rect>"#,
                     y + bar_h * k as f64,
                     (v.max(0.0) * scale).max(0.5),
-                    COLOURS[k % 4],
+                    COLOURS[k % COLOURS.len()],
                     g.name,
                     r.kl
                 );
@@ -250,9 +285,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     use itera_core::prune::{expert_scores, kept_experts, prune};
     let bytes = std::fs::read(&a.model).with_context(|| a.model.display().to_string())?;
     let w = itera_core::format::load(&bytes).context("pruning works on SSM + MoE models")?;
-    let tokenizer = Tokenizer::from_file(Path::new("weights/tokenizer.json"))?;
-    let (_, texts) = calibration(&a.text)?;
-    let probe = Probe::new(&tokenizer, &texts, a.max_tokens, 128)?;
+    let probe = calibration_probe(&shipped_tokenizer()?, &a.text, a.max_tokens)?;
     // The experts are scored on the calibration tokens the BPB is measured on.
     let scores = expert_scores(&w, probe.tokens())?;
     let kept = kept_experts(&scores, a.keep);

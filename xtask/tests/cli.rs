@@ -256,11 +256,11 @@ fn bad_input_gives_specific_errors() {
         "--config",
         "tiny",
         "--precision",
-        "q3",
+        "q5",
         "--out",
         s(&dir.join("x")),
     ]);
-    assert!(!success && err.contains("unknown precision `q3`"), "{err}");
+    assert!(!success && err.contains("unknown precision `q5`"), "{err}");
     let (success, _, err) = xtask(&["init", "--config", "huge", "--out", s(&dir.join("x"))]);
     assert!(!success && err.contains("unknown config preset"), "{err}");
     let model = dir.join("m.safetensors");
@@ -682,12 +682,22 @@ fn pipeline_from_corpus_to_exported_model_card() {
     #[rustfmt::skip]
     ok(&[
         "export", "--checkpoint", s(&student.join("model.safetensors")), "--name", "toy", "--out-dir", s(&weights),
-        "--heldout", s(&heldout), "--samples", "1", "--bench-tokens", "8",
+        "--heldout", s(&heldout), "--samples", "1", "--bench-tokens", "8", "--calibration", s(&corpus),
     ]);
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(weights.join("toy.json")).unwrap()).unwrap();
     let precisions = card["precisions"].as_array().unwrap();
-    assert_eq!(precisions.len(), 4);
+    let variants: Vec<&str> = precisions.iter().map(|p| p["variant"].as_str().unwrap()).collect();
+    assert_eq!(variants, ["f32", "f16", "q8", "q4", "q3", "q2", "auto1", "auto5"]);
+    // A mixed variant names its bound and its precisions, and is smaller than f32.
+    let auto5 = &precisions[7];
+    assert_eq!(auto5["bound_bpb_change_pct"], 5.0);
+    assert!(auto5["bytes"].as_u64() < precisions[0]["bytes"].as_u64(), "{auto5}");
+    assert!(
+        card["auto_calibration"].as_str().unwrap().contains("corpus.txt"),
+        "{}",
+        card["auto_calibration"]
+    );
     for p in precisions {
         let file = weights.join(p["file"].as_str().unwrap());
         assert_eq!(std::fs::metadata(&file).unwrap().len(), p["bytes"].as_u64().unwrap());
@@ -705,7 +715,9 @@ fn pipeline_from_corpus_to_exported_model_card() {
     assert_eq!(card["training"]["distilled_from"]["beta"], 0.7);
     assert_eq!(card["samples"].as_array().unwrap().len(), 1);
     let md = std::fs::read_to_string(weights.join("toy.md")).unwrap();
-    assert!(md.contains("| q4 | `toy-q4.safetensors` |") && md.contains("distilled from `teacher/model.safetensors`"));
+    assert!(
+        md.contains("| q4 | q4 | `toy-q4.safetensors` |") && md.contains("distilled from `teacher/model.safetensors`")
+    );
     ok(&[
         "generate",
         "--model",

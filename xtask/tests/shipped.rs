@@ -49,7 +49,12 @@ fn shipped_files_match_their_cards() {
             serde_json::from_str(&std::fs::read_to_string(weights_dir().join(format!("{name}.json"))).unwrap())
                 .unwrap();
         let variants = card["precisions"].as_array().unwrap();
-        assert_eq!(variants.len(), 4, "{name}: f32, f16, q8, q4");
+        let names: Vec<&str> = variants.iter().map(|v| v["variant"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["f32", "f16", "q8", "q4", "q3", "q2", "auto1", "auto5"],
+            "{name}: every precision and the two mixed variants"
+        );
         for v in variants {
             let path = weights_dir().join(v["file"].as_str().unwrap());
             let bytes = std::fs::metadata(&path).unwrap().len();

@@ -89,6 +89,14 @@ impl AnyWeights {
         })
     }
 
+    /// `Weights::precision_map` of either family.
+    pub fn precision_map(&self) -> PrecisionMap {
+        match self {
+            AnyWeights::Itera(w) => w.precision_map(),
+            AnyWeights::Transformer(w) => w.precision_map(),
+        }
+    }
+
     /// The weights as a model file (`format::save`).
     pub fn save(&self) -> Result<Vec<u8>> {
         match self {

@@ -312,9 +312,51 @@ fn map_of(t: &Table, moves: &[(usize, Precision)]) -> PrecisionMap {
 /// The smallest precision map the table predicts within `bound` (greedy: the move with the
 /// most bytes saved per bit per byte lost first, each group's ΔBPB as measured alone), then
 /// checked by scoring the mixed model on `probe`: errors add up across groups, so while the
-/// measured ΔBPB is over a BPB bound the last moves are undone.
+/// measured ΔBPB is over a BPB bound the last moves are undone. Every uniform precision is
+/// scored too, and wins where it is smaller within a BPB bound (or closer to f32 within a byte
+/// bound): the per-group figures are noisy on a short text, and a search must never end worse
+/// than one precision for the whole file.
 pub fn choose(w: &AnyWeights, probe: &Probe, t: &Table, bound: Bound) -> Result<Choice> {
     let f32 = w.to_precision(Precision::F32);
+    let mut best = greedy_choice(&f32, probe, t, bound)?;
+    let matrices: Vec<&str> = f32
+        .specs()
+        .iter()
+        .filter(|s| s.kind == ParamKind::Matrix)
+        .map(|s| s.name.as_str())
+        .collect();
+    for p in Precision::ALL
+        .into_iter()
+        .filter(|&p| t.rows.iter().any(|r| r.precision == p))
+    {
+        let map: PrecisionMap = matrices.iter().map(|n| (n.to_string(), p)).collect();
+        let q = f32.to_precision_map(Precision::F32, &map)?;
+        let measured = score(&q, probe, None, false)?.bits_per_byte - t.f32_bits_per_byte;
+        let bytes = q.size_bytes();
+        let better = match bound {
+            Bound::DeltaBitsPerByte(max) => measured <= max && bytes < best.bytes,
+            Bound::Bytes(max) => bytes <= max && measured < best.measured_delta_bits_per_byte,
+        };
+        if better {
+            let predicted = t
+                .rows
+                .iter()
+                .filter(|r| r.precision == p)
+                .map(|r| r.delta_bits_per_byte.max(0.0))
+                .sum();
+            best = Choice {
+                bytes,
+                map,
+                predicted_delta_bits_per_byte: predicted,
+                measured_delta_bits_per_byte: measured,
+            };
+        }
+    }
+    Ok(best)
+}
+
+/// `choose`'s greedy search alone.
+fn greedy_choice(f32: &AnyWeights, probe: &Probe, t: &Table, bound: Bound) -> Result<Choice> {
     let mut taken = moves(t, bound, f32.size_bytes());
     loop {
         let map = map_of(t, &taken);
