@@ -196,6 +196,16 @@ export function sizeQualityChart(el, models) {
   }
   add('text', { x: (left + w - right) / 2, y: h - 6, 'text-anchor': 'middle', 'font-size': 12, fill: 'currentColor' }, 'file size (log scale)');
   add('text', { x: 12, y: (top + h - bottom) / 2, 'text-anchor': 'middle', 'font-size': 12, fill: 'currentColor', transform: `rotate(-90 12 ${(top + h - bottom) / 2})` }, 'held-out bits per byte (lower is better)');
+  // A point's label beside it, on the first side where it overlaps no label placed before.
+  const placed = [];
+  const label = (x, y, text, colour) => {
+    const [width, height] = [6 * text.length, 11];
+    const sides = [[6, -6], [6, 14], [-6 - width, -6], [-6 - width, 14]];
+    const free = ([dx, dy]) => placed.every((b) => x + dx > b.x + b.w || x + dx + width < b.x || y + dy - height > b.y || y + dy < b.y - b.h);
+    const [dx, dy] = sides.find(free) ?? sides[0];
+    placed.push({ x: x + dx, y: y + dy, w: width, h: height });
+    add('text', { x: x + dx, y: y + dy, 'font-size': 10, fill: colour }, text);
+  };
   const fronts = [];
   models.forEach((m, i) => {
     const colour = PALETTE[i % PALETTE.length];
@@ -206,7 +216,7 @@ export function sizeQualityChart(el, models) {
       const on = front.includes(v);
       const dot = add('circle', { cx: px(v.bytes), cy: py(v.bitsPerByte), r: 4.5, fill: on ? colour : 'white', stroke: colour, 'stroke-width': 2 });
       dot.append(Object.assign(document.createElementNS(ns, 'title'), { textContent: `${m.name} ${v.label}: ${fmtBytes(v.bytes)}, ${v.bitsPerByte.toFixed(4)} bits/byte${on ? ' (Pareto front)' : ''}` }));
-      add('text', { x: px(v.bytes) + 6, y: py(v.bitsPerByte) - 6, 'font-size': 10, fill: colour }, v.variant);
+      label(px(v.bytes), py(v.bitsPerByte), v.variant, colour);
     }
     add('text', { x: w - right - 4, y: top + 12 + 14 * i, 'text-anchor': 'end', 'font-size': 12, fill: colour }, `● ${m.name} (${m.family})`);
   });

@@ -1,5 +1,5 @@
 // The Compare models tab: the size-vs-quality chart of the current model's variants and its
-// Transformer twin's (from the manifest), and two to eight models of the picker side by side —
+// Transformer twin's (from the manifest), and two to ten models of the picker side by side —
 // variants of one model, or the two families — each writing a story with the Generate tab's settings, scored
 // on the built-in stories and the visitor's text, measured against the first (the reference)
 // token by token where they share a tokenizer, and run to a chosen position to chart decode
@@ -9,7 +9,7 @@ import { lineChart, sizeQualityChart } from './charts.js';
 import { fmtBytes, fmtFlops, fmtParams } from './format.js';
 
 const $ = (id) => document.getElementById(id);
-const MAX_MODELS = 8;
+const MAX_MODELS = 10;
 
 
 // Replaces a chart in `el` with a fresh one of these series (uPlot fixes its series when made).
@@ -182,7 +182,10 @@ export function setupCompare(app) {
           ['top-1 agreement', `${(100 * c.top1_agreement).toFixed(1)}%`],
           c.routing_agreement == null
             ? ['routing agreement', [ref, r].some((x) => x.l.info.moe_layers.length === 0)
-              ? 'none: a model without experts' : 'not defined: their MoE layers differ', true]
+              ? 'none: a model without experts'
+              : ref.l.info.n_experts !== r.l.info.n_experts
+                ? `not defined: ${ref.l.info.n_experts} experts against ${r.l.info.n_experts} (a pruned model numbers its experts afresh)`
+                : 'not defined: their MoE layers differ', true]
             : ['routing agreement', `${(100 * c.routing_agreement).toFixed(1)}%`],
         ];
       }

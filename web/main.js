@@ -92,9 +92,9 @@ function fillPicker() {
   document.dispatchEvent(new Event('models-changed'));
 }
 
-// A shipped variant in one line: its precision, or a mixed file's bound and precisions
-// ("auto ≤ +1 % (q4 · 4 q8 · 10 q3)").
-const variantLabel = (v) => (v.bound_bpb_change_pct == null ? v.precision : `auto ≤ +${v.bound_bpb_change_pct} % (${v.summary})`);
+// A shipped variant in one line: its precision, a mixed file's bound and precisions
+// ("auto ≤ +1 % (q4 · 4 q8 · 10 q3)"), a pruned file's experts ("q4 · 3 of 4 experts (healed)").
+const variantLabel = (v) => (v.bound_bpb_change_pct == null ? v.summary ?? v.precision : `auto ≤ +${v.bound_bpb_change_pct} % (${v.summary})`);
 // A shipped model's file entry by key, from any model's variants.
 const shippedFile = (key) => shippedModels().flatMap((m) => m.precisions).find((v) => v.key === key);
 // A model key's variant (itera-tiny-q8 → q8, itera-tiny-auto1 → auto1): the manifest's for a

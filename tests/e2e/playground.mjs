@@ -159,7 +159,7 @@ async function inkedPixels(page, selector) {
   // variant (each is smaller than every better-scoring one: the chart's own rule, unit-free).
   const front = await page.getAttribute('#size-quality-chart', 'data-front');
   assert.match(front, /^itera-tiny: q2 .*auto\d.*; transformer-tiny: q2 /, front);
-  assert.equal(await page.$$eval('#size-quality-chart circle', (c) => c.length), 16, 'eight variants of each model');
+  assert.equal(await page.$$eval('#size-quality-chart circle', (c) => c.length), 17, 'itera-tiny\'s nine variants, transformer-tiny\'s eight');
   await page.locator('#panel-compare article').first().screenshot({ path: `${outDir}/size-quality.png` });
   step(`size vs quality: Pareto fronts ${front}`);
 
@@ -167,19 +167,22 @@ async function inkedPixels(page, selector) {
   // not charted this time.
   await page.click('#compare-variants');
   const variants = await page.$$eval('#compare-models select', (s) => s.map((x) => x.value));
-  assert.deepEqual(variants, ['f32', 'f16', 'q8', 'q4', 'q3', 'q2', 'auto1', 'auto5'].map((v) => `itera-tiny-${v}`));
+  assert.deepEqual(variants, ['f32', 'f16', 'q8', 'q4', 'q3', 'q2', 'auto1', 'auto5', 'keep3-q4'].map((v) => `itera-tiny-${v}`));
   assert.match(await page.$eval('#compare-models .row:nth-child(8) select', (s) => s.selectedOptions[0].textContent), /^itera-tiny · auto ≤ \+5 % \(q\d/);
-  while ((await page.$$('#compare-models .row')).length > 2) await page.click('#compare-models .row:nth-child(2) button');
+  // f32, auto5 and the pruned keep3-q4 (whose routing cannot be matched expert by expert).
+  for (let i = 0; i < 6; i++) await page.click('#compare-models .row:nth-child(2) button');
   await page.uncheck('#compare-positions');
   await page.fill('#compare-text', '');
   await page.click('#compare');
   await page.waitForFunction(() => /^compared|error/.test(document.getElementById('compare-status').textContent), null, { timeout: 300_000 });
   const q = await columnsOf();
-  assert.deepEqual(q.map((c) => c.key), ['itera-tiny-f32', 'itera-tiny-auto5']);
+  assert.deepEqual(q.map((c) => c.key), ['itera-tiny-f32', 'itera-tiny-auto5', 'itera-tiny-keep3-q4']);
   assert.match(q[1].metrics['routing agreement'], /^\d+\.\d%$/);
+  assert.match(q[2].metrics['routing agreement'], /not defined: 4 experts against 3/);
+  assert.match(q[2].metrics['parameters'], /^1\.39M/);
   assert.match(q[1].metrics['mean KL vs reference'], /e-/);
   await page.screenshot({ path: `${outDir}/compare.png`, fullPage: true });
-  step(`compare: auto5 (mixed) vs f32 ${JSON.stringify(q[1].metrics)}`);
+  step(`compare: auto5 (mixed) and keep3-q4 (pruned) vs f32 ${JSON.stringify(q.slice(1).map((c) => c.metrics))}`);
 
   // A Transformer in the picker, with WebGPU available: Auto measures it on both backends, and
   // its greedy story on WebGPU (attention over the KV cache in WGSL) is the CPU's.
@@ -296,6 +299,25 @@ async function inkedPixels(page, selector) {
   await page.waitForFunction(() => !document.getElementById('generate').disabled && Number(document.getElementById('stat-count').textContent) > 0, null, { timeout: 60_000 });
   assert.match(await page.textContent('#routing-caption'), /no experts/);
   step(`transformer-micro-q8 writes without WebGPU: "${(await page.textContent('#output .generated')).slice(0, 60)}…"`);
+  // A pruned shipped model (3 of itera-micro's 4 experts, healed, q4) is an ordinary model: the
+  // picker says so, it writes, and its routing heatmap has three experts.
+  await page.selectOption('#model-select', 'itera-micro-keep3-q4');
+  await page.waitForFunction(() => /^itera-micro-keep3-q4: SSM \+ MoE.*3 experts \(top-2\)/.test(document.getElementById('model-meta').textContent));
+  assert.match(await page.$eval('#model-select', (s) => s.selectedOptions[0].textContent), /itera-micro · q4 · 3 of 4 experts/);
+  await page.click('#generate');
+  await page.waitForFunction(() => !document.getElementById('generate').disabled && Number(document.getElementById('stat-count').textContent) > 0, null, { timeout: 60_000 });
+  const pruned = await page.textContent('#output .generated');
+  assert.ok(pruned.trim().length > 20, `the pruned model writes: ${JSON.stringify(pruned)}`);
+  step(`itera-micro-keep3-q4 (pruned) writes: "${pruned.slice(0, 60)}…"`);
+  // Benchmarks: every variant of itera-micro timed in turn (CPU only here, so it is quick).
+  await page.click('#tab-bench');
+  await page.click('#bench-variants');
+  await page.waitForFunction(() => /^timed \d+ variants|error/.test(document.getElementById('bench-status').textContent), null, { timeout: 120_000 });
+  const timed = await page.$$eval('#bench-table tbody tr', (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)).filter((c) => c[1].startsWith('CPU')));
+  assert.deepEqual(timed.map((c) => c[0]), ['f32', 'f16', 'q8', 'q4', 'q3', 'q2', 'auto1', 'auto5', 'keep3-q4'].map((v) => `itera-micro-${v}`));
+  assert.ok(timed.every((c) => Number(c[2]) > 0), JSON.stringify(timed));
+  await page.screenshot({ path: `${outDir}/bench-variants.png`, fullPage: true });
+  step(`every variant timed on the CPU: ${timed.map((c) => `${c[0].slice(12)} ${c[2]}`).join(', ')} tokens/s`);
   if (staticSite) {
     // Republish the default model's file with other weights (itera-micro q8's): the kept copy
     // is revalidated with the host, so the reload loads the new file.

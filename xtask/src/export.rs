@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::models::{self, AnyModel};
 use crate::run::{eval_files, read_text};
+use crate::variants::{mixed_and_pruned, Request, Written};
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -37,11 +38,21 @@ pub struct ExportArgs {
     /// --precision auto`), as NAME-autoBOUND.safetensors. `--auto ''` writes none.
     #[arg(long, value_delimiter = ',', default_values_t = [1.0, 5.0])]
     auto: Vec<f64>,
-    /// The text the mixed variants are searched on (default: the shorter held-out file,
-    /// ../shared/data/heldout/tinystories-sample-b.txt; the card's figures are on every held-out
-    /// file).
+    /// The text the mixed variants are searched on and a pruned variant's experts scored on
+    /// (default: the shorter held-out file, ../shared/data/heldout/tinystories-sample-b.txt; the
+    /// card's figures are on every held-out file).
     #[arg(long)]
     calibration: Vec<PathBuf>,
+    /// Pruned variants also written (SSM + MoE models): K experts per MoE layer kept
+    /// (`xtask prune`), healed, in q4, as NAME-keepK-q4.safetensors.
+    #[arg(long, value_delimiter = ',')]
+    prune: Vec<usize>,
+    /// Steps of the healing fine-tune of a pruned variant.
+    #[arg(long, default_value_t = 600)]
+    heal_steps: usize,
+    /// What a pruned variant heals on (default: the model's training corpus, when it is here).
+    #[arg(long)]
+    heal_text: Vec<PathBuf>,
     /// Models to compare against on the same held-out text (default: the llama2.c teacher in
     /// ../shared/data and the model this one was distilled from, when they exist).
     #[arg(long)]
@@ -66,6 +77,8 @@ struct Variant {
     map: itera_core::PrecisionMap,
     /// A mixed variant's bound, percent of the f32 model's bits per byte on the calibration.
     bound: Option<f64>,
+    /// What the precisions do not say (a pruned variant's experts).
+    note: Option<String>,
     file: String,
     bytes: u64,
     bpb: Option<f64>,
@@ -141,36 +154,52 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
         ..weights.clone()
     };
 
-    let mut files: Vec<(String, Option<f64>, Vec<u8>)> = Vec::new();
-    // The text the mixed variants were searched on, for the card.
-    let mut searched_on = String::new();
-    for &p in &precisions {
-        files.push((p.to_string(), None, format::save(&base.to_precision(p))?));
-    }
-    if !a.auto.is_empty() {
-        let any = itera_core::lm::AnyWeights::load(&format::save(&base)?)?;
-        let calibration = if a.calibration.is_empty() {
-            crate::shared_data()
-                .map(|d| vec![d.join("heldout/tinystories-sample-b.txt")])
-                .unwrap_or_default()
-        } else {
-            a.calibration.clone()
-        };
-        let probe = crate::sensitivity::calibration_probe(&tokenizer, &calibration, 4096)?;
-        searched_on = format!(
-            "{} ({} positions)",
-            calibration.iter().map(|p| short_path(p)).collect::<Vec<_>>().join(", "),
-            probe.positions()
-        );
-        let table = crate::sensitivity::search_table(&any, &probe)?;
-        for &pct in &a.auto {
-            let bound = itera_core::sensitivity::Bound::DeltaBitsPerByte(pct / 100.0 * table.f32_bits_per_byte);
-            let (w, _) = crate::sensitivity::auto_variant(&any, &probe, &table, bound)?;
-            files.push((format!("auto{pct}"), Some(pct), w.save()?));
-        }
-    }
+    let mut files: Vec<Written> = precisions
+        .iter()
+        .map(|&p| {
+            Ok(Written {
+                name: p.to_string(),
+                bound: None,
+                note: None,
+                bytes: format::save(&base.to_precision(p))?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let calibration = if a.calibration.is_empty() {
+        crate::shared_data()
+            .map(|d| vec![d.join("heldout/tinystories-sample-b.txt")])
+            .unwrap_or_default()
+    } else {
+        a.calibration.clone()
+    };
+    // A pruned variant heals on the model's own training text unless told otherwise.
+    let heal_text = if a.heal_text.is_empty() {
+        A::training(&weights.config)
+            .and_then(|t| t.corpus.as_ref())
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .into_iter()
+            .collect()
+    } else {
+        a.heal_text.clone()
+    };
+    let request = Request {
+        auto: &a.auto,
+        prune: &a.prune,
+        calibration: &calibration,
+        heal_steps: a.heal_steps,
+        heal_text: &heal_text,
+    };
+    let (extra, searched_on) = mixed_and_pruned(&base, &tokenizer, &request)?;
+    files.extend(extra);
     let mut variants = Vec::new();
-    for (name, bound, bytes) in files {
+    for Written {
+        name,
+        bound,
+        note,
+        bytes,
+    } in files
+    {
         let file = format!("{}-{name}.safetensors", a.name);
         let path = a.out_dir.join(&file);
         if !same_model::<A>(&path, &bytes)? {
@@ -195,6 +224,7 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
             precision: w.precision,
             map: w.precision_map(),
             bound,
+            note,
             file,
             bytes,
             bpb,
@@ -249,6 +279,12 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
 
     let mut card = card_json(a, &weights, &variants, &heldout, references, samples)?;
     card["auto_calibration"] = json!((!searched_on.is_empty()).then_some(searched_on));
+    if !a.prune.is_empty() {
+        card["pruning"] = json!({
+            "heal_steps": a.heal_steps,
+            "heal_text": heal_text.iter().map(|p| short_path(p)).collect::<Vec<_>>(),
+        });
+    }
     let json_path = a.out_dir.join(format!("{}.json", a.name));
     std::fs::write(&json_path, serde_json::to_string_pretty(&card)? + "\n")?;
     let md_path = a.out_dir.join(format!("{}.md", a.name));
@@ -353,7 +389,10 @@ fn card_json<A: Architecture>(
             "variant": v.name,
             "precision": v.precision.as_str(),
             "precision_map": v.map,
-            "summary": crate::sensitivity::map_summary(v.precision, &v.map),
+            "summary": match &v.note {
+                Some(note) => format!("{} · {note}", crate::sensitivity::map_summary(v.precision, &v.map)),
+                None => crate::sensitivity::map_summary(v.precision, &v.map),
+            },
             "bound_bpb_change_pct": v.bound,
             "file": v.file,
             "bytes": v.bytes,
@@ -406,6 +445,18 @@ fn card_markdown(c: &Value) -> String {
             "Mixed variants (`auto`): the smallest choice of a precision per matrix whose bits per byte on the \
              calibration text, {text}, stay within the bound (`cargo xtask convert --precision auto`); the \
              precisions column gives the file's own and how many matrices are in each other.\n\n"
+        );
+    }
+    if let Some(p) = c["pruning"].as_object() {
+        md += &format!(
+            "Pruned variants (`keepK-q4`): each MoE layer keeps its K experts of most router weight on the \
+             calibration text (`cargo xtask prune`), then {} steps of fine-tuning distil the unpruned model back \
+             into it on its training text ({}); shipped in q4.\n\n",
+            p["heal_steps"],
+            p["heal_text"]
+                .as_array()
+                .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
         );
     }
     md += "| variant | precisions | file | bytes | × f32 size | bits/byte | Δ vs f32 | tokens/s |\n";

@@ -14,12 +14,14 @@ mod inspect;
 mod manifest;
 mod models;
 mod mounts;
+mod prune;
 mod run;
 mod sensitivity;
 mod site;
 mod test;
 mod tools;
 mod train;
+mod variants;
 mod web;
 
 use std::path::PathBuf;
@@ -60,7 +62,7 @@ enum Command {
     /// one group quantized at a time (JSON, a table and an SVG chart).
     Sensitivity(sensitivity::SensitivityArgs),
     /// Remove the experts the router uses least (per MoE layer, on calibration text).
-    Prune(sensitivity::PruneArgs),
+    Prune(prune::PruneArgs),
     /// Generate text with an itera model or a llama2.c checkpoint.
     Generate(run::GenerateArgs),
     /// Cross-entropy, perplexity and bits per byte on a text file.
@@ -94,7 +96,7 @@ fn main() {
         Command::Tokenizer(a) => run::tokenizer(a),
         Command::Convert(a) => run::convert(a),
         Command::Sensitivity(a) => sensitivity::run(a),
-        Command::Prune(a) => sensitivity::prune(a),
+        Command::Prune(a) => prune::run(a),
         Command::Generate(a) => run::generate(a),
         Command::Eval(a) => run::eval(a),
         Command::Inspect(a) => inspect::run(a),

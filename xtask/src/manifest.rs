@@ -195,11 +195,11 @@ mod tests {
         );
         let m = shipped().unwrap();
         assert!(keys(&m).contains(&default_key(&m).unwrap()));
-        let variants = itera_core::Precision::ALL.len() + 2;
+        let variants = itera_core::Precision::ALL.len() + 3;
         assert_eq!(
             keys(&m).len(),
             2 * variants,
-            "two models in every precision and two mixed variants"
+            "two models in every precision, two mixed variants and a pruned one"
         );
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use itera_core::lm::AnyWeights;
-use itera_core::sensitivity::{apply, bits_per_byte, choose, sensitivity, Bound, Choice, Probe, Table};
+use itera_core::sensitivity::{apply, choose, sensitivity, Bound, Choice, Probe, Table};
 use itera_core::tokenizer::Tokenizer;
 use itera_core::{Precision, PrecisionMap};
 
@@ -74,7 +74,7 @@ pub fn calibration_probe(tokenizer: &Tokenizer, text: &[PathBuf], max_tokens: us
 }
 
 /// The shipped models' tokenizer, which `convert --precision auto` and `prune` read text with.
-fn shipped_tokenizer() -> Result<Tokenizer> {
+pub fn shipped_tokenizer() -> Result<Tokenizer> {
     Ok(Tokenizer::from_file(Path::new("weights/tokenizer.json"))?)
 }
 
@@ -258,64 +258,4 @@ fn chart(t: &Table, precisions: &[Precision], title: &str) -> String {
         }
     }
     s + "</svg>\n"
-}
-
-#[derive(Args)]
-pub struct PruneArgs {
-    /// An SSM + MoE model (any precision; the pruned file keeps it).
-    #[arg(long)]
-    model: PathBuf,
-    /// Experts each MoE layer keeps (top_k becomes at most this).
-    #[arg(long)]
-    keep: usize,
-    /// Calibration text (default: as `xtask sensitivity`).
-    #[arg(long)]
-    text: Vec<PathBuf>,
-    /// Calibration tokens the experts are scored on and the BPB measured on (whole windows of
-    /// 128).
-    #[arg(long, default_value_t = 4096)]
-    max_tokens: usize,
-    #[arg(long)]
-    out: PathBuf,
-}
-
-/// `cargo xtask prune`: every MoE layer keeps its `--keep` experts of most router weight on the
-/// calibration text (`itera_core::prune`); parameters, bytes and BPB before and after.
-pub fn prune(a: PruneArgs) -> Result<()> {
-    use itera_core::prune::{expert_scores, kept_experts, prune};
-    let bytes = std::fs::read(&a.model).with_context(|| a.model.display().to_string())?;
-    let w = itera_core::format::load(&bytes).context("pruning works on SSM + MoE models")?;
-    let probe = calibration_probe(&shipped_tokenizer()?, &a.text, a.max_tokens)?;
-    // The experts are scored on the calibration tokens the BPB is measured on.
-    let scores = expert_scores(&w, probe.tokens())?;
-    let kept = kept_experts(&scores, a.keep);
-    for ((l, s), (_, k)) in scores.iter().zip(&kept) {
-        let total: f64 = s.iter().sum();
-        let shares: Vec<String> = s
-            .iter()
-            .map(|x| format!("{:.1}%", 100.0 * x / total.max(1e-12)))
-            .collect();
-        eprintln!("layer {l}: router weight per expert {} → keeps {k:?}", shares.join(" "));
-    }
-    let pruned = prune(&w, &kept)?;
-    let out = itera_core::format::save(&pruned)?;
-    std::fs::write(&a.out, &out)?;
-    let (before, after) = (
-        bits_per_byte(&w.clone().into(), &probe)?,
-        bits_per_byte(&pruned.clone().into(), &probe)?,
-    );
-    eprintln!(
-        "wrote {}: {} → {} experts per MoE layer (top-{}), {} → {} parameters, {} → {} bytes; BPB {before:.4} → {after:.4} ({:+.2} %) on {} positions",
-        a.out.display(),
-        w.config.n_experts,
-        pruned.config.n_experts,
-        pruned.config.top_k,
-        w.total_params(),
-        pruned.total_params(),
-        bytes.len(),
-        out.len(),
-        100.0 * (after - before) / before,
-        probe.positions()
-    );
-    Ok(())
 }

@@ -26,7 +26,8 @@ pub struct Comparison {
 
 /// Runs both models over `tokens` and compares their predictions for every position from
 /// `from - 1` on (the predictions of the tokens at `from..`): KL(reference ‖ other), top-1
-/// agreement and, where both route alike, routing agreement. The two must share a tokenizer.
+/// agreement and, where both route alike (the same MoE layers, experts and top-k), routing
+/// agreement. The two must share a tokenizer.
 pub fn compare(reference: &Engine, other: &Engine, tokens: &[u32], from: usize) -> Result<Comparison> {
     let (ia, ib) = (reference.info(), other.info());
     if ia.tokenizer != ib.tokenizer {
@@ -42,7 +43,10 @@ pub fn compare(reference: &Engine, other: &Engine, tokens: &[u32], from: usize) 
         ));
     }
     let v = ia.vocab_size;
-    let routed_alike = !ia.moe_layers.is_empty() && (&ia.moe_layers, ia.top_k) == (&ib.moe_layers, ib.top_k);
+    // Expert ids mean the same only in models of the same experts (a pruned model numbers its
+    // kept experts afresh).
+    let routed_alike = !ia.moe_layers.is_empty()
+        && (&ia.moe_layers, ia.top_k, ia.n_experts) == (&ib.moe_layers, ib.top_k, ib.n_experts);
     let mut out = Comparison::default();
     let (mut agree, mut routed, mut same_route) = (0usize, 0usize, 0usize);
     // Both models step through the sequence one prefill chunk at a time, so memory is that of

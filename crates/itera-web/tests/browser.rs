@@ -27,16 +27,35 @@ macro_rules! shipped {
     };
 }
 
-const MODELS: [(&str, &[u8]); 8] = shipped!(
+const MODELS: [(&str, &[u8]); 18] = shipped!(
     "itera-tiny-f32",
     "itera-tiny-f16",
     "itera-tiny-q8",
     "itera-tiny-q4",
+    "itera-tiny-q3",
+    "itera-tiny-q2",
+    "itera-tiny-auto1",
+    "itera-tiny-auto5",
+    "itera-tiny-keep3-q4",
     "itera-micro-f32",
     "itera-micro-f16",
     "itera-micro-q8",
-    "itera-micro-q4"
+    "itera-micro-q4",
+    "itera-micro-q3",
+    "itera-micro-q2",
+    "itera-micro-auto1",
+    "itera-micro-auto5",
+    "itera-micro-keep3-q4"
 );
+
+/// The embedded file of the shipped model `key`.
+fn file(key: &str) -> &'static [u8] {
+    MODELS
+        .iter()
+        .find(|(n, _)| *n == key)
+        .unwrap_or_else(|| panic!("{key} is not embedded"))
+        .1
+}
 
 /// The embedded files are the manifest's models, in its order.
 #[wasm_bindgen_test]
@@ -127,10 +146,11 @@ async fn tokens_on_webgpu(m: &Model, req: &Value) -> Vec<u64> {
 
 /// The same golden tokens with every matrix multiply, the routing and the sampling on WebGPU
 /// (SwiftShader in CI: no shader-f16, so f16 runs through unpack2x16float): greedy for every
-/// precision (itera-micro's four) plus the page's default, itera-tiny q8, and the sampled runs
-/// (one sampler on the CPU and the GPU) for itera-micro q4 and itera-tiny q8. SwiftShader
-/// runs each dispatch on the CPU, and the other three tiny files add minutes while covering no
-/// new kernel (all eight run every setting on lavapipe in tests/gpu_native.rs).
+/// variant of itera-micro (each precision, the mixed files, the pruned one) plus the page's
+/// default, itera-tiny q8, and the sampled runs (one sampler on the CPU and the GPU) for
+/// itera-micro q4 and itera-tiny q8. SwiftShader runs each dispatch on the CPU, and the other
+/// tiny files add minutes while covering no new kernel (every shipped file runs every setting
+/// on lavapipe in tests/gpu_native.rs).
 #[wasm_bindgen_test]
 async fn generated_tokens_on_webgpu_equal_native_cpu_for_every_shipped_model() {
     let adapter = JsFuture::from(gpu_init())
@@ -203,7 +223,7 @@ async fn a_mixed_precision_model_on_webgpu_writes_the_cpu_tokens() {
         .await
         .map_err(js_message)
         .expect("WebGPU must be available");
-    let f32 = MODELS.iter().find(|(n, _)| *n == "itera-micro-f32").unwrap().1;
+    let f32 = file("itera-micro-f32");
     let map = PrecisionMap::from([
         ("embed".to_string(), Precision::Q8),
         ("layers.0.in_proj".to_string(), Precision::F16),
@@ -305,7 +325,7 @@ async fn a_training_step_on_webgpu_gives_the_cpu_loss_and_gradients() {
 #[wasm_bindgen_test]
 async fn webgpu_calls_refuse_overlap_and_bad_requests_with_messages() {
     JsFuture::from(gpu_init()).await.map_err(js_message).unwrap();
-    let m = Model::new(MODELS[6].1, TOKENIZER).map_err(message).unwrap();
+    let m = Model::new(file("itera-micro-q8"), TOKENIZER).map_err(message).unwrap();
     let not_enabled = JsFuture::from(m.step_gpu(1)).await.unwrap_err();
     assert!(js_message(not_enabled).contains("enable_gpu"));
     m.enable_gpu().map_err(message).unwrap();
@@ -327,8 +347,8 @@ fn web_sys_log(s: &str) {
 
 #[wasm_bindgen_test]
 fn comparison_and_evaluation_run_in_the_browser() {
-    let mut reference = Model::new(MODELS[0].1, TOKENIZER).map_err(message).unwrap();
-    let q8 = Model::new(MODELS[2].1, TOKENIZER).map_err(message).unwrap();
+    let mut reference = Model::new(file("itera-tiny-f32"), TOKENIZER).map_err(message).unwrap();
+    let q8 = Model::new(file("itera-tiny-q8"), TOKENIZER).map_err(message).unwrap();
     let req = serde_json::json!({ "prompt": "The cat", "max_tokens": 20, "stop_at_end_of_text": false });
     tokens_on_the_cpu(&mut reference, &req);
     let c = value(
@@ -365,9 +385,40 @@ fn simd_q8_matvec_matches_the_portable_kernel_on_odd_shapes() {
     }
 }
 
+/// The wasm SIMD128 q3 / q2 kernels against the portable loop, bit for bit (the same lanes in
+/// the same order), on shapes that are not multiples of the 32-value block.
+#[wasm_bindgen_test]
+fn simd_q3_and_q2_matvecs_equal_the_portable_kernels_bit_for_bit() {
+    use itera_core::kernels::{matvec_q2, matvec_q2_portable, matvec_q3, matvec_q3_portable};
+    use itera_core::matrix::{Matrix, MatrixData};
+    use itera_core::rng::Pcg32;
+    use itera_core::Precision;
+    let mut rng = Pcg32::new(5);
+    for (rows, cols) in [(1, 1), (3, 31), (7, 33), (13, 77), (5, 128), (2, 4099)] {
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let (mut simd, mut reference) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        for p in [Precision::Q3, Precision::Q2] {
+            match Matrix::from_f32(rows, cols, w.clone()).to_precision(p).data {
+                MatrixData::Q3 { q, scale } => {
+                    matvec_q3(&q, &scale, cols, &x, &mut simd);
+                    matvec_q3_portable(&q, &scale, cols, &x, &mut reference);
+                }
+                MatrixData::Q2 { q, scale, min } => {
+                    matvec_q2(&q, &scale, &min, cols, &x, &mut simd);
+                    matvec_q2_portable(&q, &scale, &min, cols, &x, &mut reference);
+                }
+                _ => unreachable!(),
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&simd), bits(&reference), "{p} {rows}×{cols}");
+        }
+    }
+}
+
 #[wasm_bindgen_test]
 fn malformed_input_is_a_js_error_with_a_clear_message() {
-    let model = MODELS[6].1;
+    let model = file("itera-micro-q8");
     let err = message(Model::new(b"definitely not safetensors", TOKENIZER).err().unwrap());
     assert!(err.contains("safetensors"), "{err}");
     let err = message(Model::new(&model[..model.len() - 100], TOKENIZER).err().unwrap());
@@ -397,7 +448,7 @@ fn malformed_input_is_a_js_error_with_a_clear_message() {
 #[wasm_bindgen_test]
 fn the_longest_prompt_runs_in_bounded_memory_and_a_longer_one_is_refused() {
     use itera_core::generate::{MAX_PROMPT_BYTES, MAX_PROMPT_TOKENS};
-    let mut m = Model::new(MODELS[2].1, TOKENIZER).map_err(message).unwrap();
+    let mut m = Model::new(file("itera-tiny-q8"), TOKENIZER).map_err(message).unwrap();
     let mut run = |prompt: String| {
         let req = serde_json::json!({ "prompt": prompt, "max_tokens": 1, "stop_at_end_of_text": false });
         m.start(js(&req)).map_err(message)?;

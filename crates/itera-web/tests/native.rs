@@ -213,6 +213,8 @@ fn routing_names_each_moe_layer_with_top_k_experts() {
     }
 }
 
+/// A model against itself: exact; against its q4 file: close, routing mostly alike; against
+/// its pruned file: close, routing not comparable.
 #[test]
 fn comparison_of_a_model_with_itself_is_exact_and_quantization_is_close() {
     let mut f32_model = engine("itera-tiny-f32");
@@ -228,6 +230,10 @@ fn comparison_of_a_model_with_itself_is_exact_and_quantization_is_close() {
     assert!(q4.top1_agreement > 0.7, "{}", q4.top1_agreement);
     assert!(q4.routing_agreement.unwrap() > 0.5, "{:?}", q4.routing_agreement);
     assert!(compare(&f32_model, &f32_model, &tokens, 0).is_err());
+    // A pruned model numbers its kept experts afresh: no routing agreement to state.
+    let pruned = compare(&f32_model, &engine("itera-tiny-keep3-q4"), &tokens, from).unwrap();
+    assert_eq!(pruned.routing_agreement, None);
+    assert!(pruned.top1_agreement > 0.7, "{}", pruned.top1_agreement);
 }
 
 /// Two families on one tokenizer compare token by token (no routing to agree on); a model

@@ -1,8 +1,10 @@
-//! Matrix × vector for q3 and q2 (layouts in `crate::lowbit`). A whole block is unpacked shift
-//! by shift — each shift of its eight code bytes gives eight consecutive values — into 32 lanes
-//! that accumulate `scale · code · x` across the row's blocks (q3's code counts from −4), so
-//! the unpacking and the multiply-adds vectorise (AVX2 through `dispatch!`, SIMD128 in the wasm
-//! build); q2 adds `min · Σx` per block, with the block sums of x taken once per product.
+//! Matrix × vector for q3 and q2 (layouts in `crate::lowbit`). The portable body unpacks a
+//! whole block shift by shift — each shift of its eight code bytes gives eight consecutive
+//! values — into 32 lanes that accumulate `scale · code · x` across the row's blocks (q3's
+//! code counts from −4); q2 adds `min · Σx` per block, with the block sums of x taken once per
+//! product. Explicit kernels do the same in registers: AVX2 (`x86::matvec_lowbit`, chosen at
+//! run time) and SIMD128 (`wasm::matvec_lowbit`, the portable body's lanes and order, so bit
+//! for bit the same).
 
 use half::f16;
 
@@ -35,11 +37,7 @@ fn matvec_body<const Q3: bool>(q: &[u8], scale: &[f16], min: &[f16], cols: usize
         block_bytes(p),
     );
     let full = cols / GROUP;
-    let x_sums: Vec<f32> = if Q3 {
-        Vec::new()
-    } else {
-        x[..cols].chunks(GROUP).map(|c| c.iter().sum()).collect()
-    };
+    let x_sums = block_x_sums(p, x, cols);
     let mut codes = [0.0f32; GROUP];
     for (r, yr) in y.iter_mut().enumerate() {
         let row = &q[r * bpr..(r + 1) * bpr];
@@ -52,23 +50,48 @@ fn matvec_body<const Q3: bool>(q: &[u8], scale: &[f16], min: &[f16], cols: usize
                 acc[i] = madd(s, codes[i] * xg[i], acc[i]);
             }
         }
-        let mut sum = reduce(acc);
-        if full < g {
-            let n = block_len(cols, full);
-            let mut tail = [0u8; GROUP];
-            decode_block(p, &row[full * bb..], n, &mut tail);
-            let s = f16_to_f32(scales[full]);
-            sum += x[full * GROUP..cols]
-                .iter()
-                .zip(&tail)
-                .map(|(x, &c)| value(p, c, s, 0.0) * x)
-                .sum::<f32>();
-        }
-        if !Q3 {
-            let mins = &min[r * g..(r + 1) * g];
-            sum += mins.iter().zip(&x_sums).map(|(m, xs)| f16_to_f32(*m) * xs).sum::<f32>();
-        }
-        *yr = sum;
+        *yr = reduce(acc) + row_rest(p, row, scale, min, cols, r, x, &x_sums);
+    }
+}
+
+/// What a row's sum adds after its whole blocks, the same in every kernel: the short last
+/// block's products and, for q2, `min · Σx` of every block (`x_sums`, `block_x_sums`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn row_rest(
+    p: Precision,
+    row: &[u8],
+    scale: &[f16],
+    min: &[f16],
+    cols: usize,
+    r: usize,
+    x: &[f32],
+    x_sums: &[f32],
+) -> f32 {
+    let (g, full) = (groups_per_row(cols), cols / GROUP);
+    let mut rest = 0.0;
+    if full < g {
+        let mut tail = [0u8; GROUP];
+        decode_block(p, &row[full * block_bytes(p)..], block_len(cols, full), &mut tail);
+        let s = f16_to_f32(scale[r * g + full]);
+        rest += x[full * GROUP..cols]
+            .iter()
+            .zip(&tail)
+            .map(|(x, &c)| value(p, c, s, 0.0) * x)
+            .sum::<f32>();
+    }
+    if p == Precision::Q2 {
+        let mins = &min[r * g..(r + 1) * g];
+        rest += mins.iter().zip(x_sums).map(|(m, xs)| f16_to_f32(*m) * xs).sum::<f32>();
+    }
+    rest
+}
+
+/// Σx over each 32-value block of x (q2's minimums multiply them); empty for q3.
+pub(super) fn block_x_sums(p: Precision, x: &[f32], cols: usize) -> Vec<f32> {
+    match p {
+        Precision::Q2 => x[..cols].chunks(GROUP).map(|c| c.iter().sum()).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -83,16 +106,44 @@ fn matvec_q2_body(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], 
 }
 
 dispatch! {
-    /// `y = W·x` for a q3 matrix, reading the packed codes and f16 scales directly.
-    pub fn matvec_q3(q: &[u8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q3_body
+    /// q3 `y = W·x` without the x86 kernel (the reference in tests).
+    pub fn matvec_q3_portable(q: &[u8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q3_body
 }
 dispatch! {
-    /// `y = W·x` for a q2 matrix, reading the packed codes, f16 scales and minimums directly.
-    pub fn matvec_q2(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q2_body
+    /// q2 `y = W·x` without the x86 kernel (the reference in tests).
+    pub fn matvec_q2_portable(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q2_body
+}
+
+/// `y = W·x` for a q3 matrix, reading the packed codes and f16 scales directly.
+pub fn matvec_q3(q: &[u8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    check(Precision::Q3, q, scale, &[], cols, x, y.len());
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::available() {
+        // SAFETY: the CPU has the features; shapes checked above.
+        return unsafe { super::x86::matvec_lowbit::<true>(q, scale, &[], cols, x, y) };
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return super::wasm::matvec_lowbit::<true>(q, scale, &[], cols, x, y);
+    #[allow(unreachable_code)]
+    matvec_q3_portable(q, scale, cols, x, y)
+}
+
+/// `y = W·x` for a q2 matrix, reading the packed codes, f16 scales and minimums directly.
+pub fn matvec_q2(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    check(Precision::Q2, q, scale, min, cols, x, y.len());
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::available() {
+        // SAFETY: the CPU has the features; shapes checked above.
+        return unsafe { super::x86::matvec_lowbit::<false>(q, scale, min, cols, x, y) };
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return super::wasm::matvec_lowbit::<false>(q, scale, min, cols, x, y);
+    #[allow(unreachable_code)]
+    matvec_q2_portable(q, scale, min, cols, x, y)
 }
 
 /// The shape checks of both entry points (before any slicing in the bodies).
-pub(super) fn check(p: Precision, q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], rows: usize) {
+fn check(p: Precision, q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], rows: usize) {
     let g = groups_per_row(cols);
     let ok = q.len() >= rows * packed_bytes_per_row(p, cols).unwrap()
         && scale.len() >= rows * g

@@ -11,9 +11,9 @@
 use half::f16;
 
 use crate::matrix::{Matrix, MatrixData};
-use crate::precision::Precision;
 
 mod lowbit;
+pub use lowbit::{matvec_q2, matvec_q2_portable, matvec_q3, matvec_q3_portable};
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod wasm;
 #[cfg(target_arch = "x86_64")]
@@ -299,14 +299,8 @@ impl Matrix {
                 let xo: Vec<f32> = x.iter().skip(1).step_by(2).copied().collect();
                 matvec_q4(q, scale, cols, &xe, &xo, y)
             }
-            MatrixData::Q3 { q, scale } => {
-                lowbit::check(Precision::Q3, q, scale, &[], cols, x, rows);
-                lowbit::matvec_q3(q, scale, cols, x, y)
-            }
-            MatrixData::Q2 { q, scale, min } => {
-                lowbit::check(Precision::Q2, q, scale, min, cols, x, rows);
-                lowbit::matvec_q2(q, scale, min, cols, x, y)
-            }
+            MatrixData::Q3 { q, scale } => matvec_q3(q, scale, cols, x, y),
+            MatrixData::Q2 { q, scale, min } => matvec_q2(q, scale, min, cols, x, y),
         }
     }
 
@@ -393,6 +387,7 @@ pub fn gemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::precision::Precision;
     use crate::rng::Pcg32;
 
     fn naive_matvec(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
@@ -453,7 +448,7 @@ mod tests {
     #[test]
     fn portable_and_x86_quantized_kernels_agree() {
         let mut rng = Pcg32::new(9);
-        for (rows, cols) in [(5, 37), (3, 96), (4, 7), (2, 65)] {
+        for (rows, cols) in [(5, 37), (3, 96), (4, 7), (2, 65), (3, 128)] {
             let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
             let x: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
             let xe: Vec<f32> = x.iter().step_by(2).copied().collect();
@@ -478,6 +473,22 @@ mod tests {
             }
             for (a, b) in a.iter().zip(&b) {
                 assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "q4 {rows}x{cols}: {a} vs {b}");
+            }
+            for p in [Precision::Q3, Precision::Q2] {
+                match Matrix::from_f32(rows, cols, w.clone()).to_precision(p).data {
+                    MatrixData::Q3 { q, scale } => {
+                        matvec_q3(&q, &scale, cols, &x, &mut a);
+                        matvec_q3_portable(&q, &scale, cols, &x, &mut b);
+                    }
+                    MatrixData::Q2 { q, scale, min } => {
+                        matvec_q2(&q, &scale, &min, cols, &x, &mut a);
+                        matvec_q2_portable(&q, &scale, &min, cols, &x, &mut b);
+                    }
+                    _ => unreachable!(),
+                }
+                for (a, b) in a.iter().zip(&b) {
+                    assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{p} {rows}x{cols}: {a} vs {b}");
+                }
             }
         }
     }

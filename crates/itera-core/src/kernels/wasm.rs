@@ -1,15 +1,20 @@
-//! Explicit wasm SIMD128 kernel for the q8 matrix × vector product — the playground's default
-//! precision and most of its decode time. Per 32-value group the int8 weights are loaded as
-//! two 16-byte vectors, widened to f32 in registers, multiplied with x, and `scale · (q · x)`
-//! is added into a lane accumulator reduced once per row. (The portable loop's 32 scalar
-//! lanes do not vectorise well for wasm; f32, f16 and q4 stay portable.)
+//! Explicit wasm SIMD128 kernels for the q8 matrix × vector product — the playground's default
+//! precision and most of its decode time — and for q3 / q2, whose bit unpacking the compiler
+//! leaves scalar. Per 32-value group the q8 weights are loaded as two 16-byte vectors, widened
+//! to f32 in registers, multiplied with x, and `scale · (q · x)` is added into a lane
+//! accumulator reduced once per row. The q3 / q2 kernel keeps the portable body's 32 lanes
+//! (eight vectors) and order of operations, so it is bit for bit the portable result. (The
+//! portable loop's 32 scalar lanes do not vectorise well for wasm; f32, f16 and q4 stay
+//! portable.)
 
 use core::arch::wasm32::*;
 
 use half::f16;
 
 use super::f16_to_f32;
-use crate::precision::{groups_per_row, GROUP};
+use super::lowbit::{block_x_sums, row_rest};
+use crate::lowbit::block_bytes;
+use crate::precision::{groups_per_row, packed_bytes_per_row, Precision, GROUP};
 
 /// Σ over 16 int8 weights × 16 x values, as four f32 lanes.
 #[inline(always)]
@@ -63,6 +68,71 @@ pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32])
             sum += f16_to_f32(scales[full]) * tail;
         }
         *yr = sum;
+    }
+}
+
+/// `y = W·x` for a q3 (`Q3`) or q2 matrix (shapes checked by the caller): `matvec_body` of
+/// kernels/lowbit.rs in vectors — lane i of the 32 accumulates `scale · (code · x) + acc` in the
+/// same order, and the lanes are summed in `reduce`'s tree.
+pub fn matvec_lowbit<const Q3: bool>(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    let p = if Q3 { Precision::Q3 } else { Precision::Q2 };
+    let (g, bpr, bb) = (
+        groups_per_row(cols),
+        packed_bytes_per_row(p, cols).unwrap(),
+        block_bytes(p),
+    );
+    let full = cols / GROUP;
+    let x_sums = block_x_sums(p, x, cols);
+    let (three, one, four) = (u8x16_splat(3), u8x16_splat(1), f32x4_splat(4.0));
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = &q[r * bpr..(r + 1) * bpr];
+        let mut acc = [f32x4_splat(0.0); 8];
+        for gi in 0..full {
+            let block = &row[gi * bb..][..bb];
+            let codes = u64x2(u64::from_le_bytes(block[..8].try_into().unwrap()), 0);
+            // q3: the mask's four bytes, and beside them the same shifted right by one, so that
+            // bit 2s of byte i (i < 8) is the third bit of value 8s + i.
+            let high = if Q3 {
+                let h = u32::from_le_bytes(block[8..12].try_into().unwrap()) as u64;
+                u64x2(h | ((h >> 1) & 0x7f7f_7f7f) << 32, 0)
+            } else {
+                u64x2(0, 0)
+            };
+            let s = f32x4_splat(f16_to_f32(scale[r * g + gi]));
+            let xg = &x[gi * GROUP..][..GROUP];
+            for k in 0..4 {
+                // 16-bit shifts move bits across bytes, but only into bits the masks drop.
+                let mut c = v128_and(u16x8_shr(codes, 2 * k as u32), three);
+                if Q3 {
+                    let h = v128_and(u16x8_shr(high, 2 * k as u32), one);
+                    c = v128_or(c, u16x8_shl(h, 2));
+                }
+                let wide = u16x8_extend_low_u8x16(c);
+                for (half, v) in [u32x4_extend_low_u16x8(wide), u32x4_extend_high_u16x8(wide)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mut v = f32x4_convert_u32x4(v);
+                    if Q3 {
+                        v = f32x4_sub(v, four);
+                    }
+                    let lane = 2 * k + half;
+                    acc[lane] = f32x4_add(f32x4_mul(s, f32x4_mul(v, load(xg, 4 * lane))), acc[lane]);
+                }
+            }
+        }
+        // `reduce` over 32 lanes: 16, 8 and 4 apart are whole vectors, then 2 and 1 within one.
+        for width in [4, 2, 1] {
+            for k in 0..width {
+                acc[k] = f32x4_add(acc[k], acc[k + width]);
+            }
+        }
+        let a = acc[0];
+        let (l0, l1) = (
+            f32x4_extract_lane::<0>(a) + f32x4_extract_lane::<2>(a),
+            f32x4_extract_lane::<1>(a) + f32x4_extract_lane::<3>(a),
+        );
+        *yr = (l0 + l1) + row_rest(p, row, scale, min, cols, r, x, &x_sums);
     }
 }
 

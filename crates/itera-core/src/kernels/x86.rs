@@ -1,4 +1,5 @@
-//! Explicit AVX2 + FMA + F16C matrix × vector kernels for the f16, q8 and q4 weight formats.
+//! Explicit AVX2 + FMA + F16C matrix × vector kernels for the f16, q8, q4, q3 and q2 weight
+//! formats.
 //!
 //! Per 32-value group a kernel loads the packed weights once, widens them to f32 in
 //! registers, multiplies with x and adds `scale · (q · x)` into lane accumulators that are
@@ -149,6 +150,71 @@ pub unsafe fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[
             sum += scales[full] * q4_partial_group(row, full * HALF, xe, xo);
         }
         *yr = sum;
+    }
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; shapes as `kernels::lowbit::check` checks them (`min` unused
+/// for q3). The q3 / q2 layouts are `crate::lowbit`'s: each shift s of a whole block's eight
+/// code bytes gives values 8s..8s+8, and q3's mask byte i % 4 holds their third bits at bit
+/// 2s + i / 4.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matvec_lowbit<const Q3: bool>(
+    q: &[u8],
+    scale: &[f16],
+    min: &[f16],
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    use super::lowbit::{block_x_sums, row_rest};
+    use crate::lowbit::block_bytes;
+    use crate::precision::{packed_bytes_per_row, Precision};
+    let p = if Q3 { Precision::Q3 } else { Precision::Q2 };
+    let (g, bpr, bb) = (
+        groups_per_row(cols),
+        packed_bytes_per_row(p, cols).unwrap(),
+        block_bytes(p),
+    );
+    let full = cols / GROUP;
+    let x_sums = block_x_sums(p, x, cols);
+    let (three, one, four) = (_mm_set1_epi8(3), _mm_set1_epi8(1), _mm256_set1_ps(4.0));
+    let xp = x.as_ptr();
+    let mut scales = vec![0.0f32; g];
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = &q[r * bpr..(r + 1) * bpr];
+        load_scales(&scale[r * g..(r + 1) * g], &mut scales);
+        let sp = scales.as_ptr();
+        let group = |gi: usize, acc: __m256| {
+            let block = row.as_ptr().add(gi * bb);
+            let codes = _mm_loadl_epi64(block as *const __m128i);
+            // q3: the mask's four bytes, and beside them the same shifted right by one, so that
+            // bit 2s of byte i (i < 8) is the third bit of value 8s + i.
+            let high = if Q3 {
+                let h = u32::from_le_bytes(*(block.add(8) as *const [u8; 4])) as u64;
+                _mm_cvtsi64_si128((h | ((h >> 1) & 0x7f7f_7f7f) << 32) as i64)
+            } else {
+                _mm_setzero_si128()
+            };
+            let xg = xp.add(gi * GROUP);
+            let mut t = _mm256_setzero_ps();
+            for s in 0..4 {
+                // 16-bit shifts move bits across bytes, but only into bits the masks drop.
+                let count = _mm_cvtsi32_si128(2 * s);
+                let mut c = _mm_and_si128(_mm_srl_epi16(codes, count), three);
+                if Q3 {
+                    let h = _mm_and_si128(_mm_srl_epi16(high, count), one);
+                    c = _mm_or_si128(c, _mm_slli_epi16(h, 2));
+                }
+                let mut v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c));
+                if Q3 {
+                    v = _mm256_sub_ps(v, four);
+                }
+                t = _mm256_fmadd_ps(v, _mm256_loadu_ps(xg.add(8 * s as usize)), t);
+            }
+            _mm256_fmadd_ps(_mm256_broadcast_ss(&*sp.add(gi)), t, acc)
+        };
+        *yr = sum_groups(full, group) + row_rest(p, row, scale, min, cols, r, x, &x_sums);
     }
 }
 
