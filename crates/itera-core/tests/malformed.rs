@@ -101,6 +101,11 @@ fn missing_quantization_scale() {
         t.remove("embed.scale");
     });
     assert!(matches!(err(&bytes), Error::MissingTensor { name } if name == "embed.scale"));
+    // q2's second group tensor, its minimums.
+    let bytes = rewrite(Precision::Q2, |t, _| {
+        t.remove("embed.min");
+    });
+    assert!(matches!(err(&bytes), Error::MissingTensor { name } if name == "embed.min"));
 }
 
 #[test]
@@ -138,9 +143,9 @@ fn missing_metadata_key_and_foreign_format() {
 #[test]
 fn unknown_precision_in_file_and_in_text() {
     let bytes = rewrite(Precision::F32, |_, m| {
-        m.insert("precision".into(), "q3".into());
+        m.insert("precision".into(), "q5".into());
     });
-    assert!(matches!(err(&bytes), Error::UnknownPrecision(p) if p == "q3"));
+    assert!(matches!(err(&bytes), Error::UnknownPrecision(p) if p == "q5"));
     assert!(matches!("bf16".parse::<Precision>(), Err(Error::UnknownPrecision(_))));
 }
 
