@@ -301,14 +301,22 @@ fn export<A: Architecture>(a: &ExportArgs, weights: Weights<A>, tokenizer: Token
 }
 
 /// Whether the file at `path` already holds the model of `bytes` — the same tensors, precisions
-/// and config, however its metadata is spelled — so exporting again leaves it as it is.
+/// and config, however its metadata is spelled and however long its training took (a healed
+/// variant's summary times its fine-tune) — so exporting again leaves it as it is.
 fn same_model<A: Architecture>(path: &Path, bytes: &[u8]) -> Result<bool> {
     let Ok(old) = std::fs::read(path) else { return Ok(false) };
     let Ok(old) = format::load_as::<A>(&old) else {
         return Ok(false);
     };
     let new = format::load_as::<A>(bytes)?;
-    Ok(old.config == new.config && old.tensors == new.tensors && old.precision == new.precision)
+    let untimed = |c: &A::Config| -> Result<Value> {
+        let mut v = serde_json::to_value(c)?;
+        if let Some(t) = v.get_mut("training").and_then(Value::as_object_mut) {
+            t.remove("seconds");
+        }
+        Ok(v)
+    };
+    Ok(untimed(&old.config)? == untimed(&new.config)? && old.tensors == new.tensors && old.precision == new.precision)
 }
 
 /// The reference to `model` in the model card at `card`, if there is one.

@@ -129,6 +129,7 @@ fn heal_model(original: &Weights, pruned: &Weights, tokenizer: &Tokenizer, heal:
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
+        teacher: Some("the unpruned model".into()),
         ..Provenance::default()
     };
     let start = Instant::now();

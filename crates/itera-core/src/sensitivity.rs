@@ -155,15 +155,19 @@ pub fn bits_per_byte(w: &AnyWeights, probe: &Probe) -> Result<f64> {
     Ok(score(w, probe, None, false)?.bits_per_byte)
 }
 
-/// The weights of a choice as a file holds them: the most common matrix precision as the
-/// file's (vectors in f16 unless that is f32), the other matrices in the map.
-pub fn apply(w: &AnyWeights, map: &PrecisionMap) -> Result<AnyWeights> {
-    let matrices: Vec<&str> = w
-        .specs()
+/// The names of `w`'s matrices, in table order.
+fn matrix_names(w: &AnyWeights) -> Vec<&str> {
+    w.specs()
         .iter()
         .filter(|s| s.kind == ParamKind::Matrix)
         .map(|s| s.name.as_str())
-        .collect();
+        .collect()
+}
+
+/// The weights of a choice as a file holds them: the most common matrix precision as the
+/// file's (vectors in f16 unless that is f32), the other matrices in the map.
+pub fn apply(w: &AnyWeights, map: &PrecisionMap) -> Result<AnyWeights> {
+    let matrices = matrix_names(w);
     let of = |name: &str| map.get(name).copied().unwrap_or(Precision::F32);
     let base = Precision::ALL
         .into_iter()
@@ -312,25 +316,21 @@ fn map_of(t: &Table, moves: &[(usize, Precision)]) -> PrecisionMap {
 /// The smallest precision map the table predicts within `bound` (greedy: the move with the
 /// most bytes saved per bit per byte lost first, each group's ΔBPB as measured alone), then
 /// checked by scoring the mixed model on `probe`: errors add up across groups, so while the
-/// measured ΔBPB is over a BPB bound the last moves are undone. Every uniform precision is
+/// measured ΔBPB is over a BPB bound the last moves are undone. Each candidate is scored and
+/// sized as its file holds it (`apply`: vectors in f16 unless f32). Every uniform precision is
 /// scored too, and wins where it is smaller within a BPB bound (or closer to f32 within a byte
 /// bound): the per-group figures are noisy on a short text, and a search must never end worse
 /// than one precision for the whole file.
 pub fn choose(w: &AnyWeights, probe: &Probe, t: &Table, bound: Bound) -> Result<Choice> {
     let f32 = w.to_precision(Precision::F32);
     let mut best = greedy_choice(&f32, probe, t, bound)?;
-    let matrices: Vec<&str> = f32
-        .specs()
-        .iter()
-        .filter(|s| s.kind == ParamKind::Matrix)
-        .map(|s| s.name.as_str())
-        .collect();
+    let matrices = matrix_names(&f32);
     for p in Precision::ALL
         .into_iter()
         .filter(|&p| t.rows.iter().any(|r| r.precision == p))
     {
         let map: PrecisionMap = matrices.iter().map(|n| (n.to_string(), p)).collect();
-        let q = f32.to_precision_map(Precision::F32, &map)?;
+        let q = apply(&f32, &map)?;
         let measured = score(&q, probe, None, false)?.bits_per_byte - t.f32_bits_per_byte;
         let bytes = q.size_bytes();
         let better = match bound {
@@ -360,7 +360,7 @@ fn greedy_choice(f32: &AnyWeights, probe: &Probe, t: &Table, bound: Bound) -> Re
     let mut taken = moves(t, bound, f32.size_bytes());
     loop {
         let map = map_of(t, &taken);
-        let q = f32.to_precision_map(Precision::F32, &map)?;
+        let q = apply(f32, &map)?;
         let measured = score(&q, probe, None, false)?.bits_per_byte - t.f32_bits_per_byte;
         let predicted = {
             let mut last: Vec<f64> = vec![0.0; t.groups.len()];

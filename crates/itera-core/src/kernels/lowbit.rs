@@ -28,15 +28,49 @@ fn whole_block<const Q3: bool>(bytes: &[u8], out: &mut [f32; GROUP]) {
     }
 }
 
+/// How every q3 / q2 kernel walks a matrix's rows of `cols` values.
+pub(super) struct Rows {
+    pub p: Precision,
+    /// Blocks (groups) per row, and the whole ones among them.
+    pub groups: usize,
+    pub full: usize,
+    /// Bytes per row and per whole block.
+    pub row_bytes: usize,
+    pub block_bytes: usize,
+}
+
+impl Rows {
+    #[inline(always)]
+    pub fn new(q3: bool, cols: usize) -> Rows {
+        let p = if q3 { Precision::Q3 } else { Precision::Q2 };
+        Rows {
+            p,
+            groups: groups_per_row(cols),
+            full: cols / GROUP,
+            row_bytes: packed_bytes_per_row(p, cols).expect("packed"),
+            block_bytes: block_bytes(p),
+        }
+    }
+}
+
+/// q3's four mask bytes of a whole block (after its eight code bytes), and beside them the
+/// same shifted right by one: byte i < 8 then holds the third bit of value 8s + i at bit 2s,
+/// as the code bytes hold its low bits at bits 2s, 2s + 1 — what the SIMD kernels unpack.
+#[inline(always)]
+pub(super) fn mask_pairs(block: &[u8]) -> u64 {
+    let h = u32::from_le_bytes(block[8..12].try_into().expect("a whole q3 block")) as u64;
+    h | ((h >> 1) & 0x7f7f_7f7f) << 32
+}
+
 #[inline(always)]
 fn matvec_body<const Q3: bool>(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
-    let p = if Q3 { Precision::Q3 } else { Precision::Q2 };
-    let (g, bpr, bb) = (
-        groups_per_row(cols),
-        packed_bytes_per_row(p, cols).unwrap(),
-        block_bytes(p),
-    );
-    let full = cols / GROUP;
+    let Rows {
+        p,
+        groups: g,
+        full,
+        row_bytes: bpr,
+        block_bytes: bb,
+    } = Rows::new(Q3, cols);
     let x_sums = block_x_sums(p, x, cols);
     let mut codes = [0.0f32; GROUP];
     for (r, yr) in y.iter_mut().enumerate() {

@@ -12,9 +12,8 @@ use core::arch::wasm32::*;
 use half::f16;
 
 use super::f16_to_f32;
-use super::lowbit::{block_x_sums, row_rest};
-use crate::lowbit::block_bytes;
-use crate::precision::{groups_per_row, packed_bytes_per_row, Precision, GROUP};
+use super::lowbit::{block_x_sums, mask_pairs, row_rest, Rows};
+use crate::precision::{groups_per_row, GROUP};
 
 /// Σ over 16 int8 weights × 16 x values, as four f32 lanes.
 #[inline(always)]
@@ -75,13 +74,13 @@ pub fn matvec_q8(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32])
 /// kernels/lowbit.rs in vectors — lane i of the 32 accumulates `scale · (code · x) + acc` in the
 /// same order, and the lanes are summed in `reduce`'s tree.
 pub fn matvec_lowbit<const Q3: bool>(q: &[u8], scale: &[f16], min: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
-    let p = if Q3 { Precision::Q3 } else { Precision::Q2 };
-    let (g, bpr, bb) = (
-        groups_per_row(cols),
-        packed_bytes_per_row(p, cols).unwrap(),
-        block_bytes(p),
-    );
-    let full = cols / GROUP;
+    let Rows {
+        p,
+        groups: g,
+        full,
+        row_bytes: bpr,
+        block_bytes: bb,
+    } = Rows::new(Q3, cols);
     let x_sums = block_x_sums(p, x, cols);
     let (three, one, four) = (u8x16_splat(3), u8x16_splat(1), f32x4_splat(4.0));
     for (r, yr) in y.iter_mut().enumerate() {
@@ -90,14 +89,7 @@ pub fn matvec_lowbit<const Q3: bool>(q: &[u8], scale: &[f16], min: &[f16], cols:
         for gi in 0..full {
             let block = &row[gi * bb..][..bb];
             let codes = u64x2(u64::from_le_bytes(block[..8].try_into().unwrap()), 0);
-            // q3: the mask's four bytes, and beside them the same shifted right by one, so that
-            // bit 2s of byte i (i < 8) is the third bit of value 8s + i.
-            let high = if Q3 {
-                let h = u32::from_le_bytes(block[8..12].try_into().unwrap()) as u64;
-                u64x2(h | ((h >> 1) & 0x7f7f_7f7f) << 32, 0)
-            } else {
-                u64x2(0, 0)
-            };
+            let high = if Q3 { u64x2(mask_pairs(block), 0) } else { u64x2(0, 0) };
             let s = f32x4_splat(f16_to_f32(scale[r * g + gi]));
             let xg = &x[gi * GROUP..][..GROUP];
             for k in 0..4 {

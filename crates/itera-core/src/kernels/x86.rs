@@ -167,16 +167,14 @@ pub unsafe fn matvec_lowbit<const Q3: bool>(
     x: &[f32],
     y: &mut [f32],
 ) {
-    use super::lowbit::{block_x_sums, row_rest};
-    use crate::lowbit::block_bytes;
-    use crate::precision::{packed_bytes_per_row, Precision};
-    let p = if Q3 { Precision::Q3 } else { Precision::Q2 };
-    let (g, bpr, bb) = (
-        groups_per_row(cols),
-        packed_bytes_per_row(p, cols).unwrap(),
-        block_bytes(p),
-    );
-    let full = cols / GROUP;
+    use super::lowbit::{block_x_sums, mask_pairs, row_rest, Rows};
+    let Rows {
+        p,
+        groups: g,
+        full,
+        row_bytes: bpr,
+        block_bytes: bb,
+    } = Rows::new(Q3, cols);
     let x_sums = block_x_sums(p, x, cols);
     let (three, one, four) = (_mm_set1_epi8(3), _mm_set1_epi8(1), _mm256_set1_ps(4.0));
     let xp = x.as_ptr();
@@ -186,13 +184,10 @@ pub unsafe fn matvec_lowbit<const Q3: bool>(
         load_scales(&scale[r * g..(r + 1) * g], &mut scales);
         let sp = scales.as_ptr();
         let group = |gi: usize, acc: __m256| {
-            let block = row.as_ptr().add(gi * bb);
-            let codes = _mm_loadl_epi64(block as *const __m128i);
-            // q3: the mask's four bytes, and beside them the same shifted right by one, so that
-            // bit 2s of byte i (i < 8) is the third bit of value 8s + i.
+            let block = &row[gi * bb..][..bb];
+            let codes = _mm_loadl_epi64(block.as_ptr() as *const __m128i);
             let high = if Q3 {
-                let h = u32::from_le_bytes(*(block.add(8) as *const [u8; 4])) as u64;
-                _mm_cvtsi64_si128((h | ((h >> 1) & 0x7f7f_7f7f) << 32) as i64)
+                _mm_cvtsi64_si128(mask_pairs(block) as i64)
             } else {
                 _mm_setzero_si128()
             };
