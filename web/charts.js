@@ -196,11 +196,12 @@ export function sizeQualityChart(el, models) {
   }
   add('text', { x: (left + w - right) / 2, y: h - 6, 'text-anchor': 'middle', 'font-size': 12, fill: 'currentColor' }, 'file size (log scale)');
   add('text', { x: 12, y: (top + h - bottom) / 2, 'text-anchor': 'middle', 'font-size': 12, fill: 'currentColor', transform: `rotate(-90 12 ${(top + h - bottom) / 2})` }, 'held-out bits per byte (lower is better)');
-  // A point's label beside it, on the first side where it overlaps no label placed before.
-  const placed = [];
+  // A point's label beside it, on the first side where it covers no point and no label placed
+  // before (boxes: x, y of the bottom-left corner, width, height).
+  const placed = all.map((v) => ({ x: px(v.bytes) - 5, y: py(v.bitsPerByte) + 5, w: 10, h: 10 }));
   const label = (x, y, text, colour) => {
     const [width, height] = [6 * text.length, 11];
-    const sides = [[6, -6], [6, 14], [-6 - width, -6], [-6 - width, 14]];
+    const sides = [[6, -6], [6, 14], [-6 - width, -6], [-6 - width, 14], [-width / 2, -10], [-width / 2, 20]];
     const free = ([dx, dy]) => placed.every((b) => x + dx > b.x + b.w || x + dx + width < b.x || y + dy - height > b.y || y + dy < b.y - b.h);
     const [dx, dy] = sides.find(free) ?? sides[0];
     placed.push({ x: x + dx, y: y + dy, w: width, h: height });

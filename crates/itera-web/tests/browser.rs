@@ -246,6 +246,40 @@ async fn a_mixed_precision_model_on_webgpu_writes_the_cpu_tokens() {
     assert_eq!(tokens_on_webgpu(&m, &greedy).await, want, "mixed on WebGPU");
 }
 
+/// q3 and q2 on WebGPU at odd shapes: the `test` shape (d_model 12, so every row is one short
+/// block; dt_rank 3, d_state 11) with the shipped vocabulary, random weights, in q3, in q2 and
+/// mixed (q2 with the embedding q3 and one expert f32), writes the wasm CPU's greedy tokens.
+#[wasm_bindgen_test]
+async fn q3_and_q2_at_odd_shapes_on_webgpu_write_the_cpu_tokens() {
+    use itera_core::{format, Config, Precision, PrecisionMap, Weights};
+    JsFuture::from(gpu_init())
+        .await
+        .map_err(js_message)
+        .expect("WebGPU must be available");
+    let c = Config {
+        vocab_size: 4096,
+        ..Config::preset("test").unwrap()
+    };
+    let w = Weights::init_random(&c, 11).unwrap();
+    let mixed = PrecisionMap::from([
+        ("embed".to_string(), Precision::Q3),
+        ("layers.1.experts.0.w2".to_string(), Precision::F32),
+    ]);
+    let greedy = serde_json::json!({ "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0.0, "stop_at_end_of_text": false });
+    for (label, file) in [
+        ("q3", w.to_precision(Precision::Q3)),
+        ("q2", w.to_precision(Precision::Q2)),
+        ("mixed q2", w.to_precision_map(Precision::Q2, &mixed).unwrap()),
+    ] {
+        let mut m = Model::new(&format::save(&file).unwrap(), TOKENIZER)
+            .map_err(message)
+            .unwrap();
+        m.enable_gpu().map_err(message).unwrap();
+        let want = tokens_on_the_cpu(&mut m, &greedy);
+        assert_eq!(tokens_on_webgpu(&m, &greedy).await, want, "{label} on WebGPU");
+    }
+}
+
 /// One GPU training step on WebGPU against the CPU, plain and distilling: the odd-sized
 /// `test` config (a dense and a MoE layer) gives the CPU's CE, KL and every gradient, so
 /// every training kernel (shaders/train/) runs in the browser. Tolerance as natively
