@@ -21,7 +21,7 @@
 
 use half::f16;
 
-use crate::precision::{groups_per_row, packed_bytes_per_row, Precision, GROUP};
+use crate::precision::{groups_per_row, Precision, GROUP};
 
 /// Code bytes and mask bytes of a block of `n` values in `p` (q3 or q2).
 fn block_parts(p: Precision, n: usize) -> (usize, usize) {
@@ -29,10 +29,16 @@ fn block_parts(p: Precision, n: usize) -> (usize, usize) {
     (n.div_ceil(4), mask)
 }
 
+/// Bytes of `n` values in `p`, codes and mask: a block of n, and equally a row of n (its whole
+/// blocks and its short last one add up to the same ⌈n/4⌉ + ⌈n/8⌉).
+pub fn packed_bytes(p: Precision, n: usize) -> usize {
+    let (codes, mask) = block_parts(p, n);
+    codes + mask
+}
+
 /// Bytes of a whole (32-value) block in `p`: 12 for q3, 8 for q2.
 pub fn block_bytes(p: Precision) -> usize {
-    let (codes, mask) = block_parts(p, GROUP);
-    codes + mask
+    packed_bytes(p, GROUP)
 }
 
 /// Values in block `gi` of a row of `cols`.
@@ -74,14 +80,18 @@ pub fn value(p: Precision, code: u8, s: f32, m: f32) -> f32 {
     }
 }
 
-/// A row of a q3 / q2 matrix as f32 (`bytes` = the row's bytes, `scale` / `min` its blocks').
-pub fn decode_row(p: Precision, bytes: &[u8], scale: &[f16], min: &[f16], out: &mut [f32]) {
+/// Row `r` of a q3 / q2 matrix of `out.len()` columns as f32, from the whole matrix's codes,
+/// scales and (q2) minimums.
+pub fn decode_row(p: Precision, q: &[u8], scale: &[f16], min: &[f16], r: usize, out: &mut [f32]) {
     let cols = out.len();
+    let (g, bpr) = (groups_per_row(cols), packed_bytes(p, cols));
+    let bytes = &q[r * bpr..(r + 1) * bpr];
     let mut codes = [0u8; GROUP];
-    for gi in 0..groups_per_row(cols) {
+    for gi in 0..g {
         let n = block_len(cols, gi);
         decode_block(p, &bytes[gi * block_bytes(p)..], n, &mut codes);
-        let (s, m) = (scale[gi].to_f32(), min.get(gi).map_or(0.0, |m| m.to_f32()));
+        let m = min.get(r * g + gi).map_or(0.0, |m| m.to_f32());
+        let s = scale[r * g + gi].to_f32();
         for (o, &c) in out[gi * GROUP..][..n].iter_mut().zip(&codes) {
             *o = value(p, c, s, m);
         }
@@ -102,7 +112,7 @@ pub struct LowBits {
 /// lowest squared error wins.
 pub fn quantize(p: Precision, values: &[f32], rows: usize, cols: usize) -> LowBits {
     assert!(matches!(p, Precision::Q3 | Precision::Q2), "lowbit::quantize of {p}");
-    let (g, bpr) = (groups_per_row(cols), packed_bytes_per_row(p, cols).expect("packed"));
+    let (g, bpr) = (groups_per_row(cols), packed_bytes(p, cols));
     let mut q = vec![0u8; rows * bpr];
     let mut scale = vec![f16::ZERO; rows * g];
     let mut min = vec![f16::ZERO; if p == Precision::Q2 { rows * g } else { 0 }];

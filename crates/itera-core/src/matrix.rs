@@ -4,7 +4,7 @@
 use half::f16;
 
 use crate::lowbit;
-use crate::precision::{groups_per_row, packed_bytes_per_row, q4_bytes_per_row, Precision, GROUP};
+use crate::precision::{groups_per_row, q4_bytes_per_row, Precision, GROUP};
 
 /// Row-major (rows = out, cols = in) storage. Quantized variants keep the file's layout so a
 /// model loads without a whole-model dequantize.
@@ -157,16 +157,8 @@ impl Matrix {
                     *o = (nibble as f32 - 8.0) * scale[r * g + j / GROUP].to_f32();
                 }
             }
-            MatrixData::Q3 { q, scale } => {
-                let (g, bpr) = (groups_per_row(cols), packed_bytes_per_row(Precision::Q3, cols).unwrap());
-                let scales = &scale[r * g..(r + 1) * g];
-                lowbit::decode_row(Precision::Q3, &q[r * bpr..(r + 1) * bpr], scales, &[], out);
-            }
-            MatrixData::Q2 { q, scale, min } => {
-                let (g, bpr) = (groups_per_row(cols), packed_bytes_per_row(Precision::Q2, cols).unwrap());
-                let (scales, mins) = (&scale[r * g..(r + 1) * g], &min[r * g..(r + 1) * g]);
-                lowbit::decode_row(Precision::Q2, &q[r * bpr..(r + 1) * bpr], scales, mins, out);
-            }
+            MatrixData::Q3 { q, scale } => lowbit::decode_row(Precision::Q3, q, scale, &[], r, out),
+            MatrixData::Q2 { q, scale, min } => lowbit::decode_row(Precision::Q2, q, scale, min, r, out),
         }
     }
 }

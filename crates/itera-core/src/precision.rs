@@ -61,18 +61,6 @@ impl Precision {
         }
     }
 
-    /// Storage bits per matrix value, scales included, for a row of whole 32-value groups.
-    pub fn bits_per_weight(self) -> f64 {
-        match self {
-            Precision::F32 => 32.0,
-            Precision::F16 => 16.0,
-            Precision::Q8 => 8.5,
-            Precision::Q4 => 4.5,
-            Precision::Q3 => 3.5,
-            Precision::Q2 => 3.0,
-        }
-    }
-
     /// The f16 (rows, groups) tensors stored beside a matrix `NAME` in this precision, by
     /// suffix: `NAME.scale` for the quantized formats and `NAME.min` for q2.
     pub fn group_tensors(self) -> &'static [&'static str] {
@@ -153,8 +141,7 @@ pub fn q4_bytes_per_row(cols: usize) -> usize {
 pub fn packed_bytes_per_row(p: Precision, cols: usize) -> Option<usize> {
     match p {
         Precision::Q4 => Some(q4_bytes_per_row(cols)),
-        Precision::Q3 => Some(cols.div_ceil(4) + cols.div_ceil(8)),
-        Precision::Q2 => Some(cols.div_ceil(4)),
+        Precision::Q3 | Precision::Q2 => Some(crate::lowbit::packed_bytes(p, cols)),
         Precision::F32 | Precision::F16 | Precision::Q8 => None,
     }
 }
