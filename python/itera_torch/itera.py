@@ -50,7 +50,11 @@ class IteraLayer(nn.Module):
         u = F.silu(conv[..., :t_len].transpose(1, 2) + self.conv_b)
         dt_r, b, cc = linear(u, self.x_proj).split([r, n, n], dim=-1)
         dt = F.softplus(linear(dt_r, self.dt_proj) + self.dt_b, threshold=20.0)
-        y = scan(u, dt, -torch.exp(self.A_log), b, cc) + self.Dskip * u
+        # The recurrence runs in f32 even under bf16 autocast: its state accumulates over T.
+        wide = torch.promote_types(u.dtype, torch.float32)
+        with torch.autocast(u.device.type, enabled=False):
+            y = scan(*(x.to(wide) for x in (u, dt, -torch.exp(self.A_log), b, cc)))
+        y = y.to(u.dtype) + self.Dskip * u
         return linear(y * F.silu(z), self.out_proj)
 
     def moe_ffn(self, xn):
@@ -69,7 +73,7 @@ class IteraLayer(nn.Module):
             # An expert no token chose still runs (on no rows), so every parameter is in the
             # graph and DistributedDataParallel needs no search for unused ones.
             rows, slot = (top == e).nonzero(as_tuple=True)
-            out = out.index_add(0, rows, weights[rows, slot, None] * expert(x[rows]))
+            out = out.index_add(0, rows, (weights[rows, slot, None] * expert(x[rows])).to(out.dtype))
         counts = torch.bincount(top.flatten(), minlength=c.n_experts).to(probs.dtype)
         f = counts / (x.shape[0] * c.top_k)  # a count: no gradient
         aux = c.n_experts * (f * probs.mean(0)).sum()

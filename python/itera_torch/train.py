@@ -86,7 +86,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its checkpoint")
     p.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) after this step, keeping the schedule of --steps")
     p.add_argument("--scan", default="chunked", choices=("chunked", "sequential"))
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA (the weights and optimizer stay f32)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast, for GPUs (the weights, the optimizer, the scan and the loss stay f32)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: the cores over the processes)")
     return p.parse_args(argv)
@@ -229,8 +229,7 @@ def main(argv=None):
         opt.load_state_dict(resumed["optimizer"])
         start, seconds = resumed["step"], resumed["seconds"]
     ddp = DistributedDataParallel(model, device_ids=[run.device.index] if run.device.type == "cuda" else None) if run.world > 1 else model
-    use_bf16 = a.bf16 and run.device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(run.device.type, dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
 
     stream = data.corpus_tokens(a.text, tok, out, a.tokenizer, run.writer, run.barrier)
     sets = {Path(f).stem: data.documents(Path(f).read_text(encoding="utf-8")) for f in heldout_files(a.heldout)}

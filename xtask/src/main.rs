@@ -21,6 +21,7 @@ mod site;
 mod test;
 mod tools;
 mod train;
+mod twin;
 mod variants;
 mod web;
 

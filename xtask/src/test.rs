@@ -3,7 +3,8 @@
 //! every native test, the GPU kernels against their CPU twins on lavapipe, the
 //! wasm-bindgen-test suites in headless Chromium, the page's end-to-end test against a
 //! real `cargo xtask serve` and against the static site under a sub-path of a plain static
-//! server, and every fuzz target for a few seconds.
+//! server, the PyTorch twin against the CLI (parity, files, torchrun training; the model it
+//! trains opened in the page), and every fuzz target for a few seconds.
 
 use std::time::Instant;
 
@@ -50,6 +51,10 @@ pub fn run(a: TestArgs) -> Result<()> {
         &|| sh_env("cargo", &["test", "--workspace"], require_gpu),
     )?;
     if !a.fast {
+        step(
+            "PyTorch twin: parity with xtask inspect, files both ways, torchrun training (CPU, gloo)",
+            &crate::twin::run_tests,
+        )?;
         step("itera-core builds for wasm32", &|| {
             sh(
                 "cargo",
@@ -96,7 +101,8 @@ pub fn run(a: TestArgs) -> Result<()> {
 }
 
 /// Starts this binary's `serve` on a free port and runs tests/e2e/playground.mjs,
-/// fine-tune.mjs, distill.mjs and large-text.mjs (which load their downloaded models with this binary) against it.
+/// fine-tune.mjs, distill.mjs and large-text.mjs (which load their downloaded models with this
+/// binary) and torch-model.mjs (the model the PyTorch twin's step trained) against it.
 /// The server's access log goes to target/e2e/server.log; its tail is printed when the test
 /// fails, to tell a page that never asked from a server that never answered.
 fn page_end_to_end() -> Result<()> {
@@ -111,7 +117,17 @@ fn page_end_to_end() -> Result<()> {
     let result = sh("node", &["tests/e2e/playground.mjs", &server.url, out_str])
         .and_then(|()| sh("node", &["tests/e2e/fine-tune.mjs", &server.url, out_str, exe]))
         .and_then(|()| sh("node", &["tests/e2e/distill.mjs", &server.url, out_str, exe]))
-        .and_then(|()| sh("node", &["tests/e2e/large-text.mjs", &server.url, out_str, exe]));
+        .and_then(|()| sh("node", &["tests/e2e/large-text.mjs", &server.url, out_str, exe]))
+        .and_then(|()| {
+            let model = crate::project_root().join(crate::twin::PAGE_MODEL);
+            anyhow::ensure!(
+                model.exists(),
+                "{} is missing: the PyTorch twin's step trains it",
+                model.display()
+            );
+            let model = model.to_str().context("UTF-8 path")?;
+            sh("node", &["tests/e2e/torch-model.mjs", &server.url, out_str, exe, model])
+        });
     drop(server);
     if result.is_err() {
         let log = std::fs::read_to_string(&access_log).unwrap_or_default();
