@@ -53,12 +53,12 @@ def corpus_key(paths, tokenizer_path) -> str:
 
 
 def corpus_tokens(paths, tok: Tokenizer, cache_dir: Path, tokenizer_path, is_writer: bool, barrier) -> np.ndarray:
-    """The stream of `paths` (read one after the other), tokenized once by the writer (rank 0)
-    into `cache_dir` and memory-mapped by every rank."""
+    """The stream of `paths` (read one after the other), tokenized once per machine (by its
+    local rank 0) into `cache_dir` and memory-mapped by every process."""
     cached = Path(cache_dir) / f"corpus-{corpus_key(paths, tokenizer_path)}.npy"
     if is_writer and not cached.exists():
         stream = np.concatenate([encode_corpus(tok, Path(p).read_text(encoding="utf-8")) for p in paths])
-        tmp = cached.with_suffix(".tmp.npy")
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, stream)
         os.replace(tmp, cached)
     barrier()

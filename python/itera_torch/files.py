@@ -97,7 +97,7 @@ def load_state(path, model) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_model(path, scan: str = "chunked"):
+def load_model(path, scan: str = "auto"):
     """A model of the file's family with its weights (dequantized to f32)."""
     model = build_model(config_of(path), scan=scan)
     model.load_state_dict(load_state(path, model))

@@ -16,6 +16,16 @@ from .scan import scan_chunked, scan_sequential
 SCANS = {"chunked": scan_chunked, "sequential": scan_sequential}
 
 
+def scan_for(name: str, device: torch.device):
+    """`auto`: the chunked scan on GPUs, where each sequential step costs a kernel launch; the
+    sequential one on CPUs, where its step's state stays in cache while the chunked scan's
+    passes over (B, T, Di, N) do not (itera-tiny, batch 16 × 128, one thread: 1,702 against 439
+    tokens/s)."""
+    if name == "auto":
+        name = "chunked" if device.type == "cuda" else "sequential"
+    return SCANS[name]
+
+
 class IteraLayer(nn.Module):
     def __init__(self, c: IteraConfig, layer: int):
         super().__init__()
@@ -91,7 +101,7 @@ class IteraLayer(nn.Module):
 class IteraLM(nn.Module):
     """`forward(tokens (B, T))` → (logits (B, T, V), mean aux loss over the MoE layers)."""
 
-    def __init__(self, c: IteraConfig, scan: str = "chunked"):
+    def __init__(self, c: IteraConfig, scan: str = "auto"):
         super().__init__()
         self.config = c
         self.embed = nn.Parameter(torch.empty(c.vocab_size, c.d_model))
@@ -100,7 +110,7 @@ class IteraLM(nn.Module):
         self.scan = scan
 
     def forward(self, tokens):
-        scan = SCANS[self.scan]
+        scan = scan_for(self.scan, tokens.device)
         x = self.embed[tokens]
         auxes = []
         for layer in self.layers:

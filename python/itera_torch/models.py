@@ -16,7 +16,7 @@ from .transformer import TransformerLM
 VECTOR_LEAVES = ("conv_w", "A_log")
 
 
-def build_model(config: Config, scan: str = "chunked"):
+def build_model(config: Config, scan: str = "auto"):
     if isinstance(config, IteraConfig):
         return IteraLM(config, scan=scan)
     return TransformerLM(config)

@@ -13,6 +13,8 @@ over (batch, time, Di, N) without materialising anything larger than the states 
   instead of T, and numerically safe: every decay factor is the exponential of a sum of
   non-positive terms (dt ≥ 0, A < 0), so nothing overflows, unlike the cumulative-sum
   formulations that divide by a running product. Autograd differentiates it as written.
+
+The model takes the chunked form on GPUs and the sequential one on CPUs (`itera.scan_for`).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def parse_args(argv=None):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its checkpoint")
     p.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) after this step, keeping the schedule of --steps")
-    p.add_argument("--scan", default="chunked", choices=("chunked", "sequential"))
+    p.add_argument("--scan", default="auto", choices=("auto", "chunked", "sequential"), help="the selective scan (auto: chunked on GPUs, sequential on CPUs)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast, for GPUs (the weights, the optimizer, the scan and the loss stay f32)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: the cores over the processes)")
@@ -108,7 +108,13 @@ class Distributed:
 
     @property
     def writer(self) -> bool:
+        """Writes the log, the checkpoints and the model (global rank 0)."""
         return self.rank == 0
+
+    @property
+    def node_writer(self) -> bool:
+        """Prepares what every process of its machine reads: the out-dir, the corpus's tokens."""
+        return self.local_rank == 0
 
     def barrier(self):
         if self.world > 1:
@@ -192,7 +198,7 @@ def main(argv=None):
     if run.device.type == "cpu":
         torch.set_num_threads(a.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     out = a.out_dir
-    if run.writer:
+    if run.node_writer:
         out.mkdir(parents=True, exist_ok=True)
     run.barrier()
     log = (out / "log.jsonl").open("a", encoding="utf-8") if run.writer else None
@@ -231,7 +237,7 @@ def main(argv=None):
     ddp = DistributedDataParallel(model, device_ids=[run.device.index] if run.device.type == "cuda" else None) if run.world > 1 else model
     autocast = (lambda: torch.autocast(run.device.type, dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
 
-    stream = data.corpus_tokens(a.text, tok, out, a.tokenizer, run.writer, run.barrier)
+    stream = data.corpus_tokens(a.text, tok, out, a.tokenizer, run.node_writer, run.barrier)
     sets = {Path(f).stem: data.documents(Path(f).read_text(encoding="utf-8")) for f in heldout_files(a.heldout)}
     if run.writer:
         print(f"{model.config.family} model, {sum(p.numel() for p in model.parameters()):,} parameters; {len(stream):,} corpus tokens; "
