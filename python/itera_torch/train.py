@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import data
-from .config import FAMILIES, load_config
+from .config import FAMILIES, from_dict, load_config, to_dict
 from .files import config_of, load_model, save_model
 from .models import build_model, init_weights, is_matrix, loss_terms
 
@@ -161,12 +161,14 @@ def step_once(model, ddp, opt, batch, spec: Spec, shards: int, run: Distributed,
     grads = [p.grad for p in model.parameters()]
     norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])))
     if not (math.isfinite(loss) and math.isfinite(norm)):
-        raise FloatingPointError(f"the loss or gradient is not finite (loss {loss}, gradient norm {norm}): stopping with the last checkpoint")
+        raise FloatingPointError(f"the loss or the gradient is not finite (loss {loss}, gradient norm {norm})")
     if norm > spec.clip:
         for g in grads:
             g.mul_(spec.clip / norm)
     opt.step()
     opt.zero_grad(set_to_none=False)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise FloatingPointError("an updated weight is not finite")
     return loss, ce, aux, norm
 
 
@@ -182,11 +184,13 @@ def evaluate_sets(model, tok, sets, run: Distributed) -> dict:
     return out
 
 
-def save_checkpoint(path: Path, model, opt, spec: Spec, step: int, seconds: float, family: str, config_json):
+def save_checkpoint(path: Path, model, opt, spec: Spec, step: int, seconds: float):
+    """Model, optimizer, settings and progress, replaced atomically: a run stopped at any
+    moment resumes from the last whole checkpoint."""
     tmp = path.with_suffix(".tmp")
     torch.save(
         {"model": model.state_dict(), "optimizer": opt.state_dict(), "spec": asdict(spec), "step": step,
-         "seconds": seconds, "family": family, "config": config_json},
+         "seconds": seconds, "family": model.config.family, "config": to_dict(model.config)},
         tmp,
     )
     os.replace(tmp, path)
@@ -211,6 +215,8 @@ def main(argv=None):
 
     spec = Spec(**{k: getattr(a, k) for k in Spec.__dataclass_fields__})
     checkpoint_path = out / "checkpoint.pt"
+    if a.resume and not checkpoint_path.exists():
+        sys.exit(f"--resume: {checkpoint_path} does not exist (a run writes it every --checkpoint-every steps)")
     resumed = torch.load(checkpoint_path, map_location="cpu", weights_only=False) if a.resume else None
     if resumed:
         spec = Spec(**resumed["spec"])
@@ -219,7 +225,9 @@ def main(argv=None):
         sys.exit(f"--shards {spec.shards} must be a multiple of the {run.world} processes and divide --batch {spec.batch}")
 
     tok = data.load_tokenizer(a.tokenizer)
-    if a.init:
+    if resumed:
+        model = build_model(from_dict(resumed["family"], resumed["config"]), scan=a.scan)
+    elif a.init:
         model = load_model(a.init, scan=a.scan)
     else:
         config = load_config(a.config, a.family)
@@ -238,6 +246,8 @@ def main(argv=None):
     autocast = (lambda: torch.autocast(run.device.type, dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
 
     stream = data.corpus_tokens(a.text, tok, out, a.tokenizer, run.node_writer, run.barrier)
+    if len(stream) < spec.seq_len:
+        sys.exit(f"--seq-len {spec.seq_len} is longer than the corpus ({len(stream)} tokens)")
     sets = {Path(f).stem: data.documents(Path(f).read_text(encoding="utf-8")) for f in heldout_files(a.heldout)}
     if run.writer:
         print(f"{model.config.family} model, {sum(p.numel() for p in model.parameters()):,} parameters; {len(stream):,} corpus tokens; "
@@ -250,7 +260,10 @@ def main(argv=None):
             g["lr"] = lr
         t0 = time.perf_counter()
         batch = data.sample_batch(stream, spec.batch, spec.seq_len, spec.seed, step)
-        loss, ce, aux, norm = step_once(model, ddp, opt, batch, spec, spec.shards, run, autocast)
+        try:
+            loss, ce, aux, norm = step_once(model, ddp, opt, batch, spec, spec.shards, run, autocast)
+        except FloatingPointError as e:
+            sys.exit(f"step {step + 1}: {e}; stopped — the last good weights are {checkpoint_path} (continue with --resume and a lower --lr)")
         if run.device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
@@ -260,14 +273,15 @@ def main(argv=None):
         if sets and ((step + 1) % spec.eval_every == 0 or last):
             say({"step": step + 1, **{f"{k}_bpb": v for k, v in evaluate_sets(model, tok, sets, run).items()}})
         if run.writer and ((step + 1) % spec.checkpoint_every == 0 or last):
-            save_checkpoint(checkpoint_path, model, opt, spec, step + 1, seconds, model.config.family, model.config.extra)
+            save_checkpoint(checkpoint_path, model, opt, spec, step + 1, seconds)
     if run.writer and end < spec.steps:
         print(f"stopped after step {end} of {spec.steps}: continue with --resume", flush=True)
     elif run.writer:
         model.config.extra.update(
             tokenizer="tokenizer.json",
             training={"steps": spec.steps, "batch": spec.batch, "seq_len": spec.seq_len, "corpus": " ".join(a.text),
-                      "corpus_tokens": int(len(stream)), "seconds": seconds, "seed": spec.seed, "lr": spec.lr},
+                      "corpus_tokens": int(len(stream)), "seconds": seconds, "seed": spec.seed, "lr": spec.lr,
+                      **({"fine_tuned_from": str(a.init)} if a.init else {})},
         )
         save_model(model, out / "model.safetensors")
         if Path(a.tokenizer).resolve() != (out / "tokenizer.json").resolve():

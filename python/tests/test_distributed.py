@@ -7,13 +7,16 @@ end-to-end test opens (target/twin/page/model.safetensors)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import unittest
 
 import numpy as np
 from safetensors.numpy import load_file
 
-from .common import CORPUS, HELDOUT, TOKENIZER, WORK, python_module, scratch, xtask
+from .common import CORPUS, HELDOUT, ROOT, TOKENIZER, WORK, python_module, scratch, xtask
 
 RUN = ["--text", CORPUS, "--heldout", HELDOUT, "--tokenizer", TOKENIZER, "--config", "test", "--batch", 4,
        "--seq-len", 32, "--warmup", 1, "--eval-every", 2, "--seed", 5, "--threads", 1]
@@ -61,6 +64,22 @@ class Torchrun(unittest.TestCase):
         self.assertAlmostEqual(cli, torch_eval["bits_per_byte"], delta=1e-4)
         self.assertAlmostEqual(cli, last_eval["eval-stories_bpb"], delta=1e-4)
         self.assertIn("wrote", log)
+
+
+    def test_bad_settings_stop_with_the_reason(self):
+        work = scratch("refusals")
+        cases = [
+            (["--resume"], "checkpoint.pt does not exist"),
+            (["--seq-len", 100000], "longer than the corpus"),
+            (["--batch", 3, "--shards", 2], "must be a multiple of the 1 processes and divide --batch 3"),
+        ]
+        for extra, reason in cases:
+            shutil.rmtree(work / "run", ignore_errors=True)
+            r = subprocess.run([sys.executable, "-m", "itera_torch.train", *map(str, RUN), "--out-dir", str(work / "run"), *map(str, extra)],
+                               capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT / "python")))
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn(reason, r.stderr)
+            self.assertNotIn("Traceback", r.stderr)
 
 
 if __name__ == "__main__":
