@@ -66,6 +66,15 @@ class Torchrun(unittest.TestCase):
         self.assertIn("wrote", log)
 
 
+    def test_bf16_autocast_trains_both_families(self):
+        # On the CPU here; the flag is meant for GPUs, where the same code runs under CUDA autocast.
+        for family in ("itera", "transformer"):
+            out = scratch("bf16") / family
+            train(out, "--family", family, "--steps", 2, "--bf16")
+            steps = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if '"loss"' in l]
+            self.assertEqual(len(steps), 2)
+            self.assertTrue(all(np.isfinite(s["loss"]) and s["loss"] > 0 for s in steps), steps)
+
     def test_bad_settings_stop_with_the_reason(self):
         work = scratch("refusals")
         cases = [
