@@ -450,6 +450,64 @@ fn simd_q3_and_q2_matvecs_equal_the_portable_kernels_bit_for_bit() {
     }
 }
 
+/// The wasm SIMD128 f32, f16 and q4 kernels against the portable loops, bit for bit (the same
+/// 16 lanes in the same order), on shapes with and without a partial last group.
+#[wasm_bindgen_test]
+fn simd_f32_f16_and_q4_matvecs_equal_the_portable_kernels_bit_for_bit() {
+    use itera_core::kernels::{
+        matvec_f16, matvec_f16_portable, matvec_f32, matvec_f32_portable, matvec_q4, matvec_q4_portable,
+    };
+    use itera_core::matrix::{Matrix, MatrixData};
+    use itera_core::rng::Pcg32;
+    use itera_core::Precision;
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let mut rng = Pcg32::new(9);
+    for (rows, cols) in [(1, 1), (3, 15), (3, 31), (7, 33), (13, 77), (5, 128), (2, 4099)] {
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let (mut simd, mut reference) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        matvec_f32(&w, cols, &x, &mut simd);
+        matvec_f32_portable(&w, cols, &x, &mut reference);
+        assert_eq!(bits(&simd), bits(&reference), "f32 {rows}×{cols}");
+        let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+        matvec_f16(&h, cols, &x, &mut simd);
+        matvec_f16_portable(&h, cols, &x, &mut reference);
+        assert_eq!(bits(&simd), bits(&reference), "f16 {rows}×{cols}");
+        let MatrixData::Q4 { q, scale } = Matrix::from_f32(rows, cols, w).to_precision(Precision::Q4).data else {
+            unreachable!()
+        };
+        let xe: Vec<f32> = x.iter().step_by(2).copied().collect();
+        let xo: Vec<f32> = x.iter().skip(1).step_by(2).copied().collect();
+        matvec_q4(&q, &scale, cols, &xe, &xo, &mut simd);
+        matvec_q4_portable(&q, &scale, cols, &xe, &xo, &mut reference);
+        assert_eq!(bits(&simd), bits(&reference), "q4 {rows}×{cols}");
+    }
+}
+
+/// The SIMD128 f16 kernel converts every half as `f16_to_f32` does (normals, subnormals, ±0,
+/// ±∞, NaNs): row r of a 65,536 × 16 matrix holds half r in lane r % 16 and zeros elsewhere,
+/// so W·1 reads each value back through the vector conversion.
+#[wasm_bindgen_test]
+fn simd_f16_kernel_converts_every_half_exactly() {
+    use itera_core::kernels::{f16_to_f32, matvec_f16};
+    const COLS: usize = 16;
+    let rows = 1 << 16;
+    let mut w = vec![half::f16::ZERO; rows * COLS];
+    for r in 0..rows {
+        w[r * COLS + r % COLS] = half::f16::from_bits(r as u16);
+    }
+    let mut y = vec![0.0f32; rows];
+    matvec_f16(&w, COLS, &[1.0; COLS], &mut y);
+    for (r, got) in y.iter().enumerate() {
+        let want = f16_to_f32(half::f16::from_bits(r as u16));
+        // −0 comes back as +0 once the other lanes' zeros are added: compare values.
+        assert!(
+            *got == want || (got.is_nan() && want.is_nan()),
+            "half {r:#06x}: {got} vs {want}"
+        );
+    }
+}
+
 #[wasm_bindgen_test]
 fn malformed_input_is_a_js_error_with_a_clear_message() {
     let model = file("itera-micro-q8");

@@ -6,7 +6,8 @@
 //! wrapper chosen at run time, so the same source becomes AVX2 code where the CPU has it;
 //! on wasm32 the portable body is vectorised by `+simd128`. The quantized and f16 matvecs,
 //! where the autovectoriser's choices were poor (it vectorised across groups), have explicit
-//! AVX2 kernels in `x86`, tested against these portable bodies.
+//! AVX2 kernels in `x86`, and every matvec has an explicit SIMD128 kernel in `wasm` (bit for
+//! bit the portable body but for q8), all tested against these portable bodies.
 
 use half::f16;
 
@@ -196,6 +197,14 @@ fn matvec_f16_body(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `y = W·x` for an f32 (rows, cols) matrix.
+pub fn matvec_f32(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return wasm::matvec_f32(w, cols, x, y);
+    #[allow(unreachable_code)]
+    matvec_f32_portable(w, cols, x, y)
+}
+
 /// `y = W·x` for an f16 matrix.
 pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
     assert!(w.len() >= y.len() * cols && x.len() >= cols, "matvec_f16 shapes");
@@ -204,6 +213,9 @@ pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
         // SAFETY: the CPU has the features; lengths checked above.
         return unsafe { x86::matvec_f16(w, cols, x, y) };
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return wasm::matvec_f16(w, cols, x, y);
+    #[allow(unreachable_code)]
     matvec_f16_portable(w, cols, x, y)
 }
 
@@ -236,6 +248,9 @@ pub fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y
         // SAFETY: the CPU has the features; lengths checked above.
         return unsafe { x86::matvec_q4(q, scale, cols, xe, xo, y) };
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return wasm::matvec_q4(q, scale, cols, xe, xo, y);
+    #[allow(unreachable_code)]
     matvec_q4_portable(q, scale, cols, xe, xo, y)
 }
 
@@ -263,19 +278,19 @@ macro_rules! dispatch {
 pub(crate) use dispatch;
 
 dispatch! {
-    /// `y = W·x` for an f32 (rows, cols) matrix.
-    pub fn matvec_f32(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) => matvec_f32_body
+    /// f32 `y = W·x` without the wasm kernel (the reference in tests).
+    pub fn matvec_f32_portable(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) => matvec_f32_body
 }
 dispatch! {
     /// q8 `y = W·x` without the x86 or wasm SIMD kernels (the reference in tests).
     pub fn matvec_q8_portable(q: &[i8], scale: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_q8_body
 }
 dispatch! {
-    /// q4 `y = W·x` without the x86 kernels.
+    /// q4 `y = W·x` without the x86 or wasm kernels.
     pub fn matvec_q4_portable(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) => matvec_q4_body
 }
 dispatch! {
-    /// `y = W·x` for an f16 matrix without F16C (other CPUs, wasm).
+    /// `y = W·x` for an f16 matrix without F16C or the wasm kernel (other CPUs; the reference).
     pub fn matvec_f16_portable(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) => matvec_f16_body
 }
 

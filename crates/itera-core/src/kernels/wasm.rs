@@ -1,11 +1,14 @@
-//! Explicit wasm SIMD128 kernels for the q8 matrix × vector product — the playground's default
-//! precision and most of its decode time — and for q3 / q2, whose bit unpacking the compiler
-//! leaves scalar. Per 32-value group the q8 weights are loaded as two 16-byte vectors, widened
-//! to f32 in registers, multiplied with x, and `scale · (q · x)` is added into a lane
-//! accumulator reduced once per row. The q3 / q2 kernel keeps the portable body's 32 lanes
-//! (eight vectors) and order of operations, so it is bit for bit the portable result. (The
-//! portable loop's 32 scalar lanes do not vectorise well for wasm; f32, f16 and q4 stay
-//! portable.)
+//! Explicit wasm SIMD128 kernels for the matrix × vector products of every precision (what
+//! decoding spends its time on) and for the scan's lanes.
+//!
+//! - q8 (the playground's default): per 32-value group the weights are loaded as two 16-byte
+//!   vectors, widened to f32 in registers, multiplied with x, and `scale · (q · x)` is added
+//!   into a lane accumulator reduced once per row.
+//! - f32, f16, q4, q3 and q2 keep the portable bodies' lanes (16, 16, 16, 32, 32) and order of
+//!   operations, so each is bit for bit the portable result (browser tests) — the compiler left
+//!   those loops partly scalar: f16 converts each half in scalar code, q4 unpacks nibbles one
+//!   at a time. f16 converts four halves at once in four operations and an exact
+//!   multiplication (`f16x4_to_f32`), equal to `f16_to_f32` for every half.
 
 use core::arch::wasm32::*;
 
@@ -13,7 +16,138 @@ use half::f16;
 
 use super::f16_to_f32;
 use super::lowbit::{block_x_sums, mask_pairs, row_rest, Rows};
-use crate::precision::{groups_per_row, GROUP};
+use crate::precision::{groups_per_row, q4_bytes_per_row, GROUP};
+
+/// The portable kernels' 16 accumulator lanes as four vectors (lanes 4k..4k + 4 in `acc[k]`).
+type Lanes16 = [v128; 4];
+
+/// `reduce` over 16 lanes: 8 and 4 apart are whole vectors, then 2 and 1 within one.
+#[inline(always)]
+fn reduce16(mut acc: Lanes16) -> f32 {
+    acc[0] = f32x4_add(acc[0], acc[2]);
+    acc[1] = f32x4_add(acc[1], acc[3]);
+    let a = f32x4_add(acc[0], acc[1]);
+    (f32x4_extract_lane::<0>(a) + f32x4_extract_lane::<2>(a))
+        + (f32x4_extract_lane::<1>(a) + f32x4_extract_lane::<3>(a))
+}
+
+/// Four halves (sign-extended into i32 lanes) as f32, bit for bit `f16_to_f32`: the half's
+/// sign and exponent-and-mantissa moved to their f32 places (shift by 13, which the sign
+/// extension fills down to bit 28, masked) are an f32 whose value is the half's times 2^-112 —
+/// subnormal halves included, as f32 denormals — so one exact multiplication by 2^112 gives
+/// the value; infinities and NaNs (exponent 31, 65,536 and over after that) get f32's all-ones
+/// exponent with their mantissa, as the scalar conversion gives them.
+#[inline(always)]
+fn f16x4_to_f32(halves: v128) -> v128 {
+    let placed = v128_and(i32x4_shl(halves, 13), u32x4_splat(0x8fff_e000));
+    let value = f32x4_mul(placed, f32x4_splat(f32::from_bits((127 + 112) << 23)));
+    let special = i32x4_gt(v128_and(halves, i32x4_splat(0x7fff)), i32x4_splat(0x7bff));
+    v128_or(value, v128_and(special, u32x4_splat(0x7f80_0000)))
+}
+
+/// `dot_body` in vectors: lane i accumulates x·y + acc over every 16th pair.
+fn dot_lanes16(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc: Lanes16 = [f32x4_splat(0.0); 4];
+    let whole = n / 16 * 16;
+    for at in (0..whole).step_by(16) {
+        for (k, lane) in acc.iter_mut().enumerate() {
+            *lane = f32x4_add(f32x4_mul(load(a, at + 4 * k), load(b, at + 4 * k)), *lane);
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in a[whole..].iter().zip(&b[whole..]) {
+        tail += x * y;
+    }
+    reduce16(acc) + tail
+}
+
+/// `y = W·x` for an f32 matrix (shapes checked by the caller); bit for bit `matvec_f32_body`.
+pub fn matvec_f32(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    for (yr, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
+        *yr = dot_lanes16(row, x);
+    }
+}
+
+/// `y = W·x` for an f16 matrix (shapes checked by the caller); bit for bit `matvec_f16_body`.
+pub fn matvec_f16(w: &[f16], cols: usize, x: &[f32], y: &mut [f32]) {
+    let whole = cols / 16 * 16;
+    for (yr, row) in y.iter_mut().zip(w.chunks_exact(cols)) {
+        let mut acc: Lanes16 = [f32x4_splat(0.0); 4];
+        for at in (0..whole).step_by(16) {
+            // SAFETY: the row holds 16 halves from `at` (at + 16 ≤ whole ≤ cols); loads may be unaligned.
+            let (h0, h1) = unsafe {
+                (
+                    v128_load(row[at..at + 8].as_ptr() as *const v128),
+                    v128_load(row[at + 8..at + 16].as_ptr() as *const v128),
+                )
+            };
+            let bits = [
+                i32x4_extend_low_i16x8(h0),
+                i32x4_extend_high_i16x8(h0),
+                i32x4_extend_low_i16x8(h1),
+                i32x4_extend_high_i16x8(h1),
+            ];
+            for (k, (lane, b)) in acc.iter_mut().zip(bits).enumerate() {
+                *lane = f32x4_add(f32x4_mul(f16x4_to_f32(b), load(x, at + 4 * k)), *lane);
+            }
+        }
+        let tail: f32 = row[whole..]
+            .iter()
+            .zip(&x[whole..cols])
+            .map(|(w, x)| f16_to_f32(*w) * x)
+            .sum();
+        *yr = reduce16(acc) + tail;
+    }
+}
+
+/// Sixteen 4-bit codes (one per byte of `nibbles`), minus 8, as four f32 vectors.
+#[inline(always)]
+fn q4_values(nibbles: v128) -> [v128; 4] {
+    let (lo, hi) = (u16x8_extend_low_u8x16(nibbles), u16x8_extend_high_u8x16(nibbles));
+    let eight = i32x4_splat(8);
+    [
+        u32x4_extend_low_u16x8(lo),
+        u32x4_extend_high_u16x8(lo),
+        u32x4_extend_low_u16x8(hi),
+        u32x4_extend_high_u16x8(hi),
+    ]
+    .map(|v| f32x4_convert_i32x4(i32x4_sub(v, eight)))
+}
+
+/// `y = W·x` for a q4 matrix against x's even / odd elements (shapes checked by the caller);
+/// bit for bit `matvec_q4_body`: lane i accumulates scale · (lo·e + hi·o) + acc.
+pub fn matvec_q4(q: &[u8], scale: &[f16], cols: usize, xe: &[f32], xo: &[f32], y: &mut [f32]) {
+    const HALF: usize = GROUP / 2;
+    let (g, bpr) = (groups_per_row(cols), q4_bytes_per_row(cols));
+    let full = cols / GROUP;
+    for (r, yr) in y.iter_mut().enumerate() {
+        let row = &q[r * bpr..(r + 1) * bpr];
+        let scales = &scale[r * g..(r + 1) * g];
+        let mut acc: Lanes16 = [f32x4_splat(0.0); 4];
+        for gi in 0..full {
+            let at = gi * HALF;
+            // SAFETY: a whole group's 16 bytes lie in the row; loads may be unaligned.
+            let bytes = unsafe { v128_load(row[at..at + HALF].as_ptr() as *const v128) };
+            let lo = q4_values(v128_and(bytes, u8x16_splat(0x0f)));
+            let hi = q4_values(u8x16_shr(bytes, 4));
+            let s = f32x4_splat(f16_to_f32(scales[gi]));
+            for k in 0..4 {
+                let inner = f32x4_add(
+                    f32x4_mul(lo[k], load(xe, at + 4 * k)),
+                    f32x4_mul(hi[k], load(xo, at + 4 * k)),
+                );
+                acc[k] = f32x4_add(f32x4_mul(s, inner), acc[k]);
+            }
+        }
+        let mut sum = reduce16(acc);
+        if full < g {
+            sum += f16_to_f32(scales[full]) * super::q4_partial_group(row, full * HALF, xe, xo);
+        }
+        *yr = sum;
+    }
+}
 
 /// Σ over 16 int8 weights × 16 x values, as four f32 lanes.
 #[inline(always)]
