@@ -52,6 +52,8 @@ struct Record {
     params: usize,
     active_params: usize,
     weight_bytes: usize,
+    /// `kernels::kernel_set()`: which CPU kernels ran.
+    kernels: &'static str,
 }
 
 /// Decode tokens/s of every model in `models` after prefills to each of `positions`
@@ -184,6 +186,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     params: w.table.total_params(),
                     active_params: w.table.active_params(&w.config),
                     weight_bytes: w.size_bytes(),
+                    kernels: itera_core::kernels::kernel_set(),
                 });
             }
         }
@@ -219,6 +222,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             params: vocab_model.config.vocab_size,
             active_params: 0,
             weight_bytes: 0,
+            kernels: itera_core::kernels::kernel_set(),
         });
     }
     match crate::shared_data()
@@ -239,6 +243,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 params: model.param_count(),
                 active_params: model.param_count(),
                 weight_bytes: model.param_count() * 4,
+                kernels: itera_core::kernels::kernel_set(),
             });
         }
         None => {
@@ -291,7 +296,10 @@ fn print_table(records: &[Record], [near, far]: [usize; 2]) {
             r.tokens_per_s
         );
     }
-    println!("(single thread, CPU; tokens/s at position {near}; last column: speed at {far} ÷ speed at {near})");
+    println!(
+        "(single thread, CPU: {}; tokens/s at position {near}; last column: speed at {far} ÷ speed at {near})",
+        itera_core::kernels::kernel_set()
+    );
     for r in records.iter().filter(|r| r.kind == "sample") {
         println!(
             "sampler over {} logits, {:<28} {:>8.1} µs a token",

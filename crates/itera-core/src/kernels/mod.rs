@@ -58,6 +58,23 @@ pub fn f16_to_f32(h: f16) -> f32 {
     f32::from_bits(v.to_bits() | sign)
 }
 
+/// The kernels the matrix products run on this machine, in words (benchmarks report it).
+pub fn kernel_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::available() {
+            return "x86-64 AVX2 + FMA + F16C (explicit kernels)";
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return "x86-64 AVX2 + FMA (portable bodies)";
+        }
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return "wasm SIMD128";
+    #[allow(unreachable_code)]
+    "portable"
+}
+
 /// a·b + c, fused where the hardware has an FMA instruction. wasm32 has none, and there
 /// `mul_add` is a software routine ~20× slower than the whole matvec around it, so the wasm
 /// build multiplies and adds separately (results differ from native in the last bit).
