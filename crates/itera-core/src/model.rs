@@ -13,6 +13,7 @@ use crate::layers::linear::linear_backward;
 use crate::layers::loss::{check_teacher_logits, output_losses};
 use crate::layers::moe::{moe_backward, moe_forward, moe_step, MoeCache, MoeScratch};
 use crate::layers::norm::{rmsnorm_backward, rmsnorm_forward};
+use crate::layers::scratch::{zeroed, MoeGradScratch, SsmGradScratch, SwigluGradScratch};
 use crate::layers::ssm::{a_matrix, ssm_backward, ssm_forward, ssm_step, SsmCache, SsmScratch, SsmState};
 use crate::layers::swiglu::{swiglu_backward, swiglu_forward, swiglu_step, SwigluCache};
 use crate::params::FfnParams;
@@ -44,7 +45,23 @@ pub struct Cache {
     pub aux: Vec<f32>,    // per MoE layer, in layer order
     /// ∂L/∂logits (M, V), kept between steps so training reuses one allocation.
     dlogits: Vec<f32>,
+    /// One block's output (M, D), added into the residual.
+    out: Vec<f32>,
+    scratch: GradScratch,
     trained: bool,
+}
+
+/// The backward's working buffers, kept in the cache so that a training step allocates
+/// nothing once the first has sized them (`layers::scratch`).
+#[derive(Clone, Debug, Default)]
+pub struct GradScratch {
+    dxf: Vec<f32>,
+    dx: Vec<f32>,
+    dnorm: Vec<f32>,
+    dout: Vec<f32>,
+    ssm: SsmGradScratch,
+    moe: MoeGradScratch,
+    swiglu: SwigluGradScratch,
 }
 
 /// Validates token ids against the vocabulary and the batch shape.
@@ -86,11 +103,15 @@ fn forward_impl(
     cache.aux.clear();
 
     let embed = w.matrix(w.table.embed);
-    let mut x = vec![0.0f32; m * d];
+    // The residual stream lives in `x_final`'s buffer (what it ends as) and the block output
+    // in `out`'s: both reused from the previous call.
+    let mut x = std::mem::take(&mut cache.x_final);
+    zeroed(&mut x, m * d);
     for (row, &tok) in x.chunks_exact_mut(d).zip(tokens) {
         embed.row_into(tok as usize, row);
     }
-    let mut out = vec![0.0f32; m * d];
+    let mut out = std::mem::take(&mut cache.out);
+    zeroed(&mut out, m * d);
     for (l, (p, lc)) in w.table.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
         ssm_forward(&mut out, &x, w, p, bd, train, init.map(|s| &s.layers[l]), &mut lc.ssm);
         add_into(&mut x, &out);
@@ -112,6 +133,7 @@ fn forward_impl(
     cache.rstd_f.resize(m, 0.0);
     rmsnorm_forward(&mut cache.xf, &mut cache.rstd_f, &x, w.vector(w.table.final_norm), d);
     cache.x_final = x;
+    cache.out = out;
     cache.logits.resize(m * c.vocab_size, 0.0);
     embed.matmul(&cache.xf, m, &mut cache.logits);
     Ok(())
@@ -123,8 +145,8 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 
 /// Backward of `forward` for ∂L/∂logits = `dlogits`; `aux_scale` = ∂L/∂aux_l (the same for
 /// every MoE layer: α / number of MoE layers). Adds into `grads`. Needs f32 weights and a
-/// cache from `forward(.., train = true, ..)`.
-pub fn backward(w: &Weights, cache: &Cache, dlogits: &[f32], aux_scale: f32, grads: &mut Grads) {
+/// cache from `forward(.., train = true, ..)`; `s` holds the working buffers.
+pub fn backward(w: &Weights, cache: &Cache, dlogits: &[f32], aux_scale: f32, grads: &mut Grads, s: &mut GradScratch) {
     let c = &w.config;
     let bd = cache.dims.expect("backward needs a forward first");
     assert!(cache.trained, "backward needs a forward with train = true");
@@ -132,9 +154,9 @@ pub fn backward(w: &Weights, cache: &Cache, dlogits: &[f32], aux_scale: f32, gra
     let t = &w.table;
 
     // logits = xf · embedᵀ (tied head)
-    let mut dxf = vec![0.0f32; m * d];
+    let dxf = zeroed(&mut s.dxf, m * d);
     linear_backward(
-        Some(&mut dxf),
+        Some(&mut *dxf),
         &mut grads.tensors[t.embed],
         dlogits,
         &cache.xf,
@@ -143,39 +165,39 @@ pub fn backward(w: &Weights, cache: &Cache, dlogits: &[f32], aux_scale: f32, gra
         v,
         d,
     );
-    let mut dx = vec![0.0f32; m * d];
+    let dx = zeroed(&mut s.dx, m * d);
     rmsnorm_backward(
-        &mut dx,
+        dx,
         &mut grads.tensors[t.final_norm],
-        &dxf,
+        dxf,
         &cache.x_final,
         w.vector(t.final_norm),
         &cache.rstd_f,
         d,
     );
 
-    let mut dnorm = vec![0.0f32; m * d];
     for (p, lc) in t.layers.iter().zip(&cache.layers).rev() {
         // x ← x + FFN(rmsnorm(x)): the residual passes dx through, the branch adds to it.
-        dnorm.fill(0.0);
+        let dnorm = zeroed(&mut s.dnorm, m * d);
         match &p.ffn {
-            FfnParams::Dense(sp) => swiglu_backward(&mut dnorm, &dx, &lc.xn_ffn, m, w, sp, &lc.dense, grads),
+            FfnParams::Dense(sp) => swiglu_backward(dnorm, dx, &lc.xn_ffn, m, w, sp, &lc.dense, &mut s.swiglu, grads),
             FfnParams::Moe { router, experts } => moe_backward(
-                &mut dnorm, &dx, &lc.xn_ffn, m, aux_scale, w, *router, experts, &lc.moe, grads,
+                dnorm, dx, &lc.xn_ffn, m, aux_scale, w, *router, experts, &lc.moe, &mut s.moe, grads,
             ),
         }
         rmsnorm_backward(
-            &mut dx,
+            dx,
             &mut grads.tensors[p.ffn_norm],
-            &dnorm,
+            dnorm,
             &lc.x_ffn,
             w.vector(p.ffn_norm),
             &lc.rstd_ffn,
             d,
         );
         // x ← x + SSM(rmsnorm(x))
-        let dout = dx.clone();
-        ssm_backward(&mut dx, &dout, w, p, bd, &lc.ssm, grads);
+        s.dout.clear();
+        s.dout.extend_from_slice(dx);
+        ssm_backward(dx, &s.dout, w, p, bd, &lc.ssm, &mut s.ssm, grads);
     }
     let dembed = &mut grads.tensors[t.embed];
     for (row, &tok) in dx.chunks_exact(d).zip(&cache.tokens) {
@@ -244,7 +266,9 @@ pub fn loss(
     let total = lw.total(ce, kl, aux);
     if let (Some(g), Some(dl)) = (grads, dlogits) {
         let aux_scale = if n_moe > 0 { lw.aux_alpha / n_moe as f32 } else { 0.0 };
-        backward(w, cache, &dl, aux_scale, g);
+        let mut scratch = std::mem::take(&mut cache.scratch);
+        backward(w, cache, &dl, aux_scale, g, &mut scratch);
+        cache.scratch = scratch;
         cache.dlogits = dl;
     }
     Ok(LossParts { total, ce, aux, kl })

@@ -332,7 +332,20 @@ fn scan_forward_reverse_scan_and_state_sums_match_the_cpu() {
         let mut dd = at(&data.grads, a.d_skip, di).to_vec();
         let dy = at(&data.act, a.dy_off, m * di);
         scan_backward(
-            &mut du, &mut ddt, &mut da, &mut dbc, &mut dd, dy, u, dt, &a_mat, bc, d_skip, &h_all, dims,
+            &mut du,
+            &mut ddt,
+            &mut da,
+            &mut dbc,
+            &mut dd,
+            dy,
+            u,
+            dt,
+            &a_mat,
+            bc,
+            d_skip,
+            &h_all,
+            dims,
+            &mut Default::default(),
         );
         assert_close(at(&back.act, a.du_off, m * di), &du, 1e-4, 1e-3, "scan du");
         assert_close(at(&back.act, a.ddt_off, m * di), &ddt, 1e-4, 1e-3, "scan ddt");
@@ -571,7 +584,8 @@ fn routing_forward_aux_loss_and_router_backward_match_the_cpu() {
         }
         let back = run(&g, &tk.route_backward, args, &back, groups_for(rows));
         let dws: Vec<f32> = (0..rows * k).map(|i| dots[i / k]).collect();
-        let want = router_backward(&want_p, &ex, &wt, &dws, &count, 0.3, k);
+        let mut want = Vec::new();
+        router_backward(&want_p, &ex, &wt, &dws, &count, 0.3, k, &mut want, &mut Vec::new());
         assert_close(
             &back.act[dlogits..dlogits + rows * e],
             &want,

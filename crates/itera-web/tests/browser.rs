@@ -618,7 +618,22 @@ fn simd_scan_matches_the_portable_scan_bit_for_bit() {
             ];
             let [du, ddt, da, dbc, dds] = &mut g;
             let f = if simd { scan_backward } else { scan_backward_portable };
-            f(du, ddt, da, dbc, dds, &dy, &u, &dt, &a, &bc, &d_skip, &fast.1, d);
+            f(
+                du,
+                ddt,
+                da,
+                dbc,
+                dds,
+                &dy,
+                &u,
+                &dt,
+                &a,
+                &bc,
+                &d_skip,
+                &fast.1,
+                d,
+                &mut Default::default(),
+            );
             g
         };
         assert!(backward(true) == backward(false), "N = {n}: backward differs");

@@ -9,5 +9,6 @@ pub mod loss;
 pub mod moe;
 pub mod norm;
 pub mod scan;
+pub mod scratch;
 pub mod ssm;
 pub mod swiglu;

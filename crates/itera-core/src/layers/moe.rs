@@ -6,14 +6,15 @@
 
 use super::activations::softmax;
 use super::linear::linear_backward;
+use super::scratch::{zeroed, MoeGradScratch};
 use super::swiglu::{swiglu_backward, swiglu_forward, swiglu_step, SwigluCache};
 use crate::params::SwigluParams;
 use crate::weights::{Grads, Weights};
 
 /// Top-k of `probs` with ties to the lower index; writes expert ids and renormalised weights.
 pub fn route(probs: &[f32], experts: &mut [usize], weights: &mut [f32]) {
-    let k = experts.len();
-    for j in 0..k {
+    let top_k = experts.len();
+    for j in 0..top_k {
         let mut best = usize::MAX;
         for (e, &p) in probs.iter().enumerate() {
             if experts[..j].contains(&e) {
@@ -61,39 +62,39 @@ pub fn moe_forward(
     w: &Weights,
     router: usize,
     experts: &[SwigluParams],
-    k: &mut MoeCache,
+    cache: &mut MoeCache,
 ) -> f32 {
     let (d, e_count, top_k) = (w.config.d_model, w.config.n_experts, w.config.top_k);
-    k.probs.clear();
-    k.probs.resize(m * e_count, 0.0);
-    w.matrix(router).matmul(xn, m, &mut k.probs);
-    k.experts.clear();
-    k.experts.resize(m * top_k, 0);
-    k.weights.clear();
-    k.weights.resize(m * top_k, 0.0);
+    cache.probs.clear();
+    cache.probs.resize(m * e_count, 0.0);
+    w.matrix(router).matmul(xn, m, &mut cache.probs);
+    cache.experts.clear();
+    cache.experts.resize(m * top_k, 0);
+    cache.weights.clear();
+    cache.weights.resize(m * top_k, 0.0);
     for row in 0..m {
-        let probs = &mut k.probs[row * e_count..(row + 1) * e_count];
+        let probs = &mut cache.probs[row * e_count..(row + 1) * e_count];
         softmax(probs);
         route(
             probs,
-            &mut k.experts[row * top_k..(row + 1) * top_k],
-            &mut k.weights[row * top_k..(row + 1) * top_k],
+            &mut cache.experts[row * top_k..(row + 1) * top_k],
+            &mut cache.weights[row * top_k..(row + 1) * top_k],
         );
     }
-    k.batches.resize_with(e_count, ExpertBatch::default);
-    for b in &mut k.batches {
+    cache.batches.resize_with(e_count, ExpertBatch::default);
+    for b in &mut cache.batches {
         b.rows.clear();
         b.slots.clear();
         b.x.clear();
     }
-    for (i, &e) in k.experts.iter().enumerate() {
-        let b = &mut k.batches[e];
+    for (i, &e) in cache.experts.iter().enumerate() {
+        let b = &mut cache.batches[e];
         b.rows.push(i / top_k);
         b.slots.push(i % top_k);
         b.x.extend_from_slice(&xn[(i / top_k) * d..(i / top_k + 1) * d]);
     }
     out[..m * d].fill(0.0);
-    for (e, b) in k.batches.iter_mut().enumerate() {
+    for (e, b) in cache.batches.iter_mut().enumerate() {
         let n = b.rows.len();
         b.out.clear();
         b.out.resize(n * d, 0.0);
@@ -102,14 +103,15 @@ pub fn moe_forward(
         }
         swiglu_forward(&mut b.out, &b.x, n, w, &experts[e], &mut b.act);
         for (i, (&row, &slot)) in b.rows.iter().zip(&b.slots).enumerate() {
-            let wt = k.weights[row * top_k + slot];
+            let wt = cache.weights[row * top_k + slot];
             for (o, v) in out[row * d..(row + 1) * d].iter_mut().zip(&b.out[i * d..(i + 1) * d]) {
                 *o += wt * v;
             }
         }
     }
-    k.counts = k.batches.iter().map(|b| b.rows.len()).collect();
-    aux_loss(&k.probs, &k.counts, m, e_count, top_k)
+    cache.counts.clear();
+    cache.counts.extend(cache.batches.iter().map(|b| b.rows.len()));
+    aux_loss(&cache.probs, &cache.counts, m, e_count, top_k)
 }
 
 /// `E · Σ_e f_e · P_e` with f_e = counts_e / (M·k), P_e = mean_rows probs[·, e].
@@ -135,39 +137,50 @@ pub fn moe_backward(
     w: &Weights,
     router: usize,
     experts: &[SwigluParams],
-    k: &MoeCache,
+    cache: &MoeCache,
+    s: &mut MoeGradScratch,
     grads: &mut Grads,
 ) {
     let (d, e_count, top_k) = (w.config.d_model, w.config.n_experts, w.config.top_k);
     // ∂L/∂w_j for every routed slot, then each expert's backward on its weighted gradient.
-    let mut dweights = vec![0.0f32; m * top_k];
-    for (e, b) in k.batches.iter().enumerate() {
+    let dweights = zeroed(&mut s.dweights, m * top_k);
+    for (e, b) in cache.batches.iter().enumerate() {
         let n = b.rows.len();
         if n == 0 {
             continue;
         }
-        let mut dexp = vec![0.0f32; n * d];
+        let dexp = zeroed(&mut s.dexp, n * d);
         for (i, (&row, &slot)) in b.rows.iter().zip(&b.slots).enumerate() {
             let go = &dout[row * d..(row + 1) * d];
-            let wt = k.weights[row * top_k + slot];
+            let wt = cache.weights[row * top_k + slot];
             dweights[row * top_k + slot] = go.iter().zip(&b.out[i * d..(i + 1) * d]).map(|(g, o)| g * o).sum();
             for (dst, g) in dexp[i * d..(i + 1) * d].iter_mut().zip(go) {
                 *dst = wt * g;
             }
         }
-        let mut dx = vec![0.0f32; n * d];
-        swiglu_backward(&mut dx, &dexp, &b.x, n, w, &experts[e], &b.act, grads);
+        let dx = zeroed(&mut s.dx, n * d);
+        swiglu_backward(dx, dexp, &b.x, n, w, &experts[e], &b.act, &mut s.swiglu, grads);
         for (i, &row) in b.rows.iter().enumerate() {
             for (dst, v) in dxn[row * d..(row + 1) * d].iter_mut().zip(&dx[i * d..(i + 1) * d]) {
                 *dst += v;
             }
         }
     }
-    let dlogits = router_backward(&k.probs, &k.experts, &k.weights, &dweights, &k.counts, aux_scale, top_k);
+    router_backward(
+        &cache.probs,
+        &cache.experts,
+        &cache.weights,
+        dweights,
+        &cache.counts,
+        aux_scale,
+        top_k,
+        &mut s.dlogits,
+        &mut s.dp,
+    );
     linear_backward(
         Some(dxn),
         &mut grads.tensors[router],
-        &dlogits,
+        &s.dlogits,
         xn,
         w.f32(router),
         m,
@@ -179,7 +192,8 @@ pub fn moe_backward(
 /// The router logits' gradient (M, E) from ∂L/∂w of every routed slot (`dweights`, M × k)
 /// and `aux_scale` = ∂L/∂aux: through the renormalisation w_j = p_j / S (S = Σ_sel p:
 /// ∂L/∂p_j = (∂L/∂w_j − Σ_l ∂L/∂w_l · w_l) / S), the aux loss (∂aux/∂p[t, e] = E · f_e / M)
-/// and the softmax.
+/// and the softmax. Writes `dlogits`; `dp` is one row's working space.
+#[allow(clippy::too_many_arguments)]
 pub fn router_backward(
     probs: &[f32],
     experts: &[usize],
@@ -188,10 +202,12 @@ pub fn router_backward(
     counts: &[usize],
     aux_scale: f32,
     top_k: usize,
-) -> Vec<f32> {
+    dlogits: &mut Vec<f32>,
+    dp: &mut Vec<f32>,
+) {
     let e_count = counts.len();
     let m = probs.len() / e_count;
-    let mut dlogits = vec![0.0f32; m * e_count];
+    let dlogits = zeroed(dlogits, m * e_count);
     for row in 0..m {
         let probs = &probs[row * e_count..(row + 1) * e_count];
         let sel = &experts[row * top_k..(row + 1) * top_k];
@@ -199,7 +215,7 @@ pub fn router_backward(
         let dw = &dweights[row * top_k..(row + 1) * top_k];
         let s: f32 = sel.iter().map(|&e| probs[e]).sum();
         let mean: f32 = dw.iter().zip(wts).map(|(a, b)| a * b).sum();
-        let mut dp = vec![0.0f32; e_count];
+        let dp = zeroed(dp, e_count);
         for (j, &e) in sel.iter().enumerate() {
             dp[e] += (dw[j] - mean) / s;
         }
@@ -207,12 +223,11 @@ pub fn router_backward(
             *v += aux_scale * e_count as f32 * (counts[e] as f32 / (m * top_k) as f32) / m as f32;
         }
         // softmax backward: dlogit = p ⊙ (dp − Σ p⊙dp)
-        let dot: f32 = probs.iter().zip(&dp).map(|(p, g)| p * g).sum();
+        let dot: f32 = probs.iter().zip(dp.iter()).map(|(p, g)| p * g).sum();
         for e in 0..e_count {
             dlogits[row * e_count + e] = probs[e] * (dp[e] - dot);
         }
     }
-    dlogits
 }
 
 /// Per-token scratch for the MoE decode step.

@@ -6,6 +6,7 @@
 //! with h (Di, N) per sequence. The backward is the same recurrence run in reverse time.
 
 use super::activations::exp_fast;
+use super::scratch::{zeroed, ScanGradScratch};
 use crate::kernels::reduce;
 
 /// Lanes over the state dimension N (one AVX2 register; N = 16 is two chunks).
@@ -144,7 +145,8 @@ crate::kernels::dispatch! {
         bc: &[f32],
         d_skip: &[f32],
         h_all: &[f32],
-        d: ScanDims
+        d: ScanDims,
+        scratch: &mut ScanGradScratch
     ) => scan_backward_body::<WASM_SIMD>
 }
 
@@ -163,7 +165,8 @@ crate::kernels::dispatch! {
         bc: &[f32],
         d_skip: &[f32],
         h_all: &[f32],
-        d: ScanDims
+        d: ScanDims,
+        scratch: &mut ScanGradScratch
     ) => scan_backward_body::<false>
 }
 
@@ -231,6 +234,7 @@ fn scan_backward_body<const SIMD: bool>(
     d_skip: &[f32],
     h_all: &[f32],
     d: ScanDims,
+    scratch: &mut ScanGradScratch,
 ) {
     let ScanDims {
         batch,
@@ -244,9 +248,9 @@ fn scan_backward_body<const SIMD: bool>(
     let full = n / L * L;
     #[cfg(target_arch = "x86_64")]
     let avx2 = crate::kernels::x86::available();
-    let mut dh = vec![0.0f32; di * n];
-    let zeros = vec![0.0f32; di * n];
-    let (mut db, mut dc) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let ScanGradScratch { dh, zeros, db, dc } = scratch;
+    let (dh, zeros) = (zeroed(dh, di * n), &*zeroed(zeros, di * n));
+    let (db, dc) = (zeroed(db, n), zeroed(dc, n));
     for bi in 0..batch {
         dh.fill(0.0);
         for ti in (0..t).rev() {
@@ -313,11 +317,11 @@ fn scan_backward_body<const SIMD: bool>(
                         );
                         continue;
                     }
-                    lanes_backward::<L>(&x, s0, dhk, dak, &mut db, &mut dc, &mut ddt_acc, &mut du_acc);
+                    lanes_backward::<L>(&x, s0, dhk, dak, db, dc, &mut ddt_acc, &mut du_acc);
                 }
                 for s in full..n {
                     let (mut ddt1, mut du1) = ([0.0f32; 1], [0.0f32; 1]);
-                    lanes_backward::<1>(&x, s, dhk, dak, &mut db, &mut dc, &mut ddt1, &mut du1);
+                    lanes_backward::<1>(&x, s, dhk, dak, db, dc, &mut ddt1, &mut du1);
                     ddt_acc[0] += ddt1[0];
                     du_acc[0] += du1[0];
                 }

@@ -8,6 +8,7 @@ use super::conv::{conv_backward, conv_forward, conv_step, conv_tail, ConvDims};
 use super::linear::linear_backward;
 use super::norm::{rmsnorm_backward, rmsnorm_forward};
 use super::scan::{scan_backward, scan_forward, scan_step, ScanDims};
+use super::scratch::{zeroed, SsmGradScratch};
 use crate::config::Config;
 use crate::params::LayerParams;
 use crate::weights::{Grads, Weights};
@@ -74,7 +75,15 @@ fn resize(v: &mut Vec<f32>, n: usize) {
 
 /// A = −exp(A_log) (Di, N).
 pub fn a_matrix(a_log: &[f32]) -> Vec<f32> {
-    a_log.iter().map(|&v| -v.exp()).collect()
+    let mut a = Vec::new();
+    a_matrix_into(a_log, &mut a);
+    a
+}
+
+/// `a_matrix` into `a`'s buffer.
+pub fn a_matrix_into(a_log: &[f32], a: &mut Vec<f32>) {
+    a.clear();
+    a.extend(a_log.iter().map(|&v| -v.exp()));
 }
 
 /// Runs the block on `x` (M, D) and writes its output (before the residual add) to `out`.
@@ -98,71 +107,76 @@ pub fn ssm_forward(
     let c = &w.config;
     let (m, d, di, n, r) = (bd.rows(), c.d_model, c.d_inner(), c.d_state, c.dt_rank);
     let (conv_dims, scan_dims) = dims(c, bd);
-    let k = cache;
-    k.x.clear();
-    k.x.extend_from_slice(&x[..m * d]);
-    resize(&mut k.xn, m * d);
-    resize(&mut k.rstd, m);
-    rmsnorm_forward(&mut k.xn, &mut k.rstd, x, w.vector(p.ssm_norm), d);
-    resize(&mut k.xz, m * 2 * di);
-    w.matrix(p.in_proj).matmul(&k.xn, m, &mut k.xz);
-    resize(&mut k.conv, m * di);
+    cache.x.clear();
+    cache.x.extend_from_slice(&x[..m * d]);
+    resize(&mut cache.xn, m * d);
+    resize(&mut cache.rstd, m);
+    rmsnorm_forward(&mut cache.xn, &mut cache.rstd, x, w.vector(p.ssm_norm), d);
+    resize(&mut cache.xz, m * 2 * di);
+    w.matrix(p.in_proj).matmul(&cache.xn, m, &mut cache.xz);
+    resize(&mut cache.conv, m * di);
     conv_forward(
-        &mut k.conv,
-        &k.xz,
+        &mut cache.conv,
+        &cache.xz,
         w.vector(p.conv_w),
         w.vector(p.conv_b),
         init.map(|s| &s.conv_tail[..]),
         conv_dims,
     );
-    k.u.clear();
-    k.u.extend(k.conv.iter().map(|&v| silu(v)));
-    resize(&mut k.bc, m * c.x_proj_out());
-    w.matrix(p.x_proj).matmul(&k.u, m, &mut k.bc);
-    k.dtr.clear();
-    k.dtr
-        .extend(k.bc.chunks_exact(c.x_proj_out()).flat_map(|row| &row[..r]));
-    resize(&mut k.dt_pre, m * di);
-    w.matrix(p.dt_proj).matmul(&k.dtr, m, &mut k.dt_pre);
-    for (row, bias) in k.dt_pre.chunks_exact_mut(di).zip(std::iter::repeat(w.vector(p.dt_b))) {
+    cache.u.clear();
+    cache.u.extend(cache.conv.iter().map(|&v| silu(v)));
+    resize(&mut cache.bc, m * c.x_proj_out());
+    w.matrix(p.x_proj).matmul(&cache.u, m, &mut cache.bc);
+    cache.dtr.clear();
+    cache
+        .dtr
+        .extend(cache.bc.chunks_exact(c.x_proj_out()).flat_map(|row| &row[..r]));
+    resize(&mut cache.dt_pre, m * di);
+    w.matrix(p.dt_proj).matmul(&cache.dtr, m, &mut cache.dt_pre);
+    for (row, bias) in cache
+        .dt_pre
+        .chunks_exact_mut(di)
+        .zip(std::iter::repeat(w.vector(p.dt_b)))
+    {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
-    k.dt.clear();
-    k.dt.extend(k.dt_pre.iter().map(|&v| softplus(v)));
-    k.a = a_matrix(w.vector(p.a_log));
-    resize(&mut k.y, m * di);
-    resize(&mut k.h_last, bd.batch * di * n);
+    cache.dt.clear();
+    cache.dt.extend(cache.dt_pre.iter().map(|&v| softplus(v)));
+    a_matrix_into(w.vector(p.a_log), &mut cache.a);
+    resize(&mut cache.y, m * di);
+    resize(&mut cache.h_last, bd.batch * di * n);
     if let Some(s) = init {
-        k.h_last.copy_from_slice(&s.h);
+        cache.h_last.copy_from_slice(&s.h);
     }
     if train {
-        resize(&mut k.h_all, m * di * n);
+        resize(&mut cache.h_all, m * di * n);
     } else {
-        k.h_all.clear();
+        cache.h_all.clear();
     }
-    let h_all = train.then_some(&mut k.h_all[..]);
+    let h_all = train.then_some(&mut cache.h_all[..]);
     scan_forward(
-        &mut k.y,
+        &mut cache.y,
         h_all,
-        &mut k.h_last,
-        &k.u,
-        &k.dt,
-        &k.a,
-        &k.bc,
+        &mut cache.h_last,
+        &cache.u,
+        &cache.dt,
+        &cache.a,
+        &cache.bc,
         w.vector(p.d_skip),
         scan_dims,
     );
-    resize(&mut k.g, m * di);
-    for ((g, y), xz) in
-        k.g.chunks_exact_mut(di)
-            .zip(k.y.chunks_exact(di))
-            .zip(k.xz.chunks_exact(2 * di))
+    resize(&mut cache.g, m * di);
+    for ((g, y), xz) in cache
+        .g
+        .chunks_exact_mut(di)
+        .zip(cache.y.chunks_exact(di))
+        .zip(cache.xz.chunks_exact(2 * di))
     {
         for i in 0..di {
             g[i] = y[i] * silu(xz[di + i]);
         }
     }
-    w.matrix(p.out_proj).matmul(&k.g, m, out);
+    w.matrix(p.out_proj).matmul(&cache.g, m, out);
 }
 
 /// Backward of `ssm_forward`: `dx` (M, D) += ∂L/∂x given `dout` (M, D); weight gradients are
@@ -173,7 +187,8 @@ pub fn ssm_backward(
     w: &Weights,
     p: &LayerParams,
     bd: BatchDims,
-    k: &SsmCache,
+    cache: &SsmCache,
+    s: &mut SsmGradScratch,
     grads: &mut Grads,
 ) {
     let c = &w.config;
@@ -182,64 +197,64 @@ pub fn ssm_backward(
     let g = &mut grads.tensors;
 
     // out = out_proj(g),  g = y ⊙ silu(z)
-    let mut dg = vec![0.0; m * di];
+    let dg = zeroed(&mut s.dg, m * di);
     linear_backward(
-        Some(&mut dg),
+        Some(&mut *dg),
         &mut g[p.out_proj],
         dout,
-        &k.g,
+        &cache.g,
         w.f32(p.out_proj),
         m,
         d,
         di,
     );
-    let mut dxz = vec![0.0; m * 2 * di];
-    let mut dy = vec![0.0; m * di];
+    let (dxz, dy) = (zeroed(&mut s.dxz, m * 2 * di), zeroed(&mut s.dy, m * di));
     for row in 0..m {
         for i in 0..di {
-            let z = k.xz[row * 2 * di + di + i];
+            let z = cache.xz[row * 2 * di + di + i];
             let dgi = dg[row * di + i];
             dy[row * di + i] = dgi * silu(z);
-            dxz[row * 2 * di + di + i] = dgi * k.y[row * di + i] * silu_grad(z);
+            dxz[row * 2 * di + di + i] = dgi * cache.y[row * di + i] * silu_grad(z);
         }
     }
 
     // y = scan(u, dt, A, B, C)
-    let (mut du, mut ddt, mut da) = (vec![0.0; m * di], vec![0.0; m * di], vec![0.0; k.a.len()]);
-    let mut dbc = vec![0.0; m * xo];
+    let (du, ddt) = (zeroed(&mut s.du, m * di), zeroed(&mut s.ddt, m * di));
+    let (da, dbc) = (zeroed(&mut s.da, cache.a.len()), zeroed(&mut s.dbc, m * xo));
     scan_backward(
-        &mut du,
-        &mut ddt,
-        &mut da,
-        &mut dbc,
+        du,
+        ddt,
+        da,
+        dbc,
         &mut g[p.d_skip],
-        &dy,
-        &k.u,
-        &k.dt,
-        &k.a,
-        &k.bc,
+        dy,
+        &cache.u,
+        &cache.dt,
+        &cache.a,
+        &cache.bc,
         w.vector(p.d_skip),
-        &k.h_all,
+        &cache.h_all,
         scan_dims,
+        &mut s.scan,
     );
     // A = −exp(A_log)  ⇒  ∂A/∂A_log = A
-    for ((ga, da), a) in g[p.a_log].iter_mut().zip(&da).zip(&k.a) {
+    for ((ga, da), a) in g[p.a_log].iter_mut().zip(da.iter()).zip(&cache.a) {
         *ga += da * a;
     }
 
     // dt = softplus(dt_proj(dt_r) + dt_b)
-    for (v, pre) in ddt.iter_mut().zip(&k.dt_pre) {
+    for (v, pre) in ddt.iter_mut().zip(&cache.dt_pre) {
         *v *= sigmoid(*pre);
     }
     for row in ddt.chunks_exact(di) {
         g[p.dt_b].iter_mut().zip(row).for_each(|(gb, v)| *gb += v);
     }
-    let mut ddtr = vec![0.0; m * r];
+    let ddtr = zeroed(&mut s.ddtr, m * r);
     linear_backward(
-        Some(&mut ddtr),
+        Some(&mut *ddtr),
         &mut g[p.dt_proj],
-        &ddt,
-        &k.dtr,
+        ddt,
+        &cache.dtr,
         w.f32(p.dt_proj),
         m,
         di,
@@ -250,28 +265,45 @@ pub fn ssm_backward(
     }
 
     // [dt_r, B, C] = x_proj(u)
-    linear_backward(Some(&mut du), &mut g[p.x_proj], &dbc, &k.u, w.f32(p.x_proj), m, xo, di);
+    linear_backward(
+        Some(&mut *du),
+        &mut g[p.x_proj],
+        dbc,
+        &cache.u,
+        w.f32(p.x_proj),
+        m,
+        xo,
+        di,
+    );
 
     // u = silu(conv(u_pre))
-    for (v, pre) in du.iter_mut().zip(&k.conv) {
+    for (v, pre) in du.iter_mut().zip(&cache.conv) {
         *v *= silu_grad(*pre);
     }
     let (gw, gb) = two_mut(g, p.conv_w, p.conv_b);
-    conv_backward(&mut dxz, gw, gb, &du, &k.xz, w.vector(p.conv_w), conv_dims);
+    conv_backward(dxz, gw, gb, du, &cache.xz, w.vector(p.conv_w), conv_dims);
 
     // [u_pre, z] = in_proj(xn)
-    let mut dxn = vec![0.0; m * d];
+    let dxn = zeroed(&mut s.dxn, m * d);
     linear_backward(
-        Some(&mut dxn),
+        Some(&mut *dxn),
         &mut g[p.in_proj],
-        &dxz,
-        &k.xn,
+        dxz,
+        &cache.xn,
         w.f32(p.in_proj),
         m,
         2 * di,
         d,
     );
-    rmsnorm_backward(dx, &mut g[p.ssm_norm], &dxn, &k.x, w.vector(p.ssm_norm), &k.rstd, d);
+    rmsnorm_backward(
+        dx,
+        &mut g[p.ssm_norm],
+        dxn,
+        &cache.x,
+        w.vector(p.ssm_norm),
+        &cache.rstd,
+        d,
+    );
 }
 
 /// Two distinct mutable gradient buffers.
@@ -303,10 +335,10 @@ impl SsmState {
 
     /// The state of sequence `bi` after a forward over the whole batch (which, for a
     /// continuation, started from this state).
-    pub fn from_cache(&mut self, c: &Config, k: &SsmCache, bd: BatchDims, bi: usize) {
+    pub fn from_cache(&mut self, c: &Config, cache: &SsmCache, bd: BatchDims, bi: usize) {
         let len = self.h.len();
-        self.h.copy_from_slice(&k.h_last[bi * len..(bi + 1) * len]);
-        conv_tail(&mut self.conv_tail, &k.xz, bi, dims(c, bd).0);
+        self.h.copy_from_slice(&cache.h_last[bi * len..(bi + 1) * len]);
+        conv_tail(&mut self.conv_tail, &cache.xz, bi, dims(c, bd).0);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::activations::{silu, silu_grad};
 use super::linear::linear_backward;
+use super::scratch::{zeroed, SwigluGradScratch};
 use crate::family::Architecture;
 use crate::params::SwigluParams;
 use crate::weights::{Grads, Weights};
@@ -22,19 +23,19 @@ pub fn swiglu_forward<A: Architecture>(
     n: usize,
     w: &Weights<A>,
     p: &SwigluParams,
-    k: &mut SwigluCache,
+    cache: &mut SwigluCache,
 ) {
     let f = w.matrix(p.w1).rows;
-    for v in [&mut k.a, &mut k.b, &mut k.h] {
+    for v in [&mut cache.a, &mut cache.b, &mut cache.h] {
         v.clear();
         v.resize(n * f, 0.0);
     }
-    w.matrix(p.w1).matmul(x, n, &mut k.a);
-    w.matrix(p.w3).matmul(x, n, &mut k.b);
-    for ((h, a), b) in k.h.iter_mut().zip(&k.a).zip(&k.b) {
+    w.matrix(p.w1).matmul(x, n, &mut cache.a);
+    w.matrix(p.w3).matmul(x, n, &mut cache.b);
+    for ((h, a), b) in cache.h.iter_mut().zip(&cache.a).zip(&cache.b) {
         *h = silu(*a) * b;
     }
-    w.matrix(p.w2).matmul(&k.h, n, out);
+    w.matrix(p.w2).matmul(&cache.h, n, out);
 }
 
 /// dx (n, D) += ∂L/∂x; weight gradients added into `grads`.
@@ -46,21 +47,21 @@ pub fn swiglu_backward<A: Architecture>(
     n: usize,
     w: &Weights<A>,
     p: &SwigluParams,
-    k: &SwigluCache,
+    cache: &SwigluCache,
+    s: &mut SwigluGradScratch,
     grads: &mut Grads,
 ) {
     let (d, f) = (w.matrix(p.w2).rows, w.matrix(p.w1).rows);
     let g = &mut grads.tensors;
-    let mut dh = vec![0.0; n * f];
-    linear_backward(Some(&mut dh), &mut g[p.w2], dout, &k.h, w.f32(p.w2), n, d, f);
-    let mut da = vec![0.0; n * f];
-    let mut db = vec![0.0; n * f];
+    let dh = zeroed(&mut s.dh, n * f);
+    linear_backward(Some(&mut *dh), &mut g[p.w2], dout, &cache.h, w.f32(p.w2), n, d, f);
+    let (da, db) = (zeroed(&mut s.da, n * f), zeroed(&mut s.db, n * f));
     for i in 0..n * f {
-        da[i] = dh[i] * k.b[i] * silu_grad(k.a[i]);
-        db[i] = dh[i] * silu(k.a[i]);
+        da[i] = dh[i] * cache.b[i] * silu_grad(cache.a[i]);
+        db[i] = dh[i] * silu(cache.a[i]);
     }
-    linear_backward(Some(&mut *dx), &mut g[p.w1], &da, x, w.f32(p.w1), n, f, d);
-    linear_backward(Some(dx), &mut g[p.w3], &db, x, w.f32(p.w3), n, f, d);
+    linear_backward(Some(&mut *dx), &mut g[p.w1], da, x, w.f32(p.w1), n, f, d);
+    linear_backward(Some(dx), &mut g[p.w3], db, x, w.f32(p.w3), n, f, d);
 }
 
 /// One row: out (D) = SwiGLU(x (D)); `a`, `b` are F-sized scratch.

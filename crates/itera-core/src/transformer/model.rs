@@ -16,6 +16,7 @@ use crate::layers::attention::{attention_backward, attention_forward, rope_angle
 use crate::layers::linear::linear_backward;
 use crate::layers::loss::{check_teacher_logits, output_losses};
 use crate::layers::norm::{rmsnorm_backward, rmsnorm_forward};
+use crate::layers::scratch::{zeroed, SwigluGradScratch};
 use crate::layers::swiglu::{swiglu_backward, swiglu_forward, swiglu_step, SwigluCache};
 use crate::model::{check_tokens, BatchDims, LossParts, LossWeights, PREFILL_CHUNK};
 use crate::weights::{Grads, Weights};
@@ -70,8 +71,26 @@ pub struct TransformerCache {
     cos: Vec<f32>,
     sin: Vec<f32>,
     row: Vec<f32>,
+    /// One block's output (M, D), added into the residual.
+    out: Vec<f32>,
     dlogits: Vec<f32>,
+    scratch: GradScratch,
     trained: bool,
+}
+
+/// The backward's working buffers, kept in the cache so that a training step allocates
+/// nothing once the first has sized them (`layers::scratch`).
+#[derive(Clone, Debug, Default)]
+pub struct GradScratch {
+    dxf: Vec<f32>,
+    dx: Vec<f32>,
+    dnorm: Vec<f32>,
+    datt: Vec<f32>,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    dp: Vec<f32>,
+    swiglu: SwigluGradScratch,
 }
 
 /// The KV cache and scratch of one sequence being decoded: memory grows with the position
@@ -194,11 +213,15 @@ fn forward_impl(
     }
 
     let embed = w.matrix(w.table.embed);
-    let mut x = vec![0.0f32; m * d];
+    // The residual stream lives in `x_final`'s buffer and the block output in `out`'s: both
+    // reused from the previous call.
+    let mut x = std::mem::take(&mut cache.x_final);
+    zeroed(&mut x, m * d);
     for (row, &tok) in x.chunks_exact_mut(d).zip(tokens) {
         embed.row_into(tok as usize, row);
     }
-    let mut out = vec![0.0f32; m * d];
+    let mut out = std::mem::take(&mut cache.out);
+    zeroed(&mut out, m * d);
     for (l, (p, lc)) in w.table.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
         lc.x_att.clear();
         lc.x_att.extend_from_slice(&x);
@@ -263,6 +286,7 @@ fn forward_impl(
     resize(&mut cache.rstd_f, m);
     rmsnorm_forward(&mut cache.xf, &mut cache.rstd_f, &x, w.vector(w.table.norm), d);
     cache.x_final = x;
+    cache.out = out;
     resize(&mut cache.logits, m * c.vocab_size);
     w.matrix(w.table.classifier()).matmul(&cache.xf, m, &mut cache.logits);
     if let Some(st) = state {
@@ -272,8 +296,14 @@ fn forward_impl(
 }
 
 /// Backward of `forward` for ∂L/∂logits = `dlogits`; adds into `grads`. Needs f32 weights and
-/// a cache from `forward(.., train = true, ..)`.
-pub fn backward(w: &TransformerWeights, cache: &TransformerCache, dlogits: &[f32], grads: &mut Grads) {
+/// a cache from `forward(.., train = true, ..)`; `s` holds the working buffers.
+pub fn backward(
+    w: &TransformerWeights,
+    cache: &TransformerCache,
+    dlogits: &[f32],
+    grads: &mut Grads,
+    s: &mut GradScratch,
+) {
     let c = &w.config;
     let bd = cache.dims.expect("backward needs a forward first");
     assert!(cache.trained, "backward needs a forward with train = true");
@@ -282,31 +312,34 @@ pub fn backward(w: &TransformerWeights, cache: &TransformerCache, dlogits: &[f32
     let tb = &w.table;
     let g = &mut grads.tensors;
 
-    let mut dxf = vec![0.0f32; m * d];
+    let dxf = zeroed(&mut s.dxf, m * d);
     let head = tb.classifier();
-    linear_backward(Some(&mut dxf), &mut g[head], dlogits, &cache.xf, w.f32(head), m, v, d);
-    let mut dx = vec![0.0f32; m * d];
+    linear_backward(Some(&mut *dxf), &mut g[head], dlogits, &cache.xf, w.f32(head), m, v, d);
+    let dx = zeroed(&mut s.dx, m * d);
     rmsnorm_backward(
-        &mut dx,
+        dx,
         &mut g[tb.norm],
-        &dxf,
+        dxf,
         &cache.x_final,
         w.vector(tb.norm),
         &cache.rstd_f,
         d,
     );
-    let (mut dnorm, mut datt) = (vec![0.0f32; m * d], vec![0.0f32; m * d]);
-    let (mut dq, mut dk, mut dv) = (vec![0.0f32; m * d], vec![0.0f32; m * kv], vec![0.0f32; m * kv]);
-    let mut dp = Vec::new();
+    let (dnorm, datt) = (zeroed(&mut s.dnorm, m * d), zeroed(&mut s.datt, m * d));
+    let (dq, dk, dv) = (
+        zeroed(&mut s.dq, m * d),
+        zeroed(&mut s.dk, m * kv),
+        zeroed(&mut s.dv, m * kv),
+    );
     for (p, lc) in tb.layers.iter().zip(&cache.layers).rev() {
         // x ← x + SwiGLU(ffn_norm(x))
         dnorm.fill(0.0);
-        swiglu_backward(&mut dnorm, &dx, &lc.xn_ffn, m, w, &p.ffn, &lc.ffn, grads);
+        swiglu_backward(dnorm, dx, &lc.xn_ffn, m, w, &p.ffn, &lc.ffn, &mut s.swiglu, grads);
         let g = &mut grads.tensors;
         rmsnorm_backward(
-            &mut dx,
+            dx,
             &mut g[p.ffn_norm],
-            &dnorm,
+            dnorm,
             &lc.x_ffn,
             w.vector(p.ffn_norm),
             &lc.rstd_ffn,
@@ -314,8 +347,8 @@ pub fn backward(w: &TransformerWeights, cache: &TransformerCache, dlogits: &[f32
         );
         // x ← x + wo · Attn(rope(wq x̂), rope(wk x̂), wv x̂), x̂ = attention_norm(x)
         datt.fill(0.0);
-        linear_backward(Some(&mut datt), &mut g[p.wo], &dx, &lc.att, w.f32(p.wo), m, d, d);
-        for buf in [&mut dq, &mut dk, &mut dv] {
+        linear_backward(Some(&mut *datt), &mut g[p.wo], dx, &lc.att, w.f32(p.wo), m, d, d);
+        for buf in [&mut *dq, &mut *dk, &mut *dv] {
             buf.fill(0.0);
         }
         let per_seq = a.n_heads * t * t;
@@ -332,7 +365,7 @@ pub fn backward(w: &TransformerWeights, cache: &TransformerCache, dlogits: &[f32
                 &lc.probs[b * per_seq..(b + 1) * per_seq],
                 t,
                 a,
-                &mut dp,
+                &mut s.dp,
             );
         }
         for (r, (dq, dk)) in dq.chunks_exact_mut(d).zip(dk.chunks_exact_mut(kv)).enumerate() {
@@ -342,13 +375,13 @@ pub fn backward(w: &TransformerWeights, cache: &TransformerCache, dlogits: &[f32
             rope_rotate(dk, hs, cos, sin, true);
         }
         dnorm.fill(0.0);
-        linear_backward(Some(&mut dnorm), &mut g[p.wq], &dq, &lc.xn_att, w.f32(p.wq), m, d, d);
-        linear_backward(Some(&mut dnorm), &mut g[p.wk], &dk, &lc.xn_att, w.f32(p.wk), m, kv, d);
-        linear_backward(Some(&mut dnorm), &mut g[p.wv], &dv, &lc.xn_att, w.f32(p.wv), m, kv, d);
+        linear_backward(Some(&mut *dnorm), &mut g[p.wq], dq, &lc.xn_att, w.f32(p.wq), m, d, d);
+        linear_backward(Some(&mut *dnorm), &mut g[p.wk], dk, &lc.xn_att, w.f32(p.wk), m, kv, d);
+        linear_backward(Some(&mut *dnorm), &mut g[p.wv], dv, &lc.xn_att, w.f32(p.wv), m, kv, d);
         rmsnorm_backward(
-            &mut dx,
+            dx,
             &mut g[p.attention_norm],
-            &dnorm,
+            dnorm,
             &lc.x_att,
             w.vector(p.attention_norm),
             &lc.rstd_att,
@@ -379,7 +412,9 @@ pub fn loss(
     let (ce, kl) = output_losses(&cache.logits, tokens, bd, v, teacher, lw, dlogits.as_mut())?;
     let total = lw.total(ce, kl, 0.0);
     if let (Some(g), Some(dl)) = (grads, dlogits) {
-        backward(w, cache, &dl, g);
+        let mut scratch = std::mem::take(&mut cache.scratch);
+        backward(w, cache, &dl, g, &mut scratch);
+        cache.scratch = scratch;
         cache.dlogits = dl;
     }
     Ok(LossParts {
