@@ -253,7 +253,7 @@ fn conv_forward_and_backward_match_the_cpu() {
             batch,
             t,
             c: di,
-            k,
+            width: k,
             x_stride: 2 * di,
         };
         let (w, b) = (at(&data.params, a.conv_w, di * k), at(&data.params, a.conv_b, di));

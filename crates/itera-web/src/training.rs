@@ -589,6 +589,8 @@ impl<A: Architecture> Shard<A> {
     }
 }
 
+// One per worker, never moved in a hot path: boxing the larger family's buffers would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum AnyShard {
     Itera(Shard<Itera>),
     Transformer(Shard<Transformer>),

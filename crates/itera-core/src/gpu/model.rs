@@ -400,9 +400,9 @@ impl GpuModel {
             out.routing = vec![Vec::new(); steps];
         } else if trace {
             let r = &self.routes;
-            let k = r.top_k;
+            let top_k = r.top_k;
             for step in words[2 * steps..].chunks_exact(l.trace_stride) {
-                let layers = step.chunks_exact(2 * k).enumerate().map(|(layer, slots)| {
+                let layers = step.chunks_exact(2 * top_k).enumerate().map(|(layer, slots)| {
                     if !r.moe[layer] {
                         return Route::default();
                     }
@@ -495,10 +495,10 @@ impl GpuModel {
 /// sampler; returns the sampler's uniform slot (rewritten per run).
 fn record_step(rec: &mut StepRecorder, m: &Plan) -> u64 {
     let (c, a) = (m.c, m.a);
-    let k = &rec.gpu.kernels;
+    let kernels = &rec.gpu.kernels;
     record_layers(rec, m, Rows::DECODE);
     rec.push(
-        &k.rmsnorm,
+        &kernels.rmsnorm,
         norm_args(c, a.x, a.xn, m.v.final_norm, Rows::DECODE),
         None,
         (1, 1),
@@ -516,7 +516,7 @@ fn record_step(rec: &mut StepRecorder, m: &Plan) -> u64 {
         tokens_base: 0,
         logprobs_base: 0,
     };
-    rec.push(&k.sample, placeholder, None, (1, 1))
+    rec.push(&kernels.sample, placeholder, None, (1, 1))
 }
 
 /// What recording the layers reads: the model's shape, its arena, control and parameter
@@ -548,7 +548,7 @@ fn norm_args(c: &Config, x: usize, y: usize, w_off: usize, rows: Rows) -> NormAr
 fn record_layers(rec: &mut StepRecorder, m: &Plan, rows: Rows) {
     let (c, a, l, v) = (m.c, m.a, m.l, m.v);
     let gpu = rec.gpu;
-    let k = &gpu.kernels;
+    let kernels = &gpu.kernels;
     let (d, di, n, r, f) = (c.d_model, c.d_inner(), c.d_state, c.dt_rank, c.d_ff);
     let (t, w) = (rows.count as u32, rows.stride as u32);
     let embed = LinearArgs {
@@ -557,12 +557,17 @@ fn record_layers(rec: &mut StepRecorder, m: &Plan, rows: Rows) {
         y_stride: w,
         ..LinearArgs::matvec(c.vocab_size, d, 0, rows.at(a.x))
     };
-    let embed_kernel = &k.embed_row[rec.weights[0].precision_index()];
+    let embed_kernel = &kernels.embed_row[rec.weights[0].precision_index()];
     rec.push(embed_kernel, embed, Some(0), (groups_for(d).0, t));
     for (layer, &first) in m.layer_slots.iter().enumerate() {
         let lv = &v.layers[layer];
         let [in_proj, x_proj, dt_proj, out_proj] = [first, first + 1, first + 2, first + 3];
-        rec.push(&k.rmsnorm, norm_args(c, a.x, a.xn, lv.ssm_norm, rows), None, (t, 1));
+        rec.push(
+            &kernels.rmsnorm,
+            norm_args(c, a.x, a.xn, lv.ssm_norm, rows),
+            None,
+            (t, 1),
+        );
         rec.project(in_proj, rows, rows.linear((2 * di, d), a.xn, a.xz));
         let conv = ConvArgs {
             channels: di as u32,
@@ -576,7 +581,7 @@ fn record_layers(rec: &mut StepRecorder, m: &Plan, rows: Rows) {
             x_stride: w,
             y_stride: w,
         };
-        rec.push(&k.conv, conv, None, groups_for(di));
+        rec.push(&kernels.conv, conv, None, groups_for(di));
         rec.project(x_proj, rows, rows.linear((r + 2 * n, di), a.u, a.bc));
         rec.project(dt_proj, rows, rows.linear((di, r), a.bc, a.dt));
         let scan = ScanArgs {
@@ -595,10 +600,15 @@ fn record_layers(rec: &mut StepRecorder, m: &Plan, rows: Rows) {
             in_stride: w,
             out_stride: w,
         };
-        rec.push(&k.scan, scan, None, groups_for(di));
+        rec.push(&kernels.scan, scan, None, groups_for(di));
         rec.project(out_proj, rows, rows.linear((d, di), a.y, a.x).accumulating());
 
-        rec.push(&k.rmsnorm, norm_args(c, a.x, a.xn, lv.ffn_norm, rows), None, (t, 1));
+        rec.push(
+            &kernels.rmsnorm,
+            norm_args(c, a.x, a.xn, lv.ffn_norm, rows),
+            None,
+            (t, 1),
+        );
         let swiglu = SwigluArgs {
             n: f as u32,
             a_off: rows.at(a.ffn_a) as u32,
@@ -623,18 +633,18 @@ fn record_layers(rec: &mut StepRecorder, m: &Plan, rows: Rows) {
                 route_stride: stride as u32,
                 stride: w,
             };
-            rec.push(&k.route, route, None, (t, 1));
+            rec.push(&kernels.route, route, None, (t, 1));
             for slot in 0..c.top_k {
                 rec.expert(w1s, rows, w1.routed(slot, base, stride, false));
                 rec.expert(w3s, rows, w3.routed(slot, base, stride, false));
-                rec.push(&k.swiglu, swiglu, None, swiglu_groups);
+                rec.push(&kernels.swiglu, swiglu, None, swiglu_groups);
                 rec.expert(w2s, rows, w2.routed(slot, base, stride, true));
             }
         } else {
             let (w1i, w3i, w2i) = (first + 4, first + 5, first + 6);
             rec.project(w1i, rows, w1);
             rec.project(w3i, rows, w3);
-            rec.push(&k.swiglu, swiglu, None, swiglu_groups);
+            rec.push(&kernels.swiglu, swiglu, None, swiglu_groups);
             rec.project(w2i, rows, w2);
         }
     }

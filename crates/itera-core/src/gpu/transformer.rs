@@ -117,7 +117,7 @@ impl GpuModel {
             weights: &weights,
             rec: Recorder::new(),
         };
-        let k = &gpu.kernels;
+        let kernels = &gpu.kernels;
         let one = Rows::DECODE;
         let norm = |x: usize, y: usize, w_off: usize| NormArgs {
             d: d as u32,
@@ -133,7 +133,7 @@ impl GpuModel {
             ..LinearArgs::matvec(c.vocab_size, d, 0, a.x)
         };
         rec.push(
-            &k.embed_row[weights[0].precision_index()],
+            &kernels.embed_row[weights[0].precision_index()],
             embed,
             Some(0),
             (groups_for(d).0, 1),
@@ -142,7 +142,7 @@ impl GpuModel {
             let first = 1 + 7 * layer;
             let [wq, wk, wv, wo, w1, w3, w2] = std::array::from_fn(|i| first + i);
             let (k_cache, v_cache) = a.caches[layer];
-            rec.push(&k.rmsnorm, norm(a.x, a.xn, attention_norm), None, (1, 1));
+            rec.push(&kernels.rmsnorm, norm(a.x, a.xn, attention_norm), None, (1, 1));
             rec.project(wq, one, LinearArgs::matvec(d, d, a.xn, a.q));
             rec.project(wk, one, LinearArgs::matvec(kv, d, a.xn, a.k));
             rec.project(wv, one, LinearArgs::matvec(kv, d, a.xn, a.v));
@@ -162,10 +162,10 @@ impl GpuModel {
                 context: context as u32,
                 scale: (1.0 / (hs as f32).sqrt()).to_bits(),
             };
-            rec.push(&k.rope_kv, attention, None, (1, 1));
-            rec.push(&k.attention, attention, None, (c.n_heads as u32, 1));
+            rec.push(&kernels.rope_kv, attention, None, (1, 1));
+            rec.push(&kernels.attention, attention, None, (c.n_heads as u32, 1));
             rec.project(wo, one, LinearArgs::matvec(d, d, a.att, a.x).accumulating());
-            rec.push(&k.rmsnorm, norm(a.x, a.xn, ffn_norm), None, (1, 1));
+            rec.push(&kernels.rmsnorm, norm(a.x, a.xn, ffn_norm), None, (1, 1));
             rec.project(w1, one, LinearArgs::matvec(hid, d, a.xn, a.ffn_a));
             rec.project(w3, one, LinearArgs::matvec(hid, d, a.xn, a.ffn_b));
             let swiglu = SwigluArgs {
@@ -175,13 +175,13 @@ impl GpuModel {
                 tokens: 1,
                 stride: hid as u32,
             };
-            rec.push(&k.swiglu, swiglu, None, groups_for(hid));
+            rec.push(&kernels.swiglu, swiglu, None, groups_for(hid));
             rec.project(w2, one, LinearArgs::matvec(d, hid, a.ffn_a, a.x).accumulating());
         }
-        rec.push(&k.rmsnorm, norm(a.x, a.xn, final_norm), None, (1, 1));
+        rec.push(&kernels.rmsnorm, norm(a.x, a.xn, final_norm), None, (1, 1));
         rec.project(classifier, one, LinearArgs::matvec(c.vocab_size, d, a.xn, a.logits));
         let placeholder: SampleArgs = bytemuck::Zeroable::zeroed(); // set_sampling writes it
-        let sample_slot = rec.push(&k.sample, placeholder, None, (1, 1));
+        let sample_slot = rec.push(&kernels.sample, placeholder, None, (1, 1));
         let rec = rec.rec;
         let step_len = rec.specs.len();
         GpuModel::assemble(

@@ -8,7 +8,7 @@ pub struct ConvDims {
     pub batch: usize,
     pub t: usize,
     pub c: usize,
-    pub k: usize,
+    pub width: usize,
     pub x_stride: usize,
 }
 
@@ -20,23 +20,23 @@ pub fn conv_forward(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], init: Opti
         batch,
         t,
         c,
-        k,
+        width,
         x_stride,
     } = d;
     for bi in 0..batch {
         for ti in 0..t {
             let o = &mut out[(bi * t + ti) * c..(bi * t + ti + 1) * c];
             o.copy_from_slice(&b[..c]);
-            for j in 0..k {
+            for j in 0..width {
                 // Input step for tap j; taps before the sequence start read the initial tail
                 // (row ti + j of it) or the zero padding.
-                let xr = match ((ti + j).checked_sub(k - 1), init) {
+                let xr = match ((ti + j).checked_sub(width - 1), init) {
                     (Some(src_t), _) => &x[(bi * t + src_t) * x_stride..][..c],
-                    (None, Some(tail)) => &tail[(bi * (k - 1) + ti + j) * c..][..c],
+                    (None, Some(tail)) => &tail[(bi * (width - 1) + ti + j) * c..][..c],
                     (None, None) => continue,
                 };
                 for ch in 0..c {
-                    o[ch] += w[ch * k + j] * xr[ch];
+                    o[ch] += w[ch * width + j] * xr[ch];
                 }
             }
         }
@@ -49,7 +49,7 @@ pub fn conv_backward(dx: &mut [f32], dw: &mut [f32], db: &mut [f32], dout: &[f32
         batch,
         t,
         c,
-        k,
+        width,
         x_stride,
     } = d;
     for bi in 0..batch {
@@ -58,14 +58,14 @@ pub fn conv_backward(dx: &mut [f32], dw: &mut [f32], db: &mut [f32], dout: &[f32
             for ch in 0..c {
                 db[ch] += g[ch];
             }
-            for j in 0..k {
-                let Some(src_t) = (ti + j).checked_sub(k - 1) else {
+            for j in 0..width {
+                let Some(src_t) = (ti + j).checked_sub(width - 1) else {
                     continue;
                 };
                 let row = (bi * t + src_t) * x_stride;
                 for ch in 0..c {
-                    dw[ch * k + j] += g[ch] * x[row + ch];
-                    dx[row + ch] += g[ch] * w[ch * k + j];
+                    dw[ch * width + j] += g[ch] * x[row + ch];
+                    dx[row + ch] += g[ch] * w[ch * width + j];
                 }
             }
         }
@@ -74,17 +74,17 @@ pub fn conv_backward(dx: &mut [f32], dw: &mut [f32], db: &mut [f32], dout: &[f32
 
 /// One decode step: `tail` holds the previous K−1 inputs (oldest first, C each) and is shifted
 /// to include `x_t` afterwards.
-pub fn conv_step(out: &mut [f32], x_t: &[f32], tail: &mut [f32], w: &[f32], b: &[f32], c: usize, k: usize) {
+pub fn conv_step(out: &mut [f32], x_t: &[f32], tail: &mut [f32], w: &[f32], b: &[f32], c: usize, width: usize) {
     for ch in 0..c {
-        let mut acc = b[ch] + w[ch * k + k - 1] * x_t[ch];
-        for j in 0..k - 1 {
-            acc += w[ch * k + j] * tail[j * c + ch];
+        let mut acc = b[ch] + w[ch * width + width - 1] * x_t[ch];
+        for j in 0..width - 1 {
+            acc += w[ch * width + j] * tail[j * c + ch];
         }
         out[ch] = acc;
     }
-    if k > 1 {
+    if width > 1 {
         tail.copy_within(c.., 0);
-        tail[(k - 2) * c..].copy_from_slice(&x_t[..c]);
+        tail[(width - 2) * c..].copy_from_slice(&x_t[..c]);
     }
 }
 
@@ -92,11 +92,13 @@ pub fn conv_step(out: &mut [f32], x_t: &[f32], tail: &mut [f32], w: &[f32], b: &
 /// was shorter than K−1, the older entries come from the tail it started from (`tail`'s own
 /// content), shifted.
 pub fn conv_tail(tail: &mut [f32], x: &[f32], bi: usize, d: ConvDims) {
-    let ConvDims { t, c, k, x_stride, .. } = d;
-    let keep = (k - 1).saturating_sub(t); // old tail rows that survive
-    tail.copy_within((k - 1 - keep) * c..(k - 1) * c, 0);
-    for j in keep..k - 1 {
-        let src_t = t + j - (k - 1);
+    let ConvDims {
+        t, c, width, x_stride, ..
+    } = d;
+    let keep = (width - 1).saturating_sub(t); // old tail rows that survive
+    tail.copy_within((width - 1 - keep) * c..(width - 1) * c, 0);
+    for j in keep..width - 1 {
+        let src_t = t + j - (width - 1);
         tail[j * c..(j + 1) * c].copy_from_slice(&x[(bi * t + src_t) * x_stride..][..c]);
     }
 }

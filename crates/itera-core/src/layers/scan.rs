@@ -261,7 +261,7 @@ fn scan_backward_body<const SIMD: bool>(
             let h_prev = if ti > 0 {
                 &h_all[(row - 1) * di * n..row * di * n]
             } else {
-                &zeros[..]
+                zeros
             };
             db.fill(0.0);
             dc.fill(0.0);

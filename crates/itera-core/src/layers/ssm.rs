@@ -53,7 +53,7 @@ fn dims(c: &Config, bd: BatchDims) -> (ConvDims, ScanDims) {
         batch: bd.batch,
         t: bd.t,
         c: di,
-        k: c.d_conv,
+        width: c.d_conv,
         x_stride: 2 * di,
     };
     let scan = ScanDims {
@@ -181,6 +181,7 @@ pub fn ssm_forward(
 
 /// Backward of `ssm_forward`: `dx` (M, D) += ∂L/∂x given `dout` (M, D); weight gradients are
 /// added into `grads`. Needs a cache filled with `train = true` and f32 weights.
+#[allow(clippy::too_many_arguments)]
 pub fn ssm_backward(
     dx: &mut [f32],
     dout: &[f32],
@@ -379,7 +380,7 @@ pub fn ssm_step(
     s: &mut SsmScratch,
 ) {
     let c = &w.config;
-    let (di, n, r, k) = (c.d_inner(), c.d_state, c.dt_rank, c.d_conv);
+    let (di, n, r, width) = (c.d_inner(), c.d_state, c.dt_rank, c.d_conv);
     let mut rstd = [0.0];
     rmsnorm_forward(&mut s.xn, &mut rstd, x, w.vector(p.ssm_norm), c.d_model);
     w.matrix(p.in_proj).matvec(&s.xn, &mut s.xz);
@@ -391,7 +392,7 @@ pub fn ssm_step(
         w.vector(p.conv_w),
         w.vector(p.conv_b),
         di,
-        k,
+        width,
     );
     for v in s.conv.iter_mut() {
         *v = silu(*v);

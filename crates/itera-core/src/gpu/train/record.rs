@@ -23,7 +23,7 @@ pub(crate) enum Slots {
 
 /// The training step's dispatches, recorded with the model's layouts at hand.
 pub(crate) struct TrainRecorder<'k> {
-    k: &'k TrainKernels,
+    kernels: &'k TrainKernels,
     pub rec: Recorder<'k, Slots>,
     c: &'k Config,
     table: &'k ParamTable,
@@ -45,14 +45,14 @@ pub(crate) struct MicroBatch {
 
 impl<'k> TrainRecorder<'k> {
     pub fn new(
-        k: &'k TrainKernels,
+        kernels: &'k TrainKernels,
         c: &'k Config,
         table: &'k ParamTable,
         params: &'k ParamLayout,
         a: &'k ActLayout,
     ) -> TrainRecorder<'k> {
         TrainRecorder {
-            k,
+            kernels,
             rec: Recorder::new(),
             c,
             table,
@@ -77,7 +77,7 @@ impl<'k> TrainRecorder<'k> {
 
     fn gemm(&mut self, mnk: (usize, usize, usize), a: Operand, b: Operand, c: (Buf, usize, usize), write: Write) {
         let groups = ((mnk.1 as u32).div_ceil(16).max(1), (mnk.0 as u32).div_ceil(16).max(1));
-        self.push(&self.k.gemm, GemmArgs::new(mnk, a, b, c, write), groups);
+        self.push(&self.kernels.gemm, GemmArgs::new(mnk, a, b, c, write), groups);
     }
 
     /// y (M, out) = x (M, in) · Wᵀ for the table matrix `w` (out, in); x and y as (offset,
@@ -138,7 +138,7 @@ impl<'k> TrainRecorder<'k> {
             bias_off: bias as u32,
             ..PointwiseArgs::new(op, (rows, cols), operands)
         };
-        self.push(&self.k.pointwise, args, groups_2d(rows * cols, 64));
+        self.push(&self.kernels.pointwise, args, groups_2d(rows * cols, 64));
     }
 
     fn norm(&mut self, x: usize, y: usize, rstd: usize, w: usize) {
@@ -151,7 +151,7 @@ impl<'k> TrainRecorder<'k> {
             w_off: self.p(w) as u32,
             ..Default::default()
         };
-        self.push(&self.k.rmsnorm_forward, args, groups_per_row(self.a.rows));
+        self.push(&self.kernels.rmsnorm_forward, args, groups_per_row(self.a.rows));
     }
 
     /// dx (+)= the norm's input gradient for dy; the weight's gradient into its slot.
@@ -169,8 +169,8 @@ impl<'k> TrainRecorder<'k> {
             accumulate: accumulate as u32,
             ..Default::default()
         };
-        self.push(&self.k.rmsnorm_backward, args, groups_per_row(self.a.rows));
-        self.push(&self.k.rmsnorm_weight_grad, args, groups_for(d));
+        self.push(&self.kernels.rmsnorm_backward, args, groups_per_row(self.a.rows));
+        self.push(&self.kernels.rmsnorm_weight_grad, args, groups_for(d));
     }
 
     fn ssm_args(&self, la: &LayerActs, p: &LayerParams, seqs: usize) -> SsmArgs {
@@ -240,18 +240,18 @@ impl<'k> TrainRecorder<'k> {
             x_off: a.layers[0].x as u32,
             g_off: self.p(table.embed) as u32,
         };
-        self.push(&self.k.embed_forward, embed, groups_2d(m * d, 64));
+        self.push(&self.kernels.embed_forward, embed, groups_2d(m * d, 64));
         for (l, (p, la)) in table.layers.iter().zip(&a.layers).enumerate() {
             self.slots = Slots::States(l);
             // SSM block (layers::ssm::ssm_forward)
             self.norm(la.x, la.xn, la.rstd, p.ssm_norm);
             self.linear((la.xn, d), p.in_proj, (la.xz, 2 * di), Write::Set);
             let ssm = self.ssm_args(la, p, mb.seqs);
-            self.push(&self.k.conv_forward, ssm, groups_for(m * di));
+            self.push(&self.kernels.conv_forward, ssm, groups_for(m * di));
             self.linear((la.u, di), p.x_proj, (la.bc, xo), Write::Set);
             self.linear((la.bc, xo), p.dt_proj, (la.dt_pre, di), Write::Set);
             self.pointwise(Op::Dt, di, &[(la.dt_pre, di), (la.dt, di)], self.p(p.dt_b));
-            self.push(&self.k.scan_forward, ssm, groups_for(mb.seqs * di));
+            self.push(&self.kernels.scan_forward, ssm, groups_for(mb.seqs * di));
             self.pointwise(Op::Gate, di, &[(la.y, di), (la.xz + di, 2 * di), (la.g, di)], 0);
             self.linear((la.g, di), p.out_proj, (la.x_ffn, d), Write::Residual(la.x, d));
             // FFN block
@@ -268,8 +268,8 @@ impl<'k> TrainRecorder<'k> {
                         aux_weight: mb.share / c.n_moe_layers() as f32,
                         ..self.route_args(la)
                     };
-                    self.push(&self.k.route_forward, route, groups_for(m));
-                    self.push(&self.k.aux_forward, route, (1, 1));
+                    self.push(&self.kernels.route_forward, route, groups_for(m));
+                    self.push(&self.kernels.aux_forward, route, (1, 1));
                     self.pointwise(Op::Copy, d, &[(la.x_ffn, d), (0, 0), (next, d)], 0);
                     for (ei, sp) in experts.iter().enumerate() {
                         self.swiglu(la, ei, sp);
@@ -309,8 +309,8 @@ impl<'k> TrainRecorder<'k> {
             ce_weight: share,
             kl_weight: share * lw.temperature * lw.temperature,
         };
-        self.push(&self.k.softmax_loss, loss, groups_per_row(m));
-        self.push(&self.k.loss_total, loss, (1, 1));
+        self.push(&self.kernels.softmax_loss, loss, groups_per_row(m));
+        self.push(&self.kernels.loss_total, loss, (1, 1));
     }
 
     /// W1x, W3x and h = silu(W1x) ⊙ W3x of FFN `i` of a layer (dense: i = 0).
@@ -353,7 +353,7 @@ impl<'k> TrainRecorder<'k> {
                             out_off: la.expert_out[ei] as u32,
                             ..route
                         };
-                        self.push(&self.k.route_dot, dot, groups_for(m));
+                        self.push(&self.kernels.route_dot, dot, groups_for(m));
                         let w = (la.route_w + ei, e);
                         self.pointwise(Op::RowScale, d, &[(s.dx, d), w, (s.dexp, d)], 0);
                         let write = if ei == 0 { Write::Set } else { Write::Add };
@@ -363,7 +363,7 @@ impl<'k> TrainRecorder<'k> {
                         aux_scale: mb.loss.aux_alpha / c.n_moe_layers() as f32 * mb.share,
                         ..route
                     };
-                    self.push(&self.k.route_backward, back, groups_for(m));
+                    self.push(&self.kernels.route_backward, back, groups_for(m));
                     self.linear_back(
                         (s.dlogits_r, e),
                         *router,
@@ -386,20 +386,20 @@ impl<'k> TrainRecorder<'k> {
             self.pointwise(Op::GateBack, di, &ops, 0);
             let ssm = self.ssm_args(la, p, mb.seqs);
             let rows_states = groups_for(m * c.d_state);
-            self.push(&self.k.state_reduce, ssm, rows_states);
-            self.push(&self.k.scan_backward, ssm, groups_for(di));
-            self.push(&self.k.state_reduce, SsmArgs { mode: 1, ..ssm }, rows_states);
+            self.push(&self.kernels.state_reduce, ssm, rows_states);
+            self.push(&self.kernels.scan_backward, ssm, groups_for(di));
+            self.push(&self.kernels.state_reduce, SsmArgs { mode: 1, ..ssm }, rows_states);
             self.pointwise(Op::DtBack, di, &[(s.ddt, di), (la.dt_pre, di)], 0);
             let colsum = PointwiseArgs {
                 g_off: self.p(p.dt_b) as u32,
                 ..PointwiseArgs::new(Op::Copy, (m, di), &[(s.ddt, di)])
             };
-            self.push(&self.k.colsum, colsum, groups_for(di));
+            self.push(&self.kernels.colsum, colsum, groups_for(di));
             self.linear_back((s.ddt, di), p.dt_proj, (la.bc, xo), Some(((s.dbc, xo), Write::Set)));
             debug_assert_eq!(self.shape(p.dt_proj).1, r);
             self.linear_back((s.dbc, xo), p.x_proj, (la.u, di), Some(((s.du, di), Write::Add)));
-            self.push(&self.k.conv_backward_weight, ssm, groups_for(di * (c.d_conv + 1)));
-            self.push(&self.k.conv_backward_input, ssm, groups_for(m * di));
+            self.push(&self.kernels.conv_backward_weight, ssm, groups_for(di * (c.d_conv + 1)));
+            self.push(&self.kernels.conv_backward_input, ssm, groups_for(m * di));
             self.linear_back((s.dxz, 2 * di), p.in_proj, (la.xn, d), Some(((s.dnorm, d), Write::Set)));
             self.norm_back(s.dnorm, la.x, la.rstd, p.ssm_norm, s.dx, true);
         }
@@ -412,7 +412,7 @@ impl<'k> TrainRecorder<'k> {
             x_off: s.dx as u32,
             g_off: self.p(table.embed) as u32,
         };
-        self.push(&self.k.embed_backward, embed, groups_for(d));
+        self.push(&self.kernels.embed_backward, embed, groups_for(d));
     }
 
     /// `swiglu_backward` of FFN `i` for `dout`; its input gradient (+)= into dnorm.
@@ -436,8 +436,8 @@ impl<'k> TrainRecorder<'k> {
             partial_off: self.a.partials as u32,
             ..adam
         };
-        self.push(&self.k.sum_squares, base, (report::PARTS as u32, 1));
-        self.push(&self.k.sum_squares_total, base, (1, 1));
+        self.push(&self.kernels.sum_squares, base, (report::PARTS as u32, 1));
+        self.push(&self.kernels.sum_squares_total, base, (1, 1));
         for (slot, spec) in self.table.specs.iter().enumerate() {
             let args = AdamArgs {
                 len: spec.numel() as u32,
@@ -449,7 +449,7 @@ impl<'k> TrainRecorder<'k> {
                 },
                 ..base
             };
-            self.push(&self.k.adamw, args, groups_2d(spec.numel(), 256));
+            self.push(&self.kernels.adamw, args, groups_2d(spec.numel(), 256));
         }
     }
 }
