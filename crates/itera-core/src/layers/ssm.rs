@@ -68,11 +68,6 @@ fn dims(c: &Config, bd: BatchDims) -> (ConvDims, ScanDims) {
     (conv, scan)
 }
 
-fn resize(v: &mut Vec<f32>, n: usize) {
-    v.clear();
-    v.resize(n, 0.0);
-}
-
 /// A = −exp(A_log) (Di, N).
 pub fn a_matrix(a_log: &[f32]) -> Vec<f32> {
     let mut a = Vec::new();
@@ -109,12 +104,12 @@ pub fn ssm_forward(
     let (conv_dims, scan_dims) = dims(c, bd);
     cache.x.clear();
     cache.x.extend_from_slice(&x[..m * d]);
-    resize(&mut cache.xn, m * d);
-    resize(&mut cache.rstd, m);
+    zeroed(&mut cache.xn, m * d);
+    zeroed(&mut cache.rstd, m);
     rmsnorm_forward(&mut cache.xn, &mut cache.rstd, x, w.vector(p.ssm_norm), d);
-    resize(&mut cache.xz, m * 2 * di);
+    zeroed(&mut cache.xz, m * 2 * di);
     w.matrix(p.in_proj).matmul(&cache.xn, m, &mut cache.xz);
-    resize(&mut cache.conv, m * di);
+    zeroed(&mut cache.conv, m * di);
     conv_forward(
         &mut cache.conv,
         &cache.xz,
@@ -125,13 +120,13 @@ pub fn ssm_forward(
     );
     cache.u.clear();
     cache.u.extend(cache.conv.iter().map(|&v| silu(v)));
-    resize(&mut cache.bc, m * c.x_proj_out());
+    zeroed(&mut cache.bc, m * c.x_proj_out());
     w.matrix(p.x_proj).matmul(&cache.u, m, &mut cache.bc);
     cache.dtr.clear();
     cache
         .dtr
         .extend(cache.bc.chunks_exact(c.x_proj_out()).flat_map(|row| &row[..r]));
-    resize(&mut cache.dt_pre, m * di);
+    zeroed(&mut cache.dt_pre, m * di);
     w.matrix(p.dt_proj).matmul(&cache.dtr, m, &mut cache.dt_pre);
     for (row, bias) in cache
         .dt_pre
@@ -143,13 +138,13 @@ pub fn ssm_forward(
     cache.dt.clear();
     cache.dt.extend(cache.dt_pre.iter().map(|&v| softplus(v)));
     a_matrix_into(w.vector(p.a_log), &mut cache.a);
-    resize(&mut cache.y, m * di);
-    resize(&mut cache.h_last, bd.batch * di * n);
+    zeroed(&mut cache.y, m * di);
+    zeroed(&mut cache.h_last, bd.batch * di * n);
     if let Some(s) = init {
         cache.h_last.copy_from_slice(&s.h);
     }
     if train {
-        resize(&mut cache.h_all, m * di * n);
+        zeroed(&mut cache.h_all, m * di * n);
     } else {
         cache.h_all.clear();
     }
@@ -165,7 +160,7 @@ pub fn ssm_forward(
         w.vector(p.d_skip),
         scan_dims,
     );
-    resize(&mut cache.g, m * di);
+    zeroed(&mut cache.g, m * di);
     for ((g, y), xz) in cache
         .g
         .chunks_exact_mut(di)

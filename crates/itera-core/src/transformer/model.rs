@@ -31,11 +31,6 @@ fn dims(c: &TransformerConfig) -> AttnDims {
     }
 }
 
-fn resize(v: &mut Vec<f32>, n: usize) {
-    v.clear();
-    v.resize(n, 0.0);
-}
-
 fn add_into(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
@@ -201,8 +196,8 @@ fn forward_impl(
     cache.tokens.clear();
     cache.tokens.extend_from_slice(tokens);
     cache.layers.resize_with(c.n_layers, BlockCache::default);
-    resize(&mut cache.cos, t * hs / 2);
-    resize(&mut cache.sin, t * hs / 2);
+    zeroed(&mut cache.cos, t * hs / 2);
+    zeroed(&mut cache.sin, t * hs / 2);
     for (i, (cos, sin)) in cache
         .cos
         .chunks_exact_mut(hs / 2)
@@ -225,12 +220,12 @@ fn forward_impl(
     for (l, (p, lc)) in w.table.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
         lc.x_att.clear();
         lc.x_att.extend_from_slice(&x);
-        resize(&mut lc.xn_att, m * d);
-        resize(&mut lc.rstd_att, m);
+        zeroed(&mut lc.xn_att, m * d);
+        zeroed(&mut lc.rstd_att, m);
         rmsnorm_forward(&mut lc.xn_att, &mut lc.rstd_att, &x, w.vector(p.attention_norm), d);
-        resize(&mut lc.q, m * d);
-        resize(&mut lc.k, m * kv);
-        resize(&mut lc.v, m * kv);
+        zeroed(&mut lc.q, m * d);
+        zeroed(&mut lc.k, m * kv);
+        zeroed(&mut lc.v, m * kv);
         w.matrix(p.wq).matmul(&lc.xn_att, m, &mut lc.q);
         w.matrix(p.wk).matmul(&lc.xn_att, m, &mut lc.k);
         w.matrix(p.wv).matmul(&lc.xn_att, m, &mut lc.v);
@@ -240,7 +235,7 @@ fn forward_impl(
             rope_rotate(q, hs, cos, sin, false);
             rope_rotate(k, hs, cos, sin, false);
         }
-        resize(&mut lc.att, m * d);
+        zeroed(&mut lc.att, m * d);
         match state.as_deref_mut() {
             Some(st) => {
                 st.keys[l].extend_from_slice(&lc.k);
@@ -251,7 +246,7 @@ fn forward_impl(
             None => {
                 let per_seq = a.n_heads * t * t;
                 if train {
-                    resize(&mut lc.probs, bd.batch * per_seq);
+                    zeroed(&mut lc.probs, bd.batch * per_seq);
                 } else {
                     lc.probs.clear();
                 }
@@ -276,18 +271,18 @@ fn forward_impl(
         add_into(&mut x, &out);
         lc.x_ffn.clear();
         lc.x_ffn.extend_from_slice(&x);
-        resize(&mut lc.xn_ffn, m * d);
-        resize(&mut lc.rstd_ffn, m);
+        zeroed(&mut lc.xn_ffn, m * d);
+        zeroed(&mut lc.rstd_ffn, m);
         rmsnorm_forward(&mut lc.xn_ffn, &mut lc.rstd_ffn, &x, w.vector(p.ffn_norm), d);
         swiglu_forward(&mut out, &lc.xn_ffn, m, w, &p.ffn, &mut lc.ffn);
         add_into(&mut x, &out);
     }
-    resize(&mut cache.xf, m * d);
-    resize(&mut cache.rstd_f, m);
+    zeroed(&mut cache.xf, m * d);
+    zeroed(&mut cache.rstd_f, m);
     rmsnorm_forward(&mut cache.xf, &mut cache.rstd_f, &x, w.vector(w.table.norm), d);
     cache.x_final = x;
     cache.out = out;
-    resize(&mut cache.logits, m * c.vocab_size);
+    zeroed(&mut cache.logits, m * c.vocab_size);
     w.matrix(w.table.classifier()).matmul(&cache.xf, m, &mut cache.logits);
     if let Some(st) = state {
         st.pos += t;
